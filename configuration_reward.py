@@ -1,0 +1,186 @@
+"""Configuration of a reward model: a pretrained encoder (or decoder) plus a one-output regression head.
+
+This file is uploaded to the Hugging Face Hub beside the weights (remote code) and must import
+only torch, transformers and `modeling_reward.py`.
+
+What the numbers mean (kept here so that it travels with every published model):
+    raw reward      r(prompt, response): the head's output. Only differences between rewards of the
+                    same model mean something: P(a is preferred to b) = sigmoid((r_a - r_b) / T)
+                    (Bradley-Terry), with T = `temperature` when calibration stored one, else 1.
+    model output    `logits = alpha * r` (what `model(...)`, `pipeline` and TRL see). `alpha` is a
+                    pure multiplier, e.g. to put rewards on the scale an RL algorithm expects.
+    normalized      (r - reward_mean) / reward_std with the statistics of the training responses;
+                    opt-in (`normalize_rewards=True`), so 0 means "an average training response".
+"""
+
+from __future__ import annotations
+
+import math
+
+from transformers import AutoConfig, PretrainedConfig
+
+POOLING_CHOICES = ("cls", "mean", "last")
+
+# Written into every config.json so that all three Auto classes find the remote code.
+# (`register_for_auto_class` alone would record only the last class registered.)
+AUTO_MAP = {
+    "AutoConfig": "configuration_reward.RewardConfig",
+    "AutoModel": "modeling_reward.RewardModel",
+    "AutoModelForSequenceClassification": "modeling_reward.RewardModel",
+}
+
+# Backbones whose natural summary token is the last one (causal decoders).
+_DECODER_HINTS = ("ForCausalLM", "LMHeadModel")
+
+
+def _default_pooling(backbone_config: PretrainedConfig) -> str:
+    """`cls` for encoders (BERT's [CLS] sees the whole text), `last` for causal decoders
+    (only the last token has attended to everything)."""
+    architectures = getattr(backbone_config, "architectures", None) or []
+    if getattr(backbone_config, "is_decoder", False) or any(
+        hint in arch for arch in architectures for hint in _DECODER_HINTS
+    ):
+        return "last"
+    if backbone_config.model_type in {"gpt2", "opt", "llama", "mistral", "qwen2", "qwen3", "gemma",
+                                      "gemma2", "phi", "phi3", "gpt_neox", "gptj", "falcon", "bloom"}:
+        return "last"
+    return "cls"
+
+
+def _as_backbone_config(backbone_config: PretrainedConfig | dict | None) -> PretrainedConfig:
+    """Accept a config object, its `to_dict()` form (as read back from config.json), or None (BERT-base)."""
+    if backbone_config is None:
+        return AutoConfig.for_model("bert")
+    if isinstance(backbone_config, PretrainedConfig):
+        return backbone_config
+    if isinstance(backbone_config, dict):
+        values = dict(backbone_config)
+        model_type = values.pop("model_type", None)
+        if not model_type:
+            raise ValueError("RewardConfig: `backbone_config` dict needs a `model_type` (e.g. 'bert').")
+        values.pop("transformers_version", None)
+        return AutoConfig.for_model(model_type, **values)
+    raise TypeError(
+        "RewardConfig: `backbone_config` must be a PretrainedConfig, a dict with `model_type`, or None; "
+        f"got {type(backbone_config).__name__}."
+    )
+
+
+def _check_positive_finite(name: str, value: float | None, allow_none: bool) -> float | None:
+    if value is None:
+        if allow_none:
+            return None
+        raise ValueError(f"RewardConfig: `{name}` must be a number, got None.")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"RewardConfig: `{name}` must be a finite number, got {value!r}.")
+    if value <= 0:
+        raise ValueError(f"RewardConfig: `{name}` must be > 0, got {value!r}.")
+    return float(value)
+
+
+class RewardConfig(PretrainedConfig):
+    """Configuration for `RewardModel`.
+
+    Args:
+        backbone_config: config of the encoder/decoder that reads `(prompt, response)`; any model
+            `AutoModel` builds. A dict (with `model_type`) or config object; BERT-base when None.
+        alpha: inference-time multiplier: the model returns `alpha * reward`. Default 1.0.
+        pooling: how the token states become one vector: "cls" (first attended token; encoders),
+            "mean" (mean over attended tokens) or "last" (last attended token; decoders).
+            Default: "last" for causal decoders, "cls" otherwise.
+        head_dropout: dropout before the regression head (training only). Default: the backbone's
+            `hidden_dropout_prob` when it has one, else 0.1.
+        reward_mean, reward_std: statistics of the raw reward over the training responses, stored
+            after training so scores can be read on a known scale.
+        normalize_rewards: when True the model outputs `alpha * (r - reward_mean) / reward_std`.
+        temperature: Bradley-Terry temperature T fitted on held-out pairs (calibration):
+            P(a > b) = sigmoid((r_a - r_b) / T). None means uncalibrated (T = 1).
+
+    Example:
+        >>> from transformers import BertConfig
+        >>> config = RewardConfig(backbone_config=BertConfig(hidden_size=32, num_hidden_layers=2,
+        ...                       num_attention_heads=2, intermediate_size=37), alpha=2.0)
+        >>> config.pooling, config.num_labels, config.problem_type
+        ('cls', 1, 'regression')
+    """
+
+    model_type = "reward_model"
+    # Class attribute (not an instance field): transformers recurses into sub-configs through it,
+    # e.g. to set the attention implementation on the backbone.
+    sub_configs = {"backbone_config": AutoConfig}
+
+    def __init__(
+        self,
+        backbone_config: PretrainedConfig | dict | None = None,
+        alpha: float = 1.0,
+        pooling: str | None = None,
+        head_dropout: float | None = None,
+        reward_mean: float | None = None,
+        reward_std: float | None = None,
+        normalize_rewards: bool = False,
+        temperature: float | None = None,
+        **kwargs,
+    ):
+        backbone_config = _as_backbone_config(backbone_config)
+        if pooling is None:
+            pooling = _default_pooling(backbone_config)
+        if pooling not in POOLING_CHOICES:
+            raise ValueError(f"RewardConfig: `pooling` must be one of {POOLING_CHOICES}, got {pooling!r}.")
+        if head_dropout is None:
+            head_dropout = getattr(backbone_config, "hidden_dropout_prob", None)
+            head_dropout = 0.1 if head_dropout is None else head_dropout
+        if isinstance(head_dropout, bool) or not isinstance(head_dropout, (int, float)) or not 0.0 <= head_dropout < 1.0:
+            raise ValueError(f"RewardConfig: `head_dropout` must be in [0, 1), got {head_dropout!r}.")
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
+            raise ValueError(f"RewardConfig: `alpha` must be a finite number, got {alpha!r}.")
+        if reward_mean is not None and (
+            isinstance(reward_mean, bool) or not isinstance(reward_mean, (int, float)) or not math.isfinite(reward_mean)
+        ):
+            raise ValueError(f"RewardConfig: `reward_mean` must be a finite number or None, got {reward_mean!r}.")
+        reward_std = _check_positive_finite("reward_std", reward_std, allow_none=True)
+        temperature = _check_positive_finite("temperature", temperature, allow_none=True)
+        if normalize_rewards and (reward_mean is None or reward_std is None):
+            raise ValueError(
+                "RewardConfig: `normalize_rewards=True` needs `reward_mean` and `reward_std` "
+                "(they are stored by `rewardkit train`)."
+            )
+
+        self.backbone_config = backbone_config
+        self.alpha = float(alpha)
+        self.pooling = pooling
+        self.head_dropout = float(head_dropout)
+        self.reward_mean = None if reward_mean is None else float(reward_mean)
+        self.reward_std = reward_std
+        self.normalize_rewards = bool(normalize_rewards)
+        self.temperature = temperature
+
+        # One regression output that `pipeline` returns raw (no sigmoid), labelled "reward".
+        num_labels = kwargs.pop("num_labels", 1)
+        if num_labels != 1:
+            raise ValueError(f"RewardConfig: a reward model has exactly one output; got num_labels={num_labels}.")
+        problem_type = kwargs.pop("problem_type", "regression")
+        if problem_type != "regression":
+            raise ValueError(f"RewardConfig: `problem_type` must be 'regression', got {problem_type!r}.")
+        kwargs["id2label"] = {0: "reward"}
+        kwargs["label2id"] = {"reward": 0}
+        kwargs["problem_type"] = "regression"
+        kwargs["auto_map"] = {**AUTO_MAP, **(kwargs.get("auto_map") or {})}
+        # The special tokens of the backbone matter to padding-aware pooling and to pipelines.
+        for token_key in ("pad_token_id", "bos_token_id", "eos_token_id"):
+            if kwargs.get(token_key) is None and getattr(backbone_config, token_key, None) is not None:
+                kwargs[token_key] = getattr(backbone_config, token_key)
+        super().__init__(**kwargs)
+
+    @property
+    def hidden_size(self) -> int:
+        """Width of the backbone's token states (what the head reads)."""
+        names = ("hidden_size", "d_model", "n_embd", "dim")
+        if self.backbone_config.model_type == "opt":  # OPT projects its output to the embedding width
+            names = ("word_embed_proj_dim",) + names
+        for name in names:
+            value = getattr(self.backbone_config, name, None)
+            if isinstance(value, int):
+                return value
+        raise ValueError(
+            f"RewardConfig: cannot find the hidden size of backbone type {self.backbone_config.model_type!r}."
+        )

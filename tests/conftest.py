@@ -1,0 +1,32 @@
+"""Test-wide settings: offline always, deterministic, no plotting window."""
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from tests import helpers  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def minilm_path():
+    return helpers.minilm_path()
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The packaged MiniLM tokenizer (BERT uncased WordPiece); tiny models use its vocabulary."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(helpers.minilm_path())

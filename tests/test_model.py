@@ -1,0 +1,177 @@
+"""RewardConfig / RewardModel behaviour on tiny random backbones."""
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from configuration_reward import RewardConfig
+from modeling_reward import RewardModel, pairwise_loss
+from tests import helpers
+
+TEXTS = [
+    ("What is the capital of Italy?", "Rome is the capital of Italy."),
+    ("Say hi", "hi"),
+    ("How do I boil an egg?", "Put it in boiling water for about nine minutes, then cool it in cold water."),
+]
+
+
+def _encode(tokenizer, pairs, padding_side="right"):
+    tokenizer.padding_side = padding_side
+    try:
+        return tokenizer([p for p, _ in pairs], [r for _, r in pairs], padding=True, return_tensors="pt")
+    finally:
+        tokenizer.padding_side = "right"
+
+
+# ---------------------------------------------------------------- config
+
+
+def test_config_defaults_follow_the_contract():
+    config = RewardConfig(backbone_config=helpers.tiny_backbone_config("bert"))
+    assert config.model_type == "reward_model"
+    assert config.alpha == 1.0 and config.pooling == "cls"
+    assert config.num_labels == 1 and config.problem_type == "regression"
+    assert config.id2label == {0: "reward"}
+    assert set(config.auto_map) == {"AutoConfig", "AutoModel", "AutoModelForSequenceClassification"}
+    assert RewardConfig(backbone_config=helpers.tiny_backbone_config("gpt2")).pooling == "last"
+    assert RewardConfig().backbone_config.model_type == "bert"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"pooling": "max"}, "pooling"),
+        ({"alpha": float("nan")}, "alpha"),
+        ({"alpha": "2"}, "alpha"),
+        ({"head_dropout": 1.5}, "head_dropout"),
+        ({"reward_std": 0.0}, "reward_std"),
+        ({"reward_mean": float("inf")}, "reward_mean"),
+        ({"temperature": -1.0}, "temperature"),
+        ({"normalize_rewards": True}, "normalize_rewards"),
+        ({"num_labels": 2}, "num_labels"),
+        ({"problem_type": "single_label_classification"}, "problem_type"),
+        ({"backbone_config": {"hidden_size": 8}}, "model_type"),
+        ({"backbone_config": 3}, "backbone_config"),
+    ],
+)
+def test_config_rejects_invalid_fields(kwargs, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        RewardConfig(**kwargs)
+
+
+def test_config_round_trips_through_dict():
+    config = RewardConfig(backbone_config=helpers.tiny_backbone_config("roberta"), alpha=3.0, pooling="mean",
+                          reward_mean=0.5, reward_std=2.0, temperature=1.7)
+    again = RewardConfig.from_dict(config.to_dict())
+    assert again.backbone_config.model_type == "roberta"
+    assert (again.alpha, again.pooling, again.reward_mean, again.reward_std, again.temperature) == (3.0, "mean", 0.5, 2.0, 1.7)
+
+
+# ---------------------------------------------------------------- forward, alpha
+
+
+def test_forward_shapes_and_mse_with_labels(tokenizer):
+    model = helpers.tiny_reward_model()
+    batch = _encode(tokenizer, TEXTS)
+    out = model(**batch, labels=torch.tensor([1.0, 0.0, 2.0]))
+    assert out.logits.shape == (3, 1) and out.rewards.shape == (3, 1)
+    expected = torch.mean((out.rewards[:, 0] - torch.tensor([1.0, 0.0, 2.0])) ** 2)
+    assert torch.allclose(out.loss, expected)
+    assert isinstance(model(**batch, return_dict=False), tuple)
+
+
+def test_alpha_is_a_pure_multiplier_per_call(tokenizer):
+    model = helpers.tiny_reward_model()
+    batch = _encode(tokenizer, TEXTS)
+    with torch.no_grad():
+        base = model(**batch).logits
+        for alpha in (10.0, -2.0, 0.0, 0.5):
+            scaled = model(**batch, alpha=alpha)
+            assert torch.allclose(scaled.logits, alpha * base, atol=1e-6)
+            assert torch.allclose(scaled.rewards, base, atol=1e-6)  # raw reward untouched
+
+
+def test_alpha_from_config_at_load_time(tokenizer, tmp_path):
+    model = helpers.tiny_reward_model()
+    model.save_pretrained(tmp_path)
+    batch = _encode(tokenizer, TEXTS)
+    with torch.no_grad():
+        base = model(**batch).logits
+        loaded = RewardModel.from_pretrained(tmp_path, alpha=4.0).eval()
+        assert loaded.config.alpha == 4.0
+        assert torch.allclose(loaded(**batch).logits, 4.0 * base, atol=1e-5)
+        assert torch.allclose(loaded(**batch, alpha=1.0).logits, base, atol=1e-5)  # call beats config
+
+
+def test_normalization_is_opt_in_and_exact(tokenizer):
+    model = helpers.tiny_reward_model(reward_mean=0.25, reward_std=2.0, alpha=3.0)
+    batch = _encode(tokenizer, TEXTS)
+    with torch.no_grad():
+        out = model(**batch)
+        assert torch.allclose(out.logits, 3.0 * out.rewards, atol=1e-6)
+        model.config.normalize_rewards = True
+        normalized = model(**batch)
+        assert torch.allclose(normalized.logits, 3.0 * (out.rewards - 0.25) / 2.0, atol=1e-6)
+
+
+# ---------------------------------------------------------------- padding invariance
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta", "gpt2"])
+@pytest.mark.parametrize("pooling", ["cls", "mean", "last"])
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+def test_reward_does_not_depend_on_padding_or_batch(tokenizer, kind, pooling, padding_side):
+    model = helpers.tiny_reward_model(kind, pooling=pooling)
+    with torch.no_grad():
+        alone = [model(**_encode(tokenizer, [pair])).logits[0, 0].item() for pair in TEXTS]
+        batch = _encode(tokenizer, TEXTS, padding_side)
+        assert (batch["attention_mask"] == 0).any()  # there really is padding
+        together = model(**batch).logits[:, 0].tolist()
+    assert together == pytest.approx(alone, abs=1e-5)
+
+
+# ---------------------------------------------------------------- backbones
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta", "gpt2", "opt"])
+def test_backbones_train_one_step_and_round_trip(kind, tokenizer, tmp_path):
+    model = helpers.tiny_reward_model(kind).train()
+    chosen = _encode(tokenizer, TEXTS)
+    rejected = _encode(tokenizer, [(p, "no.") for p, _ in TEXTS])
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    loss = pairwise_loss(model(**chosen).rewards, model(**rejected).rewards)
+    loss.backward()
+    optimizer.step()
+    assert not torch.equal(before["score.weight"], model.score.weight)
+    changed_backbone = [n for n, p in model.named_parameters() if n.startswith("backbone.") and not torch.equal(before[n], p)]
+    assert changed_backbone, "the backbone must be trained too"
+
+    model.eval().save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists()
+    assert not list(tmp_path.glob("*.bin"))
+    loaded, info = RewardModel.from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    with torch.no_grad():
+        assert torch.allclose(loaded.eval()(**chosen).logits, model(**chosen).logits, atol=1e-5)
+
+
+def test_minilm_backbone_weights_equal_the_checkpoint(minilm_path):
+    model = RewardModel.from_backbone(str(minilm_path))
+    checkpoint = load_file(str(minilm_path / "model.safetensors"))
+    ours = model.backbone.state_dict()
+    compared = 0
+    for name, tensor in checkpoint.items():
+        key = name.removeprefix("bert.")
+        if key in ours:
+            assert torch.equal(ours[key], tensor), key
+            compared += 1
+    assert compared >= len(ours) - 2  # every backbone weight (position_ids buffers aside)
+    assert model.config.backbone_config.hidden_size == 384 and model.config.pooling == "cls"
+    assert model.score.weight.shape == (1, 384)
+
+
+def test_forward_errors_are_clear():
+    model = helpers.tiny_reward_model()
+    with pytest.raises(ValueError, match="input_ids"):
+        model()

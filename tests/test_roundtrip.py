@@ -1,0 +1,100 @@
+"""Save -> load through every public door, in a fresh interpreter with an empty HF_MODULES_CACHE."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers.dynamic_module_utils import get_imports
+
+from tests import helpers
+
+PROMPTS = ["What is the capital of Italy?", "Say hi", "Is the sun a star?"]
+RESPONSES = ["Rome.", "Go away.", "Yes, the Sun is a G-type main-sequence star."]
+
+LOAD_ALL_WAYS = """
+import json, sys, torch
+from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer, pipeline
+source = {source!r}
+prompts, responses = {prompts!r}, {responses!r}
+tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=True)  # transformers 5 reads config.json first
+batch = tokenizer(prompts, responses, padding=True, return_tensors="pt")
+results = {{}}
+for name, cls in [("auto_model", AutoModel), ("auto_seq_cls", AutoModelForSequenceClassification)]:
+    model, info = cls.from_pretrained(source, trust_remote_code=True, output_loading_info=True)
+    with torch.no_grad():
+        results[name] = model.eval()(**batch).logits[:, 0].tolist()
+    results[name + "_missing"] = list(info["missing_keys"])
+    results[name + "_unexpected"] = list(info["unexpected_keys"])
+    results[name + "_module"] = type(model).__module__
+pipe = pipeline("text-classification", model=source, trust_remote_code=True)
+outputs = pipe([{{"text": p, "text_pair": r}} for p, r in zip(prompts, responses)])
+results["pipeline"] = [o["score"] for o in outputs]
+results["pipeline_labels"] = [o["label"] for o in outputs]
+print(json.dumps(results))
+"""
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory, tokenizer):
+    """A tiny model with a non-trivial head, saved with its tokenizer, and its own rewards."""
+    torch.manual_seed(1)
+    model = helpers.tiny_reward_model()
+    with torch.no_grad():
+        model.score.bias.fill_(-3.0)  # rewards well below 0: a sigmoid would show at once
+    folder = tmp_path_factory.mktemp("saved")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    batch = tokenizer(PROMPTS, RESPONSES, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        expected = model(**batch).logits[:, 0].tolist()
+    return folder, expected
+
+
+def _check_all_ways(results: dict, expected: list[float]) -> None:
+    for name in ("auto_model", "auto_seq_cls", "pipeline"):
+        assert results[name] == pytest.approx(expected, abs=1e-5), name
+    for name in ("auto_model", "auto_seq_cls"):
+        assert results[name + "_missing"] == [] and results[name + "_unexpected"] == []
+        assert results[name + "_module"].startswith("transformers_modules"), "remote code was used"
+    assert results["pipeline_labels"] == ["reward"] * len(expected)
+    assert all(score < 0 for score in results["pipeline"])  # raw reward, no sigmoid
+
+
+def test_saved_folder_holds_code_and_safetensors_only(saved_model):
+    folder, _ = saved_model
+    names = {p.name for p in Path(folder).iterdir()}
+    assert {"config.json", "model.safetensors", "configuration_reward.py", "modeling_reward.py"} <= names
+    assert not any(n.endswith((".bin", ".pt", ".pkl")) for n in names)
+    config = json.loads((Path(folder) / "config.json").read_text())
+    assert config["auto_map"] == {
+        "AutoConfig": "configuration_reward.RewardConfig",
+        "AutoModel": "modeling_reward.RewardModel",
+        "AutoModelForSequenceClassification": "modeling_reward.RewardModel",
+    }
+    assert config["problem_type"] == "regression" and config["id2label"] == {"0": "reward"}
+
+
+def test_fresh_process_loads_from_folder_all_three_ways(saved_model, tmp_path):
+    folder, expected = saved_model
+    code = LOAD_ALL_WAYS.format(source=str(folder), prompts=PROMPTS, responses=RESPONSES)
+    _check_all_ways(helpers.run_fresh_python(code, tmp_path), expected)
+
+
+def test_fresh_process_loads_by_repo_id_from_hf_cache(saved_model, tmp_path):
+    folder, expected = saved_model
+    cache = tmp_path / "hub_cache"
+    helpers.place_in_hf_cache(Path(folder), cache, "rewardkit-test/tiny-reward")
+    code = LOAD_ALL_WAYS.format(source="rewardkit-test/tiny-reward", prompts=PROMPTS, responses=RESPONSES)
+    results = helpers.run_fresh_python(code, tmp_path, {"HF_HUB_CACHE": str(cache), "HF_HOME": str(tmp_path / "home")})
+    _check_all_ways(results, expected)
+
+
+@pytest.mark.parametrize("filename", ["configuration_reward.py", "modeling_reward.py"])
+def test_hub_files_require_only_torch_and_transformers(filename):
+    """transformers' own requirement check (the one `trust_remote_code` runs) must find nothing else."""
+    imports = set(get_imports(helpers.REPO_ROOT / filename)) - set(sys.stdlib_module_names)
+    assert imports <= {"torch", "transformers"}, imports
+    source = (helpers.REPO_ROOT / filename).read_text()
+    assert "import rewardkit" not in source and "from rewardkit" not in source
