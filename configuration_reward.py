@@ -169,6 +169,11 @@ class RewardConfig(PretrainedConfig):
         for token_key in ("pad_token_id", "bos_token_id", "eos_token_id"):
             if kwargs.get(token_key) is None and getattr(backbone_config, token_key, None) is not None:
                 kwargs[token_key] = getattr(backbone_config, token_key)
+        # Keep the attention implementation the backbone was loaded with (e.g. "sdpa"): the
+        # composite config otherwise resets it on its sub-configs.
+        backbone_attention = getattr(backbone_config, "_attn_implementation", None)
+        if kwargs.get("attn_implementation") is None and backbone_attention is not None:
+            kwargs["attn_implementation"] = backbone_attention
         super().__init__(**kwargs)
 
     @property

@@ -226,8 +226,6 @@ class RewardModel(PreTrainedModel):
         """
         backbone = AutoModel.from_pretrained(backbone_name_or_path, **(backbone_kwargs or {}))
         config = RewardConfig(backbone_config=backbone.config, **config_kwargs)
-        if getattr(backbone.config, "_attn_implementation", None):
-            config._attn_implementation = backbone.config._attn_implementation
         model = cls(config, backbone=backbone)
         model.name_or_path = str(backbone_name_or_path)
         return model.to(next(backbone.parameters()).dtype)

@@ -27,13 +27,13 @@ _LAZY = {
 
 __all__ = sorted(_LAZY)
 
-if TYPE_CHECKING:  # pragma: no cover
-    from configuration_reward import RewardConfig
-    from modeling_reward import RewardModel, mse_loss, pairwise_loss, ranking_loss
-    from rewardkit.data import RewardDataError, load_reward_data
-    from rewardkit.scoring import RewardScorer
-    from rewardkit.training import RewardTrainer
-    from rewardkit.training_args import RewardTrainingArguments
+if TYPE_CHECKING:  # pragma: no cover (re-exports for type checkers)
+    from configuration_reward import RewardConfig  # noqa: F401
+    from modeling_reward import RewardModel, mse_loss, pairwise_loss, ranking_loss  # noqa: F401
+    from rewardkit.data import RewardDataError, load_reward_data  # noqa: F401
+    from rewardkit.scoring import RewardScorer  # noqa: F401
+    from rewardkit.training import RewardTrainer  # noqa: F401
+    from rewardkit.training_args import RewardTrainingArguments  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

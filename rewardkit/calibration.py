@@ -1,0 +1,359 @@
+"""Turning reward margins into probabilities, and checking that those probabilities are honest.
+
+A reward model outputs one number per (prompt, response). On its own that number means nothing:
+only *differences* between two responses to the same prompt matter. The Bradley-Terry model
+(Bradley & Terry, 1952), which is also the loss reward models are trained with, reads a margin
+as a probability::
+
+    P(a ≻ b) = σ((r_a − r_b) / T)
+
+``T`` is a temperature. ``T = 1`` is the raw, uncalibrated model. Neural classifiers tend to be
+over-confident, and a single scalar ``T`` fitted on held-out data fixes most of it without
+changing any ranking ("temperature scaling", Guo et al., 2017, *On Calibration of Modern
+Neural Networks*). This module:
+
+* :func:`preference_probability`: the numerically stable sigmoid above;
+* :func:`expected_calibration_error` and :func:`reliability_bins`: ECE and the data for a
+  reliability diagram (Guo et al., 2017, section 2);
+* :func:`pairwise_ece` / :func:`symmetrize_pairwise`: the same for preference pairs, where the
+  recorded outcome is always "chosen wins" (see :func:`symmetrize_pairwise` for why both
+  orientations are used);
+* :func:`fit_temperature`: the maximum-likelihood ``T``, by a bounded golden-section search
+  over ``log T`` (numpy only, no torch).
+
+All public functions return plain Python floats / lists / dicts so the results can be written
+straight to JSON.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from typing import Any, overload
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+__all__ = [
+    "T_MAX",
+    "T_MIN",
+    "CalibrationWarning",
+    "expected_calibration_error",
+    "fit_temperature",
+    "negative_log_likelihood",
+    "pairwise_ece",
+    "preference_probability",
+    "reliability_bins",
+    "symmetrize_pairwise",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Search interval for :func:`fit_temperature`. Below 1e-3 every probability is 0 or 1 to
+#: double precision; above 1e3 every probability is 0.5 for any realistic reward scale.
+T_MIN: float = 1e-3
+T_MAX: float = 1e3
+
+_GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0  # 0.618...
+_LOG_T_TOL = 1e-10
+
+
+class CalibrationWarning(UserWarning):
+    """The temperature fit hit a degenerate case (no information, or separable data)."""
+
+
+# --------------------------------------------------------------------------------------------
+# validation helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _as_finite_1d(
+    values: ArrayLike, name: str, *, allow_empty: bool = False
+) -> NDArray[np.float64]:
+    """Return ``values`` as a 1-D float64 array; raise ``ValueError`` on NaN/inf or emptiness.
+
+    Silently propagating a NaN into an ECE or a temperature gives numbers that look fine and
+    are wrong, so bad input is rejected loudly here.
+    """
+    arr = np.asarray(values, dtype=np.float64).reshape(-1)
+    if arr.size == 0 and not allow_empty:
+        raise ValueError(f"{name} is empty")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains non-finite values (NaN or inf)")
+    return arr
+
+
+def _check_probs_outcomes(
+    probs: ArrayLike, outcomes: ArrayLike
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    p = _as_finite_1d(probs, "probs")
+    y = _as_finite_1d(outcomes, "outcomes")
+    if p.shape != y.shape:
+        raise ValueError(f"probs and outcomes differ in length: {p.size} vs {y.size}")
+    if np.any((p < 0) | (p > 1)):
+        raise ValueError("probs must lie in [0, 1]")
+    if np.any((y < 0) | (y > 1)):
+        raise ValueError("outcomes must lie in [0, 1]")
+    return p, y
+
+
+def _check_temperature(temperature: float) -> float:
+    t = float(temperature)
+    if not math.isfinite(t) or t <= 0:
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    return t
+
+
+def _check_n_bins(n_bins: int) -> int:
+    if int(n_bins) != n_bins or n_bins < 1:
+        raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}")
+    return int(n_bins)
+
+
+# --------------------------------------------------------------------------------------------
+# Bradley-Terry probability
+# --------------------------------------------------------------------------------------------
+
+
+def _sigmoid(z: NDArray[np.float64]) -> NDArray[np.float64]:
+    """σ(z) without overflow: ``exp`` is only ever taken of a non-positive number."""
+    with np.errstate(under="ignore"):  # exp(-1e6) underflowing to 0 is the right answer
+        e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def _softplus(z: NDArray[np.float64]) -> NDArray[np.float64]:
+    """log(1 + e^z), stable for large |z|; −log σ(z) = softplus(−z)."""
+    with np.errstate(under="ignore"):
+        return np.maximum(z, 0.0) + np.log1p(np.exp(-np.abs(z)))
+
+
+@overload
+def preference_probability(margin: float, temperature: float = 1.0) -> float: ...
+@overload
+def preference_probability(
+    margin: NDArray[Any], temperature: float = 1.0
+) -> NDArray[np.float64]: ...
+def preference_probability(
+    margin: float | ArrayLike, temperature: float = 1.0
+) -> float | NDArray[np.float64]:
+    """Bradley-Terry probability that the first response is preferred: σ(margin / T).
+
+    ``margin`` is ``r_a − r_b``. A scalar in gives a Python ``float`` out; an array in gives a
+    float64 array of the same shape. Stable for any finite margin (``σ(±1e6)`` is exactly 1/0,
+    never a NaN or an overflow warning).
+    """
+    t = _check_temperature(temperature)
+    arr = np.asarray(margin, dtype=np.float64)
+    p = _sigmoid(arr / t)
+    if arr.ndim == 0:
+        return float(p)
+    return p
+
+
+# --------------------------------------------------------------------------------------------
+# ECE and reliability diagram
+# --------------------------------------------------------------------------------------------
+
+
+def _bin_index(p: NDArray[np.float64], n_bins: int) -> NDArray[np.intp]:
+    """Equal-width bins over [0, 1]; bin i is [i/n, (i+1)/n), the last one closed at 1."""
+    return np.minimum((p * n_bins).astype(np.intp), n_bins - 1)
+
+
+def reliability_bins(
+    probs: ArrayLike, outcomes: ArrayLike, n_bins: int = 10
+) -> list[dict[str, Any]]:
+    """Per-bin data for a reliability diagram (Guo et al., 2017, fig. 1).
+
+    ``probs`` are predicted probabilities that the outcome is 1; ``outcomes`` are the observed
+    outcomes (0/1, or soft labels in [0, 1]). Returns one dict per equal-width bin, in order,
+    including empty ones, so the list always has ``n_bins`` entries::
+
+        {"bin_lo": 0.7, "bin_hi": 0.8, "count": 42,
+         "mean_confidence": 0.74,   # mean predicted probability in the bin (None if empty)
+         "accuracy": 0.69}          # observed frequency of outcome 1 in the bin (None if empty)
+
+    A calibrated model has ``accuracy ≈ mean_confidence`` in every bin.
+    """
+    p, y = _check_probs_outcomes(probs, outcomes)
+    n_bins = _check_n_bins(n_bins)
+    idx = _bin_index(p, n_bins)
+    counts = np.bincount(idx, minlength=n_bins)
+    sum_p = np.bincount(idx, weights=p, minlength=n_bins)
+    sum_y = np.bincount(idx, weights=y, minlength=n_bins)
+    bins: list[dict[str, Any]] = []
+    for i in range(n_bins):
+        c = int(counts[i])
+        bins.append(
+            {
+                "bin_lo": i / n_bins,
+                "bin_hi": (i + 1) / n_bins,
+                "count": c,
+                "mean_confidence": float(sum_p[i] / c) if c else None,
+                "accuracy": float(sum_y[i] / c) if c else None,
+            }
+        )
+    return bins
+
+
+def expected_calibration_error(probs: ArrayLike, outcomes: ArrayLike, n_bins: int = 10) -> float:
+    """Expected calibration error: Σ_b (n_b / N) · |accuracy_b − confidence_b|.
+
+    Equal-width bins over [0, 1], each weighted by how many predictions fall in it (Guo et al.,
+    2017, eq. 3, in its "probability of outcome 1" form). 0 means perfectly calibrated; it is
+    bounded by 1. Read it as "on average, the stated probability is this far from the observed
+    frequency".
+    """
+    bins = reliability_bins(probs, outcomes, n_bins)
+    total = sum(b["count"] for b in bins)
+    ece = 0.0
+    for b in bins:
+        if b["count"]:
+            ece += b["count"] / total * abs(b["accuracy"] - b["mean_confidence"])
+    return float(ece)
+
+
+def symmetrize_pairwise(
+    margins: ArrayLike, temperature: float = 1.0
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Both orientations of each preference pair, as (probs, outcomes) for ECE / reliability.
+
+    Why: in a preference data set the label is always "chosen wins", so the naive
+    ``(p, outcome=1)`` has every outcome equal to 1, and its ECE just measures how far the
+    probabilities are from 1: it rewards over-confidence and cannot tell a calibrated model
+    from a lucky one. A pair is equally the statement "rejected loses", so we add
+    ``(1 − p, outcome=0)``. In the resulting reliability diagram, the bin around 0.7 holds the
+    pairs the model gave 70% *and* the mirror images of those it gave 30%; its observed
+    frequency is "how often was the model right when it was 70% sure", which is what
+    calibration means. The construction is symmetric around 0.5 and, with an even number of
+    bins, equals the confidence-based ECE of Guo et al. (2017) on max(p, 1 − p).
+
+    ``margins`` are ``r_chosen − r_rejected``. Returns arrays of length ``2 * len(margins)``.
+    """
+    m = _as_finite_1d(margins, "margins")
+    p = np.asarray(preference_probability(m, temperature), dtype=np.float64)
+    probs = np.concatenate([p, 1.0 - p])
+    outcomes = np.concatenate([np.ones_like(p), np.zeros_like(p)])
+    return probs, outcomes
+
+
+def pairwise_ece(margins: ArrayLike, temperature: float = 1.0, n_bins: int = 10) -> float:
+    """ECE of the Bradley-Terry probabilities σ(margin / T) on preference pairs.
+
+    ``margins`` are ``r_chosen − r_rejected``. Evaluated on both orientations of each pair
+    (see :func:`symmetrize_pairwise` for why the one-sided version is meaningless).
+    """
+    probs, outcomes = symmetrize_pairwise(margins, temperature)
+    return expected_calibration_error(probs, outcomes, n_bins)
+
+
+# --------------------------------------------------------------------------------------------
+# temperature scaling
+# --------------------------------------------------------------------------------------------
+
+
+def negative_log_likelihood(margins: ArrayLike, outcomes: ArrayLike, temperature: float) -> float:
+    """Mean −[y log σ(m/T) + (1 − y) log(1 − σ(m/T))], computed without under/overflow."""
+    m = _as_finite_1d(margins, "margins")
+    y = _as_finite_1d(outcomes, "outcomes")
+    if m.shape != y.shape:
+        raise ValueError(f"margins and outcomes differ in length: {m.size} vs {y.size}")
+    t = _check_temperature(temperature)
+    return _nll(m, y, t)
+
+
+def _nll(m: NDArray[np.float64], y: NDArray[np.float64], t: float) -> float:
+    z = m / t
+    # −log σ(z) = softplus(−z); −log(1 − σ(z)) = softplus(z)
+    return float(np.mean(y * _softplus(-z) + (1.0 - y) * _softplus(z)))
+
+
+def _golden_section_min(f: Any, lo: float, hi: float, tol: float = _LOG_T_TOL) -> float:
+    """Minimise a unimodal f on [lo, hi] by golden-section search; returns the arg-min."""
+    a, b = lo, hi
+    c = b - _GOLDEN * (b - a)
+    d = a + _GOLDEN * (b - a)
+    fc, fd = f(c), f(d)
+    while b - a > tol:
+        if fc <= fd:
+            b, d, fd = d, c, fc
+            c = b - _GOLDEN * (b - a)
+            fc = f(c)
+        else:
+            a, c, fc = c, d, fd
+            d = a + _GOLDEN * (b - a)
+            fd = f(d)
+    # the end points are candidates too: the optimum may sit on a bound
+    candidates = [(f(lo), lo), (fc, c), (fd, d), (f(hi), hi)]
+    return min(candidates)[1]
+
+
+def fit_temperature(margins: ArrayLike, *, outcomes: ArrayLike | None = None) -> float:
+    """Maximum-likelihood temperature: the T > 0 minimising the NLL of ``outcomes`` under σ(m/T).
+
+    ``margins`` are reward differences. With ``outcomes=None`` they are ``r_chosen − r_rejected``
+    and every outcome is 1 (chosen wins), which is how preference data comes. ``outcomes`` may
+    also be 0/1 (or soft labels in [0, 1]) for margins of arbitrarily oriented pairs. Fit on
+    held-out pairs, not on the training set (Guo et al., 2017).
+
+    How: the NLL is convex in 1/T (logistic regression with one weight and no bias), hence
+    unimodal in log T, so a golden-section search over log T ∈ [log 1e-3, log 1e3] finds the
+    global optimum without derivatives or torch.
+
+    Edge cases (each emits a :class:`CalibrationWarning`):
+
+    * all margins zero: the likelihood does not depend on T; returns 1.0.
+    * perfectly separated data (every margin points the right way): the NLL keeps decreasing as
+      T → 0, i.e. maximum likelihood says "infinitely sure". Returns the lower bound
+      :data:`T_MIN`; this is a symptom of too little (or training-set) data, not a usable T.
+    * every margin points the wrong way: NLL decreases as T → ∞; returns :data:`T_MAX`.
+
+    Raises ``ValueError`` on empty input, non-finite values, or mismatched lengths.
+    """
+    m = _as_finite_1d(margins, "margins")
+    if outcomes is None:
+        y = np.ones_like(m)
+    else:
+        y = _as_finite_1d(outcomes, "outcomes")
+        if y.shape != m.shape:
+            raise ValueError(f"margins and outcomes differ in length: {m.size} vs {y.size}")
+        if np.any((y < 0) | (y > 1)):
+            raise ValueError("outcomes must lie in [0, 1]")
+
+    if np.all(m == 0):
+        _warn("all margins are zero: the likelihood does not depend on T; returning T = 1.0")
+        return 1.0
+
+    # signed agreement of each margin with its outcome; only decisive for hard 0/1 labels
+    hard = np.all((y == 0) | (y == 1))
+    if hard:
+        agree = (2.0 * y - 1.0) * m
+        if np.all(agree >= 0):
+            _warn(
+                "perfectly separated data (every non-zero margin points to the observed "
+                f"outcome): the NLL decreases as T -> 0; returning the lower bound T = {T_MIN:g}"
+            )
+            return T_MIN
+        if np.all(agree <= 0):
+            _warn(
+                "every non-zero margin points against the observed outcome: the NLL decreases "
+                f"as T -> inf; returning the upper bound T = {T_MAX:g}"
+            )
+            return T_MAX
+
+    def objective(log_t: float) -> float:
+        return _nll(m, y, math.exp(log_t))
+
+    log_t = _golden_section_min(objective, math.log(T_MIN), math.log(T_MAX))
+    t = float(math.exp(log_t))
+    if log_t <= math.log(T_MIN) + 1e-6 or log_t >= math.log(T_MAX) - 1e-6:
+        _warn(f"temperature fit hit the search bound: T = {t:g}")
+    logger.debug("fit_temperature: T = %.6g, NLL = %.6g (n = %d)", t, objective(log_t), m.size)
+    return t
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, CalibrationWarning, stacklevel=3)
+    logger.warning(message)

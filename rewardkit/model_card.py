@@ -1,0 +1,143 @@
+"""Model card (the published README.md): rendered from plain data with `ModelCard.from_template`.
+
+Takes dicts of facts (the training summary, evaluation metrics, config.json) and imports neither
+training nor evaluation code, so the card can be re-rendered at publish time from what is on disk.
+The template is `model_card.md` (at the repository root; packaged as rewardkit/templates/).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+TEMPLATE_PATH = Path(__file__).parent / "templates" / "model_card.md"
+OBJECTIVES = {
+    "pairwise": ("pairwise Bradley-Terry loss on (prompt, chosen, rejected): -log σ(r_chosen − r_rejected)", "pairs"),
+    "mse": ("mean squared error on annotated rewards (prompt, response, reward)", "rows"),
+    "ranking": ("K-wise ranking loss: mean Bradley-Terry loss over all K-choose-2 pairs of ranked responses", "ranked groups"),
+}
+# (metric key in our metrics dicts, display name, model-index metric type)
+METRIC_NAMES = [
+    ("accuracy", "Pairwise accuracy (chosen scored above rejected)", "accuracy"),
+    ("mean_margin", "Mean reward margin (chosen − rejected)", "mean_margin"),
+    ("ece", "Expected calibration error of P(chosen ≻ rejected)", "ece"),
+    ("brier", "Brier score of P(chosen ≻ rejected)", "brier"),
+    ("rmse", "RMSE against annotated rewards", "rmse"),
+    ("pearson", "Pearson correlation with annotated rewards", "pearson"),
+    ("spearman", "Spearman correlation with annotated rewards", "spearman"),
+    ("kendall_tau", "Kendall tau against the annotated ranking", "kendall_tau"),
+    ("top1_accuracy", "Top-1 accuracy (best response ranked first)", "top1_accuracy"),
+]
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def _evaluation_rows(training: dict, evaluation: dict | None) -> tuple[list[dict], str | None]:
+    """Rows of the card's results table: a full `rewardkit evaluate` report when given, else the
+    held-out metrics recorded during training."""
+    rows, length_bias = [], None
+    if evaluation:
+        data = evaluation.get("data_name") or evaluation.get("data") or "held-out data"
+        for key, name, _ in METRIC_NAMES:
+            if evaluation.get(key) is not None:
+                rows.append({"name": name, "value": _fmt(evaluation[key]), "data": f"{data} (n={evaluation.get('n', '?')})"})
+        bias = evaluation.get("length_bias") or {}
+        if bias.get("spearman_reward_length") is not None:
+            length_bias = (f"Spearman correlation of reward with response length {_fmt(bias['spearman_reward_length'], 3)}"
+                           + (f"; the longer response gets the higher reward in {100 * bias['longer_preferred_rate']:.0f}% of pairs"
+                              if bias.get("longer_preferred_rate") is not None else "")
+                           + (f"; accuracy when the chosen response is the shorter one: {_fmt(bias['chosen_shorter_accuracy'], 3)}"
+                              if bias.get("chosen_shorter_accuracy") is not None else "") + ".")
+    elif training.get("eval_metrics"):
+        for key, name, _ in METRIC_NAMES:
+            value = training["eval_metrics"].get(f"eval_{key}")
+            if value is not None:
+                rows.append({"name": name, "value": _fmt(value), "data": f"held-out split (n={training.get('eval_rows', '?')})"})
+    return rows, length_bias
+
+
+def build_card_data(config: dict, training: dict, evaluation: dict | None, *, repo_id: str, datasets: list[str],
+                    license: str, language: list[str] | str):
+    """`huggingface_hub.ModelCardData` (front matter) with model-index results actually measured."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    results = []
+    metrics = evaluation or {k.removeprefix("eval_"): v for k, v in (training.get("eval_metrics") or {}).items()}
+    dataset_name = (evaluation or {}).get("data_name") or (datasets[0] if datasets else "held-out data")
+    for key, name, metric_type in METRIC_NAMES:
+        value = metrics.get(key)
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            results.append(EvalResult(task_type="text-classification", task_name="Reward modeling",
+                                      dataset_type=dataset_name, dataset_name=dataset_name,
+                                      metric_type=metric_type, metric_name=name, metric_value=float(value)))
+    base_model = training.get("base_model_id") or training.get("base_model")
+    return ModelCardData(
+        language=language, license=license, library_name="transformers", pipeline_tag="text-classification",
+        tags=["reward-model", "rlhf", "text-classification", "rewardkit", "custom_code"],
+        datasets=datasets or None, base_model=base_model if base_model and not str(base_model).startswith("/") else None,
+        model_name=repo_id, eval_results=results or None,
+    )
+
+
+def render_model_card(config: dict, training: dict | None = None, evaluation: dict | None = None, *,
+                      repo_id: str = "your-name/reward-model", datasets: list[str] | None = None,
+                      license: str = "apache-2.0", language: list[str] | str = "en") -> str:
+    """The README.md text for a model folder."""
+    from huggingface_hub import ModelCard
+
+    training = training or {}
+    objective = training.get("objective", "pairwise")
+    description, unit = OBJECTIVES.get(objective, OBJECTIVES["pairwise"])
+    temperature = float(config.get("temperature") or 1.0)
+    table, length_bias = _evaluation_rows(training, evaluation)
+    seconds = training.get("seconds")
+    card = ModelCard.from_template(
+        build_card_data(config, training, evaluation, repo_id=repo_id, datasets=datasets or [], license=license,
+                        language=language),
+        template_path=str(TEMPLATE_PATH),
+        model_name=repo_id.split("/")[-1],
+        repo_id=repo_id,
+        objective_description=description,
+        unit=unit,
+        base_model=training.get("base_model_id") or training.get("base_model") or config.get("backbone_config", {}).get("_name_or_path", "?"),
+        alpha=_fmt(float(config.get("alpha", 1.0))),
+        temperature=_fmt(temperature),
+        calibrated=config.get("temperature") is not None,
+        p_at_one=f"{_sigmoid(1.0 / temperature):.2f}",
+        p_at_two=f"{_sigmoid(2.0 / temperature):.2f}",
+        reward_mean=None if config.get("reward_mean") is None else _fmt(config["reward_mean"]),
+        reward_std=None if config.get("reward_std") is None else _fmt(config["reward_std"]),
+        stats_samples=min(training.get("hyperparameters", {}).get("reward_stats_samples", 512), training.get("train_rows", 0) * 2 or 512),
+        max_length=training.get("max_length", 512),
+        train_rows=training.get("train_rows", "?"),
+        datasets=datasets or [],
+        detected_layout=training.get("detected_layout", "?"),
+        steps=training.get("steps", "?"),
+        epochs=_fmt(training.get("epochs", "?")),
+        hyperparameters=training.get("hyperparameters", {}),
+        hardware=training.get("hardware", "?"),
+        training_time=f"{seconds:.0f} s" if isinstance(seconds, (int, float)) else "?",
+        throughput=f"{training.get('examples_per_second', 0):.2f} {unit}/s",
+        eval_rows_table=table,
+        length_bias=length_bias,
+    )
+    return str(card)
+
+
+def write_model_card(folder: str | Path, training: dict | None = None, evaluation: dict | None = None, **kwargs: Any) -> Path:
+    """Render the card for the model in `folder` (reads its config.json) into folder/README.md."""
+    folder = Path(folder)
+    config = json.loads((folder / "config.json").read_text())
+    path = folder / "README.md"
+    path.write_text(render_model_card(config, training, evaluation, **kwargs), encoding="utf-8")
+    return path

@@ -1,0 +1,204 @@
+"""Calibration: the Bradley-Terry sigmoid, ECE, reliability bins and temperature scaling."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rewardkit.calibration import (
+    T_MAX,
+    T_MIN,
+    CalibrationWarning,
+    expected_calibration_error,
+    fit_temperature,
+    negative_log_likelihood,
+    pairwise_ece,
+    preference_probability,
+    reliability_bins,
+    symmetrize_pairwise,
+)
+
+T_TRUE = 2.5
+
+
+@pytest.fixture(scope="module")
+def synthetic() -> tuple[np.ndarray, np.ndarray]:
+    """Latent margins m ~ N(0, 2) and outcomes ~ Bernoulli(σ(m / 2.5)), n = 20000, fixed seed.
+
+    Taken as model logits at T = 1, these are over-confident by a factor 2.5.
+    """
+    rng = np.random.default_rng(20240611)
+    m = rng.normal(0.0, 2.0, size=20_000)
+    y = (rng.random(m.size) < preference_probability(m, T_TRUE)).astype(float)
+    return m, y
+
+
+# ---------------------------------------------------------------- sigmoid
+
+
+def test_preference_probability_values_and_types() -> None:
+    assert preference_probability(0.0) == 0.5
+    assert isinstance(preference_probability(1.0), float)
+    assert preference_probability(1.0) == pytest.approx(1 / (1 + math.exp(-1)))
+    assert preference_probability(2.0, temperature=2.0) == pytest.approx(
+        preference_probability(1.0)
+    )
+    arr = preference_probability(np.array([[-1.0, 0.0], [1.0, 2.0]]))
+    assert isinstance(arr, np.ndarray) and arr.shape == (2, 2)
+    np.testing.assert_allclose(arr[0, 0] + arr[1, 0], 1.0)
+
+
+def test_preference_probability_is_stable() -> None:
+    with np.errstate(all="raise"):  # no overflow / invalid warnings
+        p = preference_probability(np.array([-1e6, -800.0, 800.0, 1e6]))
+    assert np.all(np.isfinite(p))
+    assert p[0] == 0.0 and p[-1] == 1.0
+    with pytest.raises(ValueError):
+        preference_probability(1.0, temperature=0.0)
+    with pytest.raises(ValueError):
+        preference_probability(1.0, temperature=float("nan"))
+
+
+# ---------------------------------------------------------------- ECE and reliability
+
+
+def test_ece_hand_computed() -> None:
+    # one bin (0.9–1.0) with confidence 0.9 and half the outcomes 1: gap 0.4
+    assert expected_calibration_error([0.9] * 4, [1, 0, 1, 0]) == pytest.approx(0.4)
+    # calibrated: 0.7 with 7 of 10 outcomes 1
+    assert expected_calibration_error([0.7] * 10, [1] * 7 + [0] * 3) == pytest.approx(0.0)
+    # two bins, weighted by count: 3 × |1 − 0.15| (bin 1) + 1 × |0 − 0.95| (bin 9), over 4
+    ece = expected_calibration_error([0.15, 0.15, 0.15, 0.95], [1, 1, 1, 0])
+    assert ece == pytest.approx((3 * 0.85 + 0.95) / 4)
+
+
+def test_reliability_bins_structure() -> None:
+    bins = reliability_bins([0.0, 0.05, 0.55, 1.0], [0, 1, 1, 1], n_bins=10)
+    assert len(bins) == 10
+    assert [b["count"] for b in bins] == [2, 0, 0, 0, 0, 1, 0, 0, 0, 1]  # 1.0 in the last bin
+    assert bins[0]["mean_confidence"] == pytest.approx(0.025)
+    assert bins[0]["accuracy"] == 0.5
+    assert bins[1]["mean_confidence"] is None and bins[1]["accuracy"] is None
+    assert bins[9]["bin_lo"] == pytest.approx(0.9) and bins[9]["bin_hi"] == 1.0
+    with pytest.raises(ValueError):
+        reliability_bins([1.2], [1])
+    with pytest.raises(ValueError):
+        reliability_bins([0.5, 0.5], [1])
+    with pytest.raises(ValueError):
+        reliability_bins([0.5], [1], n_bins=0)
+
+
+def test_pairwise_ece_symmetric_is_meaningful() -> None:
+    # A model that cannot tell any pair apart (p = 0.5) is perfectly calibrated: it is right
+    # half the time. The naive one-sided ECE with all outcomes 1 calls it 0.5 off.
+    margins = np.zeros(100)
+    assert pairwise_ece(margins) == pytest.approx(0.0)
+    assert expected_calibration_error(np.full(100, 0.5), np.ones(100)) == pytest.approx(0.5)
+    probs, outcomes = symmetrize_pairwise([1.0, -2.0])
+    assert probs.shape == outcomes.shape == (4,)
+    np.testing.assert_allclose(outcomes, [1, 1, 0, 0])
+    np.testing.assert_allclose(probs[:2] + probs[2:], 1.0)
+
+
+def test_pairwise_ece_equals_confidence_ece() -> None:
+    """With an even number of bins, symmetric ECE = Guo et al.'s ECE on max(p, 1 − p)."""
+    rng = np.random.default_rng(0)
+    m = rng.normal(0.0, 2.0, size=5000)
+    p = preference_probability(m)
+    conf = np.maximum(p, 1 - p)
+    correct = (m > 0).astype(float)
+    assert pairwise_ece(m) == pytest.approx(expected_calibration_error(conf, correct), abs=1e-9)
+
+
+# ---------------------------------------------------------------- temperature scaling
+
+
+def test_fit_temperature_recovers_true_t(synthetic) -> None:
+    m, y = synthetic
+    t = fit_temperature(m, outcomes=y)
+    assert isinstance(t, float)
+    assert t == pytest.approx(T_TRUE, rel=0.05)
+
+
+def test_fit_temperature_default_outcomes_match_oriented_margins(synthetic) -> None:
+    """Margins oriented as chosen − rejected (outcome 1) give the same fit as 0/1 outcomes."""
+    m, y = synthetic
+    oriented = np.where(y == 1, m, -m)
+    assert fit_temperature(oriented) == pytest.approx(fit_temperature(m, outcomes=y), rel=1e-6)
+
+
+def test_fit_temperature_is_scale_equivariant(synthetic) -> None:
+    m, y = synthetic
+    assert fit_temperature(3 * m, outcomes=y) == pytest.approx(
+        3 * fit_temperature(m, outcomes=y), rel=1e-5
+    )
+
+
+def test_fit_temperature_is_nll_minimum(synthetic) -> None:
+    m, y = synthetic
+    t = fit_temperature(m, outcomes=y)
+    best = negative_log_likelihood(m, y, t)
+    for other in (1.0, t * 0.95, t * 1.05, 10.0):
+        assert best <= negative_log_likelihood(m, y, other) + 1e-12
+
+
+def test_calibration_reduces_ece(synthetic) -> None:
+    m, y = synthetic
+    oriented = np.where(y == 1, m, -m)  # chosen − rejected
+    before = pairwise_ece(oriented, 1.0)
+    after = pairwise_ece(oriented, fit_temperature(oriented))
+    assert after <= before
+    assert before > 0.05  # over-confident logits really are miscalibrated
+    assert after < 0.02
+
+
+def test_fit_temperature_all_zero_margins() -> None:
+    with pytest.warns(CalibrationWarning, match="zero"):
+        assert fit_temperature(np.zeros(10)) == 1.0
+
+
+def test_fit_temperature_perfectly_separated_clamps_low() -> None:
+    with pytest.warns(CalibrationWarning, match="separated"):
+        assert fit_temperature([0.5, 1.0, 2.0, 0.0]) == T_MIN
+    with pytest.warns(CalibrationWarning, match="separated"):
+        assert fit_temperature([1.0, -1.0], outcomes=[1, 0]) == T_MIN
+
+
+def test_fit_temperature_all_wrong_clamps_high() -> None:
+    with pytest.warns(CalibrationWarning, match="against"):
+        assert fit_temperature([-0.5, -1.0]) == T_MAX
+
+
+def test_fit_temperature_invalid_input() -> None:
+    with pytest.raises(ValueError, match="empty"):
+        fit_temperature([])
+    with pytest.raises(ValueError, match="non-finite"):
+        fit_temperature([1.0, float("nan")])
+    with pytest.raises(ValueError, match="non-finite"):
+        fit_temperature([1.0, float("inf")])
+    with pytest.raises(ValueError, match="length"):
+        fit_temperature([1.0, -1.0], outcomes=[1.0])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        fit_temperature([1.0, -1.0], outcomes=[1.0, 2.0])
+
+
+def test_fit_temperature_soft_labels() -> None:
+    # soft outcome σ(m / 2) exactly: the NLL (cross-entropy) is minimal at T = 2
+    m = np.linspace(-3, 3, 13)
+    y = preference_probability(m, 2.0)
+    assert fit_temperature(m, outcomes=y) == pytest.approx(2.0, rel=1e-5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(-50, 50, allow_nan=False), min_size=1, max_size=30))
+def test_fit_temperature_always_in_bounds(margins: list[float]) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CalibrationWarning)
+        t = fit_temperature(margins)
+    assert T_MIN <= t <= T_MAX
+    assert math.isfinite(negative_log_likelihood(margins, np.ones(len(margins)), t))

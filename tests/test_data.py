@@ -1,0 +1,451 @@
+"""rewardkit.data: every layout, every file format, every kind of invalid row, streaming."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import pickle
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from rewardkit.data import (
+    OBJECTIVES,
+    RewardData,
+    RewardDataError,
+    SkipReport,
+    iter_reward_rows,
+    load_reward_data,
+    parse_column_map,
+)
+from rewardkit.data_formats import render_conversation, split_transcripts
+
+HH_1 = "\n\nHuman: hi\n\nAssistant: hello there"
+HH_2 = "\n\nHuman: hi\n\nAssistant: go away"
+PAIR = {"prompt": "p", "chosen": "good", "rejected": "bad"}
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def write_csv(path: Path, header: list[str], rows: list[list], bom: bool = False) -> Path:
+    with open(path, "w", encoding="utf-8-sig" if bom else "utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def load_rows(tmp_path: Path, rows: list, **kwargs) -> RewardData:
+    return load_reward_data(write_jsonl(tmp_path / "data.jsonl", rows), **kwargs)
+
+
+# ---- layouts --------------------------------------------------------------------------------
+
+def test_pairwise_explicit_with_margin(tmp_path):
+    data = load_rows(tmp_path, [{**PAIR, "margin": 2}, {**PAIR, "margin": "0.5"}, {**PAIR, "margin": None}])
+    assert data.objective == "pairwise" and len(data) == 3
+    assert data.rows[0] == {"prompt": "p", "chosen": "good", "rejected": "bad", "margin": 2.0}
+    assert [row["margin"] for row in data.rows] == [2.0, 0.5, None]
+    assert data.detected_layout.startswith("pairwise (prompt/chosen/rejected")
+    assert data.sources == [str(tmp_path / "data.jsonl")]
+    assert data.skipped.total == 0
+
+
+def test_pairwise_implicit_hh_transcripts(tmp_path):
+    multi_a = "\n\nHuman: a\n\nAssistant: b\n\nHuman: c\n\nAssistant:  d is best"
+    multi_b = "\n\nHuman: a\n\nAssistant: b\n\nHuman: c\n\nAssistant: d is worst"
+    data = load_rows(tmp_path, [{"chosen": HH_1, "rejected": HH_2}, {"chosen": multi_a, "rejected": multi_b}])
+    assert data.detected_layout == "pairwise (implicit prompt, HH-RLHF transcripts)"
+    assert data.rows[0] == {"prompt": "\n\nHuman: hi\n\nAssistant:", "chosen": "hello there",
+                            "rejected": "go away", "margin": None}
+    assert data.rows[1]["prompt"] == "\n\nHuman: a\n\nAssistant: b\n\nHuman: c\n\nAssistant:"
+    assert (data.rows[1]["chosen"], data.rows[1]["rejected"]) == ("d is best", "d is worst")
+
+
+def test_implicit_prompt_without_markers_splits_at_whitespace():
+    assert split_transcripts("The answer is yes", "The answer is no") == ("The answer is ", "yes", "no")
+    assert split_transcripts("Theorem one", "Theory two") == ("", "Theorem one", "Theory two")
+    assert split_transcripts("abc", "xyz") == ("", "abc", "xyz")
+
+
+def test_conversational_with_prompt_column(tmp_path):
+    row = {"prompt": [{"role": "system", "content": "be kind"}, {"role": "user", "content": "hi"}],
+           "chosen": [{"role": "assistant", "content": "hello"}],
+           "rejected": [{"role": "assistant", "content": "bye"}]}
+    data = load_rows(tmp_path, [row])
+    assert data.rows[0] == {"prompt": "System: be kind\nUser: hi\nAssistant:", "chosen": "hello",
+                            "rejected": "bye", "margin": None}
+    assert "conversational" in data.detected_layout
+
+
+def test_conversational_implicit_prompt(tmp_path):
+    turns = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"},
+             {"role": "user", "content": "how?"}]
+    row = {"chosen": turns + [{"role": "assistant", "content": "well"}],
+           "rejected": turns + [{"role": "assistant", "content": "badly"}]}
+    data = load_rows(tmp_path, [row])
+    assert data.rows[0]["prompt"] == "User: hi\nAssistant: yo\nUser: how?\nAssistant:"
+    assert (data.rows[0]["chosen"], data.rows[0]["rejected"]) == ("well", "badly")
+    assert data.detected_layout == "pairwise (implicit prompt, conversational messages)"
+    assert render_conversation(()) == ""
+
+
+@pytest.mark.parametrize("chosen, rejected, fragment", [
+    ([{"role": "user", "content": "a"}, {"role": "assistant", "content": "x"}],
+     [{"role": "user", "content": "b"}, {"role": "assistant", "content": "y"}], "differ before"),
+    ([{"role": "user", "content": "a"}], [{"role": "assistant", "content": "y"}], "must be the assistant"),
+    ([{"role": "assistant"}], [{"role": "assistant", "content": "y"}], "'role' and 'content'"),
+])
+def test_conversational_errors(tmp_path, chosen, rejected, fragment):
+    with pytest.raises(RewardDataError, match=fragment):
+        load_rows(tmp_path, [{"chosen": chosen, "rejected": rejected}])
+
+
+def test_aira_and_stackexchange_aliases(tmp_path):
+    aira = load_rows(tmp_path, [{"instruction": "q", "chosen_response": "a", "rejected_response": "b"}])
+    assert aira.rows == [{"prompt": "q", "chosen": "a", "rejected": "b", "margin": None}]
+    assert "Aira" in aira.detected_layout
+    stack = load_rows(tmp_path, [{"qid": 1, "question": "q", "response_j": "good", "response_k": "bad"}])
+    assert stack.rows == [{"prompt": "q", "chosen": "good", "rejected": "bad", "margin": None}]
+    assert "StackExchange" in stack.detected_layout
+
+
+@pytest.mark.parametrize("response_col, reward_col", [("completion", "reward"), ("response", "score")])
+def test_scalar_layouts(tmp_path, response_col, reward_col):
+    data = load_rows(tmp_path, [{"prompt": "p", response_col: "r", reward_col: 0.25},
+                                {"prompt": "p", response_col: "s", reward_col: -3}])
+    assert data.objective == "mse"
+    assert data.rows == [{"prompt": "p", "response": "r", "reward": 0.25},
+                         {"prompt": "p", "response": "s", "reward": -3.0}]
+    assert data.detected_layout == f"mse (prompt/{response_col}/{reward_col})"
+
+
+def test_ranked_layouts(tmp_path):
+    rows = [{"prompt": "p", "responses": ["a", "b", "c"]},
+            {"prompt": "p", "responses": ["a", "b", "c"], "ranks": [3, 1, 2]},
+            {"prompt": "p", "responses": ["a", "b", "c"], "scores": [0.1, 0.9, 0.1]}]
+    data = load_rows(tmp_path, rows)
+    assert data.objective == "ranking"
+    assert [row["responses"] for row in data.rows] == [["a", "b", "c"], ["b", "c", "a"], ["b", "a", "c"]]
+
+
+def test_score_mode(tmp_path):
+    path = write_jsonl(tmp_path / "s.jsonl", [{"prompt": "p", "response": "r"},
+                                              {"prompt": "p", "completion": "c", "reward": 1}])
+    data = load_reward_data(path, objective="score")
+    assert data.objective == "score"
+    assert data.rows == [{"prompt": "p", "response": "r"}, {"prompt": "p", "response": "c"}]
+    with pytest.raises(RewardDataError, match="objective='score'"):
+        load_reward_data(path)  # no reward: not trainable, and the message says how to score
+    with pytest.raises(RewardDataError, match="rewardkit evaluate"):
+        load_rows(tmp_path, [PAIR], objective="score")
+
+
+# ---- formats ------------------------------------------------------------------------------
+
+def test_json_shapes(tmp_path):
+    rows = [PAIR, {**PAIR, "chosen": "fine"}]
+    for name, document in [("array.json", rows), ("wrapped.json", {"data": rows}),
+                           ("columns.json", {key: [r[key] for r in rows] for key in PAIR})]:
+        path = tmp_path / name
+        path.write_text(json.dumps(document))
+        data = load_reward_data(path)
+        assert [row["chosen"] for row in data.rows] == ["good", "fine"], name
+    (tmp_path / "bad.json").write_text(json.dumps([PAIR, {**PAIR, "chosen": ""}]))
+    with pytest.raises(RewardDataError) as info:
+        load_reward_data(tmp_path / "bad.json")
+    assert (info.value.row, info.value.column) == (2, "chosen") and "element 2" in str(info.value)
+
+
+def test_csv_with_bom_and_quoted_newline(tmp_path):
+    path = write_csv(tmp_path / "d.csv", ["prompt", "chosen", "rejected", "margin"],
+                     [["p", "line one\nline two", "bad", "0.5"], ["q", "ok", "", ""]], bom=True)
+    assert path.read_bytes().startswith(b"\xef\xbb\xbf")
+    with pytest.raises(RewardDataError) as info:
+        load_reward_data(path)
+    err = info.value
+    assert (err.source, err.row, err.column) == (str(path), 2, "rejected")
+    assert "data row 2 (line 4)" in str(err)  # header is line 1; row 1 spans lines 2-3
+    data = load_reward_data(path, skip_invalid=True)
+    assert data.rows == [{"prompt": "p", "chosen": "line one\nline two", "rejected": "bad", "margin": 0.5}]
+
+
+def test_csv_numbers_lists_and_big_fields(tmp_path):
+    big = "x" * 300_000  # over csv's default 128 KiB field limit
+    path = write_csv(tmp_path / "r.csv", ["prompt", "responses", "scores"],
+                     [[big, json.dumps(["a", "b"]), "[1, 2]"]])
+    assert load_reward_data(path).rows == [{"prompt": big, "responses": ["b", "a"]}]
+    path = write_csv(tmp_path / "m.csv", ["prompt", "completion", "reward"], [["p", "c", "0.5"]])
+    assert load_reward_data(path).rows[0]["reward"] == 0.5
+    (tmp_path / "cr.csv").write_bytes(b"prompt,completion,reward\rp,c,1\rq,d,2\r")  # old Mac line ends
+    assert [row["reward"] for row in load_reward_data(tmp_path / "cr.csv").rows] == [1.0, 2.0]
+
+
+def test_parquet(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"prompt": ["p", "q"], "responses": [["a", "b"], ["c"]]}), path)
+    with pytest.raises(RewardDataError) as info:
+        load_reward_data(path)
+    assert (info.value.row, info.value.column) == (2, "responses") and "row 2" in str(info.value)
+    assert load_reward_data(path, skip_invalid=True).rows == [{"prompt": "p", "responses": ["a", "b"]}]
+
+
+def test_gzipped_jsonl(tmp_path):
+    path = tmp_path / "d.jsonl.gz"
+    path.write_bytes(gzip.compress(json.dumps(PAIR).encode() + b"\n"))
+    assert len(load_reward_data(path)) == 1
+    (tmp_path / "broken.jsonl.gz").write_bytes(gzip.compress(b"{}" * 100)[:20])
+    with pytest.raises(RewardDataError, match="cannot read"):
+        load_reward_data(tmp_path / "broken.jsonl.gz")
+
+
+def test_folder(tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    write_jsonl(folder / "b.jsonl", [{**PAIR, "chosen": "second"}])
+    write_csv(folder / "a.csv", ["prompt", "chosen", "rejected"], [["p", "first", "bad"]])
+    (folder / "README.md").write_text("not data")
+    data = load_reward_data(folder)
+    assert [row["chosen"] for row in data.rows] == ["first", "second"]
+    assert data.sources == [str(folder / "a.csv"), str(folder / "b.jsonl")]
+    write_jsonl(folder / "c.jsonl", [{"prompt": "p", "completion": "c", "reward": 1}])
+    with pytest.raises(RewardDataError, match="rows before it are pairwise") as info:
+        load_reward_data(folder)
+    assert info.value.source == str(folder / "c.jsonl") and info.value.row == 1
+
+
+@pytest.mark.parametrize("name, content, fragment", [
+    ("d.txt", "x", "unsupported file type '.txt'"),
+    ("d.jsonl", "", "no rows"),
+    ("d.jsonl", "\n\n", "no rows"),
+    ("d.json", "[]", "no rows"),
+    ("d.csv", "prompt,chosen,rejected\n", "no rows"),
+    ("d.json", '"text"', "unsupported shape"),
+    ("d.parquet", "not parquet", "Parquet"),
+])
+def test_file_level_errors(tmp_path, name, content, fragment):
+    (tmp_path / name).write_text(content)
+    with pytest.raises(RewardDataError, match=fragment) as info:
+        load_reward_data(tmp_path / name)
+    assert info.value.source == str(tmp_path / name)
+
+
+def test_missing_path_empty_folder_and_hub_offline(tmp_path):
+    with pytest.raises(RewardDataError, match="no such file"):
+        load_reward_data(tmp_path / "nope.jsonl")
+    with pytest.raises(RewardDataError, match="no data files"):
+        load_reward_data(tmp_path)
+    with pytest.raises(RewardDataError, match="couldn't be loaded") as info:
+        load_reward_data("rewardkit-tests/no-such-dataset", split="test")
+    assert info.value.source == "rewardkit-tests/no-such-dataset" and "\n" not in str(info.value)
+
+
+def test_not_utf8_names_the_line(tmp_path):
+    path = tmp_path / "latin.jsonl"
+    path.write_bytes(json.dumps(PAIR).encode() + b"\n" + '{"prompt": "caf\xe9"}\n'.encode("latin-1"))
+    with pytest.raises(RewardDataError, match="not UTF-8") as info:
+        load_reward_data(path)
+    assert "line 2" in str(info.value)
+
+
+# ---- columns, detection, objectives -------------------------------------------------------
+
+def test_parse_column_map():
+    assert parse_column_map("prompt=question, chosen=best") == {"question": "prompt", "best": "chosen"}
+    assert parse_column_map(None) == {} == parse_column_map("")
+    for bad in ("prompt", "=x", "prompt=a,prompt=b", "chosen=a,rejected=a", "promt=question"):
+        with pytest.raises(RewardDataError, match="column mapping"):
+            parse_column_map(bad)
+
+
+def test_columns_remapping(tmp_path):
+    rows = [{"q": "p", "good": "a", "bad": "b"}]
+    for columns in ("prompt=q,chosen=good,rejected=bad", {"q": "prompt", "good": "chosen", "bad": "rejected"}):
+        assert load_rows(tmp_path, rows, columns=columns).rows[0]["chosen"] == "a"
+    with pytest.raises(RewardDataError) as info:
+        load_rows(tmp_path, [{"q": "p", "good": " ", "bad": "b"}], columns="prompt=q,chosen=good,rejected=bad")
+    assert info.value.column == "good" and "renamed to 'chosen'" in str(info.value)
+
+
+def test_unrecognised_columns_listed(tmp_path):
+    with pytest.raises(RewardDataError, match="cannot tell") as info:
+        load_rows(tmp_path, [{"text": "x", "label": 1}])
+    assert "'text', 'label'" in str(info.value) and "pairwise:" in str(info.value)
+
+
+def test_objective_contradiction(tmp_path):
+    with pytest.raises(RewardDataError, match="asked for objective 'mse'.*pairwise"):
+        load_rows(tmp_path, [PAIR], objective="mse")
+    assert load_rows(tmp_path, [PAIR], objective="pairwise").objective == "pairwise"
+    with pytest.raises(RewardDataError, match="asked for objective 'pairwise'.*give pairwise data"):
+        load_rows(tmp_path, [{"prompt": "p", "response": "r"}], objective="pairwise")
+    with pytest.raises(RewardDataError, match="column 'reward'"):  # mse asked, reward missing
+        load_rows(tmp_path, [{"prompt": "p", "response": "r"}], objective="mse")
+    with pytest.raises(RewardDataError, match="unknown objective"):
+        load_rows(tmp_path, [PAIR], objective="dpo")
+    assert OBJECTIVES == ("pairwise", "mse", "ranking")
+
+
+def test_mixed_layouts_in_one_file(tmp_path):
+    rows = [PAIR, PAIR, {"prompt": "p", "completion": "c", "reward": 1.0}]
+    with pytest.raises(RewardDataError, match="looks like mse") as info:
+        load_rows(tmp_path, rows)
+    assert info.value.row == 3 and "line 3" in str(info.value) and "line 1" in str(info.value)
+    with pytest.raises(RewardDataError, match="looks like pairwise"):  # prompt after implicit rows
+        load_rows(tmp_path, [{"chosen": HH_1, "rejected": HH_2}, PAIR])
+
+
+# ---- invalid rows ---------------------------------------------------------------------------
+
+INVALID = [
+    ("empty field", {**PAIR, "chosen": "  \n"}, "chosen", "empty field"),
+    ("missing column", {"prompt": "p", "chosen": "a"}, "rejected", "missing column"),
+    ("null field", {**PAIR, "prompt": None}, "prompt", "missing value"),
+    ("identical", {**PAIR, "rejected": "good"}, "rejected", "identical chosen/rejected"),
+    ("number as text", {**PAIR, "chosen": 5}, "chosen", "not text"),
+    ("bad margin", {**PAIR, "margin": "big"}, "margin", "not a number"),
+    ("inf margin", {**PAIR, "margin": float("inf")}, "margin", "not finite"),
+    ("non-numeric reward", {"prompt": "p", "completion": "c", "reward": "high"}, "reward", "not a number"),
+    ("NaN reward", {"prompt": "p", "completion": "c", "reward": float("nan")}, "reward", "not finite"),
+    ("bool reward", {"prompt": "p", "completion": "c", "reward": True}, "reward", "not a number"),
+    ("one response", {"prompt": "p", "responses": ["a"]}, "responses", "too few responses"),
+    ("ranks mismatch", {"prompt": "p", "responses": ["a", "b"], "ranks": [1]}, "ranks", "length mismatch"),
+    ("non-string response", {"prompt": "p", "responses": ["a", 2]}, "responses", "not text"),
+]
+VALID_FIRST = {"pairwise": PAIR, "mse": {"prompt": "p", "completion": "c", "reward": 0},
+               "ranking": {"prompt": "p", "responses": ["x", "y"]}}
+
+
+@pytest.mark.parametrize("label, bad, column, reason", INVALID, ids=[case[0] for case in INVALID])
+def test_invalid_rows_are_named_or_skipped(tmp_path, label, bad, column, reason):
+    objective = "pairwise" if "chosen" in bad else "ranking" if "responses" in bad else "mse"
+    rows = [VALID_FIRST[objective], bad, VALID_FIRST[objective]]
+    path = write_jsonl(tmp_path / "rows.jsonl", rows)
+    with pytest.raises(RewardDataError) as info:
+        load_reward_data(path)
+    err = info.value
+    assert (err.source, err.row, err.column, err.reason) == (str(path), 2, column, reason)
+    assert str(path) in str(err) and "line 2" in str(err) and f"column '{column}'" in str(err)
+    assert "\n" not in str(err)
+    data = load_reward_data(path, skip_invalid=True)
+    assert len(data) == 2 and data.skipped.counts == {reason: 1}
+    assert data.skipped.examples[reason] == ["rows.jsonl line 2"]
+    assert reason in data.skipped.summary()
+
+
+def test_broken_json_line_named_and_skippable(tmp_path):
+    path = tmp_path / "b.jsonl"
+    path.write_text(json.dumps(PAIR) + "\n\n" + '{"prompt": "p", "chosen": \n' + "[1, 2]\n" + json.dumps(PAIR) + "\n")
+    with pytest.raises(RewardDataError, match="broken JSON") as info:
+        load_reward_data(path)
+    assert (info.value.source, info.value.row) == (str(path), 3) and "line 3" in str(info.value)
+    data = load_reward_data(path, skip_invalid=True)
+    assert len(data) == 2 and data.skipped.counts == {"broken JSON": 1, "not an object": 1}
+
+
+def test_deeply_nested_json_is_a_data_error(tmp_path):
+    path = tmp_path / "deep.jsonl"
+    path.write_text(json.dumps(PAIR) + "\n" + "[" * 200_000 + "]" * 200_000 + "\n")
+    with pytest.raises(RewardDataError) as info:
+        load_reward_data(path)
+    assert info.value.row == 2
+
+
+def test_all_rows_skipped_is_an_error(tmp_path):
+    with pytest.raises(RewardDataError, match="no valid rows.*empty field: 2"):
+        load_rows(tmp_path, [{**PAIR, "chosen": ""}, {**PAIR, "rejected": " "}], skip_invalid=True)
+
+
+def test_limit(tmp_path):
+    assert len(load_rows(tmp_path, [PAIR] * 5, limit=2)) == 2
+    with pytest.raises(RewardDataError, match="limit"):
+        load_rows(tmp_path, [PAIR], limit=0)
+
+
+def test_error_pickles_with_attributes():
+    err = RewardDataError("bad", source="f.jsonl", row=3, column="chosen", where="line 3", reason="x")
+    copy = pickle.loads(pickle.dumps(err))
+    assert (copy.source, copy.row, copy.column, copy.reason, str(copy)) == \
+        ("f.jsonl", 3, "chosen", "x", "f.jsonl, line 3, column 'chosen': bad")
+
+
+# ---- streaming ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("tail", [b"{broken\n", b'{"prompt": "\xff"}\n'], ids=["broken JSON", "not UTF-8"])
+def test_iter_streams_before_a_later_broken_line(tmp_path, tail):
+    path = tmp_path / "s.jsonl"
+    path.write_bytes((json.dumps(PAIR) + "\n" + json.dumps({**PAIR, "chosen": "ok"}) + "\n").encode() + tail)
+    rows = iter_reward_rows(path)
+    assert next(rows) == (1, {"prompt": "p", "chosen": "good", "rejected": "bad", "margin": None})
+    assert next(rows)[0] == 2
+    with pytest.raises(RewardDataError, match="line 3"):
+        next(rows)
+
+
+def test_iter_checks_arguments_at_once_and_collects_skips(tmp_path):
+    with pytest.raises(RewardDataError, match="no such file"):
+        iter_reward_rows(tmp_path / "missing.jsonl")
+    path = write_jsonl(tmp_path / "s.jsonl", [{"prompt": "p", "response": "r"}, {"prompt": "", "response": "r"}])
+    report = SkipReport()
+    rows = list(iter_reward_rows(path, objective="score", skip_invalid=True, skipped=report))
+    assert rows == [(1, {"prompt": "p", "response": "r"})] and report.counts == {"empty field": 1}
+
+
+def test_iter_reads_parquet_in_batches(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    n = 2500  # more than one record batch
+    table = pa.table({"prompt": ["p"] * n, "completion": [f"c{i}" for i in range(n)], "reward": [0.5] * n})
+    pq.write_table(table, tmp_path / "big.parquet", row_group_size=1000)
+    numbers = [number for number, _ in iter_reward_rows(tmp_path / "big.parquet", objective="mse")]
+    assert numbers == list(range(1, n + 1))
+
+
+# ---- robustness -----------------------------------------------------------------------------
+
+KEYS = st.sampled_from(["prompt", "chosen", "rejected", "margin", "completion", "response", "reward",
+                        "score", "responses", "ranks", "scores", "instruction", "response_j", "role",
+                        "content", "x"])
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(KEYS | st.text(max_size=5), inner, max_size=5),
+    max_leaves=20,
+)
+
+
+def _loads_or_data_error(content: bytes, suffix: str, **kwargs) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"f{suffix}"
+        path.write_bytes(content)
+        try:
+            data = load_reward_data(path, **kwargs)
+        except RewardDataError as err:
+            assert str(err)
+        else:
+            assert len(data) >= 1
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(values=st.lists(JSON_VALUES, min_size=1, max_size=3), skip=st.booleans(),
+       objective=st.sampled_from([None, "pairwise", "mse", "ranking", "score"]))
+def test_fuzz_json_lines_load_or_raise_data_error(values, skip, objective):
+    content = "".join(json.dumps(value) + "\n" for value in values).encode()
+    _loads_or_data_error(content, ".jsonl", skip_invalid=skip, objective=objective)
+    _loads_or_data_error(json.dumps(values).encode(), ".json", skip_invalid=skip, objective=objective)
+
+
+@settings(max_examples=100, deadline=None)
+@given(content=st.binary(max_size=200), suffix=st.sampled_from([".jsonl", ".json", ".csv", ".parquet"]))
+def test_fuzz_raw_bytes_load_or_raise_data_error(content, suffix):
+    _loads_or_data_error(content, suffix)

@@ -1,0 +1,288 @@
+"""Metrics against hand-computed values, degenerate inputs and a few properties."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rewardkit.metrics import (
+    kendall_tau_b,
+    pairwise_metrics,
+    pearson,
+    rank_average,
+    ranking_metrics,
+    reward_stats,
+    scalar_metrics,
+    spearman,
+)
+
+
+def sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def assert_json_clean(d: dict) -> None:
+    """Plain Python values only, and no NaN anywhere (allow_nan=False raises on NaN)."""
+    json.dumps(d, allow_nan=False)
+
+
+# ---------------------------------------------------------------- pairwise, hand-computed
+
+CHOSEN = [2.0, 1.0, 0.5, 3.0]
+REJECTED = [1.0, 2.0, 0.5, 0.0]  # margins 1, -1, 0 (tie), 3
+
+
+def test_pairwise_hand_computed() -> None:
+    m = pairwise_metrics(CHOSEN, REJECTED)
+    assert m["n"] == 4
+    assert m["ties"] == 1
+    assert m["accuracy"] == pytest.approx((1 + 0 + 0.5 + 1) / 4)  # the tie counts half
+    assert m["mean_margin"] == pytest.approx(0.75)
+    assert m["median_margin"] == pytest.approx(0.5)
+    assert m["temperature"] == 1.0
+    p = [sigmoid(x) for x in (1, -1, 0, 3)]
+    assert m["brier"] == pytest.approx(np.mean([(1 - q) ** 2 for q in p]))
+    assert m["log_loss"] == pytest.approx(np.mean([-math.log(q) for q in p]))
+    assert m["mean_confidence"] == pytest.approx(np.mean([max(q, 1 - q) for q in p]))
+    # symmetric ECE by hand (10 bins): (p, 1) and (1 - p, 0) for every pair.
+    # bins 7 and 2 each hold σ(1) with outcomes {1, 0}: gap σ(1) − 0.5, weight 2/8 each;
+    # bin 5 holds 0.5 twice with outcomes {1, 0}: gap 0;
+    # bins 9 and 0 hold σ(3) with outcome 1 and 1 − σ(3) with 0: gap 1 − σ(3), weight 1/8 each.
+    expected_ece = 0.5 * (sigmoid(1) - 0.5) + 0.25 * (1 - sigmoid(3))
+    assert m["ece"] == pytest.approx(expected_ece)
+    assert_json_clean(m)
+
+
+def test_pairwise_temperature_changes_probabilities_not_accuracy() -> None:
+    m1 = pairwise_metrics(CHOSEN, REJECTED)
+    m2 = pairwise_metrics(CHOSEN, REJECTED, temperature=2.0)
+    assert m2["temperature"] == 2.0
+    assert m2["accuracy"] == m1["accuracy"]
+    assert m2["log_loss"] == pytest.approx(
+        np.mean([-math.log(sigmoid(x / 2)) for x in (1, -1, 0, 3)])
+    )
+    assert m2["mean_confidence"] < m1["mean_confidence"]
+
+
+def test_pairwise_log_loss_finite_for_huge_wrong_margin() -> None:
+    m = pairwise_metrics([0.0], [1e4])
+    assert m["log_loss"] == pytest.approx(1e4)
+    assert m["accuracy"] == 0.0
+    assert_json_clean(m)
+
+
+def test_pairwise_length_bias_hand_computed() -> None:
+    m = pairwise_metrics(
+        CHOSEN, REJECTED, chosen_lengths=[10, 20, 5, 7], rejected_lengths=[5, 10, 5, 9]
+    )
+    lb = m["length_bias"]
+    # pair 0: chosen longer, right; pair 1: chosen longer, wrong; pair 2: equal; pair 3: shorter, right
+    assert lb["chosen_shorter_n"] == 1
+    assert lb["chosen_shorter_accuracy"] == 1.0
+    assert lb["chosen_longer_n"] == 2
+    assert lb["chosen_longer_accuracy"] == 0.5
+    assert lb["unequal_length_n"] == 3
+    # longer gets the higher reward in pair 0 only
+    assert lb["longer_preferred_rate"] == pytest.approx(1 / 3)
+    assert lb["chosen_longer_rate"] == pytest.approx(2 / 3)
+    expected_rho = spearman(CHOSEN + REJECTED, [10, 20, 5, 7, 5, 10, 5, 9])
+    assert lb["spearman_reward_length"] == pytest.approx(expected_rho)
+    assert_json_clean(m)
+
+
+def test_pairwise_length_bias_none_when_no_shorter_or_all_equal() -> None:
+    lb = pairwise_metrics([1, 2], [0, 0], chosen_lengths=[5, 5], rejected_lengths=[5, 5])[
+        "length_bias"
+    ]
+    assert lb["chosen_shorter_accuracy"] is None
+    assert lb["chosen_longer_accuracy"] is None
+    assert lb["longer_preferred_rate"] is None
+    assert lb["spearman_reward_length"] is None  # constant lengths
+    assert_json_clean(lb)
+
+
+def test_pairwise_longer_always_preferred() -> None:
+    chosen, rejected = [1.0, 0.0, 1.0], [0.0, 1.0, 0.0]
+    lb = pairwise_metrics(chosen, rejected, chosen_lengths=[9, 1, 9], rejected_lengths=[1, 9, 1])[
+        "length_bias"
+    ]
+    assert lb["longer_preferred_rate"] == 1.0
+    assert lb["chosen_shorter_accuracy"] == 0.0
+
+
+def test_pairwise_length_one_and_validation() -> None:
+    m = pairwise_metrics([1.0], [0.0])
+    assert m["n"] == 1 and m["accuracy"] == 1.0 and m["median_margin"] == 1.0
+    with pytest.raises(ValueError, match="empty"):
+        pairwise_metrics([], [])
+    with pytest.raises(ValueError, match="length"):
+        pairwise_metrics([1, 2], [1])
+    with pytest.raises(ValueError, match="non-finite"):
+        pairwise_metrics([1, float("nan")], [0, 0])
+    with pytest.raises(ValueError, match="both"):
+        pairwise_metrics([1], [0], chosen_lengths=[3])
+    with pytest.raises(ValueError, match="temperature"):
+        pairwise_metrics([1], [0], temperature=0.0)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.integers(-50, 50), st.integers(-50, 50)), min_size=1, max_size=40))
+def test_pairwise_properties(pairs: list[tuple[int, int]]) -> None:
+    c = [float(a) for a, _ in pairs]
+    r = [float(b) for _, b in pairs]
+    m = pairwise_metrics(c, r)
+    flipped = pairwise_metrics(r, c)
+    assert 0.0 <= m["accuracy"] <= 1.0
+    assert m["accuracy"] + flipped["accuracy"] == pytest.approx(1.0)
+    assert m["ties"] == flipped["ties"]
+    assert 0.0 <= m["ece"] <= 1.0
+    assert 0.5 <= m["mean_confidence"] <= 1.0
+    assert_json_clean(m)
+
+
+# ---------------------------------------------------------------- correlations
+
+
+def test_rank_average_ties() -> None:
+    np.testing.assert_allclose(rank_average([10, 20, 20, 5]), [2, 3.5, 3.5, 1])
+
+
+def test_spearman_known_permutation() -> None:
+    # d = [-1, 1, -1, 1, 0], Σd² = 4, ρ = 1 − 6·4 / (5·24) = 0.8
+    assert spearman([1, 2, 3, 4, 5], [2, 1, 4, 3, 5]) == pytest.approx(0.8)
+    assert spearman([1, 2, 3], [30, 20, 10]) == pytest.approx(-1.0)
+
+
+def test_pearson_known_value() -> None:
+    assert pearson([1, 2, 3], [2, 4, 6]) == pytest.approx(1.0)
+    assert pearson([1, 2, 3], [1, 3, 2]) == pytest.approx(0.5)
+
+
+def test_kendall_reversed_and_ties() -> None:
+    assert kendall_tau_b([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    # x = [1, 2, 2], y = [1, 2, 3]: concordant 2, discordant 0, tie in x 1 pair
+    # tau-b = 2 / sqrt((3 − 1)·3)
+    assert kendall_tau_b([1, 2, 2], [1, 2, 3]) == pytest.approx(2 / math.sqrt(6))
+
+
+@pytest.mark.parametrize("func", [pearson, spearman, kendall_tau_b])
+def test_correlations_undefined_are_none(func) -> None:
+    assert func([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]) is None
+    assert func([1.0, 2.0, 3.0], [0.1, 0.1, 0.1]) is None  # 0.1 sums with rounding
+    assert func([1.0], [2.0]) is None
+
+
+def test_correlations_match_scipy_with_ties() -> None:
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 6, size=60).astype(float)
+    y = x + rng.integers(-3, 4, size=60)
+    assert spearman(x, y) == pytest.approx(stats.spearmanr(x, y)[0])
+    assert pearson(x, y) == pytest.approx(stats.pearsonr(x, y)[0])
+    assert kendall_tau_b(x, y) == pytest.approx(stats.kendalltau(x, y)[0])
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.integers(-100, 100), st.integers(-100, 100)), min_size=2, max_size=30))
+def test_spearman_invariant_under_monotone_map(pairs: list[tuple[int, int]]) -> None:
+    x = np.array([a for a, _ in pairs], dtype=float)
+    y = np.array([b for _, b in pairs], dtype=float)
+    rho = spearman(x, y)
+    assert rho == spearman(3 * x + 7, y) or rho == pytest.approx(spearman(3 * x + 7, y))
+    if rho is not None:
+        assert -1.0 <= rho <= 1.0
+
+
+# ---------------------------------------------------------------- scalar
+
+
+def test_scalar_hand_computed() -> None:
+    m = scalar_metrics([1.0, 2.0, 3.0], [1.0, 2.0, 5.0])
+    assert m["n"] == 3
+    assert m["rmse"] == pytest.approx(math.sqrt(4 / 3))
+    assert m["mae"] == pytest.approx(2 / 3)
+    assert m["spearman"] == pytest.approx(1.0)
+    assert m["pearson"] == pytest.approx(pearson([1, 2, 3], [1, 2, 5]))
+    assert "length_bias" not in m
+
+
+def test_scalar_lengths_and_degenerate() -> None:
+    m = scalar_metrics([3.0, 2.0, 1.0], [1.0, 1.0, 1.0], lengths=[1, 2, 3])
+    assert m["pearson"] is None and m["spearman"] is None  # constant target
+    assert m["length_bias"]["spearman_reward_length"] == pytest.approx(-1.0)
+    assert m["length_bias"]["spearman_target_length"] is None
+    assert_json_clean(m)
+    one = scalar_metrics([1.0], [2.0])
+    assert one["rmse"] == 1.0 and one["pearson"] is None and one["spearman"] is None
+    assert_json_clean(one)
+    with pytest.raises(ValueError):
+        scalar_metrics([1.0, 2.0], [1.0, 2.0], lengths=[1])
+
+
+# ---------------------------------------------------------------- ranking
+
+
+def test_ranking_perfect_and_reversed() -> None:
+    assert ranking_metrics([[3, 2, 1]]) == {
+        "n_groups": 1,
+        "n_pairs": 3,
+        "kendall_tau": 1.0,
+        "kendall_tau_groups": 1,
+        "top1_accuracy": 1.0,
+        "pairwise_accuracy": 1.0,
+    }
+    rev = ranking_metrics([[1, 2, 3, 4]])
+    assert rev["kendall_tau"] == pytest.approx(-1.0)
+    assert rev["top1_accuracy"] == 0.0
+    assert rev["pairwise_accuracy"] == 0.0
+
+
+def test_ranking_mixed_groups_with_ties() -> None:
+    m = ranking_metrics([[3, 2, 1], [1, 2, 3], [1, 1, 1], [2, 2, 1]])
+    assert m["n_groups"] == 4
+    assert m["n_pairs"] == 12
+    # top-1: 1, 0, 1/3 (three-way tie), 1/2 (two-way tie at the top)
+    assert m["top1_accuracy"] == pytest.approx((1 + 0 + 1 / 3 + 1 / 2) / 4)
+    # pairs right: 3, 0, 1.5 (all ties), 0.5 + 1 + 1
+    assert m["pairwise_accuracy"] == pytest.approx((3 + 0 + 1.5 + 2.5) / 12)
+    # the all-equal group has no tau; [2, 2, 1] vs true [3, 2, 1]: 2 / sqrt(2·3)
+    assert m["kendall_tau_groups"] == 3
+    assert m["kendall_tau"] == pytest.approx((1 - 1 + 2 / math.sqrt(6)) / 3)
+    assert_json_clean(m)
+
+
+def test_ranking_degenerate() -> None:
+    m = ranking_metrics([[1.0, 1.0]])
+    assert m["kendall_tau"] is None and m["pairwise_accuracy"] == 0.5
+    assert_json_clean(m)
+    with pytest.raises(ValueError, match="empty"):
+        ranking_metrics([])
+    with pytest.raises(ValueError, match="2"):
+        ranking_metrics([[1.0, 2.0], [1.0]])
+
+
+# ---------------------------------------------------------------- reward stats
+
+
+def test_reward_stats() -> None:
+    s = reward_stats([1.0, 2.0, 3.0, 4.0])
+    assert s["n"] == 4
+    assert s["mean"] == 2.5
+    assert s["std"] == pytest.approx(math.sqrt(1.25))  # population std, ddof=0
+    assert (s["min"], s["max"]) == (1.0, 4.0)
+    assert s["q50"] == 2.5
+    assert s["q05"] == pytest.approx(1.15)
+    assert s["q95"] == pytest.approx(3.85)
+    assert list(s) == ["n", "mean", "std", "min", "max", "q05", "q25", "q50", "q75", "q95"]
+    assert all(type(v) in (int, float) for v in s.values())
+    one = reward_stats([7.0])
+    assert one["std"] == 0.0 and one["q05"] == 7.0
+    with pytest.raises(ValueError):
+        reward_stats([])
+    with pytest.raises(ValueError):
+        reward_stats([1.0, float("inf")])
