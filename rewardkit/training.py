@@ -27,6 +27,28 @@ from rewardkit.features import COLLATORS
 logger = logging.getLogger(__name__)
 
 
+class SeededLengthGroupedSampler(LengthGroupedSampler):
+    """Length-grouped order drawn from (seed, epoch) alone, not from the global RNG.
+
+    The global RNG is restored from the checkpoint on resume, mid-epoch, so an order drawn from it
+    would differ from the uninterrupted run's; this one is the same, so a resumed run ends with the
+    same weights."""
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int) -> None:
+        super().__init__(batch_size, lengths=lengths)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        from transformers.trainer_pt_utils import get_length_grouped_indices
+
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
+
+
 def _group_matrix(rewards: torch.Tensor, group_sizes: torch.Tensor) -> torch.Tensor:
     """Flat (sum K,) rewards -> (G, K_max), groups padded with zeros at the end."""
     groups = torch.split(rewards, group_sizes.tolist())
@@ -60,10 +82,10 @@ class RewardTrainer(Trainer):
         """Length grouping from our precomputed `length` (pairs have no single `input_ids`)."""
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         if self.args.train_sampling_strategy == "group_by_length" and len(dataset) and "length" in dataset[0]:
-            return LengthGroupedSampler(
+            return SeededLengthGroupedSampler(
                 self.args.train_batch_size * self.args.gradient_accumulation_steps,
-                dataset=dataset,
                 lengths=[feature["length"] for feature in dataset],
+                seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed,
             )
         return super()._get_train_sampler(train_dataset)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
+from transformers.trainer_utils import SaveStrategy
 
 OBJECTIVE_CHOICES = ("pairwise", "mse", "ranking")
 
@@ -49,8 +50,8 @@ class RewardTrainingArguments(TrainingArguments):
     """TrainingArguments for reward models.
 
     Changed defaults: 1 epoch (reward models overfit quickly; InstructGPT trains one), length-grouped
-    batches (about 2x faster on HH-RLHF: less padding), no external loggers, columns kept (our
-    collators need them), and checkpoints saved each epoch.
+    batches (about 2x faster on HH-RLHF: less padding), columns kept (our collators need them),
+    batches of 16, and checkpoints saved each epoch.
     """
 
     base_model: str | None = field(
@@ -94,8 +95,7 @@ class RewardTrainingArguments(TrainingArguments):
                   "choices": ["random", "sequential", "group_by_length", "batch_rebalance"]},
     )
     remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False: the collators need them."})
-    report_to: str | list[str] | None = field(default="none", metadata={"help": "Loggers (default none)."})
-    save_strategy: str = field(default="epoch", metadata={"help": "When to save checkpoints (default each epoch)."})
+    save_strategy: SaveStrategy | str = field(default="epoch", metadata={"help": "When to save checkpoints (default each epoch)."})
     logging_steps: float = field(default=10, metadata={"help": "Log every N steps."})
     per_device_train_batch_size: int = field(default=16, metadata={"help": "Pairs (or rows/groups) per step."})
     per_device_eval_batch_size: int = field(default=32, metadata={"help": "Pairs (or rows/groups) per eval step."})

@@ -75,3 +75,19 @@ def place_in_hf_cache(folder: Path, cache_dir: Path, repo_id: str, revision: str
     (repo_dir / "refs").mkdir(exist_ok=True)
     (repo_dir / "refs" / "main").write_text(revision)
     return snapshot
+
+
+def save_tiny_backbone(folder: Path, kind: str = "bert") -> Path:
+    """A tiny random backbone checkpoint + the MiniLM tokenizer: a fast `--base-model` for tests."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    torch.manual_seed(0)
+    AutoModel.from_config(tiny_backbone_config(kind)).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(minilm_path()).save_pretrained(folder)
+    return folder
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    return path

@@ -1,0 +1,343 @@
+"""The `rewardkit` command: demo, train, evaluate, score, publish.
+
+Heavy imports (torch, transformers) happen inside the command functions so `rewardkit --help`
+answers at once. Errors end in one paragraph on stderr and a non-zero exit code; `--debug` shows
+the full traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import textwrap
+from collections.abc import Sequence
+
+logger = logging.getLogger("rewardkit")
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class CliError(Exception):
+    """A problem the user can fix; its message is shown as is."""
+
+
+# ---------------------------------------------------------------------- parsers
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rewardkit",
+        description="Train, score, explain and publish reward models for RLHF.",
+        epilog="Run `rewardkit COMMAND --help` for a command's options. `rewardkit demo` trains a small "
+               "model offline in a few minutes.",
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = commands.add_parser("demo", help="Offline end-to-end run on the embedded data set (the main job).")
+    demo.add_argument("--output-dir", default="reward-model-demo", help="Where the trained model goes (default %(default)s).")
+    demo.add_argument("--epochs", type=_positive_float, default=2.0, help="Training epochs (default %(default)s).")
+    demo.add_argument("--max-length", type=_positive_int, default=128, help="Tokens per pair (default %(default)s).")
+    demo.add_argument("--base-model", default=None, help="Backbone (default: the packaged MiniLM-L6).")
+    _add_common(demo)
+
+    commands.add_parser("train", help="Train a reward model (every TrainingArguments flag works; see `rewardkit train --help`).",
+                        add_help=False)
+
+    evaluate = commands.add_parser("evaluate", help="Metrics (JSON on stdout), calibration, plots and a report.")
+    evaluate.add_argument("--model", required=True, help="Model folder or Hub repo id.")
+    evaluate.add_argument("--data", required=True, help="File, folder or Hub dataset id.")
+    evaluate.add_argument("--report-dir", default=None, help="Write metrics.json, PNG plots and report.md here.")
+    evaluate.add_argument("--calibrate", action="store_true",
+                          help="Fit the temperature T of P(a>b)=sigmoid((r_a-r_b)/T) on these pairs and store it in the model's config.json.")
+    _add_data_options(evaluate)
+    _add_scoring_options(evaluate)
+    _add_common(evaluate)
+
+    score = commands.add_parser("score", help="Score (prompt, response) pairs.")
+    score.add_argument("--model", required=True, help="Model folder or Hub repo id.")
+    score.add_argument("--prompt", action="append", default=None, help="A prompt (repeat, or give one for all responses).")
+    score.add_argument("--response", action="append", default=None, help="A response (repeat).")
+    score.add_argument("--data", default=None, help="File with prompt/response rows to score (streamed).")
+    score.add_argument("--output", default=None, help="JSONL output for --data (one line per input row, in order).")
+    _add_data_options(score, objective=False)
+    _add_scoring_options(score)
+    _add_common(score)
+
+    publish = commands.add_parser("publish", help="Build the Hub folder, verify it loads, upload in one commit.")
+    publish.add_argument("--model", required=True, help="Trained model folder (the output dir of `train`).")
+    publish.add_argument("--repo-id", required=True, help="Hub repo id, e.g. your-name/my-reward-model.")
+    publish.add_argument("--private", action="store_true", help="Create the repo as private.")
+    publish.add_argument("--revision", default=None, help="Branch to push to (created if needed).")
+    publish.add_argument("--commit-message", default=None, help="Commit message.")
+    publish.add_argument("--metrics", default=None, help="metrics.json from `rewardkit evaluate --report-dir` for the card.")
+    publish.add_argument("--dataset", action="append", default=None, help="Hub id of a training data set (card metadata; repeat).")
+    publish.add_argument("--dry-run", action="store_true", help="Build and verify the folder, upload nothing.")
+    publish.add_argument("--out", default=None, help="Where --dry-run writes the folder.")
+    _add_common(publish)
+    return parser
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--debug", action="store_true", help="Show full tracebacks on errors.")
+    parser.add_argument("--quiet", action="store_true", help="Only warnings and errors in the log.")
+
+
+def _add_data_options(parser: argparse.ArgumentParser, objective: bool = True) -> None:
+    parser.add_argument("--split", default=None, help="Split of a Hub dataset (default train).")
+    parser.add_argument("--columns", default=None, help="Rename columns: new=old,...")
+    parser.add_argument("--skip-invalid", action="store_true", help="Skip invalid rows (counted, reported).")
+    parser.add_argument("--limit", type=_positive_int, default=None, help="Use only the first N rows.")
+    if objective:
+        parser.add_argument("--objective", choices=["pairwise", "mse", "ranking"], default=None,
+                            help="Data layout expected (default: detected).")
+
+
+def _add_scoring_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--batch-size", type=_positive_int, default=None, help="Max rows per batch.")
+    parser.add_argument("--max-length", type=_positive_int, default=None, help="Max tokens per pair.")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available).")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
+    return value
+
+
+def _version() -> str:
+    from rewardkit import __version__
+
+    return f"rewardkit {__version__}"
+
+
+def _setup_logging(quiet: bool) -> None:
+    level = logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
+    for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub", "datasets"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()  # keep transformers' own notices out of the way of our summary
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def _emit(text: str) -> None:
+    """Results go to stdout (so `rewardkit evaluate ... > metrics.json` works); logs to stderr."""
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    sys.stdout.flush()
+
+
+# ---------------------------------------------------------------------- commands
+
+
+def cmd_train(argv: Sequence[str]) -> int:
+    from transformers import HfArgumentParser
+
+    from rewardkit.fit import run_training
+    from rewardkit.training_args import DataArguments, RewardTrainingArguments
+
+    parser = HfArgumentParser((DataArguments, RewardTrainingArguments), prog="rewardkit train",
+                              description="Train a reward model. Every transformers TrainingArguments flag works too.")
+    parser.add_argument("--config", default=None, help="YAML file of arguments (field names as keys); flags override it.")
+    parser.add_argument("--quiet", action="store_true", help="Only warnings and errors in the log.")
+    # A bare --debug is ours (tracebacks, handled in main); `--debug VALUE` is TrainingArguments'.
+    argv = [token for i, token in enumerate(argv)
+            if not (token == "--debug" and (i + 1 == len(argv) or argv[i + 1].startswith("--")))]
+    config_path = _peek_option(argv, "--config")
+    if config_path:
+        parser.set_defaults(**_read_yaml_config(config_path))
+    try:
+        data_args, train_args, extra = parser.parse_args_into_dataclasses(args=argv)
+    except ValueError as error:  # raised by the dataclasses' own validation
+        raise CliError(str(error)) from error
+    _setup_logging(extra.quiet)
+    if train_args.output_dir is None:
+        raise CliError("--output-dir is required.")
+    _check_writable(train_args.output_dir)
+    result = run_training(data_args, train_args)
+    _emit(result.describe())
+    return 0
+
+
+def _peek_option(argv: list[str], name: str) -> str | None:
+    for i, token in enumerate(argv):
+        if token == name and i + 1 < len(argv):
+            return argv[i + 1]
+        if token.startswith(name + "="):
+            return token.split("=", 1)[1]
+    return None
+
+
+def _read_yaml_config(path: str) -> dict:
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            values = yaml.safe_load(handle) or {}
+    except OSError as error:
+        raise CliError(f"Cannot read --config {path}: {error.strerror or error}.") from error
+    except yaml.YAMLError as error:
+        raise CliError(f"--config {path} is not valid YAML: {error}") from error
+    if not isinstance(values, dict):
+        raise CliError(f"--config {path} must hold a mapping of argument names to values.")
+    return {key.replace("-", "_"): value for key, value in values.items()}
+
+
+def _check_writable(path: str) -> None:
+    """Fail before hours of training, not after: the output folder must be creatable and writable."""
+    from pathlib import Path
+
+    target = Path(path).resolve()
+    existing = target
+    while not existing.exists():
+        existing = existing.parent
+    if existing.is_file() or (existing == target and not target.is_dir()):
+        raise CliError(f"Output path {path} exists and is not a folder.")
+    if not os.access(existing, os.W_OK):
+        raise CliError(f"Cannot write to {path}: {existing} is not writable.")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from rewardkit.demo import run_demo
+
+    _check_writable(args.output_dir)
+    report = run_demo(output_dir=args.output_dir, epochs=args.epochs, max_length=args.max_length,
+                      base_model=args.base_model)
+    _emit(report)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from rewardkit.evaluation import evaluate_model
+
+    if args.report_dir:
+        _check_writable(args.report_dir)
+    metrics = evaluate_model(args.model, args.data, split=args.split, columns=args.columns, objective=args.objective,
+                             skip_invalid=args.skip_invalid, report_dir=args.report_dir, calibrate=args.calibrate,
+                             batch_size=args.batch_size, max_length=args.max_length, device=args.device, limit=args.limit)
+    _emit(json.dumps(metrics, indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from rewardkit.scoring import RewardScorer, score_file
+
+    if args.data and (args.prompt or args.response):
+        raise CliError("Give either --data or --prompt/--response, not both.")
+    if not args.data and not args.response:
+        raise CliError("Nothing to score: give --prompt P --response R (repeatable) or --data FILE --output OUT.jsonl.")
+    if args.data and not args.output:
+        raise CliError("--data needs --output OUT.jsonl (one scored line per input row).")
+    if args.output:
+        _check_writable(os.path.dirname(os.path.abspath(args.output)))
+    scorer = RewardScorer(args.model, device=args.device, batch_size=args.batch_size, max_length=args.max_length)
+    if args.data:
+        counts = score_file(scorer, args.data, args.output, split=args.split, columns=args.columns,
+                            skip_invalid=args.skip_invalid)
+        _emit(json.dumps(counts))
+        return 0
+    prompts = args.prompt or [""]
+    if len(prompts) == 1:
+        prompts = prompts * len(args.response)
+    if len(prompts) != len(args.response):
+        raise CliError(f"{len(prompts)} --prompt but {len(args.response)} --response: give one prompt, or one per response.")
+    scores = scorer.score(prompts, args.response)
+    raw = scorer.raw_rewards(prompts, args.response)
+    for prompt, response, score, reward in zip(prompts, args.response, scores, raw):
+        _emit(json.dumps({"prompt": prompt, "response": response, "score": round(score, 6), "raw_reward": round(reward, 6)},
+                         ensure_ascii=False))
+    if len(scores) > 1:
+        logger.info("score = alpha (%g) x raw reward%s. P(a preferred to b) = sigmoid((raw_a - raw_b) / T), T = %g.",
+                    scorer.alpha, ", normalized" if scorer.normalize else "", scorer.temperature)
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from rewardkit.publishing import publish
+
+    if args.out and not args.dry_run:
+        raise CliError("--out is for --dry-run (a real publish uploads from a temporary folder).")
+    if args.dry_run and not args.out:
+        raise CliError("--dry-run needs --out DIR (where the Hub folder is written).")
+    evaluation = None
+    if args.metrics:
+        try:
+            with open(args.metrics, encoding="utf-8") as handle:
+                evaluation = json.load(handle)
+        except (OSError, ValueError) as error:
+            raise CliError(f"Cannot read --metrics {args.metrics}: {error}.") from error
+    result = publish(args.model, args.repo_id, private=args.private, revision=args.revision,
+                     commit_message=args.commit_message, dry_run=args.dry_run, out=args.out,
+                     evaluation=evaluation, datasets=args.dataset)
+    if args.dry_run:
+        _emit(f"Dry run: built and verified {result.folder} ({len(result.files)} files: {', '.join(sorted(result.files))}). "
+              f"Nothing was uploaded; `rewardkit publish --model {args.model} --repo-id {args.repo_id}` uploads it.")
+    else:
+        _emit(f"Published {args.repo_id}: {result.url}")
+    return 0
+
+
+COMMANDS = {"demo": cmd_demo, "evaluate": cmd_evaluate, "score": cmd_score, "publish": cmd_publish}
+
+
+# ---------------------------------------------------------------------- entry point
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("REWARDKIT_DEBUG") == "1"
+    try:
+        if argv and argv[0] == "train":
+            return cmd_train(argv[1:])
+        args = make_parser().parse_args(argv)
+        if args.command is None:
+            make_parser().print_help()
+            return EXIT_USAGE
+        _setup_logging(args.quiet)
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        sys.stderr.write("rewardkit: interrupted.\n")
+        return EXIT_INTERRUPTED
+    except SystemExit:
+        raise
+    except Exception as error:  # noqa: BLE001 - the one place that turns errors into messages
+        if debug:
+            raise
+        command = argv[0] if argv else ""
+        sys.stderr.write(_error_paragraph(command, error) + "\n")
+        return EXIT_ERROR
+
+
+def _error_paragraph(command: str, error: BaseException) -> str:
+    kind = "" if isinstance(error, (CliError, ValueError, FileNotFoundError)) else f"{type(error).__name__}: "
+    message = " ".join(str(error).split()) or type(error).__name__
+    text = f"rewardkit {command}: error: {kind}{message}".replace("  ", " ")
+    hint = " (Run again with --debug for the full traceback.)"
+    return textwrap.fill(text + hint, width=100)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""`rewardkit demo`: the whole product in a few minutes, offline.
+
+Trains a pairwise reward model on the embedded demo data (everyday questions; a helpful answer
+preferred to wrong, rude, evasive and off-topic ones) with the packaged MiniLM, evaluates it on
+held-out questions, calibrates P(a > b), scores a few examples and builds the folder `publish`
+would upload. Returns a plain-text report; prints nothing itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+from rewardkit.demo_set import write_demo_files
+
+logger = logging.getLogger(__name__)
+
+EXAMPLES = [
+    ("What is the capital of France?", "The capital of France is Paris.", "Google it pal."),
+    ("What is the capital of France?", "The capital of France is Paris.", "The capital of France is Lyon."),
+    ("How many legs does a spider have?", "Spiders have eight legs.", "I'd rather not talk about spiders."),
+    ("How do I keep bread fresh longer?",
+     "Store it in a bread box or paper bag at room temperature, or freeze slices you won't eat within a few days.",
+     "The Pacific is the largest ocean on Earth."),
+]
+
+
+def run_demo(output_dir: str = "reward-model-demo", epochs: float = 2.0, max_length: int = 128,
+             base_model: str | None = None, seed: int = 42) -> str:
+    """Train, evaluate, calibrate, score examples, build the Hub folder. Returns the report text."""
+    from rewardkit.evaluation import evaluate_model
+    from rewardkit.fit import run_training
+    from rewardkit.publishing import publish
+    from rewardkit.scoring import RewardScorer
+    from rewardkit.training_args import DataArguments, RewardTrainingArguments
+
+    output = Path(output_dir)
+    with tempfile.TemporaryDirectory(prefix="rewardkit-demo-") as data_dir:
+        train_file, heldout_file = write_demo_files(data_dir)
+        args = RewardTrainingArguments(
+            output_dir=str(output), base_model=base_model, objective="pairwise", max_length=max_length,
+            num_train_epochs=epochs, learning_rate=5e-5, per_device_train_batch_size=16, warmup_steps=0.1,
+            save_strategy="no", eval_strategy="no", logging_steps=20, seed=seed,
+        )
+        logger.info("Training on the embedded demo data (%s) ...", train_file)
+        result = run_training(DataArguments(data=train_file), args)
+        logger.info("Evaluating on held-out questions and fitting the calibration temperature ...")
+        report_dir = output.parent / f"{output.name}-report"
+        metrics = evaluate_model(str(output), heldout_file, report_dir=str(report_dir), calibrate=True,
+                                 data_name="rewardkit demo held-out questions")
+    scorer = RewardScorer(str(output))
+    examples = _score_examples(scorer)
+    hub_dir = output.parent / f"{output.name}-hub"
+    published = publish(str(output), "your-name/reward-model-demo", dry_run=True, out=str(hub_dir), evaluation=metrics)
+    return _report(result, metrics, examples, scorer, report_dir, published.folder)
+
+
+def _score_examples(scorer) -> list[dict]:
+    rows = []
+    for prompt, better, worse in EXAMPLES:
+        score_better, score_worse = scorer.score([prompt, prompt], [better, worse])
+        rows.append({"prompt": prompt, "better": better, "worse": worse, "score_better": score_better,
+                     "score_worse": score_worse, "p_better": scorer.compare(prompt, better, worse)})
+    return rows
+
+
+def _report(result, metrics: dict, examples: list[dict], scorer, report_dir: Path, hub_dir) -> str:
+    bias = metrics.get("length_bias") or {}
+    lines = [
+        "",
+        "=" * 78,
+        "rewardkit demo: done",
+        "=" * 78,
+        result.describe(),
+        "",
+        f"Held-out questions ({metrics['n']} pairs, never seen in training):",
+        f"  accuracy {metrics['accuracy']:.3f} (how often the better answer gets the higher reward)",
+        f"  mean reward margin {metrics['mean_margin']:.2f}",
+        f"  calibration: T = {scorer.temperature:.3g}; ECE {metrics.get('ece_before', float('nan')):.3f} before, "
+        f"{metrics.get('ece_after', float('nan')):.3f} after",
+    ]
+    if bias.get("spearman_reward_length") is not None:
+        lines.append(f"  length bias: Spearman(reward, length) = {bias['spearman_reward_length']:.2f}")
+    lines += [
+        "",
+        f"What the numbers mean: score = alpha ({scorer.alpha:g}) x raw reward. Only differences matter:",
+        f"P(a preferred to b) = sigmoid((r_a - r_b) / T), T = {scorer.temperature:.3g}.",
+        "",
+        "Examples:",
+    ]
+    for row in examples:
+        lines.append(f"  Q: {row['prompt']}")
+        lines.append(f"     {row['score_better']:+7.2f}  {row['better'][:70]}")
+        lines.append(f"     {row['score_worse']:+7.2f}  {row['worse'][:70]}")
+        lines.append(f"     P(first preferred) = {row['p_better']:.3f}")
+    lines += [
+        "",
+        f"Model:           {result.output_dir}   (AutoModel.from_pretrained(path, trust_remote_code=True))",
+        f"Report & plots:  {report_dir}/report.md",
+        f"Hub-ready folder: {hub_dir}   (upload: rewardkit publish --model {result.output_dir} --repo-id NAME)",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,116 @@
+"""The `rewardkit` command: error paths end in one clear paragraph and a non-zero exit code."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from rewardkit.cli import main
+from tests import helpers
+
+INVALID = [
+    ("empty field", [{"prompt": "p", "chosen": "", "rejected": "b"}], "line 1", "chosen"),
+    ("missing column", [{"prompt": "p", "chosen": "a", "rejected": "b"}, {"prompt": "p", "chosen": "a"}], "line 2", "rejected"),
+    ("chosen == rejected", [{"prompt": "p", "chosen": "same", "rejected": "same"}], "line 1", "rejected"),
+    ("non-numeric reward", [{"prompt": "p", "completion": "c", "reward": "lots"}], "line 1", "reward"),
+    ("NaN reward", [{"prompt": "p", "completion": "c", "reward": float("nan")}], "line 1", "reward"),
+    ("fewer than 2 ranked", [{"prompt": "p", "responses": ["only one"]}], "line 1", "responses"),
+]
+
+
+@pytest.mark.parametrize(("kind", "rows", "row", "column"), INVALID, ids=[case[0] for case in INVALID])
+def test_train_rejects_invalid_rows_naming_row_and_column(kind, rows, row, column, tmp_path, capsys):
+    data = tmp_path / "bad.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code = main(["train", "--data", str(data), "--output-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code != 0
+    assert "bad.jsonl" in err and row in err and column in err, err
+    assert "Traceback" not in err
+
+
+def test_train_rejects_broken_json_line(tmp_path, capsys):
+    data = tmp_path / "broken.jsonl"
+    data.write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n{"prompt": "p", "chosen": \n')
+    assert main(["train", "--data", str(data), "--output-dir", str(tmp_path / "out")]) != 0
+    err = capsys.readouterr().err
+    assert "broken.jsonl" in err and "line 2" in err and "Traceback" not in err
+
+
+def test_cli_in_a_real_process_prints_no_traceback(tmp_path):
+    data = tmp_path / "bad.jsonl"
+    data.write_text(json.dumps({"prompt": "p", "chosen": "", "rejected": "b"}) + "\n")
+    result = subprocess.run([sys.executable, "-m", "rewardkit.cli", "train", "--data", str(data), "--output-dir",
+                             str(tmp_path / "o")], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                            timeout=120)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and "chosen" in result.stderr
+
+
+@pytest.mark.parametrize("argv", [
+    ["score", "--model", "/nonexistent/model", "--prompt", "p", "--response", "r"],
+    ["evaluate", "--model", "/nonexistent/model", "--data", "x.jsonl"],
+])
+def test_missing_model_is_a_clear_error(argv, capsys):
+    assert main(argv) != 0
+    err = capsys.readouterr().err
+    assert "/nonexistent/model" in err and "Traceback" not in err
+
+
+def test_folder_that_is_not_a_reward_model(tmp_path, capsys):
+    helpers.save_tiny_backbone(tmp_path / "bert")
+    assert main(["score", "--model", str(tmp_path / "bert"), "--prompt", "p", "--response", "r"]) != 0
+    assert "not a rewardkit reward model" in capsys.readouterr().err
+
+
+def test_layout_contradicting_objective(tmp_path, capsys):
+    data = helpers.write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": "p", "chosen": "a", "rejected": "b"}])
+    assert main(["train", "--data", str(data), "--objective", "mse", "--output-dir", str(tmp_path / "o")]) != 0
+    err = capsys.readouterr().err
+    assert "pairwise" in err and "mse" in err
+
+
+@pytest.mark.parametrize("argv", [
+    ["demo", "--epochs", "-1"],
+    ["evaluate", "--model", "m", "--data", "d", "--batch-size", "zero"],
+    ["train", "--learning_rate", "fast"],
+])
+def test_invalid_numeric_flags_exit_with_usage_error(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_unwritable_output_dir(tmp_path, capsys):
+    data = helpers.write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": "p", "chosen": "a", "rejected": "b"}])
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["train", "--data", str(data), "--output-dir", str(blocker / "out")]) != 0
+    assert "Traceback" not in capsys.readouterr().err
+    assert main(["train", "--data", str(data), "--output-dir", str(blocker)]) != 0
+    assert "not a folder" in capsys.readouterr().err
+
+
+def test_train_reads_yaml_config_and_flags_override(tmp_path, monkeypatch):
+    captured = {}
+
+    def fake_run(data_args, train_args, callbacks=None):
+        captured.update(data=data_args.data, lr=train_args.learning_rate, epochs=train_args.num_train_epochs,
+                        objective=train_args.objective)
+        raise SystemExit(0)
+
+    monkeypatch.setattr("rewardkit.fit.run_training", fake_run)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("data: from-yaml.jsonl\nlearning_rate: 0.001\nnum_train_epochs: 3\nobjective: mse\n")
+    with pytest.raises(SystemExit):
+        main(["train", "--config", str(spec), "--learning_rate", "0.5", "--output-dir", str(tmp_path / "o")])
+    assert captured == {"data": "from-yaml.jsonl", "lr": 0.5, "epochs": 3.0, "objective": "mse"}
+
+
+def test_help_is_fast_and_lists_commands():
+    result = subprocess.run([sys.executable, "-c", "import sys, rewardkit.cli; print(sorted(sys.modules.keys() & {'torch', 'transformers'}))"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "[]"  # --help imports neither torch nor transformers

@@ -1,0 +1,189 @@
+"""Training: the three objectives, checkpoints that load on their own, resume after SIGKILL."""
+
+import json
+import random
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from rewardkit.features import PairEncoder, encode_rows
+from rewardkit.fit import run_training
+from rewardkit.scoring import RewardScorer
+from rewardkit.training import RewardTrainer
+from rewardkit.training_args import DataArguments, RewardTrainingArguments
+from tests import helpers
+
+WORDS = ["apple", "river", "stone", "cloud", "music", "garden", "paper", "window"]
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory):
+    return helpers.save_tiny_backbone(tmp_path_factory.mktemp("tiny_base"))
+
+
+def _args(output_dir, base, **overrides) -> RewardTrainingArguments:
+    values = dict(output_dir=str(output_dir), base_model=str(base), max_length=32, learning_rate=2e-3,
+                  per_device_train_batch_size=8, num_train_epochs=2, save_strategy="no", logging_steps=5,
+                  disable_tqdm=True, seed=0, reward_stats_samples=64)
+    values.update(overrides)
+    return RewardTrainingArguments(**values)
+
+
+def _pairwise_rows(n, seed):
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        prompt = " ".join(rng.choices(WORDS, k=3)) + "?"
+        rows.append({"prompt": prompt, "chosen": "yes, gladly: " + rng.choice(WORDS), "rejected": "no. " + rng.choice(WORDS)})
+    return rows
+
+
+def _scalar_rows(n, seed):
+    rng = random.Random(seed)
+    kinds = [("great " + w, 2.0) for w in WORDS] + [("terrible " + w, -2.0) for w in WORDS] + [("okay " + w, 0.0) for w in WORDS]
+    return [{"prompt": " ".join(rng.choices(WORDS, k=3)), "completion": text, "reward": reward}
+            for text, reward in (rng.choice(kinds) for _ in range(n))]
+
+
+def test_pairwise_training_learns_and_stores_reward_stats(tiny_base, tmp_path):
+    train = helpers.write_jsonl(tmp_path / "train.jsonl", _pairwise_rows(96, 0))
+    held = helpers.write_jsonl(tmp_path / "held.jsonl", _pairwise_rows(32, 1))
+    result = run_training(DataArguments(data=str(train), eval_data=str(held)), _args(tmp_path / "out", tiny_base))
+    assert result.objective == "pairwise" and result.steps == 24
+    assert result.eval_metrics["eval_accuracy"] >= 0.9
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["reward_std"] > 0 and config["reward_mean"] == pytest.approx(result.reward_mean)
+    for name in ("model.safetensors", "configuration_reward.py", "modeling_reward.py", "tokenizer.json", "README.md",
+                 "training_summary.json"):
+        assert (tmp_path / "out" / name).exists(), name
+
+
+def test_mse_training_lowers_heldout_rmse(tiny_base, tmp_path):
+    train = helpers.write_jsonl(tmp_path / "train.jsonl", _scalar_rows(120, 0))
+    held_rows = _scalar_rows(40, 1)
+    held = helpers.write_jsonl(tmp_path / "held.jsonl", held_rows)
+
+    def rmse(scorer):
+        predicted = scorer.score([r["prompt"] for r in held_rows], [r["completion"] for r in held_rows])
+        return sum((p - r["reward"]) ** 2 for p, r in zip(predicted, held_rows)) ** 0.5 / len(held_rows) ** 0.5
+
+    from transformers import AutoTokenizer
+
+    from modeling_reward import RewardModel
+
+    torch.manual_seed(0)
+    untrained = RewardScorer(RewardModel.from_backbone(str(tiny_base)), tokenizer=AutoTokenizer.from_pretrained(tiny_base))
+    result = run_training(DataArguments(data=str(train), eval_data=str(held)),
+                          _args(tmp_path / "out", tiny_base, num_train_epochs=4))
+    assert result.objective == "mse"
+    trained_rmse = rmse(RewardScorer(str(tmp_path / "out")))
+    assert trained_rmse < 0.5 * rmse(untrained)
+    assert result.eval_metrics["eval_rmse"] == pytest.approx(trained_rmse, rel=1e-3)
+
+
+def test_ranking_trains_with_one_forward_pass_per_batch_of_groups(tiny_base, tmp_path, tokenizer):
+    from modeling_reward import RewardModel
+
+    rows = [{"prompt": f"question {i}", "responses": ["excellent answer", "fine answer", "poor answer", "awful"]}
+            for i in range(3)]
+    model = RewardModel.from_backbone(str(tiny_base))
+    features = encode_rows(rows, "ranking", PairEncoder(tokenizer, 32))
+    trainer = RewardTrainer(model=model, args=_args(tmp_path / "o", tiny_base), train_dataset=features,
+                            processing_class=tokenizer, objective="ranking")
+    calls = []
+    model.backbone.register_forward_hook(lambda module, args, kwargs_or_out: calls.append(1))
+    batch_sizes = []
+    model.register_forward_pre_hook(lambda module, args, kwargs: batch_sizes.append(kwargs["input_ids"].shape[0]),
+                                    with_kwargs=True)
+    loss = trainer.compute_loss(model, trainer.data_collator(features))
+    assert len(calls) == 1 and batch_sizes == [12]  # 3 groups x K=4 in ONE forward pass
+    assert loss.item() > 0
+
+    train = helpers.write_jsonl(tmp_path / "rank.jsonl", [
+        {"prompt": " ".join(random.Random(i).choices(WORDS, k=3)),
+         "responses": ["excellent " + w, "fine " + w, "poor " + w, "awful " + w]}
+        for i, w in enumerate(WORDS * 6)])
+    result = run_training(DataArguments(data=str(train), eval_fraction=0.25), _args(tmp_path / "out", tiny_base, num_train_epochs=3))
+    assert result.objective == "ranking"
+    assert result.eval_metrics["eval_top1_accuracy"] >= 0.75
+
+
+def test_trainer_requires_a_tokenizer(tiny_base, tmp_path):
+    from modeling_reward import RewardModel
+
+    with pytest.raises(ValueError, match="processing_class"):
+        RewardTrainer(model=RewardModel.from_backbone(str(tiny_base)), args=_args(tmp_path, tiny_base),
+                      train_dataset=[], objective="pairwise")
+
+
+def test_checkpoints_hold_code_and_tokenizer_and_load_alone(tiny_base, tmp_path):
+    train = helpers.write_jsonl(tmp_path / "train.jsonl", _pairwise_rows(32, 0))
+    run_training(DataArguments(data=str(train)), _args(tmp_path / "out", tiny_base, save_strategy="steps", save_steps=2,
+                                                       num_train_epochs=1))
+    checkpoint = tmp_path / "out" / "checkpoint-4"
+    for name in ("configuration_reward.py", "modeling_reward.py", "tokenizer.json", "tokenizer_config.json",
+                 "model.safetensors", "config.json"):
+        assert (checkpoint / name).exists(), name
+    code = f"""
+    import json, torch
+    from transformers import AutoModel, AutoTokenizer
+    tok = AutoTokenizer.from_pretrained({str(checkpoint)!r}, trust_remote_code=True)
+    model = AutoModel.from_pretrained({str(checkpoint)!r}, trust_remote_code=True).eval()
+    with torch.no_grad():
+        print(json.dumps(model(**tok(["q"], ["a"], return_tensors="pt")).logits[:, 0].tolist()))
+    """
+    loaded = helpers.run_fresh_python(code, tmp_path)
+    expected = RewardScorer(str(checkpoint)).score(["q"], ["a"])
+    assert loaded == pytest.approx(expected, abs=1e-5)
+
+
+KILL_AND_TRAIN = """
+import os, signal, sys
+from transformers import TrainerCallback
+from rewardkit.fit import run_training
+from rewardkit.training_args import DataArguments, RewardTrainingArguments
+
+class KillAt(TrainerCallback):
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == {kill_step}:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+args = RewardTrainingArguments(output_dir={out!r}, base_model={base!r}, max_length=32, learning_rate=2e-3,
+    per_device_train_batch_size=4, num_train_epochs=2, save_strategy="steps", save_steps=3, logging_steps=1,
+    disable_tqdm=True, seed=0, reward_stats_samples=0, resume_from_checkpoint={resume!r})
+run_training(DataArguments(data={data!r}), args, callbacks=[KillAt()] if {kill_step} else None)
+"""
+
+
+def _train_subprocess(tmp_path, out, base, data, kill_step=0, resume=None):
+    code = KILL_AND_TRAIN.format(out=str(out), base=str(base), data=str(data), kill_step=kill_step, resume=resume)
+    env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "TOKENIZERS_PARALLELISM": "false",
+           "HF_MODULES_CACHE": str(tmp_path / "modules"), "HOME": str(tmp_path)}
+    import os
+
+    env = {**os.environ, **env}
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_sigkill_then_resume_gives_the_same_weights(tiny_base, tmp_path):
+    data = helpers.write_jsonl(tmp_path / "train.jsonl", _pairwise_rows(40, 0))  # 10 steps/epoch, 20 in all
+    straight = _train_subprocess(tmp_path, tmp_path / "straight", tiny_base, data)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+
+    killed = _train_subprocess(tmp_path, tmp_path / "resumed", tiny_base, data, kill_step=12)
+    assert killed.returncode == -9  # really killed, mid-run (second epoch)
+    assert not (tmp_path / "resumed" / "model.safetensors").exists()
+    resumed = _train_subprocess(tmp_path, tmp_path / "resumed", tiny_base, data, resume="last")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "checkpoint-12" in resumed.stderr or (tmp_path / "resumed" / "checkpoint-12").exists()
+
+    a = load_file(str(tmp_path / "straight" / "model.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    worst = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert worst <= 1e-4, worst
