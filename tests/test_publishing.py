@@ -1,0 +1,420 @@
+"""Publishing: the folder built for the Hub, its card, fresh-process loads by repo id, and the upload
+path with a fake HfApi (no network anywhere)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from huggingface_hub import ModelCard
+
+from rewardkit import publishing
+from rewardkit.model_card import PACKAGED_MINILM_ID, write_model_card
+from rewardkit.publishing import PublishError, build_publish_folder, publish, upload_folder
+from tests import helpers
+
+REPO_ID = "rewardkit-test/tiny-reward"
+EXPECTED_FILES = sorted([
+    "README.md", "config.json", "configuration_reward.py", "modeling_reward.py", "model.safetensors",
+    "tokenizer.json", "tokenizer_config.json",
+])
+# As `rewardkit evaluate --report-dir R` writes R/metrics.json (pairwise data).
+EVALUATION = {
+    "accuracy": 0.8125, "mean_margin": 0.4321, "ece": 0.0312, "brier": 0.171, "n": 64, "ties": 0,
+    "data_name": "hh-rlhf-harmless-test",
+    "length_bias": {"spearman_reward_length": 0.123, "longer_preferred_rate": 0.55, "chosen_shorter_accuracy": 0.7},
+}
+PROMPTS = ["What is the capital of Italy?", "Say hi"]
+RESPONSES = ["Rome.", "Go away."]
+FAKE_TOKEN = "hf_FAKEtokenDoNotLeak0123456789"
+
+
+def _training_summary(base_model: str) -> dict:
+    """The fields rewardkit.fit writes to training_summary.json."""
+    return {
+        "output_dir": "/home/someone/runs/rm", "objective": "pairwise", "base_model": base_model,
+        "detected_layout": "pairwise (prompt, chosen, rejected)", "train_rows": 40, "eval_rows": 8,
+        "epochs": 1.0, "steps": 5, "seconds": 3.2, "examples_per_second": 12.5, "train_loss": 0.61,
+        "max_length": 128, "eval_metrics": {"eval_accuracy": 0.625, "eval_loss": 0.66},
+        "reward_mean": -3.0, "reward_std": 0.5, "skipped": "no rows skipped", "truncation": "none",
+        "hyperparameters": {"learning_rate": 5e-5, "per_device_train_batch_size": 8, "seed": 42},
+        "hardware": "CPU (test)",
+    }
+
+
+def _save_trained_dir(folder: Path, tokenizer, *, seed: int = 1) -> Path:
+    """A folder shaped like `rewardkit train --output-dir`, plus training leftovers that must not ship."""
+    torch.manual_seed(seed)
+    model = helpers.tiny_reward_model(reward_mean=-3.0, reward_std=0.5)
+    with torch.no_grad():
+        model.score.bias.fill_(-3.0)  # rewards well below 0: a sigmoid would show at once
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    summary = _training_summary(str(helpers.minilm_path()))  # fit.py records the packaged MiniLM's path
+    (folder / "training_summary.json").write_text(json.dumps(summary))
+    write_model_card(folder, training=summary)
+    checkpoint = folder / "checkpoint-5"
+    checkpoint.mkdir()
+    (checkpoint / "optimizer.pt").write_bytes(b"not really")
+    (folder / "training_args.bin").write_bytes(b"pickle")
+    (folder / "pytorch_model.bin").write_bytes(b"a stale pickle beside the safetensors: never published")
+    (folder / "events.out.tfevents.1").write_bytes(b"tensorboard")
+    (folder / ".hidden").write_text("dotfile")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tokenizer) -> Path:
+    return _save_trained_dir(tmp_path_factory.mktemp("trained"), tokenizer)
+
+
+@pytest.fixture(scope="module")
+def dry_run(model_dir, tmp_path_factory):
+    """`publish --dry-run --out DIR`, verified in a fresh process."""
+    out = tmp_path_factory.mktemp("publish") / "folder"
+    return publish(model_dir, REPO_ID, dry_run=True, out=out, evaluation=EVALUATION, datasets=["Anthropic/hh-rlhf"])
+
+
+@pytest.fixture(scope="module")
+def expected_logits(model_dir, tokenizer) -> list[float]:
+    from modeling_reward import RewardModel
+
+    model = RewardModel.from_pretrained(model_dir).eval()
+    batch = tokenizer(PROMPTS, RESPONSES, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        return model(**batch).logits[:, 0].tolist()
+
+
+class FakeApi:
+    """Records HfApi calls; `upload_folder` also records which files the folder held at that moment."""
+
+    def __init__(self, fail_with: Exception | None = None):
+        self.calls: list[tuple[str, dict]] = []
+        self.uploaded_files: list[str] | None = None
+        self.fail_with = fail_with
+
+    def create_repo(self, repo_id, **kwargs):
+        self.calls.append(("create_repo", {"repo_id": repo_id, **kwargs}))
+        if self.fail_with is not None:
+            raise self.fail_with
+        return f"https://huggingface.co/{repo_id}"
+
+    def create_branch(self, repo_id, **kwargs):
+        self.calls.append(("create_branch", {"repo_id": repo_id, **kwargs}))
+
+    def upload_folder(self, **kwargs):
+        self.calls.append(("upload_folder", kwargs))
+        self.uploaded_files = publishing.folder_files(kwargs["folder_path"])
+        return type("Commit", (), {"commit_url": f"https://huggingface.co/{kwargs['repo_id']}/commit/abc123"})()
+
+
+# --------------------------------------------------------------------------------------------------
+# 1. The folder and its card
+# --------------------------------------------------------------------------------------------------
+
+
+def test_dry_run_folder_holds_exactly_the_hub_files(dry_run, model_dir):
+    assert dry_run.url is None and dry_run.verified and dry_run.repo_id == REPO_ID
+    assert dry_run.files == EXPECTED_FILES == publishing.folder_files(dry_run.folder)
+    config = json.loads((dry_run.folder / "config.json").read_text())
+    assert config["auto_map"] == publishing.REQUIRED_AUTO_MAP
+    assert config["model_type"] == "reward_model"
+    for name in ("model.safetensors", "modeling_reward.py", "configuration_reward.py", "tokenizer.json"):
+        assert (dry_run.folder / name).read_bytes() == (model_dir / name).read_bytes(), name
+    # No local path of this machine travels to the Hub.
+    assert str(helpers.minilm_path()) not in (dry_run.folder / "config.json").read_text()
+    assert str(helpers.minilm_path()) not in (dry_run.folder / "README.md").read_text()
+    assert not list(dry_run.folder.parent.glob(".folder*")), "no staging folder left behind"
+
+
+def test_card_metadata_and_measured_results(dry_run):
+    card = ModelCard.load(dry_run.folder / "README.md")
+    data = card.data
+    assert data.license == "apache-2.0" and data.language == "en"
+    assert data.library_name == "transformers" and data.pipeline_tag == "text-classification"
+    assert "reward-model" in data.tags
+    assert data.base_model == PACKAGED_MINILM_ID  # mapped from the packaged MiniLM's local path
+    assert data.datasets == ["Anthropic/hh-rlhf"]
+    measured = {result.metric_type: result.metric_value for result in data.eval_results}
+    assert measured == {key: EVALUATION[key] for key in ("accuracy", "mean_margin", "ece", "brier")}
+    assert {result.dataset_name for result in data.eval_results} == {"hh-rlhf-harmless-test"}
+    text = card.text
+    assert f'repo = "{REPO_ID}"' in text and f'model="{REPO_ID}"' in text
+    assert "P(a ≻ b) = σ((r_a − r_b) / T)" in text  # what the numbers mean
+    assert "alpha = 1" in text and "reward_std" in text and "Normalization is **off**" in text
+    assert "0.8125" in text and "0.123" in text  # results table and length bias from the evaluation
+
+
+def test_card_explains_calibration_and_normalization_when_stored(model_dir, tmp_path):
+    folder = _copy_model(model_dir, tmp_path / "calibrated")
+    config = json.loads((folder / "config.json").read_text())
+    config.update(temperature=2.0, normalize_rewards=True, alpha=0.5)
+    (folder / "config.json").write_text(json.dumps(config))
+    text = (build_publish_folder(folder, tmp_path / "out", repo_id=REPO_ID) / "README.md").read_text()
+    assert "T = 2**" in text and "difference of 1 means P = 0.62" in text
+    assert "alpha * (r − reward_mean) / reward_std" in text and "Normalization is **on**" in text
+    assert "alpha * (r + 3) / 0.5" in text and "alpha = 0.5" in text
+
+
+def test_dry_run_without_out_keeps_a_temporary_folder(model_dir):
+    result = publish(model_dir, REPO_ID, dry_run=True, verify=False)
+    try:
+        assert result.folder.is_dir() and result.files == EXPECTED_FILES and not result.verified
+    finally:
+        shutil.rmtree(result.folder.parent)
+
+
+def _python_blocks(markdown: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", markdown, flags=re.DOTALL)
+
+
+def test_card_python_blocks_run_by_repo_id_from_hf_cache(dry_run, tmp_path):
+    blocks = _python_blocks((dry_run.folder / "README.md").read_text())
+    assert len(blocks) >= 2 and all(REPO_ID in block for block in blocks)
+    cache = tmp_path / "hub_cache"
+    helpers.place_in_hf_cache(dry_run.folder, cache, REPO_ID)
+    code = (
+        "import json\n"
+        f"blocks = {blocks!r}\n"
+        "for block in blocks:\n"
+        "    exec(compile(block, '<model card>', 'exec'), {'__name__': '__main__'})  # each block on its own\n"
+        "print(json.dumps({'ran': len(blocks)}))\n"
+    )
+    result = helpers.run_fresh_python(code, tmp_path, {"HF_HUB_CACHE": str(cache), "HF_HOME": str(tmp_path / "home")})
+    assert result == {"ran": len(blocks)}
+
+
+def test_pipeline_by_repo_id_returns_the_raw_reward(dry_run, expected_logits, tmp_path):
+    cache = tmp_path / "hub_cache"
+    helpers.place_in_hf_cache(dry_run.folder, cache, REPO_ID)
+    code = f"""
+    import json, torch
+    from transformers import AutoModel, AutoTokenizer, pipeline
+    pipe = pipeline("text-classification", model={REPO_ID!r}, trust_remote_code=True)
+    outputs = pipe([{{"text": p, "text_pair": r}} for p, r in zip({PROMPTS!r}, {RESPONSES!r})])
+    tokenizer = AutoTokenizer.from_pretrained({REPO_ID!r}, trust_remote_code=True)
+    model = AutoModel.from_pretrained({REPO_ID!r}, trust_remote_code=True).eval()
+    with torch.no_grad():
+        logits = model(**tokenizer({PROMPTS!r}, {RESPONSES!r}, padding=True, return_tensors="pt")).logits[:, 0]
+    print(json.dumps({{"scores": [o["score"] for o in outputs], "labels": [o["label"] for o in outputs],
+                       "logits": logits.tolist(), "module": type(model).__module__}}))
+    """
+    result = helpers.run_fresh_python(code, tmp_path, {"HF_HUB_CACHE": str(cache), "HF_HOME": str(tmp_path / "home")})
+    assert result["labels"] == ["reward", "reward"]
+    assert result["scores"] == pytest.approx(result["logits"], abs=1e-5)
+    assert result["scores"] == pytest.approx(expected_logits, abs=1e-5)
+    assert all(score < 0 for score in result["scores"])  # raw reward, no sigmoid
+    assert result["module"].startswith("transformers_modules")
+
+
+def test_sharded_weights_are_published_with_their_index(tokenizer, tmp_path):
+    model_dir = tmp_path / "sharded"
+    helpers.tiny_reward_model().save_pretrained(model_dir, max_shard_size="1MB")
+    tokenizer.save_pretrained(model_dir)
+    folder = build_publish_folder(model_dir, tmp_path / "out", repo_id=REPO_ID)
+    names = publishing.folder_files(folder)
+    shards = [n for n in names if re.fullmatch(r"model-\d+-of-\d+\.safetensors", n)]
+    assert len(shards) > 1 and "model.safetensors.index.json" in names and "model.safetensors" not in names
+    assert set(names) - set(shards) == set(EXPECTED_FILES) - {"model.safetensors"} | {"model.safetensors.index.json"}
+
+
+# --------------------------------------------------------------------------------------------------
+# 2. Upload path (fake api, no network)
+# --------------------------------------------------------------------------------------------------
+
+
+def test_upload_creates_repo_then_one_commit_with_exactly_the_built_files(model_dir, dry_run):
+    api = FakeApi()
+    result = publish(model_dir, REPO_ID, private=True, commit_message="first", evaluation=EVALUATION,
+                     datasets=["Anthropic/hh-rlhf"], api=api)
+    assert [name for name, _ in api.calls] == ["create_repo", "upload_folder"]
+    create = api.calls[0][1]
+    assert create["repo_id"] == REPO_ID and create["exist_ok"] is True and create["private"] is True
+    assert create.get("repo_type", "model") == "model"
+    upload = api.calls[1][1]
+    assert upload["repo_id"] == REPO_ID and upload["commit_message"] == "first" and upload["revision"] is None
+    assert api.uploaded_files == EXPECTED_FILES == result.files
+    assert result.url == f"https://huggingface.co/{REPO_ID}/commit/abc123" and result.verified
+    assert result.folder is None and not Path(upload["folder_path"]).exists(), "temporary folder removed"
+
+
+def test_upload_to_a_branch_creates_it_first(dry_run):
+    api = FakeApi()
+    url = upload_folder(dry_run.folder, REPO_ID, revision="v1", api=api)
+    assert [name for name, _ in api.calls] == ["create_repo", "create_branch", "upload_folder"]
+    assert api.calls[1][1]["branch"] == "v1" and api.calls[1][1]["exist_ok"] is True
+    assert api.calls[2][1]["revision"] == "v1" and url.endswith("/commit/abc123")
+
+
+def _tamper_weights(folder: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(folder / "model.safetensors")
+    tensors["score.bias"] = tensors["score.bias"] + 1.0
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+
+
+def test_mismatching_folder_is_refused_before_any_api_call(model_dir, tmp_path, monkeypatch):
+    real_build = publishing.build_publish_folder
+
+    def build_then_tamper(*args, **kwargs):
+        folder = real_build(*args, **kwargs)
+        _tamper_weights(folder)  # e.g. a different model swapped in between build and upload
+        return folder
+
+    monkeypatch.setattr(publishing, "build_publish_folder", build_then_tamper)
+    api = FakeApi()
+    out = tmp_path / "refused"
+    with pytest.raises(PublishError, match="scores differently"):
+        publish(model_dir, REPO_ID, api=api, out=out)
+    assert api.calls == []
+    assert not out.exists(), "a folder that failed verification is not left looking complete"
+
+
+@pytest.mark.parametrize(("loaded", "problem"), [
+    ({"missing_keys": ["score.weight"], "unexpected_keys": [], "module": "transformers_modules.x"}, "missing keys"),
+    ({"missing_keys": [], "unexpected_keys": ["head.extra"], "module": "transformers_modules.x"}, "unexpected keys"),
+    ({"missing_keys": [], "unexpected_keys": [], "module": "modeling_reward"}, "not from the folder's remote code"),
+])
+def test_loads_with_key_problems_or_without_remote_code_are_refused(loaded, problem):
+    with pytest.raises(PublishError, match=problem):
+        publishing._check_loaded(loaded, Path("folder"))
+
+
+class _FakeResponse:
+    def __init__(self, status_code: int):
+        self.status_code = status_code
+
+
+class _FakeHubError(Exception):
+    def __init__(self, message: str, status_code: int):
+        super().__init__(message)
+        self.response = _FakeResponse(status_code)
+
+
+@pytest.mark.parametrize(("error", "advice"), [
+    (_FakeHubError(f"401 Unauthorized: invalid token {FAKE_TOKEN} (Bearer {FAKE_TOKEN})", 401), ["hf auth login", "HF_TOKEN"]),
+    (_FakeHubError(f"403 Forbidden for token={FAKE_TOKEN}", 403), ["write access", "HF_TOKEN"]),
+    (ConnectionError(f"Max retries exceeded; headers={{'authorization': 'Bearer {FAKE_TOKEN}'}}"), ["network", "hf auth login"]),
+])
+def test_hub_errors_become_publish_errors_without_the_token(dry_run, error, advice):
+    api = FakeApi(fail_with=error)
+    with pytest.raises(PublishError) as caught:
+        upload_folder(dry_run.folder, REPO_ID, token=FAKE_TOKEN, api=api)
+    message = str(caught.value)
+    assert FAKE_TOKEN not in message and FAKE_TOKEN not in repr(caught.value)
+    assert all(words in message for words in advice), message
+    assert "\n" not in message  # one paragraph
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__  # traceback cannot show it
+    assert [name for name, _ in api.calls] == ["create_repo"]
+
+
+def test_token_from_environment_is_scrubbed_too(dry_run, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "plain-secret-value-42")
+    api = FakeApi(fail_with=_FakeHubError("401: token plain-secret-value-42 is invalid", 401))
+    with pytest.raises(PublishError) as caught:
+        upload_folder(dry_run.folder, REPO_ID, api=api)
+    assert "plain-secret-value-42" not in str(caught.value) and "hf auth login" in str(caught.value)
+
+
+# --------------------------------------------------------------------------------------------------
+# 3. Refusals and safety
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", ["no-owner", "a/b/c", "owner/bad--name", "owner/-dash", "owner/", "/name", "own er/x"])
+def test_invalid_repo_ids_are_refused_before_any_work(bad, model_dir, tmp_path):
+    api = FakeApi()
+    with pytest.raises(ValueError, match="repo id"):
+        publish(model_dir, bad, api=api, out=tmp_path / "out")
+    assert api.calls == [] and not (tmp_path / "out").exists()
+
+
+FORBIDDEN_IN_HUB_CODE = ["subprocess", "socket", "requests", "urllib", "eval(", "exec(", "open(", ".write(", "os.system"]
+
+
+@pytest.mark.parametrize("filename", publishing.CODE_FILES)
+def test_hub_code_files_hold_no_network_process_exec_or_file_writing_code(filename, dry_run):
+    for source in (helpers.REPO_ROOT / filename, dry_run.folder / filename):
+        text = source.read_text()
+        found = [word for word in FORBIDDEN_IN_HUB_CODE if word in text]
+        assert not found, f"{source}: {found}"
+
+
+def _copy_model(model_dir: Path, dest: Path) -> Path:
+    shutil.copytree(model_dir, dest)
+    return dest
+
+
+def test_refuses_pickle_weights_only(model_dir, tmp_path):
+    folder = _copy_model(model_dir, tmp_path / "pickled")
+    (folder / "model.safetensors").unlink()
+    torch.save({"score.bias": torch.zeros(1)}, folder / "pytorch_model.bin")
+    with pytest.raises(ValueError, match="pickle weights only"):
+        build_publish_folder(folder, tmp_path / "out", repo_id=REPO_ID)
+    assert not (tmp_path / "out").exists()
+
+
+def test_refuses_a_folder_holding_only_pytorch_model_bin(tmp_path):
+    folder = tmp_path / "only_bin"
+    folder.mkdir()
+    torch.save({"score.bias": torch.zeros(1)}, folder / "pytorch_model.bin")
+    with pytest.raises(ValueError, match="pickle weights only.*pytorch_model.bin"):
+        build_publish_folder(folder, tmp_path / "out", repo_id=REPO_ID)
+
+
+def test_refuses_missing_code_files(model_dir, tmp_path):
+    folder = _copy_model(model_dir, tmp_path / "nocode")
+    (folder / "modeling_reward.py").unlink()
+    with pytest.raises(ValueError, match="modeling_reward.py"):
+        build_publish_folder(folder, tmp_path / "out", repo_id=REPO_ID)
+
+
+def test_refuses_models_that_are_not_reward_models(minilm_path, tmp_path):
+    with pytest.raises(ValueError, match="not a rewardkit reward model"):
+        build_publish_folder(minilm_path, tmp_path / "out", repo_id=REPO_ID)
+
+
+def test_refuses_config_without_full_auto_map(model_dir, tmp_path):
+    folder = _copy_model(model_dir, tmp_path / "noautomap")
+    config = json.loads((folder / "config.json").read_text())
+    del config["auto_map"]["AutoModel"]  # what register_for_auto_class alone would leave
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="auto_map.*AutoModel"):
+        build_publish_folder(folder, tmp_path / "out", repo_id=REPO_ID)
+
+
+def test_crash_while_building_leaves_no_folder(model_dir, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real_copy = shutil.copyfile
+
+    def copy_then_crash(src, dst, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError("disk full")
+        return real_copy(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(publishing.shutil, "copyfile", copy_then_crash)
+    with pytest.raises(OSError, match="disk full"):
+        build_publish_folder(model_dir, tmp_path / "out", repo_id=REPO_ID)
+    assert list(tmp_path.iterdir()) == [], "neither the folder nor its staging copy is left"
+
+
+def test_rebuild_replaces_an_earlier_build_but_never_other_folders(model_dir, tmp_path):
+    out = build_publish_folder(model_dir, tmp_path / "out", repo_id=REPO_ID)
+    (out / "README.md").write_text("stale")
+    build_publish_folder(model_dir, out, repo_id="someone/else")
+    assert 'repo = "someone/else"' in (out / "README.md").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    with pytest.raises(ValueError, match="outside the model folder"):
+        build_publish_folder(model_dir, model_dir / "publish", repo_id=REPO_ID)
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "todo.txt").write_text("mine")
+    with pytest.raises(ValueError, match="other files"):
+        build_publish_folder(model_dir, other, repo_id=REPO_ID)
+    assert (other / "todo.txt").read_text() == "mine"
