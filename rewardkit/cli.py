@@ -173,13 +173,20 @@ def cmd_train(argv: Sequence[str]) -> int:
         data_args, train_args, extra = parser.parse_args_into_dataclasses(args=argv)
     except ValueError as error:  # raised by the dataclasses' own validation
         raise CliError(str(error)) from error
-    _setup_logging(extra.quiet)
+    _setup_logging(extra.quiet or not _is_main_process())  # N ranks: one log, not N copies
     if train_args.output_dir is None:
         raise CliError("--output-dir is required.")
     _check_writable(train_args.output_dir)
+    _check_base_model(train_args.base_model)
     result = run_training(data_args, train_args)
-    _emit(result.describe())
+    if _is_main_process():
+        _emit(result.describe())
     return 0
+
+
+def _is_main_process() -> bool:
+    """Rank 0 of a torchrun / `accelerate launch` run (or the only process): the one that reports."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def _peek_option(argv: list[str], name: str) -> str | None:
@@ -220,6 +227,38 @@ def _check_writable(path: str) -> None:
         raise CliError(f"Cannot write to {path}: {existing} is not writable.")
 
 
+def _check_base_model(name: str | None) -> None:
+    """Refuse at once what `from_pretrained` would refuse late or in confusing words: a local
+    path that does not exist ("Repo id must be in the form ..."), a folder with no config.json,
+    and a rewardkit model folder without safetensors weights (its pickle weights are never
+    loaded: unpickling can run arbitrary code)."""
+    from pathlib import Path
+
+    if not name:
+        return
+    path = Path(name).expanduser()
+    if not path.exists():
+        if name.startswith(("/", ".", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name:
+            raise CliError(f"--base-model {name}: no such folder. Give a model folder or a Hub "
+                           "model id such as bert-base-uncased.")
+        return  # a Hub id
+    config = path / "config.json"
+    if path.is_dir() and not config.is_file():
+        raise CliError(f"--base-model {name}: the folder holds no config.json, so it is not a saved "
+                       "model. Give the folder `save_pretrained` wrote, or a Hub model id.")
+    try:
+        model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return  # transformers will say what is wrong with the config
+    if model_type == "reward_model":
+        from rewardkit.scoring import check_reward_model_source
+
+        try:
+            check_reward_model_source(str(path))
+        except ValueError as error:
+            raise CliError(f"--base-model: {error}") from error
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from rewardkit.demo import run_demo
 
@@ -243,6 +282,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
+    from rewardkit import distributed
+
+    if distributed.is_distributed():  # torchrun / accelerate launch: the rows are shared out over the ranks
+        with distributed.process_group():
+            return _score(args)
+    return _score(args)
+
+
+def _score(args: argparse.Namespace) -> int:
+    from rewardkit import distributed
     from rewardkit.scoring import RewardScorer, score_file
 
     if args.data and (args.prompt or args.response):
@@ -253,11 +302,18 @@ def cmd_score(args: argparse.Namespace) -> int:
         raise CliError("--data needs --output OUT.jsonl (one scored line per input row).")
     if args.output:
         _check_writable(os.path.dirname(os.path.abspath(args.output)))
-    scorer = RewardScorer(args.model, device=args.device, batch_size=args.batch_size, max_length=args.max_length)
+    if not args.data and not distributed.is_main_process():
+        return 0  # a handful of --response texts: rank 0 alone scores them
+    device = args.device or (distributed.default_device() if distributed.is_distributed() else None)
+    scorer = RewardScorer(args.model, device=device, batch_size=args.batch_size, max_length=args.max_length)
     if args.data:
-        counts = score_file(scorer, args.data, args.output, split=args.split, columns=args.columns,
-                            skip_invalid=args.skip_invalid)
-        _emit(json.dumps(counts))
+        options = {"split": args.split, "columns": args.columns, "skip_invalid": args.skip_invalid}
+        if distributed.is_distributed():
+            counts = distributed.score_file_distributed(scorer, args.data, args.output, **options)
+        else:
+            counts = score_file(scorer, args.data, args.output, **options)
+        if distributed.is_main_process():
+            _emit(json.dumps(counts))
         return 0
     prompts = args.prompt or [""]
     if len(prompts) == 1:
@@ -282,6 +338,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
         raise CliError("--out is for --dry-run (a real publish uploads from a temporary folder).")
     if args.dry_run and not args.out:
         raise CliError("--dry-run needs --out DIR (where the Hub folder is written).")
+    if args.out:
+        _check_writable(args.out)
     evaluation = None
     if args.metrics:
         try:
@@ -316,7 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             make_parser().print_help()
             return EXIT_USAGE
-        _setup_logging(args.quiet)
+        _setup_logging(args.quiet or not _is_main_process())
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         sys.stderr.write("rewardkit: interrupted.\n")
@@ -336,7 +394,8 @@ def _error_paragraph(command: str, error: BaseException) -> str:
     message = " ".join(str(error).split()) or type(error).__name__
     text = f"rewardkit {command}: error: {kind}{message}".replace("  ", " ")
     hint = " (Run again with --debug for the full traceback.)"
-    return textwrap.fill(text + hint, width=100)
+    # Never break inside a word: paths and ids must survive copy and paste ("site-packages").
+    return textwrap.fill(text + hint, width=100, break_on_hyphens=False, break_long_words=False)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,9 @@ import json
 from pathlib import Path
 
 WORSE_KINDS = ("wrong", "rude", "evasive", "off_topic")
+# Illustrative annotated rewards for the MSE walk-through: how good each kind of answer is, on a
+# -1..1 scale we chose (a correct helpful answer is best; rude or off-topic is worst).
+REWARD_BY_KIND = {"good": 1.0, "wrong": -0.4, "evasive": -0.6, "off_topic": -0.8, "rude": -1.0}
 HELDOUT_PERCENT = 20
 
 
@@ -48,3 +51,14 @@ def write_demo_files(folder) -> tuple[str, str]:
         path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
         paths.append(str(path))
     return paths[0], paths[1]
+
+
+def demo_scalar_rows() -> tuple[list[dict], list[dict]]:
+    """(train, heldout) rows {prompt, completion, reward, kind} for MSE training, with the
+    illustrative rewards of REWARD_BY_KIND; same question split as `demo_pairs`."""
+    train, heldout = [], []
+    for row in load_questions():
+        target = heldout if is_heldout(row["prompt"]) else train
+        for kind, reward in REWARD_BY_KIND.items():
+            target.append({"prompt": row["prompt"], "completion": row[kind], "reward": reward, "kind": kind})
+    return train, heldout

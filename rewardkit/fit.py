@@ -81,15 +81,41 @@ class TrainResult:
         return "\n".join(lines)
 
 
-def load_model_and_tokenizer(base_model: str, args: RewardTrainingArguments):
-    """A rewardkit model to continue training, or any AutoModel backbone with a fresh head."""
+def _is_reward_model_folder(base_model: str) -> bool:
+    config_file = Path(base_model) / "config.json"
+    return config_file.exists() and json.loads(config_file.read_text()).get("model_type") == "reward_model"
+
+
+def load_tokenizer(base_model: str):
+    """The base model's tokenizer; decoders without a pad token (GPT-2, Llama) pad with EOS
+    (pooling reads the attention mask, so the pad id never reaches the head)."""
     from transformers import AutoTokenizer
 
+    # A rewardkit folder's config.json names remote code: transformers 5 reads it for the tokenizer
+    # too and, left to decide, stops to ask on a terminal. The tokenizer itself needs no code.
+    trust = False if _is_reward_model_folder(base_model) else None
+    tokenizer = AutoTokenizer.from_pretrained(base_model, trust_remote_code=trust)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model_config(base_model: str):
+    """The config alone (no weights): enough to know the longest input before loading the model."""
+    from transformers import AutoConfig
+
+    from modeling_reward import RewardConfig
+
+    if _is_reward_model_folder(base_model):
+        return RewardConfig.from_pretrained(base_model)
+    return AutoConfig.from_pretrained(base_model)
+
+
+def load_model(base_model: str, args: RewardTrainingArguments, tokenizer):
+    """A rewardkit model to continue training, or any AutoModel backbone with a fresh head."""
     from modeling_reward import RewardModel
 
-    config_file = Path(base_model) / "config.json"
-    is_reward_model = config_file.exists() and json.loads(config_file.read_text()).get("model_type") == "reward_model"
-    if is_reward_model:
+    if _is_reward_model_folder(base_model):
         overrides = {k: v for k, v in {"pooling": args.pooling, "head_dropout": args.head_dropout}.items() if v is not None}
         model = RewardModel.from_pretrained(base_model, alpha=args.alpha, use_safetensors=True, **overrides)
     else:
@@ -99,11 +125,14 @@ def load_model_and_tokenizer(base_model: str, args: RewardTrainingArguments):
         if args.head_dropout is not None:
             config_kwargs["head_dropout"] = args.head_dropout
         model = RewardModel.from_backbone(base_model, **config_kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(base_model)
-    if tokenizer.pad_token is None:  # decoders (GPT-2, Llama): pad with EOS; pooling reads the mask
-        tokenizer.pad_token = tokenizer.eos_token
     model.config.pad_token_id = tokenizer.pad_token_id
-    return model, tokenizer
+    return model
+
+
+def load_model_and_tokenizer(base_model: str, args: RewardTrainingArguments):
+    """`load_model` and `load_tokenizer` together."""
+    tokenizer = load_tokenizer(base_model)
+    return load_model(base_model, args, tokenizer), tokenizer
 
 
 def _split_eval(data: RewardData, fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
@@ -143,14 +172,29 @@ def hardware_description() -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads), torch {torch.__version__}"
 
 
-def run_training(data_args: DataArguments, args: RewardTrainingArguments, callbacks: list | None = None) -> TrainResult:
-    """Train a reward model end to end and save it to `args.output_dir`."""
-    from transformers import set_seed
-    from transformers.trainer_utils import get_last_checkpoint
+@dataclass
+class PreparedData:
+    """Validated, tokenized training (and held-out) features plus what the summary reports about
+    them. Plain data, so one process can prepare it and the others read it back (JSON)."""
 
-    if not data_args.data:
-        raise ValueError("No training data: pass --data (a file, a folder or a Hub dataset id).")
-    set_seed(args.seed)
+    objective: str
+    detected_layout: str
+    skipped: str
+    truncation: str
+    train_features: list[dict]
+    eval_features: list[dict] | None
+    eval_rows: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> PreparedData:
+        return cls(**values)
+
+
+def prepare_data(data_args: DataArguments, args: RewardTrainingArguments, tokenizer, max_length: int) -> PreparedData:
+    """Read and validate the data, hold out evaluation rows, tokenize everything once."""
     data = load_reward_data(data_args.data, split=data_args.split, columns=data_args.columns,
                             objective=args.objective, skip_invalid=data_args.skip_invalid,
                             limit=data_args.max_train_samples)
@@ -162,20 +206,61 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
         eval_rows = eval_data.rows
     elif data_args.eval_fraction > 0:
         train_rows, eval_rows = _split_eval(data, data_args.eval_fraction, args.seed)
-
-    base_model = args.base_model or default_base_model()
-    model, tokenizer = load_model_and_tokenizer(base_model, args)
-    max_length = resolve_max_length(tokenizer, model.config, args.max_length)
     encoder = PairEncoder(tokenizer, max_length, TruncationStats())
     train_features = encode_rows(train_rows, data.objective, encoder)
     eval_features = encode_rows(eval_rows, data.objective, encoder) if eval_rows else None
-    if eval_features and str(args.eval_strategy) in ("no", "IntervalStrategy.NO"):
+    return PreparedData(objective=data.objective, detected_layout=data.detected_layout, skipped=data.skipped.summary(),
+                        truncation=encoder.stats.describe(), train_features=train_features,
+                        eval_features=eval_features, eval_rows=len(eval_rows))
+
+
+def _prepare_once_per_node(data_args: DataArguments, args: RewardTrainingArguments, base_model: str, tokenizer,
+                           max_length: int) -> PreparedData:
+    """`prepare_data` on one process per node when launched with several (see rewardkit.distributed)."""
+    from rewardkit import __version__
+    from rewardkit.distributed import cache_key, file_fingerprint, once_per_node
+
+    if args.world_size > 1:  # reading it sets up the process group (TrainingArguments does that lazily)
+        logger.debug("Preparing data for %d processes.", args.world_size)
+    key = cache_key({
+        "data": file_fingerprint(data_args.data), "eval_data": file_fingerprint(data_args.eval_data),
+        "data_args": asdict(data_args), "objective": args.objective, "seed": args.seed, "max_length": max_length,
+        "base_model": base_model, "tokenizer": [type(tokenizer).__name__, len(tokenizer), tokenizer.padding_side],
+        "output_dir": str(Path(args.output_dir).resolve()), "rewardkit": __version__,
+    })
+    return once_per_node(lambda: prepare_data(data_args, args, tokenizer, max_length), key=key,
+                         encode=PreparedData.to_dict, decode=PreparedData.from_dict, what="features")
+
+
+def run_training(data_args: DataArguments, args: RewardTrainingArguments, callbacks: list | None = None) -> TrainResult:
+    """Train a reward model end to end and save it to `args.output_dir`.
+
+    Launched as several processes (torchrun, accelerate launch) it trains with DDP (or DeepSpeed /
+    FSDP when configured); the data is prepared once per node and only rank 0 writes the folder.
+    """
+    from transformers import set_seed
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not data_args.data:
+        raise ValueError("No training data: pass --data (a file, a folder or a Hub dataset id).")
+    set_seed(args.seed)
+    base_model = args.base_model or default_base_model()
+    tokenizer = load_tokenizer(base_model)
+    max_length = resolve_max_length(tokenizer, load_model_config(base_model), args.max_length)
+    prepared = _prepare_once_per_node(data_args, args, base_model, tokenizer, max_length)
+    if prepared.eval_features and str(args.eval_strategy) in ("no", "IntervalStrategy.NO"):
         args.eval_strategy = "epoch"
-    if not eval_features:
+    if not prepared.eval_features:
         args.eval_strategy = "no"
 
-    trainer = RewardTrainer(model=model, args=args, train_dataset=train_features, eval_dataset=eval_features,
-                            processing_class=tokenizer, objective=data.objective, callbacks=callbacks)
+    model = load_model(base_model, args, tokenizer)
+    if args.use_lora:
+        from rewardkit.lora import apply_lora_from_args
+
+        model = apply_lora_from_args(model, args)
+    trainer = RewardTrainer(model=model, args=args, train_dataset=prepared.train_features,
+                            eval_dataset=prepared.eval_features, processing_class=tokenizer,
+                            objective=prepared.objective, callbacks=callbacks)
     resume = args.resume_from_checkpoint
     if resume in ("last", "latest", "true", "True"):
         resume = get_last_checkpoint(args.output_dir)
@@ -184,39 +269,66 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
     started = time.perf_counter()
     train_output = trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - started
-    eval_metrics = trainer.evaluate() if eval_features else {}
+    eval_metrics = trainer.evaluate() if prepared.eval_features else {}
 
-    stats = compute_reward_stats(model, tokenizer, _responses_of(train_features, data.objective),
+    stats = compute_reward_stats(trainer.model, tokenizer, _responses_of(prepared.train_features, prepared.objective),
                                  args.reward_stats_samples, args.seed)
     if stats is not None:
-        model.config.reward_mean, model.config.reward_std = stats
+        trainer.model.config.reward_mean, trainer.model.config.reward_std = stats
+    if args.use_lora:
+        _finish_lora(trainer, args)
     result = TrainResult(
-        output_dir=str(args.output_dir), objective=data.objective, base_model=str(base_model),
-        detected_layout=data.detected_layout, train_rows=len(train_features), eval_rows=len(eval_rows),
+        output_dir=str(args.output_dir), objective=prepared.objective, base_model=str(base_model),
+        detected_layout=prepared.detected_layout, train_rows=len(prepared.train_features), eval_rows=prepared.eval_rows,
         epochs=float(args.num_train_epochs), steps=int(train_output.global_step), seconds=seconds,
         examples_per_second=float(train_output.metrics.get("train_samples_per_second", 0.0)),
         train_loss=float(train_output.training_loss), max_length=max_length,
         eval_metrics={k: float(v) for k, v in eval_metrics.items() if isinstance(v, (int, float))},
         reward_mean=None if stats is None else stats[0], reward_std=None if stats is None else stats[1],
-        skipped=data.skipped.summary(), truncation=encoder.stats.describe(),
-        hyperparameters={"learning_rate": args.learning_rate, "per_device_train_batch_size": args.per_device_train_batch_size,
-                         "gradient_accumulation_steps": args.gradient_accumulation_steps, "num_train_epochs": args.num_train_epochs,
-                         "max_length": max_length, "seed": args.seed, "pooling": model.config.pooling,
-                         "train_sampling_strategy": str(args.train_sampling_strategy), "warmup_steps": args.warmup_steps,
-                         "weight_decay": args.weight_decay, "lr_scheduler_type": str(args.lr_scheduler_type)},
+        skipped=prepared.skipped, truncation=prepared.truncation,
+        hyperparameters=_hyperparameters(args, max_length, trainer.model.config.pooling),
         hardware=hardware_description(),
     )
-    if trainer.is_world_process_zero():
-        save_trained_model(trainer, result)
+    save_trained_model(trainer, result)
     return result
+
+
+def _hyperparameters(args: RewardTrainingArguments, max_length: int, pooling: str) -> dict[str, Any]:
+    values = {"learning_rate": args.learning_rate, "per_device_train_batch_size": args.per_device_train_batch_size,
+              "gradient_accumulation_steps": args.gradient_accumulation_steps, "num_train_epochs": args.num_train_epochs,
+              "max_length": max_length, "seed": args.seed, "pooling": pooling,
+              "train_sampling_strategy": str(args.train_sampling_strategy), "warmup_steps": args.warmup_steps,
+              "weight_decay": args.weight_decay, "lr_scheduler_type": str(args.lr_scheduler_type)}
+    if args.world_size > 1:
+        values["processes"] = args.world_size
+    if args.use_lora:
+        values.update(lora_r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+                      lora_target_modules=args.lora_target_modules or "default")
+    return values
+
+
+def _finish_lora(trainer: RewardTrainer, args: RewardTrainingArguments) -> None:
+    """Save the adapter + head (rank 0, with --keep-adapter), then merge the adapters into the
+    backbone so that the output folder is an ordinary model that needs no PEFT to load."""
+    from rewardkit.lora import ADAPTER_DIR, merge_lora, save_adapter
+
+    if args.keep_adapter and trainer.is_world_process_zero():
+        save_adapter(trainer.model, Path(args.output_dir) / ADAPTER_DIR)
+    trainer.model = merge_lora(trainer.model)
 
 
 def save_trained_model(trainer: RewardTrainer, result: TrainResult) -> None:
     """Weights (safetensors), config with auto_map, both code files, tokenizer, training summary
-    and a model card: everything `from_pretrained(..., trust_remote_code=True)` and `publish` need."""
+    and a model card: everything `from_pretrained(..., trust_remote_code=True)` and `publish` need.
+
+    Call it on every rank: with DeepSpeed ZeRO-3 or FSDP gathering the weights is a collective step
+    (the Trainer writes them on the main process only); the summary and card are written by rank 0.
+    """
     from rewardkit.model_card import write_model_card
 
     output_dir = Path(result.output_dir)
     trainer.save_model(str(output_dir))
+    if not trainer.is_world_process_zero():
+        return
     (output_dir / SUMMARY_FILE).write_text(json.dumps(result.to_dict(), indent=2, sort_keys=True) + "\n")
     write_model_card(output_dir, training=result.to_dict())

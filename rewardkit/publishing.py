@@ -55,6 +55,12 @@ REQUIRED_AUTO_MAP = {
     "AutoModelForSequenceClassification": "modeling_reward.RewardModel",
 }
 REWARD_MODEL_TYPE = "reward_model"
+# `rewardkit train --use-lora --keep-adapter` also leaves the unmerged LoRA adapter + head (PEFT format)
+# in OUTPUT_DIR/adapter/; it is published beside the merged model for PEFT users (names as in
+# rewardkit.lora, not imported: keep this module light). PEFT's own README there is left out: it
+# records local paths.
+ADAPTER_DIR = "adapter"
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "reward_config.json")
 TOLERANCE = 1e-4
 VERIFY_TIMEOUT_S = 600
 
@@ -231,7 +237,35 @@ def _is_previous_build(folder: Path) -> bool:
     """True when `folder` holds nothing but files a publish folder may hold (safe to replace)."""
     allowed = set(TOKENIZER_FILES) | set(CODE_FILES) | {WEIGHTS_FILE, WEIGHTS_INDEX_FILE, "config.json", CARD_FILE}
     shard = re.compile(r"model-\d+-of-\d+\.safetensors")
-    return all(p.is_file() and (p.name in allowed or shard.fullmatch(p.name)) for p in folder.iterdir())
+
+    def allowed_entry(p: Path) -> bool:
+        if p.is_dir() and p.name == ADAPTER_DIR:
+            return all(q.is_file() and q.name in ADAPTER_FILES for q in p.iterdir())
+        return p.is_file() and (p.name in allowed or bool(shard.fullmatch(p.name)))
+
+    return all(allowed_entry(p) for p in folder.iterdir())
+
+
+def _adapter_files(model_dir: Path) -> list[str]:
+    """`adapter/...` files to publish when training kept the LoRA adapter (all of them or none)."""
+    adapter = model_dir / ADAPTER_DIR
+    if not (adapter / "adapter_config.json").is_file():
+        return []
+    missing = [name for name in ADAPTER_FILES if not (adapter / name).is_file()]
+    if missing:
+        raise ValueError(f"{adapter} is incomplete (no {', '.join(missing)}); train again with --keep-adapter "
+                         "or delete the folder to publish the merged model alone.")
+    return [f"{ADAPTER_DIR}/{name}" for name in ADAPTER_FILES]
+
+
+def _scrub_adapter_config(path: Path) -> None:
+    """The adapter config names its base model by the path it was loaded from: keep it only when
+    it is a Hub id (a local path says nothing to a Hub user and may reveal user names)."""
+    from rewardkit.model_card import hub_model_id
+
+    config = _read_json(path)
+    config["base_model_name_or_path"] = hub_model_id(config.get("base_model_name_or_path"))
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def _move_into_place(staging: Path, out_dir: Path) -> None:
@@ -263,7 +297,9 @@ def build_publish_folder(model_dir: str | Path, out_dir: str | Path, *, repo_id:
     the auto_map of all three Auto classes; local paths removed), configuration_reward.py,
     modeling_reward.py, the tokenizer files present, and README.md re-rendered for `repo_id` (so
     its usage example loads the real repo) from training_summary.json, `evaluation` (a metrics dict
-    as `rewardkit evaluate --report-dir R` writes to R/metrics.json) and `datasets`.
+    as `rewardkit evaluate --report-dir R` writes to R/metrics.json) and `datasets`. A LoRA run
+    with --keep-adapter adds `adapter/` (PEFT adapter + head + reward_config.json); the merged
+    weights are what `from_pretrained` loads either way.
 
     Nothing here touches the network. The files are written to a hidden sibling folder that is
     renamed to `out_dir` at the end, so a crash never leaves a folder that looks complete.
@@ -285,7 +321,7 @@ def build_publish_folder(model_dir: str | Path, out_dir: str | Path, *, repo_id:
     config = _read_json(model_dir / "config.json")
     _check_reward_config(config, model_dir)
     _check_code_files(model_dir)
-    copied = [*weights, *CODE_FILES, *_tokenizer_files(model_dir)]
+    copied = [*weights, *CODE_FILES, *_tokenizer_files(model_dir), *_adapter_files(model_dir)]
     card = _render_card(model_dir, config, repo_id=repo_id, evaluation=evaluation, datasets=datasets, license=license)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -293,7 +329,10 @@ def build_publish_folder(model_dir: str | Path, out_dir: str | Path, *, repo_id:
     try:
         staging.chmod(0o755)  # mkdtemp makes it private; the finished folder is an ordinary one
         for name in copied:
+            (staging / name).parent.mkdir(exist_ok=True)  # adapter/
             shutil.copyfile(model_dir / name, staging / name)  # copies, never links: the folder is its own
+        if (staging / ADAPTER_DIR).is_dir():
+            _scrub_adapter_config(staging / ADAPTER_DIR / "adapter_config.json")
         (staging / "config.json").write_text(
             json.dumps(_scrub_local_paths(config), indent=2, sort_keys=True) + "\n", encoding="utf-8")
         (staging / CARD_FILE).write_text(card, encoding="utf-8")

@@ -90,7 +90,11 @@ class RewardTrainer(Trainer):
         return super()._get_train_sampler(train_dataset)
 
     def _get_eval_sampler(self, eval_dataset):
-        """In order: evaluation metrics are computed over the whole set, grouping buys little."""
+        """Longest first, deterministic: batches of similar length waste little on padding, and the
+        metrics (computed over the whole set, predictions paired with their labels) ignore order."""
+        if len(eval_dataset) and "length" in eval_dataset[0]:
+            order = sorted(range(len(eval_dataset)), key=lambda i: -eval_dataset[i]["length"])
+            return order
         return torch.utils.data.SequentialSampler(eval_dataset)
 
     # ------------------------------------------------------------------ losses

@@ -7,10 +7,14 @@ modelling practice and our measurements say so (see each field's help).
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 from transformers.trainer_utils import SaveStrategy
+
+logger = logging.getLogger(__name__)
 
 OBJECTIVE_CHOICES = ("pairwise", "mse", "ranking")
 
@@ -85,6 +89,27 @@ class RewardTrainingArguments(TrainingArguments):
         metadata={"help": "Training responses scored after training to store reward_mean/reward_std (0 = skip)."},
     )
 
+    # LoRA (PEFT). The regression head is always trained in full (`modules_to_save`).
+    use_lora: bool = field(
+        default=False,
+        metadata={"help": "Train LoRA adapters on the backbone (PEFT) instead of every weight; the head is trained "
+                          "in full. The output folder holds the merged model (loads with trust_remote_code alone)."},
+    )
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank (with --use-lora)."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator: updates are scaled by alpha / r."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA branch's input."})
+    lora_target_modules: list[str] | None = field(
+        default=None,
+        metadata={"help": "Backbone modules that get adapters, e.g. 'query,value' or 'all-linear'. Default: PEFT's "
+                          "choice for the backbone type (BERT/RoBERTa: query,value; Llama/OPT: q_proj,v_proj; "
+                          "GPT-2: c_attn), else every linear layer of the backbone."},
+    )
+    keep_adapter: bool = field(
+        default=False,
+        metadata={"help": "With --use-lora, also save the unmerged adapter + head in PEFT format under "
+                          "OUTPUT_DIR/adapter/ (for PEFT users; the merged model is saved either way)."},
+    )
+
     # Changed defaults of TrainingArguments.
     output_dir: str | None = field(default="reward-model", metadata={"help": "Where the model is written."})
     num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs (default 1)."})
@@ -107,4 +132,38 @@ class RewardTrainingArguments(TrainingArguments):
             raise ValueError(f"--max-length must be at least 8, got {self.max_length}.")
         if self.reward_stats_samples < 0:
             raise ValueError(f"--reward-stats-samples must be >= 0, got {self.reward_stats_samples}.")
+        self._check_lora()
+        self._use_cpu_when_launched_without_accelerator()
         super().__post_init__()
+        if self.fsdp and self.use_cpu:
+            logger.warning("FSDP needs GPUs: on CPU accelerate ignores it and trains with plain DDP (every rank "
+                           "holds the whole model).")
+
+    def _check_lora(self) -> None:
+        if self.lora_r < 1:
+            raise ValueError(f"--lora-r must be at least 1, got {self.lora_r}.")
+        if self.lora_alpha <= 0:
+            raise ValueError(f"--lora-alpha must be > 0, got {self.lora_alpha}.")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError(f"--lora-dropout must be in [0, 1), got {self.lora_dropout}.")
+        if self.keep_adapter and not self.use_lora:
+            raise ValueError("--keep-adapter needs --use-lora (there is no adapter without LoRA).")
+        if self.lora_target_modules is not None:  # "query,value" and "query value" both work, in YAML too
+            names = [self.lora_target_modules] if isinstance(self.lora_target_modules, str) else self.lora_target_modules
+            self.lora_target_modules = [part.strip() for name in names for part in str(name).split(",") if part.strip()]
+            if not self.lora_target_modules:
+                raise ValueError("--lora-target-modules is empty.")
+
+    def _use_cpu_when_launched_without_accelerator(self) -> None:
+        """Under torchrun / `accelerate launch` on a machine without GPU, transformers silently runs
+        N independent single-process trainings (accelerate only picks its multi-CPU mode with
+        `use_cpu`), each rank saving to the same folder. Turning `use_cpu` on makes it real DDP (gloo)."""
+        import torch
+
+        launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+        accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6; CUDA alone before that
+        has_accelerator = accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
+        if launched and not self.use_cpu and not has_accelerator:
+            logger.info("Launched with %s processes and no accelerator: training on CPU with DDP (gloo).",
+                        os.environ["WORLD_SIZE"])
+            self.use_cpu = True

@@ -2,7 +2,13 @@
 
 import torch
 
-from rewardkit.features import PairEncoder, PairwiseCollator, RankingCollator, encode_rows, resolve_max_length
+from rewardkit.features import (
+    PairEncoder,
+    PairwiseCollator,
+    RankingCollator,
+    encode_rows,
+    resolve_max_length,
+)
 
 
 def test_long_prompt_keeps_whole_response_and_end_of_prompt(tokenizer):

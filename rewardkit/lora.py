@@ -1,0 +1,193 @@
+"""LoRA training of a reward model with PEFT, and the two forms it is saved in.
+
+A LoRA reward model has two parts that must both survive saving: the low-rank adapters on the
+backbone and the regression head. The head is new (randomly initialised) and small, so it is trained
+in full through PEFT's `modules_to_save`; forgetting that is the classic way to publish a LoRA reward
+model that reloads with a random head and scores noise. rewardkit saves:
+
+* the merged model (adapters folded into the backbone weights, trained head in place) as an ordinary
+  rewardkit folder: it loads with `trust_remote_code` alone, no PEFT needed, and scores at full speed;
+* optionally (`--keep-adapter`) the unmerged adapter + head in PEFT format under `adapter/`, with the
+  reward config beside it (`reward_config.json`) so the exact architecture can be rebuilt on the
+  backbone: `load_adapter("out/adapter")`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+ADAPTER_DIR = "adapter"
+ADAPTER_CONFIG_FILE = "adapter_config.json"
+ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
+REWARD_CONFIG_FILE = "reward_config.json"  # not config.json: transformers would take the folder for a full model
+HEAD_MODULES = ("score",)  # RewardModel's regression head: trained and saved in full
+ALL_LINEAR = "all-linear"
+_SKIPPED_BACKBONE_PARTS = ("pooler",)  # BERT's pooler is never read by our pooling: adapters there are wasted
+
+
+def _linear_module_names(backbone: nn.Module) -> list[str]:
+    """Last name component of every linear layer of the backbone (nn.Linear, GPT-2's Conv1D), sorted."""
+    from transformers.pytorch_utils import Conv1D
+
+    names = set()
+    for name, module in backbone.named_modules():
+        if isinstance(module, (nn.Linear, Conv1D)) and not any(part in name.split(".") for part in _SKIPPED_BACKBONE_PARTS):
+            names.add(name.split(".")[-1])
+    return sorted(names)
+
+
+def default_target_modules(model: Any) -> list[str]:
+    """Modules to adapt when the user names none.
+
+    PEFT's own defaults per backbone type (BERT/RoBERTa: query, value; Llama/OPT/Mistral: q_proj,
+    v_proj; GPT-2: c_attn) when it has one; otherwise every linear layer of the backbone. PEFT
+    cannot infer this itself for a RewardModel (its `model_type` is "reward_model"), and its
+    "all-linear" would put an adapter on our head too, which is trained in full instead.
+    """
+    from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_DEFAULTS
+
+    backbone_type = model.config.backbone_config.model_type
+    if backbone_type in PEFT_DEFAULTS:
+        return list(PEFT_DEFAULTS[backbone_type])
+    names = _linear_module_names(model.backbone)
+    if not names:
+        raise ValueError(f"Found no linear layers to adapt in the {backbone_type!r} backbone; "
+                         "name them with --lora-target-modules.")
+    return names
+
+
+def resolve_target_modules(model: Any, requested: list[str] | None) -> list[str]:
+    """`requested` checked against the backbone, `all-linear` expanded, None -> the default."""
+    if not requested:
+        return default_target_modules(model)
+    if requested == [ALL_LINEAR]:
+        return _linear_module_names(model.backbone)
+    available = {name.split(".")[-1] for name, _ in model.backbone.named_modules()}
+    unknown = [name for name in requested if name.split(".")[-1] not in available]
+    if unknown:
+        linear = ", ".join(_linear_module_names(model.backbone))
+        raise ValueError(f"--lora-target-modules {', '.join(unknown)}: no such module in the "
+                         f"{model.config.backbone_config.model_type!r} backbone. Its linear layers: {linear}.")
+    return list(requested)
+
+
+def apply_lora(model: Any, *, r: int = 16, alpha: int = 32, dropout: float = 0.05,
+               target_modules: list[str] | None = None) -> Any:
+    """Wrap a `RewardModel` in a PEFT model: LoRA on the backbone, the head trained in full.
+
+    Returns:
+        A `peft.PeftModel` whose forward is the RewardModel's (same inputs, same outputs).
+
+    Example:
+        >>> peft_model = apply_lora(RewardModel.from_backbone("bert-base-uncased"), r=8)  # doctest: +SKIP
+        >>> peft_model.print_trainable_parameters()  # adapters + the head  # doctest: +SKIP
+    """
+    from peft import LoraConfig, get_peft_model
+
+    targets = resolve_target_modules(model, target_modules)
+    # No task_type: PEFT's SEQ_CLS wrapper rewrites forward arguments; the plain PeftModel passes
+    # ours (token_type_ids, alpha, ...) through unchanged.
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets,
+                        modules_to_save=list(HEAD_MODULES), bias="none")
+    peft_model = get_peft_model(model, config)
+    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in peft_model.parameters())
+    logger.info("LoRA r=%d alpha=%d on %s; the head is trained in full: %d of %d parameters trainable (%.2f%%).",
+                r, alpha, ",".join(targets), trainable, total, 100.0 * trainable / max(total, 1))
+    return peft_model
+
+
+def apply_lora_from_args(model: Any, args: Any) -> Any:
+    """`apply_lora` with the `--lora-*` fields of `RewardTrainingArguments`."""
+    return apply_lora(model, r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout,
+                      target_modules=args.lora_target_modules)
+
+
+def is_peft_model(model: Any) -> bool:
+    try:
+        from peft import PeftModel
+    except ImportError:  # peft not installed: nothing can be a PEFT model
+        return False
+    return isinstance(model, PeftModel)
+
+
+def save_adapter(peft_model: Any, folder: str | Path) -> Path:
+    """The unmerged adapter + trained head in PEFT format, plus `reward_config.json` (the reward
+    model's own config: pooling, alpha, reward statistics, backbone config) to rebuild it exactly."""
+    folder = Path(folder)
+    peft_model.save_pretrained(str(folder))
+    config = peft_model.get_base_model().config.to_dict()
+    (folder / REWARD_CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    logger.info("Saved the LoRA adapter and head (PEFT format) to %s.", folder)
+    return folder
+
+
+def merge_lora(peft_model: Any) -> Any:
+    """Fold the adapters into the backbone weights and put the trained head in place; returns the
+    plain `RewardModel` (the PEFT wrapper must not be used afterwards)."""
+    merged = peft_model.merge_and_unload()
+    _check_head_is_plain(merged)
+    return merged
+
+
+def _check_head_is_plain(model: Any) -> None:
+    """After merging, `score` must be the trained Linear, not PEFT's wrapper holding two copies (the
+    original, untrained one would be what a plain state dict saves under `score.weight`)."""
+    head = getattr(model, HEAD_MODULES[0], None)
+    if not isinstance(head, nn.Linear):
+        raise RuntimeError(f"Merging LoRA left the head as {type(head).__name__}, not a Linear layer: "
+                           "saving it would lose the trained head.")
+
+
+def load_adapter(adapter_dir: str | Path, base_model: str | None = None, **backbone_kwargs: Any) -> Any:
+    """Rebuild the reward model from a saved adapter: backbone + adapters + trained head.
+
+    Args:
+        adapter_dir: `OUTPUT_DIR/adapter` of `rewardkit train --use-lora --keep-adapter`.
+        base_model: the backbone it was trained on (path or Hub id); default: the one recorded in
+            `adapter_config.json`.
+        **backbone_kwargs: passed to `AutoModel.from_pretrained` for the backbone (e.g. `dtype`).
+
+    Returns:
+        A `peft.PeftModel` in eval mode that scores like the merged model (call `.merge_and_unload()`
+        for a plain `RewardModel`).
+    """
+    from peft import PeftModel
+
+    from modeling_reward import RewardModel
+
+    adapter_dir = Path(adapter_dir)
+    adapter_config = json.loads((adapter_dir / ADAPTER_CONFIG_FILE).read_text(encoding="utf-8"))
+    base = base_model or adapter_config.get("base_model_name_or_path")
+    if not base:
+        raise ValueError(f"{adapter_dir / ADAPTER_CONFIG_FILE} names no base model; pass base_model=.")
+    fields = _reward_config_fields(adapter_dir)
+    if _is_reward_model(base):  # LoRA on a rewardkit model (continued training): its head is replaced
+        model = RewardModel.from_pretrained(base, use_safetensors=True, **backbone_kwargs, **fields)
+    else:
+        model = RewardModel.from_backbone(base, backbone_kwargs=backbone_kwargs, **fields)
+    return PeftModel.from_pretrained(model, str(adapter_dir)).eval()
+
+
+def _is_reward_model(base: str) -> bool:
+    config_file = Path(base) / "config.json"
+    return config_file.is_file() and json.loads(config_file.read_text(encoding="utf-8")).get("model_type") == "reward_model"
+
+
+def _reward_config_fields(adapter_dir: Path) -> dict[str, Any]:
+    """The RewardConfig fields that shape outputs (pooling, alpha, statistics, ...), from
+    reward_config.json; the backbone config itself comes from the backbone checkpoint."""
+    path = adapter_dir / REWARD_CONFIG_FILE
+    if not path.is_file():
+        logger.warning("%s is missing: rebuilding the reward model with default pooling and alpha.", path)
+        return {}
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    names = ("alpha", "pooling", "head_dropout", "reward_mean", "reward_std", "normalize_rewards", "temperature")
+    return {name: saved[name] for name in names if name in saved}

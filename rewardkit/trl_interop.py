@@ -1,0 +1,162 @@
+"""Using rewardkit models with TRL (1.16): train one with TRL's `RewardTrainer`, use one as the reward
+in GRPO / RLOO.
+
+Both TRL paths see text differently from how a rewardkit model reads it, which matters for encoder
+backbones (BERT, RoBERTa, DeBERTa) whose input is the *pair* `[CLS] prompt [SEP] response [SEP]`:
+
+* `RewardTrainer` on raw text concatenates `prompt + chosen` into one string (no separator, no
+  segment ids) and appends `eos_token`, which BERT tokenizers do not have (it crashes; with
+  `eos_token="[SEP]"` the text ends in a doubled `[SEP]`). It also DROPS pairs longer than
+  `max_length` instead of truncating them. `preference_dataset` tokenizes the pairs the rewardkit
+  way (left-truncated prompt, whole response, segment ids) into TRL's pre-tokenized columns, and
+  `PreferenceCollator` keeps the segment ids that TRL's own collator would lose, so what TRL trains
+  on is exactly what `RewardScorer`, `pipeline` and rewardkit's own trainer see.
+* GRPO / RLOO given a model path load it with
+  `AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, trust_remote_code=True)`
+  (fine: rewardkit folders load that way) but score `prompt + completion` as one string tokenized
+  with `add_special_tokens=False`: an encoder then sees no [CLS]/[SEP] and scores something it was
+  never trained on. `reward_function(path)` gives TRL a reward function that scores the pairs
+  correctly (and fast: length-sorted batches). Decoder backbones (GPT-2, Llama; "last" pooling)
+  read `prompt + completion` as a plain concatenation anyway, so the model path is fine for them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from rewardkit.features import PairEncoder, pad_batch, resolve_max_length
+
+logger = logging.getLogger(__name__)
+
+Message = dict[str, str]
+
+
+# --------------------------------------------------------------------------------------------------
+# TRL RewardTrainer: data and collator
+# --------------------------------------------------------------------------------------------------
+
+
+def preference_dataset(rows: Sequence[dict[str, Any]], tokenizer: Any, max_length: int | None = None,
+                       model_config: Any = None) -> Any:
+    """Pairwise rows (`prompt`, `chosen`, `rejected`, optional `margin`; rewardkit's normal form, e.g.
+    `load_reward_data(...).rows`) -> a `datasets.Dataset` with TRL's pre-tokenized columns
+    `chosen_ids` / `rejected_ids`, plus `chosen_token_type_ids` / `rejected_token_type_ids` for
+    tokenizers with segments and `margin` when rows have one.
+
+    TRL skips its own text processing for such a dataset (no EOS appended, no concatenation) and,
+    since every pair already fits `max_length`, its length filter drops nothing.
+    """
+    from datasets import Dataset
+
+    max_length = resolve_max_length(tokenizer, model_config, max_length)
+    encoder = PairEncoder(tokenizer, max_length)
+    prompts = [row["prompt"] for row in rows]
+    chosen = encoder.encode(prompts, [row["chosen"] for row in rows])
+    rejected = encoder.encode(prompts, [row["rejected"] for row in rows])
+    columns: dict[str, list] = {"chosen_ids": [c["input_ids"] for c in chosen],
+                                "rejected_ids": [r["input_ids"] for r in rejected]}
+    if chosen and "token_type_ids" in chosen[0]:
+        columns["chosen_token_type_ids"] = [c["token_type_ids"] for c in chosen]
+        columns["rejected_token_type_ids"] = [r["token_type_ids"] for r in rejected]
+    if any(row.get("margin") is not None for row in rows):
+        columns["margin"] = [float(row.get("margin") or 0.0) for row in rows]
+    logger.info("Tokenized %d pairs for TRL (%s).", len(rows), encoder.stats.describe())
+    return Dataset.from_dict(columns)
+
+
+@dataclass
+class PreferenceCollator:
+    """TRL's preference batch (chosen rows, then rejected rows: `input_ids`, `attention_mask`,
+    optional `margin`) plus `token_type_ids` when the dataset has them.
+
+    Use with `trl.RewardConfig(remove_unused_columns=False)`: TRL otherwise drops every column but
+    `chosen_ids`, `rejected_ids` and `margin` before the collator sees them.
+    """
+
+    pad_token_id: int
+    padding_side: str = "right"
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        items = [_item(example, "chosen") for example in examples] + [_item(example, "rejected") for example in examples]
+        batch = pad_batch(items, self.pad_token_id, self.padding_side)
+        if "margin" in examples[0]:
+            batch["margin"] = torch.tensor([float(example["margin"]) for example in examples])
+        return batch
+
+
+def _item(example: dict[str, Any], side: str) -> dict[str, list[int]]:
+    ids = list(example[f"{side}_ids"])
+    item = {"input_ids": ids, "attention_mask": [1] * len(ids)}
+    types = example.get(f"{side}_token_type_ids")
+    if types is not None:
+        item["token_type_ids"] = list(types)
+    return item
+
+
+# --------------------------------------------------------------------------------------------------
+# GRPO / RLOO: a reward function that scores (prompt, completion) pairs the rewardkit way
+# --------------------------------------------------------------------------------------------------
+
+
+def reward_function(model: Any, *, name: str | None = None, **scorer_kwargs: Any) -> Callable[..., list[float]]:
+    """A TRL reward function (`reward_funcs=[...]` of `GRPOTrainer` / `RLOOTrainer`) backed by
+    `RewardScorer`: scores `(prompt, completion)` as a pair, in the order TRL passes them.
+
+    Args:
+        model: a rewardkit model folder or Hub id, or a ready `RewardScorer`.
+        name: how TRL logs it (`rewards/<name>/mean`); default "rewardkit".
+        **scorer_kwargs: `RewardScorer` options (device, batch_size, max_length, normalize, ...).
+
+    Conversational prompts/completions (lists of `{"role", "content"}`) are rendered the way
+    rewardkit renders conversational training data ("User: ...\\nAssistant:"), so the reward model
+    sees the format it was trained on.
+
+    Example:
+        >>> from trl import GRPOConfig, GRPOTrainer  # doctest: +SKIP
+        >>> trainer = GRPOTrainer(model="Qwen/Qwen2.5-0.5B-Instruct", train_dataset=prompts,  # doctest: +SKIP
+        ...                       reward_funcs=[reward_function("you/my-reward-model")], args=GRPOConfig(...))
+    """
+    from rewardkit.scoring import RewardScorer
+
+    scorer = model if isinstance(model, RewardScorer) else RewardScorer(model, **scorer_kwargs)
+
+    def rewardkit_reward(prompts: Sequence[Any], completions: Sequence[Any], **_: Any) -> list[float]:
+        pairs = [as_pair(prompt, completion) for prompt, completion in zip(prompts, completions)]
+        return scorer.score([p for p, _ in pairs], [c for _, c in pairs])
+
+    rewardkit_reward.__name__ = name or "rewardkit"
+    rewardkit_reward.scorer = scorer  # type: ignore[attr-defined]
+    return rewardkit_reward
+
+
+def as_pair(prompt: str | list[Message], completion: str | list[Message]) -> tuple[str, str]:
+    """One TRL (prompt, completion), text or conversational, as rewardkit's (prompt, response) text."""
+    from rewardkit.data_formats import render_conversation
+
+    if isinstance(prompt, str) and isinstance(completion, str):
+        return prompt, completion
+    turns = _turns(prompt) if not isinstance(prompt, str) else (("user", prompt),)
+    if isinstance(completion, str):
+        return render_conversation(turns), completion
+    replies = _turns(completion)
+    if not replies:
+        return render_conversation(turns), ""
+    return render_conversation(turns + replies[:-1]), replies[-1][1]
+
+
+def _turns(messages: Sequence[Message]) -> tuple[tuple[str, str], ...]:
+    return tuple((str(m.get("role", "")).strip().lower(), _content_text(m.get("content", ""))) for m in messages)
+
+
+def _content_text(content: Any) -> str:
+    """Message content as text; multimodal content lists keep their text parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return str(content)

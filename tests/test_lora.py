@@ -1,0 +1,135 @@
+"""LoRA (PEFT): default targets, the trained head survives merge + save + reload, adapter == merged."""
+
+import json
+import random
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import TrainerCallback
+
+from rewardkit.fit import run_training
+from rewardkit.lora import (
+    ADAPTER_DIR,
+    apply_lora,
+    default_target_modules,
+    load_adapter,
+    resolve_target_modules,
+)
+from rewardkit.publishing import build_publish_folder
+from rewardkit.scoring import RewardScorer
+from rewardkit.training_args import DataArguments, RewardTrainingArguments
+from tests import helpers
+
+pytest.importorskip("peft")
+
+PROBES = [("what is the river?", "yes, gladly: river"), ("cloud stone?", "no. paper"), ("a b c", "window garden music")]
+WORDS = ["apple", "river", "stone", "cloud", "music", "garden", "paper", "window"]
+
+
+def test_default_targets_follow_peft_per_backbone_and_skip_the_head():
+    assert default_target_modules(helpers.tiny_reward_model("bert")) == ["query", "value"]
+    assert default_target_modules(helpers.tiny_reward_model("gpt2")) == ["c_attn"]
+    model = helpers.tiny_reward_model("bert")
+    everything = resolve_target_modules(model, ["all-linear"])
+    assert "query" in everything and "dense" in everything
+    assert "score" not in everything  # the head is trained in full, never adapted
+    with pytest.raises(ValueError, match="no such module"):
+        resolve_target_modules(model, ["q_proj"])
+
+
+def test_only_adapters_and_head_train():
+    peft_model = apply_lora(helpers.tiny_reward_model("bert"), r=4)
+    trainable = [name for name, p in peft_model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in name or ".score." in name for name in trainable)
+    assert any(".score." in name for name in trainable)
+
+
+def test_keep_adapter_needs_lora():
+    with pytest.raises(ValueError, match="--keep-adapter needs --use-lora"):
+        RewardTrainingArguments(output_dir="x", keep_adapter=True)
+
+
+class _Recorder(TrainerCallback):
+    """Head weights when training starts; raw rewards of the probes when it ends (in memory)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.head_before = None
+        self.rewards_after = None
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        head = model.base_model.model.score.modules_to_save["default"]
+        self.head_before = head.weight.detach().clone()
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        model.eval()
+        batch = self.tokenizer([p for p, _ in PROBES], [r for _, r in PROBES], padding=True, return_tensors="pt")
+        with torch.no_grad():
+            self.rewards_after = model(**batch).rewards[:, 0].tolist()
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory):
+    """One LoRA training run (keep_adapter) shared by the tests below."""
+    from transformers import AutoTokenizer
+
+    root = tmp_path_factory.mktemp("lora")
+    base = helpers.save_tiny_backbone(root / "base")
+    rng = random.Random(0)
+    rows = [{"prompt": " ".join(rng.choices(WORDS, k=3)) + "?", "chosen": "yes, gladly: " + rng.choice(WORDS),
+             "rejected": "no. " + rng.choice(WORDS)} for _ in range(24)]
+    data = helpers.write_jsonl(root / "train.jsonl", rows)
+    recorder = _Recorder(AutoTokenizer.from_pretrained(base))
+    args = RewardTrainingArguments(
+        output_dir=str(root / "out"), base_model=str(base), max_length=32, learning_rate=5e-3,
+        per_device_train_batch_size=8, max_steps=3, save_strategy="no", disable_tqdm=True, seed=0,
+        reward_stats_samples=16, use_lora=True, lora_r=4, lora_alpha=8, keep_adapter=True)
+    result = run_training(DataArguments(data=str(data)), args, callbacks=[recorder])
+    return root, result, recorder
+
+
+def test_merged_folder_has_the_trained_head_and_no_peft_leftovers(lora_run):
+    root, result, recorder = lora_run
+    out = root / "out"
+    weights = load_file(str(out / "model.safetensors"))
+    assert not [k for k in weights if "lora_" in k or "modules_to_save" in k or "base_model.model" in k]
+    assert not torch.allclose(weights["score.weight"], recorder.head_before)  # trained, not the initial head
+    for name in ("adapter_config.json", "adapter_model.safetensors", "reward_config.json"):
+        assert (out / ADAPTER_DIR / name).is_file(), name
+    assert result.hyperparameters["lora_r"] == 4
+    assert json.loads((out / "config.json").read_text())["reward_std"] > 0
+
+
+def test_published_lora_model_reloads_in_a_fresh_process_with_its_trained_head(lora_run, tmp_path):
+    root, _, recorder = lora_run
+    folder = build_publish_folder(root / "out", tmp_path / "hub", repo_id="someone/lora-rm")
+    assert (folder / ADAPTER_DIR / "adapter_model.safetensors").is_file()
+    assert json.loads((folder / ADAPTER_DIR / "adapter_config.json").read_text())["base_model_name_or_path"] is None
+    assert not (folder / ADAPTER_DIR / "README.md").exists()  # PEFT's card records local paths: not published
+    build_publish_folder(root / "out", folder, repo_id="someone/lora-rm")  # a rebuild replaces it, adapter/ too
+    code = f"""
+    import json, torch
+    from transformers import AutoModel, AutoTokenizer
+    folder = {str(folder)!r}
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
+    model, info = AutoModel.from_pretrained(folder, trust_remote_code=True, output_loading_info=True)
+    batch = tokenizer({[p for p, _ in PROBES]!r}, {[r for _, r in PROBES]!r}, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        rewards = model.eval()(**batch).rewards[:, 0].tolist()
+    print(json.dumps({{"rewards": rewards, "missing": sorted(info["missing_keys"]), "module": type(model).__module__}}))
+    """
+    loaded = helpers.run_fresh_python(code, tmp_path)  # no PEFT, no rewardkit: trust_remote_code alone
+    assert loaded["missing"] == [] and loaded["module"].startswith("transformers_modules")
+    assert loaded["rewards"] == pytest.approx(recorder.rewards_after, abs=1e-5)
+
+
+def test_adapter_and_merged_model_score_alike(lora_run):
+    root, _, recorder = lora_run
+    prompts, responses = [p for p, _ in PROBES], [r for _, r in PROBES]
+    merged = RewardScorer(str(root / "out"))
+    adapter_model = load_adapter(root / "out" / ADAPTER_DIR, base_model=str(root / "base"))
+    from_adapter = RewardScorer(adapter_model, tokenizer=merged.tokenizer)
+    assert from_adapter.raw_rewards(prompts, responses) == pytest.approx(merged.raw_rewards(prompts, responses), abs=1e-4)
+    assert merged.raw_rewards(prompts, responses) == pytest.approx(recorder.rewards_after, abs=1e-5)
+    assert adapter_model.config.reward_std == pytest.approx(merged.model.config.reward_std)

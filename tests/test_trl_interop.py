@@ -1,0 +1,146 @@
+"""TRL 1.16 interoperability: RewardTrainer trains our model on rewardkit's inputs; GRPO loads a
+published folder by path the way it loads any reward model, and `reward_function` scores pairs right."""
+
+import json
+
+import pytest
+import torch
+
+from rewardkit.features import PairEncoder, PairwiseCollator, encode_rows
+from rewardkit.scoring import RewardScorer
+from rewardkit.trl_interop import PreferenceCollator, as_pair, preference_dataset, reward_function
+from tests import helpers
+
+trl = pytest.importorskip("trl")
+
+ROWS = [{"prompt": f"question {i}: which word?", "chosen": "a good, clear answer " * (1 + i % 2),
+         "rejected": "meh", "margin": None} for i in range(8)]
+PROMPTS = ["what is two plus two?", "name a colour", "what is two plus two?"]
+COMPLETIONS = [" four, of course", " blue", " five"]
+
+
+def _trl_args(tmp_path, **overrides):
+    values = dict(output_dir=str(tmp_path / "trl"), max_steps=2, per_device_train_batch_size=4, learning_rate=1e-2,
+                  report_to="none", disable_tqdm=True, save_strategy="no", logging_steps=1,
+                  bf16=False,                    # TRL's default bf16=True refuses to start on a CPU-only machine
+                  remove_unused_columns=False)   # keep the token type columns for PreferenceCollator
+    values.update(overrides)
+    return trl.RewardConfig(**values)
+
+
+def test_trl_reward_trainer_trains_our_model_on_rewardkit_inputs(tmp_path, tokenizer):
+    model = helpers.tiny_reward_model()
+    dataset = preference_dataset(ROWS, tokenizer, max_length=32)
+    collator = PreferenceCollator(pad_token_id=tokenizer.pad_token_id)
+
+    # What TRL will train on is exactly what rewardkit's own trainer (and scorer) feed the model.
+    ours = PairwiseCollator(tokenizer)(encode_rows(ROWS[:4], "pairwise", PairEncoder(tokenizer, 32)))
+    theirs = collator([dataset[i] for i in range(4)])
+    assert theirs.keys() == ours.keys() == {"input_ids", "attention_mask", "token_type_ids"}
+    for key in ours:
+        assert torch.equal(theirs[key], ours[key]), key
+
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    trainer = trl.RewardTrainer(model=model, args=_trl_args(tmp_path), train_dataset=dataset,
+                                processing_class=tokenizer, data_collator=collator)
+    assert len(trainer.train_dataset) == len(ROWS)  # TRL's length filter dropped nothing
+    trainer.train()
+    assert trainer.state.global_step == 2
+    changed = [name for name, p in model.named_parameters() if not torch.equal(p.detach(), before[name])]
+    assert "score.weight" in changed and any(name.startswith("backbone.") for name in changed)
+
+    trainer.save_model(str(tmp_path / "trl-rm"))  # a rewardkit folder: weights, config, code, tokenizer
+    saved = RewardScorer(str(tmp_path / "trl-rm"))
+    batch = tokenizer([r["prompt"] for r in ROWS], [r["chosen"] for r in ROWS], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        in_memory = model.eval()(**batch).logits[:, 0].tolist()
+    assert saved.score([r["prompt"] for r in ROWS], [r["chosen"] for r in ROWS]) == pytest.approx(in_memory, abs=1e-5)
+
+
+def test_trl_raw_text_path_is_not_how_our_model_reads_pairs(tmp_path, tokenizer):
+    """The pitfall documented in the README: TRL on raw text needs an EOS token (BERT has none),
+    concatenates prompt + response without [SEP] and ends in a doubled [SEP]."""
+    from datasets import Dataset
+
+    raw = Dataset.from_list([{k: v for k, v in row.items() if k != "margin"} for row in ROWS])
+    with pytest.raises(TypeError):  # `chosen.endswith(None)`: BERT tokenizers have no eos_token
+        trl.RewardTrainer(model=helpers.tiny_reward_model(), args=_trl_args(tmp_path), train_dataset=raw,
+                          processing_class=tokenizer)
+    trainer = trl.RewardTrainer(model=helpers.tiny_reward_model(), args=_trl_args(tmp_path, eos_token="[SEP]"),
+                                train_dataset=raw, processing_class=tokenizer)
+    trl_ids = trainer.train_dataset[0]["chosen_ids"]
+    pair_ids = tokenizer(ROWS[0]["prompt"], ROWS[0]["chosen"])["input_ids"]
+    assert trl_ids[-2:] == [tokenizer.sep_token_id] * 2 and trl_ids != pair_ids
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory, tokenizer):
+    """A tiny trained-looking model, saved and turned into a Hub folder."""
+    from rewardkit.publishing import build_publish_folder
+
+    root = tmp_path_factory.mktemp("trl_published")
+    torch.manual_seed(1)
+    model = helpers.tiny_reward_model()
+    model.score.bias.data.fill_(0.5)
+    model.save_pretrained(root / "model")
+    tokenizer.save_pretrained(root / "model")
+    return build_publish_folder(root / "model", root / "hub", repo_id="someone/tiny-rm")
+
+
+def test_published_folder_loaded_like_trl_online_trainers_gives_scorer_rewards(published, tmp_path):
+    # trl/trainer/grpo_trainer.py (and rloo_trainer.py), TRL 1.16:
+    #   AutoModelForSequenceClassification.from_pretrained(reward_func, num_labels=1, trust_remote_code=...)
+    code = f"""
+    import json, torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    path = {str(published)!r}
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, trust_remote_code=True).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=True)
+    batch = tokenizer({PROMPTS!r}, {COMPLETIONS!r}, padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        print(json.dumps(model(**batch).logits[:, 0].tolist()))
+    """
+    rewards = helpers.run_fresh_python(code, tmp_path)
+    assert rewards == pytest.approx(RewardScorer(str(published)).score(PROMPTS, COMPLETIONS), abs=1e-5)
+
+
+def test_grpo_loads_our_folder_by_path_and_reward_function_scores_pairs(published, tmp_path, tokenizer):
+    from datasets import Dataset
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    policy_dir = tmp_path / "policy"
+    policy_tokenizer = type(tokenizer).from_pretrained(helpers.minilm_path())
+    policy_tokenizer.eos_token, policy_tokenizer.bos_token = "[SEP]", "[CLS]"  # generation needs an EOS
+    GPT2LMHeadModel(GPT2Config(vocab_size=helpers.BERT_VOCAB, n_embd=32, n_layer=2, n_head=2, n_positions=128,
+                               eos_token_id=policy_tokenizer.eos_token_id, bos_token_id=policy_tokenizer.bos_token_id,
+                               pad_token_id=policy_tokenizer.pad_token_id)).save_pretrained(policy_dir)
+    policy_tokenizer.save_pretrained(policy_dir)
+    scorer_function = reward_function(str(published))
+    args = trl.GRPOConfig(output_dir=str(tmp_path / "grpo"), trust_remote_code=True, bf16=False, max_steps=1,
+                          per_device_train_batch_size=2, num_generations=2, max_completion_length=4,
+                          report_to="none", disable_tqdm=True, save_strategy="no", logging_steps=1)
+    trainer = trl.GRPOTrainer(model=str(policy_dir), reward_funcs=[str(published), scorer_function], args=args,
+                              train_dataset=Dataset.from_list([{"prompt": p} for p in PROMPTS[:2]]))
+    assert type(trainer.reward_funcs[0]).__module__.startswith("transformers_modules")  # our remote code, by path
+
+    expected = RewardScorer(str(published)).score(PROMPTS, COMPLETIONS)
+    inputs = [{"prompt": p, "completion": c} for p, c in zip(PROMPTS, COMPLETIONS)]
+    rewards = trainer._calculate_rewards(inputs, PROMPTS, COMPLETIONS, [[0]] * len(PROMPTS))
+    assert rewards[:, 1].tolist() == pytest.approx(expected, abs=1e-5)  # rewardkit's reward function: right
+    # GRPO's own path scores `prompt + completion` without [CLS]/[SEP]: not what an encoder pair
+    # model was trained on (README: use reward_function for encoder backbones).
+    assert max(abs(a - b) for a, b in zip(rewards[:, 0].tolist(), expected)) > 1e-3
+    trainer.train()  # and a real GRPO step runs with both reward sources
+    assert trainer.state.global_step == 1
+
+
+def test_reward_function_renders_conversations_like_rewardkit_training_data(published):
+    scorer = RewardScorer(str(published))
+    function = reward_function(scorer, name="rm")
+    prompt = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2+2?"}]
+    completion = [{"role": "assistant", "content": "4"}]
+    assert as_pair(prompt, completion) == ("System: Be brief.\nUser: What is 2+2?\nAssistant:", "4")
+    assert as_pair("plain prompt", "plain answer") == ("plain prompt", "plain answer")
+    assert function.__name__ == "rm"
+    assert function([prompt], [completion]) == pytest.approx(scorer.score(*map(list, zip(as_pair(prompt, completion)))))
+    json.dumps(function(PROMPTS, COMPLETIONS))  # plain floats, as TRL expects
