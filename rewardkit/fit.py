@@ -126,7 +126,20 @@ def load_model(base_model: str, args: RewardTrainingArguments, tokenizer):
             config_kwargs["head_dropout"] = args.head_dropout
         model = RewardModel.from_backbone(base_model, **config_kwargs)
     model.config.pad_token_id = tokenizer.pad_token_id
+    if args.disable_dropout:
+        disable_dropout(model)
     return model
+
+
+def disable_dropout(model) -> None:
+    """p = 0 in every dropout layer (backbone and head). A reward is a deterministic function of
+    its input; dropout noise in the two rewards of a pair only blurs their difference."""
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    model.config.head_dropout = 0.0
 
 
 def load_model_and_tokenizer(base_model: str, args: RewardTrainingArguments):
@@ -253,6 +266,8 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
     if not prepared.eval_features:
         args.eval_strategy = "no"
 
+    if not torch.cuda.is_available():
+        args.dataloader_pin_memory = False  # nothing to pin to; avoids a warning per epoch
     model = load_model(base_model, args, tokenizer)
     if args.use_lora:
         from rewardkit.lora import apply_lora_from_args
@@ -294,7 +309,7 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
 
 
 def _hyperparameters(args: RewardTrainingArguments, max_length: int, pooling: str) -> dict[str, Any]:
-    values = {"learning_rate": args.learning_rate, "per_device_train_batch_size": args.per_device_train_batch_size,
+    values = {"learning_rate": args.learning_rate, "disable_dropout": args.disable_dropout, "per_device_train_batch_size": args.per_device_train_batch_size,
               "gradient_accumulation_steps": args.gradient_accumulation_steps, "num_train_epochs": args.num_train_epochs,
               "max_length": max_length, "seed": args.seed, "pooling": pooling,
               "train_sampling_strategy": str(args.train_sampling_strategy), "warmup_steps": args.warmup_steps,

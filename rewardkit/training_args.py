@@ -53,7 +53,8 @@ class DataArguments:
 class RewardTrainingArguments(TrainingArguments):
     """TrainingArguments for reward models.
 
-    Changed defaults: 1 epoch (reward models overfit quickly; InstructGPT trains one), length-grouped
+    Changed defaults: 1 epoch (reward models overfit quickly; InstructGPT trains one), learning rate
+    1e-4 and no dropout (both as in TRL; measured better on HH-RLHF, see `disable_dropout`), length-grouped
     batches (about 2x faster on HH-RLHF: less padding), columns kept (our collators need them),
     batches of 16, and checkpoints saved each epoch.
     """
@@ -81,6 +82,12 @@ class RewardTrainingArguments(TrainingArguments):
     )
     alpha: float = field(default=1.0, metadata={"help": "Inference-time reward multiplier stored in the config."})
     head_dropout: float | None = field(default=None, metadata={"help": "Dropout before the head (default: backbone's)."})
+    disable_dropout: bool = field(
+        default=True,
+        metadata={"help": "Turn off every dropout layer while training (default on, as in TRL). Measured on HH-RLHF "
+                          "(MiniLM, 1 epoch): held-out accuracy 0.606 with lr 1e-4 and no dropout vs 0.567 with "
+                          "lr 5e-5 and dropout. Use --no-disable-dropout to keep the backbone's dropout."},
+    )
     use_margin: bool = field(
         default=True, metadata={"help": "Use a per-pair `margin` column when the data has one (Llama 2 style)."}
     )
@@ -113,6 +120,7 @@ class RewardTrainingArguments(TrainingArguments):
     # Changed defaults of TrainingArguments.
     output_dir: str | None = field(default="reward-model", metadata={"help": "Where the model is written."})
     num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs (default 1)."})
+    learning_rate: float = field(default=1e-4, metadata={"help": "Peak AdamW learning rate (default 1e-4, as in TRL)."})
     train_sampling_strategy: str = field(
         default="group_by_length",
         metadata={"help": "Sampler: group_by_length (default: batches of similar length, less padding), random, "
