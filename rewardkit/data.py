@@ -19,6 +19,7 @@ JSON array, and the row for Parquet, JSON column objects and Hub datasets.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import itertools
@@ -27,6 +28,7 @@ import logging
 import os
 import re
 import zlib
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -255,7 +257,7 @@ class _RowStream:
         if record.error is not None:
             return self._invalid(record.error)
         row = _rename(record.value, self.column_map)
-        found = formats.detect_layout(row)
+        found = formats.detect_layout(_filled_cells(row) if record.text_lists else row)
         try:
             layout = self._layout_for(found, row, source, record)
             normal = formats.normalise_row(row, layout, text_lists=record.text_lists)
@@ -313,6 +315,15 @@ class _RowStream:
         self.skipped.add(error)
         logger.debug("skipping %s", error)
         return None
+
+
+def _filled_cells(row: dict) -> dict:
+    """A CSV row without its blank cells. CSV cannot leave a column out of one row, so a file
+    mixing layouts (or one with unused columns) shows them as empty cells; for recognising the
+    layout, an empty cell is a column the row does not use. A blank prompt cell still counts:
+    it is a missing prompt to report, not a sign of transcripts that share their prompt."""
+    return {key: value for key, value in row.items()
+            if key in formats.PROMPT_COLUMNS or not (isinstance(value, str) and not value.strip())}
 
 
 def _unrecognised(row: dict, found: Layout | None) -> RowError:
@@ -379,6 +390,8 @@ _Input = tuple[str, Callable[[], Iterator[_Record]]]
 
 def _resolve(source: str | os.PathLike, split: str | None) -> tuple[str, list[_Input]]:
     """(display name, inputs): each input is a name and a function opening its record stream."""
+    if isinstance(source, str) and not source.strip():  # Path("") is ".", the current folder
+        raise RewardDataError("no data given: the data source is an empty name")
     try:
         path = Path(source)
         is_dir, is_file, exists = path.is_dir(), path.is_file(), path.exists()
@@ -454,15 +467,37 @@ def _binary_lines(path: Path) -> Iterator[bytes]:
 
 
 def _decode(raw: bytes, path: Path, line: int | None) -> str:
-    """UTF-8 text without a byte-order mark; ``raw`` is one line (``line``) or a whole file."""
+    """UTF-8 text; ``raw`` is one line (``line``) or a whole file (``line`` None).
+
+    A byte-order mark is dropped only where the file starts: elsewhere U+FEFF is data (a CSV
+    field or a quoted line may begin with it). The start of the file is also where UTF-16 shows
+    itself, so it is named as such instead of as a puzzling "invalid byte" or "broken JSON".
+    """
+    starts_file = line is None or line == 1
+    if starts_file:
+        _refuse_wide_encoding(raw, path)
     try:
-        return raw.decode("utf-8").removeprefix("\ufeff")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         offset = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1)
         line = line if line is not None else raw.count(b"\n", 0, exc.start) + 1
         raise RewardDataError(f"the file is not UTF-8 text ({exc.reason} at byte {offset + 1} of "
                               "the line); re-save it as UTF-8", source=path,
                               where=f"line {line}") from None
+    return text.removeprefix("\ufeff") if starts_file else text
+
+
+def _refuse_wide_encoding(start: bytes, path: Path) -> None:
+    """UTF-16 (Excel's "Unicode text", PowerShell's default) starts with a byte-order mark or,
+    without one, puts a NUL byte beside every ASCII character; UTF-8 text has neither."""
+    if start.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        how = "it starts with a UTF-16 byte-order mark"
+    elif b"\x00" in start[:2]:
+        how = "it has NUL bytes between its characters"
+    else:
+        return
+    raise RewardDataError(f"the file is UTF-16 (or another wide encoding), not UTF-8: {how}; "
+                          "re-save it as UTF-8", source=path, where="line 1")
 
 
 def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
@@ -479,13 +514,33 @@ def _read_jsonl(path: Path) -> Iterator[_Record]:
 def _json_record(text: str, number: int, where: str, path: Path) -> _Record:
     try:
         value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        message = f"broken JSON ({exc.msg} at character {exc.colno})"
     except (ValueError, RecursionError) as exc:
-        message = f"unreadable JSON ({type(exc).__name__}: {str(exc)[:100]})"
-    else:
-        return _object_record(value, number, where, path)
-    return _bad_record(message, path, number, where, "broken JSON")
+        hint = (" (the file looks like one JSON document, not JSON Lines with one object per "
+                "line: name it .json)" if number == 1 and text.lstrip().startswith("[") else "")
+        return _bad_record(_json_problem(exc) + hint, path, number, where, "broken JSON")
+    return _object_record(value, number, where, path)
+
+
+def _json_problem(exc: ValueError | RecursionError) -> str:
+    """What json.loads disliked, worded for people (it says "Expecting value" for a trailing
+    comma and "maximum recursion depth exceeded" for deep nesting)."""
+    if isinstance(exc, RecursionError):
+        return "the JSON is nested too deeply to read (over about 1,000 levels of [ or {)"
+    if not isinstance(exc, json.JSONDecodeError):
+        return f"unreadable JSON ({type(exc).__name__}: {str(exc)[:100]})"
+    message = f"broken JSON ({exc.msg.removesuffix(' at')} at character {exc.colno})"
+    return message + (" after a trailing comma, which JSON does not allow"
+                      if _after_trailing_comma(exc.doc, exc.pos) else "")
+
+
+def _after_trailing_comma(doc: str, pos: int) -> bool:
+    """True when ``doc[pos]`` closes a list or object right after a comma (``[1, 2,]``)."""
+    if pos >= len(doc) or doc[pos] not in "]}":
+        return False
+    before = pos - 1
+    while before >= 0 and doc[before] in " \t\r\n":
+        before -= 1
+    return before >= 0 and doc[before] == ","
 
 
 def _object_record(value: Any, number: int, where: str, path: Path) -> _Record:
@@ -510,12 +565,11 @@ def _read_json(path: Path) -> Iterator[_Record]:
         return
     try:
         document = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise RewardDataError(f"broken JSON ({exc.msg} at character {exc.colno})", source=path,
-                              where=f"line {exc.lineno}") from None
     except (ValueError, RecursionError) as exc:
-        raise RewardDataError(f"unreadable JSON ({type(exc).__name__}: {str(exc)[:100]})",
-                              source=path) from None
+        where = f"line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else None
+        hint = (" (the file looks like JSON Lines, one object per line: name it .jsonl)"
+                if where and exc.msg == "Extra data" else "")
+        raise RewardDataError(_json_problem(exc) + hint, source=path, where=where) from None
     rows, label = _json_rows(document, path)
     for number, value in enumerate(rows, 1):
         yield _object_record(value, number, f"{label} {number}", path)
@@ -547,7 +601,7 @@ def _read_csv(path: Path) -> Iterator[_Record]:
     if header is None:
         return
     names = [name.strip() for name in header]
-    duplicates = sorted({n for n in names if n and names.count(n) > 1})
+    duplicates = sorted(n for n, count in Counter(names).items() if n and count > 1)
     if duplicates:
         raise RewardDataError(f"the header names columns more than once: {', '.join(duplicates)}",
                               source=path, where="line 1")
@@ -560,6 +614,9 @@ def _read_csv(path: Path) -> Iterator[_Record]:
         where = f"data row {data_row} (line {first_line})"
         if len(fields) != len(names):
             message = f"the row has {len(fields)} fields but the header has {len(names)}"
+            if any("\n" in value or "\r" in value for value in fields):  # a quote left open
+                message += ("; a quoted field of it runs over a line end, so a closing quote (\") "
+                            "may be missing")
             yield _bad_record(message, path, data_row, where, "wrong field count")
             continue
         row = {name: value for name, value in zip(names, fields, strict=True) if name}

@@ -58,6 +58,7 @@ ACCEPTED_LAYOUTS = (
 # The last line-initial "Assistant:" of an HH-style transcript ends the shared prompt.
 _ASSISTANT_MARKER = re.compile(r"(?:^|\n)Assistant:")
 _ROLE_LABELS = {"system": "System", "user": "User", "assistant": "Assistant"}
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 Turns = tuple[tuple[str, str], ...]
 
@@ -274,7 +275,18 @@ def _text(value: Any, column: str, *, item: int | None = None) -> str:
         raise RowError(f"{what} must be text, got {kind_of(value)}", column, "not text")
     if not value.strip():
         raise RowError(f"{what} is empty or only whitespace", column, "empty field")
+    _check_unicode(value, what, column)
     return value
+
+
+def _check_unicode(value: str, what: str, column: str) -> None:
+    """JSON may spell half of a UTF-16 surrogate pair ("\\ud83d" without its partner): Python
+    keeps it, but it is not a character, and tokenizers fail on it with an error naming no row."""
+    found = _SURROGATE.search(value)
+    if found:
+        raise RowError(f"{what} holds an unpaired surrogate \\u{ord(found.group()):04x} at character "
+                       f"{found.start() + 1}, which is not valid Unicode text (a broken escape in "
+                       "the file)", column, "not text")
 
 
 def _number(value: Any, column: str, *, optional: bool = False, item: int | None = None) -> float | None:
@@ -352,6 +364,8 @@ def _messages(value: list | tuple, column: str) -> Turns:
         if not isinstance(role, str) or not role.strip() or not isinstance(content, str):
             raise RowError(f"message {i} must be an object with text 'role' and "
                            "'content'", column, "bad messages")
+        _check_unicode(role, f"message {i}'s role", column)
+        _check_unicode(content, f"message {i}'s content", column)
         turns.append((role.strip().lower(), content))
     return tuple(turns)
 
@@ -394,4 +408,6 @@ def kind_of(value: Any) -> str:
         return "a list"
     if isinstance(value, dict):
         return "an object"
+    if isinstance(value, bytes | bytearray):
+        return "binary data (bytes)"
     return f"a {type(value).__name__}"

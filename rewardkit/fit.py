@@ -93,8 +93,13 @@ def load_tokenizer(base_model: str):
 
     # A rewardkit folder's config.json names remote code: transformers 5 reads it for the tokenizer
     # too and, left to decide, stops to ask on a terminal. The tokenizer itself needs no code.
-    trust = False if _is_reward_model_folder(base_model) else None
-    tokenizer = AutoTokenizer.from_pretrained(base_model, trust_remote_code=trust)
+    if _is_reward_model_folder(base_model):
+        from configuration_reward import RewardConfig
+
+        tokenizer = AutoTokenizer.from_pretrained(base_model, config=RewardConfig.from_pretrained(base_model),
+                                                  trust_remote_code=False)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(base_model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -116,6 +121,9 @@ def load_model(base_model: str, args: RewardTrainingArguments, tokenizer):
     from modeling_reward import RewardModel
 
     if _is_reward_model_folder(base_model):
+        from rewardkit.scoring import check_reward_model_source
+
+        check_reward_model_source(base_model)  # safetensors only: a pickle-only folder is refused clearly
         overrides = {k: v for k, v in {"pooling": args.pooling, "head_dropout": args.head_dropout}.items() if v is not None}
         model = RewardModel.from_pretrained(base_model, alpha=args.alpha, use_safetensors=True, **overrides)
     else:

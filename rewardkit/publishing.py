@@ -620,6 +620,6 @@ def _verify_or_remove(folder: Path, model_dir: Path) -> None:
     """A folder that failed verification must not be mistaken for a good one later: remove it."""
     try:
         verify_folder(folder, reference_dir=model_dir)
-    except PublishError:
+    except BaseException:  # PublishError, but also Ctrl-C or a crash while verifying
         shutil.rmtree(folder, ignore_errors=True)
         raise

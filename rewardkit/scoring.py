@@ -1,9 +1,11 @@
-"""Fast batched scoring with a reward model: score, compare, rank, best-of-n.
+"""Fast batched scoring with a reward model: score, compare, rank, best-of-n, and whole files.
 
-Why it is fast (measured in benchmarks/score_throughput.py): texts are tokenized once in a batch,
-sorted by length, and cut into batches by a *token budget* (rows x longest row) instead of a fixed
-count, so short texts travel in large batches and long ones in small batches, with almost no
-padding; `torch.inference_mode()`; SDPA attention; results are put back in the caller's order.
+Why it is fast (measured in benchmarks/score_throughput.py, figures in benchmarks/RESULTS.md):
+texts are tokenized once in a batch, sorted by length, and cut into batches by a *token budget*
+(rows x longest row) instead of a fixed count, so short texts travel in large batches and long
+ones in small batches, with almost no padding; the budget is small on CPU so that a batch's
+activations stay in cache (the element-wise ops between matmuls are memory-bound);
+`torch.inference_mode()`; SDPA attention; results are put back in the caller's order.
 
 Which number is which:
     raw reward   r: the head's output; differences give P(a > b) = sigmoid((r_a - r_b) / T).
@@ -14,12 +16,14 @@ Which number is which:
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import closing
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -28,9 +32,16 @@ from rewardkit.features import PairEncoder, pad_batch, resolve_max_length
 
 logger = logging.getLogger(__name__)
 
-CPU_TOKEN_BUDGET = 8192  # tokens per batch; beyond ~4 rows per batch a 2-core CPU gains little
+# Tokens per batch (rows x longest row). On CPU a small budget wins: matmuls are already efficient
+# at ~1-2k rows, while larger batches push the activations out of cache and make GELU, LayerNorm,
+# residual adds and bias copies memory-bound (see benchmarks/RESULTS.md for the sweep).
+CPU_TOKEN_BUDGET = 2048
 GPU_TOKEN_BUDGET = 65536
 PROGRESS_MIN_TEXTS = 2048
+FILE_CHUNK_ROWS = 2048
+OUTPUTS = ("logits", "rewards")
+
+_T = TypeVar("_T")
 
 
 def _sigmoid(x: float) -> float:
@@ -58,6 +69,20 @@ def token_budget_batches(lengths: Sequence[int], token_budget: int, max_batch_si
     return batches
 
 
+def iter_chunks(items: Iterable[_T], size: int) -> Iterator[list[_T]]:
+    """Consecutive lists of `size` items (the last one shorter): bounded memory over a stream."""
+    if size < 1:
+        raise ValueError(f"chunk size must be at least 1, got {size}.")
+    chunk: list[_T] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
 def pick_device(device: str | torch.device | None) -> torch.device:
     if device is not None:
         return torch.device(device)
@@ -82,6 +107,8 @@ def score_encoded(
         output: "logits" (alpha-scaled model output) or "rewards" (raw head output).
         token_budget: tokens per batch (default by device); `batch_size` caps rows per batch.
     """
+    if output not in OUTPUTS:
+        raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}.")
     if not items:
         return np.zeros(0)
     device = next(model.parameters()).device
@@ -119,7 +146,7 @@ class RewardScorer:
     Args:
         model_or_path: a local folder or Hub repo id of a rewardkit model, or a loaded `RewardModel`
             (then pass `tokenizer`). Folders are loaded with the installed `modeling_reward`
-            classes: no remote code is executed.
+            classes: no remote code is executed, and only safetensors weights are read.
         device: "cpu", "cuda", ...; default CUDA when available.
         batch_size: max rows per batch (default: limited by the token budget only).
         max_length: max tokens per pair (default: the model's limit, at most 512); prompts are cut
@@ -127,6 +154,10 @@ class RewardScorer:
         dtype: e.g. torch.bfloat16 on GPU (default float32; bf16 is slower on CPUs without AMX).
         normalize: return (r - reward_mean) / reward_std (times alpha) from the stored statistics.
         token_budget: tokens per batch (rows x longest row).
+
+    Attributes:
+        source: the folder or repo id the model was loaded from (None for a model object); what
+            `rewardkit.evaluation` writes a calibrated temperature back to.
 
     Example:
         >>> scorer = RewardScorer("reward-model-demo")  # doctest: +SKIP
@@ -149,18 +180,15 @@ class RewardScorer:
         token_budget: int | None = None,
         show_progress: bool | None = None,
     ) -> None:
-        from transformers import AutoTokenizer
-
-        from modeling_reward import RewardModel
-
-        if batch_size is not None and batch_size < 1:
+        if batch_size is not None and (isinstance(batch_size, bool) or batch_size < 1):
             raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+        if token_budget is not None and token_budget < 1:
+            raise ValueError(f"token_budget must be at least 1, got {token_budget}.")
         self.device = pick_device(device)
+        self.source: str | None = None
         if isinstance(model_or_path, (str, os.PathLike)):
-            source = str(model_or_path)
-            check_reward_model_source(source)
-            self.model = RewardModel.from_pretrained(source, dtype=dtype or torch.float32, use_safetensors=True)
-            self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(source)
+            self.source = str(model_or_path)
+            self.model, self.tokenizer = _load(self.source, tokenizer, dtype)
         else:
             if tokenizer is None:
                 raise ValueError("Pass `tokenizer=` together with a loaded model.")
@@ -191,35 +219,55 @@ class RewardScorer:
         """Calibration temperature T of P(a > b) = sigmoid((r_a - r_b) / T); 1.0 when none stored."""
         return float(self.model.config.temperature or 1.0)
 
-    def raw_rewards(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
-        """Unscaled head outputs r (before alpha and normalization)."""
-        return self._run(prompts, responses, "rewards").tolist()
+    def raw_rewards(self, prompts: Sequence[str] | str, responses: Sequence[str] | str, *,
+                    show_progress: bool | None = None) -> list[float]:
+        """Unscaled head outputs r (before alpha and normalization), in the caller's order.
+
+        A single prompt string is paired with every response. `show_progress` overrides the
+        scorer's setting for this call (callers that draw their own bar pass False)."""
+        prompts, responses = _align(prompts, responses)
+        return self._run(prompts, responses, "rewards", show_progress).tolist()
+
+    def rewards_to_scores(self, raw: Sequence[float] | np.ndarray) -> np.ndarray:
+        """Raw rewards -> what `score()` returns (normalized when asked or configured, times
+        alpha), so a caller that needs both scores each text once."""
+        values = np.asarray(raw, dtype=np.float64)
+        config = self.model.config
+        if self.normalize or config.normalize_rewards:
+            values = (values - config.reward_mean) / config.reward_std
+        return values * self.alpha
 
     def score(self, prompts: Sequence[str] | str, responses: Sequence[str] | str) -> list[float]:
         """The model's rewards (alpha-scaled; normalized when asked), in the caller's order.
 
         A single prompt string is paired with every response."""
         prompts, responses = _align(prompts, responses)
-        raw = self._run(prompts, responses, "rewards")
-        if self.normalize or self.model.config.normalize_rewards:
-            raw = (raw - self.model.config.reward_mean) / self.model.config.reward_std
-        return (raw * self.alpha).tolist()
+        return self.rewards_to_scores(self._run(prompts, responses, "rewards")).tolist()
 
     def compare(self, prompt: str, a: str, b: str) -> float:
         """P(a is preferred to b) = sigmoid((r_a - r_b) / T), from raw rewards and the stored
         temperature. compare(p, a, b) + compare(p, b, a) == 1."""
+        _check_texts([prompt, a, b], "compare arguments")
         r_a, r_b = self._run([prompt, prompt], [a, b], "rewards")
         return _sigmoid((r_a - r_b) / self.temperature)
 
     def rank(self, prompt: str, responses: Sequence[str]) -> list[tuple[str, float]]:
         """[(response, score), ...] best first (ties keep the input order)."""
+        if not isinstance(prompt, str):
+            raise TypeError(f"prompt must be a string, got {type(prompt).__name__}.")
+        if isinstance(responses, str):
+            raise TypeError("responses must be a list of strings, not one string.")
         responses = list(responses)
         scores = self.score([prompt] * len(responses), responses)
         order = sorted(range(len(responses)), key=lambda i: -scores[i])
         return [(responses[i], scores[i]) for i in order]
 
     def best_of_n(self, prompts: Sequence[str], candidates: Sequence[Sequence[str]]) -> list[str]:
-        """The highest-scored candidate for each prompt (all candidates scored in one sorted run)."""
+        """The highest-scored candidate for each prompt (all candidates scored in one sorted run;
+        ties go to the earliest candidate)."""
+        if isinstance(prompts, str):
+            raise TypeError("prompts must be a list of strings (one per candidate list), not one "
+                            "string: use best_of_n([prompt], [candidates]).")
         if len(prompts) != len(candidates):
             raise ValueError(f"{len(prompts)} prompts but {len(candidates)} candidate lists.")
         for i, group in enumerate(candidates):
@@ -237,15 +285,42 @@ class RewardScorer:
 
     # ------------------------------------------------------------------ internals
 
-    def _run(self, prompts: Sequence[str], responses: Sequence[str], output: str) -> np.ndarray:
+    def _run(self, prompts: Sequence[str], responses: Sequence[str], output: str,
+             show_progress: bool | None = None) -> np.ndarray:
         _check_texts(prompts, "prompts")
         _check_texts(responses, "responses")
         items = self.encoder.encode(list(prompts), list(responses))
         return score_encoded(
             self.model, items, pad_token_id=self._pad_id, padding_side=self.tokenizer.padding_side,
             token_budget=self.token_budget, batch_size=self.batch_size, output=output,
-            show_progress=self.show_progress,
+            show_progress=self.show_progress if show_progress is None else show_progress,
         )
+
+
+def _load(source: str, tokenizer: Any, dtype: torch.dtype | None) -> tuple[Any, Any]:
+    """Model and tokenizer from a folder or Hub id, with messages that say what to do."""
+    from transformers import AutoTokenizer
+
+    from modeling_reward import RewardModel
+
+    local = check_reward_model_source(source)
+    try:
+        model = RewardModel.from_pretrained(source, dtype=dtype or torch.float32, use_safetensors=True)
+    except OSError as error:
+        if local:
+            raise
+        raise OSError(f"Could not load the reward model {source!r}: there is no local folder of that "
+                      f"name, and as a Hub repo id it could not be fetched ({error}). Check the "
+                      "path, or your network / HF_HUB_OFFLINE.") from error
+    if tokenizer is not None:
+        return model, tokenizer
+    try:
+        # Pass the loaded config: transformers 5 otherwise reads config.json (which names our remote
+        # code) for the tokenizer too, and asks on stdin or warns; the tokenizer needs no code.
+        return model, AutoTokenizer.from_pretrained(source, config=model.config, trust_remote_code=False)
+    except (OSError, ValueError, TypeError) as error:
+        raise ValueError(f"{source!r} holds a reward model but its tokenizer could not be loaded "
+                         f"({error}); save the tokenizer beside the model or pass tokenizer=.") from error
 
 
 def _align(prompts: Sequence[str] | str, responses: Sequence[str] | str) -> tuple[list[str], list[str]]:
@@ -264,27 +339,123 @@ def _check_texts(texts: Sequence[str], name: str) -> None:
             raise TypeError(f"{name}[{i}] must be a string, got {type(text).__name__}.")
 
 
-def check_reward_model_source(source: str) -> None:
+_PICKLE_HINT = ("rewardkit refuses to load pickle weights: unpickling can run arbitrary code. "
+                "Convert them to safetensors first (load with transformers, then "
+                "save_pretrained(folder, safe_serialization=True)).")
+
+
+def check_reward_model_source(source: str) -> bool:
     """Refuse early, with a clear message, what is not a rewardkit model folder (local paths only;
-    Hub ids are checked by `from_pretrained`)."""
+    Hub ids are checked by `from_pretrained`). Returns True for a local folder, False for a
+    string that can only be a Hub repo id."""
     path = Path(source)
     if not path.exists():
-        if source.count("/") == 1 and not source.startswith((".", "/")):
-            return  # a Hub repo id
+        if source.count("/") == 1 and not source.startswith((".", "/", "~")):
+            return False  # a Hub repo id
         raise FileNotFoundError(f"No model at {source!r}: the folder does not exist.")
+    if not path.is_dir():
+        raise ValueError(f"{source!r} is a file; pass the model folder that holds config.json.")
+    pickles = sorted(p.name for p in path.glob("*.bin")) + sorted(p.name for p in path.glob("*.pt"))
     if not (path / "config.json").exists():
-        raise ValueError(f"{source!r} is not a model folder: it has no config.json.")
-    import json
-
+        found = f" It holds only pickle weights ({', '.join(pickles)}); {_PICKLE_HINT}" if pickles else ""
+        raise ValueError(f"{source!r} is not a model folder: it has no config.json.{found}")
     try:
-        model_type = json.loads((path / "config.json").read_text()).get("model_type")
-    except (OSError, ValueError) as error:
+        model_type = json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError) as error:
         raise ValueError(f"{source}/config.json cannot be read: {error}.") from error
     if model_type != "reward_model":
         raise ValueError(f"{source!r} holds a {model_type!r} model, not a rewardkit reward model "
                          "(config.json model_type must be 'reward_model'). Train one with `rewardkit train`.")
     if not (path / "model.safetensors").exists() and not list(path.glob("model-*.safetensors")):
-        pickles = [p.name for p in path.glob("*.bin")]
-        hint = f" It has pickle weights ({', '.join(pickles)}), which rewardkit refuses to load: " \
-               "they can run arbitrary code. Convert them to safetensors first." if pickles else ""
+        hint = f" It has pickle weights ({', '.join(pickles)}); {_PICKLE_HINT}" if pickles else ""
         raise ValueError(f"{source!r} has no model.safetensors weights.{hint}")
+    return True
+
+
+# --------------------------------------------------------------------------------------------------
+# Whole files
+# --------------------------------------------------------------------------------------------------
+
+
+def score_file(
+    scorer: RewardScorer,
+    data: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    split: str | None = None,
+    columns: dict[str, str] | str | None = None,
+    skip_invalid: bool = False,
+    chunk_rows: int = FILE_CHUNK_ROWS,
+    shard: tuple[int, int] | None = None,
+) -> dict[str, Any]:
+    """Score every (prompt, response) row of `data` and write JSONL lines
+    `{"row": n, "prompt": ..., "response": ..., "score": ...}` to `output`, in input order.
+
+    Streams: rows are read, scored and written `chunk_rows` at a time, so a 100,000-row file
+    needs memory for one chunk only (each chunk is still length-sorted for speed). `row` is the
+    row number in the source (1-based, as in data error messages). The lines go to a temporary
+    sibling file that replaces `output` only when every row is written: a failed run leaves no
+    half-written output behind.
+
+    `shard=(index, count)` scores only the valid rows i with i % count == index (one process of a
+    multi-process run: see `rewardkit.distributed.score_file_distributed`).
+
+    Returns:
+        {"rows": rows written, "skipped": invalid rows skipped (with skip_invalid), "output": path}
+    """
+    from rewardkit.data import SkipReport, iter_reward_rows
+
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}.")
+    final = Path(output).expanduser()
+    if final.is_dir():
+        raise IsADirectoryError(f"--output {final} is a folder; give a file name such as scores.jsonl.")
+    skipped = SkipReport()
+    rows = iter_reward_rows(data, split=split, columns=columns, objective="score",
+                            skip_invalid=skip_invalid, skipped=skipped)
+    if shard is not None:
+        rows = _shard_rows(rows, *shard)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle, closing(rows):
+            written = _write_scores(scorer, rows, handle, chunk_rows)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    logger.info("scored %d rows of %s into %s (%d skipped)", written, data, final, skipped.total)
+    return {"rows": written, "skipped": skipped.total, "output": str(final)}
+
+
+def _shard_rows(rows: Iterator[tuple[int, dict]], index: int, count: int) -> Iterator[tuple[int, dict]]:
+    """Every `count`-th row starting at `index` (interleaved: long and short rows spread evenly)."""
+    if not 0 <= index < count:
+        raise ValueError(f"shard index {index} is not in [0, {count}).")
+    try:
+        for position, item in enumerate(rows):
+            if position % count == index:
+                yield item
+    finally:
+        rows.close()
+
+
+def _write_scores(scorer: RewardScorer, rows: Iterable[tuple[int, dict]], handle: Any, chunk_rows: int) -> int:
+    """Score chunk by chunk and write each line; one progress bar over rows, not one per chunk."""
+    from tqdm.auto import tqdm
+
+    written = 0
+    disable = None if scorer.show_progress is None else not scorer.show_progress
+    with tqdm(desc="Scoring", unit="row", disable=disable) as progress:
+        for chunk in iter_chunks(rows, chunk_rows):
+            prompts = [row["prompt"] for _, row in chunk]
+            responses = [row["response"] for _, row in chunk]
+            raw = scorer._run(prompts, responses, "rewards", show_progress=False)
+            for (number, row), value in zip(chunk, scorer.rewards_to_scores(raw).tolist()):
+                line = {"row": number, "prompt": row["prompt"], "response": row["response"], "score": value}
+                handle.write(json.dumps(line, ensure_ascii=False) + "\n")
+            written += len(chunk)
+            progress.update(len(chunk))
+    return written

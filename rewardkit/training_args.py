@@ -140,12 +140,34 @@ class RewardTrainingArguments(TrainingArguments):
             raise ValueError(f"--max-length must be at least 8, got {self.max_length}.")
         if self.reward_stats_samples < 0:
             raise ValueError(f"--reward-stats-samples must be >= 0, got {self.reward_stats_samples}.")
+        self._check_numbers()
         self._check_lora()
         self._use_cpu_when_launched_without_accelerator()
         super().__post_init__()
         if self.fsdp and self.use_cpu:
             logger.warning("FSDP needs GPUs: on CPU accelerate ignores it and trains with plain DDP (every rank "
                            "holds the whole model).")
+
+    def _check_numbers(self) -> None:
+        """Refuse, by name, numbers transformers accepts and then trips over (0 steps and an
+        untrained model saved with exit 0, or a TypeError / ZeroDivisionError deep in training)."""
+        import math
+
+        def finite(name: str, value: float, low: float, inclusive: bool) -> None:
+            bad = not isinstance(value, (int, float)) or not math.isfinite(value) or (value < low if inclusive else value <= low)
+            if bad:
+                relation = ">=" if inclusive else ">"
+                raise ValueError(f"--{name} must be a finite number {relation} {low:g}, got {value}.")
+
+        finite("learning_rate", self.learning_rate, 0.0, inclusive=False)
+        finite("weight_decay", self.weight_decay, 0.0, inclusive=True)
+        finite("warmup_steps", self.warmup_steps, 0.0, inclusive=True)
+        finite("max_grad_norm", self.max_grad_norm, 0.0, inclusive=True)
+        if self.max_steps is None or self.max_steps <= 0:
+            finite("num_train_epochs", self.num_train_epochs, 0.0, inclusive=False)
+        for name in ("gradient_accumulation_steps", "per_device_train_batch_size", "per_device_eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}.")
 
     def _check_lora(self) -> None:
         if self.lora_r < 1:

@@ -1,0 +1,467 @@
+"""Evaluate a reward model on a data set: stream, score, measure, calibrate, report.
+
+This is the model-dependent glue between :mod:`rewardkit.scoring` (rewards from texts) and the
+pure functions of :mod:`rewardkit.metrics`, :mod:`rewardkit.calibration` and
+:mod:`rewardkit.report` (numbers from rewards). Rows are streamed with
+:func:`rewardkit.data.iter_reward_rows` and scored a chunk at a time; only float arrays (rewards
+and response lengths) outlive a chunk, plus the texts of the few worst examples, so a 100,000-row
+file is evaluated in bounded memory.
+
+What is measured (see :mod:`rewardkit.metrics` for each number):
+
+* pairwise: accuracy, margins, ECE, Brier, log loss of P(chosen > rejected) at the model's
+  stored temperature, from *raw* rewards (what Bradley-Terry probabilities use), and the length
+  bias (rewards against response lengths in characters);
+* mse: RMSE / Pearson / Spearman of the model's *score* (alpha-scaled, normalized when the
+  model says so: what users and RL trainers see) against the annotated reward;
+* ranking: Kendall tau, top-1 and pairwise accuracy within each ranked group.
+
+Always: ``rewards`` (distribution of raw rewards), ``n``, the objective, model, data, alpha,
+temperature and skipped-row counts.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import logging
+import math
+import os
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from rewardkit.calibration import T_MAX, T_MIN, fit_temperature
+from rewardkit.data import OBJECTIVES, RewardDataError, SkipReport, iter_reward_rows
+from rewardkit.metrics import (
+    pairwise_metrics,
+    ranking_metrics,
+    reward_stats,
+    scalar_metrics,
+    spearman,
+)
+from rewardkit.scoring import RewardScorer, iter_chunks
+
+__all__ = ["CHUNK_ROWS", "WORST_EXAMPLES", "evaluate_model", "store_temperature"]
+
+logger = logging.getLogger(__name__)
+
+CHUNK_ROWS = 2048  # rows scored per chunk: one length-sorted scoring run, bounded memory
+WORST_EXAMPLES = 10  # examples (with their texts) kept for the report's "where it fails"
+
+_Numbered = tuple[int, dict]
+
+
+def evaluate_model(
+    model: str | os.PathLike | RewardScorer,
+    data: str | os.PathLike,
+    *,
+    split: str | None = None,
+    columns: dict[str, str] | str | None = None,
+    objective: str | None = None,
+    skip_invalid: bool = False,
+    report_dir: str | os.PathLike | None = None,
+    calibrate: bool = False,
+    batch_size: int | None = None,
+    max_length: int | None = None,
+    device: str | None = None,
+    limit: int | None = None,
+    data_name: str | None = None,
+) -> dict[str, Any]:
+    """Score `data` with `model` and return its metrics (a JSON-serialisable dict, no NaN).
+
+    Args:
+        model: a model folder or Hub repo id (loaded with `RewardScorer(model, device,
+            batch_size, max_length)`), or a ready `RewardScorer` (then leave `batch_size`,
+            `max_length` and `device` unset: they belong to the scorer).
+        data, split, columns, skip_invalid: as for `rewardkit.data.load_reward_data`.
+        objective: "pairwise", "mse" or "ranking"; detected from the columns when None.
+        report_dir: also write metrics.json, PNG plots and report.md there.
+        calibrate: pairwise only. Fit the Bradley-Terry temperature T on these pairs and write it
+            into the model folder's config.json, so `RewardScorer.compare` is calibrated from
+            then on. The returned metrics are then those at the fitted T, with `ece_before`,
+            `ece_after`, `temperature_before` and `temperature_fitted`. Fit on held-out pairs,
+            never on the training set.
+        limit: evaluate only the first `limit` valid rows.
+        data_name: how the data is named in the report and model card (default: `data`).
+
+    Raises:
+        RewardDataError: bad data (naming file, row and column).
+        ValueError: bad arguments, e.g. `calibrate` with non-pairwise data or a model that is
+            not a local folder.
+    """
+    if objective is not None and objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)} (or None to detect it), "
+                         f"got {objective!r}.")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a positive whole number, got {limit!r}.")
+    if calibrate and objective not in (None, "pairwise"):
+        raise ValueError(f"calibrate=True fits the temperature of pairwise preferences; it does not "
+                         f"apply to {objective!r} data.")
+    scorer = _scorer_for(model, batch_size=batch_size, max_length=max_length, device=device)
+    folder = _calibration_folder(scorer) if calibrate else None
+    skipped = SkipReport()
+    rows = iter_reward_rows(data, split=split, columns=columns, objective=objective,
+                            skip_invalid=skip_invalid, skipped=skipped)
+    truncation_before = _truncation(scorer)
+    with closing(rows):
+        collector = _collect(scorer, _limited(rows, limit), objective, calibrate)
+    metrics = collector.metrics(scorer)
+    if calibrate:
+        assert folder is not None and isinstance(collector, _PairwiseCollector)
+        metrics = _calibrate(collector, scorer, folder, metrics)
+    metrics["objective"] = collector.kind
+    metrics.update(_context(scorer, model, data, data_name, skipped, truncation_before))
+    metrics = _jsonable(metrics)
+    if report_dir is not None:
+        collector.write_report(report_dir, metrics, model_name=metrics["model"])
+    logger.info("evaluated %s on %d %s rows of %s", metrics["model"], metrics["n"], metrics["objective"],
+                metrics["data"])
+    return metrics
+
+
+# --------------------------------------------------------------------------------------------
+# model and calibration
+# --------------------------------------------------------------------------------------------
+
+
+def _scorer_for(model: Any, *, batch_size: int | None, max_length: int | None, device: str | None) -> RewardScorer:
+    if isinstance(model, RewardScorer):
+        given = {k: v for k, v in {"batch_size": batch_size, "max_length": max_length, "device": device}.items()
+                 if v is not None}
+        if given:
+            raise ValueError(f"{', '.join(given)} cannot be applied to a ready RewardScorer; pass them "
+                             "to RewardScorer(...) instead, or pass the model path here.")
+        return model
+    if not isinstance(model, (str, os.PathLike)):
+        raise TypeError(f"model must be a model folder, a Hub repo id or a RewardScorer, got {type(model).__name__}.")
+    return RewardScorer(model, device=device, batch_size=batch_size, max_length=max_length)
+
+
+def _calibration_folder(scorer: RewardScorer) -> Path:
+    """The local model folder a fitted temperature will be written to (checked before scoring)."""
+    if scorer.source is None:
+        raise ValueError("calibrate=True writes the temperature into the model folder's config.json, "
+                         "but this RewardScorer was built from a model object; load it from its "
+                         "folder (RewardScorer(path)) or pass the path.")
+    folder = Path(scorer.source).expanduser()
+    if not (folder / "config.json").is_file():
+        raise ValueError(f"calibrate=True writes the temperature into the model folder's config.json, "
+                         f"but {scorer.source!r} is not a local folder (a Hub repo id?). Download the "
+                         "model to a folder, evaluate that folder, then publish it again.")
+    return folder
+
+
+def _calibrate(collector: _PairwiseCollector, scorer: RewardScorer, folder: Path,
+               metrics: dict[str, Any]) -> dict[str, Any]:
+    """Fit T on the margins, store it when usable, and return the metrics at the fitted T."""
+    fitted = fit_temperature(collector.margins())
+    before = {"temperature_before": metrics["temperature"], "ece_before": metrics["ece"]}
+    usable = T_MIN < fitted < T_MAX
+    if usable:
+        store_temperature(folder, fitted)
+        scorer.model.config.temperature = fitted
+        metrics = collector.metrics(scorer)
+    else:
+        logger.warning("the fitted temperature %g is a search bound (the pairs are perfectly separated "
+                       "or all wrong): not written to %s; evaluate on more held-out pairs", fitted, folder)
+    return {**metrics, **before, "ece_after": metrics["ece"], "temperature_fitted": fitted,
+            "temperature_written": usable}
+
+
+def store_temperature(folder: str | os.PathLike, temperature: float) -> Path:
+    """Write `temperature` into `folder`/config.json atomically (a temp file beside it, fsync,
+    os.replace), leaving every other field as it is: a crash never leaves a half-written config."""
+    if not math.isfinite(temperature) or temperature <= 0:
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}.")
+    path = Path(folder) / "config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config["temperature"] = float(temperature)
+    tmp = path.with_name(f".config.json.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(config, indent=2, sort_keys=True) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    logger.info("stored temperature %.4g in %s", temperature, path)
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# streaming and collection
+# --------------------------------------------------------------------------------------------
+
+
+def _limited(rows: Iterable[_Numbered], limit: int | None) -> Iterator[_Numbered]:
+    for count, item in enumerate(rows, 1):
+        yield item
+        if limit is not None and count >= limit:
+            return
+
+
+def _collect(scorer: RewardScorer, rows: Iterator[_Numbered], objective: str | None,
+             calibrate: bool) -> _Collector:
+    """Score every row, a chunk at a time, into the collector for the data's objective."""
+    from tqdm.auto import tqdm
+
+    collector: _Collector | None = None
+    disable = None if scorer.show_progress is None else not scorer.show_progress
+    with tqdm(desc="Evaluating", unit="row", disable=disable) as progress:
+        for chunk in iter_chunks(rows, CHUNK_ROWS):
+            if collector is None:
+                kind = objective or _kind_of(chunk[0][1])
+                if calibrate and kind != "pairwise":
+                    raise ValueError(f"calibrate=True fits the temperature of pairwise preferences; "
+                                     f"this is {kind} data.")
+                collector = _COLLECTORS[kind]()
+            collector.add(scorer, chunk)
+            progress.update(len(chunk))
+    if collector is None:  # iter_reward_rows raises on empty data; this guards the contract
+        raise RewardDataError("no rows to evaluate")
+    return collector
+
+
+def _kind_of(row: dict) -> str:
+    """The objective of a normal-form row (see rewardkit.data)."""
+    if "chosen" in row:
+        return "pairwise"
+    if "responses" in row:
+        return "ranking"
+    if "reward" in row:
+        return "mse"
+    raise RewardDataError(f"rows with columns {sorted(row)} cannot be evaluated: give pairwise, "
+                          "scalar (reward) or ranked data")
+
+
+@dataclass
+class _Worst:
+    """The `k` examples with the lowest key, in a bounded heap: only their texts are kept."""
+
+    k: int = WORST_EXAMPLES
+    _heap: list[tuple[float, int, dict]] = field(default_factory=list)  # (-key, -seq, example)
+    _seen: int = 0
+
+    def offer(self, key: float, make_example: Callable[[], dict]) -> None:
+        """Keep this example if its key is among the k lowest so far (earlier rows win ties);
+        `make_example` is called only then, so the other rows' texts are never copied."""
+        self._seen += 1
+        rank = (-key, -self._seen)  # heap[0] holds the highest kept key: the first to go
+        if len(self._heap) < self.k:
+            heapq.heappush(self._heap, (*rank, make_example()))
+        elif rank > self._heap[0][:2]:
+            heapq.heapreplace(self._heap, (*rank, make_example()))
+
+    def examples(self) -> list[dict]:
+        """Worst first."""
+        return [example for _, _, example in sorted(self._heap, key=lambda t: (-t[0], -t[1]))]
+
+
+class _Collector:
+    """Accumulates float arrays chunk by chunk; turns them into metrics and a report."""
+
+    kind = ""
+
+    def add(self, scorer: RewardScorer, chunk: list[_Numbered]) -> None:
+        raise NotImplementedError
+
+    def metrics(self, scorer: RewardScorer) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def write_report(self, report_dir: str | os.PathLike, metrics: dict[str, Any], *, model_name: str) -> None:
+        raise NotImplementedError
+
+
+def _concat(parts: list[NDArray[np.float64]]) -> NDArray[np.float64]:
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def _lengths(texts: list[str]) -> NDArray[np.float64]:
+    return np.array([len(text) for text in texts], dtype=np.float64)
+
+
+class _PairwiseCollector(_Collector):
+    """Raw rewards of chosen and rejected responses and their lengths in characters."""
+
+    kind = "pairwise"
+
+    def __init__(self) -> None:
+        self.chosen: list[NDArray[np.float64]] = []
+        self.rejected: list[NDArray[np.float64]] = []
+        self.chosen_lengths: list[NDArray[np.float64]] = []
+        self.rejected_lengths: list[NDArray[np.float64]] = []
+        self.worst = _Worst()
+
+    def add(self, scorer: RewardScorer, chunk: list[_Numbered]) -> None:
+        prompts = [row["prompt"] for _, row in chunk]
+        chosen = [row["chosen"] for _, row in chunk]
+        rejected = [row["rejected"] for _, row in chunk]
+        # One run over both halves: all 2n texts are length-sorted together.
+        raw = np.asarray(scorer.raw_rewards(prompts + prompts, chosen + rejected, show_progress=False))
+        c, r = raw[: len(chunk)], raw[len(chunk):]
+        self.chosen.append(c)
+        self.rejected.append(r)
+        self.chosen_lengths.append(_lengths(chosen))
+        self.rejected_lengths.append(_lengths(rejected))
+        for (number, row), margin in zip(chunk, (c - r).tolist()):
+            self.worst.offer(margin, lambda number=number, row=row, margin=margin: {
+                "row": number, "prompt": row["prompt"], "chosen": row["chosen"],
+                "rejected": row["rejected"], "margin": margin})
+
+    def margins(self) -> NDArray[np.float64]:
+        return _concat(self.chosen) - _concat(self.rejected)
+
+    def metrics(self, scorer: RewardScorer) -> dict[str, Any]:
+        c, r = _concat(self.chosen), _concat(self.rejected)
+        out = pairwise_metrics(c, r, temperature=scorer.temperature,
+                               chosen_lengths=_concat(self.chosen_lengths),
+                               rejected_lengths=_concat(self.rejected_lengths))
+        out["rewards"] = reward_stats(np.concatenate([c, r]))
+        return out
+
+    def write_report(self, report_dir: str | os.PathLike, metrics: dict[str, Any], *, model_name: str) -> None:
+        from rewardkit.report import write_report
+
+        write_report(report_dir, metrics=metrics, kind="pairwise", chosen=_concat(self.chosen),
+                     rejected=_concat(self.rejected), chosen_lengths=_concat(self.chosen_lengths),
+                     rejected_lengths=_concat(self.rejected_lengths), worst_examples=self.worst.examples(),
+                     model_name=model_name, temperature=metrics["temperature"])
+
+
+class _ScalarCollector(_Collector):
+    """Raw rewards, scores (as `RewardScorer.score` gives), targets and lengths."""
+
+    kind = "mse"
+
+    def __init__(self) -> None:
+        self.raw: list[NDArray[np.float64]] = []
+        self.scores: list[NDArray[np.float64]] = []
+        self.targets: list[NDArray[np.float64]] = []
+        self.lengths: list[NDArray[np.float64]] = []
+        self.worst = _Worst()
+
+    def add(self, scorer: RewardScorer, chunk: list[_Numbered]) -> None:
+        prompts = [row["prompt"] for _, row in chunk]
+        responses = [row["response"] for _, row in chunk]
+        raw = np.asarray(scorer.raw_rewards(prompts, responses, show_progress=False))
+        scores = scorer.rewards_to_scores(raw)
+        targets = np.array([float(row["reward"]) for _, row in chunk])
+        self.raw.append(raw)
+        self.scores.append(scores)
+        self.targets.append(targets)
+        self.lengths.append(_lengths(responses))
+        for (number, row), score, target in zip(chunk, scores.tolist(), targets.tolist()):
+            self.worst.offer(-abs(score - target), lambda number=number, row=row, score=score, target=target: {
+                "row": number, "prompt": row["prompt"], "response": row["response"],
+                "predicted": score, "target": target})
+
+    def metrics(self, scorer: RewardScorer) -> dict[str, Any]:
+        out = scalar_metrics(_concat(self.scores), _concat(self.targets), lengths=_concat(self.lengths))
+        out["rewards"] = reward_stats(_concat(self.raw))
+        out["temperature"] = scorer.temperature
+        return out
+
+    def write_report(self, report_dir: str | os.PathLike, metrics: dict[str, Any], *, model_name: str) -> None:
+        from rewardkit.report import write_report
+
+        write_report(report_dir, metrics=metrics, kind="mse", rewards=_concat(self.scores),
+                     targets=_concat(self.targets), lengths=_concat(self.lengths),
+                     worst_examples=self.worst.examples(), model_name=model_name,
+                     temperature=metrics["temperature"])
+
+
+class _RankingCollector(_Collector):
+    """Raw rewards per ranked group (best first) and response lengths."""
+
+    kind = "ranking"
+
+    def __init__(self) -> None:
+        self.groups: list[NDArray[np.float64]] = []
+        self.lengths: list[NDArray[np.float64]] = []
+        self.worst = _Worst()
+
+    def add(self, scorer: RewardScorer, chunk: list[_Numbered]) -> None:
+        prompts = [row["prompt"] for _, row in chunk for _ in row["responses"]]
+        responses = [text for _, row in chunk for text in row["responses"]]
+        raw = np.asarray(scorer.raw_rewards(prompts, responses, show_progress=False))
+        self.lengths.append(_lengths(responses))
+        start = 0
+        for number, row in chunk:
+            group = raw[start:start + len(row["responses"])]
+            start += len(row["responses"])
+            self.groups.append(group)
+            margin = float(group[0] - group[1:].max())  # best response vs its strongest rival
+            self.worst.offer(margin, lambda number=number, row=row, group=group, margin=margin: {
+                "row": number, "prompt": row["prompt"], "response": row["responses"][0],
+                "reward": float(group[0]), "margin": margin})
+
+    def metrics(self, scorer: RewardScorer) -> dict[str, Any]:
+        out = ranking_metrics(self.groups)
+        flat = _concat(self.groups)
+        out["n"] = out["n_groups"]
+        out["n_responses"] = int(flat.size)
+        out["length_bias"] = {"spearman_reward_length": spearman(flat, _concat(self.lengths))}
+        out["rewards"] = reward_stats(flat)
+        out["temperature"] = scorer.temperature
+        return out
+
+    def write_report(self, report_dir: str | os.PathLike, metrics: dict[str, Any], *, model_name: str) -> None:
+        from rewardkit.report import write_report
+
+        write_report(report_dir, metrics=metrics, kind="ranking", rewards=_concat(self.groups),
+                     lengths=_concat(self.lengths), worst_examples=self.worst.examples(),
+                     model_name=model_name, temperature=metrics["temperature"])
+
+
+_COLLECTORS: dict[str, type[_Collector]] = {
+    "pairwise": _PairwiseCollector, "mse": _ScalarCollector, "ranking": _RankingCollector,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# the context around the numbers
+# --------------------------------------------------------------------------------------------
+
+
+def _truncation(scorer: RewardScorer) -> tuple[int, int, int]:
+    stats = scorer.encoder.stats
+    return stats.texts, stats.prompt_cut, stats.response_cut
+
+
+def _context(scorer: RewardScorer, model: Any, data: Any, data_name: str | None, skipped: SkipReport,
+             truncation_before: tuple[int, int, int]) -> dict[str, Any]:
+    """Where the numbers come from: model, data, scale, skipped rows, truncation."""
+    texts, prompt_cut, response_cut = (now - then for now, then in zip(_truncation(scorer), truncation_before))
+    name = scorer.source or (str(model) if isinstance(model, (str, os.PathLike)) else None)
+    return {
+        "model": name or getattr(scorer.model, "name_or_path", "") or type(scorer.model).__name__,
+        "data": os.fspath(data),
+        "data_name": data_name or os.fspath(data),
+        "alpha": scorer.alpha,
+        "max_length": scorer.max_length,
+        "skipped": skipped.total,
+        "skipped_reasons": dict(skipped.counts),
+        "truncation": {"texts": texts, "prompt_cut": prompt_cut, "response_cut": response_cut},
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    """numpy to Python and NaN/inf to None, so the dict always dumps as strict JSON."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return _jsonable(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

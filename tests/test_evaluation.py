@@ -1,0 +1,269 @@
+"""evaluate_model on small fixture files with a tiny saved model: metrics equal the hand-computed
+ones, the report is written, calibration round-trips through config.json, large files stream."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from rewardkit import evaluation
+from rewardkit.evaluation import evaluate_model
+from rewardkit.metrics import pairwise_metrics, ranking_metrics, reward_stats, scalar_metrics
+from rewardkit.scoring import RewardScorer
+from tests import helpers
+
+WORDS = "the a cat dog sat ran on under mat tree why how is blue green sky sea rome paris yes no".split()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models: a second OpenMP thread costs more in synchronisation than it saves, and a
+    lot more when other processes share the CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def _no_ci(monkeypatch):
+    monkeypatch.delenv("CI", raising=False)  # the report redacts texts when CI is set
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tokenizer) -> Path:
+    """A tiny random reward model (alpha 2) saved with its tokenizer."""
+    torch.manual_seed(11)
+    model = helpers.tiny_reward_model(alpha=2.0)
+    with torch.no_grad():
+        model.score.weight.normal_(0.0, 1.0)
+    folder = tmp_path_factory.mktemp("model")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def scorer(model_dir) -> RewardScorer:
+    return RewardScorer(model_dir, device="cpu")
+
+
+def _sentence(rng: np.random.Generator, low: int = 1, high: int = 25) -> str:
+    return " ".join(rng.choice(WORDS, size=int(rng.integers(low, high))))
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory, scorer) -> Path:
+    """Fixture files. The pairwise pairs are oriented with the model's own rewards (chosen wins
+    3 times in 4), so a calibration fit is well defined whatever the random weights are."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path_factory.mktemp("data")
+    prompts = [_sentence(rng) + "?" for _ in range(48)]
+    first = [_sentence(rng) for _ in prompts]
+    second = [_sentence(rng) for _ in prompts]
+    r1 = scorer.raw_rewards(prompts, first)
+    r2 = scorer.raw_rewards(prompts, second)
+    pairs = []
+    for i, prompt in enumerate(prompts):
+        better, worse = (first[i], second[i]) if r1[i] >= r2[i] else (second[i], first[i])
+        if i % 4 == 3:
+            better, worse = worse, better
+        pairs.append({"prompt": prompt, "chosen": better, "rejected": worse})
+    _write_jsonl(folder / "pairwise.jsonl", pairs)
+    scalar = [{"prompt": p, "response": r, "reward": float(rng.normal())} for p, r in zip(prompts, first)]
+    _write_jsonl(folder / "scalar.jsonl", scalar)
+    ranked = [{"prompt": p, "responses": [_sentence(rng) for _ in range(int(rng.integers(2, 5)))]}
+              for p in prompts[:20]]
+    _write_jsonl(folder / "ranked.jsonl", ranked)
+    return folder
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def _lengths(texts: list[str]) -> np.ndarray:
+    return np.array([len(t) for t in texts], dtype=float)
+
+
+def _assert_same(actual: dict, expected: dict) -> None:
+    for key, value in expected.items():
+        if isinstance(value, dict):
+            _assert_same(actual[key], value)
+        elif value is None:
+            assert actual[key] is None, key
+        else:
+            assert actual[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+
+
+# ---------------------------------------------------------------- metrics by hand
+
+
+def test_pairwise_metrics_equal_hand_computed(model_dir, data_dir, scorer):
+    rows = _rows(data_dir / "pairwise.jsonl")
+    metrics = evaluate_model(model_dir, data_dir / "pairwise.jsonl", device="cpu")
+    prompts = [r["prompt"] for r in rows]
+    chosen, rejected = [r["chosen"] for r in rows], [r["rejected"] for r in rows]
+    raw = np.array(scorer.raw_rewards(prompts + prompts, chosen + rejected))
+    c, r = raw[: len(rows)], raw[len(rows):]
+    expected = pairwise_metrics(c, r, temperature=1.0, chosen_lengths=_lengths(chosen),
+                                rejected_lengths=_lengths(rejected))
+    _assert_same(metrics, expected)
+    _assert_same(metrics["rewards"], reward_stats(raw))
+    assert metrics["accuracy"] == pytest.approx(0.75)  # by construction of the fixture
+    assert metrics["n"] == len(rows) and metrics["objective"] == "pairwise"
+    assert metrics["alpha"] == 2.0 and metrics["temperature"] == 1.0
+    assert metrics["model"] == str(model_dir) and metrics["data"] == str(data_dir / "pairwise.jsonl")
+    assert metrics["skipped"] == 0
+    json.dumps(metrics, allow_nan=False)
+
+
+def test_mse_metrics_use_alpha_scaled_scores(model_dir, data_dir, scorer):
+    rows = _rows(data_dir / "scalar.jsonl")
+    metrics = evaluate_model(model_dir, data_dir / "scalar.jsonl", objective="mse")
+    prompts, responses = [r["prompt"] for r in rows], [r["response"] for r in rows]
+    scores = scorer.score(prompts, responses)
+    expected = scalar_metrics(scores, [r["reward"] for r in rows], lengths=_lengths(responses))
+    _assert_same(metrics, expected)
+    _assert_same(metrics["rewards"], reward_stats(scorer.raw_rewards(prompts, responses)))
+    assert metrics["objective"] == "mse" and metrics["n"] == len(rows)
+
+
+def test_ranking_metrics_equal_hand_computed(model_dir, data_dir, scorer):
+    rows = _rows(data_dir / "ranked.jsonl")
+    metrics = evaluate_model(scorer, data_dir / "ranked.jsonl")
+    groups = [scorer.raw_rewards(r["prompt"], r["responses"]) for r in rows]
+    _assert_same(metrics, ranking_metrics(groups))
+    assert metrics["n"] == len(rows) and metrics["n_responses"] == sum(len(g) for g in groups)
+    assert metrics["objective"] == "ranking" and "spearman_reward_length" in metrics["length_bias"]
+
+
+def test_skipped_rows_and_limit_are_counted(model_dir, tmp_path):
+    rows = [{"prompt": f"q{i}", "chosen": f"good {i}", "rejected": f"bad {i}"} for i in range(6)]
+    rows[2]["rejected"] = rows[2]["chosen"]  # invalid: identical responses
+    data = _write_jsonl(tmp_path / "pairs.jsonl", rows)
+    metrics = evaluate_model(model_dir, data, skip_invalid=True)
+    assert metrics["n"] == 5 and metrics["skipped"] == 1 and sum(metrics["skipped_reasons"].values()) == 1
+    assert evaluate_model(model_dir, data, skip_invalid=True, limit=3)["n"] == 3
+
+
+# ---------------------------------------------------------------- report
+
+
+def test_report_dir_gets_metrics_plots_and_markdown(model_dir, data_dir, tmp_path):
+    report = tmp_path / "report"
+    metrics = evaluate_model(model_dir, data_dir / "pairwise.jsonl", report_dir=report, data_name="fixture pairs")
+    names = {p.name for p in report.iterdir()}
+    assert {"metrics.json", "report.md", "reward_hist.png", "margin_hist.png", "reliability.png",
+            "reward_vs_length.png"} <= names
+    assert json.loads((report / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
+    assert metrics["data_name"] == "fixture pairs"
+    markdown = (report / "report.md").read_text()
+    assert "Where it fails" in markdown
+    # the worst pair (most negative margin) is among the examples shown
+    rows = _rows(data_dir / "pairwise.jsonl")
+    assert any(r["prompt"][:40] in markdown for r in rows)
+
+
+@pytest.mark.parametrize(("name", "plots"), [("scalar.jsonl", {"pred_vs_target.png", "reward_hist.png"}),
+                                             ("ranked.jsonl", {"reward_hist.png", "reward_vs_length.png"})])
+def test_report_for_scalar_and_ranked_data(scorer, data_dir, tmp_path, name, plots):
+    evaluate_model(scorer, data_dir / name, report_dir=tmp_path / "r")
+    assert plots | {"metrics.json", "report.md"} <= {p.name for p in (tmp_path / "r").iterdir()}
+
+
+def test_worst_examples_keep_the_lowest_keys_in_order():
+    worst = evaluation._Worst(k=3)
+    made = []
+    for i, key in enumerate([5.0, -1.0, 3.0, -1.0, -7.0, 0.0, 2.0]):
+        worst.offer(key, lambda i=i, key=key: made.append(i) or {"i": i, "key": key})
+    assert [(e["i"], e["key"]) for e in worst.examples()] == [(4, -7.0), (1, -1.0), (3, -1.0)]
+    assert len(made) < 7  # texts are copied only for rows that enter the heap
+
+
+# ---------------------------------------------------------------- calibration
+
+
+def test_calibrate_writes_temperature_that_a_fresh_scorer_uses(model_dir, data_dir, tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(model_dir, folder)
+    before = json.loads((folder / "config.json").read_text())
+    metrics = evaluate_model(folder, data_dir / "pairwise.jsonl", calibrate=True)
+    fitted = metrics["temperature_fitted"]
+    assert metrics["temperature_written"] is True and metrics["temperature"] == fitted != 1.0
+    assert metrics["temperature_before"] == 1.0
+    assert metrics["ece_after"] == metrics["ece"] and metrics["ece_before"] >= 0
+    after = json.loads((folder / "config.json").read_text())
+    assert after.pop("temperature") == pytest.approx(fitted)
+    before.pop("temperature", None)
+    assert after == before  # nothing else changed
+    assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == []  # no temp file left
+
+    fresh = RewardScorer(folder, device="cpu")
+    assert fresh.temperature == pytest.approx(fitted)
+    prompt, a, b = "why is the sky blue?", "because of scattering", "no"
+    r_a, r_b = fresh.raw_rewards(prompt, [a, b])
+    assert fresh.compare(prompt, a, b) == pytest.approx(1 / (1 + math.exp(-(r_a - r_b) / fitted)), abs=1e-6)
+    uncalibrated = RewardScorer(model_dir, device="cpu").compare(prompt, a, b)
+    assert fresh.compare(prompt, a, b) != pytest.approx(uncalibrated, abs=1e-9)
+
+
+def test_calibrate_refuses_what_it_cannot_do(model_dir, data_dir, tokenizer):
+    with pytest.raises(ValueError, match="pairwise"):
+        evaluate_model(model_dir, data_dir / "scalar.jsonl", calibrate=True)
+    with pytest.raises(ValueError, match="pairwise"):
+        evaluate_model(model_dir, data_dir / "pairwise.jsonl", calibrate=True, objective="mse")
+    in_memory = RewardScorer(helpers.tiny_reward_model(), tokenizer=tokenizer, device="cpu")
+    with pytest.raises(ValueError, match="model object"):
+        evaluate_model(in_memory, data_dir / "pairwise.jsonl", calibrate=True)
+    with pytest.raises(ValueError, match="ready RewardScorer"):
+        evaluate_model(in_memory, data_dir / "pairwise.jsonl", batch_size=4)
+
+
+def test_calibrate_needs_a_local_folder_not_a_hub_id():
+    with pytest.raises(ValueError, match="not a local folder"):
+        evaluation._calibration_folder(SimpleNamespace(source="someone/reward-model"))
+
+
+def test_store_temperature_is_atomic_and_validated(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "reward_model", "alpha": 1.0}))
+    evaluation.store_temperature(tmp_path, 0.5)
+    assert json.loads((tmp_path / "config.json").read_text()) == {"model_type": "reward_model", "alpha": 1.0,
+                                                                  "temperature": 0.5}
+    with pytest.raises(ValueError):
+        evaluation.store_temperature(tmp_path, float("nan"))
+    assert [p.name for p in tmp_path.iterdir()] == ["config.json"]
+
+
+# ---------------------------------------------------------------- streaming
+
+
+def test_three_thousand_rows_stream_through_chunks(model_dir, tmp_path, monkeypatch):
+    rng = np.random.default_rng(1)
+    rows = [{"prompt": f"q{i} " + _sentence(rng, 1, 4), "chosen": _sentence(rng, 1, 5) + " yes",
+             "rejected": _sentence(rng, 1, 5) + " no"} for i in range(3000)]
+    data = _write_jsonl(tmp_path / "big.jsonl", rows)
+    calls = []
+    original = RewardScorer.raw_rewards
+
+    def counting(self, prompts, responses, **kwargs):
+        calls.append(len(prompts))
+        return original(self, prompts, responses, **kwargs)
+
+    monkeypatch.setattr(RewardScorer, "raw_rewards", counting)
+    metrics = evaluate_model(model_dir, data, report_dir=tmp_path / "report")
+    assert metrics["n"] == 3000 and metrics["rewards"]["n"] == 6000
+    assert calls == [2 * evaluation.CHUNK_ROWS, 2 * (3000 - evaluation.CHUNK_ROWS)]  # chunked, not whole
+    assert (tmp_path / "report" / "report.md").exists()

@@ -1,0 +1,284 @@
+"""RewardScorer and score_file: properties (hypothesis) on a tiny random model, errors, files."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from rewardkit.data import RewardDataError
+from rewardkit.scoring import RewardScorer, score_file, token_budget_batches
+from tests import helpers
+
+PROPERTY = settings(max_examples=15, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture])
+MAX_LENGTH = 64
+
+WORDS = ["the", "cat", "sat", "on", "a", "mat", "why", "is", "sky", "blue", "?", "!", "rome",
+         "capital", "of", "italy", "42", "answer", "no", "yes", "please", "thanks", "é", "日本"]
+# Short texts from real words (varied token counts) or arbitrary unicode, including "" and spaces.
+texts = st.one_of(
+    st.lists(st.sampled_from(WORDS), max_size=30).map(" ".join),
+    st.text(max_size=60),
+    st.sampled_from(["", " ", "\n\t "]),
+)
+pairs = st.lists(st.tuples(texts, texts), min_size=1, max_size=12)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models: a second OpenMP thread costs more in synchronisation than it saves, and a
+    lot more when other processes share the CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(3)
+    model = helpers.tiny_reward_model(alpha=2.0)
+    with torch.no_grad():  # a head with real spread, so orderings are not decided by rounding
+        model.score.weight.normal_(0.0, 1.0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def scorer(model, tokenizer):
+    return RewardScorer(model, tokenizer=tokenizer, device="cpu", max_length=MAX_LENGTH)
+
+
+def _forward_one(model, item: dict) -> float:
+    """The plain model on one unpadded input: the reference every batched path must match."""
+    batch = {k: torch.tensor([v]) for k, v in item.items()}
+    with torch.no_grad():
+        return float(model(**batch).logits[0, 0])
+
+
+# ---------------------------------------------------------------- properties
+
+
+@PROPERTY
+@given(pairs=pairs, seed=st.integers(0, 2**16))
+def test_score_does_not_depend_on_batch_size_or_order(scorer, model, tokenizer, pairs, seed):
+    prompts, responses = [p for p, _ in pairs], [r for _, r in pairs]
+    reference = np.array(scorer.score(prompts, responses))
+    one_by_one = RewardScorer(model, tokenizer=tokenizer, device="cpu", max_length=MAX_LENGTH, batch_size=1)
+    assert np.allclose(one_by_one.score(prompts, responses), reference, rtol=0, atol=1e-5)
+    order = np.random.default_rng(seed).permutation(len(pairs))
+    shuffled = scorer.score([prompts[i] for i in order], [responses[i] for i in order])
+    assert np.allclose(shuffled, reference[order], rtol=0, atol=1e-5)
+    assert np.all(np.isfinite(reference))
+
+
+@PROPERTY
+@given(prompt=texts, a=texts, b=texts)
+def test_compare_is_a_probability_and_antisymmetric(scorer, prompt, a, b):
+    p_ab, p_ba = scorer.compare(prompt, a, b), scorer.compare(prompt, b, a)
+    assert 0.0 <= p_ab <= 1.0
+    assert p_ab + p_ba == pytest.approx(1.0, abs=1e-6)
+    r_a, r_b = scorer.raw_rewards(prompt, [a, b])
+    assert p_ab == pytest.approx(1.0 / (1.0 + math.exp(-(r_a - r_b))), abs=1e-5)
+
+
+@PROPERTY
+@given(prompt=texts, responses=st.lists(texts, min_size=1, max_size=8))
+def test_rank_agrees_with_score(scorer, prompt, responses):
+    ranked = scorer.rank(prompt, responses)
+    assert sorted(r for r, _ in ranked) == sorted(responses)
+    values = [v for _, v in ranked]
+    assert values == sorted(values, reverse=True)
+    single = dict(zip(responses, scorer.score(prompt, responses)))
+    for response, value in ranked:
+        assert value == pytest.approx(single[response], abs=1e-5)
+
+
+@PROPERTY
+@given(groups=st.lists(st.tuples(texts, st.lists(texts, min_size=1, max_size=5)), min_size=1, max_size=5))
+def test_best_of_n_picks_the_highest_score(scorer, groups):
+    prompts, candidates = [p for p, _ in groups], [c for _, c in groups]
+    best = scorer.best_of_n(prompts, candidates)
+    assert len(best) == len(groups)
+    for prompt, group, chosen in zip(prompts, candidates, best):
+        scores = scorer.score(prompt, group)
+        assert chosen in group
+        assert scorer.score(prompt, chosen)[0] >= max(scores) - 1e-5
+
+
+@PROPERTY
+@given(pairs=pairs, budget=st.sampled_from([1, 16, 64, 300, 100_000]), batch_size=st.sampled_from([None, 1, 3]))
+def test_scorer_equals_plain_forward(model, tokenizer, pairs, budget, batch_size):
+    scorer = RewardScorer(model, tokenizer=tokenizer, device="cpu", max_length=MAX_LENGTH,
+                          token_budget=budget, batch_size=batch_size)
+    prompts, responses = [p for p, _ in pairs], [r for _, r in pairs]
+    expected = [_forward_one(model, item) for item in scorer.encoder.encode(prompts, responses)]
+    assert np.allclose(scorer.score(prompts, responses), expected, rtol=0, atol=1e-5)
+
+
+def test_token_budget_batches_cover_every_index_once_longest_first():
+    lengths = [5, 1, 9, 9, 3, 7, 2]
+    batches = token_budget_batches(lengths, token_budget=18, max_batch_size=2)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    assert all(len(b) <= 2 and len(b) * max(lengths[i] for i in b) <= 18 or len(b) == 1 for b in batches)
+    assert [lengths[b[0]] for b in batches] == sorted((lengths[b[0]] for b in batches), reverse=True)
+
+
+# ---------------------------------------------------------------- edge inputs
+
+
+@pytest.mark.parametrize("response", ["", " ", "\n\n\t  "])
+def test_empty_and_blank_responses_give_a_finite_score(scorer, response):
+    [value] = scorer.score("What is 2+2?", [response])
+    assert math.isfinite(value)
+    assert math.isfinite(scorer.compare("", response, "4"))
+
+
+def test_long_inputs_are_truncated_per_the_contract(scorer, tokenizer):
+    long_prompt = "Human: " + " ".join(f"turn{i} words here" for i in range(400))  # > 5,000 characters
+    response = "The answer is four."
+    assert len(long_prompt) > 5000
+    item = scorer.encoder.encode([long_prompt], [response])[0]
+    ids = item["input_ids"]
+    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
+    prompt_ids = tokenizer(long_prompt, add_special_tokens=False)["input_ids"]
+    assert len(ids) == MAX_LENGTH
+    assert ids[-len(response_ids) - 1:-1] == response_ids  # the response is kept whole
+    kept_prompt = ids[1:-len(response_ids) - 2]
+    assert kept_prompt == prompt_ids[-len(kept_prompt):]  # the prompt is cut from the left
+    values = scorer.score([long_prompt, "Hi", "x" * 5000], [response, "y" * 5000, "z " * 3000])
+    assert all(math.isfinite(v) for v in values)
+    long_response = scorer.encoder.encode(["Hi"], ["z " * 3000])[0]["input_ids"]
+    assert len(long_response) == MAX_LENGTH
+
+
+def test_empty_input_lists_score_to_empty(scorer):
+    assert scorer.score([], []) == []
+
+
+# ---------------------------------------------------------------- normalization
+
+
+def test_normalize_applies_stored_statistics(tokenizer):
+    torch.manual_seed(5)
+    model = helpers.tiny_reward_model(alpha=3.0, reward_mean=0.25, reward_std=2.0)
+    prompts, responses = ["a", "b", "what?"], ["one", "two two", "three three three"]
+    plain = RewardScorer(model, tokenizer=tokenizer, device="cpu")
+    normalized = RewardScorer(model, tokenizer=tokenizer, device="cpu", normalize=True)
+    raw = np.array(plain.raw_rewards(prompts, responses))
+    assert np.allclose(plain.score(prompts, responses), 3.0 * raw, atol=1e-6)
+    assert np.allclose(normalized.score(prompts, responses), 3.0 * (raw - 0.25) / 2.0, atol=1e-6)
+    # compare uses raw rewards: normalization is a monotone rescaling, not a preference change
+    assert normalized.compare("a", "one", "two") == pytest.approx(plain.compare("a", "one", "two"))
+    # a model that normalizes by itself: score equals its own output
+    model.config.normalize_rewards = True
+    builtin = RewardScorer(model, tokenizer=tokenizer, device="cpu")
+    items = builtin.encoder.encode(prompts, responses)
+    assert np.allclose(builtin.score(prompts, responses), [_forward_one(model, i) for i in items], atol=1e-5)
+
+
+def test_normalize_without_statistics_is_refused(model, tokenizer):
+    with pytest.raises(ValueError, match="reward_mean"):
+        RewardScorer(model, tokenizer=tokenizer, device="cpu", normalize=True)
+
+
+# ---------------------------------------------------------------- errors
+
+
+def test_mismatched_lengths_are_refused(scorer):
+    with pytest.raises(ValueError, match="2 prompts but 3 responses"):
+        scorer.score(["a", "b"], ["x", "y", "z"])
+    with pytest.raises(ValueError, match="candidate lists"):
+        scorer.best_of_n(["a", "b"], [["x"]])
+    with pytest.raises(ValueError, match="non-empty"):
+        scorer.best_of_n(["a"], [[]])
+
+
+@pytest.mark.parametrize("bad", [None, 3, b"bytes", ["nested"]])
+def test_non_string_inputs_are_refused(scorer, bad):
+    with pytest.raises(TypeError, match="must be a string"):
+        scorer.score(["ok", bad], ["fine", "fine"])
+    with pytest.raises(TypeError, match="must be a string"):
+        scorer.score(["ok"], [bad])
+    with pytest.raises(TypeError):
+        scorer.compare("p", "a", bad)
+
+
+def test_loaded_model_needs_its_tokenizer(model):
+    with pytest.raises(ValueError, match="tokenizer"):
+        RewardScorer(model)
+
+
+def test_folder_of_another_model_type_is_refused(tmp_path, tokenizer):
+    from transformers import BertModel
+
+    BertModel(helpers.tiny_backbone_config("bert")).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="not a rewardkit reward model"):
+        RewardScorer(tmp_path)
+
+
+def test_missing_folder_is_refused(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        RewardScorer(tmp_path / "nothing-here")
+
+
+def test_pickle_only_folder_is_refused(tmp_path, model):
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    torch.save(model.state_dict(), bare / "pytorch_model.bin")
+    with pytest.raises(ValueError, match=r"(?s)pickle.*safetensors"):
+        RewardScorer(bare)
+    configured = tmp_path / "configured"
+    configured.mkdir()
+    model.config.save_pretrained(configured)
+    torch.save(model.state_dict(), configured / "pytorch_model.bin")
+    with pytest.raises(ValueError, match=r"(?s)safetensors.*pickle"):
+        RewardScorer(configured)
+
+
+def test_saved_folder_loads_and_scores_like_the_model(tmp_path, model, tokenizer, scorer):
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    loaded = RewardScorer(tmp_path, device="cpu", max_length=MAX_LENGTH)
+    assert loaded.source == str(tmp_path)
+    prompts, responses = ["Hi", "What is 2+2?"], ["Hello!", "4"]
+    assert np.allclose(loaded.score(prompts, responses), scorer.score(prompts, responses), atol=1e-6)
+
+
+# ---------------------------------------------------------------- score_file
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def test_score_file_writes_every_row_once_in_order(tmp_path, scorer):
+    rows = [{"prompt": f"question {i}?", "response": "answer " * (i % 7 + 1)} for i in range(11)]
+    rows[4] = {"prompt": "no response here"}  # invalid: skipped and counted
+    data = _write_jsonl(tmp_path / "in.jsonl", rows)
+    output = tmp_path / "out" / "scores.jsonl"
+    counts = score_file(scorer, data, output, skip_invalid=True, chunk_rows=3)
+    assert counts == {"rows": 10, "skipped": 1, "output": str(output)}
+    lines = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
+    assert [line["row"] for line in lines] == [i + 1 for i in range(11) if i != 4]
+    valid = [row for i, row in enumerate(rows) if i != 4]
+    assert [(line["prompt"], line["response"]) for line in lines] == [(r["prompt"], r["response"]) for r in valid]
+    expected = scorer.score([r["prompt"] for r in valid], [r["response"] for r in valid])
+    assert np.allclose([line["score"] for line in lines], expected, atol=1e-5)
+    assert sorted(p.name for p in output.parent.iterdir()) == ["scores.jsonl"]  # no temp file left
+
+
+def test_score_file_leaves_no_output_on_bad_data(tmp_path, scorer):
+    data = _write_jsonl(tmp_path / "in.jsonl", [{"prompt": "p", "response": "r"}, {"prompt": "p"}])
+    output = tmp_path / "scores.jsonl"
+    with pytest.raises(RewardDataError, match="line 2"):
+        score_file(scorer, data, output)
+    assert list(tmp_path.iterdir()) == [data]
