@@ -357,8 +357,10 @@ def check_reward_model_source(source: str) -> bool:
         raise ValueError(f"{source!r} is a file; pass the model folder that holds config.json.")
     pickles = sorted(p.name for p in path.glob("*.bin")) + sorted(p.name for p in path.glob("*.pt"))
     if not (path / "config.json").exists():
-        found = f" It holds only pickle weights ({', '.join(pickles)}); {_PICKLE_HINT}" if pickles else ""
-        raise ValueError(f"{source!r} is not a model folder: it has no config.json.{found}")
+        if pickles:
+            raise ValueError(f"{source!r} is not a rewardkit model folder: it has no config.json and no "
+                             f"safetensors weights, only pickle weights ({', '.join(pickles)}). {_PICKLE_HINT}")
+        raise ValueError(f"{source!r} is not a model folder: it has no config.json.")
     try:
         model_type = json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type")
     except (OSError, ValueError, AttributeError) as error:
@@ -367,7 +369,7 @@ def check_reward_model_source(source: str) -> bool:
         raise ValueError(f"{source!r} holds a {model_type!r} model, not a rewardkit reward model "
                          "(config.json model_type must be 'reward_model'). Train one with `rewardkit train`.")
     if not (path / "model.safetensors").exists() and not list(path.glob("model-*.safetensors")):
-        hint = f" It has pickle weights ({', '.join(pickles)}); {_PICKLE_HINT}" if pickles else ""
+        hint = f" It has pickle weights ({', '.join(pickles)}). {_PICKLE_HINT}" if pickles else ""
         raise ValueError(f"{source!r} has no model.safetensors weights.{hint}")
     return True
 

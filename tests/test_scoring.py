@@ -233,7 +233,7 @@ def test_pickle_only_folder_is_refused(tmp_path, model):
     bare = tmp_path / "bare"
     bare.mkdir()
     torch.save(model.state_dict(), bare / "pytorch_model.bin")
-    with pytest.raises(ValueError, match=r"(?s)pickle.*safetensors"):
+    with pytest.raises(ValueError, match=r"(?s)safetensors.*pickle.*safetensors"):
         RewardScorer(bare)
     configured = tmp_path / "configured"
     configured.mkdir()
@@ -274,6 +274,22 @@ def test_score_file_writes_every_row_once_in_order(tmp_path, scorer):
     expected = scorer.score([r["prompt"] for r in valid], [r["response"] for r in valid])
     assert np.allclose([line["score"] for line in lines], expected, atol=1e-5)
     assert sorted(p.name for p in output.parent.iterdir()) == ["scores.jsonl"]  # no temp file left
+
+
+def test_score_file_shards_split_the_valid_rows(tmp_path, scorer):
+    rows = [{"prompt": f"q{i}", "response": f"r{i}"} for i in range(7)]
+    rows.insert(2, {"prompt": "p", "response": ""})  # skipped alike by every shard
+    data = _write_jsonl(tmp_path / "in.jsonl", rows)
+    seen = []
+    for index in range(3):
+        part = tmp_path / f"part{index}.jsonl"
+        counts = score_file(scorer, data, part, skip_invalid=True, shard=(index, 3))
+        assert counts["skipped"] == 1
+        seen += [json.loads(line)["row"] for line in part.read_text().splitlines()]
+    assert sorted(seen) == [1, 2, 4, 5, 6, 7, 8]
+    with pytest.raises(ValueError, match="shard"):
+        score_file(scorer, data, tmp_path / "x.jsonl", shard=(3, 3))
+    assert not (tmp_path / "x.jsonl").exists()
 
 
 def test_score_file_leaves_no_output_on_bad_data(tmp_path, scorer):
