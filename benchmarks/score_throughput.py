@@ -222,7 +222,10 @@ def main() -> int:
         "load_average_before": load_before,
     }
     print(f"mean real tokens per text: {figures['mean_tokens']:.1f}; useful GFLOP per run: {flops / 1e9:.1f}")
-    figures.update({f"{name}_texts_per_cpu_s": n / seconds for name, seconds in cpu.items()})
+    for name in runs:
+        key = name.replace(" ", "_")
+        figures[f"{key}_texts_per_s"] = n / times[name]
+        figures[f"{key}_texts_per_cpu_s"] = n / cpu[name]
     print("| method | texts/s (wall) | texts per CPU-second |")
     print("|---|---|---|")
     labels = {"loop": "(a) model-card loop, no_grad", "pipeline": "(b) pipeline(batch_size=32)",

@@ -45,6 +45,7 @@ from rewardkit.metrics import (
     scalar_metrics,
     spearman,
 )
+from rewardkit.report import jsonable
 from rewardkit.scoring import RewardScorer, iter_chunks
 
 __all__ = ["CHUNK_ROWS", "WORST_EXAMPLES", "evaluate_model", "store_temperature"]
@@ -117,7 +118,7 @@ def evaluate_model(
         metrics = _calibrate(collector, scorer, folder, metrics)
     metrics["objective"] = collector.kind
     metrics.update(_context(scorer, model, data, data_name, skipped, truncation_before))
-    metrics = _jsonable(metrics)
+    metrics = jsonable(metrics)
     if report_dir is not None:
         collector.write_report(report_dir, metrics, model_name=metrics["model"])
     logger.info("evaluated %s on %d %s rows of %s", metrics["model"], metrics["n"], metrics["objective"],
@@ -451,17 +452,3 @@ def _context(scorer: RewardScorer, model: Any, data: Any, data_name: str | None,
         "truncation": {"texts": texts, "prompt_cut": prompt_cut, "response_cut": response_cut},
     }
 
-
-def _jsonable(value: Any) -> Any:
-    """numpy to Python and NaN/inf to None, so the dict always dumps as strict JSON."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        return _jsonable(value.item())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

@@ -300,16 +300,16 @@ def _publish(tmp: Path, final: Path, names: list[str]) -> None:
     tmp.rmdir()
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """numpy scalars/arrays to Python, NaN/inf to None, so json never writes invalid JSON."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
+        return jsonable(value.tolist())
     if isinstance(value, np.generic):
-        return _jsonable(value.item())
+        return jsonable(value.item())
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, os.PathLike):
@@ -318,7 +318,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def _dump_json(metrics: dict[str, Any]) -> str:
-    return json.dumps(_jsonable(metrics), indent=2, sort_keys=True, allow_nan=False)
+    return json.dumps(jsonable(metrics), indent=2, sort_keys=True, allow_nan=False)
 
 
 # --------------------------------------------------------------------------------------------

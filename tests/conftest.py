@@ -30,3 +30,13 @@ def tokenizer():
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(helpers.minilm_path())
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models: a second OpenMP thread costs more in synchronisation than it saves, and a
+    lot more when other processes share the CPU. Restores the thread count afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -23,13 +23,8 @@ WORDS = "the a cat dog sat ran on under mat tree why how is blue green sky sea r
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models: a second OpenMP thread costs more in synchronisation than it saves, and a
-    lot more when other processes share the CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread_here(one_thread):
+    """Tiny models run faster on one thread (see conftest.one_thread)."""
 
 
 @pytest.fixture(autouse=True)

@@ -32,13 +32,8 @@ pairs = st.lists(st.tuples(texts, texts), min_size=1, max_size=12)
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models: a second OpenMP thread costs more in synchronisation than it saves, and a
-    lot more when other processes share the CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread_here(one_thread):
+    """Tiny models run faster on one thread (see conftest.one_thread)."""
 
 
 @pytest.fixture(scope="module")
