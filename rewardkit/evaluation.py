@@ -39,13 +39,13 @@ from numpy.typing import NDArray
 from rewardkit.calibration import T_MAX, T_MIN, fit_temperature
 from rewardkit.data import OBJECTIVES, RewardDataError, SkipReport, iter_reward_rows
 from rewardkit.metrics import (
+    jsonable,
     pairwise_metrics,
     ranking_metrics,
     reward_stats,
     scalar_metrics,
     spearman,
 )
-from rewardkit.report import jsonable
 from rewardkit.scoring import RewardScorer, iter_chunks
 
 __all__ = ["CHUNK_ROWS", "WORST_EXAMPLES", "evaluate_model", "store_temperature"]

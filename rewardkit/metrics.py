@@ -17,6 +17,8 @@ Conventions, stated once:
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -334,3 +336,21 @@ def ranking_metrics(rewards_per_group: Sequence[Sequence[float]]) -> dict[str, A
         "top1_accuracy": float(np.mean(top1)),
         "pairwise_accuracy": pair_scores / n_pairs,
     }
+
+
+def jsonable(value: Any) -> Any:
+    """numpy scalars/arrays to Python, NaN/inf to None, paths to str: so a metrics dict always
+    dumps as strict JSON (metrics.json, `rewardkit evaluate` on stdout)."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return jsonable(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value

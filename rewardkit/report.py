@@ -37,7 +37,7 @@ from rewardkit.calibration import (
     reliability_bins,
     symmetrize_pairwise,
 )
-from rewardkit.metrics import pairwise_metrics, spearman
+from rewardkit.metrics import jsonable, pairwise_metrics, spearman
 
 __all__ = ["KINDS", "REPORT_FILES", "write_report"]
 
@@ -298,23 +298,6 @@ def _publish(tmp: Path, final: Path, names: list[str]) -> None:
     for stale in sorted(REPORT_FILES & existing - set(names)):
         (final / stale).unlink(missing_ok=True)
     tmp.rmdir()
-
-
-def jsonable(value: Any) -> Any:
-    """numpy scalars/arrays to Python, NaN/inf to None, so json never writes invalid JSON."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        return jsonable(value.item())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    return value
 
 
 def _dump_json(metrics: dict[str, Any]) -> str:
