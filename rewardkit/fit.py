@@ -18,6 +18,7 @@ import torch
 
 from rewardkit.data import RewardData, load_reward_data
 from rewardkit.features import PairEncoder, TruncationStats, encode_rows, resolve_max_length
+from rewardkit.scoring import is_reward_model_folder
 from rewardkit.training import RewardTrainer
 from rewardkit.training_args import DataArguments, RewardTrainingArguments
 
@@ -81,11 +82,6 @@ class TrainResult:
         return "\n".join(lines)
 
 
-def _is_reward_model_folder(base_model: str) -> bool:
-    config_file = Path(base_model) / "config.json"
-    return config_file.exists() and json.loads(config_file.read_text()).get("model_type") == "reward_model"
-
-
 def load_tokenizer(base_model: str):
     """The base model's tokenizer; decoders without a pad token (GPT-2, Llama) pad with EOS
     (pooling reads the attention mask, so the pad id never reaches the head)."""
@@ -93,7 +89,7 @@ def load_tokenizer(base_model: str):
 
     # A rewardkit folder's config.json names remote code: transformers 5 reads it for the tokenizer
     # too and, left to decide, stops to ask on a terminal. The tokenizer itself needs no code.
-    if _is_reward_model_folder(base_model):
+    if is_reward_model_folder(base_model):
         from configuration_reward import RewardConfig
 
         tokenizer = AutoTokenizer.from_pretrained(base_model, config=RewardConfig.from_pretrained(base_model),
@@ -111,7 +107,7 @@ def load_model_config(base_model: str):
 
     from modeling_reward import RewardConfig
 
-    if _is_reward_model_folder(base_model):
+    if is_reward_model_folder(base_model):
         return RewardConfig.from_pretrained(base_model)
     return AutoConfig.from_pretrained(base_model)
 
@@ -120,7 +116,7 @@ def load_model(base_model: str, args: RewardTrainingArguments, tokenizer):
     """A rewardkit model to continue training, or any AutoModel backbone with a fresh head."""
     from modeling_reward import RewardModel
 
-    if _is_reward_model_folder(base_model):
+    if is_reward_model_folder(base_model):
         from rewardkit.scoring import check_reward_model_source
 
         check_reward_model_source(base_model)  # safetensors only: a pickle-only folder is refused clearly

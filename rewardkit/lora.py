@@ -162,6 +162,7 @@ def load_adapter(adapter_dir: str | Path, base_model: str | None = None, **backb
     from peft import PeftModel
 
     from modeling_reward import RewardModel
+    from rewardkit.scoring import is_reward_model_folder
 
     adapter_dir = Path(adapter_dir)
     adapter_config = json.loads((adapter_dir / ADAPTER_CONFIG_FILE).read_text(encoding="utf-8"))
@@ -169,16 +170,11 @@ def load_adapter(adapter_dir: str | Path, base_model: str | None = None, **backb
     if not base:
         raise ValueError(f"{adapter_dir / ADAPTER_CONFIG_FILE} names no base model; pass base_model=.")
     fields = _reward_config_fields(adapter_dir)
-    if _is_reward_model(base):  # LoRA on a rewardkit model (continued training): its head is replaced
+    if is_reward_model_folder(base):  # LoRA on a rewardkit model (continued training): its head is replaced
         model = RewardModel.from_pretrained(base, use_safetensors=True, **backbone_kwargs, **fields)
     else:
         model = RewardModel.from_backbone(base, backbone_kwargs=backbone_kwargs, **fields)
     return PeftModel.from_pretrained(model, str(adapter_dir)).eval()
-
-
-def _is_reward_model(base: str) -> bool:
-    config_file = Path(base) / "config.json"
-    return config_file.is_file() and json.loads(config_file.read_text(encoding="utf-8")).get("model_type") == "reward_model"
 
 
 def _reward_config_fields(adapter_dir: Path) -> dict[str, Any]:

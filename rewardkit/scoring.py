@@ -337,6 +337,13 @@ _PICKLE_HINT = ("rewardkit refuses to load pickle weights: unpickling can run ar
                 "save_pretrained(folder, safe_serialization=True)).")
 
 
+def is_reward_model_folder(path: str | os.PathLike) -> bool:
+    """A local folder whose config.json says `model_type: reward_model` (a rewardkit model, e.g.
+    to continue training), as opposed to a backbone checkpoint or a Hub id."""
+    config_file = Path(path) / "config.json"
+    return config_file.is_file() and json.loads(config_file.read_text(encoding="utf-8")).get("model_type") == "reward_model"
+
+
 def check_reward_model_source(source: str) -> bool:
     """Refuse early, with a clear message, what is not a rewardkit model folder (local paths only;
     Hub ids are checked by `from_pretrained`). Returns True for a local folder, False for a
