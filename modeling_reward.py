@@ -130,6 +130,13 @@ def mse_loss(rewards: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------------
 
 
+def first_attended(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, S) mask -> (B,) position of each row's first attended token ([CLS] under any padding)."""
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device).expand_as(attention_mask)
+    first = torch.where(attention_mask.bool(), positions, attention_mask.shape[1]).amin(dim=1)
+    return first.clamp(max=attention_mask.shape[1] - 1)
+
+
 def _gather_position(hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     rows = torch.arange(hidden.shape[0], device=hidden.device)
     return hidden[rows, positions]  # (B, H)
@@ -145,15 +152,96 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> to
     if pooling == "mean":
         weights = mask.unsqueeze(-1).to(hidden.dtype)  # (B, S, 1)
         return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+    if pooling == "cls":
+        return _gather_position(hidden, first_attended(mask))
     positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)  # (B, S)
     attended = mask.bool()
-    if pooling == "cls":
-        first = torch.where(attended, positions, mask.shape[1]).amin(dim=1).clamp(max=mask.shape[1] - 1)
-        return _gather_position(hidden, first)
     if pooling == "last":
         last = torch.where(attended, positions, -1).amax(dim=1).clamp(min=0)
         return _gather_position(hidden, last)
     raise ValueError(f"Unknown pooling {pooling!r}.")
+
+
+# --------------------------------------------------------------------------------------------------
+# One-row last layer. With "cls" pooling only one position of the last layer's output is read, so
+# that layer's query, attention output and feed-forward are computed for that position alone; its
+# keys and values still come from every token. Same numbers up to float rounding, about 1/6 fewer
+# FLOPs on a 6-layer encoder (1/12 on 12 layers), in training and in scoring.
+# --------------------------------------------------------------------------------------------------
+
+# Encoders whose layers have BERT's post-LayerNorm structure in transformers (query/key/value,
+# attention.output, intermediate, output) with absolute positions.
+_BERT_STYLE_MODEL_TYPES = frozenset({"bert", "roberta", "xlm-roberta", "camembert", "electra"})
+
+
+class _LastLayerReached(Exception):
+    """Raised by a pre-hook to stop the backbone at its last layer; carries that layer's input."""
+
+    def __init__(self, hidden: torch.Tensor):
+        super().__init__("internal: backbone stopped before its last layer")
+        self.hidden = hidden
+
+
+def bert_style_last_layer(backbone: nn.Module) -> nn.Module | None:
+    """The backbone's last encoder layer if it can be run for one row per sequence, else None.
+
+    Anything not recognised (relative positions, decoders, cross-attention, chunked feed-forward,
+    other layer structures) returns None and takes the ordinary full forward.
+    """
+    config = getattr(backbone, "config", None)
+    if config is None or getattr(config, "model_type", None) not in _BERT_STYLE_MODEL_TYPES:
+        return None
+    if getattr(config, "is_decoder", False) or getattr(config, "add_cross_attention", False):
+        return None
+    if getattr(config, "position_embedding_type", "absolute") != "absolute" or getattr(config, "chunk_size_feed_forward", 0):
+        return None
+    layers = getattr(getattr(backbone, "encoder", None), "layer", None)
+    if not isinstance(layers, nn.ModuleList) or len(layers) == 0:
+        return None
+    layer = layers[-1]
+    try:
+        attention = layer.attention
+        linears = (attention.self.query, attention.self.key, attention.self.value, attention.output.dense,
+                   layer.intermediate.dense, layer.output.dense)
+        norms = (attention.output.LayerNorm, layer.output.LayerNorm)
+        sizes = (attention.self.num_attention_heads, attention.self.attention_head_size)
+    except AttributeError:
+        return None
+    if not all(isinstance(m, nn.Linear) for m in linears) or not all(isinstance(m, nn.LayerNorm) for m in norms):
+        return None
+    if sizes[0] * sizes[1] != attention.self.query.out_features:
+        return None
+    return layer
+
+
+def last_layer_one_row(layer: nn.Module, hidden: torch.Tensor, attention_mask: torch.Tensor,
+                       rows: torch.Tensor) -> torch.Tensor:
+    """A BERT-style layer's output at one position per sequence.
+
+    Args:
+        layer: a module accepted by `bert_style_last_layer`.
+        hidden: (B, S, H) the layer's input.
+        attention_mask: (B, S) 1 for real tokens.
+        rows: (B,) the position to compute in each sequence.
+
+    Returns:
+        (B, H): what `layer(hidden)[b, rows[b]]` would be.
+    """
+    self_attention, attention_output = layer.attention.self, layer.attention.output
+    batch = hidden.shape[0]
+    heads, head_size = self_attention.num_attention_heads, self_attention.attention_head_size
+    picked = hidden[torch.arange(batch, device=hidden.device), rows]  # (B, H)
+    query = self_attention.query(picked).view(batch, heads, 1, head_size)  # (B, heads, 1, d)
+    key = self_attention.key(hidden).view(batch, -1, heads, head_size).transpose(1, 2)  # (B, heads, S, d)
+    value = self_attention.value(hidden).view(batch, -1, heads, head_size).transpose(1, 2)
+    mask = attention_mask.to(hidden.device).bool()[:, None, None, :]  # (B, 1, 1, S): True = attend
+    dropout = self_attention.dropout.p if layer.training else 0.0
+    context = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout,
+                                             scale=getattr(self_attention, "scaling", head_size**-0.5))
+    context = context.reshape(batch, heads * head_size)  # (B, H)
+    attended = attention_output.LayerNorm(attention_output.dropout(attention_output.dense(context)) + picked)
+    feed_forward = layer.output
+    return feed_forward.LayerNorm(feed_forward.dropout(feed_forward.dense(layer.intermediate(attended))) + attended)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -191,6 +279,9 @@ class RewardModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_flex_attn = True
     _supports_attention_backend = True
+    # Loaded with dtype=bf16/fp16, the one-row head stays fp32 (see `_head`): it costs nothing and a
+    # half-precision reward would round away small chosen-rejected differences.
+    _keep_in_fp32_modules_strict = ["score"]
 
     def __init__(self, config: RewardConfig, backbone: PreTrainedModel | None = None):
         super().__init__(config)
@@ -204,6 +295,9 @@ class RewardModel(PreTrainedModel):
         # RoBERTa-style embeddings count positions from padding_idx + 1.
         padding_idx = getattr(getattr(self.backbone, "embeddings", None), "padding_idx", None)
         self._position_offset = padding_idx + 1 if isinstance(padding_idx, int) else 0
+        # True when the backbone's last layer can be run for the [CLS] row alone (see last_layer_one_row).
+        # A flag, not the layer itself: a module attribute would register the layer twice.
+        self._one_row_last_layer = bert_style_last_layer(self.backbone) is not None
         self.post_init()
 
     @torch.no_grad()
@@ -243,6 +337,49 @@ class RewardModel(PreTrainedModel):
             return None
         positions = attention_mask.long().cumsum(dim=1) - 1  # (B, S)
         return positions.clamp(min=0) + self._position_offset
+
+    def _can_compute_one_row(self, attention_mask: torch.Tensor, kwargs: dict) -> bool:
+        """True when only the [CLS] row of the last layer is needed: cls pooling, a BERT-style
+        backbone, a (B, S) mask, and nobody asking for all hidden states or attention maps."""
+        if not self._one_row_last_layer or self.config.pooling != "cls" or attention_mask.dim() != 2:
+            return False
+        backbone_config = self.backbone.config
+        wants_all = (kwargs.get("output_hidden_states", backbone_config.output_hidden_states)
+                     or kwargs.get("output_attentions", backbone_config.output_attentions))
+        return not wants_all
+
+    def _pool_cls_one_row(self, backbone_inputs: dict, attention_mask: torch.Tensor) -> torch.Tensor | None:
+        """Run the backbone up to its last layer, then that layer for the [CLS] rows only: (B, H).
+
+        A pre-hook on the last layer catches its input and stops the backbone there, so embeddings,
+        masks and the earlier layers run exactly as the backbone runs them. None if the backbone
+        never reached the hook (then the caller runs the ordinary forward).
+        """
+        layer = self.backbone.encoder.layer[-1]  # looked up per call: PEFT may have wrapped its linears
+
+        def stop(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            hidden = args[0] if args else kwargs["hidden_states"]
+            raise _LastLayerReached(hidden)
+
+        handle = layer.register_forward_pre_hook(stop, with_kwargs=True)
+        try:
+            self.backbone(**backbone_inputs, return_dict=True)
+            return None
+        except _LastLayerReached as reached:
+            hidden = reached.hidden  # (B, S, H)
+        finally:
+            handle.remove()
+        return last_layer_one_row(layer, hidden, attention_mask, first_attended(attention_mask))
+
+    def _head(self, pooled: torch.Tensor) -> torch.Tensor:
+        """(B, H) -> (B, 1) raw reward, in the head's own dtype even under autocast: a bf16 reward
+        keeps 8 bits of mantissa, too few for the small chosen-rejected differences the pairwise
+        loss and preference probabilities are made of."""
+        device_type = pooled.device.type
+        if torch.is_autocast_enabled(device_type):
+            with torch.autocast(device_type=device_type, enabled=False):
+                return self.score(self.dropout(pooled.to(self.score.weight.dtype)))
+        return self.score(self.dropout(pooled.to(self.score.weight.dtype)))
 
     def forward(
         self,
@@ -289,11 +426,14 @@ class RewardModel(PreTrainedModel):
             backbone_inputs["token_type_ids"] = token_type_ids
         if position_ids is not None:
             backbone_inputs["position_ids"] = position_ids
-        backbone_outputs = self.backbone(**backbone_inputs, return_dict=True)
-
-        hidden = backbone_outputs.last_hidden_state  # (B, S, H)
-        pooled = pool(hidden, attention_mask, self.config.pooling)  # (B, H)
-        rewards = self.score(self.dropout(pooled))  # (B, 1)
+        pooled, backbone_outputs = None, None
+        if self._can_compute_one_row(attention_mask, kwargs):
+            pooled = self._pool_cls_one_row(backbone_inputs, attention_mask)
+        if pooled is None:
+            backbone_outputs = self.backbone(**backbone_inputs, return_dict=True)
+            hidden = backbone_outputs.last_hidden_state  # (B, S, H)
+            pooled = pool(hidden, attention_mask, self.config.pooling)  # (B, H)
+        rewards = self._head(pooled)  # (B, 1)
 
         scaled = rewards
         if self.config.normalize_rewards:
@@ -319,4 +459,7 @@ class RewardModel(PreTrainedModel):
 RewardConfig.register_for_auto_class()
 RewardModel.register_for_auto_class("AutoModelForSequenceClassification")
 
-__all__ = ["RewardConfig", "RewardModel", "RewardModelOutput", "mse_loss", "pairwise_loss", "pool", "ranking_loss"]
+__all__ = [
+    "RewardConfig", "RewardModel", "RewardModelOutput", "bert_style_last_layer", "first_attended",
+    "last_layer_one_row", "mse_loss", "pairwise_loss", "pool", "ranking_loss",
+]

@@ -175,3 +175,76 @@ def test_forward_errors_are_clear():
     model = helpers.tiny_reward_model()
     with pytest.raises(ValueError, match="input_ids"):
         model()
+
+
+# ---------------------------------------------------------------- one-row last layer (cls pooling)
+
+
+def _full_forward(model, batch):
+    """The same model with the one-row shortcut switched off: every position of every layer."""
+    model._one_row_last_layer = False
+    try:
+        return model(**batch)
+    finally:
+        model._one_row_last_layer = True
+
+
+def _no_dropout(model):
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    return model
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta"])
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+def test_one_row_last_layer_equals_the_full_forward(tokenizer, kind, padding_side):
+    model = helpers.tiny_reward_model(kind, pooling="cls").eval()
+    assert model._one_row_last_layer
+    batch = _encode(tokenizer, TEXTS, padding_side)
+    with torch.no_grad():
+        assert torch.allclose(model(**batch).logits, _full_forward(model, batch).logits, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta"])
+def test_one_row_last_layer_gives_the_full_forwards_gradients(tokenizer, kind):
+    model = _no_dropout(helpers.tiny_reward_model(kind, pooling="cls").train())
+    batch = _encode(tokenizer, TEXTS)
+    grads = []
+    for forward in (model, lambda **b: _full_forward(model, b)):
+        model.zero_grad()
+        forward(**batch).rewards.pow(2).sum().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    assert "backbone.encoder.layer.1.intermediate.dense.weight" in grads[0]  # the last layer trains
+    for name in grads[0]:
+        assert torch.allclose(grads[0][name], grads[1][name], atol=1e-5), name
+
+
+def test_one_row_last_layer_runs_the_last_layer_on_cls_rows_only(tokenizer):
+    model = helpers.tiny_reward_model("bert", pooling="cls").eval()
+    batch = _encode(tokenizer, TEXTS)
+    seen = []
+    hook = model.backbone.encoder.layer[-1].intermediate.register_forward_hook(
+        lambda module, args, output: seen.append(tuple(output.shape)))
+    with torch.no_grad():
+        model(**batch)
+    hook.remove()
+    assert seen == [(len(TEXTS), model.config.backbone_config.intermediate_size)]  # (B, I), not (B, S, I)
+
+
+def test_one_row_shortcut_steps_aside_when_all_states_are_wanted(tokenizer):
+    model = helpers.tiny_reward_model("bert", pooling="cls").eval()
+    batch = _encode(tokenizer, TEXTS)
+    with torch.no_grad():
+        output = model(**batch, output_hidden_states=True)
+        assert output.hidden_states is not None and len(output.hidden_states) == 3  # embeddings + 2 layers
+        assert torch.allclose(output.logits, _full_forward(model, batch).logits, atol=1e-5)
+    model.config.pooling = "mean"  # pooling read per call: mean needs every row
+    with torch.no_grad():
+        assert torch.allclose(model(**batch).logits, _full_forward(model, batch).logits, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "opt"])
+def test_other_backbones_take_the_ordinary_forward(kind):
+    assert not helpers.tiny_reward_model(kind)._one_row_last_layer
