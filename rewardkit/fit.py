@@ -315,7 +315,7 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
 def _hyperparameters(args: RewardTrainingArguments, max_length: int, pooling: str) -> dict[str, Any]:
     values = {"learning_rate": args.learning_rate, "disable_dropout": args.disable_dropout, "per_device_train_batch_size": args.per_device_train_batch_size,
               "gradient_accumulation_steps": args.gradient_accumulation_steps, "num_train_epochs": args.num_train_epochs,
-              "max_length": max_length, "seed": args.seed, "pooling": pooling,
+              "max_length": max_length, "seed": args.seed, "pooling": pooling, "precision": args.precision_description,
               "train_sampling_strategy": str(args.train_sampling_strategy), "warmup_steps": args.warmup_steps,
               "weight_decay": args.weight_decay, "lr_scheduler_type": str(args.lr_scheduler_type)}
     if args.world_size > 1:

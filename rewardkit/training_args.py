@@ -17,6 +17,7 @@ from transformers.trainer_utils import SaveStrategy
 logger = logging.getLogger(__name__)
 
 OBJECTIVE_CHOICES = ("pairwise", "mse", "ranking")
+PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -91,6 +92,14 @@ class RewardTrainingArguments(TrainingArguments):
     use_margin: bool = field(
         default=True, metadata={"help": "Use a per-pair `margin` column when the data has one (Llama 2 style)."}
     )
+    precision: str = field(
+        default="auto",
+        metadata={"help": "auto (default): bf16 autocast where the hardware computes bf16 natively (CUDA GPUs with "
+                          "bf16; CPUs with AVX512-BF16 or AMX), else fp32. fp32: no autocast. bf16 / fp16: autocast. Weights "
+                          "stay fp32 either way. Measured on a 2-core Zen 4 CPU (HH-RLHF, MiniLM): bf16 1.56x the "
+                          "pairs/s of fp32. An explicit --bf16 / --fp16 wins over auto.",
+                  "choices": list(PRECISION_CHOICES)},
+    )
     reward_stats_samples: int = field(
         default=512,
         metadata={"help": "Training responses scored after training to store reward_mean/reward_std (0 = skip)."},
@@ -143,6 +152,7 @@ class RewardTrainingArguments(TrainingArguments):
         self._check_numbers()
         self._check_lora()
         self._use_cpu_when_launched_without_accelerator()
+        self._resolve_precision()
         super().__post_init__()
         if self.fsdp and self.use_cpu:
             logger.warning("FSDP needs GPUs: on CPU accelerate ignores it and trains with plain DDP (every rank "
@@ -184,16 +194,78 @@ class RewardTrainingArguments(TrainingArguments):
             if not self.lora_target_modules:
                 raise ValueError("--lora-target-modules is empty.")
 
+    def _resolve_precision(self) -> None:
+        """Turn --precision into TrainingArguments' bf16 / fp16 flags (before they are validated).
+
+        On CPU, transformers refuses bf16 unless use_cpu is set, so auto/bf16 set it there: the
+        training runs on the CPU either way.
+        """
+        if self.precision not in PRECISION_CHOICES:
+            raise ValueError(f"--precision must be one of {PRECISION_CHOICES}, got {self.precision!r}.")
+        if self.precision == "fp32":
+            if self.bf16 or self.fp16:
+                raise ValueError("--precision fp32 contradicts --bf16 / --fp16: pass one of them.")
+            return
+        if self.bf16 or self.fp16:  # explicit flags win over auto (and say the same as bf16/fp16)
+            if self.precision in ("bf16", "fp16") and not getattr(self, self.precision):
+                raise ValueError(f"--precision {self.precision} contradicts --{'fp16' if self.fp16 else 'bf16'}.")
+        elif self.precision == "fp16":
+            self.fp16 = True
+        elif self.precision == "bf16" or native_bf16_device(self.use_cpu) is not None:
+            self.bf16 = True
+        if self.bf16 and not _has_accelerator():
+            self.use_cpu = True
+
+    @property
+    def precision_description(self) -> str:
+        """What the run computes in, for summaries: 'bf16 autocast (auto: CPU with AVX512-BF16)'."""
+        if not (self.bf16 or self.fp16):
+            return "fp32"
+        kind = "bf16" if self.bf16 else "fp16"
+        why = ""
+        if self.precision == "auto" and self.bf16:
+            device = native_bf16_device(self.use_cpu)
+            why = f" (auto: {cpu_bf16_feature() if device == 'cpu' else 'GPU with bf16'})" if device else ""
+        return f"{kind} autocast, fp32 weights{why}"
+
     def _use_cpu_when_launched_without_accelerator(self) -> None:
         """Under torchrun / `accelerate launch` on a machine without GPU, transformers silently runs
         N independent single-process trainings (accelerate only picks its multi-CPU mode with
         `use_cpu`), each rank saving to the same folder. Turning `use_cpu` on makes it real DDP (gloo)."""
-        import torch
-
         launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
-        accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6; CUDA alone before that
-        has_accelerator = accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
-        if launched and not self.use_cpu and not has_accelerator:
+        if launched and not self.use_cpu and not _has_accelerator():
             logger.info("Launched with %s processes and no accelerator: training on CPU with DDP (gloo).",
                         os.environ["WORLD_SIZE"])
             self.use_cpu = True
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6; CUDA alone before that
+    return accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
+
+
+def cpu_bf16_feature() -> str | None:
+    """'AMX' or 'AVX512-BF16' when this CPU computes bf16 matmuls in hardware, else None (bf16 would be
+    emulated there and slower than fp32)."""
+    import torch
+
+    cpu = getattr(torch, "cpu", None)
+    if cpu is not None and getattr(cpu, "_is_amx_tile_supported", lambda: False)():
+        return "AMX"
+    if cpu is not None and getattr(cpu, "_is_avx512_bf16_supported", lambda: False)():
+        return "AVX512-BF16"
+    return None
+
+
+def native_bf16_device(use_cpu: bool) -> str | None:
+    """'cuda' or 'cpu' when training there would compute bf16 natively, else None. The device is the
+    one the Trainer picks: a CUDA GPU unless use_cpu; the CPU when there is no accelerator at all."""
+    import torch
+
+    if not use_cpu and torch.cuda.is_available():
+        return "cuda" if torch.cuda.is_bf16_supported() else None
+    if not use_cpu and _has_accelerator():  # MPS, XPU, ...: leave them alone
+        return None
+    return "cpu" if cpu_bf16_feature() else None

@@ -1,0 +1,81 @@
+"""--precision: bf16 autocast where the hardware computes bf16 natively, fp32 elsewhere; rewards in fp32."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import rewardkit.training_args as training_args
+from rewardkit.fit import run_training
+from rewardkit.training_args import DataArguments, RewardTrainingArguments
+from tests import helpers
+
+
+@pytest.fixture
+def cpu_only(monkeypatch):
+    """A machine without GPU whose CPU feature is whatever the test sets."""
+    monkeypatch.setattr(training_args, "_has_accelerator", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+    def with_feature(feature):
+        monkeypatch.setattr(training_args, "cpu_bf16_feature", lambda: feature)
+
+    return with_feature
+
+
+def test_auto_picks_bf16_on_a_cpu_with_native_bf16(cpu_only):
+    cpu_only("AVX512-BF16")
+    args = RewardTrainingArguments(output_dir="x")
+    assert args.bf16 and not args.fp16 and args.use_cpu  # transformers refuses bf16 on CPU without use_cpu
+    assert args.precision_description == "bf16 autocast, fp32 weights (auto: AVX512-BF16)"
+
+
+def test_auto_stays_fp32_where_bf16_would_be_emulated(cpu_only):
+    cpu_only(None)
+    args = RewardTrainingArguments(output_dir="x")
+    assert not args.bf16 and not args.fp16
+    assert args.precision_description == "fp32"
+
+
+def test_explicit_choices_and_contradictions(cpu_only):
+    cpu_only("AMX")
+    assert not RewardTrainingArguments(output_dir="x", precision="fp32").bf16
+    cpu_only(None)
+    forced = RewardTrainingArguments(output_dir="x", precision="bf16")
+    assert forced.bf16 and forced.precision_description == "bf16 autocast, fp32 weights"
+    assert RewardTrainingArguments(output_dir="x", bf16=True).bf16  # the transformers flag still works
+    with pytest.raises(ValueError, match="--precision fp32 contradicts"):
+        RewardTrainingArguments(output_dir="x", precision="fp32", bf16=True)
+    with pytest.raises(ValueError, match="--precision bf16 contradicts --fp16"):
+        RewardTrainingArguments(output_dir="x", precision="bf16", fp16=True)
+    with pytest.raises(ValueError, match="--precision must be one of"):
+        RewardTrainingArguments(output_dir="x", precision="int8")
+
+
+def test_rewards_stay_fp32_under_autocast():
+    model = helpers.tiny_reward_model("bert")
+    inputs = {"input_ids": torch.randint(5, 100, (3, 9))}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output = model(**inputs)
+    assert output.rewards.dtype == torch.float32 and output.logits.dtype == torch.float32
+    with torch.no_grad():
+        exact = model(**inputs).rewards
+    assert torch.allclose(output.rewards, exact, atol=0.05)  # bf16 backbone, fp32 head: close, not equal
+
+
+def test_bf16_training_learns_and_saves_fp32_weights(tmp_path):
+    base = helpers.save_tiny_backbone(tmp_path / "base")
+    rows = [{"prompt": f"question {i}?", "chosen": "yes, gladly: here it is", "rejected": "no."} for i in range(48)]
+    data = helpers.write_jsonl(tmp_path / "train.jsonl", rows)
+    args = RewardTrainingArguments(output_dir=str(tmp_path / "out"), base_model=str(base), max_length=32,
+                                   learning_rate=2e-3, per_device_train_batch_size=8, num_train_epochs=2,
+                                   save_strategy="no", disable_tqdm=True, seed=0, reward_stats_samples=16,
+                                   precision="bf16")
+    result = run_training(DataArguments(data=str(data), eval_fraction=0.25), args)
+    assert result.eval_metrics["eval_accuracy"] >= 0.9
+    assert result.hyperparameters["precision"].startswith("bf16 autocast")
+    weights = load_file(str(tmp_path / "out" / "model.safetensors"))
+    assert {tensor.dtype for tensor in weights.values()} == {torch.float32}
+    summary = json.loads((tmp_path / "out" / "training_summary.json").read_text())
+    assert summary["hyperparameters"]["precision"].startswith("bf16 autocast")
