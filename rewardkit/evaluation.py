@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from numpy.typing import NDArray
 
 from rewardkit.calibration import T_MAX, T_MIN, fit_temperature
@@ -73,13 +74,14 @@ def evaluate_model(
     device: str | None = None,
     limit: int | None = None,
     data_name: str | None = None,
+    dtype: str | torch.dtype | None = None,
 ) -> dict[str, Any]:
     """Score `data` with `model` and return its metrics (a JSON-serialisable dict, no NaN).
 
     Args:
         model: a model folder or Hub repo id (loaded with `RewardScorer(model, device,
-            batch_size, max_length)`), or a ready `RewardScorer` (then leave `batch_size`,
-            `max_length` and `device` unset: they belong to the scorer).
+            batch_size, max_length, dtype=dtype)`), or a ready `RewardScorer` (then leave
+            `batch_size`, `max_length`, `device` and `dtype` unset: they belong to the scorer).
         data, split, columns, skip_invalid: as for `rewardkit.data.load_reward_data`.
         objective: "pairwise", "mse" or "ranking"; detected from the columns when None.
         report_dir: also write metrics.json, PNG plots and report.md there.
@@ -104,7 +106,7 @@ def evaluate_model(
     if calibrate and objective not in (None, "pairwise"):
         raise ValueError(f"calibrate=True fits the temperature of pairwise preferences; it does not "
                          f"apply to {objective!r} data.")
-    scorer = _scorer_for(model, batch_size=batch_size, max_length=max_length, device=device)
+    scorer = _scorer_for(model, batch_size=batch_size, max_length=max_length, device=device, dtype=dtype)
     folder = _calibration_folder(scorer) if calibrate else None
     skipped = SkipReport()
     rows = iter_reward_rows(data, split=split, columns=columns, objective=objective,
@@ -131,17 +133,18 @@ def evaluate_model(
 # --------------------------------------------------------------------------------------------
 
 
-def _scorer_for(model: Any, *, batch_size: int | None, max_length: int | None, device: str | None) -> RewardScorer:
+def _scorer_for(model: Any, *, batch_size: int | None, max_length: int | None, device: str | None,
+                dtype: str | torch.dtype | None = None) -> RewardScorer:
     if isinstance(model, RewardScorer):
-        given = {k: v for k, v in {"batch_size": batch_size, "max_length": max_length, "device": device}.items()
-                 if v is not None}
+        given = {k: v for k, v in {"batch_size": batch_size, "max_length": max_length, "device": device,
+                                   "dtype": dtype}.items() if v is not None}
         if given:
             raise ValueError(f"{', '.join(given)} cannot be applied to a ready RewardScorer; pass them "
                              "to RewardScorer(...) instead, or pass the model path here.")
         return model
     if not isinstance(model, (str, os.PathLike)):
         raise TypeError(f"model must be a model folder, a Hub repo id or a RewardScorer, got {type(model).__name__}.")
-    return RewardScorer(model, device=device, batch_size=batch_size, max_length=max_length)
+    return RewardScorer(model, device=device, batch_size=batch_size, max_length=max_length, dtype=dtype)
 
 
 def _calibration_folder(scorer: RewardScorer) -> Path:

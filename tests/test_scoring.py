@@ -247,6 +247,25 @@ def test_saved_folder_loads_and_scores_like_the_model(tmp_path, model, tokenizer
     assert np.allclose(loaded.score(prompts, responses), scorer.score(prompts, responses), atol=1e-6)
 
 
+def test_bf16_backbone_keeps_an_fp32_head_and_close_scores(tmp_path, model, tokenizer, scorer):
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    prompts, responses = ["Hi", "What is 2+2?", "Say no"], ["Hello!", "4", "no"]
+    exact = np.array(scorer.score(prompts, responses))
+    for half in (RewardScorer(tmp_path, device="cpu", max_length=MAX_LENGTH, dtype="bf16"),  # loaded in bf16
+                 RewardScorer(helpers.tiny_reward_model(alpha=2.0).eval(), tokenizer=tokenizer, dtype=torch.bfloat16)):
+        assert half.model.score.weight.dtype == torch.float32
+        assert next(half.model.backbone.parameters()).dtype == torch.bfloat16
+    loaded_half = RewardScorer(tmp_path, device="cpu", max_length=MAX_LENGTH, dtype="bf16")
+    close = np.array(loaded_half.score(prompts, responses))
+    assert np.abs(close - exact).max() <= 0.05 * max(np.abs(exact).max(), 1.0)
+
+
+def test_unknown_dtype_is_refused(model, tokenizer):
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        RewardScorer(model, tokenizer=tokenizer, dtype="int4")
+
+
 # ---------------------------------------------------------------- score_file
 
 
