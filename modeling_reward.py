@@ -353,7 +353,9 @@ class RewardModel(PreTrainedModel):
 
         A pre-hook on the last layer catches its input and stops the backbone there, so embeddings,
         masks and the earlier layers run exactly as the backbone runs them. None if the backbone
-        never reached the hook (then the caller runs the ordinary forward).
+        never reached the hook (then the caller runs the ordinary forward). Side effect worth
+        knowing: forward *post*-hooks on the backbone or its last layer do not fire on this path
+        (pass output_hidden_states=True, or use pooling "mean"/"last", to get the full forward).
         """
         layer = self.backbone.encoder.layer[-1]  # looked up per call: PEFT may have wrapped its linears
 

@@ -84,7 +84,8 @@ def lora_run(tmp_path_factory):
     args = RewardTrainingArguments(
         output_dir=str(root / "out"), base_model=str(base), max_length=32, learning_rate=5e-3,
         per_device_train_batch_size=8, max_steps=3, save_strategy="no", disable_tqdm=True, seed=0,
-        reward_stats_samples=16, use_lora=True, lora_r=4, lora_alpha=8, keep_adapter=True)
+        reward_stats_samples=16, use_lora=True, lora_r=4, lora_alpha=8, keep_adapter=True,
+        precision="fp32")  # the recorder's forward would run under the Trainer's autocast: compare fp32 to fp32
     result = run_training(DataArguments(data=str(data)), args, callbacks=[recorder])
     return root, result, recorder
 

@@ -95,7 +95,8 @@ def test_ranking_trains_with_one_forward_pass_per_batch_of_groups(tiny_base, tmp
     trainer = RewardTrainer(model=model, args=_args(tmp_path / "o", tiny_base), train_dataset=features,
                             processing_class=tokenizer, objective="ranking")
     calls = []
-    model.backbone.register_forward_hook(lambda module, args, kwargs_or_out: calls.append(1))
+    # a pre-hook: with the one-row last layer the backbone's own forward stops before its end
+    model.backbone.register_forward_pre_hook(lambda module, args: calls.append(1))
     batch_sizes = []
     model.register_forward_pre_hook(lambda module, args, kwargs: batch_sizes.append(kwargs["input_ids"].shape[0]),
                                     with_kwargs=True)
