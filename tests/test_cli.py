@@ -114,3 +114,20 @@ def test_help_is_fast_and_lists_commands():
     result = subprocess.run([sys.executable, "-c", "import sys, rewardkit.cli; print(sorted(sys.modules.keys() & {'torch', 'transformers'}))"],
                             capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "[]"  # --help imports neither torch nor transformers
+
+
+@pytest.mark.parametrize("feature", ["AVX512-BF16", None])
+def test_score_file_mentions_bf16_only_where_the_cpu_has_it(feature, tmp_path, tokenizer, monkeypatch, capsys):
+    import rewardkit.training_args as training_args
+
+    folder = tmp_path / "rm"
+    helpers.tiny_reward_model().save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    data = helpers.write_jsonl(tmp_path / "rows.jsonl", [{"prompt": "p", "response": f"r {i}"} for i in range(3)])
+    monkeypatch.setattr(training_args, "cpu_bf16_feature", lambda: feature)
+    for dtype in ([], ["--dtype", "bf16"]):
+        assert main(["score", "--model", str(folder), "--data", str(data), "--output", str(tmp_path / "o.jsonl"),
+                     "--device", "cpu", *dtype]) == 0
+        hinted = "--dtype bf16 scores about 1.8x faster" in capsys.readouterr().err  # the log goes to stderr
+        assert hinted == (feature is not None and not dtype)
+        assert len((tmp_path / "o.jsonl").read_text().splitlines()) == 3
