@@ -248,3 +248,18 @@ def test_one_row_shortcut_steps_aside_when_all_states_are_wanted(tokenizer):
 @pytest.mark.parametrize("kind", ["gpt2", "opt"])
 def test_other_backbones_take_the_ordinary_forward(kind):
     assert not helpers.tiny_reward_model(kind)._one_row_last_layer
+
+
+@pytest.mark.parametrize("reentrant", [True, False])
+def test_one_row_last_layer_trains_under_gradient_checkpointing(tokenizer, reentrant):
+    model = _no_dropout(helpers.tiny_reward_model("bert", pooling="cls").train())
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": reentrant})
+    batch = _encode(tokenizer, TEXTS)
+    grads = []
+    for forward in (model, lambda **b: _full_forward(model, b)):
+        model.zero_grad()
+        forward(**batch).rewards.sum().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and "backbone.embeddings.word_embeddings.weight" in grads[0]
+    for name in grads[0]:
+        assert torch.allclose(grads[0][name], grads[1][name], atol=1e-5), name
