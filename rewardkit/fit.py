@@ -20,7 +20,7 @@ from rewardkit.data import RewardData, load_reward_data
 from rewardkit.features import PairEncoder, TruncationStats, encode_rows, resolve_max_length
 from rewardkit.scoring import is_reward_model_folder
 from rewardkit.training import RewardTrainer
-from rewardkit.training_args import DataArguments, RewardTrainingArguments
+from rewardkit.training_args import DataArguments, RewardTrainingArguments, has_accelerator
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +132,10 @@ def load_model(base_model: str, args: RewardTrainingArguments, tokenizer):
     model.config.pad_token_id = tokenizer.pad_token_id
     if args.disable_dropout:
         disable_dropout(model)
+    if args.bf16 and (args.use_cpu or not has_accelerator()) and model.config._attn_implementation == "sdpa":
+        from rewardkit.cpu_attention import use_fp32_attention
+
+        use_fp32_attention(model)  # measured 12-15% faster training on CPU; see cpu_attention.py
     return model
 
 

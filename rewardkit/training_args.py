@@ -213,7 +213,7 @@ class RewardTrainingArguments(TrainingArguments):
             self.fp16 = True
         elif self.precision == "bf16" or native_bf16_device(self.use_cpu) is not None:
             self.bf16 = True
-        if self.bf16 and not _has_accelerator():
+        if self.bf16 and not has_accelerator():
             self.use_cpu = True
 
     @property
@@ -233,13 +233,13 @@ class RewardTrainingArguments(TrainingArguments):
         N independent single-process trainings (accelerate only picks its multi-CPU mode with
         `use_cpu`), each rank saving to the same folder. Turning `use_cpu` on makes it real DDP (gloo)."""
         launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
-        if launched and not self.use_cpu and not _has_accelerator():
+        if launched and not self.use_cpu and not has_accelerator():
             logger.info("Launched with %s processes and no accelerator: training on CPU with DDP (gloo).",
                         os.environ["WORLD_SIZE"])
             self.use_cpu = True
 
 
-def _has_accelerator() -> bool:
+def has_accelerator() -> bool:
     import torch
 
     accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6; CUDA alone before that
@@ -266,6 +266,6 @@ def native_bf16_device(use_cpu: bool) -> str | None:
 
     if not use_cpu and torch.cuda.is_available():
         return "cuda" if torch.cuda.is_bf16_supported() else None
-    if not use_cpu and _has_accelerator():  # MPS, XPU, ...: leave them alone
+    if not use_cpu and has_accelerator():  # MPS, XPU, ...: leave them alone
         return None
     return "cpu" if cpu_bf16_feature() else None

@@ -15,7 +15,7 @@ from tests import helpers
 @pytest.fixture
 def cpu_only(monkeypatch):
     """A machine without GPU whose CPU feature is whatever the test sets."""
-    monkeypatch.setattr(training_args, "_has_accelerator", lambda: False)
+    monkeypatch.setattr(training_args, "has_accelerator", lambda: False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
 
     def with_feature(feature):
@@ -79,3 +79,24 @@ def test_bf16_training_learns_and_saves_fp32_weights(tmp_path):
     assert {tensor.dtype for tensor in weights.values()} == {torch.float32}
     summary = json.loads((tmp_path / "out" / "training_summary.json").read_text())
     assert summary["hyperparameters"]["precision"].startswith("bf16 autocast")
+
+
+def test_cpu_bf16_training_computes_attention_in_fp32_for_the_run_only(tmp_path, tokenizer):
+    from rewardkit.cpu_attention import NAME
+    from rewardkit.fit import load_model
+
+    base = helpers.save_tiny_backbone(tmp_path / "base")
+    common = dict(output_dir=str(tmp_path / "out"), base_model=str(base), use_cpu=True)
+    torch.manual_seed(0)  # the same fresh head in both
+    fast = load_model(str(base), RewardTrainingArguments(**common, precision="bf16"), tokenizer)
+    torch.manual_seed(0)
+    plain = load_model(str(base), RewardTrainingArguments(**common, precision="fp32"), tokenizer)
+    assert fast.backbone.config._attn_implementation == NAME
+    assert plain.backbone.config._attn_implementation == "sdpa"
+    batch = tokenizer(["a question", "another, longer question here"], ["yes", "no"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        assert torch.allclose(fast(**batch).rewards, plain(**batch).rewards, atol=1e-6)  # fp32: same math
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert torch.allclose(fast(**batch).rewards, plain(**batch).rewards, atol=0.05)
+    fast.save_pretrained(tmp_path / "saved")
+    assert NAME not in (tmp_path / "saved" / "config.json").read_text()
