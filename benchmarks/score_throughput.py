@@ -54,6 +54,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
+from flops import forward_flops  # noqa: E402  (benchmarks/, beside this file)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
@@ -131,20 +132,9 @@ def matmul_peak(reps: int = 10) -> tuple[float, float]:
 
 
 def useful_flops(model, token_counts: list[int]) -> float:
-    """FLOPs one forward executes over sequences of these real lengths (formula in the module doc).
-    With the one-row last layer (cls pooling on a BERT-style backbone) that layer's keys and values
-    are computed for every token but its query, attention output, feed-forward and attention
-    scores for the [CLS] row only: those are the FLOPs counted for it."""
-    backbone_config = model.config.backbone_config
-    layers = backbone_config.num_hidden_layers
-    hidden = backbone_config.hidden_size
-    layer_params = sum(p.numel() for p in model.backbone.encoder.parameters()) / layers
-    if not getattr(model, "_one_row_last_layer", False) or model.config.pooling != "cls":
-        return float(sum(2 * layers * layer_params * s + 4 * layers * s * s * hidden for s in token_counts))
-    key_value = 2 * hidden * hidden
-    return float(sum(2 * (layers - 1) * layer_params * s + 4 * (layers - 1) * s * s * hidden  # full layers
-                     + 2 * key_value * s + 2 * (layer_params - key_value) + 4 * s * hidden  # the last one
-                     for s in token_counts))
+    """FLOPs one forward executes over sequences of these real lengths (formula in the module doc
+    and in flops.py, which counts the one-row last layer as executed)."""
+    return forward_flops(model, sum(token_counts), sum(s * s for s in token_counts), len(token_counts))
 
 
 def agreement(exact: list[float], other: list[float]) -> dict[str, float]:

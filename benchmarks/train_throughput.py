@@ -85,23 +85,12 @@ class TokenCounter:
 
 
 def training_flops(model, counter: TokenCounter) -> float:
-    """FLOPs executed for the weights and attention, forward + backward (x3 of the forward):
-    2 P per padded token and 4 L H S^2 per sequence of padded length S, forward. Gradient
-    checkpointing's extra forward is not counted (it is not useful work). A rewardkit model with
-    the one-row last layer computes that layer's keys and values for every token but the rest of
-    it for one row per sequence; its FLOPs are counted as executed."""
-    backbone = getattr(model, "backbone", None) or model.bert
-    config = backbone.config
-    layers, hidden = config.num_hidden_layers, config.hidden_size
-    layer_params = sum(p.numel() for p in backbone.encoder.parameters()) / layers
-    forward = 2 * layers * layer_params * counter.padded + 4 * layers * hidden * counter.squared
-    if getattr(model, "_one_row_last_layer", False) and model.config.pooling == "cls":
-        key_value = 2 * hidden * hidden
-        full_last = 2 * layer_params * counter.padded + 4 * hidden * counter.squared
-        one_row_last = (2 * key_value * counter.padded + 2 * (layer_params - key_value) * counter.sequences
-                        + 4 * hidden * counter.padded)  # sum of S over sequences = padded tokens
-        forward += one_row_last - full_last
-    return 3.0 * forward
+    """FLOPs executed for the weights and attention, forward + backward (x3 of the forward, counted
+    by flops.py over padded tokens). Gradient checkpointing's extra forward is not counted (it is
+    not useful work); the one-row last layer of a rewardkit model is counted as executed."""
+    from flops import forward_flops  # benchmarks/, beside this file
+
+    return 3.0 * forward_flops(model, counter.padded, counter.squared, counter.sequences)
 
 
 # ---------------------------------------------------------------------- one setup (in a subprocess)
