@@ -11,7 +11,6 @@ per group.
 from __future__ import annotations
 
 import inspect
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -379,10 +378,10 @@ class RewardModel(PreTrainedModel):
         keeps 8 bits of mantissa, too few for the small chosen-rejected differences the pairwise
         loss and preference probabilities are made of."""
         device_type = pooled.device.type
-        autocast_off = (torch.autocast(device_type=device_type, enabled=False)
-                        if torch.is_autocast_enabled(device_type) else nullcontext())
-        with autocast_off:
-            return self.score(self.dropout(pooled.to(self.score.weight.dtype)))
+        if torch.is_autocast_enabled(device_type):
+            with torch.autocast(device_type=device_type, enabled=False):
+                return self.score(self.dropout(pooled.to(self.score.weight.dtype)))
+        return self.score(self.dropout(pooled.to(self.score.weight.dtype)))
 
     def forward(
         self,
