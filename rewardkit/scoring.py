@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from rewardkit.calibration import preference_probability
+from rewardkit.cpu_linear import onednn_linears
 from rewardkit.features import PairEncoder, pad_batch, resolve_max_length
 
 logger = logging.getLogger(__name__)
@@ -131,14 +132,15 @@ def score_encoded(
     was_training = model.training
     model.eval()
     try:
-        for indices in batches:
-            batch = pad_batch([items[i] for i in indices], pad_token_id, padding_side)
-            batch = {k: v.to(device) for k, v in batch.items()}
-            outputs = model(**batch)
-            values = outputs["rewards"] if output == "rewards" else outputs["logits"]
-            results[indices] = values[:, 0].float().cpu().numpy()
-            if progress is not None:
-                progress.update(len(indices))
+        with onednn_linears(model):  # CPU: oneDNN linear layers (cpu_linear.py); elsewhere a no-op
+            for indices in batches:
+                batch = pad_batch([items[i] for i in indices], pad_token_id, padding_side)
+                batch = {k: v.to(device) for k, v in batch.items()}
+                outputs = model(**batch)
+                values = outputs["rewards"] if output == "rewards" else outputs["logits"]
+                results[indices] = values[:, 0].float().cpu().numpy()
+                if progress is not None:
+                    progress.update(len(indices))
     finally:
         model.train(was_training)
         if progress is not None:
