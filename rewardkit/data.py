@@ -183,12 +183,20 @@ def iter_reward_rows(source: str | os.PathLike, *, split: str | None = None,
     Arguments and the source's existence are checked at once; the data only as it is read.
     Pass a ``SkipReport`` as ``skipped`` to collect skipped rows (also logged at the end).
     JSON files and Hub datasets are not streamable and are read whole first.
+
+    Row numbers count from 1 in each file, as data error messages do; so when the source is a
+    folder of several files each row also carries ``source_file`` (the file's name), which
+    ``score_file`` writes out as ``"file"`` so every output line is identifiable.
     """
     stream = _RowStream(source, split, columns, objective, skip_invalid, skipped)
+    several_files = len(stream.inputs) > 1
 
     def generate() -> Iterator[tuple[int, dict]]:
         with closing(stream.rows()) as numbered_rows:
-            yield from numbered_rows
+            for number, row in numbered_rows:
+                if several_files:
+                    row = {**row, "source_file": Path(stream.sources[-1]).name}
+                yield number, row
         stream.log_skips()
 
     return generate()

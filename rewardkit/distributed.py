@@ -240,14 +240,17 @@ def part_path(output: str | os.PathLike, index: int, count: int) -> Path:
     return final.with_name(f".{final.name}.part-{index:05d}-of-{count:05d}")
 
 
-def _part_lines(path: Path) -> Iterator[tuple[int, str]]:
+def _part_lines(path: Path) -> Iterator[tuple[tuple[str, int], str]]:
+    """(position key, line): (file name, row) orders lines as the input was read, since a folder's
+    files are read in name order and rows counted per file; single-file lines have no "file"."""
     with open(path, encoding="utf-8") as handle:
         for line in handle:
-            yield json.loads(line)["row"], line
+            record = json.loads(line)
+            yield (record.get("file", ""), record["row"]), line
 
 
 def merge_parts(parts: list[Path], output: str | os.PathLike) -> int:
-    """Merge part files (each in increasing row order) into `output` by row number; returns the
+    """Merge part files (each in input order) into `output` by (file, row number); returns the
     number of lines. Written to a temporary sibling and renamed, so `output` is never half-written."""
     final = Path(output).expanduser()
     tmp = final.with_name(f".{final.name}.tmp-merge-{os.getpid()}")
@@ -256,7 +259,8 @@ def merge_parts(parts: list[Path], output: str | os.PathLike) -> int:
         with open(tmp, "w", encoding="utf-8") as handle:
             for row, line in heapq.merge(*(_part_lines(p) for p in parts), key=lambda item: item[0]):
                 if previous is not None and row <= previous:
-                    raise RuntimeError(f"Row {row} appears twice or out of order in the part files {parts}.")
+                    where = f"{row[0]} row {row[1]}" if row[0] else f"Row {row[1]}"
+                    raise RuntimeError(f"{where} appears twice or out of order in the part files {parts}.")
                 handle.write(line)
                 previous, written = row, written + 1
         os.replace(tmp, final)

@@ -416,7 +416,8 @@ def score_file(
 
     Streams: rows are read, scored and written `chunk_rows` at a time, so a 100,000-row file
     needs memory for one chunk only (each chunk is still length-sorted for speed). `row` is the
-    row number in the source (1-based, as in data error messages). The lines go to a temporary
+    row number in the source (1-based, as in data error messages); when `data` is a folder of
+    several files, lines also carry `"file"` (the file's name), since numbering restarts per file. The lines go to a temporary
     sibling file that replaces `output` only when every row is written: a failed run leaves no
     half-written output behind.
 
@@ -478,6 +479,8 @@ def _write_scores(scorer: RewardScorer, rows: Iterable[tuple[int, dict]], handle
             raw = scorer._run(prompts, responses, "rewards", show_progress=False)
             for (number, row), value in zip(chunk, scorer.rewards_to_scores(raw).tolist()):
                 line = {"row": number, "prompt": row["prompt"], "response": row["response"], "score": value}
+                if "source_file" in row:  # a folder of files: row numbers restart in each file
+                    line = {"file": row["source_file"], **line}
                 handle.write(json.dumps(line, ensure_ascii=False) + "\n")
             written += len(chunk)
             progress.update(len(chunk))

@@ -101,6 +101,19 @@ def test_torchrun_two_processes_score_every_row_once_in_order(tiny_model_dir, tm
     assert sorted(p.name for p in output.parent.iterdir()) == ["out.jsonl"]  # part files removed
 
 
+def test_merge_parts_orders_a_folders_lines_by_file_then_row(tmp_path):
+    """Scoring a folder: row numbers restart per file, so the merge keys on (file, row)."""
+    lines = [("a.jsonl", 1), ("a.jsonl", 2), ("a.jsonl", 3), ("b.jsonl", 1), ("b.jsonl", 2)]
+    records = [{"file": f, "row": r, "score": i} for i, (f, r) in enumerate(lines)]
+    even = helpers.write_jsonl(tmp_path / "p0", records[0::2])
+    odd = helpers.write_jsonl(tmp_path / "p1", records[1::2])
+    assert merge_parts([even, odd], tmp_path / "out.jsonl") == 5
+    merged = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [(m["file"], m["row"]) for m in merged] == lines
+    with pytest.raises(RuntimeError, match="b.jsonl row 1 appears twice"):
+        merge_parts([odd, helpers.write_jsonl(tmp_path / "p2", [records[3]])], tmp_path / "bad.jsonl")
+
+
 def test_merge_parts_orders_by_row_and_refuses_duplicates(tmp_path):
     even = helpers.write_jsonl(tmp_path / "p0", [{"row": r, "score": r} for r in (1, 3, 6)])
     odd = helpers.write_jsonl(tmp_path / "p1", [{"row": r, "score": r} for r in (2, 4, 5)])

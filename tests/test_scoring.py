@@ -290,6 +290,23 @@ def test_score_file_writes_every_row_once_in_order(tmp_path, scorer):
     assert sorted(p.name for p in output.parent.iterdir()) == ["scores.jsonl"]  # no temp file left
 
 
+def test_score_file_names_the_file_of_each_row_for_a_folder(tmp_path, scorer):
+    """Row numbers restart in each file of a folder, so lines carry the file too: (file, row) is
+    unique and in input order, and a single file's lines stay as they were (no "file")."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    _write_jsonl(folder / "a.jsonl", [{"prompt": f"a{i}", "response": f"ra{i}"} for i in range(3)])
+    _write_jsonl(folder / "b.jsonl", [{"prompt": f"b{i}", "response": f"rb{i}"} for i in range(2)])
+    output = tmp_path / "scores.jsonl"
+    score_file(scorer, folder, output, chunk_rows=2)
+    lines = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
+    assert [(line["file"], line["row"], line["prompt"]) for line in lines] == [
+        ("a.jsonl", 1, "a0"), ("a.jsonl", 2, "a1"), ("a.jsonl", 3, "a2"), ("b.jsonl", 1, "b0"), ("b.jsonl", 2, "b1")]
+    single = tmp_path / "single.jsonl"
+    score_file(scorer, folder / "a.jsonl", single)
+    assert all("file" not in json.loads(line) for line in single.read_text(encoding="utf-8").splitlines())
+
+
 def test_score_file_shards_split_the_valid_rows(tmp_path, scorer):
     rows = [{"prompt": f"q{i}", "response": f"r{i}"} for i in range(7)]
     rows.insert(2, {"prompt": "p", "response": ""})  # skipped alike by every shard
