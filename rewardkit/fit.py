@@ -340,6 +340,18 @@ def _finish_lora(trainer: RewardTrainer, args: RewardTrainingArguments) -> None:
     trainer.model = merge_lora(trainer.model)
 
 
+def apply_umask_permissions(folder: Path) -> None:
+    """Give the files of a saved model the permissions a normal file write would (0644 under the
+    usual umask 022). transformers 5.23 writes model.safetensors through a private temporary file,
+    so it lands as 0600: readable by its owner only, which breaks sharing the folder (a shared
+    cache, a container running as another user) while every other file is readable."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in folder.iterdir():
+        if path.is_file() and not path.is_symlink():
+            path.chmod(0o666 & ~umask)
+
+
 def save_trained_model(trainer: RewardTrainer, result: TrainResult) -> None:
     """Weights (safetensors), config with auto_map, both code files, tokenizer, training summary
     and a model card: everything `from_pretrained(..., trust_remote_code=True)` and `publish` need.
@@ -353,5 +365,6 @@ def save_trained_model(trainer: RewardTrainer, result: TrainResult) -> None:
     trainer.save_model(str(output_dir))
     if not trainer.is_world_process_zero():
         return
+    apply_umask_permissions(output_dir)
     (output_dir / SUMMARY_FILE).write_text(json.dumps(result.to_dict(), indent=2, sort_keys=True) + "\n")
     write_model_card(output_dir, training=result.to_dict())

@@ -1,6 +1,7 @@
 """Training: the three objectives, checkpoints that load on their own, resume after SIGKILL."""
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -60,6 +61,10 @@ def test_pairwise_training_learns_and_stores_reward_stats(tiny_base, tmp_path):
     for name in ("model.safetensors", "configuration_reward.py", "modeling_reward.py", "tokenizer.json", "README.md",
                  "training_summary.json"):
         assert (tmp_path / "out" / name).exists(), name
+    # Readable as any file the user writes (transformers writes the weights 0600 on its own).
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "out" / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_mse_training_lowers_heldout_rmse(tiny_base, tmp_path):
