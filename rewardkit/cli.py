@@ -103,7 +103,7 @@ def _add_scoring_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-length", type=_positive_int, default=None, help="Max tokens per pair.")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available).")
     parser.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=None,
-                        help="Backbone precision (default fp32; the reward head stays fp32). bf16 is ~1.8x faster on "
+                        help="Backbone precision (default fp32; the reward head stays fp32). bf16 is ~1.5x faster on "
                              "CPUs with AVX512-BF16 or AMX and on GPUs, with rewards within ~1%% of fp32.")
 
 
@@ -339,12 +339,12 @@ def _score(args: argparse.Namespace) -> int:
 
 def _suggest_bf16(args: argparse.Namespace, scorer) -> None:
     """Say once, when scoring a file in fp32 on a CPU that computes bf16 natively, that --dtype bf16
-    is there (measured ~1.8x faster on such a CPU; scores move in the third significant digit)."""
+    is there (measured ~1.5x faster on such a CPU; scores move in the third significant digit)."""
     from rewardkit.training_args import cpu_bf16_feature
 
     feature = cpu_bf16_feature() if args.dtype is None and scorer.device.type == "cpu" else None
     if feature:
-        logger.info("This CPU computes bf16 natively (%s): --dtype bf16 scores about 1.8x faster, with scores "
+        logger.info("This CPU computes bf16 natively (%s): --dtype bf16 scores about 1.5x faster, with scores "
                     "that differ from fp32 in the third significant digit.", feature)
 
 

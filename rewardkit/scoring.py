@@ -160,9 +160,9 @@ class RewardScorer:
         max_length: max tokens per pair (default: the model's limit, at most 512); prompts are cut
             from the left, responses kept.
         dtype: the backbone's precision: torch.bfloat16 / "bf16", torch.float16 / "fp16" or the default
-            float32. The reward head stays fp32. bf16 is about 1.8x faster on CPUs with AVX512-BF16 or
-            AMX (measured in benchmarks/score_throughput.py, with its agreement with fp32) and on
-            GPUs; on other CPUs it is emulated and slower. Scores then differ from fp32 in the
+            float32. The reward head stays fp32. bf16 is about 1.5x faster on CPUs with AVX512-BF16 or
+            AMX (measured in benchmarks/score_throughput.py, with its agreement with fp32); GPUs
+            compute bf16 natively too (not measured here); on other CPUs it is emulated and slower. Scores then differ from fp32 in the
             third significant digit; the 1e-5 agreement with the plain forward holds for fp32.
         normalize: return (r - reward_mean) / reward_std (times alpha) from the stored statistics.
         token_budget: tokens per batch (rows x longest row).
