@@ -131,3 +131,13 @@ def test_score_file_mentions_bf16_only_where_the_cpu_has_it(feature, tmp_path, t
         hinted = "--dtype bf16 scores about 1.5x faster" in capsys.readouterr().err  # the log goes to stderr
         assert hinted == (feature is not None and not dtype)
         assert len((tmp_path / "o.jsonl").read_text().splitlines()) == 3
+
+
+def test_allocator_hint_only_for_cpu_training_on_linux_without_tcmalloc():
+    from rewardkit.cli import allocator_hint
+
+    assert "libtcmalloc_minimal.so.4" in allocator_hint({}, "linux", on_cpu=True)
+    assert allocator_hint({"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"}, "linux", on_cpu=True) is None
+    assert allocator_hint({"LD_PRELOAD": "libjemalloc.so.2"}, "linux", on_cpu=True) is None
+    assert allocator_hint({}, "darwin", on_cpu=True) is None
+    assert allocator_hint({}, "linux", on_cpu=False) is None
