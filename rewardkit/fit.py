@@ -19,7 +19,7 @@ import torch
 from rewardkit.data import RewardData, load_reward_data
 from rewardkit.features import PairEncoder, TruncationStats, encode_rows, resolve_max_length
 from rewardkit.scoring import is_reward_model_folder
-from rewardkit.training import RewardTrainer
+from rewardkit.training import RewardTrainer, apply_umask_permissions
 from rewardkit.training_args import DataArguments, RewardTrainingArguments, has_accelerator
 
 logger = logging.getLogger(__name__)
@@ -338,18 +338,6 @@ def _finish_lora(trainer: RewardTrainer, args: RewardTrainingArguments) -> None:
     if args.keep_adapter and trainer.is_world_process_zero():
         save_adapter(trainer.model, Path(args.output_dir) / ADAPTER_DIR)
     trainer.model = merge_lora(trainer.model)
-
-
-def apply_umask_permissions(folder: Path) -> None:
-    """Give the files of a saved model the permissions a normal file write would (0644 under the
-    usual umask 022). transformers 5.23 writes model.safetensors through a private temporary file,
-    so it lands as 0600: readable by its owner only, which breaks sharing the folder (a shared
-    cache, a container running as another user) while every other file is readable."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for path in folder.iterdir():
-        if path.is_file() and not path.is_symlink():
-            path.chmod(0o666 & ~umask)
 
 
 def save_trained_model(trainer: RewardTrainer, result: TrainResult) -> None:

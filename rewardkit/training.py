@@ -12,14 +12,17 @@ user cares about: pairwise accuracy and margin, RMSE, ranking top-1 and pairwise
 from __future__ import annotations
 
 import logging
+import os
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch.nn.utils.rnn import pad_sequence
-from transformers import EvalPrediction, Trainer
+from transformers import EvalPrediction, Trainer, TrainerCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from modeling_reward import mse_loss, pairwise_loss, ranking_loss
 from rewardkit.features import COLLATORS
@@ -49,6 +52,40 @@ class SeededLengthGroupedSampler(LengthGroupedSampler):
         return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux reports it (os.umask can only be
+    read by setting it, which briefly affects files other threads create)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def apply_umask_permissions(folder: Path) -> None:
+    """Give the files of a saved model the permissions a normal file write would (0644 under the
+    usual umask 022). transformers 5.23 writes model.safetensors through a private temporary file,
+    so it lands as 0600: readable by its owner only, which breaks sharing the folder (a shared
+    cache, a container running as another user) while every other file is readable."""
+    umask = current_umask()
+    for path in folder.iterdir():
+        if path.is_file() and not path.is_symlink():
+            path.chmod(0o666 & ~umask)
+
+
+class _ReadableCheckpoints(TrainerCallback):
+    """Checkpoint folders get the same file permissions as the final model folder."""
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        if state.is_world_process_zero and folder.is_dir():
+            apply_umask_permissions(folder)
+
+
 def _group_matrix(rewards: torch.Tensor, group_sizes: torch.Tensor) -> torch.Tensor:
     """Flat (sum K,) rewards -> (G, K_max), groups padded with zeros at the end."""
     groups = torch.split(rewards, group_sizes.tolist())
@@ -73,6 +110,7 @@ class RewardTrainer(Trainer):
         kwargs.setdefault("data_collator", COLLATORS[objective](tokenizer))
         kwargs.setdefault("compute_metrics", METRICS[objective])
         super().__init__(*args, **kwargs)
+        self.add_callback(_ReadableCheckpoints())
         self.objective = objective
         self._train_metrics: dict[str, list[float]] = defaultdict(list)
 

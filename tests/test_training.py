@@ -134,6 +134,9 @@ def test_checkpoints_hold_code_and_tokenizer_and_load_alone(tiny_base, tmp_path)
     for name in ("configuration_reward.py", "modeling_reward.py", "tokenizer.json", "tokenizer_config.json",
                  "model.safetensors", "config.json"):
         assert (checkpoint / name).exists(), name
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (checkpoint / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask  # not transformers' 0600
     code = f"""
     import json, torch
     from transformers import AutoModel, AutoTokenizer
