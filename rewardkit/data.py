@@ -202,6 +202,12 @@ def iter_reward_rows(source: str | os.PathLike, *, split: str | None = None,
     return generate()
 
 
+def row_position(number: int, row: dict) -> dict[str, Any]:
+    """Where a row of `iter_reward_rows` came from, for output records: {"row": n}, preceded by
+    {"file": name} when the source is a folder of several files (numbering restarts per file)."""
+    return {"file": row["source_file"], "row": number} if "source_file" in row else {"row": number}
+
+
 # ---- the row stream: readers -> layout -> normal form -----------------------------------------
 
 class _Record(NamedTuple):

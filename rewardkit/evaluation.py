@@ -38,7 +38,7 @@ import torch
 from numpy.typing import NDArray
 
 from rewardkit.calibration import T_MAX, T_MIN, fit_temperature
-from rewardkit.data import OBJECTIVES, RewardDataError, SkipReport, iter_reward_rows
+from rewardkit.data import OBJECTIVES, RewardDataError, SkipReport, iter_reward_rows, row_position
 from rewardkit.metrics import (
     jsonable,
     pairwise_metrics,
@@ -204,11 +204,6 @@ def store_temperature(folder: str | os.PathLike, temperature: float) -> Path:
 # --------------------------------------------------------------------------------------------
 
 
-def _where(number: int, row: dict) -> dict[str, Any]:
-    """How a worst example is found again: its row number, and its file when the data is a folder."""
-    return {"file": row["source_file"], "row": number} if "source_file" in row else {"row": number}
-
-
 def _limited(rows: Iterable[_Numbered], limit: int | None) -> Iterator[_Numbered]:
     for count, item in enumerate(rows, 1):
         yield item
@@ -321,7 +316,7 @@ class _PairwiseCollector(_Collector):
         self.rejected_lengths.append(_lengths(rejected))
         for (number, row), margin in zip(chunk, (c - r).tolist()):
             self.worst.offer(margin, lambda number=number, row=row, margin=margin: {
-                **_where(number, row), "prompt": row["prompt"], "chosen": row["chosen"],
+                **row_position(number, row), "prompt": row["prompt"], "chosen": row["chosen"],
                 "rejected": row["rejected"], "margin": margin})
 
     def margins(self) -> NDArray[np.float64]:
@@ -368,7 +363,7 @@ class _ScalarCollector(_Collector):
         self.lengths.append(_lengths(responses))
         for (number, row), score, target in zip(chunk, scores.tolist(), targets.tolist()):
             self.worst.offer(-abs(score - target), lambda number=number, row=row, score=score, target=target: {
-                **_where(number, row), "prompt": row["prompt"], "response": row["response"],
+                **row_position(number, row), "prompt": row["prompt"], "response": row["response"],
                 "predicted": score, "target": target})
 
     def metrics(self, scorer: RewardScorer) -> dict[str, Any]:
@@ -408,7 +403,7 @@ class _RankingCollector(_Collector):
             self.groups.append(group)
             margin = float(group[0] - group[1:].max())  # best response vs its strongest rival
             self.worst.offer(margin, lambda number=number, row=row, group=group, margin=margin: {
-                **_where(number, row), "prompt": row["prompt"], "response": row["responses"][0],
+                **row_position(number, row), "prompt": row["prompt"], "response": row["responses"][0],
                 "reward": float(group[0]), "margin": margin})
 
     def metrics(self, scorer: RewardScorer) -> dict[str, Any]:

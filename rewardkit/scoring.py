@@ -470,6 +470,8 @@ def _write_scores(scorer: RewardScorer, rows: Iterable[tuple[int, dict]], handle
     """Score chunk by chunk and write each line; one progress bar over rows, not one per chunk."""
     from tqdm.auto import tqdm
 
+    from rewardkit.data import row_position
+
     written = 0
     disable = None if scorer.show_progress is None else not scorer.show_progress
     with tqdm(desc="Scoring", unit="row", disable=disable) as progress:
@@ -478,9 +480,8 @@ def _write_scores(scorer: RewardScorer, rows: Iterable[tuple[int, dict]], handle
             responses = [row["response"] for _, row in chunk]
             raw = scorer._run(prompts, responses, "rewards", show_progress=False)
             for (number, row), value in zip(chunk, scorer.rewards_to_scores(raw).tolist()):
-                line = {"row": number, "prompt": row["prompt"], "response": row["response"], "score": value}
-                if "source_file" in row:  # a folder of files: row numbers restart in each file
-                    line = {"file": row["source_file"], **line}
+                line = {**row_position(number, row), "prompt": row["prompt"], "response": row["response"],
+                        "score": value}
                 handle.write(json.dumps(line, ensure_ascii=False) + "\n")
             written += len(chunk)
             progress.update(len(chunk))
