@@ -5,7 +5,8 @@ texts are tokenized once in a batch, sorted by length, and cut into batches by a
 (rows x longest row) instead of a fixed count, so short texts travel in large batches and long
 ones in small batches, with almost no padding; the budget is small on CPU so that a batch's
 activations stay in cache (the element-wise ops between matmuls are memory-bound);
-`torch.inference_mode()`; SDPA attention; results are put back in the caller's order.
+`torch.inference_mode()`; SDPA attention; on a multi-core CPU two batches run at once, one per
+thread (`cpu_workers.py`); results are put back in the caller's order.
 
 Which number is which:
     raw reward   r: the head's output; differences give P(a > b) = sigmoid((r_a - r_b) / T).
@@ -29,6 +30,7 @@ import torch
 
 from rewardkit.calibration import preference_probability
 from rewardkit.cpu_linear import onednn_linears
+from rewardkit.cpu_workers import cpu_worker_split, map_in_workers
 from rewardkit.features import PairEncoder, pad_batch, resolve_max_length
 
 logger = logging.getLogger(__name__)
@@ -129,16 +131,22 @@ def score_encoded(
         from tqdm.auto import tqdm
 
         progress = tqdm(total=len(items), desc="Scoring", unit="text")
+
+    @torch.inference_mode()  # grad mode is per thread: entered here, in whichever thread runs the batch
+    def run_batch(indices: list[int]) -> np.ndarray:
+        batch = pad_batch([items[i] for i in indices], pad_token_id, padding_side)
+        outputs = model(**{k: v.to(device) for k, v in batch.items()})
+        values = outputs["rewards"] if output == "rewards" else outputs["logits"]
+        return values[:, 0].float().cpu().numpy()
+
+    workers, threads_each = cpu_worker_split(device, len(batches))
     was_training = model.training
     model.eval()
     try:
         with onednn_linears(model):  # CPU: oneDNN linear layers (cpu_linear.py); elsewhere a no-op
-            for indices in batches:
-                batch = pad_batch([items[i] for i in indices], pad_token_id, padding_side)
-                batch = {k: v.to(device) for k, v in batch.items()}
-                outputs = model(**batch)
-                values = outputs["rewards"] if output == "rewards" else outputs["logits"]
-                results[indices] = values[:, 0].float().cpu().numpy()
+            scored = map_in_workers(run_batch, batches, workers, threads_each)  # 2 at once on CPU (cpu_workers.py)
+            for indices, values in zip(batches, scored, strict=True):
+                results[indices] = values
                 if progress is not None:
                     progress.update(len(indices))
     finally:

@@ -12,6 +12,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from rewardkit.cpu_workers import cpu_worker_split
 from rewardkit.data import RewardDataError
 from rewardkit.scoring import RewardScorer, score_file, token_budget_batches
 from tests import helpers
@@ -115,6 +116,57 @@ def test_scorer_equals_plain_forward(model, tokenizer, pairs, budget, batch_size
     prompts, responses = [p for p, _ in pairs], [r for _, r in pairs]
     expected = [_forward_one(model, item) for item in scorer.encoder.encode(prompts, responses)]
     assert np.allclose(scorer.score(prompts, responses), expected, rtol=0, atol=1e-5)
+
+
+@pytest.fixture
+def two_threads():
+    """torch with 2 intra-op threads, so scoring takes its two-worker path (tests run on one)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_worker_split_only_on_a_multithreaded_cpu_with_several_batches(two_threads):
+    cpu = torch.device("cpu")
+    assert cpu_worker_split(cpu, 5) == (2, 1)
+    assert cpu_worker_split(cpu, 1) == (1, 2)
+    assert cpu_worker_split(torch.device("cuda"), 5) == (1, 2)
+    torch.set_num_threads(1)
+    assert cpu_worker_split(cpu, 5) == (1, 1)
+
+
+def test_two_workers_score_like_the_plain_forward_and_leave_threads_alone(model, tokenizer, two_threads):
+    scorer = RewardScorer(model, tokenizer=tokenizer, device="cpu", max_length=MAX_LENGTH, token_budget=40)
+    prompts = [" ".join(WORDS[: 1 + i % 9]) for i in range(40)]
+    responses = [" ".join(WORDS[i % 7: i % 7 + 1 + i % 13]) for i in range(40)]
+    items = scorer.encoder.encode(prompts, responses)
+    assert len(token_budget_batches([len(item["input_ids"]) for item in items], 40)) > 10
+    expected = [_forward_one(model, item) for item in items]
+    assert np.allclose(scorer.score(prompts, responses), expected, rtol=0, atol=1e-5)
+    assert torch.get_num_threads() == 2 and not torch.is_inference_mode_enabled()
+
+
+def test_an_error_in_a_worker_reaches_the_caller_and_the_model_is_restored(model, tokenizer, two_threads):
+    calls = []
+
+    def fail_on_third_batch(module, args, kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("batch three failed")
+
+    scorer = RewardScorer(model, tokenizer=tokenizer, device="cpu", max_length=MAX_LENGTH, token_budget=20)
+    model.train()
+    handle = model.register_forward_pre_hook(fail_on_third_batch, with_kwargs=True)
+    try:
+        with pytest.raises(RuntimeError, match="batch three failed"):
+            scorer.score(["a b c d e f"] * 30, [" ".join(WORDS[:i]) for i in range(30)])
+        assert model.training  # the caller's mode is back
+    finally:
+        handle.remove()
+        model.eval()
+    assert model.score.__dict__.get("forward") is None  # oneDNN patch removed
+    assert torch.get_num_threads() == 2
 
 
 def test_token_budget_batches_cover_every_index_once_longest_first():
