@@ -7,6 +7,10 @@
 
 Evaluation returns per-example rewards from `prediction_step`, so `compute_metrics` reports what a
 user cares about: pairwise accuracy and margin, RMSE, ranking top-1 and pairwise accuracy.
+
+On a multi-core CPU each training batch is cut in two halves (whole pairs / rows / groups) that run
+forward and backward at once, one per thread, their losses weighted to the whole batch's mean
+(`cpu_workers.py` has the measurements; `--cpu-batch-workers 1` turns it off).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from modeling_reward import mse_loss, pairwise_loss, ranking_loss
+from rewardkit.cpu_workers import cpu_worker_split, map_in_workers
 from rewardkit.features import COLLATORS
 
 logger = logging.getLogger(__name__)
@@ -86,6 +91,70 @@ class _ReadableCheckpoints(TrainerCallback):
             apply_umask_permissions(folder)
 
 
+_ROW_KEYS = frozenset({"input_ids", "attention_mask", "token_type_ids"})
+_EXAMPLE_KEYS = frozenset({"margin", "labels", "group_sizes"})  # one value per pair / row / group
+
+
+def halve_batch(inputs: dict[str, torch.Tensor], objective: str) -> list[tuple[dict[str, torch.Tensor], float]]:
+    """A collated batch cut into two parts of whole examples, each with its share of the batch loss:
+    pairs (pairwise), rows (mse) or groups (ranking, weighted by their K-choose-2 comparisons).
+
+    The cut balances the two parts' padded tokens (rows x longest row), not their example counts:
+    the threads then finish together (an even cut left a thread idle ~5% of a step on HH-RLHF).
+    Each part drops the padding columns none of its rows use (the model derives positions from
+    the attention mask, so no reward changes). One part when the batch has a single example or a
+    column this function does not know how to cut."""
+    if "attention_mask" not in inputs or not set(inputs) <= _ROW_KEYS | _EXAMPLE_KEYS:
+        return [(inputs, 1.0)]
+    if objective == "pairwise":
+        pairs = inputs["input_ids"].shape[0] // 2
+        example_rows = [[i, pairs + i] for i in range(pairs)]  # chosen rows first, then rejected
+        loss_units = [1] * pairs
+    elif objective == "mse":
+        example_rows = [[i] for i in range(inputs["input_ids"].shape[0])]
+        loss_units = [1] * len(example_rows)
+    else:
+        sizes = inputs["group_sizes"].tolist()
+        starts = [sum(sizes[:g]) for g in range(len(sizes))]
+        example_rows = [list(range(start, start + k)) for start, k in zip(starts, sizes)]
+        loss_units = [k * (k - 1) // 2 for k in sizes]
+    if len(example_rows) < 2:
+        return [(inputs, 1.0)]
+    lengths = inputs["attention_mask"].sum(dim=1).tolist()
+    cut = _balanced_cut([[lengths[r] for r in rows] for rows in example_rows])
+    parts = []
+    for examples in (range(0, cut), range(cut, len(example_rows))):
+        row_index = torch.tensor([r for e in examples for r in example_rows[e]], dtype=torch.long)
+        if objective == "pairwise":  # keep "chosen rows, then rejected rows" inside the part
+            row_index = torch.cat([row_index[0::2], row_index[1::2]])
+        example_index = torch.tensor(list(examples), dtype=torch.long)
+        part = {key: value[row_index] if key in _ROW_KEYS else value[example_index] for key, value in inputs.items()}
+        weight = sum(loss_units[e] for e in examples) / sum(loss_units)
+        parts.append((_without_padding_columns(part), weight))
+    return parts
+
+
+def _balanced_cut(example_lengths: list[list[int]]) -> int:
+    """Index that splits the examples (each a list of row lengths) into two non-empty runs whose
+    padded tokens (rows x longest row) are closest; the most even cut among ties."""
+    def cost(examples: list[list[int]]) -> int:
+        rows = [length for lengths in examples for length in lengths]
+        return len(rows) * max(rows)
+
+    count = len(example_lengths)
+    return min(range(1, count), key=lambda cut: (max(cost(example_lengths[:cut]), cost(example_lengths[cut:])),
+                                                  abs(2 * cut - count)))
+
+
+def _without_padding_columns(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Token columns cut to the span some row attends to (either padding side)."""
+    used = batch["attention_mask"].any(dim=0).nonzero()
+    if used.numel() == 0:
+        return batch
+    first, last = int(used[0]), int(used[-1]) + 1
+    return {key: value[:, first:last] if key in _ROW_KEYS else value for key, value in batch.items()}
+
+
 def _group_matrix(rewards: torch.Tensor, group_sizes: torch.Tensor) -> torch.Tensor:
     """Flat (sum K,) rewards -> (G, K_max), groups padded with zeros at the end."""
     groups = torch.split(rewards, group_sizes.tolist())
@@ -110,9 +179,13 @@ class RewardTrainer(Trainer):
         kwargs.setdefault("data_collator", COLLATORS[objective](tokenizer))
         kwargs.setdefault("compute_metrics", METRICS[objective])
         super().__init__(*args, **kwargs)
+        # Our losses are means over the batch. Trainer would otherwise see `**kwargs` in the model's
+        # forward, count the `labels` of an mse batch as "items", take the loss as already divided
+        # for gradient accumulation, and skip its division: gradients N times too large with N steps.
+        self.model_accepts_loss_kwargs = False
         self.add_callback(_ReadableCheckpoints())
         self.objective = objective
-        self._train_metrics: dict[str, list[float]] = defaultdict(list)
+        self._train_metrics: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])  # name -> [weighted sum, count]
 
     # ------------------------------------------------------------------ batching
 
@@ -144,37 +217,94 @@ class RewardTrainer(Trainer):
         return rewards[:, 0], outputs  # (N,)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, extras, metrics, count = self._loss(model, inputs)
+        self._record(metrics, count)
+        if return_outputs:
+            return loss, extras
+        return loss
+
+    def _loss(self, model, inputs) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor], int]:
+        """(loss, per-example rewards, training metrics, how many examples the metrics average)."""
         rewards, outputs = self._rewards(model, inputs)
         if self.objective == "pairwise":
             chosen, rejected = rewards.chunk(2)  # (B,), (B,)
             margin = inputs.get("margin") if getattr(self.args, "use_margin", True) else None
             loss = pairwise_loss(chosen, rejected, margin)
-            self._record(accuracy=(chosen > rejected).float().mean(), margin=(chosen - rejected).mean())
-            extras = {"rewards_chosen": chosen, "rewards_rejected": rejected}
-        elif self.objective == "mse":
-            loss = mse_loss(rewards, inputs["labels"])
-            extras = {"rewards": rewards}
-        else:
-            matrix = _group_matrix(rewards, inputs["group_sizes"])  # (G, K_max)
-            loss = ranking_loss(matrix, inputs["group_sizes"])
-            self._record(top1=(matrix.argmax(dim=1) == 0).float().mean())
-            extras = {"rewards": matrix}
-        if return_outputs:
-            return loss, extras
-        return loss
+            metrics = {"accuracy": (chosen > rejected).float().mean(), "margin": (chosen - rejected).mean()}
+            return loss, {"rewards_chosen": chosen, "rewards_rejected": rejected}, metrics, len(chosen)
+        if self.objective == "mse":
+            return mse_loss(rewards, inputs["labels"]), {"rewards": rewards}, {}, len(rewards)
+        matrix = _group_matrix(rewards, inputs["group_sizes"])  # (G, K_max)
+        loss = ranking_loss(matrix, inputs["group_sizes"])
+        metrics = {"top1": (matrix.argmax(dim=1) == 0).float().mean()}
+        return loss, {"rewards": matrix}, metrics, len(matrix)
 
-    def _record(self, **values: torch.Tensor) -> None:
+    def _record(self, metrics: dict[str, torch.Tensor], count: int) -> None:
+        """Running training metrics, weighted by the examples they average (a short last batch
+        counts for what it holds)."""
         if self.model.training:
-            for name, value in values.items():
-                self._train_metrics[name].append(float(value.detach()))
+            for name, value in metrics.items():
+                total = self._train_metrics[name]
+                total[0] += float(value.detach()) * count
+                total[1] += count
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         """Merge the running training metrics (accuracy, margin) into the Trainer's logs."""
         if self._train_metrics and "loss" in logs:
-            for name, values in self._train_metrics.items():
-                logs[f"train_{name}"] = round(sum(values) / len(values), 4)
+            for name, (weighted_sum, count) in self._train_metrics.items():
+                logs[f"train_{name}"] = round(weighted_sum / count, 4)
             self._train_metrics.clear()
         super().log(logs, *args, **kwargs)
+
+    # ------------------------------------------------------------------ two halves at once on CPU
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        """On a multi-core CPU: the batch's two halves forward and backward at once, one thread
+        each (see `cpu_workers.py`); the gradient is the whole batch's (losses weighted by each
+        half's share). Anywhere else, or when `_can_halve` says no: Trainer's own step."""
+        halves = halve_batch(inputs, self.objective) if self._can_halve(model) else []
+        workers, threads_each = cpu_worker_split(self.args.device, len(halves))
+        if workers == 1:
+            return super().training_step(model, inputs, num_items_in_batch)
+        model.train()
+        if hasattr(self.optimizer, "train") and callable(self.optimizer.train):
+            self.optimizer.train()
+        steps = self.current_gradient_accumulation_steps
+
+        def forward_backward(half_and_weight):
+            half, weight = half_and_weight
+            with self.compute_loss_context_manager():
+                loss, _, metrics, count = self._loss(model, self._prepare_inputs(half))
+            loss = loss * weight / steps  # the Trainer divides by the accumulation steps too
+            self.accelerator.backward(loss)
+            return loss.detach(), metrics, count
+
+        # The two backward passes add into .grad in whichever order the threads finish: a + b is
+        # the same either way, but (earlier + a) + b is not, so gradients accumulated over earlier
+        # steps are set aside and added after, in a fixed order (runs stay reproducible).
+        params = [p for p in model.parameters() if p.requires_grad]
+        earlier = [p.grad for p in params]
+        for p in params:
+            p.grad = None
+        total = torch.zeros(())
+        for loss, metrics, count in map_in_workers(forward_backward, halves, workers, threads_each):
+            total = total + loss
+            self._record(metrics, count)
+        for p, grad in zip(params, earlier):
+            if grad is not None:
+                p.grad = grad if p.grad is None else grad.add_(p.grad)
+        return total
+
+    def _can_halve(self, model) -> bool:
+        """Halve only where Trainer's step is plain forward + backward (one process, no fp16 loss
+        scaling, no gradient checkpointing, no loss normalised by the model, no LOMO) and the
+        forward draws no random numbers (dropout off), so the halves' order cannot change a run."""
+        args = self.args
+        return (getattr(args, "cpu_split_batches", True) and self.accelerator.num_processes == 1
+                and not args.fp16 and not args.gradient_checkpointing and args.torch_empty_cache_steps is None
+                and self.compute_loss_func is None and not self.model_accepts_loss_kwargs
+                and getattr(self, "loss_is_scaled_for_ga", None) is None and "lomo" not in str(args.optim).lower()
+                and not any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules()))
 
     # ------------------------------------------------------------------ evaluation
 

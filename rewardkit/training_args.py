@@ -100,6 +100,12 @@ class RewardTrainingArguments(TrainingArguments):
                           "pairs/s of fp32. An explicit --bf16 / --fp16 wins over auto.",
                   "choices": list(PRECISION_CHOICES)},
     )
+    cpu_split_batches: bool = field(
+        default=True,
+        metadata={"help": "On a CPU with 2+ threads, run each batch's two halves at once, one per thread (same gradient; "
+                          "+13% pairs/s measured on 2 cores, see rewardkit/cpu_workers.py). Only without dropout, "
+                          "gradient checkpointing, fp16 or several processes. --no-cpu-split-batches turns it off."},
+    )
     reward_stats_samples: int = field(
         default=512,
         metadata={"help": "Training responses scored after training to store reward_mean/reward_std (0 = skip)."},
