@@ -287,12 +287,14 @@ class RewardTrainer(Trainer):
         for p in params:
             p.grad = None
         total = torch.zeros(())
-        for loss, metrics, count in map_in_workers(forward_backward, halves, workers, threads_each):
-            total = total + loss
-            self._record(metrics, count)
-        for p, grad in zip(params, earlier):
-            if grad is not None:
-                p.grad = grad if p.grad is None else grad.add_(p.grad)
+        try:
+            for loss, metrics, count in map_in_workers(forward_backward, halves, workers, threads_each):
+                total = total + loss
+                self._record(metrics, count)
+        finally:  # also after an error: the earlier steps' gradients are not lost
+            for p, grad in zip(params, earlier):
+                if grad is not None:
+                    p.grad = grad if p.grad is None else grad.add_(p.grad)
         return total
 
     def _can_halve(self, model) -> bool:
