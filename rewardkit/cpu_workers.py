@@ -8,7 +8,9 @@ split well. Measured on a 2-core Zen 4 with MiniLM-L6 on HH-RLHF texts (max_leng
   once on one thread each 58-63 (2.0-2.1x, the same rewards up to 1e-7);
 - a bf16 training step of 16 pairs, forward + backward: two intra-op threads 12.8-15.0 pairs/s;
   the two halves of the batch at once on one thread each 15.1-16.2 (+13% on average over 5
-  alternating rounds).
+  alternating rounds); whole `rewardkit train` runs (30 steps, 5 alternating pairs of runs):
+  12.12 vs 11.28 pairs/s on average (+7%; the optimizer step and the threads waiting for each other
+  take the rest).
 
 torch releases the GIL inside its ops, so plain Python threads run the two halves in parallel;
 grad mode and autocast are per thread, so each worker sets its own. Only 2-core machines were
