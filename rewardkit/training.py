@@ -10,7 +10,7 @@ user cares about: pairwise accuracy and margin, RMSE, ranking top-1 and pairwise
 
 On a multi-core CPU each training batch is cut in two halves (whole pairs / rows / groups) that run
 forward and backward at once, one per thread, their losses weighted to the whole batch's mean
-(`cpu_workers.py` has the measurements; `--cpu-batch-workers 1` turns it off).
+(`cpu_workers.py` has the measurements; `--no-cpu-split-batches` turns it off).
 """
 
 from __future__ import annotations
@@ -99,8 +99,10 @@ def halve_batch(inputs: dict[str, torch.Tensor], objective: str) -> list[tuple[d
     """A collated batch cut into two parts of whole examples, each with its share of the batch loss:
     pairs (pairwise), rows (mse) or groups (ranking, weighted by their K-choose-2 comparisons).
 
-    The cut balances the two parts' padded tokens (rows x longest row), not their example counts:
-    the threads then finish together (an even cut left a thread idle ~5% of a step on HH-RLHF).
+    The cut balances the two parts' padded tokens (rows x longest row), not their example counts,
+    so that on batches of mixed lengths the two threads finish closer together. (On HH-RLHF's
+    length-grouped batches it changes little: whole pairs are the unit, and the threads still wait
+    for each other ~5% of a step.)
     Each part drops the padding columns none of its rows use (the model derives positions from
     the attention mask, so no reward changes). One part when the batch has a single example or a
     column this function does not know how to cut."""
@@ -135,8 +137,9 @@ def halve_batch(inputs: dict[str, torch.Tensor], objective: str) -> list[tuple[d
 
 
 def _balanced_cut(example_lengths: list[list[int]]) -> int:
-    """Index that splits the examples (each a list of row lengths) into two non-empty runs whose
-    padded tokens (rows x longest row) are closest; the most even cut among ties."""
+    """Index that splits the examples (each a list of row lengths) into two non-empty runs so that
+    the larger of their padded-token counts (rows x longest row) is smallest; the most even cut
+    among ties."""
     def cost(examples: list[list[int]]) -> int:
         rows = [length for lengths in examples for length in lengths]
         return len(rows) * max(rows)
