@@ -32,11 +32,23 @@ def tokenizer():
     return AutoTokenizer.from_pretrained(helpers.minilm_path())
 
 
+def _torch_threads(count: int):
+    """torch with `count` intra-op threads for the fixture's scope, then the previous count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(count)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny models: a second OpenMP thread costs more in synchronisation than it saves, and a
     lot more when other processes share the CPU. Restores the thread count afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    yield from _torch_threads(1)
+
+
+@pytest.fixture
+def two_threads():
+    """torch with 2 intra-op threads, so scoring and training take their two-worker paths
+    (rewardkit/cpu_workers.py) whatever the machine or the module's `one_thread`."""
+    yield from _torch_threads(2)

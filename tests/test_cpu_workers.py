@@ -19,14 +19,6 @@ from tests import helpers
 WORDS = ["apple", "river", "stone", "cloud", "music", "garden", "paper", "window", "a", "very", "long", "answer"]
 
 
-@pytest.fixture
-def two_threads():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _rows(objective: str, n: int) -> list[dict]:
     words = lambda i, k: " ".join(WORDS[(i + j) % len(WORDS)] for j in range(k))  # noqa: E731
     if objective == "pairwise":

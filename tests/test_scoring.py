@@ -118,15 +118,6 @@ def test_scorer_equals_plain_forward(model, tokenizer, pairs, budget, batch_size
     assert np.allclose(scorer.score(prompts, responses), expected, rtol=0, atol=1e-5)
 
 
-@pytest.fixture
-def two_threads():
-    """torch with 2 intra-op threads, so scoring takes its two-worker path (tests run on one)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_worker_split_only_on_a_multithreaded_cpu_with_several_batches(two_threads):
     cpu = torch.device("cpu")
     assert cpu_worker_split(cpu, 5) == (2, 1)
