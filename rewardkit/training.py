@@ -265,9 +265,9 @@ class RewardTrainer(Trainer):
         """On a multi-core CPU: the batch's two halves forward and backward at once, one thread
         each (see `cpu_workers.py`); the gradient is the whole batch's (losses weighted by each
         half's share). Anywhere else, or when `_can_halve` says no: Trainer's own step."""
-        halves = halve_batch(inputs, self.objective) if self._can_halve(model) else []
-        workers, threads_each = cpu_worker_split(self.args.device, len(halves))
-        if workers == 1:
+        workers, threads_each = cpu_worker_split(self.args.device, 2)  # GPU or one thread: no work below
+        halves = halve_batch(inputs, self.objective) if workers > 1 and self._can_halve(model) else []
+        if len(halves) < 2:
             return super().training_step(model, inputs, num_items_in_batch)
         model.train()
         if hasattr(self.optimizer, "train") and callable(self.optimizer.train):
@@ -302,12 +302,12 @@ class RewardTrainer(Trainer):
 
     def _can_halve(self, model) -> bool:
         """Halve only where Trainer's step is plain forward + backward (one process, no fp16 loss
-        scaling, no gradient checkpointing, no loss normalised by the model, no LOMO) and the
+        scaling, no gradient checkpointing, no custom loss function, no LOMO) and the
         forward draws no random numbers (dropout off), so the halves' order cannot change a run."""
         args = self.args
         return (getattr(args, "cpu_split_batches", True) and self.accelerator.num_processes == 1
                 and not args.fp16 and not args.gradient_checkpointing and args.torch_empty_cache_steps is None
-                and self.compute_loss_func is None and not self.model_accepts_loss_kwargs
+                and self.compute_loss_func is None
                 and getattr(self, "loss_is_scaled_for_ga", None) is None and "lomo" not in str(args.optim).lower()
                 and not any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules()))
 
