@@ -47,10 +47,35 @@ OUTPUTS = ("logits", "rewards")
 _T = TypeVar("_T")
 
 
-def token_budget_batches(lengths: Sequence[int], token_budget: int, max_batch_size: int | None = None) -> list[list[int]]:
+def token_budget_batches(
+    lengths: Sequence[int], token_budget: int, max_batch_size: int | None = None, workers: int = 1
+) -> list[list[int]]:
     """Indices grouped into batches, longest first, each with rows x longest row <= token_budget
-    (a row longer than the budget gets a batch of its own)."""
+    (a row longer than the budget gets a batch of its own).
+
+    With `workers` > 1 (batches scored that many at a time) the batches are evened out: their count
+    is rounded up to a multiple of `workers` and the largest made as small as that count allows, so
+    no worker idles beside a lone last batch (3 full batches on 2 workers take 2 rounds; 4 batches
+    of three quarters take 1.5), and a job that fits one batch still gets one batch per worker."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
+    batches = _greedy_batches(order, lengths, token_budget, max_batch_size)
+    if workers < 2 or len(order) < 2:
+        return batches
+    wanted = min(len(order), -(-len(batches) // workers) * workers)
+    low, high = 1, token_budget  # the smallest budget that still needs at most `wanted` batches
+    while low < high:
+        middle = (low + high) // 2
+        if len(_greedy_batches(order, lengths, middle, max_batch_size)) <= wanted:
+            high = middle
+        else:
+            low = middle + 1
+    return _greedy_batches(order, lengths, low, max_batch_size)
+
+
+def _greedy_batches(order: list[int], lengths: Sequence[int], token_budget: int,
+                    max_batch_size: int | None) -> list[list[int]]:
+    """`order` (longest first) cut into consecutive batches, each filled while rows x its first
+    (longest) row fits the budget: the fewest batches for that budget."""
     batches: list[list[int]] = []
     current: list[int] = []
     for index in order:
@@ -124,7 +149,9 @@ def score_encoded(
     if token_budget is None:
         token_budget = GPU_TOKEN_BUDGET if device.type == "cuda" else CPU_TOKEN_BUDGET
     lengths = [len(item["input_ids"]) for item in items]
-    batches = token_budget_batches(lengths, token_budget, batch_size)
+    planned_workers, _ = cpu_worker_split(device, len(items))
+    batches = token_budget_batches(lengths, token_budget, batch_size, planned_workers)
+    workers, threads_each = cpu_worker_split(device, len(batches))
     results = np.empty(len(items), dtype=np.float64)
     progress = None
     if show_progress or (show_progress is None and len(items) >= PROGRESS_MIN_TEXTS):
@@ -139,7 +166,6 @@ def score_encoded(
         values = outputs["rewards"] if output == "rewards" else outputs["logits"]
         return values[:, 0].float().cpu().numpy()
 
-    workers, threads_each = cpu_worker_split(device, len(batches))
     was_training = model.training
     model.eval()
     try:

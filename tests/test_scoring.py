@@ -168,6 +168,28 @@ def test_token_budget_batches_cover_every_index_once_longest_first():
     assert [lengths[b[0]] for b in batches] == sorted((lengths[b[0]] for b in batches), reverse=True)
 
 
+@PROPERTY
+@given(lengths=st.lists(st.integers(1, 300), min_size=2, max_size=60), budget=st.sampled_from([64, 512, 2048]),
+       batch_size=st.sampled_from([None, 3]))
+def test_batches_for_two_workers_come_in_pairs_within_the_budget(lengths, budget, batch_size):
+    plain = token_budget_batches(lengths, budget, batch_size)
+    even = token_budget_batches(lengths, budget, batch_size, workers=2)
+    assert sorted(i for b in even for i in b) == list(range(len(lengths)))
+    assert all(len(b) == 1 or len(b) * max(lengths[i] for i in b) <= budget for b in even)
+    assert all(batch_size is None or len(b) <= batch_size for b in even)
+    wanted = min(len(lengths), len(plain) + len(plain) % 2)  # rounded up to a whole number of rounds
+    assert len(plain) <= len(even) <= wanted  # (a budget one token smaller can add two batches at once)
+    cost = lambda batches: max(len(b) * max(lengths[i] for i in b) for b in batches)  # noqa: E731
+    assert cost(even) <= cost(plain)
+
+
+def test_a_one_batch_job_is_split_for_two_workers_and_a_lone_last_batch_evened_out():
+    assert [len(b) for b in token_budget_batches([100] * 8, 2048, workers=2)] == [4, 4]
+    assert [len(b) for b in token_budget_batches([100] * 30, 2048)] == [20, 10]
+    assert [len(b) for b in token_budget_batches([100] * 30, 2048, workers=2)] == [15, 15]
+    assert token_budget_batches([7], 2048, workers=2) == [[0]]
+
+
 # ---------------------------------------------------------------- edge inputs
 
 
