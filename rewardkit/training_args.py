@@ -103,7 +103,7 @@ class RewardTrainingArguments(TrainingArguments):
     cpu_split_batches: bool = field(
         default=True,
         metadata={"help": "On a CPU with 2+ threads, run each batch's two halves at once, one per thread (same gradient; "
-                          "+7% pairs/s measured on 2 cores, see rewardkit/cpu_workers.py). Only without dropout, "
+                          "+7%% pairs/s measured on 2 cores, see rewardkit/cpu_workers.py). Only without dropout, "
                           "gradient checkpointing, fp16 or several processes. --no-cpu-split-batches turns it off."},
     )
     reward_stats_samples: int = field(

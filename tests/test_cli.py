@@ -141,3 +141,12 @@ def test_allocator_hint_only_for_cpu_training_on_linux_without_tcmalloc():
     assert allocator_hint({"LD_PRELOAD": "libjemalloc.so.2"}, "linux", on_cpu=True) is None
     assert allocator_hint({}, "darwin", on_cpu=True) is None
     assert allocator_hint({}, "linux", on_cpu=False) is None
+
+
+@pytest.mark.parametrize("command", ["demo", "train", "evaluate", "score", "publish"])
+def test_every_command_prints_its_help(command, capsys):
+    """argparse %-formats help texts: a bare '%' in one (as '+7% pairs/s' once was) crashes --help."""
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage:" in capsys.readouterr().out.lower()
