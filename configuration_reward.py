@@ -95,6 +95,10 @@ class RewardConfig(PretrainedConfig):
         normalize_rewards: when True the model outputs `alpha * (r - reward_mean) / reward_std`.
         temperature: Bradley-Terry temperature T fitted on held-out pairs (calibration):
             P(a > b) = sigmoid((r_a - r_b) / T). None means uncalibrated (T = 1).
+        trained_max_length: tokens per (prompt, response) the model was trained with, stored by
+            `rewardkit train`; rewardkit's scoring defaults to it, so a model trained at 128 tokens
+            is not scored at 512 unless asked. (Named so because a config's `max_length` is a
+            generation setting that transformers refuses to save.) None: not recorded.
 
     Example:
         >>> from transformers import BertConfig
@@ -119,6 +123,7 @@ class RewardConfig(PretrainedConfig):
         reward_std: float | None = None,
         normalize_rewards: bool = False,
         temperature: float | None = None,
+        trained_max_length: int | None = None,
         **kwargs,
     ):
         backbone_config = _as_backbone_config(backbone_config)
@@ -139,6 +144,11 @@ class RewardConfig(PretrainedConfig):
             raise ValueError(f"RewardConfig: `reward_mean` must be a finite number or None, got {reward_mean!r}.")
         reward_std = _check_positive_finite("reward_std", reward_std, allow_none=True)
         temperature = _check_positive_finite("temperature", temperature, allow_none=True)
+        if trained_max_length is not None and (
+            isinstance(trained_max_length, bool) or not isinstance(trained_max_length, int) or trained_max_length < 1
+        ):
+            raise ValueError(f"RewardConfig: `trained_max_length` must be a positive whole number or None, "
+                             f"got {trained_max_length!r}.")
         if normalize_rewards and (reward_mean is None or reward_std is None):
             raise ValueError(
                 "RewardConfig: `normalize_rewards=True` needs `reward_mean` and `reward_std` "
@@ -153,6 +163,7 @@ class RewardConfig(PretrainedConfig):
         self.reward_std = reward_std
         self.normalize_rewards = bool(normalize_rewards)
         self.temperature = temperature
+        self.trained_max_length = trained_max_length
 
         # One regression output that `pipeline` returns raw (no sigmoid), labelled "reward".
         num_labels = kwargs.pop("num_labels", 1)

@@ -100,7 +100,7 @@ def _add_data_options(parser: argparse.ArgumentParser, objective: bool = True) -
 
 def _add_scoring_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=_positive_int, default=None, help="Max rows per batch.")
-    parser.add_argument("--max-length", type=_positive_int, default=None, help="Max tokens per pair.")
+    parser.add_argument("--max-length", type=_positive_int, default=None, help="Max tokens per pair (default: the length the model was trained with, else its limit, at most 512).")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available).")
     parser.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=None,
                         help="Backbone precision (default fp32; the reward head stays fp32). bf16 is ~1.5x faster on "

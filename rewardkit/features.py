@@ -25,8 +25,10 @@ MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def resolve_max_length(tokenizer, model_config=None, requested: int | None = None) -> int:
-    """The longest input the backbone can take: `requested`, capped by the tokenizer's
-    `model_max_length` and the backbone's position embeddings (RoBERTa reserves padding_idx + 1)."""
+    """Tokens per (prompt, response): `requested`, else the length the model was trained with
+    (`trained_max_length` in a rewardkit config), else at most 512; always capped by the
+    tokenizer's `model_max_length` and the backbone's position embeddings (RoBERTa reserves
+    padding_idx + 1)."""
     limits = []
     model_max = getattr(tokenizer, "model_max_length", None)
     if isinstance(model_max, int) and 0 < model_max < 1_000_000:
@@ -39,7 +41,8 @@ def resolve_max_length(tokenizer, model_config=None, requested: int | None = Non
         limits.append(positions)
     ceiling = min(limits) if limits else DEFAULT_MAX_LENGTH
     if requested is None:
-        return min(ceiling, DEFAULT_MAX_LENGTH)
+        trained = getattr(model_config, "trained_max_length", None)
+        return min(ceiling, trained if isinstance(trained, int) and trained > 0 else DEFAULT_MAX_LENGTH)
     if requested < 8:
         raise ValueError(f"max_length must be at least 8 tokens, got {requested}.")
     if requested > ceiling:

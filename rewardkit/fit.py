@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from transformers import TrainerCallback
 
 from rewardkit.data import RewardData, load_reward_data
 from rewardkit.features import PairEncoder, TruncationStats, encode_rows, resolve_max_length
@@ -47,9 +48,10 @@ class TrainResult:
     epochs: float
     steps: int
     seconds: float
-    examples_per_second: float
+    examples_per_second: float  # training alone, without the held-out evaluations between epochs
     train_loss: float
     max_length: int
+    eval_seconds: float = 0.0  # held-out evaluations during training (part of `seconds`)
     eval_metrics: dict[str, float] = field(default_factory=dict)
     reward_mean: float | None = None
     reward_std: float | None = None
@@ -65,14 +67,19 @@ class TrainResult:
         unit = {"pairwise": "pairs", "mse": "rows", "ranking": "groups"}[self.objective]
         lines = [
             f"Trained a {self.objective} reward model on {self.train_rows} {unit} ({self.detected_layout}).",
-            f"  {self.steps} steps, {self.epochs:g} epoch(s) in {self.seconds:.1f} s: "
-            f"{self.examples_per_second:.2f} {unit}/s; final training loss {self.train_loss:.4f}.",
+            f"  {self.steps} steps, {self.epochs:g} epoch(s) in {self.seconds:.1f} s"
+            + (f" ({self.eval_seconds:.1f} s of it held-out evaluation)" if self.eval_seconds else "")
+            + f": {self.examples_per_second:.2f} {unit}/s of training; final training loss {self.train_loss:.4f}.",
         ]
         if self.eval_metrics:
             shown = ", ".join(f"{k.removeprefix('eval_')} {v:.4f}" for k, v in self.eval_metrics.items()
                               if k.removeprefix("eval_") in {"accuracy", "mean_margin", "rmse", "top1_accuracy",
                                                              "pairwise_accuracy", "loss"})
-            lines.append(f"  Held-out ({self.eval_rows} {unit}): {shown}.")
+            precision = str(self.hyperparameters.get("precision", ""))
+            note = (f" (scored in the training precision, {precision.split(',')[0]}; `rewardkit evaluate` scores "
+                    "in fp32 and can differ by a few examples)" if "autocast" in precision or "bf16" in precision
+                    or "fp16" in precision else "")
+            lines.append(f"  Held-out ({self.eval_rows} {unit}): {shown}{note}.")
         if self.reward_mean is not None:
             lines.append(f"  Raw rewards on training responses: mean {self.reward_mean:.3f}, std {self.reward_std:.3f} "
                          "(stored in config.json as reward_mean / reward_std).")
@@ -277,6 +284,7 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
     if not torch.cuda.is_available():
         args.dataloader_pin_memory = False  # nothing to pin to; avoids a warning per epoch
     model = load_model(base_model, args, tokenizer)
+    model.config.trained_max_length = max_length  # scoring defaults to it (also in checkpoints)
     if args.use_lora:
         from rewardkit.lora import apply_lora_from_args
 
@@ -289,10 +297,13 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
         resume = get_last_checkpoint(args.output_dir)
         if resume is None:
             logger.warning("No checkpoint in %s to resume from; starting from scratch.", args.output_dir)
+    eval_clock = _EvalClock()
+    trainer.add_callback(eval_clock)
     started = time.perf_counter()
     train_output = trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - started
-    eval_metrics = trainer.evaluate() if prepared.eval_features else {}
+    eval_seconds = eval_clock.seconds
+    eval_metrics = _final_eval_metrics(trainer) if prepared.eval_features else {}
 
     stats = compute_reward_stats(trainer.model, tokenizer, _responses_of(prepared.train_features, prepared.objective),
                                  args.reward_stats_samples, args.seed)
@@ -304,7 +315,7 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
         output_dir=str(args.output_dir), objective=prepared.objective, base_model=str(base_model),
         detected_layout=prepared.detected_layout, train_rows=len(prepared.train_features), eval_rows=prepared.eval_rows,
         epochs=float(args.num_train_epochs), steps=int(train_output.global_step), seconds=seconds,
-        examples_per_second=float(train_output.metrics.get("train_samples_per_second", 0.0)),
+        examples_per_second=_training_speed(train_output.metrics, eval_seconds), eval_seconds=eval_seconds,
         train_loss=float(train_output.training_loss), max_length=max_length,
         eval_metrics={k: float(v) for k, v in eval_metrics.items() if isinstance(v, (int, float))},
         reward_mean=None if stats is None else stats[0], reward_std=None if stats is None else stats[1],
@@ -314,6 +325,37 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
     )
     save_trained_model(trainer, result)
     return result
+
+
+class _EvalClock(TrainerCallback):
+    """Seconds spent in held-out evaluations during this `train()` call (a resumed run's log
+    history also holds the evaluations of the run before)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        self.seconds += float((metrics or {}).get("eval_runtime", 0.0))
+
+
+def _final_eval_metrics(trainer: RewardTrainer) -> dict[str, float]:
+    """The held-out metrics of the final weights: those of the evaluation the Trainer ran at the
+    last step (the end of the last epoch) when there was one, rather than a second pass over the
+    same data with the same weights; else a fresh `evaluate()`."""
+    state = trainer.state
+    last = next((entry for entry in reversed(state.log_history) if "eval_loss" in entry), None)
+    if last is not None and last.get("step") == state.global_step:
+        return {key: value for key, value in last.items() if key.startswith("eval_")}
+    return trainer.evaluate()
+
+
+def _training_speed(train_metrics: dict[str, float], eval_seconds: float) -> float:
+    """Examples per second of training alone: the Trainer's own figure counts the evaluations it
+    ran between epochs as training time."""
+    runtime = float(train_metrics.get("train_runtime", 0.0))
+    examples = float(train_metrics.get("train_samples_per_second", 0.0)) * runtime
+    training_seconds = runtime - eval_seconds
+    return examples / training_seconds if training_seconds > 0 else float(train_metrics.get("train_samples_per_second", 0.0))
 
 
 def _hyperparameters(args: RewardTrainingArguments, max_length: int, pooling: str) -> dict[str, Any]:

@@ -191,7 +191,7 @@ class RewardScorer:
             classes: no remote code is executed, and only safetensors weights are read.
         device: "cpu", "cuda", ...; default CUDA when available.
         batch_size: max rows per batch (default: limited by the token budget only).
-        max_length: max tokens per pair (default: the model's limit, at most 512); prompts are cut
+        max_length: max tokens per pair (default: the length the model was trained with, else the model's limit, at most 512); prompts are cut
             from the left, responses kept.
         dtype: the backbone's precision: torch.bfloat16 / "bf16", torch.float16 / "fp16" or the default
             float32. The reward head stays fp32. bf16 is about 1.5x faster on CPUs with AVX512-BF16 or

@@ -1,5 +1,6 @@
 """Tokenization of (prompt, response) pairs: the truncation contract and the collators."""
 
+import pytest
 import torch
 
 from rewardkit.features import (
@@ -59,6 +60,20 @@ def test_resolve_max_length_caps_at_model_limit(tokenizer):
     assert resolve_max_length(tokenizer, None, None) == 512
     assert resolve_max_length(tokenizer, None, 4096) == 512
     assert resolve_max_length(tokenizer, None, 100) == 100
+
+
+def test_scoring_length_defaults_to_the_trained_one(tokenizer):
+    from transformers import BertConfig
+
+    from configuration_reward import RewardConfig
+
+    backbone = BertConfig(max_position_embeddings=512)
+    assert resolve_max_length(tokenizer, RewardConfig(backbone, trained_max_length=128), None) == 128
+    assert resolve_max_length(tokenizer, RewardConfig(backbone, trained_max_length=128), 300) == 300  # asked for
+    assert resolve_max_length(tokenizer, RewardConfig(backbone, trained_max_length=4096), None) == 512  # capped
+    assert resolve_max_length(tokenizer, RewardConfig(backbone), None) == 512  # not recorded
+    with pytest.raises(ValueError, match="trained_max_length"):
+        RewardConfig(backbone, trained_max_length=0)
 
 
 def test_pairwise_collator_stacks_chosen_then_rejected(tokenizer):

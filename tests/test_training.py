@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from rewardkit.features import PairEncoder, encode_rows
-from rewardkit.fit import run_training
+from rewardkit.fit import _training_speed, run_training
 from rewardkit.scoring import RewardScorer
 from rewardkit.training import RewardTrainer
 from rewardkit.training_args import DataArguments, RewardTrainingArguments
@@ -58,6 +58,8 @@ def test_pairwise_training_learns_and_stores_reward_stats(tiny_base, tmp_path):
     assert result.eval_metrics["eval_accuracy"] >= 0.9
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert config["reward_std"] > 0 and config["reward_mean"] == pytest.approx(result.reward_mean)
+    assert config["trained_max_length"] == 32 and RewardScorer(str(tmp_path / "out")).max_length == 32
+    assert RewardScorer(str(tmp_path / "out"), max_length=48).max_length == 48  # asked for: honoured
     for name in ("model.safetensors", "configuration_reward.py", "modeling_reward.py", "tokenizer.json", "README.md",
                  "training_summary.json"):
         assert (tmp_path / "out" / name).exists(), name
@@ -153,7 +155,7 @@ def test_checkpoints_hold_code_and_tokenizer_and_load_alone(tiny_base, tmp_path)
 KILL_AND_TRAIN = """
 import os, signal, sys
 from transformers import TrainerCallback
-from rewardkit.fit import run_training
+from rewardkit.fit import _training_speed, run_training
 from rewardkit.training_args import DataArguments, RewardTrainingArguments
 
 class KillAt(TrainerCallback):
@@ -196,3 +198,27 @@ def test_sigkill_then_resume_gives_the_same_weights(tiny_base, tmp_path):
     assert a.keys() == b.keys()
     worst = max((a[k] - b[k]).abs().max().item() for k in a)
     assert worst <= 1e-4, worst
+
+
+def test_held_out_set_is_evaluated_once_per_epoch_and_its_time_is_not_training_time(tiny_base, tmp_path):
+    """The Trainer evaluates at each epoch's end; the final metrics reuse the last of those (same
+    weights) instead of a second pass, and pairs/s leaves the evaluations out."""
+    from transformers import TrainerCallback
+
+    class CountEvaluations(TrainerCallback):
+        calls = 0
+
+        def on_evaluate(self, args, state, control, **kwargs):
+            CountEvaluations.calls += 1
+
+    train = helpers.write_jsonl(tmp_path / "train.jsonl", _pairwise_rows(48, 0))
+    held = helpers.write_jsonl(tmp_path / "held.jsonl", _pairwise_rows(16, 1))
+    result = run_training(DataArguments(data=str(train), eval_data=str(held)), _args(tmp_path / "out", tiny_base),
+                          callbacks=[CountEvaluations()])
+    assert CountEvaluations.calls == 2  # two epochs, no third pass
+    assert 0 < result.eval_seconds < result.seconds and "eval_accuracy" in result.eval_metrics
+    summary = json.loads((tmp_path / "out" / "training_summary.json").read_text())
+    assert summary["eval_metrics"] == result.eval_metrics
+    assert result.examples_per_second > 2 * 48 / result.seconds  # two epochs of 48 pairs
+    # 96 pairs in a 10 s train() of which 2 s evaluation: 12 pairs/s of training, not 9.6
+    assert _training_speed({"train_runtime": 10.0, "train_samples_per_second": 9.6}, 2.0) == pytest.approx(12.0)
