@@ -14,6 +14,7 @@ import os
 import sys
 import textwrap
 from collections.abc import Sequence
+from pathlib import Path
 
 logger = logging.getLogger("rewardkit")
 
@@ -325,6 +326,8 @@ def _score(args: argparse.Namespace) -> int:
         raise CliError("--data needs --output OUT.jsonl (one scored line per input row).")
     if args.output:
         _check_writable(os.path.dirname(os.path.abspath(args.output)))
+    if args.data and args.output:
+        _check_output_is_not_input(args.data, args.output)
     if not args.data and not distributed.is_main_process():
         return 0  # a handful of --response texts: rank 0 alone scores them
     device = args.device or (distributed.default_device() if distributed.is_distributed() else None)
@@ -394,6 +397,18 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_output_is_not_input(data: str, output: str) -> None:
+    """`--output` must not replace the file being read, nor land in the folder being read (a
+    second run would take the scores for data)."""
+    data_path, output_path = Path(data).resolve(), Path(output).resolve()
+    if data_path.is_file() and output_path == data_path:
+        raise CliError(f"--output {output} is the --data file itself: scoring would overwrite its input. "
+                       "Choose another output path.")
+    if data_path.is_dir() and data_path in output_path.parents:
+        raise CliError(f"--output {output} is inside the --data folder {data}, whose files are all read as data. "
+                       "Choose a path outside it.")
+
+
 COMMANDS = {"demo": cmd_demo, "evaluate": cmd_evaluate, "score": cmd_score, "publish": cmd_publish}
 
 
@@ -429,9 +444,17 @@ def _error_paragraph(command: str, error: BaseException) -> str:
     kind = "" if isinstance(error, (CliError, ValueError, FileNotFoundError)) else f"{type(error).__name__}: "
     message = " ".join(str(error).split()) or type(error).__name__
     text = f"rewardkit {command}: error: {kind}{message}".replace("  ", " ")
-    hint = " (Run again with --debug for the full traceback.)"
+    # A usage mistake or a data error already says all there is; a traceback helps only otherwise.
+    hint = "" if isinstance(error, (CliError, FileNotFoundError)) or _is_data_error(error) else (
+        " (Run again with --debug for the full traceback.)")
     # Never break inside a word: paths and ids must survive copy and paste ("site-packages").
     return textwrap.fill(text + hint, width=100, break_on_hyphens=False, break_long_words=False)
+
+
+def _is_data_error(error: BaseException) -> bool:
+    from rewardkit.data import RewardDataError  # only once an error happened: keeps --help light
+
+    return isinstance(error, RewardDataError)
 
 
 if __name__ == "__main__":

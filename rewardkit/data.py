@@ -49,7 +49,7 @@ _LONE_CR = re.compile(r"(?<=\r)(?!\n)")  # old Mac line ends, which csv wants as
 _JSON_WRAPPER_KEYS = ("data", "train", "rows")
 _PARQUET_BATCH_ROWS = 1024
 _SKIP_EXAMPLES = 5
-_SKIP_HINT = " Fix or remove the row, or pass skip_invalid=True (--skip-invalid) to skip invalid rows."
+_SKIP_HINT = " Fix or remove the row, or pass --skip-invalid (Python: skip_invalid=True) to skip invalid rows."
 
 
 class RewardDataError(ValueError):

@@ -104,7 +104,7 @@ def evaluate_model(
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a positive whole number, got {limit!r}.")
     if calibrate and objective not in (None, "pairwise"):
-        raise ValueError(f"calibrate=True fits the temperature of pairwise preferences; it does not "
+        raise ValueError(f"Calibration (--calibrate, calibrate=True) fits the temperature of pairwise preferences; it does not "
                          f"apply to {objective!r} data.")
     scorer = _scorer_for(model, batch_size=batch_size, max_length=max_length, device=device, dtype=dtype)
     folder = _calibration_folder(scorer) if calibrate else None
@@ -150,12 +150,12 @@ def _scorer_for(model: Any, *, batch_size: int | None, max_length: int | None, d
 def _calibration_folder(scorer: RewardScorer) -> Path:
     """The local model folder a fitted temperature will be written to (checked before scoring)."""
     if scorer.source is None:
-        raise ValueError("calibrate=True writes the temperature into the model folder's config.json, "
+        raise ValueError("Calibration (--calibrate, calibrate=True) writes the temperature into the model folder's config.json, "
                          "but this RewardScorer was built from a model object; load it from its "
                          "folder (RewardScorer(path)) or pass the path.")
     folder = Path(scorer.source).expanduser()
     if not (folder / "config.json").is_file():
-        raise ValueError(f"calibrate=True writes the temperature into the model folder's config.json, "
+        raise ValueError(f"Calibration (--calibrate, calibrate=True) writes the temperature into the model folder's config.json, "
                          f"but {scorer.source!r} is not a local folder (a Hub repo id?). Download the "
                          "model to a folder, evaluate that folder, then publish it again.")
     return folder
@@ -223,7 +223,7 @@ def _collect(scorer: RewardScorer, rows: Iterator[_Numbered], objective: str | N
             if collector is None:
                 kind = objective or _kind_of(chunk[0][1])
                 if calibrate and kind != "pairwise":
-                    raise ValueError(f"calibrate=True fits the temperature of pairwise preferences; "
+                    raise ValueError(f"Calibration (--calibrate, calibrate=True) fits the temperature of pairwise preferences; "
                                      f"this is {kind} data.")
                 collector = _COLLECTORS[kind]()
             collector.add(scorer, chunk)

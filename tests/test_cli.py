@@ -150,3 +150,37 @@ def test_every_command_prints_its_help(command, capsys):
         main([command, "--help"])
     assert exit_info.value.code == 0
     assert "usage:" in capsys.readouterr().out.lower()
+
+
+def test_usage_and_data_errors_carry_no_debug_hint_but_unexpected_ones_do(tmp_path, tokenizer, capsys, monkeypatch):
+    def error_of(argv):
+        assert main(argv) != 0
+        return " ".join(capsys.readouterr().err.split())
+
+    hint = "Run again with --debug"
+    folder = tmp_path / "rm"
+    helpers.tiny_reward_model().save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    usage = error_of(["score", "--model", str(folder)])
+    assert "Nothing to score" in usage and hint not in usage
+    bad = helpers.write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "p", "response": "r"}, {"prompt": "p", "response": "  "}])
+    data = error_of(["score", "--model", str(folder), "--data", str(bad), "--output", str(tmp_path / "o.jsonl")])
+    assert "line 2" in data and "response" in data and hint not in data
+    assert "--skip-invalid" in data
+    monkeypatch.setattr("rewardkit.evaluation.evaluate_model", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+    unexpected = error_of(["evaluate", "--model", str(folder), "--data", str(bad)])
+    assert "RuntimeError: boom" in unexpected and unexpected.endswith(hint + " for the full traceback.)")
+
+
+def test_score_refuses_to_overwrite_its_input(tmp_path, capsys):
+    rows = helpers.write_jsonl(tmp_path / "rows.jsonl", [{"prompt": "p", "response": "r"}])
+    before = rows.read_text()
+    assert main(["score", "--model", str(tmp_path), "--data", str(rows), "--output", str(rows)]) != 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "overwrite its input" in err and "Run again with --debug" not in err
+    assert rows.read_text() == before
+    folder = tmp_path / "data"
+    folder.mkdir()
+    helpers.write_jsonl(folder / "a.jsonl", [{"prompt": "p", "response": "r"}])
+    assert main(["score", "--model", str(tmp_path), "--data", str(folder), "--output", str(folder / "out.jsonl")]) != 0
+    assert "inside the --data folder" in " ".join(capsys.readouterr().err.split())

@@ -62,11 +62,12 @@ def _cli(argv: list[str], capsys) -> tuple[int, str]:
 
 def _paragraph(stderr: str, command: str) -> str:
     """The error as the user sees it: no traceback anywhere, and one paragraph (no blank line)
-    from "rewardkit COMMAND: error:" to the --debug hint, which ends stderr. Returned on one line."""
+    from "rewardkit COMMAND: error:" to the end of stderr, the --debug hint last when it has one
+    (usage and data errors do not: they say all there is). Returned on one line."""
     assert "Traceback" not in stderr, stderr[-2000:]
     text = stderr[stderr.index(f"rewardkit {command}: error:"):].strip()
     line = " ".join(text.split())
-    assert "\n\n" not in text and line.endswith(DEBUG_HINT), text
+    assert "\n\n" not in text and DEBUG_HINT not in line.removesuffix(DEBUG_HINT), text
     return line
 
 
