@@ -235,6 +235,7 @@ class _RowStream:
         self.sources: list[str] = []
         self.layout: Layout | None = None
         self.first_seen = ""
+        self.first_columns: frozenset[str] = frozenset()  # the columns the first valid row filled
         self.description = ""
         self.first_problem: RewardDataError | None = None
 
@@ -279,6 +280,7 @@ class _RowStream:
             return self._invalid(self._located(problem, source, record))
         if self.layout is None:
             self.layout, self.first_seen = layout, f"{source} {record.where}"
+            self.first_columns = frozenset(key for key, value in row.items() if value is not None)
             self.description = formats.describe_layout(row, layout)
             logger.info("%s: detected %s", source, self.description)
         return normal
@@ -313,6 +315,8 @@ class _RowStream:
 
     def _located(self, problem: RowError, source: str, record: _Record) -> RewardDataError:
         column, message = problem.column, problem.message
+        if problem.reason == "missing column":  # name the alias this data uses ('response', not 'completion')
+            column, message = self._missing_column_as_the_data_names_it(column, message)
         original = next((old for old, new in self.column_map.items() if new == column), None)
         if original is not None:
             message += f" (column {original!r} in the data, renamed to {column!r} by --columns)"
@@ -320,6 +324,16 @@ class _RowStream:
         hint = "" if problem.reason == "unrecognised layout" else _SKIP_HINT
         return RewardDataError(message.rstrip(".") + "." + hint, source=source, row=record.number,
                                column=column, where=record.where, reason=problem.reason)
+
+    def _missing_column_as_the_data_names_it(self, column: str, message: str) -> tuple[str, str]:
+        """A missing column has aliases (`completion` / `response`); the error names the one the
+        earlier rows of this data filled, the others as "also accepted"."""
+        aliases = next((group for group in formats.COLUMN_ALIASES if column in group), ())
+        used = next((name for name in aliases if name in self.first_columns), None)
+        if used is None or used == column:
+            return column, message
+        others = ", ".join(repr(name) for name in aliases if name != used)
+        return used, f"the row has no such column (also accepted: {others})"
 
     def _invalid(self, error: RewardDataError) -> None:
         if not self.skip_invalid:

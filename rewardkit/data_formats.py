@@ -38,6 +38,7 @@ CHOSEN_COLUMNS = ("chosen", "chosen_response", "response_j")
 REJECTED_COLUMNS = ("rejected", "rejected_response", "response_k")
 RESPONSE_COLUMNS = ("completion", "response")
 REWARD_COLUMNS = ("reward", "score")
+COLUMN_ALIASES = (PROMPT_COLUMNS, CHOSEN_COLUMNS, REJECTED_COLUMNS, RESPONSE_COLUMNS, REWARD_COLUMNS)
 KNOWN_COLUMNS = frozenset(
     PROMPT_COLUMNS + CHOSEN_COLUMNS + REJECTED_COLUMNS + RESPONSE_COLUMNS + REWARD_COLUMNS
     + ("margin", "responses", "ranks", "scores")

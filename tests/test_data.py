@@ -326,6 +326,15 @@ VALID_FIRST = {"pairwise": PAIR, "mse": {"prompt": "p", "completion": "c", "rewa
                "ranking": {"prompt": "p", "responses": ["x", "y"]}}
 
 
+@pytest.mark.parametrize("used, other", [("response", "completion"), ("completion", "response")])
+def test_a_missing_column_is_named_as_the_data_names_it(tmp_path, used, other):
+    path = write_jsonl(tmp_path / "rows.jsonl", [{"prompt": "p", used: "r"}, {"prompt": "p"}])
+    with pytest.raises(RewardDataError) as info:
+        load_reward_data(path, objective="score")
+    assert info.value.column == used and f"column '{used}'" in str(info.value)
+    assert f"also accepted: '{other}'" in str(info.value)
+
+
 @pytest.mark.parametrize("label, bad, column, reason", INVALID, ids=[case[0] for case in INVALID])
 def test_invalid_rows_are_named_or_skipped(tmp_path, label, bad, column, reason):
     objective = "pairwise" if "chosen" in bad else "ranking" if "responses" in bad else "mse"
