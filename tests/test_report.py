@@ -144,7 +144,8 @@ def test_margin_probability_table_uses_temperature(tmp_path: Path, pairwise_data
     metrics = pairwise_metrics(pairwise_data["chosen"], pairwise_data["rejected"], temperature=2.0)
     md = write_report(tmp_path / "r", kind="pairwise", temperature=2.0, metrics=metrics)
     text = md["report.md"].read_text(encoding="utf-8")
-    assert "**T = 2**" in text and "fitted temperature" in text
+    assert "**T = 2**" in text and "stored with the model" in text
+    assert "fitted on these same pairs" not in text  # no --calibrate in this run
     assert "| P(a preferred over b) | 0.50 | 0.56 | 0.62 | 0.73 | 0.88 |" in text  # σ(m / 2)
 
 
@@ -206,6 +207,215 @@ def test_bad_input_fails_before_writing(tmp_path: Path, pairwise_data: dict) -> 
     with pytest.raises(ValueError, match="temperature"):
         write_report(tmp_path / "r", kind="pairwise", metrics={}, temperature=-1.0)
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- verdicts follow the numbers
+
+
+def _length_pairs(*groups: tuple[int, str, int]) -> dict:
+    """Pairs built group by group: (count, which answer the human chose, how many of them the
+    model gets right). ``"shorter"``/``"longer"``: the chosen answer is 50 / 100 characters
+    against 100 / 50 for the rejected one; ``"equal"``: both 80."""
+    chosen, rejected, lc, lr = [], [], [], []
+    sizes = {"shorter": (50.0, 100.0), "longer": (100.0, 50.0), "equal": (80.0, 80.0)}
+    for count, side, right in groups:
+        chosen += [1.0] * right + [-1.0] * (count - right)
+        rejected += [0.0] * count
+        lc += [sizes[side][0]] * count
+        lr += [sizes[side][1]] * count
+    return {
+        "chosen": np.array(chosen),
+        "rejected": np.array(rejected),
+        "chosen_lengths": np.array(lc),
+        "rejected_lengths": np.array(lr),
+    }
+
+
+def _md_for(tmp_path: Path, metrics: dict, **kwargs) -> str:
+    out = tmp_path / f"r{len(list(tmp_path.iterdir()))}"
+    paths = write_report(out, kind="pairwise", metrics=metrics, redact=True, **kwargs)
+    return paths["report.md"].read_text(encoding="utf-8")
+
+
+def _preferences(md: str) -> str:
+    return md.split("## What it prefers", 1)[1].split("## Where it fails", 1)[0]
+
+
+def test_length_verdict_hh_rm_review_case(tmp_path: Path) -> None:
+    """The user review: the model picks the longer answer in 35% of pairs, the labels in 44%,
+    accuracy 0.69 (chosen shorter) vs 0.39 (chosen longer). That is a bias toward *shorter*
+    answers, not "in line with the human labels"."""
+    pairs = _length_pairs((175, "shorter", 120), (136, "longer", 53), (1, "equal", 1))
+    metrics = pairwise_metrics(**pairs)
+    lb = metrics["length_bias"]
+    assert lb["longer_preferred_rate"] == pytest.approx(0.347, abs=1e-3)
+    assert lb["chosen_longer_rate"] == pytest.approx(0.437, abs=1e-3)
+    text = _preferences(_md_for(tmp_path, metrics))
+    assert "in line with" not in text and "No length bias" not in text
+    assert "**35%**" in text and "**44%**" in text
+    # paired difference −9.0 points; SE = sqrt((138/311 − 0.09²)/311) = 3.74 points
+    assert "The difference, −9.0 points, is larger than twice its standard error (7.5 points" in text
+    assert "**Length bias toward shorter answers**" in text
+    assert "prefers the longer answer 9.0 points less often than the human labels" in text
+    assert "under-rewards length relative to the labels" in text
+    assert "It is right 29.6 points more often when the chosen answer is the shorter one" in text
+    assert "right far more often when the human-preferred answer is the shorter one" in text
+
+
+def test_length_verdict_model_prefers_longer_than_labels(tmp_path: Path) -> None:
+    # labels chose the longer answer in 30 of 100 pairs; the model always rewards the longer one
+    pairs = _length_pairs((70, "shorter", 0), (30, "longer", 30))
+    metrics = pairwise_metrics(**pairs)
+    assert metrics["length_bias"]["longer_preferred_rate"] == 1.0
+    text = _preferences(_md_for(tmp_path, metrics))
+    assert "**100%**" in text and "**30%**" in text
+    assert "**Length bias toward longer answers**" in text
+    assert "70.0 points more often than the human labels" in text
+    assert "over-rewards length relative to the labels" in text
+    assert "It is right 100.0 points more often when the chosen answer is the longer one" in text
+    assert "in line with" not in text
+
+
+def test_length_verdict_agrees_with_labels(tmp_path: Path) -> None:
+    # 80% right on both kinds of pair: model and labels pick the longer answer equally often
+    pairs = _length_pairs((500, "shorter", 400), (500, "longer", 400))
+    metrics = pairwise_metrics(**pairs)
+    lb = metrics["length_bias"]
+    assert lb["longer_preferred_rate"] == lb["chosen_longer_rate"] == 0.5
+    text = _preferences(_md_for(tmp_path, metrics))
+    assert "The difference, +0.0 points, is within twice its standard error (2.8 points" in text
+    assert "**No length bias detected**: its preference for length is in line with the human" in text
+    assert "Length bias toward" not in text and "more often when the chosen answer" not in text
+
+
+def test_length_verdict_too_few_pairs_to_tell(tmp_path: Path) -> None:
+    # 12 points apart and an accuracy gap of 20 points, but on 20 pairs both are within chance
+    pairs = _length_pairs((10, "shorter", 6), (10, "longer", 4))
+    metrics = pairwise_metrics(**pairs)
+    text = _preferences(_md_for(tmp_path, metrics))
+    assert "is within twice its standard error" in text
+    assert "chance alone could explain it" in text
+    assert "**No length bias detected**, but with 20 pairs only a difference larger than" in text
+    assert "The accuracy gap of 20.0 points is within twice its standard error" in text
+    assert "Length bias toward" not in text and "in line with" not in text
+
+
+def test_length_verdict_from_the_accuracy_gap_alone(tmp_path: Path) -> None:
+    """Same share of longer-answer picks as the labels, but given the label it leans shorter:
+    0.9 right when the chosen answer is shorter, 0.5 when it is longer."""
+    pairs = _length_pairs((300, "shorter", 270), (60, "longer", 30))
+    metrics = pairwise_metrics(**pairs)
+    lb = metrics["length_bias"]
+    assert lb["longer_preferred_rate"] == pytest.approx(lb["chosen_longer_rate"])
+    text = _preferences(_md_for(tmp_path, metrics))
+    assert "chance alone could explain it" in text
+    assert "**Length bias toward shorter answers**: its overall share" in text
+    assert "right 40.0 points more often when the preferred answer is the shorter one" in text
+    assert "under-rewards length" in text
+
+
+def test_every_headline_row_is_explained(tmp_path: Path) -> None:
+    pairs = _length_pairs((30, "shorter", 20), (30, "longer", 20))
+    metrics = {
+        **pairwise_metrics(**pairs, temperature=0.5),
+        "alpha": 1.0,
+        "max_length": 128,
+        "skipped": 0,
+        "ece_before": 0.08,
+        "ece_after": 0.03,
+        "temperature_before": 1.0,
+        "temperature_fitted": 0.5,
+        "temperature_written": True,
+        "my_extra": 2.5,
+    }
+    md = _md_for(tmp_path, metrics, temperature=0.5)
+    table = md.split("## Headline metrics", 1)[1].split("\n\n")[1].splitlines()[2:]
+    assert len(table) == 18  # 9 pairwise metrics, 8 from evaluate_model, 1 unknown
+    for row in table:
+        label, value, meaning = (cell.strip() for cell in row.strip("|").split(" | "))
+        assert label and value and meaning, row
+        assert "_" not in label, row  # no raw metric keys
+    for needle in [
+        "| ECE after calibration | 0.030 | calibration error at the fitted T, measured on the "
+        "same pairs T was fitted on: optimistic",
+        "| Temperature written | yes | whether the fitted T was written to the model's config",
+        "| Fitted temperature | 0.500 |",
+        "| Temperature before calibration | 1.000 |",
+        "| Max length (tokens) | 128 |",
+        "| My extra | 2.500 | no description",
+    ]:
+        assert needle in md, needle
+    assert "95% margin of error on these pairs: ±0.11" in md  # 1.96·sqrt(⅔·⅓/60) = 0.119
+
+
+def test_calibrated_report_warns_that_figures_are_flattered(tmp_path: Path) -> None:
+    pairs = _length_pairs((30, "shorter", 20), (30, "longer", 20))
+    metrics = {
+        **pairwise_metrics(**pairs, temperature=0.5),
+        "ece_before": 0.08,
+        "ece_after": 0.03,
+        "temperature_before": 1.0,
+        "temperature_fitted": 0.5,
+        "temperature_written": True,
+    }
+    md = _md_for(tmp_path, metrics, temperature=0.5)
+    assert "(fitted on these same pairs by `--calibrate`" in md
+    assert "`--calibrate` fitted T = 0.5 on these same 60 pairs and wrote it" in md
+    assert "ECE before calibration: 0.080; after: 0.030." in md
+    assert "**Caveat: these figures flatter the calibrated model.**" in md
+    assert "measured on the very pairs T was fitted on" in md
+    assert "evaluate the calibrated model on other held-out pairs" in md
+    assert "| ECE | " in md and "at a T fitted on these same pairs: optimistic |" in md
+
+    # the fit hit a search bound: nothing was written, no caveat about a T not in use
+    unused = {**metrics, "temperature": 1.0, "temperature_fitted": 1e-3, "temperature_written": False}
+    unused.update(pairwise_metrics(**pairs))
+    md = _md_for(tmp_path, unused)
+    assert "so it was **not** written" in md and "Caveat" not in md
+    assert "optimistic |" not in md and "(T = 1: the raw, uncalibrated model)" in md
+
+
+def test_confidence_verdict_accounts_for_sample_size(tmp_path: Path) -> None:
+    # confidence 0.95 (margins ±1 at T = 0.34), accuracy 0.75
+    few = pairwise_metrics([1.0] * 3 + [-1.0], [0.0] * 4, temperature=0.34)
+    text = _md_for(tmp_path, few, temperature=0.34)
+    assert "over-confident" not in text
+    assert "gap is within ±43.3 points (twice the standard error of the accuracy on 4 pairs)" in text
+    many = pairwise_metrics([1.0] * 300 + [-1.0] * 100, [0.0] * 400, temperature=0.34)
+    text = _md_for(tmp_path, many, temperature=0.34)
+    assert "It is **over-confident** by 20.0 percentage points, beyond ±4.3 points" in text
+
+
+def test_ece_compared_with_chance(tmp_path: Path, pairwise_data: dict) -> None:
+    text = _md_for(tmp_path, **{k: v for k, v in pairwise_data.items() if k != "worst_examples"})
+    assert "would show an ECE of up to" in text and "by chance alone" in text
+    # a model that is far too sure: margins of ±5 at T = 1 (P = 0.993) but right only 75%
+    sure = {"chosen": [5.0] * 150 + [-5.0] * 50, "rejected": [0.0] * 200}
+    text = _md_for(tmp_path, pairwise_metrics(**sure), **sure)
+    assert "the miscalibration is larger than chance explains" in text
+    assert "To calibrate, fit a temperature on held-out pairs" in text
+
+
+def test_header_names_data_and_truncation(tmp_path: Path) -> None:
+    metrics = {
+        **pairwise_metrics([1.0, 2.0], [0.0, 3.0]),
+        "data_name": "dev_set.jsonl",
+        "max_length": 128,
+        "truncation": {"texts": 4, "prompt_cut": 3, "response_cut": 1},
+    }
+    md = _md_for(tmp_path, metrics)
+    assert "from dev\\_set.jsonl: 2 pairs" in md
+    assert "the start of the prompt was cut in 3 of 4 scored texts and the end of the response in 1" in md
+    metrics["truncation"] = {"texts": 4, "prompt_cut": 0, "response_cut": 0}
+    assert "No text was cut" in _md_for(tmp_path, metrics)
+
+
+def test_worst_examples_explain_the_margin(tmp_path: Path, text_only: dict) -> None:
+    examples = [{**ex, "row": i} for i, ex in enumerate(text_only["worst_examples"], 1)]
+    md = _md_for(tmp_path, text_only["metrics"], worst_examples=examples)
+    assert "The 2 pairs with the most negative margins" in md
+    assert "P(chosen ≻ rejected) = 0.04 at T = 1: the model is 96% sure of the wrong answer" in md
+    assert "`row` is the row's number in the data file" in md
 
 
 # ---------------------------------------------------------------- other kinds
