@@ -144,6 +144,10 @@ def _setup_logging(quiet: bool) -> None:
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()  # keep transformers' own notices out of the way of our summary
+        if quiet:  # no progress bars either: "Loading weights", training steps, scoring
+            hf_logging.disable_progress_bar()
+        else:
+            hf_logging.enable_progress_bar()
     except ImportError:  # pragma: no cover
         pass
 
@@ -178,6 +182,8 @@ def cmd_train(argv: Sequence[str]) -> int:
     except ValueError as error:  # raised by the dataclasses' own validation
         raise CliError(str(error)) from error
     _setup_logging(extra.quiet or not _is_main_process())  # N ranks: one log, not N copies
+    if extra.quiet:
+        train_args.disable_tqdm = True  # the per-step metrics still reach the log, at INFO: hidden
     if train_args.output_dir is None:
         raise CliError("--output-dir is required.")
     _check_writable(train_args.output_dir)

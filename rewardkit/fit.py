@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import TrainerCallback
+from transformers import PrinterCallback, TrainerCallback
 
 from rewardkit.data import RewardData, load_reward_data
 from rewardkit.features import PairEncoder, TruncationStats, encode_rows, resolve_max_length
@@ -299,6 +299,8 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
             logger.warning("No checkpoint in %s to resume from; starting from scratch.", args.output_dir)
     eval_clock = _EvalClock()
     trainer.add_callback(eval_clock)
+    if trainer.pop_callback(PrinterCallback) is not None:
+        trainer.add_callback(_LogLines())
     started = time.perf_counter()
     train_output = trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - started
@@ -325,6 +327,17 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
     )
     save_trained_model(trainer, result)
     return result
+
+
+class _LogLines(TrainerCallback):
+    """The Trainer's periodic metrics (loss, accuracy, learning rate) as log lines at INFO, in place
+    of its PrinterCallback's bare prints (which run when progress bars are off), so `--quiet`
+    silences them like any other log line."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            logger.info("step %d: %s", state.global_step,
+                        ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in logs.items()))
 
 
 class _EvalClock(TrainerCallback):

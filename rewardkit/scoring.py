@@ -154,7 +154,7 @@ def score_encoded(
     workers, threads_each = cpu_worker_split(device, len(batches))
     results = np.empty(len(items), dtype=np.float64)
     progress = None
-    if show_progress or (show_progress is None and len(items) >= PROGRESS_MIN_TEXTS):
+    if show_progress or (show_progress is None and len(items) >= PROGRESS_MIN_TEXTS and _progress_bars_on()):
         from tqdm.auto import tqdm
 
         progress = tqdm(total=len(items), desc="Scoring", unit="text")
@@ -180,6 +180,13 @@ def score_encoded(
         if progress is not None:
             progress.close()
     return results
+
+
+def _progress_bars_on() -> bool:
+    """transformers' switch for progress bars (`disable_progress_bar()`, which `--quiet` flips)."""
+    from transformers.utils.logging import is_progress_bar_enabled
+
+    return is_progress_bar_enabled()
 
 
 class RewardScorer:

@@ -184,3 +184,21 @@ def test_score_refuses_to_overwrite_its_input(tmp_path, capsys):
     helpers.write_jsonl(folder / "a.jsonl", [{"prompt": "p", "response": "r"}])
     assert main(["score", "--model", str(tmp_path), "--data", str(folder), "--output", str(folder / "out.jsonl")]) != 0
     assert "inside the --data folder" in " ".join(capsys.readouterr().err.split())
+
+
+def test_quiet_means_no_progress_bars_and_no_metric_lines(tmp_path, tokenizer, capfd):
+    base = helpers.save_tiny_backbone(tmp_path / "base")
+    rows = [{"prompt": f"q {i}", "chosen": f"good answer {i}", "rejected": f"bad {i}"} for i in range(16)]
+    data = helpers.write_jsonl(tmp_path / "pairs.jsonl", rows)
+    train = ["train", "--data", str(data), "--base-model", str(base), "--output-dir", str(tmp_path / "rm"),
+             "--max-length", "32", "--per_device_train_batch_size", "4", "--logging_steps", "1", "--save_strategy", "no"]
+    capfd.readouterr()  # (saving the tiny backbone drew a bar of its own)
+    assert main([*train, "--quiet"]) == 0
+    err = capfd.readouterr().err
+    assert "it/s]" not in err and "Loading weights" not in err and "'loss'" not in err and "step 1:" not in err
+    assert main(train) == 0  # without --quiet the metrics are log lines
+    assert "step 1: loss" in capfd.readouterr().err
+    score = ["score", "--model", str(tmp_path / "rm"), "--prompt", "p", "--response", "r"]
+    assert main([*score, "--quiet"]) == 0
+    captured = capfd.readouterr()
+    assert "Loading weights" not in captured.err and captured.out.strip()
