@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -177,10 +178,13 @@ def cmd_train(argv: Sequence[str]) -> int:
     config_path = _peek_option(argv, "--config")
     if config_path:
         parser.set_defaults(**_read_yaml_config(config_path))
+    # On a bad flag value argparse prints its usage first: ~150 flags here. One line says more.
+    parser.print_usage = lambda file=None: (file or sys.stderr).write(
+        "usage: rewardkit train --data DATA --output-dir DIR [flags]   (all flags: rewardkit train --help)\n")
     try:
         data_args, train_args, extra = parser.parse_args_into_dataclasses(args=argv)
-    except ValueError as error:  # raised by the dataclasses' own validation
-        raise CliError(str(error)) from error
+    except ValueError as error:  # unknown flags, or the dataclasses' own validation
+        raise CliError(_with_flag_suggestions(str(error), parser)) from error
     _setup_logging(extra.quiet or not _is_main_process())  # N ranks: one log, not N copies
     if extra.quiet:
         train_args.disable_tqdm = True  # the per-step metrics still reach the log, at INFO: hidden
@@ -197,6 +201,22 @@ def cmd_train(argv: Sequence[str]) -> int:
     if _is_main_process():
         _emit(result.describe())
     return 0
+
+
+def _with_flag_suggestions(message: str, parser: argparse.ArgumentParser) -> str:
+    """HfArgumentParser's "Some specified arguments are not used" plus, for each unknown flag, the
+    known flags it is probably a misspelling of (`--max-lenght` -> `--max-length`)."""
+    if "not used by the HfArgumentParser" not in message:
+        return message
+    import difflib
+
+    known = [option for action in parser._actions for option in action.option_strings]
+    unknown = [token.split("=")[0] for token in re.findall(r"'(--?[^']+)'", message)]
+    hints = []
+    for flag in unknown:
+        close = difflib.get_close_matches(flag, known, n=2, cutoff=0.75)
+        hints.append(f"{flag}: did you mean {' or '.join(close)}?" if close else f"{flag}: no such flag")
+    return ("Unknown flags. " + " ".join(hints) + " (all flags: rewardkit train --help)") if hints else message
 
 
 def allocator_hint(environ: dict, platform: str, *, on_cpu: bool) -> str | None:

@@ -202,3 +202,14 @@ def test_quiet_means_no_progress_bars_and_no_metric_lines(tmp_path, tokenizer, c
     assert main([*score, "--quiet"]) == 0
     captured = capfd.readouterr()
     assert "Loading weights" not in captured.err and captured.out.strip()
+
+
+def test_a_misspelt_train_flag_gets_a_suggestion_and_a_bad_value_a_short_usage(tmp_path, capsys):
+    data = helpers.write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": "p", "chosen": "a", "rejected": "b"}])
+    assert main(["train", "--data", str(data), "--max-lenght", "64", "--output-dir", str(tmp_path / "o")]) != 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "--max-lenght: did you mean --max-length" in err
+    with pytest.raises(SystemExit):
+        main(["train", "--data", str(data), "--objective", "bogus", "--output-dir", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert "invalid choice: 'bogus'" in err and len(err.splitlines()) <= 3  # not ~150 flags of usage
