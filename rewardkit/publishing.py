@@ -268,6 +268,14 @@ def _scrub_adapter_config(path: Path) -> None:
     path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
+def _scrub_reward_config(path: Path) -> None:
+    """`adapter/reward_config.json` is the reward model's config.json saved beside the adapter, so
+    it records the backbone's `_name_or_path` (the packaged MiniLM's site-packages path, a Hub
+    cache snapshot) just as config.json does: scrub it the same way."""
+    path.write_text(json.dumps(_scrub_local_paths(_read_json(path)), indent=2, sort_keys=True) + "\n",
+                    encoding="utf-8")
+
+
 def _move_into_place(staging: Path, out_dir: Path) -> None:
     """Rename the finished staging folder to `out_dir`, replacing an earlier build of it.
 
@@ -297,9 +305,10 @@ def build_publish_folder(model_dir: str | Path, out_dir: str | Path, *, repo_id:
     the auto_map of all three Auto classes; local paths removed), configuration_reward.py,
     modeling_reward.py, the tokenizer files present, and README.md re-rendered for `repo_id` (so
     its usage example loads the real repo) from training_summary.json, `evaluation` (a metrics dict
-    as `rewardkit evaluate --report-dir R` writes to R/metrics.json) and `datasets`. A LoRA run
-    with --keep-adapter adds `adapter/` (PEFT adapter + head + reward_config.json); the merged
-    weights are what `from_pretrained` loads either way.
+    as `rewardkit evaluate --report-dir R` writes to R/metrics.json) and `datasets` (local data is
+    named there by its file name only, and kept out of the metadata, which takes Hub ids). A LoRA
+    run with --keep-adapter adds `adapter/` (PEFT adapter + head + reward_config.json, local paths
+    removed as in config.json); the merged weights are what `from_pretrained` loads either way.
 
     Nothing here touches the network. The files are written to a hidden sibling folder that is
     renamed to `out_dir` at the end, so a crash never leaves a folder that looks complete.
@@ -333,6 +342,8 @@ def build_publish_folder(model_dir: str | Path, out_dir: str | Path, *, repo_id:
             shutil.copyfile(model_dir / name, staging / name)  # copies, never links: the folder is its own
         if (staging / ADAPTER_DIR).is_dir():
             _scrub_adapter_config(staging / ADAPTER_DIR / "adapter_config.json")
+            if (staging / ADAPTER_DIR / "reward_config.json").is_file():
+                _scrub_reward_config(staging / ADAPTER_DIR / "reward_config.json")
         (staging / "config.json").write_text(
             json.dumps(_scrub_local_paths(config), indent=2, sort_keys=True) + "\n", encoding="utf-8")
         (staging / CARD_FILE).write_text(card, encoding="utf-8")

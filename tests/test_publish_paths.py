@@ -1,0 +1,225 @@
+"""Publishing leaks no local path, and the card shows hyperparameters as a reader would type them.
+
+A trained model folder records where things came from on the author's machine: the packaged
+MiniLM's site-packages path (config.json, adapter/reward_config.json, adapter_config.json), the
+evaluation data's path (metrics.json), `--dataset` paths. None of them may reach the Hub folder;
+Hub ids must stay as they are. No network anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from huggingface_hub import ModelCard
+from transformers.trainer_utils import SchedulerType
+
+from rewardkit.model_card import (
+    PACKAGED_MINILM_ID,
+    UNKNOWN_DATASET_TYPE,
+    dataset_display_name,
+    hub_dataset_id,
+    render_model_card,
+    write_model_card,
+)
+from rewardkit.publishing import ADAPTER_DIR, publish
+from tests import helpers
+
+REPO_ID = "rewardkit-test/no-paths"
+# Where the reviewer's data lived: absolute local paths, as `rewardkit evaluate` and `--dataset` record them.
+EVAL_DATA = "/work/shared/data/hh-rlhf-harmless/dev.jsonl"
+TRAIN_DATA = "/home/alice/private/hh-rlhf-harmless/train.jsonl"
+EVALUATION = {
+    "accuracy": 0.5545, "mean_margin": 0.0066, "ece": 0.0345, "brier": 0.2481, "n": 312,
+    "data": EVAL_DATA, "data_name": EVAL_DATA, "model": "/home/alice/runs/hh-rm",
+}
+# As rewardkit.fit records them: `str()` of the scheduler enum, and max_length (also a row of its own).
+HYPERPARAMETERS = {
+    "learning_rate": 1e-4, "lr_scheduler_type": "SchedulerType.LINEAR", "max_length": 128, "seed": 42,
+    "train_sampling_strategy": "group_by_length", "lora_r": 4, "lora_target_modules": ["query", "value"],
+}
+# An absolute POSIX path of two or more parts ("/a/b"), not the tail of a URL or of "pairs/s".
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/(?:[\w.~-]+/)+[\w.~-]+")
+
+
+def _training_summary() -> dict:
+    """The fields rewardkit.fit writes to training_summary.json."""
+    return {
+        "output_dir": "/home/alice/runs/hh-rm", "objective": "pairwise", "base_model": str(helpers.minilm_path()),
+        "detected_layout": "pairwise (implicit prompt, HH-RLHF transcripts)", "train_rows": 200, "eval_rows": 32,
+        "epochs": 1.0, "steps": 13, "seconds": 18.0, "examples_per_second": 11.3, "train_loss": 0.69,
+        "max_length": 128, "eval_metrics": {"eval_accuracy": 0.55}, "reward_mean": 0.13, "reward_std": 0.12,
+        "hyperparameters": HYPERPARAMETERS, "hardware": "CPU (test)",
+    }
+
+
+@pytest.fixture(scope="module")
+def lora_model_dir(tmp_path_factory, tokenizer) -> Path:
+    """A folder shaped like `rewardkit train --use-lora --keep-adapter --output-dir`, trained on the
+    packaged MiniLM: its local path is recorded in config.json, adapter/adapter_config.json and
+    adapter/reward_config.json, as training records it."""
+    pytest.importorskip("peft")
+    from rewardkit.lora import apply_lora, save_adapter
+
+    folder = tmp_path_factory.mktemp("trained-lora")
+    minilm = str(helpers.minilm_path())
+    torch.manual_seed(0)
+    model = helpers.tiny_reward_model()
+    model.config.backbone_config._name_or_path = minilm
+    model.save_pretrained(folder)  # first: LoRA wraps the model's layers in place
+    tokenizer.save_pretrained(folder)
+    save_adapter(apply_lora(model, r=4), folder / ADAPTER_DIR)
+    adapter_config = json.loads((folder / ADAPTER_DIR / "adapter_config.json").read_text())
+    (folder / ADAPTER_DIR / "adapter_config.json").write_text(json.dumps({**adapter_config, "base_model_name_or_path": minilm}))
+    (folder / "training_summary.json").write_text(json.dumps(_training_summary()))
+    write_model_card(folder, training=_training_summary())
+    for name in ("reward_config.json", "adapter_config.json"):
+        assert minilm in (folder / ADAPTER_DIR / name).read_text(), f"the fixture must record the local path in {name}"
+    assert minilm in (folder / "config.json").read_text()
+    return folder
+
+
+@pytest.fixture(scope="module")
+def dry_run(lora_model_dir, tmp_path_factory):
+    """`publish --dry-run --out DIR --metrics metrics.json --dataset PATH --dataset HUB_ID`, verified."""
+    out = tmp_path_factory.mktemp("publish") / "hub-folder"
+    return publish(lora_model_dir, REPO_ID, dry_run=True, out=out, evaluation=EVALUATION,
+                   datasets=[TRAIN_DATA, "Anthropic/hh-rlhf"])
+
+
+def _text_files(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): p.read_text(encoding="utf-8") for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.suffix in {".json", ".md"}}
+
+
+def test_dry_run_folder_holds_no_local_path(dry_run, lora_model_dir):
+    files = _text_files(dry_run.folder)
+    assert {"README.md", "config.json", "adapter/reward_config.json", "adapter/adapter_config.json"} <= set(files)
+    local = [str(helpers.minilm_path()), str(helpers.minilm_path().resolve()), sys.prefix, str(Path.home()),
+             str(lora_model_dir), EVAL_DATA, TRAIN_DATA, "/home/alice", "/work/shared"]
+    for name, text in files.items():
+        leaked = [path for path in local if path in text]
+        assert not leaked, f"{name} holds local paths {leaked}"
+        assert not _ABSOLUTE_PATH.findall(text), f"{name} holds absolute paths {_ABSOLUTE_PATH.findall(text)}"
+
+
+def test_adapter_reward_config_names_the_backbone_by_hub_id(dry_run):
+    reward_config = json.loads((dry_run.folder / ADAPTER_DIR / "reward_config.json").read_text())
+    config = json.loads((dry_run.folder / "config.json").read_text())
+    adapter_config = json.loads((dry_run.folder / ADAPTER_DIR / "adapter_config.json").read_text())
+    assert reward_config["backbone_config"]["_name_or_path"] == PACKAGED_MINILM_ID
+    assert config["backbone_config"]["_name_or_path"] == PACKAGED_MINILM_ID
+    assert adapter_config["base_model_name_or_path"] == PACKAGED_MINILM_ID
+    # Only the path was rewritten: the fields that rebuild the model are those trained.
+    assert reward_config["backbone_config"]["hidden_size"] == config["backbone_config"]["hidden_size"] == 32
+
+
+def test_local_data_is_named_by_file_name_and_kept_out_of_the_metadata(dry_run):
+    card = ModelCard.load(dry_run.folder / "README.md")
+    assert card.data.datasets == ["Anthropic/hh-rlhf"]  # Hub ids only: a path is no dataset id
+    assert {(r.dataset_type, r.dataset_name) for r in card.data.eval_results} == {
+        (UNKNOWN_DATASET_TYPE, "dev.jsonl (local data)")}
+    assert {r.metric_type for r in card.data.eval_results} == {"accuracy", "mean_margin", "ece", "brier"}
+    assert "| 0.5545 | dev.jsonl (local data, n=312) |" in card.text
+    assert "200 pairs from train.jsonl (local data), Anthropic/hh-rlhf (" in card.text
+
+
+def test_hub_evaluation_data_keeps_its_id():
+    evaluation = {**EVALUATION, "data": "Anthropic/hh-rlhf", "data_name": "Anthropic/hh-rlhf"}
+    card = ModelCard(render_model_card({}, _training_summary(), evaluation, repo_id=REPO_ID, datasets=["Anthropic/hh-rlhf"]))
+    assert {(r.dataset_type, r.dataset_name) for r in card.data.eval_results} == {("Anthropic/hh-rlhf", "Anthropic/hh-rlhf")}
+    assert card.data.datasets == ["Anthropic/hh-rlhf"]
+    assert "| 0.5545 | Anthropic/hh-rlhf (n=312) |" in card.text and "local data" not in card.text
+
+
+def test_a_chosen_name_for_local_data_is_kept_and_marked_local():
+    evaluation = {**EVALUATION, "data_name": "HH harmless dev"}  # `evaluate_model(..., data_name=...)`
+    card = ModelCard(render_model_card({}, _training_summary(), evaluation, repo_id=REPO_ID))
+    assert {(r.dataset_type, r.dataset_name) for r in card.data.eval_results} == {
+        (UNKNOWN_DATASET_TYPE, "HH harmless dev (local data)")}
+    assert "| HH harmless dev (local data, n=312) |" in card.text and EVAL_DATA not in str(card)
+
+
+def test_training_metrics_on_a_split_of_local_data_name_no_path():
+    card = ModelCard(render_model_card({}, _training_summary(), None, repo_id=REPO_ID, datasets=[TRAIN_DATA]))
+    assert card.data.datasets is None
+    assert {(r.dataset_type, r.dataset_name) for r in card.data.eval_results} == {
+        (UNKNOWN_DATASET_TYPE, "train.jsonl (local data)")}
+    assert TRAIN_DATA not in str(card) and "/home/alice" not in str(card)
+
+
+@pytest.mark.parametrize("name, hub_id, display", [
+    ("Anthropic/hh-rlhf", "Anthropic/hh-rlhf", "Anthropic/hh-rlhf"),
+    ("trl-lib/ultrafeedback_binarized", "trl-lib/ultrafeedback_binarized", "trl-lib/ultrafeedback_binarized"),
+    (EVAL_DATA, None, "dev.jsonl (local data)"),
+    ("data/dev.jsonl", None, "dev.jsonl (local data)"),  # owner/name shaped, but a data file
+    ("dev.jsonl", None, "dev.jsonl (local data)"),
+    ("./hh/dev.jsonl.gz", None, "dev.jsonl.gz (local data)"),
+    ("~/data/hh-folder", None, "hh-folder (local data)"),
+    ("/work/shared/data/hh-rlhf-harmless/", None, "hh-rlhf-harmless (local data)"),
+    ("C:\\Users\\alice\\data\\dev.jsonl", None, "dev.jsonl (local data)"),
+    ("/", None, "local data"),
+    ("held-out data", None, "held-out data"),  # a label, not a path
+    ("hh-rlhf-harmless-test", None, "hh-rlhf-harmless-test"),
+])
+def test_hub_dataset_ids_and_local_data_names(name, hub_id, display):
+    assert hub_dataset_id(name) == hub_id
+    assert dataset_display_name(name) == display
+
+
+def test_an_existing_local_folder_shaped_like_a_hub_id_is_local(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "Anthropic" / "hh-rlhf").mkdir(parents=True)  # rewardkit.data reads it, not the Hub
+    assert hub_dataset_id("Anthropic/hh-rlhf") is None
+    assert dataset_display_name("Anthropic/hh-rlhf") == "hh-rlhf (local data)"
+
+
+# --------------------------------------------------------------------------------------------------
+# Hyperparameter table
+# --------------------------------------------------------------------------------------------------
+
+
+def _training_rows(card_text: str) -> list[tuple[str, str]]:
+    section = card_text.split("## Training", 1)[1].split("## Evaluation", 1)[0]
+    rows = [tuple(cell.strip() for cell in line.strip("|").split("|"))
+            for line in section.splitlines() if line.startswith("| ") and line.count("|") == 3]
+    return [row for row in rows if row[0]]  # not the empty header row
+
+
+def test_hyperparameters_show_enum_values_and_each_key_once(dry_run):
+    rows = _training_rows((dry_run.folder / "README.md").read_text())
+    keys = [key for key, _ in rows]
+    assert len(keys) == len(set(keys)), f"duplicate rows: {keys}"
+    assert [key for key in keys if key.lower().replace(" ", "_") == "max_length"] == ["Max length"]
+    values = dict(rows)
+    assert values["lr_scheduler_type"] == "linear"
+    assert values["Max length"].startswith("128 tokens")
+    assert values["lora_target_modules"] == "query, value"
+    assert values["train_sampling_strategy"] == "group_by_length" and values["learning_rate"] == "0.0001"
+    assert "SchedulerType" not in (dry_run.folder / "README.md").read_text()
+
+
+@pytest.mark.parametrize("value, shown", [
+    (SchedulerType.COSINE, "cosine"),  # an enum member passed as is
+    ("SchedulerType.LINEAR", "linear"),  # its str(), as training summaries recorded it
+    ("SchedulerType.REDUCE_ON_PLATEAU", "reduce_lr_on_plateau"),  # the value, not the lower-cased name
+    ("NoSuchEnum.MEMBER", "NoSuchEnum.MEMBER"),  # unknown: left as written, never guessed
+    ("linear", "linear"),
+])
+def test_hyperparameter_values_are_rendered_as_typed(value, shown):
+    training = {**_training_summary(), "hyperparameters": {"lr_scheduler_type": value, "max_length": 64}}
+    rows = dict(_training_rows(render_model_card({}, training, repo_id=REPO_ID)))
+    assert rows["lr_scheduler_type"] == shown
+    assert "max_length" not in rows and rows["Max length"].startswith("128 tokens")
+
+
+def test_max_length_row_falls_back_to_the_hyperparameter():
+    training = {key: value for key, value in _training_summary().items() if key != "max_length"}
+    text = render_model_card({}, training, repo_id=REPO_ID)
+    rows = dict(_training_rows(text))
+    assert rows["Max length"].startswith("128 tokens") and "max_length" not in rows
+    assert "max_length=128," in text  # the usage example truncates as training did
