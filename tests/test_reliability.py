@@ -275,7 +275,7 @@ def test_evaluate_report_dir_crash_mid_write_leaves_no_report(model_dir, pairs_f
     def crash(ctx):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(report, "_render_markdown", crash)
+    monkeypatch.setattr(report.report_text, "render_markdown", crash)
     target = tmp_path / "report"
     code, err = _cli(["evaluate", "--model", str(model_dir), "--data", str(pairs_file), "--report-dir", str(target)],
                      capsys)

@@ -10,7 +10,7 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-import rewardkit.report as report_mod
+import rewardkit.report_plots as report_plots
 from rewardkit.metrics import pairwise_metrics, ranking_metrics, scalar_metrics
 from rewardkit.report import REPORT_FILES, write_report
 
@@ -505,7 +505,7 @@ def test_crash_leaves_nothing_behind(
     def boom(fig, ctx):
         raise RuntimeError("plot failed")
 
-    monkeypatch.setattr(report_mod, "_draw_reliability", boom)
+    monkeypatch.setattr(report_plots, "_draw_reliability", boom)
     out = tmp_path / "new"
     with pytest.raises(RuntimeError, match="plot failed"):
         write_report(out, kind="pairwise", **pairwise_data)
@@ -523,7 +523,7 @@ def test_crash_keeps_previous_report(
     def boom(fig, ctx):
         raise RuntimeError("plot failed")
 
-    monkeypatch.setattr(report_mod, "_draw_margin_hist", boom)
+    monkeypatch.setattr(report_plots, "_draw_margin_hist", boom)
     with pytest.raises(RuntimeError):
         write_report(out, kind="pairwise", **{**pairwise_data, "metrics": {"n": 0}})
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
