@@ -227,6 +227,7 @@ def _ranking(row: dict, text_lists: bool) -> dict:
             raise RowError(f"'{key}' has {len(values)} values but 'responses' has {len(texts)}",
                            key, "length mismatch")
         keys = [_number(value, key, item=i) for i, value in enumerate(values, 1)]
+        _refuse_ties(keys, key)
         order = sorted(range(len(texts)), key=lambda i: -keys[i] if descending else keys[i])
         texts = [texts[i] for i in order]
         break
@@ -238,6 +239,18 @@ def _ranking(row: dict, text_lists: bool) -> dict:
         seen[text.strip()] = i
     return {"prompt": prompt if isinstance(prompt, str) else render_conversation(prompt),
             "responses": texts}
+
+
+def _refuse_ties(keys: list[float], column: str) -> None:
+    """The ranking loss and metrics compare every pair of a group as better/worse; a tie would be
+    trained and scored as an order the annotators never gave (file order). Refused, not guessed."""
+    first_seen: dict[float, int] = {}
+    for i, value in enumerate(keys, 1):
+        if value in first_seen:
+            raise RowError(f"values {first_seen[value]} and {i} tie ({value:g}); ranking needs a strict order "
+                           "(ties are not supported: give distinct values, or turn the row into chosen/rejected "
+                           "pairs of the responses that do differ)", column, "tied ranks")
+        first_seen[value] = i
 
 
 def _single(row: dict, *, with_reward: bool) -> dict:

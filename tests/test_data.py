@@ -130,10 +130,10 @@ def test_scalar_layouts(tmp_path, response_col, reward_col):
 def test_ranked_layouts(tmp_path):
     rows = [{"prompt": "p", "responses": ["a", "b", "c"]},
             {"prompt": "p", "responses": ["a", "b", "c"], "ranks": [3, 1, 2]},
-            {"prompt": "p", "responses": ["a", "b", "c"], "scores": [0.1, 0.9, 0.1]}]
+            {"prompt": "p", "responses": ["a", "b", "c"], "scores": [0.1, 0.9, 0.2]}]
     data = load_rows(tmp_path, rows)
     assert data.objective == "ranking"
-    assert [row["responses"] for row in data.rows] == [["a", "b", "c"], ["b", "c", "a"], ["b", "a", "c"]]
+    assert [row["responses"] for row in data.rows] == [["a", "b", "c"], ["b", "c", "a"], ["b", "c", "a"]]
 
 
 def test_score_mode(tmp_path):
@@ -320,6 +320,8 @@ INVALID = [
     ("bool reward", {"prompt": "p", "completion": "c", "reward": True}, "reward", "not a number"),
     ("one response", {"prompt": "p", "responses": ["a"]}, "responses", "too few responses"),
     ("ranks mismatch", {"prompt": "p", "responses": ["a", "b"], "ranks": [1]}, "ranks", "length mismatch"),
+    ("tied ranks", {"prompt": "p", "responses": ["a", "b", "c"], "ranks": [1, 2, 2]}, "ranks", "tied ranks"),
+    ("tied scores", {"prompt": "p", "responses": ["a", "b"], "scores": [0.5, 0.5]}, "scores", "tied ranks"),
     ("non-string response", {"prompt": "p", "responses": ["a", 2]}, "responses", "not text"),
 ]
 VALID_FIRST = {"pairwise": PAIR, "mse": {"prompt": "p", "completion": "c", "reward": 0},
