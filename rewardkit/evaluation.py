@@ -340,13 +340,15 @@ class _PairwiseCollector(_Collector):
 
 
 class _ScalarCollector(_Collector):
-    """Raw rewards, scores (as `RewardScorer.score` gives), targets and lengths."""
+    """Raw rewards, targets and lengths. The metrics compare the RAW reward with the targets: it is
+    what mse training fitted to them (as the in-training eval_rmse does); `alpha` and reward
+    normalization rescale what `score()` returns at inference and would make RMSE measure the
+    scale, not the fit."""
 
     kind = "mse"
 
     def __init__(self) -> None:
         self.raw: list[NDArray[np.float64]] = []
-        self.scores: list[NDArray[np.float64]] = []
         self.targets: list[NDArray[np.float64]] = []
         self.lengths: list[NDArray[np.float64]] = []
         self.worst = _Worst()
@@ -355,19 +357,17 @@ class _ScalarCollector(_Collector):
         prompts = [row["prompt"] for _, row in chunk]
         responses = [row["response"] for _, row in chunk]
         raw = np.asarray(scorer.raw_rewards(prompts, responses, show_progress=False))
-        scores = scorer.rewards_to_scores(raw)
         targets = np.array([float(row["reward"]) for _, row in chunk])
         self.raw.append(raw)
-        self.scores.append(scores)
         self.targets.append(targets)
         self.lengths.append(_lengths(responses))
-        for (number, row), score, target in zip(chunk, scores.tolist(), targets.tolist()):
-            self.worst.offer(-abs(score - target), lambda number=number, row=row, score=score, target=target: {
+        for (number, row), predicted, target in zip(chunk, raw.tolist(), targets.tolist()):
+            self.worst.offer(-abs(predicted - target), lambda number=number, row=row, predicted=predicted, target=target: {
                 **row_position(number, row), "prompt": row["prompt"], "response": row["response"],
-                "predicted": score, "target": target})
+                "predicted": predicted, "target": target})
 
     def metrics(self, scorer: RewardScorer) -> dict[str, Any]:
-        out = scalar_metrics(_concat(self.scores), _concat(self.targets), lengths=_concat(self.lengths))
+        out = scalar_metrics(_concat(self.raw), _concat(self.targets), lengths=_concat(self.lengths))
         out["rewards"] = reward_stats(_concat(self.raw))
         out["temperature"] = scorer.temperature
         return out
@@ -375,7 +375,7 @@ class _ScalarCollector(_Collector):
     def write_report(self, report_dir: str | os.PathLike, metrics: dict[str, Any], *, model_name: str) -> None:
         from rewardkit.report import write_report
 
-        write_report(report_dir, metrics=metrics, kind="mse", rewards=_concat(self.scores),
+        write_report(report_dir, metrics=metrics, kind="mse", rewards=_concat(self.raw),
                      targets=_concat(self.targets), lengths=_concat(self.lengths),
                      worst_examples=self.worst.examples(), model_name=model_name,
                      temperature=metrics["temperature"])

@@ -125,13 +125,16 @@ def test_pairwise_metrics_equal_hand_computed(model_dir, data_dir, scorer):
     json.dumps(metrics, allow_nan=False)
 
 
-def test_mse_metrics_use_alpha_scaled_scores(model_dir, data_dir, scorer):
+def test_mse_metrics_compare_the_raw_reward_training_fitted(model_dir, data_dir, scorer):
+    """mse training fits the raw reward to the targets; alpha (2 here) only rescales score()."""
     rows = _rows(data_dir / "scalar.jsonl")
     metrics = evaluate_model(model_dir, data_dir / "scalar.jsonl", objective="mse")
     prompts, responses = [r["prompt"] for r in rows], [r["response"] for r in rows]
-    scores = scorer.score(prompts, responses)
-    expected = scalar_metrics(scores, [r["reward"] for r in rows], lengths=_lengths(responses))
+    raw = scorer.raw_rewards(prompts, responses)
+    expected = scalar_metrics(raw, [r["reward"] for r in rows], lengths=_lengths(responses))
     _assert_same(metrics, expected)
+    scaled = scalar_metrics(scorer.score(prompts, responses), [r["reward"] for r in rows])
+    assert metrics["rmse"] != pytest.approx(scaled["rmse"])  # alpha 2 would have changed it
     _assert_same(metrics["rewards"], reward_stats(scorer.raw_rewards(prompts, responses)))
     assert metrics["objective"] == "mse" and metrics["n"] == len(rows)
 
