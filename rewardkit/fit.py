@@ -316,7 +316,7 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
     result = TrainResult(
         output_dir=str(args.output_dir), objective=prepared.objective, base_model=str(base_model),
         detected_layout=prepared.detected_layout, train_rows=len(prepared.train_features), eval_rows=prepared.eval_rows,
-        epochs=float(args.num_train_epochs), steps=int(train_output.global_step), seconds=seconds,
+        epochs=_epochs_run(trainer, args), steps=int(train_output.global_step), seconds=seconds,
         examples_per_second=_training_speed(train_output.metrics, eval_seconds), eval_seconds=eval_seconds,
         train_loss=float(train_output.training_loss), max_length=max_length,
         eval_metrics={k: float(v) for k, v in eval_metrics.items() if isinstance(v, (int, float))},
@@ -369,6 +369,12 @@ def _training_speed(train_metrics: dict[str, float], eval_seconds: float) -> flo
     examples = float(train_metrics.get("train_samples_per_second", 0.0)) * runtime
     training_seconds = runtime - eval_seconds
     return examples / training_seconds if training_seconds > 0 else float(train_metrics.get("train_samples_per_second", 0.0))
+
+
+def _epochs_run(trainer: RewardTrainer, args: RewardTrainingArguments) -> float:
+    """Epochs actually trained (0.25 when --max_steps stopped early), not the ones asked for."""
+    epoch = trainer.state.epoch
+    return round(float(epoch), 4) if epoch is not None else float(args.num_train_epochs)
 
 
 def _plain(value: Any) -> str:

@@ -110,17 +110,30 @@ DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat1
 
 def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     """"bf16" / "bfloat16" / torch.bfloat16 -> torch.bfloat16 (and fp16, fp32); None stays None."""
-    if dtype is None or isinstance(dtype, torch.dtype):
+    if dtype is None or (isinstance(dtype, torch.dtype) and dtype in DTYPES.values()):
         return dtype
     if isinstance(dtype, str) and dtype.lower() in DTYPES:
         return DTYPES[dtype.lower()]
-    raise ValueError(f"dtype must be one of {', '.join(sorted(DTYPES))} or a torch.dtype, got {dtype!r}.")
+    raise ValueError(f"dtype must be one of {', '.join(sorted(DTYPES))} or torch.float32 / bfloat16 / float16, got {dtype!r}.")
 
 
 def pick_device(device: str | torch.device | None) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The device asked for, checked before any model is loaded (torch would otherwise fail deep in
+    its CUDA initialisation, after the load); default CUDA when available, else CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N', 'mps' or a torch.device, got {device!r}.") from error
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but this torch ({torch.__version__}) sees no CUDA GPU; "
+                         "use device='cpu'.")
+    if chosen.type == "cuda" and chosen.index is not None and chosen.index >= torch.cuda.device_count():
+        raise ValueError(f"device {device!r} asked for, but only {torch.cuda.device_count()} CUDA GPU(s) are visible.")
+    if chosen.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r} asked for, but MPS (Apple GPU) is not available here; use device='cpu'.")
+    return chosen
 
 
 @torch.inference_mode()
@@ -233,12 +246,14 @@ class RewardScorer:
         token_budget: int | None = None,
         show_progress: bool | None = None,
     ) -> None:
-        if batch_size is not None and (isinstance(batch_size, bool) or batch_size < 1):
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
-        if token_budget is not None and token_budget < 1:
-            raise ValueError(f"token_budget must be at least 1, got {token_budget}.")
+        for name, value in (("batch_size", batch_size), ("token_budget", token_budget)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}.")
         self.device = pick_device(device)
         dtype = resolve_dtype(dtype)
+        if dtype == torch.float16 and self.device.type == "cpu":
+            logger.warning("dtype fp16 on a CPU is emulated: measured ~6x slower than fp32 here (108 texts: 2.37 s "
+                           "vs 0.41 s); use bf16 (native on AVX512-BF16/AMX CPUs) or the default fp32.")
         self.source: str | None = None
         if isinstance(model_or_path, (str, os.PathLike)):
             self.source = str(model_or_path)
@@ -312,7 +327,7 @@ class RewardScorer:
             raise TypeError(f"prompt must be a string, got {type(prompt).__name__}.")
         if isinstance(responses, str):
             raise TypeError("responses must be a list of strings, not one string.")
-        responses = list(responses)
+        responses = _as_list(responses, "responses")
         scores = self.score([prompt] * len(responses), responses)
         order = sorted(range(len(responses)), key=lambda i: -scores[i])
         return [(responses[i], scores[i]) for i in order]
@@ -323,11 +338,15 @@ class RewardScorer:
         if isinstance(prompts, str):
             raise TypeError("prompts must be a list of strings (one per candidate list), not one "
                             "string: use best_of_n([prompt], [candidates]).")
+        prompts, candidates = _as_list(prompts, "prompts"), _as_list(candidates, "candidates")
         if len(prompts) != len(candidates):
             raise ValueError(f"{len(prompts)} prompts but {len(candidates)} candidate lists.")
+        _check_texts(prompts, "prompts")
         for i, group in enumerate(candidates):
-            if isinstance(group, str) or len(group) == 0:
+            if isinstance(group, str) or group is None or isinstance(group, dict) or len(group) == 0:
                 raise ValueError(f"candidates[{i}] must be a non-empty list of strings.")
+            _check_texts(group, f"candidates[{i}]")
+        candidates = [list(group) for group in candidates]
         flat_prompts = [p for p, group in zip(prompts, candidates) for _ in group]
         flat = [c for group in candidates for c in group]
         scores = self.score(flat_prompts, flat)
@@ -381,11 +400,24 @@ def _load(source: str, tokenizer: Any, dtype: torch.dtype | None) -> tuple[Any, 
 def _align(prompts: Sequence[str] | str, responses: Sequence[str] | str) -> tuple[list[str], list[str]]:
     if isinstance(responses, str):
         responses = [responses]
+    responses = _as_list(responses, "responses")
     if isinstance(prompts, str):
         prompts = [prompts] * len(responses)
+    prompts = _as_list(prompts, "prompts")
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses.")
     return list(prompts), list(responses)
+
+
+def _as_list(texts: Any, name: str) -> list:
+    """A list or tuple (or any other sequence, a generator consumed once) of texts as a list; a
+    dict, set or None is a mistake (a dict would score its keys, a set in no set order)."""
+    if texts is None or isinstance(texts, (dict, set, frozenset, bytes)):
+        raise TypeError(f"{name} must be a string or a list of strings, got {type(texts).__name__}.")
+    try:
+        return list(texts)
+    except TypeError:
+        raise TypeError(f"{name} must be a string or a list of strings, got {type(texts).__name__}.") from None
 
 
 def _check_texts(texts: Sequence[str], name: str) -> None:

@@ -394,3 +394,39 @@ def test_score_file_leaves_no_output_on_bad_data(tmp_path, scorer):
     with pytest.raises(RewardDataError, match="line 2"):
         score_file(scorer, data, output)
     assert list(tmp_path.iterdir()) == [data]
+
+
+# ---------------------------------------------------------------- arguments checked up front
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+@pytest.mark.parametrize("device, says", [("cuda", "sees no CUDA GPU"), ("cuda:1", "sees no CUDA GPU"),
+                                          ("gpu", "device must be 'cpu', 'cuda'")])
+def test_an_unusable_device_is_a_clear_error_before_loading(model, tokenizer, device, says):
+    with pytest.raises(ValueError, match=says):
+        RewardScorer(model, tokenizer=tokenizer, device=device)
+
+
+@pytest.mark.parametrize("bad", [{"what": "x"}, None, {"a", "b"}])
+def test_odd_text_containers_name_the_argument(scorer, bad):
+    with pytest.raises(TypeError, match="responses must be a string or a list of strings"):
+        scorer.score("q", bad)
+    with pytest.raises(TypeError, match="prompts must be a string or a list of strings"):
+        scorer.score(bad, ["r"])
+
+
+def test_generators_are_read_once_and_candidates_named_by_their_place(scorer):
+    assert scorer.score(iter(["q", "q"]), (r for r in ["a", "b"])) == scorer.score(["q", "q"], ["a", "b"])
+    with pytest.raises(TypeError, match=r"candidates\[1\]\[1\] must be a string"):
+        scorer.best_of_n(["q", "q"], [["5", "4"], ["x", 3]])
+
+
+def test_batch_size_dtype_and_fp16_on_cpu(model, tokenizer, caplog):
+    with pytest.raises(ValueError, match="batch_size must be a whole number"):
+        RewardScorer(model, tokenizer=tokenizer, device="cpu", batch_size=2.5)
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        RewardScorer(model, tokenizer=tokenizer, device="cpu", dtype=torch.int8)
+    copy = helpers.tiny_reward_model()
+    with caplog.at_level("WARNING", logger="rewardkit.scoring"):
+        RewardScorer(copy, tokenizer=tokenizer, device="cpu", dtype="fp16")
+    assert "fp16 on a CPU is emulated" in caplog.text

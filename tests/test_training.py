@@ -222,3 +222,10 @@ def test_held_out_set_is_evaluated_once_per_epoch_and_its_time_is_not_training_t
     assert result.examples_per_second > 2 * 48 / result.seconds  # two epochs of 48 pairs
     # 96 pairs in a 10 s train() of which 2 s evaluation: 12 pairs/s of training, not 9.6
     assert _training_speed({"train_runtime": 10.0, "train_samples_per_second": 9.6}, 2.0) == pytest.approx(12.0)
+
+
+def test_summary_reports_the_epochs_actually_run(tiny_base, tmp_path):
+    train = helpers.write_jsonl(tmp_path / "train.jsonl", _pairwise_rows(64, 0))
+    result = run_training(DataArguments(data=str(train)), _args(tmp_path / "out", tiny_base, max_steps=2))
+    assert result.steps == 2 and result.epochs == pytest.approx(0.25)  # 2 of 8 steps per epoch, not "2 epochs"
+    assert "2 steps, 0.25 epoch(s)" in result.describe()
