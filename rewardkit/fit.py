@@ -236,9 +236,14 @@ def prepare_data(data_args: DataArguments, args: RewardTrainingArguments, tokeni
         train_rows, eval_rows = _split_eval(data, data_args.eval_fraction, args.seed)
     encoder = PairEncoder(tokenizer, max_length, TruncationStats())
     train_features = encode_rows(train_rows, data.objective, encoder)
-    eval_features = encode_rows(eval_rows, data.objective, encoder) if eval_rows else None
+    truncation = encoder.stats.describe()  # of the training texts; held-out ones said apart
+    eval_features = None
+    if eval_rows:
+        eval_encoder = PairEncoder(tokenizer, max_length, TruncationStats())
+        eval_features = encode_rows(eval_rows, data.objective, eval_encoder)
+        truncation += f" (held-out: {eval_encoder.stats.describe()})"
     return PreparedData(objective=data.objective, detected_layout=data.detected_layout, skipped=data.skipped.summary(),
-                        truncation=encoder.stats.describe(), train_features=train_features,
+                        truncation=truncation, train_features=train_features,
                         eval_features=eval_features, eval_rows=len(eval_rows))
 
 

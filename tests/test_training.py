@@ -58,6 +58,7 @@ def test_pairwise_training_learns_and_stores_reward_stats(tiny_base, tmp_path):
     assert result.eval_metrics["eval_accuracy"] >= 0.9
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert config["reward_std"] > 0 and config["reward_mean"] == pytest.approx(result.reward_mean)
+    assert result.truncation.startswith("192 texts:") and "(held-out: 64 texts:" in result.truncation  # 96 + 32 pairs
     assert config["trained_max_length"] == 32 and RewardScorer(str(tmp_path / "out")).max_length == 32
     assert RewardScorer(str(tmp_path / "out"), max_length=48).max_length == 48  # asked for: honoured
     for name in ("model.safetensors", "configuration_reward.py", "modeling_reward.py", "tokenizer.json", "README.md",
