@@ -147,6 +147,8 @@ def _truncation_note(m: dict[str, Any]) -> list[str]:
 
 
 def _md_meaning(ctx: _Context) -> list[str]:
+    if ctx.kind == "mse":
+        return _md_meaning_scalar(ctx)
     t = ctx.temperature
     margins = [0.0, 0.5, 1.0, 2.0, 4.0]
     probs = [float(preference_probability(m, t)) for m in margins]
@@ -174,14 +176,55 @@ def _md_meaning(ctx: _Context) -> list[str]:
             "response scores higher, the margin by how much.",
             "",
         ]
-    elif ctx.kind == "mse":
+    return lines
+
+
+def _md_meaning_scalar(ctx: _Context) -> list[str]:
+    """Scalar targets: the reward is read as a prediction of the annotated score. Phrased by what
+    the data is, not by how the model was trained (the metrics do not say; ``objective`` is the
+    kind of the evaluated data)."""
+    t = ctx.temperature
+    lines = [
+        "## What the numbers mean",
+        "",
+        "The model gives every response a single number, its **reward**. These scalar targets "
+        "give each response an annotated score, so here the reward is read as a **prediction of "
+        "that score**, on the targets' own scale. RMSE and MAE measure how far the reward lies "
+        "from the target (so a constant added to every reward changes them); Pearson r asks "
+        "whether the reward rises and falls with the target, Spearman ρ whether it puts the "
+        "responses in the same order (both ignore scale and offset).",
+        "",
+        "A model trained on preferences rather than on scores like these has nothing tying its "
+        "rewards to the targets' scale or offset; for such a model RMSE and MAE mostly measure "
+        "that mismatch, and the correlations are the fairer test.",
+        "",
+    ]
+    alpha = ctx.metrics.get("alpha")
+    if isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and alpha != 1:
         lines += [
-            "This model was trained to predict a score directly (MSE), so its rewards are on the "
-            "scale of the training targets; for choosing between responses still only "
-            "differences matter.",
+            f"The model's `score()` output is α × reward with α = {float(alpha):.3g}; the "
+            "metrics below compare the raw reward (before α) with the targets.",
             "",
         ]
-    return lines
+    difference = (
+        "The difference between two responses' rewards can still be read as a preference: the "
+        "response with the higher reward is predicted to be the better one. "
+    )
+    if t == 1.0:
+        difference += (
+            "But σ(r_a − r_b) is **not a calibrated probability** here: no temperature was fitted "
+            "for this model (T = 1), so nothing ties the size of a difference to how often people "
+            "would prefer one response. Fit one on held-out preference pairs (`rewardkit evaluate "
+            "--calibrate`) before reading differences as probabilities."
+        )
+    else:
+        difference += (
+            f"The model carries a temperature T = {t:.3g} (stored with it, e.g. by an earlier "
+            "`--calibrate` on preference pairs), which turns a difference into P(a ≻ b) = "
+            "σ((r_a − r_b) / T); these scalar targets do not test that probability, calibration "
+            "is measured on preference pairs only."
+        )
+    return lines + [difference, ""]
 
 
 def _temperature_origin(ctx: _Context) -> str:
@@ -231,17 +274,33 @@ _CONTEXT_ROWS: dict[str, tuple[str, str]] = {
         "whether the fitted T was written to the model's config.json (not when the fit hit a "
         "bound of its search range)",
     ),
-    "alpha": (
-        "Score scale α",
-        "factor applied to the raw reward in the model's `score()` output; pairwise "
-        "accuracy and probabilities use the raw reward",
-    ),
+    "alpha": ("Score scale α", "factor applied to the raw reward in the model's `score()` output"),
     "max_length": (
         "Max length (tokens)",
         "longer (prompt, response) texts were cut to this many tokens before scoring",
     ),
     "skipped": ("Skipped rows", "invalid rows left out (`--skip-invalid`); 0 = every row was used"),
 }
+
+#: What the metrics of each kind of data are computed on, with respect to α (the alpha row).
+_ALPHA_USE = {
+    "pairwise": "accuracy and probabilities use the raw reward (before α)",
+    "mse": "metrics (RMSE, MAE, correlations) compare the raw reward (before α) with the targets",
+    "ranking": "Kendall τ, top-1 and pairwise accuracy use the raw reward (before α)",
+}
+
+
+def _context_row(key: str, kind: str) -> tuple[str, str]:
+    """(label, what it means) of a row that is not one of the kind's own metrics."""
+    if key == "alpha":
+        label, meaning = _CONTEXT_ROWS["alpha"]
+        return label, f"{meaning}; {_ALPHA_USE[kind]}"
+    if key == "n" and kind == "ranking":  # evaluate_model sets n = n_groups for ranking
+        return "Groups evaluated", "number of ranked groups evaluated (`n`)"
+    if key in _CONTEXT_ROWS:
+        return _CONTEXT_ROWS[key]
+    return _escape(key.replace("_", " ").capitalize()), "no description (added by the caller)"
+
 
 #: Pairwise rows whose value depends on T: flagged when T was fitted on the evaluated pairs.
 _T_DEPENDENT = frozenset({"mean_confidence", "log_loss", "brier", "ece"})
@@ -279,7 +338,7 @@ def _rows_for(kind: str) -> list[tuple[str, str, str]]:
             ("spearman", "Spearman ρ", "agreement in order with the targets (1 = perfect)"),
         ]
     return [
-        ("n_groups", "Groups", "number of ranked groups"),
+        ("n_groups", "Groups", "number of ranked groups evaluated"),
         ("n_pairs", "Pairs", "within-group pairs of responses"),
         (
             "kendall_tau",
@@ -324,16 +383,16 @@ def _md_headline(ctx: _Context) -> list[str]:
         value = m[key]
         if key in shown or key == "temperature" or not isinstance(value, (int, float)):
             continue
-        label, meaning = _CONTEXT_ROWS.get(
-            key, (_escape(key.replace("_", " ").capitalize()), "no description (added by the caller)")
-        )
+        if key == "n" and ctx.kind == "ranking" and m.get("n_groups") == value:
+            continue  # the same count as the Groups row already shown
+        label, meaning = _context_row(key, ctx.kind)
         lines.append(f"| {label} | {_cell_value(value)} | {meaning} |")
     lines.append("")
     hist_caption = {
         "pairwise": "Where the rewards lie. Their absolute position is arbitrary; what matters "
         "is how far the chosen rewards sit to the right of the rejected ones.",
-        "mse": "Distribution of the predicted rewards next to the target scores they were "
-        "trained to match.",
+        "mse": "Distribution of the predicted rewards next to the target scores they are "
+        "compared with.",
         "ranking": "Where the rewards lie. Their absolute position is arbitrary; only the order "
         "within each group matters.",
     }[ctx.kind]
@@ -536,6 +595,15 @@ def _md_preferences(ctx: _Context) -> list[str]:
         lines += [
             f"For comparison, the target scores themselves correlate with length at "
             f"{format_correlation(target_rho)}: a length effect the labels do not have is the model's own.",
+            "",
+        ]
+    elif ctx.kind == "ranking":
+        lines += [
+            "There is no label baseline for this comparison: the ranked data gives an order "
+            "within each group, not a score that could be correlated with length, and this "
+            "evaluation does not measure how often the labelled order itself puts the longer "
+            "response first. So this correlation cannot tell a length preference of the model "
+            "from one the labels already have (better-ranked responses that are also longer).",
             "",
         ]
     lines += _image(
@@ -774,6 +842,14 @@ def _md_failures(ctx: _Context) -> list[str]:
             "it was of the wrong answer." + _worst_margin_note(examples, ctx.temperature),
             "",
         ]
+    elif ctx.kind == "mse":
+        lines += [
+            f"The {len(examples)} responses whose prediction (`predicted`) lies furthest from "
+            "the target score (`target`), largest |predicted − target| first.",
+            "",
+        ]
+    else:
+        lines += _ranking_failures_intro(ctx)
     if ctx.redact:
         lines += [
             "*Text redacted (evaluation data can contain offensive red-teaming content; "
@@ -797,6 +873,56 @@ def _md_failures(ctx: _Context) -> list[str]:
         lines.append(f"| {i} | " + " | ".join(cells) + " |")
     lines.append("")
     return lines
+
+
+def _ranking_failures_intro(ctx: _Context) -> list[str]:
+    """Whether any group is misordered at all, then what the ranking worst examples are (built in
+    rewardkit.evaluation: per group, margin = reward of the labelled-best response − the highest
+    reward among the others in the group; the smallest margins are kept)."""
+    examples, m = ctx.worst_examples, ctx.metrics
+    margins = [ex["margin"] for ex in examples if isinstance(ex.get("margin"), (int, float))]
+    pair_acc, top1 = m.get("pairwise_accuracy"), m.get("top1_accuracy")
+    lines: list[str] = []
+    if isinstance(pair_acc, (int, float)) and pair_acc == 1.0:
+        lines += [
+            "**No group is misordered**: every within-group pair is in the labelled order "
+            f"(pairwise accuracy {_num(pair_acc)}), so there is no failure to show. Below are the "
+            f"{len(examples)} closest calls instead: the groups whose best response leads its "
+            "strongest rival by the least.",
+            "",
+        ]
+    else:
+        misses, ties = sum(1 for x in margins if x < 0), sum(1 for x in margins if x == 0)
+        if not margins:
+            text = f"The {len(examples)} groups given, without margins."
+        elif misses == 0 and ties == 0:
+            text = (
+                f"The {len(examples)} groups with the smallest margins. None of them is a top-1 "
+                "miss: the best response has the highest reward"
+            )
+            text += (
+                " in every group (top-1 accuracy 1.000); the misordering is among the lower "
+                "responses, which this list, sorted by the margin of the best response, does not "
+                "show."
+                if isinstance(top1, (int, float)) and top1 == 1.0
+                else " in each of them."
+            )
+        else:
+            text = (
+                f"The {len(examples)} groups with the smallest margins; {misses} of them are "
+                "top-1 misses (negative margin)"
+                + (f" and {ties} a tie at the top (margin 0)." if ties else ".")
+            )
+        lines += [text, ""]
+    return lines + [
+        "Each row is one group: `response` is the response labelled best, `reward` its reward, "
+        "and `margin` = that reward − the highest reward among the other responses of the group. "
+        "A negative margin means the model put another response above the best one (a top-1 "
+        "miss); 0 means a tie at the top. The margin looks only at the top: the lower responses "
+        "of a group can be out of order whatever its margin (Kendall τ and pairwise accuracy "
+        "above count those).",
+        "",
+    ]
 
 
 _EXPECTED_PLOTS = {

@@ -466,6 +466,191 @@ def test_ranking_report(tmp_path: Path) -> None:
     assert "| Kendall τ |" in text and "| Top-1 accuracy |" in text
 
 
+def _section(md: str, title: str) -> str:
+    return md.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
+
+
+def _headline_rows(md: str) -> dict[str, tuple[str, str]]:
+    """label -> (value, meaning) of the headline table."""
+    table = _section(md, "Headline metrics").strip().split("\n\n")[0].splitlines()[2:]
+    rows = {}
+    for row in table:
+        label, value, meaning = (cell.strip() for cell in row.strip("|").split(" | "))
+        rows[label] = (value, meaning)
+    return rows
+
+
+def _kind_md(tmp_path: Path, kind: str, metrics: dict, **kwargs) -> str:
+    out = tmp_path / f"{kind}{len(list(tmp_path.iterdir()))}"
+    paths = write_report(out, kind=kind, metrics=metrics, redact=False, **kwargs)
+    return paths["report.md"].read_text(encoding="utf-8")
+
+
+def _mse_metrics(**extra) -> dict:
+    target = np.array([-2.0, -1.0, 0.0, 1.0, 2.0, 2.5])
+    pred = target + np.array([0.1, -0.2, 0.3, 0.0, -0.1, 0.2])
+    lengths = np.array([10, 40, 20, 80, 60, 90])
+    return {**scalar_metrics(pred, target, lengths=lengths), "objective": "mse", **extra}
+
+
+def test_mse_meaning_is_a_prediction_not_a_relative_score(tmp_path: Path) -> None:
+    """Review: the mse report said a constant shift "changes nothing" and showed the
+    Bradley-Terry table, though a shift changes RMSE and σ(difference) is uncalibrated."""
+    md = _kind_md(tmp_path, "mse", _mse_metrics(alpha=1.0))
+    meaning = _section(md, "What the numbers mean")
+    assert "adding the same constant to every reward changes nothing" not in md
+    assert "relative score" not in meaning and "P(a preferred over b)" not in meaning
+    assert "**prediction of that score**" in meaning
+    assert "a constant added to every reward changes them" in meaning
+    assert "RMSE" in meaning and "MAE" in meaning and "Pearson" in meaning
+    assert "Spearman" in meaning
+    assert "can still be read as a preference" in meaning
+    assert "**not a calibrated probability** here: no temperature was fitted" in meaning
+    # with a stored temperature the difference is a stated probability, untested by these data
+    md = _kind_md(tmp_path, "mse", _mse_metrics(), temperature=0.5)
+    meaning = _section(md, "What the numbers mean")
+    assert "not a calibrated probability" not in meaning
+    assert "temperature T = 0.5" in meaning and "do not test that probability" in meaning
+    # the pairwise and ranking reports keep the Bradley-Terry reading
+    for kind, metrics in (
+        ("pairwise", pairwise_metrics([1.0, 2.0], [0.0, 3.0])),
+        ("ranking", ranking_metrics([[3.0, 2.0, 1.0]])),
+    ):
+        meaning = _section(_kind_md(tmp_path, kind, metrics), "What the numbers mean")
+        assert "adding the same constant to every reward changes nothing" in meaning, kind
+        assert "| P(a preferred over b) | 0.50 |" in meaning, kind
+
+
+def test_mse_text_makes_no_claim_about_the_training_objective(tmp_path: Path) -> None:
+    """A ranking model evaluated on scalar data: the report knows the data kind only
+    (``objective`` is the data's kind), so it must not say how the model was trained."""
+    md = _kind_md(
+        tmp_path,
+        "mse",
+        _mse_metrics(alpha=1.0),
+        rewards=[0.0, 1.0, 2.0, 3.0, 4.0, 5.0],
+        targets=[-2.0, -1.0, 0.0, 1.0, 2.0, 2.5],
+    )
+    lowered = md.lower()
+    for claim in ("was trained to", "were trained to", "trained to predict", "training targets"):
+        assert claim not in lowered, claim
+    assert "These scalar targets give each response an annotated score" in md
+    assert "A model trained on preferences rather than on scores like these" in md  # conditional
+    assert "target scores they are compared with" in md
+
+
+def test_alpha_row_says_what_each_kind_uses(tmp_path: Path) -> None:
+    reports = {
+        "pairwise": _kind_md(tmp_path, "pairwise", {**pairwise_metrics([1.0], [0.0]), "alpha": 2.0}),
+        "mse": _kind_md(tmp_path, "mse", _mse_metrics(alpha=2.0)),
+        "ranking": _kind_md(tmp_path, "ranking", {**ranking_metrics([[2.0, 1.0]]), "alpha": 2.0}),
+    }
+    meanings = {kind: _headline_rows(md)["Score scale α"][1] for kind, md in reports.items()}
+    for meaning in meanings.values():
+        assert meaning.startswith("factor applied to the raw reward in the model's `score()` output")
+    assert "accuracy and probabilities use the raw reward (before α)" in meanings["pairwise"]
+    assert meanings["mse"].endswith(
+        "metrics (RMSE, MAE, correlations) compare the raw reward (before α) with the targets"
+    )
+    assert "pairwise accuracy" not in meanings["mse"] and "probabilities" not in meanings["mse"]
+    assert "Kendall τ, top-1 and pairwise accuracy use the raw reward (before α)" in meanings["ranking"]
+    assert "α × reward with α = 2; the metrics below compare the raw reward" in _section(
+        reports["mse"], "What the numbers mean"
+    )  # α ≠ 1 named in the text
+
+
+def _ranking_metrics_as_evaluated(groups: list[list[float]]) -> dict:
+    """What evaluate_model returns for ranking data: n = n_groups, n_responses, alpha, ..."""
+    m = ranking_metrics(groups)
+    return {
+        **m,
+        "n": m["n_groups"],
+        "n_responses": sum(len(g) for g in groups),
+        "objective": "ranking",
+        "alpha": 1.0,
+        "max_length": 64,
+        "skipped": 0,
+        "temperature": 1.0,
+        "length_bias": {"spearman_reward_length": 0.5},
+    }
+
+
+def _ranking_worst(groups: list[list[float]]) -> list[dict]:
+    """Worst examples as evaluation._RankingCollector builds them: best vs strongest rival."""
+    worst = [
+        {"prompt": f"p{i}", "response": f"best {i}", "reward": g[0], "margin": g[0] - max(g[1:]),
+         "row": i + 1}
+        for i, g in enumerate(groups)
+    ]
+    return sorted(worst, key=lambda ex: ex["margin"])
+
+
+def test_ranking_headline_has_no_undescribed_n_row(tmp_path: Path) -> None:
+    groups = [[3.0, 2.0, 1.0], [2.0, 1.5, 0.0], [1.0, 0.0, -1.0]]
+    md = _kind_md(tmp_path, "ranking", _ranking_metrics_as_evaluated(groups))
+    assert "no description" not in md
+    rows = _headline_rows(md)
+    assert "N" not in rows
+    assert rows["Groups"] == ("3", "number of ranked groups evaluated")
+    for label, (value, meaning) in rows.items():
+        assert label and value and meaning, label
+    # n without n_groups (a caller's own dict) still gets a label
+    md = _kind_md(tmp_path, "ranking", {"n": 4})
+    assert "| Groups evaluated | 4 | number of ranked groups evaluated (`n`) |" in md
+
+
+def test_ranking_failures_when_nothing_is_misordered(tmp_path: Path) -> None:
+    """Review: with τ = 1 the section listed 10 perfectly ordered groups as failures, with an
+    unexplained margin column."""
+    groups = [[3.0, 2.0, 1.0], [2.0, 1.5, 0.0], [1.0, 0.0, -1.0]]
+    md = _kind_md(
+        tmp_path, "ranking", _ranking_metrics_as_evaluated(groups), worst_examples=_ranking_worst(groups)
+    )
+    fails = _section(md, "Where it fails")
+    assert fails.index("**No group is misordered**") < fails.index("| # |")
+    assert "pairwise accuracy 1.000" in fails and "no failure to show" in fails
+    assert "closest calls" in fails
+    assert "`margin` = that reward − the highest reward among the other responses" in fails
+    assert "`response` is the response labelled best" in fails
+    assert "top-1 misses" not in fails
+
+
+def test_ranking_failures_count_top1_misses(tmp_path: Path) -> None:
+    groups = [[1.0, 2.0, 0.0], [2.0, 2.0, 0.0], [3.0, 2.0, 1.0], [2.0, 0.0, 1.0]]
+    md = _kind_md(
+        tmp_path, "ranking", _ranking_metrics_as_evaluated(groups), worst_examples=_ranking_worst(groups)
+    )
+    fails = _section(md, "Where it fails")
+    assert "No group is misordered" not in fails
+    assert "The 4 groups with the smallest margins; 1 of them are top-1 misses" in fails
+    assert "and 1 a tie at the top (margin 0)." in fails
+    # the best response always on top, but lower responses out of order
+    groups = [[3.0, 1.0, 2.0], [3.0, 2.0, 1.0]]
+    md = _kind_md(
+        tmp_path, "ranking", _ranking_metrics_as_evaluated(groups), worst_examples=_ranking_worst(groups)
+    )
+    fails = _section(md, "Where it fails")
+    assert "None of them is a top-1 miss" in fails and "top-1 accuracy 1.000" in fails
+    assert "the misordering is among the lower responses" in fails
+
+
+def test_ranking_length_correlation_states_there_is_no_label_baseline(tmp_path: Path) -> None:
+    groups = [[3.0, 2.0, 1.0], [2.0, 1.5, 0.0]]
+    prefs = _section(_kind_md(tmp_path, "ranking", _ranking_metrics_as_evaluated(groups)),
+                     "What it prefers")
+    assert "**+0.50**" in prefs
+    assert "There is no label baseline for this comparison" in prefs
+    mse_prefs = _section(_kind_md(tmp_path, "mse", _mse_metrics()), "What it prefers")
+    assert "the target scores themselves correlate with length" in mse_prefs
+    assert "no label baseline" not in mse_prefs
+
+
+def test_mse_failures_say_what_is_listed(tmp_path: Path) -> None:
+    worst = [{"prompt": "p", "response": "r", "predicted": 0.1, "target": 2.0}]
+    fails = _section(_kind_md(tmp_path, "mse", _mse_metrics(), worst_examples=worst), "Where it fails")
+    assert "lies furthest from the target score (`target`), largest |predicted − target| first" in fails
+
+
 def test_invalid_kind(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="kind"):
         write_report(tmp_path / "r", kind="listwise", metrics={})
