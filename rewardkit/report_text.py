@@ -836,10 +836,15 @@ def _md_failures(ctx: _Context) -> list[str]:
     if not examples:
         return lines + ["No worst examples were given.", ""]
     if ctx.kind == "pairwise":
+        margins = [ex["margin"] for ex in examples if isinstance(ex.get("margin"), (int, float))]
+        if margins and min(margins) > 0:
+            lead = (f"**No pair is misordered**: every chosen answer scored above its rejected one. "
+                    f"Below are the {len(examples)} closest calls instead, smallest margin first.")
+        else:
+            lead = f"The {len(examples)} pairs with the smallest margins, most negative first."
         lines += [
-            f"The {len(examples)} pairs with the most negative margins. A negative margin means "
-            "the model gave the rejected answer the higher reward; the more negative, the surer "
-            "it was of the wrong answer." + _worst_margin_note(examples, ctx.temperature),
+            lead + " A negative margin means the model gave the rejected answer the higher reward; "
+            "the more negative, the surer it was of the wrong answer." + _worst_margin_note(examples, ctx.temperature),
             "",
         ]
     elif ctx.kind == "mse":

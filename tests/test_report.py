@@ -413,9 +413,12 @@ def test_header_names_data_and_truncation(tmp_path: Path) -> None:
 def test_worst_examples_explain_the_margin(tmp_path: Path, text_only: dict) -> None:
     examples = [{**ex, "row": i} for i, ex in enumerate(text_only["worst_examples"], 1)]
     md = _md_for(tmp_path, text_only["metrics"], worst_examples=examples)
-    assert "The 2 pairs with the most negative margins" in md
+    assert "The 2 pairs with the smallest margins, most negative first" in md
     assert "P(chosen ≻ rejected) = 0.04 at T = 1: the model is 96% sure of the wrong answer" in md
     assert "`row` is the row's number in the data file" in md
+    right = [{**ex, "margin": abs(ex["margin"]) + 0.5} for ex in examples]  # every pair the right way round
+    md = _md_for(tmp_path, text_only["metrics"], worst_examples=right)
+    assert "**No pair is misordered**" in md and "closest calls" in md and "sure of the wrong answer" not in md
 
 
 # ---------------------------------------------------------------- other kinds
