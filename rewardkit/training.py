@@ -30,7 +30,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from modeling_reward import mse_loss, pairwise_loss, ranking_loss
 from rewardkit.cpu_workers import cpu_worker_split, map_in_workers
-from rewardkit.features import COLLATORS
+from rewardkit.features import COLLATORS, MODEL_INPUT_KEYS
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class _ReadableCheckpoints(TrainerCallback):
             apply_umask_permissions(folder)
 
 
-_ROW_KEYS = frozenset({"input_ids", "attention_mask", "token_type_ids"})
+_ROW_KEYS = frozenset(MODEL_INPUT_KEYS)
 _EXAMPLE_KEYS = frozenset({"margin", "labels", "group_sizes"})  # one value per pair / row / group
 
 
@@ -214,7 +214,7 @@ class RewardTrainer(Trainer):
     # ------------------------------------------------------------------ losses
 
     def _rewards(self, model, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, Any]:
-        model_inputs = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        model_inputs = {k: v for k, v in inputs.items() if k in MODEL_INPUT_KEYS}
         outputs = model(**model_inputs)
         rewards = outputs["rewards"] if "rewards" in outputs else outputs["logits"]
         return rewards[:, 0], outputs  # (N,)
