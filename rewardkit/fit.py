@@ -77,8 +77,7 @@ class TrainResult:
                                                              "pairwise_accuracy", "loss"})
             precision = str(self.hyperparameters.get("precision", ""))
             note = (f" (scored in the training precision, {precision.split(',')[0]}; `rewardkit evaluate` scores "
-                    "in fp32 and can differ by a few examples)" if "autocast" in precision or "bf16" in precision
-                    or "fp16" in precision else "")
+                    "in fp32 and can differ by a few examples)" if "autocast" in precision else "")
             lines.append(f"  Held-out ({self.eval_rows} {unit}): {shown}{note}.")
         if self.reward_mean is not None:
             lines.append(f"  Raw rewards on training responses: mean {self.reward_mean:.3f}, std {self.reward_std:.3f} "

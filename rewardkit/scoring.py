@@ -406,7 +406,7 @@ def _align(prompts: Sequence[str] | str, responses: Sequence[str] | str) -> tupl
     prompts = _as_list(prompts, "prompts")
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses.")
-    return list(prompts), list(responses)
+    return prompts, responses
 
 
 def _as_list(texts: Any, name: str) -> list:
