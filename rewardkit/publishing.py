@@ -138,6 +138,11 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise ValueError(f"Cannot read {path}: {error}") from None
 
 
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """The one JSON layout of the published folder: indented, keys sorted, newline-terminated."""
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
 def _weight_files(model_dir: Path) -> list[str]:
     """The safetensors weights to publish: one file, or an index and every shard it names.
 
@@ -265,15 +270,14 @@ def _scrub_adapter_config(path: Path) -> None:
 
     config = _read_json(path)
     config["base_model_name_or_path"] = hub_model_id(config.get("base_model_name_or_path"))
-    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    _write_json(path, config)
 
 
 def _scrub_reward_config(path: Path) -> None:
     """`adapter/reward_config.json` is the reward model's config.json saved beside the adapter, so
     it records the backbone's `_name_or_path` (the packaged MiniLM's site-packages path, a Hub
     cache snapshot) just as config.json does: scrub it the same way."""
-    path.write_text(json.dumps(_scrub_local_paths(_read_json(path)), indent=2, sort_keys=True) + "\n",
-                    encoding="utf-8")
+    _write_json(path, _scrub_local_paths(_read_json(path)))
 
 
 def _move_into_place(staging: Path, out_dir: Path) -> None:
@@ -344,8 +348,7 @@ def build_publish_folder(model_dir: str | Path, out_dir: str | Path, *, repo_id:
             _scrub_adapter_config(staging / ADAPTER_DIR / "adapter_config.json")
             if (staging / ADAPTER_DIR / "reward_config.json").is_file():
                 _scrub_reward_config(staging / ADAPTER_DIR / "reward_config.json")
-        (staging / "config.json").write_text(
-            json.dumps(_scrub_local_paths(config), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        _write_json(staging / "config.json", _scrub_local_paths(config))
         (staging / CARD_FILE).write_text(card, encoding="utf-8")
         _move_into_place(staging, out_dir)
     except BaseException:
