@@ -316,7 +316,8 @@ class _RowStream:
     def _located(self, problem: RowError, source: str, record: _Record) -> RewardDataError:
         column, message = problem.column, problem.message
         if problem.reason == "missing column":  # name the alias this data uses ('response', not 'completion')
-            column, message = self._missing_column_as_the_data_names_it(column, message)
+            problem = self._missing_column_as_the_data_names_it(problem)
+            column, message = problem.column, problem.message
         original = next((old for old, new in self.column_map.items() if new == column), None)
         if original is not None:
             message += f" (column {original!r} in the data, renamed to {column!r} by --columns)"
@@ -325,15 +326,12 @@ class _RowStream:
         return RewardDataError(message.rstrip(".") + "." + hint, source=source, row=record.number,
                                column=column, where=record.where, reason=problem.reason)
 
-    def _missing_column_as_the_data_names_it(self, column: str, message: str) -> tuple[str, str]:
+    def _missing_column_as_the_data_names_it(self, problem: RowError) -> RowError:
         """A missing column has aliases (`completion` / `response`); the error names the one the
         earlier rows of this data filled, the others as "also accepted"."""
-        aliases = next((group for group in formats.COLUMN_ALIASES if column in group), ())
+        aliases = next((group for group in formats.COLUMN_ALIASES if problem.column in group), ())
         used = next((name for name in aliases if name in self.first_columns), None)
-        if used is None or used == column:
-            return column, message
-        others = ", ".join(repr(name) for name in aliases if name != used)
-        return used, f"the row has no such column (also accepted: {others})"
+        return problem if used is None or used == problem.column else formats.missing_column(aliases, used)
 
     def _invalid(self, error: RewardDataError) -> None:
         if not self.skip_invalid:

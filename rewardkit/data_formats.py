@@ -274,8 +274,15 @@ def _pick(row: dict, names: tuple[str, ...]) -> tuple[str, Any]:
     for name in names:
         if name in row:
             raise RowError("the value is null", name, "missing value")
-    others = f" (also accepted: {', '.join(repr(n) for n in names[1:])})" if len(names) > 1 else ""
-    raise RowError(f"the row has no such column{others}", names[0], "missing column")
+    raise missing_column(names, names[0])
+
+
+def missing_column(aliases: tuple[str, ...], named: str) -> RowError:
+    """The error for a row without any of `aliases`, naming the column `named` and the other
+    aliases as also accepted (rewardkit.data names the one the earlier rows of a file used)."""
+    others = [repr(name) for name in aliases if name != named]
+    also = f" (also accepted: {', '.join(others)})" if others else ""
+    return RowError(f"the row has no such column{also}", named, "missing column")
 
 
 def _first_name(row: dict, names: tuple[str, ...]) -> str:
