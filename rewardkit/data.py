@@ -432,10 +432,16 @@ def _resolve(source: str | os.PathLike, split: str | None) -> tuple[str, list[_I
     if exists:
         raise RewardDataError("this is neither a regular file nor a folder", source=path)
     text = os.fspath(source)
-    if isinstance(text, str) and _HUB_ID.fullmatch(text) and not _suffix_kind(Path(text)):
+    if isinstance(text, str) and has_hub_dataset_id_form(text):
         return text, [(text, lambda: _read_hub(text, split or "train"))]
     raise RewardDataError("no such file or folder (and it is not a Hub dataset id like owner/name)",
                           source=text)
+
+
+def has_hub_dataset_id_form(text: str) -> bool:
+    """`owner/name` without a data-file suffix: what a source that is no local path is read as (a
+    Hub dataset id). Local paths are checked first, by the caller."""
+    return bool(_HUB_ID.fullmatch(text)) and not _suffix_kind(Path(text))
 
 
 def _folder_inputs(folder: Path) -> list[_Input]:

@@ -16,6 +16,7 @@ from pathlib import Path, PureWindowsPath
 from typing import Any
 
 from rewardkit.calibration import preference_probability
+from rewardkit.data import has_hub_dataset_id_form
 
 TEMPLATE_PATH = Path(__file__).parent / "templates" / "model_card.md"
 OBJECTIVES = {
@@ -43,8 +44,6 @@ HYPERPARAMETERS_SHOWN_AS_ROWS = ("max_length",)
 _ENUM_REPR = re.compile(r"([A-Z][A-Za-z0-9]*)\.([A-Z][A-Z0-9_]*)")
 # Modules whose enums training arguments hold (lr_scheduler_type, save_strategy, optim, ...).
 _ENUM_MODULES = ("transformers.trainer_utils", "transformers.training_args")
-# A Hub dataset id, by the rule rewardkit.data uses to tell one from a local file name.
-_HUB_DATASET_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 # File endings of local data (as in rewardkit.data.SUFFIXES, plus other common ones): never a Hub id.
 _DATA_FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet", ".arrow", ".txt", ".gz")
 # model-index `dataset.type` for data that is not on the Hub: it must be a dataset id, and a local
@@ -108,7 +107,7 @@ def hub_dataset_id(name: str | None) -> str | None:
     if not name:
         return None
     text = str(name).strip()
-    if not _HUB_DATASET_ID.fullmatch(text) or text.lower().endswith(_DATA_FILE_SUFFIXES):
+    if not has_hub_dataset_id_form(text) or text.lower().endswith(_DATA_FILE_SUFFIXES):
         return None
     try:
         if Path(text).exists():  # rewardkit.data reads an existing path as local data, not the Hub
@@ -146,6 +145,13 @@ def _data_label(name: Any, source: Any = None) -> tuple[str, bool]:
     if text in {"", ".", "..", "~"}:  # a path with no name of its own ("/", "./")
         return LOCAL_DATA, False
     return text, _is_local_data(name if source is None else source)
+
+
+def _evaluation_data(evaluation: dict) -> tuple[Any, Any]:
+    """(what an evaluation's data is called, what it was read from): the name given to the data
+    (`data_name`) before its source, which names it when no name was given."""
+    source = evaluation.get("data") or evaluation.get("data_name")
+    return evaluation.get("data_name") or source or "held-out data", source
 
 
 def dataset_display_name(name: Any, source: Any = None) -> str:
@@ -221,8 +227,7 @@ def _evaluation_rows(training: dict, evaluation: dict | None) -> tuple[list[dict
     held-out metrics recorded during training."""
     rows, length_bias = [], None
     if evaluation:
-        source = evaluation.get("data") or evaluation.get("data_name")
-        label, local = _data_label(evaluation.get("data_name") or source or "held-out data", source)
+        label, local = _data_label(*_evaluation_data(evaluation))
         data = f"{label} ({LOCAL_DATA + ', ' if local else ''}n={evaluation.get('n', '?')})"
         for key, name, _ in METRIC_NAMES:
             if evaluation.get(key) is not None:
@@ -255,8 +260,8 @@ def build_card_data(config: dict, training: dict, evaluation: dict | None, *, re
     results = []
     metrics = evaluation or {k.removeprefix("eval_"): v for k, v in (training.get("eval_metrics") or {}).items()}
     if evaluation:
-        source = evaluation.get("data") or evaluation.get("data_name")
-        dataset_name = dataset_display_name(evaluation.get("data_name") or source or "held-out data", source)
+        name, source = _evaluation_data(evaluation)
+        dataset_name = dataset_display_name(name, source)
     else:
         source = datasets[0] if datasets else None
         dataset_name = dataset_display_name(source or "held-out data")
