@@ -817,9 +817,13 @@ def _cell(value: Any, redact: bool) -> str:
     return _num(value)
 
 
+def _margins_of(examples: Sequence[dict[str, Any]]) -> list[float]:
+    return [ex["margin"] for ex in examples if isinstance(ex.get("margin"), (int, float))]
+
+
 def _worst_margin_note(examples: Sequence[dict[str, Any]], temperature: float) -> str:
     """How sure "surest" is: the probability behind the most negative margin shown."""
-    margins = [ex["margin"] for ex in examples if isinstance(ex.get("margin"), (int, float))]
+    margins = _margins_of(examples)
     if not margins or min(margins) >= 0:
         return ""
     worst = float(min(margins))
@@ -836,7 +840,7 @@ def _md_failures(ctx: _Context) -> list[str]:
     if not examples:
         return lines + ["No worst examples were given.", ""]
     if ctx.kind == "pairwise":
-        margins = [ex["margin"] for ex in examples if isinstance(ex.get("margin"), (int, float))]
+        margins = _margins_of(examples)
         if margins and min(margins) > 0:
             lead = (f"**No pair is misordered**: every chosen answer scored above its rejected one. "
                     f"Below are the {len(examples)} closest calls instead, smallest margin first.")
@@ -885,7 +889,7 @@ def _ranking_failures_intro(ctx: _Context) -> list[str]:
     rewardkit.evaluation: per group, margin = reward of the labelled-best response − the highest
     reward among the others in the group; the smallest margins are kept)."""
     examples, m = ctx.worst_examples, ctx.metrics
-    margins = [ex["margin"] for ex in examples if isinstance(ex.get("margin"), (int, float))]
+    margins = _margins_of(examples)
     pair_acc, top1 = m.get("pairwise_accuracy"), m.get("top1_accuracy")
     lines: list[str] = []
     if isinstance(pair_acc, (int, float)) and pair_acc == 1.0:
