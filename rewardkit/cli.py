@@ -56,7 +56,8 @@ def make_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", required=True, help="File, folder or Hub dataset id.")
     evaluate.add_argument("--report-dir", default=None, help="Write metrics.json, PNG plots and report.md here.")
     evaluate.add_argument("--calibrate", action="store_true",
-                          help="Fit the temperature T of P(a>b)=sigmoid((r_a-r_b)/T) on these pairs and store it in the model's config.json.")
+                          help="Fit the temperature T of P(a>b)=sigmoid((r_a-r_b)/T) on these pairs (pairwise data) or on every "
+                               "within-group pair (ranked data) and store it in the model's config.json.")
     _add_data_options(evaluate)
     _add_scoring_options(evaluate)
     _add_common(evaluate)

@@ -46,6 +46,7 @@ from rewardkit.metrics import (
     reward_stats,
     scalar_metrics,
     spearman,
+    within_group_margins,
 )
 from rewardkit.scoring import RewardScorer, iter_chunks
 
@@ -85,17 +86,18 @@ def evaluate_model(
         data, split, columns, skip_invalid: as for `rewardkit.data.load_reward_data`.
         objective: "pairwise", "mse" or "ranking"; detected from the columns when None.
         report_dir: also write metrics.json, PNG plots and report.md there.
-        calibrate: pairwise only. Fit the Bradley-Terry temperature T on these pairs and write it
-            into the model folder's config.json, so `RewardScorer.compare` is calibrated from
-            then on. The returned metrics are then those at the fitted T, with `ece_before`,
-            `ece_after`, `temperature_before` and `temperature_fitted`. Fit on held-out pairs,
-            never on the training set.
+        calibrate: pairwise or ranked data. Fit the Bradley-Terry temperature T on these pairs
+            (for ranked data: every within-group pair, better-ranked response as "chosen") and
+            write it into the model folder's config.json, so `RewardScorer.compare` is
+            calibrated from then on. The returned metrics are then those at the fitted T, with
+            `ece_before`, `ece_after`, `temperature_before` and `temperature_fitted`. Fit on
+            held-out data, never on the training set.
         limit: evaluate only the first `limit` valid rows.
         data_name: how the data is named in the report and model card (default: `data`).
 
     Raises:
         RewardDataError: bad data (naming file, row and column).
-        ValueError: bad arguments, e.g. `calibrate` with non-pairwise data or a model that is
+        ValueError: bad arguments, e.g. `calibrate` with scalar (mse) data or a model that is
             not a local folder.
     """
     if objective is not None and objective not in OBJECTIVES:
@@ -103,9 +105,8 @@ def evaluate_model(
                          f"got {objective!r}.")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a positive whole number, got {limit!r}.")
-    if calibrate and objective not in (None, "pairwise"):
-        raise ValueError(f"Calibration (--calibrate, calibrate=True) fits the temperature of pairwise preferences; it does not "
-                         f"apply to {objective!r} data.")
+    if calibrate and objective not in (None, *_CALIBRATABLE):
+        raise ValueError(_calibration_refusal(objective))
     scorer = _scorer_for(model, batch_size=batch_size, max_length=max_length, device=device, dtype=dtype)
     folder = _calibration_folder(scorer) if calibrate else None
     skipped = SkipReport()
@@ -116,7 +117,7 @@ def evaluate_model(
         collector = _collect(scorer, _limited(rows, limit), objective, calibrate)
     metrics = collector.metrics(scorer)
     if calibrate:
-        assert folder is not None and isinstance(collector, _PairwiseCollector)
+        assert folder is not None and isinstance(collector, (_PairwiseCollector, _RankingCollector))
         metrics = _calibrate(collector, scorer, folder, metrics)
     metrics["objective"] = collector.kind
     metrics.update(_context(scorer, model, data, data_name, skipped, truncation_before))
@@ -161,7 +162,16 @@ def _calibration_folder(scorer: RewardScorer) -> Path:
     return folder
 
 
-def _calibrate(collector: _PairwiseCollector, scorer: RewardScorer, folder: Path,
+#: Data whose rows imply preference pairs, so a temperature can be fitted on them.
+_CALIBRATABLE = ("pairwise", "ranking")
+
+
+def _calibration_refusal(kind: str) -> str:
+    return (f"Calibration (--calibrate, calibrate=True) fits the temperature of P(a ≻ b) on preference pairs "
+            f"(pairwise or ranked data); {kind!r} data has target scores, not preferences.")
+
+
+def _calibrate(collector: _PairwiseCollector | _RankingCollector, scorer: RewardScorer, folder: Path,
                metrics: dict[str, Any]) -> dict[str, Any]:
     """Fit T on the margins, store it when usable, and return the metrics at the fitted T."""
     fitted = fit_temperature(collector.margins())
@@ -222,9 +232,8 @@ def _collect(scorer: RewardScorer, rows: Iterator[_Numbered], objective: str | N
         for chunk in iter_chunks(rows, CHUNK_ROWS):
             if collector is None:
                 kind = objective or _kind_of(chunk[0][1])
-                if calibrate and kind != "pairwise":
-                    raise ValueError(f"Calibration (--calibrate, calibrate=True) fits the temperature of pairwise preferences; "
-                                     f"this is {kind} data.")
+                if calibrate and kind not in _CALIBRATABLE:
+                    raise ValueError(_calibration_refusal(kind))
                 collector = _COLLECTORS[kind]()
             collector.add(scorer, chunk)
             progress.update(len(chunk))
@@ -406,21 +415,24 @@ class _RankingCollector(_Collector):
                 **row_position(number, row), "prompt": row["prompt"], "response": row["responses"][0],
                 "reward": float(group[0]), "margin": margin})
 
+    def margins(self) -> NDArray[np.float64]:
+        """reward(better) − reward(worse) for every within-group pair: what calibration fits."""
+        return within_group_margins(self.groups)
+
     def metrics(self, scorer: RewardScorer) -> dict[str, Any]:
-        out = ranking_metrics(self.groups)
+        out = ranking_metrics(self.groups, temperature=scorer.temperature)
         flat = _concat(self.groups)
         out["n"] = out["n_groups"]
         out["n_responses"] = int(flat.size)
         out["length_bias"] = {"spearman_reward_length": spearman(flat, _concat(self.lengths))}
         out["rewards"] = reward_stats(flat)
-        out["temperature"] = scorer.temperature
         return out
 
     def write_report(self, report_dir: str | os.PathLike, metrics: dict[str, Any], *, model_name: str) -> None:
         from rewardkit.report import write_report
 
         write_report(report_dir, metrics=metrics, kind="ranking", rewards=_concat(self.groups),
-                     lengths=_concat(self.lengths), worst_examples=self.worst.examples(),
+                     lengths=_concat(self.lengths), pair_margins=self.margins(), worst_examples=self.worst.examples(),
                      model_name=model_name, temperature=metrics["temperature"])
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "reward_stats",
     "scalar_metrics",
     "spearman",
+    "within_group_margins",
 ]
 
 _QUANTILES = {"q05": 0.05, "q25": 0.25, "q50": 0.50, "q75": 0.75, "q95": 0.95}
@@ -198,13 +199,26 @@ def pairwise_metrics(
     r = _array(rejected, "rejected")
     _same_length(chosen=c, rejected=r)
     margins = c - r
-    p = np.asarray(preference_probability(margins, temperature), dtype=np.float64)
     out: dict[str, Any] = {
         "n": int(c.size),
         "accuracy": float(np.mean(_win_score(c, r))),
         "ties": int(np.count_nonzero(margins == 0)),
         "mean_margin": float(np.mean(margins)),
         "median_margin": float(np.median(margins)),
+        **_probability_metrics(margins, temperature, n_bins),
+    }
+    if (chosen_lengths is None) != (rejected_lengths is None):
+        raise ValueError("give both chosen_lengths and rejected_lengths, or neither")
+    if chosen_lengths is not None and rejected_lengths is not None:
+        out["length_bias"] = _length_bias(c, r, chosen_lengths, rejected_lengths)
+    return out
+
+
+def _probability_metrics(margins: NDArray[np.float64], temperature: float, n_bins: int) -> dict[str, float]:
+    """How good the Bradley-Terry probabilities p = σ(margin / T) are, where each margin is the
+    better response's reward minus the worse one's (see pairwise_metrics for each key)."""
+    p = np.asarray(preference_probability(margins, temperature), dtype=np.float64)
+    return {
         "temperature": float(temperature),
         "mean_confidence": float(np.mean(np.maximum(p, 1.0 - p))),
         "ece": pairwise_ece(margins, temperature, n_bins),
@@ -212,11 +226,6 @@ def pairwise_metrics(
         # −log σ(z) = softplus(−z): finite even when p underflows to 0
         "log_loss": float(np.mean(_softplus(-margins / float(temperature)))),
     }
-    if (chosen_lengths is None) != (rejected_lengths is None):
-        raise ValueError("give both chosen_lengths and rejected_lengths, or neither")
-    if chosen_lengths is not None and rejected_lengths is not None:
-        out["length_bias"] = _length_bias(c, r, chosen_lengths, rejected_lengths)
-    return out
 
 
 def _length_bias(
@@ -292,7 +301,19 @@ def scalar_metrics(
     return out
 
 
-def ranking_metrics(rewards_per_group: Sequence[Sequence[float]]) -> dict[str, Any]:
+def within_group_margins(rewards_per_group: Sequence[Sequence[float]]) -> NDArray[np.float64]:
+    """reward(better) − reward(worse) for every within-group pair of ranked groups (true best
+    first), group by group: the K-choose-2 preference pairs a ranking implies."""
+    parts = []
+    for group in rewards_per_group:
+        rewards = np.asarray(group, dtype=np.float64)
+        i, j = np.triu_indices(rewards.size, k=1)  # i < j, so i is truly better
+        parts.append(rewards[i] - rewards[j])
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def ranking_metrics(rewards_per_group: Sequence[Sequence[float]], *, temperature: float = 1.0,
+                    n_bins: int = 10) -> dict[str, Any]:
     """Metrics for ranked groups: each group lists rewards of K responses, true best first.
 
     n_groups           number of groups
@@ -305,6 +326,10 @@ def ranking_metrics(rewards_per_group: Sequence[Sequence[float]]) -> dict[str, A
                        if it shares the top with k − 1 others it counts 1/k (random tie-break),
                        consistent with ties counting half in pairwise accuracy
     pairwise_accuracy  over all within-group pairs, fraction ordered correctly (ties half)
+    temperature, mean_confidence, ece, brier, log_loss
+                       as in pairwise_metrics, over all within-group pairs with the better-ranked
+                       response as "chosen": how good P(a ≻ b) = σ((r_a − r_b) / T) is inside a
+                       group (pairs of one group share responses, so they are not independent)
 
     Raises ``ValueError`` if there are no groups or a group has fewer than 2 responses.
     """
@@ -335,6 +360,7 @@ def ranking_metrics(rewards_per_group: Sequence[Sequence[float]]) -> dict[str, A
         "kendall_tau_groups": len(taus),
         "top1_accuracy": float(np.mean(top1)),
         "pairwise_accuracy": pair_scores / n_pairs,
+        **_probability_metrics(within_group_margins(rewards_per_group), temperature, n_bins),
     }
 
 

@@ -35,7 +35,17 @@ METRIC_NAMES = [
     ("spearman", "Spearman correlation with annotated rewards", "spearman"),
     ("kendall_tau", "Kendall tau against the annotated ranking", "kendall_tau"),
     ("top1_accuracy", "Top-1 accuracy (best response ranked first)", "top1_accuracy"),
+    ("pairwise_accuracy", "Pairwise accuracy over all within-group pairs (better scored above worse)", "accuracy"),
 ]
+# Ranked data has no chosen/rejected: its pair metrics are over every within-group pair.
+_RANKED_PAIRS = ("P(chosen ≻ rejected)", "P(better ≻ worse) over all within-group pairs")
+
+
+def _metric_names(objective: Any) -> list[tuple[str, str, str]]:
+    """METRIC_NAMES, with the display names phrased for the evaluated kind of data."""
+    if objective != "ranking":
+        return METRIC_NAMES
+    return [(key, name.replace(*_RANKED_PAIRS), metric_type) for key, name, metric_type in METRIC_NAMES]
 
 
 # Hyperparameters the Training table already shows in a row of its own (not repeated below it).
@@ -229,7 +239,7 @@ def _evaluation_rows(training: dict, evaluation: dict | None) -> tuple[list[dict
     if evaluation:
         label, local = _data_label(*_evaluation_data(evaluation))
         data = f"{label} ({LOCAL_DATA + ', ' if local else ''}n={evaluation.get('n', '?')})"
-        for key, name, _ in METRIC_NAMES:
+        for key, name, _ in _metric_names(evaluation.get("objective")):
             if evaluation.get(key) is not None:
                 rows.append({"name": name, "value": _fmt(evaluation[key]), "data": data})
         bias = evaluation.get("length_bias") or {}
@@ -266,7 +276,7 @@ def build_card_data(config: dict, training: dict, evaluation: dict | None, *, re
         source = datasets[0] if datasets else None
         dataset_name = dataset_display_name(source or "held-out data")
     dataset_type = hub_dataset_id(source) or UNKNOWN_DATASET_TYPE
-    for key, name, metric_type in METRIC_NAMES:
+    for key, name, metric_type in _metric_names(metrics.get("objective", training.get("objective"))):
         value = metrics.get(key)
         if isinstance(value, (int, float)) and math.isfinite(value):
             results.append(EvalResult(task_type="text-classification", task_name="Reward modeling",

@@ -67,6 +67,7 @@ def write_report(
     rewards: ArrayLike | None = None,
     targets: ArrayLike | None = None,
     lengths: ArrayLike | None = None,
+    pair_margins: ArrayLike | None = None,
     worst_examples: list[dict[str, Any]] | None = None,
     model_name: str = "",
     temperature: float = 1.0,
@@ -80,7 +81,9 @@ def write_report(
     ``kind`` is ``"pairwise"`` (give ``chosen``/``rejected`` rewards and optionally
     ``chosen_lengths``/``rejected_lengths``), ``"mse"`` (``rewards`` = predictions, ``targets``,
     optional ``lengths``) or ``"ranking"`` (``rewards`` flattened over all groups, optional
-    ``lengths``). ``metrics`` is the dict from :mod:`rewardkit.metrics`; it is written to
+    ``lengths`` and ``pair_margins``: reward(better) − reward(worse) of every within-group pair,
+    see :func:`rewardkit.metrics.within_group_margins`, for the calibration section and the
+    reliability diagram). ``metrics`` is the dict from :mod:`rewardkit.metrics`; it is written to
     ``metrics.json`` as is (indent 2, sorted keys, NaN/inf written as ``null``). Plots whose data
     is not given are skipped and the report says so.
 
@@ -121,6 +124,7 @@ def write_report(
         rewards=_opt(rewards, "rewards"),
         targets=_opt(targets, "targets"),
         lengths=_opt(lengths, "lengths"),
+        pair_margins=_opt(pair_margins, "pair_margins"),
         worst_examples=list(worst_examples or [])[:max_examples],
         model_name=model_name,
         temperature=_positive(temperature),
@@ -162,6 +166,7 @@ class _Context:
     rewards: NDArray[np.float64] | None
     targets: NDArray[np.float64] | None
     lengths: NDArray[np.float64] | None
+    pair_margins: NDArray[np.float64] | None
     worst_examples: list[dict[str, Any]]
     model_name: str
     temperature: float
@@ -183,6 +188,8 @@ class _Context:
             raise ValueError("give both chosen_lengths and rejected_lengths, or neither")
         if (self.chosen is None) != (self.rejected is None):
             raise ValueError("give both chosen and rejected, or neither")
+        if self.pair_margins is not None and self.kind != "ranking":
+            raise ValueError("pair_margins are for ranked data; give chosen and rejected for pairwise data")
         if int(self.n_bins) != self.n_bins or self.n_bins < 1:
             raise ValueError(f"n_bins must be a positive integer, got {self.n_bins!r}")
         metric_t = self.metrics.get("temperature")
@@ -201,6 +208,13 @@ class _Context:
     def margins(self) -> NDArray[np.float64]:
         assert self.chosen is not None and self.rejected is not None
         return self.chosen - self.rejected
+
+    @property
+    def preference_margins(self) -> NDArray[np.float64] | None:
+        """The margins P(a ≻ b) is read from: chosen − rejected (pairwise), better − worse within
+        each group (ranking, when given); None otherwise or when there are none."""
+        margins = self.margins if self.kind == "pairwise" and self.has_pairs else self.pair_margins
+        return margins if margins is not None and margins.size else None
 
     def length_bias(self) -> dict[str, Any] | None:
         """From the metrics if present, else computed from the arrays if they were given."""

@@ -51,6 +51,8 @@ def plots_for(ctx: _Context) -> list[tuple[str, _Draw]]:
             plots.append(("reward_vs_length.png", _draw_pair_vs_length))
     elif ctx.kind in ("mse", "ranking") and ctx.rewards is not None:
         plots.append(("reward_hist.png", _draw_reward_hist))
+        if ctx.kind == "ranking" and ctx.preference_margins is not None:
+            plots.append(("reliability.png", _draw_reliability))
         if ctx.kind == "mse" and ctx.targets is not None:
             plots.append(("pred_vs_target.png", _draw_pred_vs_target))
         if ctx.lengths is not None:
@@ -156,7 +158,9 @@ def _draw_reliability(fig: Figure, ctx: _Context) -> None:
     right X% of the time?". The symmetric bins below 0.5 are mirror images of those above
     (see calibration.symmetrize_pairwise), so only the upper half is drawn; the ECE in the
     title is over all bins, which for an even number of bins is the same number."""
-    probs, outcomes = symmetrize_pairwise(ctx.margins, ctx.temperature)
+    margins = ctx.preference_margins
+    assert margins is not None
+    probs, outcomes = symmetrize_pairwise(margins, ctx.temperature)
     bins = reliability_bins(probs, outcomes, ctx.n_bins)
     ece = expected_calibration_error(probs, outcomes, ctx.n_bins)
     shown = [b for b in bins if b["bin_hi"] > 0.5 and b["count"]]

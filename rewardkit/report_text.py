@@ -116,11 +116,11 @@ def _md_header(ctx: _Context) -> list[str]:
     unit = {"pairwise": "pairs", "mse": "responses", "ranking": "groups"}[ctx.kind]
     data = m.get("data_name", m.get("data"))
     source = f" from {_escape(str(data))}" if isinstance(data, str) and data else ""
+    temperature = "" if ctx.kind == "mse" else f"; temperature T = {ctx.temperature:.3g}"
     lines = [
         title,
         "",
-        f"Evaluated on {_KIND_TEXT[ctx.kind]}{source}: {_num(n)} {unit}; temperature T = "
-        f"{ctx.temperature:.3g}.",
+        f"Evaluated on {_KIND_TEXT[ctx.kind]}{source}: {_num(n)} {unit}{temperature}.",
         "",
     ]
     return lines + _truncation_note(m)
@@ -174,6 +174,15 @@ def _md_meaning(ctx: _Context) -> list[str]:
             "higher reward in some pairs: at P = 0.75 the humans are expected to prefer the "
             "other answer one time in four. The accuracy below says how often the chosen "
             "response scores higher, the margin by how much.",
+            "",
+        ]
+    elif ctx.kind == "ranking":
+        lines += [
+            "Inside a ranked group every better-ranked response is preferred over every "
+            "worse-ranked one, so a group of K responses holds K(K − 1)/2 such pairs; the "
+            "probabilities below are measured over all of them. Even a good model puts some "
+            "pairs in the wrong order: at P = 0.75 the ranking is expected to disagree one time "
+            "in four.",
             "",
         ]
     return lines
@@ -360,6 +369,14 @@ def _rows_for(kind: str) -> list[tuple[str, str, str]]:
             "Pairwise accuracy",
             "fraction of within-group pairs ordered correctly (ties count ½)",
         ),
+        (
+            "mean_confidence",
+            "Mean confidence",
+            "average max(P, 1 − P) over within-group pairs: how sure the model is of its pick",
+        ),
+        ("log_loss", "Log loss", "mean −log P(better ≻ worse) over within-group pairs; 0.693 = coin flip"),
+        ("brier", "Brier score", "mean (1 − P(better ≻ worse))² over within-group pairs; 0.25 = coin flip"),
+        ("ece", "ECE", "expected calibration error over within-group pairs (0 = honest probabilities)"),
     ]
 
 
@@ -367,7 +384,7 @@ def _md_headline(ctx: _Context) -> list[str]:
     lines = ["## Headline metrics", "", "| metric | value | what it means |", "|---|---|---|"]
     m = ctx.metrics
     shown = set()
-    fitted_here = ctx.kind == "pairwise" and _fitted_here(ctx)
+    fitted_here = ctx.kind in ("pairwise", "ranking") and _fitted_here(ctx)
     for key, label, meaning in _rows_for(ctx.kind):
         if key in m:
             if key == "accuracy" and ctx.kind == "pairwise":
@@ -415,42 +432,55 @@ def _md_headline(ctx: _Context) -> list[str]:
 
 def _md_confidence(ctx: _Context) -> list[str]:
     lines = ["## How sure it is", ""]
-    if ctx.kind != "pairwise":
+    if ctx.kind == "mse":
         return lines + [
-            "Calibration is measured on preference pairs only (pairwise evaluation).",
+            "Calibration is measured on preference pairs only (pairwise or ranked evaluation).",
             "",
         ]
     m = ctx.metrics
-    n = m.get("n", ctx.margins.size if ctx.has_pairs else None)
+    margins = ctx.preference_margins
+    ranking = ctx.kind == "ranking"
+    pairs = "within-group pairs" if ranking else "pairs"
+    n = m.get("n_pairs" if ranking else "n", margins.size if margins is not None else None)
     conf = m.get("mean_confidence")
-    if conf is None and ctx.has_pairs:
-        p = np.asarray(preference_probability(ctx.margins, ctx.temperature))
+    if conf is None and margins is not None:
+        p = np.asarray(preference_probability(margins, ctx.temperature))
         conf = float(np.mean(np.maximum(p, 1 - p)))
-    acc = m.get("accuracy")
+    acc = m.get("pairwise_accuracy" if ranking else "accuracy")
+    if conf is None and acc is None:
+        return lines + ["No pair margins were given, so calibration was not measured.", ""]
     if isinstance(conf, (int, float)) and isinstance(acc, (int, float)):
         lines += [
             f"On average the model is **{_pct(conf)}** sure which of two responses is better "
             f"(mean of max(P, 1 − P) at T = {ctx.temperature:.3g}) and it picks the "
-            f"human-preferred one **{_pct(acc)}** of the time. "
-            f"{_confidence_verdict(float(conf), float(acc), n)}",
+            + ("better-ranked" if ranking else "human-preferred")
+            + f" one **{_pct(acc)}** of the time. {_confidence_verdict(float(conf), float(acc), n)}",
+            "",
+        ]
+    if ranking:
+        lines += [
+            "The pairs of one group share responses, so they are not independent draws: the "
+            "noise bounds in this section, computed as if they were, are somewhat too narrow.",
             "",
         ]
     ece = m.get("ece")
     if isinstance(ece, (int, float)):
+        winner = "better wins" if ranking else "chosen wins"
+        loser = "worse wins" if ranking else "rejected wins"
         lines += [
             f"Calibration error (ECE, Guo et al. 2017) is **{float(ece):.3f}**: on average the "
             f"stated probability is {100 * float(ece):.1f} percentage points away from how often "
-            "the model is actually right (0 = perfectly calibrated). Each pair is counted in both "
-            "orders, (P, chosen wins) and (1 − P, rejected wins), because the label alone is "
-            'always "chosen wins".',
+            f"the model is actually right (0 = perfectly calibrated). Each pair is counted in both "
+            f"orders, (P, {winner}) and (1 − P, {loser}), because the label alone is "
+            f'always "{winner}".',
             "",
         ]
         floor = _ece_by_chance(ctx)
-        if floor is not None:
+        if floor is not None and margins is not None:
             within = float(ece) <= floor
             lines += [
                 "A perfectly calibrated model with these same probabilities would show an ECE of "
-                f"up to {floor:.3f} on {_num(ctx.margins.size)} pairs by chance alone (95th "
+                f"up to {floor:.3f} on {_num(margins.size)} {pairs} by chance alone (95th "
                 f"percentile of {_ECE_SIMULATIONS} simulations), so "
                 + (
                     "this ECE cannot be told apart from perfect calibration on these pairs."
@@ -462,10 +492,13 @@ def _md_confidence(ctx: _Context) -> list[str]:
         else:
             within = False
         if ctx.temperature == 1.0 and ece > 0.05 and not within and "temperature_fitted" not in m:
+            fit = ("rewardkit.calibration.fit_temperature(rewardkit.metrics.within_group_margins(groups))"
+                   if ranking else "rewardkit.calibration.fit_temperature(chosen - rejected)")
+            data = "held-out ranked groups" if ranking else "held-out pairs"
             lines += [
-                "To calibrate, fit a temperature on held-out pairs (`rewardkit evaluate "
-                "--calibrate`, or `rewardkit.calibration.fit_temperature(chosen - rejected)`) "
-                "and report with that T on other pairs; rankings and accuracy do not change.",
+                f"To calibrate, fit a temperature on {data} (`rewardkit evaluate "
+                f"--calibrate`, or `{fit}`) "
+                f"and report with that T on other {data.split()[-1]}; rankings and accuracy do not change.",
                 "",
             ]
     lines += _calibration_note(ctx)
@@ -473,9 +506,9 @@ def _md_confidence(ctx: _Context) -> list[str]:
         "reliability.png",
         "Reliability diagram",
         ctx,
-        "Pairs grouped by how sure the model is of its pick. Bars below the dashed "
+        f"{pairs.capitalize()} grouped by how sure the model is of its pick. Bars below the dashed "
         "diagonal: it is right less often than it is sure (over-confident); above it: "
-        "under-confident. n = pairs in each bin.",
+        f"under-confident. n = {pairs} in each bin.",
     )
     return lines
 
@@ -509,9 +542,10 @@ _ECE_SIMULATIONS = 200
 def _ece_by_chance(ctx: _Context) -> float | None:
     """95th percentile of the ECE of a perfectly calibrated model with the same probabilities:
     outcomes drawn from the model's own P (fixed seed), then scored exactly as the real ECE."""
-    if not ctx.has_pairs or ctx.margins.size == 0:
+    margins = ctx.preference_margins
+    if margins is None:
         return None
-    p = np.asarray(preference_probability(ctx.margins, ctx.temperature), dtype=np.float64)
+    p = np.asarray(preference_probability(margins, ctx.temperature), dtype=np.float64)
     rng = np.random.default_rng(0)
     values = []
     for _ in range(_ECE_SIMULATIONS):
@@ -536,9 +570,11 @@ def _calibration_note(ctx: _Context) -> list[str]:
             "more held-out pairs.",
             "",
         ]
-    n = m.get("n")
+    ranking = ctx.kind == "ranking"
+    n = m.get("n_pairs" if ranking else "n")
+    pairs = "within-group pairs" if ranking else "pairs"
     lines = [
-        f"`--calibrate` fitted T = {float(fitted):.3g} on these same {_num(n)} pairs and wrote it "
+        f"`--calibrate` fitted T = {float(fitted):.3g} on these same {_num(n)} {pairs} and wrote it "
         "to the model's config.json" + (f" ({before_text})" if before_text else "") + "."
     ]
     eb, ea = m.get("ece_before"), m.get("ece_after")
@@ -937,7 +973,7 @@ def _ranking_failures_intro(ctx: _Context) -> list[str]:
 _EXPECTED_PLOTS = {
     "pairwise": ("reward_hist.png", "margin_hist.png", "reliability.png", "reward_vs_length.png"),
     "mse": ("reward_hist.png", "pred_vs_target.png", "reward_vs_length.png"),
-    "ranking": ("reward_hist.png", "reward_vs_length.png"),
+    "ranking": ("reward_hist.png", "reliability.png", "reward_vs_length.png"),
 }
 
 

@@ -14,8 +14,15 @@ import pytest
 import torch
 
 from rewardkit import evaluation
+from rewardkit.calibration import fit_temperature
 from rewardkit.evaluation import evaluate_model
-from rewardkit.metrics import pairwise_metrics, ranking_metrics, reward_stats, scalar_metrics
+from rewardkit.metrics import (
+    pairwise_metrics,
+    ranking_metrics,
+    reward_stats,
+    scalar_metrics,
+    within_group_margins,
+)
 from rewardkit.scoring import RewardScorer
 from tests import helpers
 
@@ -176,7 +183,8 @@ def test_report_dir_gets_metrics_plots_and_markdown(model_dir, data_dir, tmp_pat
 
 
 @pytest.mark.parametrize(("name", "plots"), [("scalar.jsonl", {"pred_vs_target.png", "reward_hist.png"}),
-                                             ("ranked.jsonl", {"reward_hist.png", "reward_vs_length.png"})])
+                                             ("ranked.jsonl", {"reward_hist.png", "reliability.png",
+                                                               "reward_vs_length.png"})])
 def test_report_for_scalar_and_ranked_data(scorer, data_dir, tmp_path, name, plots):
     evaluate_model(scorer, data_dir / name, report_dir=tmp_path / "r")
     assert plots | {"metrics.json", "report.md"} <= {p.name for p in (tmp_path / "r").iterdir()}
@@ -218,10 +226,41 @@ def test_calibrate_writes_temperature_that_a_fresh_scorer_uses(model_dir, data_d
     assert fresh.compare(prompt, a, b) != pytest.approx(uncalibrated, abs=1e-9)
 
 
+def test_calibrate_on_ranked_groups_fits_their_within_group_pairs(model_dir, data_dir, scorer, tmp_path):
+    """Ranked data implies K-choose-2 preference pairs per group: T is fitted on all of them (the
+    same T as fitting those margins directly), written, and the report says on what."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(30):  # groups of 3 in the model's own order, one group in three shuffled
+        prompt, responses = _sentence(rng) + "?", [_sentence(rng) for _ in range(3)]
+        rewards = scorer.raw_rewards(prompt, responses)
+        ordered = [responses[j] for j in np.argsort(rewards)[::-1]]
+        rows.append({"prompt": prompt, "responses": ordered[::-1] if i % 3 == 2 else ordered})
+    data = _write_jsonl(tmp_path / "ranked.jsonl", rows)
+    folder = tmp_path / "model"
+    shutil.copytree(model_dir, folder)
+    report = tmp_path / "report"
+    metrics = evaluate_model(folder, data, calibrate=True, report_dir=report)
+
+    groups = [scorer.raw_rewards(r["prompt"], r["responses"]) for r in rows]
+    expected_t = fit_temperature(within_group_margins(groups))
+    assert metrics["objective"] == "ranking" and metrics["temperature_written"] is True
+    # rewards scored group by group here differ from the evaluation's batches by float rounding,
+    # which the small T of this random model (~0.03) magnifies
+    assert metrics["temperature_fitted"] == pytest.approx(expected_t, rel=1e-4)
+    assert json.loads((folder / "config.json").read_text())["temperature"] == metrics["temperature_fitted"]
+    for key, value in ranking_metrics(groups, temperature=expected_t).items():
+        assert metrics[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+    assert metrics["ece_after"] == metrics["ece"] and metrics["ece_after"] <= metrics["ece_before"] + 1e-12
+    markdown = (report / "report.md").read_text()
+    assert f"on these same {metrics['n_pairs']} within-group pairs" in markdown
+    assert "reliability.png" in markdown and "Calibration is measured on preference pairs only" not in markdown
+
+
 def test_calibrate_refuses_what_it_cannot_do(model_dir, data_dir, tokenizer):
-    with pytest.raises(ValueError, match="pairwise"):
+    with pytest.raises(ValueError, match="'mse' data has target scores, not preferences"):
         evaluate_model(model_dir, data_dir / "scalar.jsonl", calibrate=True)
-    with pytest.raises(ValueError, match="pairwise"):
+    with pytest.raises(ValueError, match="'mse' data has target scores"):
         evaluate_model(model_dir, data_dir / "pairwise.jsonl", calibrate=True, objective="mse")
     in_memory = RewardScorer(helpers.tiny_reward_model(), tokenizer=tokenizer, device="cpu")
     with pytest.raises(ValueError, match="model object"):

@@ -19,6 +19,7 @@ from rewardkit.metrics import (
     reward_stats,
     scalar_metrics,
     spearman,
+    within_group_margins,
 )
 
 
@@ -228,7 +229,9 @@ def test_scalar_lengths_and_degenerate() -> None:
 
 
 def test_ranking_perfect_and_reversed() -> None:
-    assert ranking_metrics([[3, 2, 1]]) == {
+    m = ranking_metrics([[3, 2, 1]])
+    order = {key: m.pop(key) for key in ("temperature", "mean_confidence", "ece", "brier", "log_loss")}
+    assert m == {
         "n_groups": 1,
         "n_pairs": 3,
         "kendall_tau": 1.0,
@@ -236,6 +239,14 @@ def test_ranking_perfect_and_reversed() -> None:
         "top1_accuracy": 1.0,
         "pairwise_accuracy": 1.0,
     }
+    # within-group margins (better - worse): 3-2, 3-1, 2-1 = 1, 2, 1; σ(1) = 0.731059, σ(2) = 0.880797
+    s1, s2 = sigmoid(1), sigmoid(2)
+    assert order["temperature"] == 1.0
+    assert order["mean_confidence"] == pytest.approx((2 * s1 + s2) / 3)
+    assert order["brier"] == pytest.approx((2 * (1 - s1) ** 2 + (1 - s2) ** 2) / 3)
+    assert order["log_loss"] == pytest.approx((-2 * math.log(s1) - math.log(s2)) / 3)
+    # both orientations of each pair, 10 bins: |1 - p| in the upper bins, |0 - (1 - p)| in the lower
+    assert order["ece"] == pytest.approx((4 * (1 - s1) + 2 * (1 - s2)) / 6)
     rev = ranking_metrics([[1, 2, 3, 4]])
     assert rev["kendall_tau"] == pytest.approx(-1.0)
     assert rev["top1_accuracy"] == 0.0
@@ -253,6 +264,18 @@ def test_ranking_mixed_groups_with_ties() -> None:
     # the all-equal group has no tau; [2, 2, 1] vs true [3, 2, 1]: 2 / sqrt(2·3)
     assert m["kendall_tau_groups"] == 3
     assert m["kendall_tau"] == pytest.approx((1 - 1 + 2 / math.sqrt(6)) / 3)
+    assert_json_clean(m)
+
+
+def test_ranking_probabilities_are_those_of_the_within_group_pairs() -> None:
+    groups = [[3.0, 2.0, 1.0], [1.0, 2.0, 3.0], [0.5, 0.5, -1.0], [2.0, -1.0]]
+    margins = within_group_margins(groups)
+    assert margins.tolist() == [1, 2, 1, -1, -2, -1, 0, 1.5, 1.5, 3]
+    m = ranking_metrics(groups, temperature=2.0, n_bins=5)
+    pairs = pairwise_metrics(margins, np.zeros_like(margins), temperature=2.0, n_bins=5)
+    for key in ("temperature", "mean_confidence", "ece", "brier", "log_loss"):
+        assert m[key] == pytest.approx(pairs[key]), key
+    assert m["pairwise_accuracy"] == pytest.approx(pairs["accuracy"])
     assert_json_clean(m)
 
 

@@ -144,6 +144,17 @@ def test_a_chosen_name_for_local_data_is_kept_and_marked_local():
     assert "| HH harmless dev (local data, n=312) |" in card.text and EVAL_DATA not in str(card)
 
 
+def test_ranked_evaluation_names_its_pair_metrics_without_chosen_and_rejected():
+    evaluation = {"objective": "ranking", "n": 40, "n_pairs": 240, "kendall_tau": 0.31, "top1_accuracy": 0.45,
+                  "pairwise_accuracy": 0.66, "ece": 0.04, "brier": 0.21, "data": EVAL_DATA}
+    card = ModelCard(render_model_card({}, _training_summary(), evaluation, repo_id=REPO_ID))
+    names = {r.metric_type: r.metric_name for r in card.data.eval_results}
+    assert set(names) == {"kendall_tau", "top1_accuracy", "accuracy", "ece", "brier"}
+    assert names["accuracy"].startswith("Pairwise accuracy over all within-group pairs")
+    assert names["ece"] == "Expected calibration error of P(better ≻ worse) over all within-group pairs"
+    assert "chosen" not in card.text.split("## Evaluation")[-1].split("##")[0]
+
+
 def test_training_metrics_on_a_split_of_local_data_name_no_path():
     card = ModelCard(render_model_card({}, _training_summary(), None, repo_id=REPO_ID, datasets=[TRAIN_DATA]))
     assert card.data.datasets is None
