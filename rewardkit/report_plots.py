@@ -25,7 +25,7 @@ from rewardkit.calibration import (
     symmetrize_pairwise,
 )
 from rewardkit.metrics import spearman
-from rewardkit.report_text import format_correlation
+from rewardkit.report_format import format_correlation
 
 if TYPE_CHECKING:
     from rewardkit.report import _Context

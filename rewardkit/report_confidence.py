@@ -1,0 +1,177 @@
+"""The "How sure it is" section of ``report.md``: mean confidence against accuracy, ECE against
+what chance alone would show, and what this run's ``--calibrate`` did. Over- or under-confidence
+is stated only beyond twice the standard error of the accuracy."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from rewardkit.calibration import expected_calibration_error, preference_probability
+from rewardkit.report_format import image, num, pct, std_error
+
+if TYPE_CHECKING:
+    from rewardkit.report import _Context
+
+
+def md_confidence(ctx: _Context) -> list[str]:
+    lines = ["## How sure it is", ""]
+    if ctx.kind == "mse":
+        return lines + [
+            "Calibration is measured on preference pairs only (pairwise or ranked evaluation).",
+            "",
+        ]
+    m = ctx.metrics
+    margins = ctx.preference_margins
+    ranking = ctx.kind == "ranking"
+    pairs = "within-group pairs" if ranking else "pairs"
+    n = m.get("n_pairs" if ranking else "n", margins.size if margins is not None else None)
+    conf = m.get("mean_confidence")
+    if conf is None and margins is not None:
+        p = np.asarray(preference_probability(margins, ctx.temperature))
+        conf = float(np.mean(np.maximum(p, 1 - p)))
+    acc = m.get("pairwise_accuracy" if ranking else "accuracy")
+    if conf is None and acc is None:
+        return lines + ["No pair margins were given, so calibration was not measured.", ""]
+    if isinstance(conf, (int, float)) and isinstance(acc, (int, float)):
+        lines += [
+            f"On average the model is **{pct(conf)}** sure which of two responses is better "
+            f"(mean of max(P, 1 − P) at T = {ctx.temperature:.3g}) and it picks the "
+            + ("better-ranked" if ranking else "human-preferred")
+            + f" one **{pct(acc)}** of the time. {_confidence_verdict(float(conf), float(acc), n)}",
+            "",
+        ]
+    if ranking:
+        lines += [
+            "The pairs of one group share responses, so they are not independent draws: the "
+            "noise bounds in this section, computed as if they were, are somewhat too narrow.",
+            "",
+        ]
+    ece = m.get("ece")
+    if isinstance(ece, (int, float)):
+        winner = "better wins" if ranking else "chosen wins"
+        loser = "worse wins" if ranking else "rejected wins"
+        lines += [
+            f"Calibration error (ECE, Guo et al. 2017) is **{float(ece):.3f}**: on average the "
+            f"stated probability is {100 * float(ece):.1f} percentage points away from how often "
+            f"the model is actually right (0 = perfectly calibrated). Each pair is counted in both "
+            f"orders, (P, {winner}) and (1 − P, {loser}), because the label alone is "
+            f'always "{winner}".',
+            "",
+        ]
+        floor = _ece_by_chance(ctx)
+        if floor is not None and margins is not None:
+            within = float(ece) <= floor
+            lines += [
+                "A perfectly calibrated model with these same probabilities would show an ECE of "
+                f"up to {floor:.3f} on {num(margins.size)} {pairs} by chance alone (95th "
+                f"percentile of {_ECE_SIMULATIONS} simulations), so "
+                + (
+                    "this ECE cannot be told apart from perfect calibration on these pairs."
+                    if within
+                    else "the miscalibration is larger than chance explains."
+                ),
+                "",
+            ]
+        else:
+            within = False
+        if ctx.temperature == 1.0 and ece > 0.05 and not within and "temperature_fitted" not in m:
+            fit = ("rewardkit.calibration.fit_temperature(rewardkit.metrics.within_group_margins(groups))"
+                   if ranking else "rewardkit.calibration.fit_temperature(chosen - rejected)")
+            data = "held-out ranked groups" if ranking else "held-out pairs"
+            lines += [
+                f"To calibrate, fit a temperature on {data} (`rewardkit evaluate "
+                f"--calibrate`, or `{fit}`) "
+                f"and report with that T on other {data.split()[-1]}; rankings and accuracy do not change.",
+                "",
+            ]
+    lines += _calibration_note(ctx)
+    lines += image(
+        "reliability.png",
+        "Reliability diagram",
+        ctx,
+        f"{pairs.capitalize()} grouped by how sure the model is of its pick. Bars below the dashed "
+        "diagonal: it is right less often than it is sure (over-confident); above it: "
+        f"under-confident. n = {pairs} in each bin.",
+    )
+    return lines
+
+
+def _confidence_verdict(conf: float, acc: float, n: Any) -> str:
+    """Over- or under-confident only when the gap exceeds what sampling noise in the accuracy
+    allows (twice its standard error on n pairs, and at least 2 points)."""
+    gap = conf - acc
+    se = std_error(acc, n)
+    tol = max(0.02, 2.0 * se) if se is not None else 0.02
+    noise = f"±{100 * tol:.1f} points" + (
+        f" (twice the standard error of the accuracy on {num(n)} pairs)"
+        if se is not None and tol > 0.02
+        else ""
+    )
+    if abs(gap) > tol:
+        word = "over" if gap > 0 else "under"
+        return (
+            f"It is **{word}-confident** by {100 * abs(gap):.1f} percentage points, beyond "
+            f"{noise}."
+        )
+    return (
+        f"The {100 * abs(gap):.1f}-point gap is within {noise}, so its confidence matches how "
+        "often it is right as far as these pairs can tell."
+    )
+
+
+_ECE_SIMULATIONS = 200
+
+
+def _ece_by_chance(ctx: _Context) -> float | None:
+    """95th percentile of the ECE of a perfectly calibrated model with the same probabilities:
+    outcomes drawn from the model's own P (fixed seed), then scored exactly as the real ECE."""
+    margins = ctx.preference_margins
+    if margins is None:
+        return None
+    p = np.asarray(preference_probability(margins, ctx.temperature), dtype=np.float64)
+    rng = np.random.default_rng(0)
+    values = []
+    for _ in range(_ECE_SIMULATIONS):
+        won = (rng.random(p.size) < p).astype(np.float64)
+        values.append(expected_calibration_error(np.r_[p, 1 - p], np.r_[won, 1 - won], ctx.n_bins))
+    return float(np.quantile(values, 0.95))
+
+
+def _calibration_note(ctx: _Context) -> list[str]:
+    """What this run's ``--calibrate`` did, and why its after-figures are optimistic."""
+    m = ctx.metrics
+    fitted = m.get("temperature_fitted")
+    if not isinstance(fitted, (int, float)):
+        return []
+    before = m.get("temperature_before")
+    before_text = f"T before: {float(before):.3g}" if isinstance(before, (int, float)) else ""
+    if m.get("temperature_written") is False:
+        return [
+            f"`--calibrate` fitted T = {float(fitted):.3g}, a bound of its search range (the pairs "
+            "are perfectly separated, or all wrong), so it was **not** written to the model's "
+            f"config; the numbers in this report use T = {ctx.temperature:.3g}. Calibrate on "
+            "more held-out pairs.",
+            "",
+        ]
+    ranking = ctx.kind == "ranking"
+    n = m.get("n_pairs" if ranking else "n")
+    pairs = "within-group pairs" if ranking else "pairs"
+    lines = [
+        f"`--calibrate` fitted T = {float(fitted):.3g} on these same {num(n)} {pairs} and wrote it "
+        "to the model's config.json" + (f" ({before_text})" if before_text else "") + "."
+    ]
+    eb, ea = m.get("ece_before"), m.get("ece_after")
+    if isinstance(eb, (int, float)) and isinstance(ea, (int, float)):
+        lines[-1] += f" ECE before calibration: {float(eb):.3f}; after: {float(ea):.3f}."
+    lines += [
+        "",
+        "**Caveat: these figures flatter the calibrated model.** The ECE after calibration, and "
+        "the mean confidence, log loss and Brier score above, are measured on the very pairs T "
+        "was fitted on, so T was chosen to suit exactly these pairs (accuracy does not depend on "
+        "T). For an unbiased figure, evaluate the calibrated model on other held-out pairs, "
+        "without `--calibrate`.",
+        "",
+    ]
+    return lines

@@ -1,0 +1,153 @@
+"""The "Where it fails" section of ``report.md``: the worst-scored examples (pairs, responses or
+groups), texts cut and escaped, or replaced by their lengths when redacted (on under CI)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from rewardkit.calibration import preference_probability
+from rewardkit.report_format import TEXT_LIMIT, escape, num, pct, truncate
+
+if TYPE_CHECKING:
+    from rewardkit.report import _Context
+
+
+_PREFERRED_COLUMNS = (
+    "prompt",
+    "chosen",
+    "rejected",
+    "response",
+    "margin",
+    "reward",
+    "predicted",
+    "target",
+)
+
+
+def _columns(examples: Sequence[dict[str, Any]]) -> list[str]:
+    keys = {k for ex in examples for k in ex}
+    return [k for k in _PREFERRED_COLUMNS if k in keys] + sorted(keys - set(_PREFERRED_COLUMNS))
+
+
+def _cell(value: Any, redact: bool) -> str:
+    if isinstance(value, str):
+        return f"({len(value):,} chars)" if redact else escape(truncate(value))
+    return num(value)
+
+
+def _margins_of(examples: Sequence[dict[str, Any]]) -> list[float]:
+    return [ex["margin"] for ex in examples if isinstance(ex.get("margin"), (int, float))]
+
+
+def _worst_margin_note(examples: Sequence[dict[str, Any]], temperature: float) -> str:
+    """How sure "surest" is: the probability behind the most negative margin shown."""
+    margins = _margins_of(examples)
+    if not margins or min(margins) >= 0:
+        return ""
+    worst = float(min(margins))
+    p = float(preference_probability(worst, temperature))
+    return (
+        f" The most negative margin shown, {worst:.3f}, means P(chosen ≻ rejected) = {p:.2f} at "
+        f"T = {temperature:.3g}: the model is {pct(1 - p)} sure of the wrong answer there."
+    )
+
+
+def md_failures(ctx: _Context) -> list[str]:
+    lines = ["## Where it fails", ""]
+    examples = ctx.worst_examples
+    if not examples:
+        return lines + ["No worst examples were given.", ""]
+    if ctx.kind == "pairwise":
+        margins = _margins_of(examples)
+        if margins and min(margins) > 0:
+            lead = (f"**No pair is misordered**: every chosen answer scored above its rejected one. "
+                    f"Below are the {len(examples)} closest calls instead, smallest margin first.")
+        else:
+            lead = f"The {len(examples)} pairs with the smallest margins, most negative first."
+        lines += [
+            lead + " A negative margin means the model gave the rejected answer the higher reward; "
+            "the more negative, the surer it was of the wrong answer." + _worst_margin_note(examples, ctx.temperature),
+            "",
+        ]
+    elif ctx.kind == "mse":
+        lines += [
+            f"The {len(examples)} responses whose prediction (`predicted`) lies furthest from "
+            "the target score (`target`), largest |predicted − target| first.",
+            "",
+        ]
+    else:
+        lines += _ranking_failures_intro(ctx)
+    if ctx.redact:
+        lines += [
+            "*Text redacted (evaluation data can contain offensive red-teaming content; "
+            "redaction is on by default when `CI` is set): only lengths and numbers are "
+            "shown.*",
+            "",
+        ]
+    else:
+        lines += [f"Texts are cut to {TEXT_LIMIT} characters; ⏎ marks a line break.", ""]
+    cols = _columns(examples)
+    if "row" in cols:
+        lines += [
+            "`row` is the row's number in the data file (for JSONL, its line number)"
+            + ("; `file` the file it came from." if "file" in cols else "."),
+            "",
+        ]
+    lines.append("| # | " + " | ".join(escape(c) for c in cols) + " |")
+    lines.append("|---|" + "---|" * len(cols))
+    for i, ex in enumerate(examples, 1):
+        cells = [_cell(ex[c], ctx.redact) if c in ex else "" for c in cols]
+        lines.append(f"| {i} | " + " | ".join(cells) + " |")
+    lines.append("")
+    return lines
+
+
+def _ranking_failures_intro(ctx: _Context) -> list[str]:
+    """Whether any group is misordered at all, then what the ranking worst examples are (built in
+    rewardkit.evaluation: per group, margin = reward of the labelled-best response − the highest
+    reward among the others in the group; the smallest margins are kept)."""
+    examples, m = ctx.worst_examples, ctx.metrics
+    margins = _margins_of(examples)
+    pair_acc, top1 = m.get("pairwise_accuracy"), m.get("top1_accuracy")
+    lines: list[str] = []
+    if isinstance(pair_acc, (int, float)) and pair_acc == 1.0:
+        lines += [
+            "**No group is misordered**: every within-group pair is in the labelled order "
+            f"(pairwise accuracy {num(pair_acc)}), so there is no failure to show. Below are the "
+            f"{len(examples)} closest calls instead: the groups whose best response leads its "
+            "strongest rival by the least.",
+            "",
+        ]
+    else:
+        misses, ties = sum(1 for x in margins if x < 0), sum(1 for x in margins if x == 0)
+        if not margins:
+            text = f"The {len(examples)} groups given, without margins."
+        elif misses == 0 and ties == 0:
+            text = (
+                f"The {len(examples)} groups with the smallest margins. None of them is a top-1 "
+                "miss: the best response has the highest reward"
+            )
+            text += (
+                " in every group (top-1 accuracy 1.000); the misordering is among the lower "
+                "responses, which this list, sorted by the margin of the best response, does not "
+                "show."
+                if isinstance(top1, (int, float)) and top1 == 1.0
+                else " in each of them."
+            )
+        else:
+            text = (
+                f"The {len(examples)} groups with the smallest margins; {misses} of them are "
+                "top-1 misses (negative margin)"
+                + (f" and {ties} a tie at the top (margin 0)." if ties else ".")
+            )
+        lines += [text, ""]
+    return lines + [
+        "Each row is one group: `response` is the response labelled best, `reward` its reward, "
+        "and `margin` = that reward − the highest reward among the other responses of the group. "
+        "A negative margin means the model put another response above the best one (a top-1 "
+        "miss); 0 means a tie at the top. The margin looks only at the top: the lower responses "
+        "of a group can be out of order whatever its margin (Kendall τ and pairwise accuracy "
+        "above count those).",
+        "",
+    ]

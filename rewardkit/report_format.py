@@ -1,0 +1,88 @@
+"""Formatting shared by the sections of ``report.md``: numbers, percentages, standard errors,
+table-safe text and images. Text from evaluation data is escaped and cut here, so no section can
+break the markdown or print a whole red-teaming transcript."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from rewardkit.report import _Context
+
+
+TEXT_LIMIT = 120  # characters of each worst-example text shown in report.md
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>#|!~&$])")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def format_correlation(value: float | None) -> str:
+    """A correlation with its sign (+0.42), or "undefined" (constant input)."""
+    return "undefined" if value is None else f"{value:+.2f}"
+
+
+def num(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, (int, np.integer)):
+        return f"{int(value):,}"
+    if isinstance(value, (float, np.floating)):
+        return f"{float(value):.{digits}f}" if math.isfinite(value) else "n/a"
+    return escape(str(value))
+
+
+def cell_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return num(value)
+
+
+def std_error(rate: Any, n: Any) -> float | None:
+    """Standard error of a proportion ``rate`` measured over ``n`` items."""
+    if not isinstance(rate, (int, float)) or not is_count(n) or n < 1:
+        return None
+    return math.sqrt(max(float(rate) * (1.0 - float(rate)), 0.0) / int(n))
+
+
+def margin_of_error(rate: Any, n: Any) -> float | None:
+    """Half-width of the normal-approximation 95% interval of a proportion over n items."""
+    se = std_error(rate, n)
+    return None if se is None else 1.96 * se
+
+
+def pct(value: Any) -> str:
+    return "n/a" if not isinstance(value, (int, float)) else f"{100 * float(value):.0f}%"
+
+
+def escape(text: str) -> str:
+    """One table-cell-safe line: newlines shown as ⏎, markdown/HTML characters backslashed."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = _CONTROL.sub("", text.replace("\t", " "))
+    text = _MD_SPECIAL.sub(r"\\\1", text)
+    return text.replace("\n", " ⏎ ")
+
+
+def truncate(text: str, limit: int = TEXT_LIMIT) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def image(name: str, alt: str, ctx: _Context, how_to_read: str) -> list[str]:
+    if name not in ctx.plots:
+        return []
+    return [f"![{alt}]({name})", "", how_to_read, ""]
+
+
+def points(x: float, *, sign: bool = False) -> str:
+    """A difference of proportions in percentage points, one decimal."""
+    value = 100 * x
+    text = f"{value:+.1f}" if sign else f"{value:.1f}"
+    return text.replace("-", "−") + " points"
+
+
+def is_count(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)

@@ -1,0 +1,242 @@
+"""The "What it prefers" section of ``report.md``: length bias, the known weakness of reward
+models. The model's preference for the longer answer is set beside the human labels', and a
+verdict is given only when the gap is beyond twice its standard error and above
+:data:`LENGTH_GAP_POINTS`."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from rewardkit.report_format import format_correlation, image, is_count, num, pct, points
+
+if TYPE_CHECKING:
+    from rewardkit.report import _Context
+
+
+#: An accuracy gap between pairs whose chosen answer is shorter and longer is worth naming from
+#: this many points on (if it is also beyond twice its standard error).
+LENGTH_GAP_POINTS = 0.10
+
+
+def md_preferences(ctx: _Context) -> list[str]:
+    lines = ["## What it prefers", ""]
+    lb = ctx.length_bias()
+    if not lb:
+        return lines + ["No response lengths were given, so length bias was not measured.", ""]
+    rho = lb.get("spearman_reward_length")
+    if lb.get("longer_preferred_rate") is not None:
+        lines += _length_comparison(lb)
+        lines += _response_cut_note(ctx.metrics)
+    elif ctx.kind == "pairwise":
+        lines += ["All pairs have answers of equal length; the length preference is undefined.", ""]
+    direction = ""
+    if isinstance(rho, (int, float)) and abs(rho) >= 0.1:
+        direction = (
+            f" In this data, longer responses tended to get {'higher' if rho > 0 else 'lower'} "
+            "rewards"
+            + (
+                "; this pools responses to different prompts, so the pair-by-pair comparison "
+                "above is the fairer test."
+                if lb.get("longer_preferred_rate") is not None
+                else "."
+            )
+        )
+    lines += [
+        f"Rank correlation (Spearman ρ) between reward and response length over all responses: "
+        f"**{format_correlation(rho)}** (0 = no relation, +1 = longer always scores higher, −1 = shorter "
+        f"always scores higher).{direction}",
+        "",
+    ]
+    target_rho = lb.get("spearman_target_length")
+    if "spearman_target_length" in lb:
+        lines += [
+            f"For comparison, the target scores themselves correlate with length at "
+            f"{format_correlation(target_rho)}: a length effect the labels do not have is the model's own.",
+            "",
+        ]
+    elif ctx.kind == "ranking":
+        lines += [
+            "There is no label baseline for this comparison: the ranked data gives an order "
+            "within each group, not a score that could be correlated with length, and this "
+            "evaluation does not measure how often the labelled order itself puts the longer "
+            "response first. So this correlation cannot tell a length preference of the model "
+            "from one the labels already have (better-ranked responses that are also longer).",
+            "",
+        ]
+    lines += image(
+        "reward_vs_length.png",
+        "Reward vs length",
+        ctx,
+        f"Each dot is a response: its length in {ctx.length_unit} and its reward.",
+    )
+    return lines
+
+
+@dataclass
+class _LengthStats:
+    """The model's length preference against the labels', with sampling noise (from the
+    ``length_bias`` metrics, so every number in the verdict is one the report prints).
+
+    ``diff`` = share of unequal-length pairs where the model rewards the longer answer higher
+    minus the share where the humans chose it. Both shares are over the *same* pairs, so its
+    standard error is that of a paired difference: per pair, (model picks longer) − (humans chose
+    longer) is 0 where the model is right, +err where the chosen answer is shorter and −err where
+    it is longer (err = 1, or ½ for a tie). ``gap`` = accuracy on chosen-shorter pairs minus
+    accuracy on chosen-longer pairs (positive: the model leans towards the shorter answer)."""
+
+    n: int
+    model_rate: float
+    label_rate: float
+    diff: float
+    diff_se: float
+    gap: float | None = None
+    gap_se: float | None = None
+
+    @property
+    def diff_clear(self) -> bool:
+        return abs(self.diff) > 2 * self.diff_se if self.diff_se > 0 else self.diff != 0
+
+    @property
+    def gap_large(self) -> bool:
+        return self.gap is not None and abs(self.gap) > LENGTH_GAP_POINTS
+
+    @property
+    def gap_clear(self) -> bool:
+        if self.gap is None or self.gap_se is None:
+            return False
+        return abs(self.gap) > 2 * self.gap_se if self.gap_se > 0 else self.gap != 0
+
+
+def _length_stats(lb: dict[str, Any]) -> _LengthStats | None:
+    model_rate, label_rate, n = (
+        lb.get("longer_preferred_rate"),
+        lb.get("chosen_longer_rate"),
+        lb.get("unequal_length_n"),
+    )
+    if not (isinstance(model_rate, (int, float)) and isinstance(label_rate, (int, float))):
+        return None
+    if not is_count(n) or n < 1:
+        return None
+    n = int(n)
+    diff = float(model_rate) - float(label_rate)
+    acc_s, n_s = lb.get("chosen_shorter_accuracy"), lb.get("chosen_shorter_n")
+    acc_l, n_l = lb.get("chosen_longer_accuracy"), lb.get("chosen_longer_n")
+    if is_count(n_s) and is_count(n_l) and n_s + n_l == n:
+        err_s = n_s * (1.0 - float(acc_s)) if n_s and acc_s is not None else 0.0
+        err_l = n_l * (1.0 - float(acc_l)) if n_l and acc_l is not None else 0.0
+        # mean of the squared per-pair difference is at most the error rate (equal without ties)
+        variance = max((err_s + err_l) / n - diff**2, 0.0)
+    else:  # no per-class accuracies: treat the two shares as independent (more conservative)
+        variance = float(model_rate) * (1 - float(model_rate)) + float(label_rate) * (
+            1 - float(label_rate)
+        )
+    stats = _LengthStats(n, float(model_rate), float(label_rate), diff, math.sqrt(variance / n))
+    if isinstance(acc_s, (int, float)) and isinstance(acc_l, (int, float)) and n_s and n_l:
+        stats.gap = float(acc_s) - float(acc_l)
+        stats.gap_se = math.sqrt(
+            float(acc_s) * (1 - float(acc_s)) / n_s + float(acc_l) * (1 - float(acc_l)) / n_l
+        )
+    return stats
+
+
+def _length_comparison(lb: dict[str, Any]) -> list[str]:
+    """The numbers, then a verdict that follows from them (see _LengthStats)."""
+    st = _length_stats(lb)
+    first = (
+        f"It gives the longer answer the higher reward in **{pct(lb.get('longer_preferred_rate'))}** "
+        f"of pairs (of {num(lb.get('unequal_length_n'))} pairs whose answers differ in length); "
+        f"the human labels chose the longer answer in **{pct(lb.get('chosen_longer_rate'))}** of "
+        "them."
+    )
+    if st is not None:
+        first += (
+            f" The difference, {points(st.diff, sign=True)}, is "
+            + ("larger than" if st.diff_clear else "within")
+            + f" twice its standard error ({points(2 * st.diff_se)} on these {num(st.n)} pairs)"
+            + (", so it is more than chance." if st.diff_clear else ", so chance alone could explain it.")
+        )
+    lines = [first, ""]
+    second = (
+        f"Accuracy when the chosen answer is shorter: **{num(lb.get('chosen_shorter_accuracy'), 2)}** "
+        f"(n = {num(lb.get('chosen_shorter_n'))}); when it is longer: "
+        f"**{num(lb.get('chosen_longer_accuracy'), 2)}** (n = {num(lb.get('chosen_longer_n'))})."
+    )
+    if st is not None and st.gap is not None and st.gap_se is not None and st.gap_large:
+        second += (
+            f" It is right {points(abs(st.gap))} more often when the chosen answer is the "
+            f"{'shorter' if st.gap > 0 else 'longer'} one (twice the standard error of that gap: "
+            f"{points(2 * st.gap_se)})."
+        )
+    lines += [second, ""]
+    if st is not None:
+        lines += [_length_verdict(st), ""]
+    return lines
+
+
+def _length_verdict(st: _LengthStats) -> str:
+    """Bold verdict: a bias is named only when the numbers printed before it are beyond chance."""
+    gap_dir = None if st.gap is None else ("shorter" if st.gap > 0 else "longer")
+    if st.diff_clear:
+        toward = "longer" if st.diff > 0 else "shorter"
+        text = (
+            f"**Length bias toward {toward} answers**: the model prefers the longer answer "
+            f"{points(abs(st.diff))} {'more' if st.diff > 0 else 'less'} often than the human "
+            "labels do"
+        )
+        if st.gap_large and st.gap_clear and gap_dir == toward:
+            text += (
+                f", and it is right far more often when the human-preferred answer is the "
+                f"{gap_dir} one"
+            )
+        text += (
+            f". It {'over' if toward == 'longer' else 'under'}-rewards length relative to the "
+            "labels."
+        )
+        if st.gap_large and st.gap_clear and gap_dir != toward:
+            text += (
+                f" (Its accuracy is nevertheless higher when the chosen answer is the {gap_dir} "
+                "one: the two measures disagree, so look at the plot below before concluding.)"
+            )
+        return text
+    if st.gap_large and st.gap_clear and gap_dir is not None:
+        return (
+            f"**Length bias toward {gap_dir} answers**: its overall share of longer-answer picks "
+            f"is within chance of the labels', but given the same human label it is right "
+            f"{points(abs(st.gap))} more often when the preferred answer is the {gap_dir} one, "
+            f"beyond twice the standard error. It {'under' if gap_dir == 'shorter' else 'over'}"
+            "-rewards length relative to the labels."
+        )
+    text = "**No length bias detected**"
+    if 2 * st.diff_se <= 0.05:
+        text += (
+            f": its preference for length is in line with the human labels (difference "
+            f"{points(st.diff, sign=True)}, within ±{points(2 * st.diff_se)})."
+        )
+    else:
+        text += (
+            f", but with {num(st.n)} pairs only a difference larger than about "
+            f"{points(2 * st.diff_se)} would show; evaluate on more pairs to rule out a smaller "
+            "one."
+        )
+    if st.gap_large:
+        text += (
+            f" The accuracy gap of {points(abs(st.gap or 0.0))} is within twice its standard "
+            "error: too few pairs to tell it from chance."
+        )
+    return text
+
+
+def _response_cut_note(m: dict[str, Any]) -> list[str]:
+    cut = m.get("truncation")
+    if not isinstance(cut, dict) or not is_count(cut.get("response_cut")):
+        return []
+    if cut["response_cut"] == 0:
+        return []
+    return [
+        f"(Lengths are those of the full responses; in {num(cut['response_cut'])} of "
+        f"{num(cut.get('texts'))} scored texts the end of the response was cut before scoring, "
+        "so the model did not see all of it.)",
+        "",
+    ]
