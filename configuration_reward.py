@@ -6,7 +6,7 @@ only torch, transformers and `modeling_reward.py`.
 What the numbers mean (kept here so that it travels with every published model):
     raw reward      r(prompt, response): the head's output. Only differences between rewards of the
                     same model mean something: P(a is preferred to b) = sigmoid((r_a - r_b) / T)
-                    (Bradley-Terry), with T = `temperature` when calibration stored one, else 1.
+                    (Bradley-Terry), with T = `calibration_temperature` when calibration stored one, else 1.
     model output    `logits = alpha * r` (what `model(...)`, `pipeline` and TRL see). `alpha` is a
                     pure multiplier, e.g. to put rewards on the scale an RL algorithm expects.
     normalized      (r - reward_mean) / reward_std with the statistics of the training responses;
@@ -93,8 +93,11 @@ class RewardConfig(PretrainedConfig):
         reward_mean, reward_std: statistics of the raw reward over the training responses, stored
             after training so scores can be read on a known scale.
         normalize_rewards: when True the model outputs `alpha * (r - reward_mean) / reward_std`.
-        temperature: Bradley-Terry temperature T fitted on held-out pairs (calibration):
-            P(a > b) = sigmoid((r_a - r_b) / T). None means uncalibrated (T = 1).
+        calibration_temperature: Bradley-Terry temperature T fitted on held-out pairs
+            (calibration): P(a > b) = sigmoid((r_a - r_b) / T). None means uncalibrated (T = 1).
+            (Not `temperature`: that is a generation setting, which transformers 5 refuses to save
+            in a model config and transformers 4 silently resets to 1.0 on load. A config.json
+            written with the old key `temperature` is read into this field.)
         trained_max_length: tokens per (prompt, response) the model was trained with, stored by
             `rewardkit train`; rewardkit's scoring defaults to it, so a model trained at 128 tokens
             is not scored at 512 unless asked. (Named so because a config's `max_length` is a
@@ -122,10 +125,13 @@ class RewardConfig(PretrainedConfig):
         reward_mean: float | None = None,
         reward_std: float | None = None,
         normalize_rewards: bool = False,
-        temperature: float | None = None,
+        calibration_temperature: float | None = None,
         trained_max_length: int | None = None,
         **kwargs,
     ):
+        legacy_temperature = kwargs.pop("temperature", None)  # the key before it was renamed
+        if calibration_temperature is None:
+            calibration_temperature = legacy_temperature
         backbone_config = _as_backbone_config(backbone_config)
         if pooling is None:
             pooling = _default_pooling(backbone_config)
@@ -143,7 +149,8 @@ class RewardConfig(PretrainedConfig):
         ):
             raise ValueError(f"RewardConfig: `reward_mean` must be a finite number or None, got {reward_mean!r}.")
         reward_std = _check_positive_finite("reward_std", reward_std, allow_none=True)
-        temperature = _check_positive_finite("temperature", temperature, allow_none=True)
+        calibration_temperature = _check_positive_finite("calibration_temperature", calibration_temperature,
+                                                         allow_none=True)
         if trained_max_length is not None and (
             isinstance(trained_max_length, bool) or not isinstance(trained_max_length, int) or trained_max_length < 1
         ):
@@ -162,7 +169,7 @@ class RewardConfig(PretrainedConfig):
         self.reward_mean = None if reward_mean is None else float(reward_mean)
         self.reward_std = reward_std
         self.normalize_rewards = bool(normalize_rewards)
-        self.temperature = temperature
+        self.calibration_temperature = calibration_temperature
         self.trained_max_length = trained_max_length
 
         # One regression output that `pipeline` returns raw (no sigmoid), labelled "reward".

@@ -179,7 +179,7 @@ def _calibrate(collector: _PairwiseCollector | _RankingCollector, scorer: Reward
     usable = T_MIN < fitted < T_MAX
     if usable:
         store_temperature(folder, fitted)
-        scorer.model.config.temperature = fitted
+        scorer.model.config.calibration_temperature = fitted
         metrics = collector.metrics(scorer)
     else:
         logger.warning("the fitted temperature %g is a search bound (the pairs are perfectly separated "
@@ -189,13 +189,16 @@ def _calibrate(collector: _PairwiseCollector | _RankingCollector, scorer: Reward
 
 
 def store_temperature(folder: str | os.PathLike, temperature: float) -> Path:
-    """Write `temperature` into `folder`/config.json atomically (a temp file beside it, fsync,
-    os.replace), leaving every other field as it is: a crash never leaves a half-written config."""
+    """Write `temperature` into `folder`/config.json as `calibration_temperature`, atomically (a
+    temp file beside it, fsync, os.replace), leaving every other field as it is: a crash never
+    leaves a half-written config. The old key `temperature` (a generation setting to
+    transformers) is removed if an earlier version wrote it."""
     if not math.isfinite(temperature) or temperature <= 0:
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}.")
     path = Path(folder) / "config.json"
     config = json.loads(path.read_text(encoding="utf-8"))
-    config["temperature"] = float(temperature)
+    config.pop("temperature", None)
+    config["calibration_temperature"] = float(temperature)
     tmp = path.with_name(f".config.json.tmp-{os.getpid()}")
     try:
         with open(tmp, "w", encoding="utf-8") as handle:

@@ -300,6 +300,25 @@ def _move_into_place(staging: Path, out_dir: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _published_config(config: dict[str, Any], model_dir: Path) -> dict[str, Any]:
+    """config.json as it goes to the Hub: local paths removed; a calibration temperature an earlier
+    rewardkit stored as `temperature` moved to `calibration_temperature` (`temperature` is a
+    generation setting: transformers 5 refuses to save a model config holding one and 4.x resets it
+    to 1.0 on load); and the tokenizer class named, because transformers 4.x `pipeline` loads a
+    tokenizer for a custom model type only when the config names its class."""
+    config = _scrub_local_paths(config)
+    if "temperature" in config:
+        legacy = config.pop("temperature")
+        if config.get("calibration_temperature") is None:
+            config["calibration_temperature"] = legacy
+    tokenizer_config = model_dir / "tokenizer_config.json"
+    if not config.get("tokenizer_class") and tokenizer_config.is_file():
+        tokenizer_class = _read_json(tokenizer_config).get("tokenizer_class")
+        if isinstance(tokenizer_class, str) and tokenizer_class:
+            config["tokenizer_class"] = tokenizer_class
+    return config
+
+
 def build_publish_folder(model_dir: str | Path, out_dir: str | Path, *, repo_id: str,
                          evaluation: dict | None = None, datasets: list[str] | None = None,
                          license: str = "apache-2.0") -> Path:
@@ -348,7 +367,7 @@ def build_publish_folder(model_dir: str | Path, out_dir: str | Path, *, repo_id:
             _scrub_adapter_config(staging / ADAPTER_DIR / "adapter_config.json")
             if (staging / ADAPTER_DIR / "reward_config.json").is_file():
                 _scrub_reward_config(staging / ADAPTER_DIR / "reward_config.json")
-        _write_json(staging / "config.json", _scrub_local_paths(config))
+        _write_json(staging / "config.json", _published_config(config, model_dir))
         (staging / CARD_FILE).write_text(card, encoding="utf-8")
         _move_into_place(staging, out_dir)
     except BaseException:

@@ -287,7 +287,7 @@ class RewardScorer:
     @property
     def temperature(self) -> float:
         """Calibration temperature T of P(a > b) = sigmoid((r_a - r_b) / T); 1.0 when none stored."""
-        return float(self.model.config.temperature or 1.0)
+        return float(getattr(self.model.config, "calibration_temperature", None) or 1.0)
 
     def raw_rewards(self, prompts: Sequence[str] | str, responses: Sequence[str] | str, *,
                     show_progress: bool | None = None) -> list[float]:

@@ -43,6 +43,6 @@ def test_demo_heldout_accuracy_and_outputs(demo_run):
     metrics = json.loads((workdir / "reward-model-demo-report" / "metrics.json").read_text())
     assert metrics["accuracy"] >= 0.85  # held-out questions, never seen in training
     config = json.loads((workdir / "reward-model-demo" / "config.json").read_text())
-    assert config["temperature"] > 0 and config["reward_std"] > 0
+    assert config["calibration_temperature"] > 0 and config["reward_std"] > 0
     hub = sorted(p.name for p in (workdir / "reward-model-demo-hub").iterdir())
     assert {"README.md", "config.json", "model.safetensors", "modeling_reward.py", "configuration_reward.py"} <= set(hub)

@@ -212,8 +212,8 @@ def test_calibrate_writes_temperature_that_a_fresh_scorer_uses(model_dir, data_d
     assert metrics["temperature_before"] == 1.0
     assert metrics["ece_after"] == metrics["ece"] and metrics["ece_before"] >= 0
     after = json.loads((folder / "config.json").read_text())
-    assert after.pop("temperature") == pytest.approx(fitted)
-    before.pop("temperature", None)
+    assert after.pop("calibration_temperature") == pytest.approx(fitted)
+    before.pop("calibration_temperature", None)
     assert after == before  # nothing else changed
     assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == []  # no temp file left
 
@@ -248,7 +248,7 @@ def test_calibrate_on_ranked_groups_fits_their_within_group_pairs(model_dir, dat
     # rewards scored group by group here differ from the evaluation's batches by float rounding,
     # which the small T of this random model (~0.03) magnifies
     assert metrics["temperature_fitted"] == pytest.approx(expected_t, rel=1e-4)
-    assert json.loads((folder / "config.json").read_text())["temperature"] == metrics["temperature_fitted"]
+    assert json.loads((folder / "config.json").read_text())["calibration_temperature"] == metrics["temperature_fitted"]
     for key, value in ranking_metrics(groups, temperature=expected_t).items():
         assert metrics[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
     assert metrics["ece_after"] == metrics["ece"] and metrics["ece_after"] <= metrics["ece_before"] + 1e-12
@@ -278,7 +278,12 @@ def test_store_temperature_is_atomic_and_validated(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "reward_model", "alpha": 1.0}))
     evaluation.store_temperature(tmp_path, 0.5)
     assert json.loads((tmp_path / "config.json").read_text()) == {"model_type": "reward_model", "alpha": 1.0,
-                                                                  "temperature": 0.5}
+                                                                  "calibration_temperature": 0.5}
+    # an old config's `temperature` (a generation setting to transformers) gives way to the new key
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "reward_model", "temperature": 2.0}))
+    evaluation.store_temperature(tmp_path, 0.75)
+    assert json.loads((tmp_path / "config.json").read_text()) == {"model_type": "reward_model",
+                                                                  "calibration_temperature": 0.75}
     with pytest.raises(ValueError):
         evaluation.store_temperature(tmp_path, float("nan"))
     assert [p.name for p in tmp_path.iterdir()] == ["config.json"]

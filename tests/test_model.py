@@ -46,7 +46,8 @@ def test_config_defaults_follow_the_contract():
         ({"head_dropout": 1.5}, "head_dropout"),
         ({"reward_std": 0.0}, "reward_std"),
         ({"reward_mean": float("inf")}, "reward_mean"),
-        ({"temperature": -1.0}, "temperature"),
+        ({"calibration_temperature": -1.0}, "calibration_temperature"),
+        ({"temperature": -1.0}, "calibration_temperature"),  # the old key is read into the new one
         ({"normalize_rewards": True}, "normalize_rewards"),
         ({"num_labels": 2}, "num_labels"),
         ({"problem_type": "single_label_classification"}, "problem_type"),

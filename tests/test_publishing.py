@@ -149,13 +149,19 @@ def test_card_metadata_and_measured_results(dry_run):
     assert "0.8125" in text and "0.123" in text  # results table and length bias from the evaluation
 
 
-def test_card_explains_calibration_and_normalization_when_stored(model_dir, tmp_path):
+@pytest.mark.parametrize("key", ["calibration_temperature", "temperature"])  # and the key before the rename
+def test_card_explains_calibration_and_normalization_when_stored(model_dir, tmp_path, key):
     folder = _copy_model(model_dir, tmp_path / "calibrated")
     config = json.loads((folder / "config.json").read_text())
-    config.update(temperature=2.0, normalize_rewards=True, alpha=0.5)
+    config.update({key: 2.0, "normalize_rewards": True, "alpha": 0.5})
     (folder / "config.json").write_text(json.dumps(config))
-    text = (build_publish_folder(folder, tmp_path / "out", repo_id=REPO_ID) / "README.md").read_text()
+    out = build_publish_folder(folder, tmp_path / "out", repo_id=REPO_ID)
+    text = (out / "README.md").read_text()
     assert "T = 2**" in text and "difference of 1 means P = 0.62" in text
+    published = json.loads((out / "config.json").read_text())
+    assert published["calibration_temperature"] == 2.0 and "temperature" not in published
+    # transformers 4.x pipelines load a tokenizer for a custom model type only when the config names it
+    assert published["tokenizer_class"] == json.loads((folder / "tokenizer_config.json").read_text())["tokenizer_class"]
     assert "alpha * (r − reward_mean) / reward_std" in text and "Normalization is **on**" in text
     assert "alpha * (r + 3) / 0.5" in text and "alpha = 0.5" in text
 

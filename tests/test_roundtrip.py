@@ -98,3 +98,28 @@ def test_hub_files_require_only_torch_and_transformers(filename):
     assert imports <= {"torch", "transformers"}, imports
     source = (helpers.REPO_ROOT / filename).read_text()
     assert "import rewardkit" not in source and "from rewardkit" not in source
+
+
+def test_a_calibrated_model_saves_again_and_keeps_its_temperature(tmp_path):
+    """Users `save_pretrained` / `push_to_hub` a loaded model (or TRL saves one it fine-tunes).
+    Stored as `temperature`, the calibration would be a generation setting: transformers 5 refuses
+    to save such a model config and 4.x resets it to 1.0 on load."""
+    from transformers import AutoConfig, AutoModel
+
+    model = helpers.tiny_reward_model(calibration_temperature=0.5)
+    model.save_pretrained(tmp_path / "first")
+    again = AutoModel.from_pretrained(tmp_path / "first", trust_remote_code=True)
+    assert again.config.calibration_temperature == 0.5
+    again.save_pretrained(tmp_path / "second")  # raised "Some generation parameters are set" before
+    saved = json.loads((tmp_path / "second" / "config.json").read_text())
+    assert saved["calibration_temperature"] == 0.5 and "temperature" not in saved
+
+    # a config.json written before the rename still loads calibrated, and saves cleanly
+    config = json.loads((tmp_path / "first" / "config.json").read_text())
+    config["temperature"] = config.pop("calibration_temperature")
+    (tmp_path / "first" / "config.json").write_text(json.dumps(config))
+    legacy = AutoConfig.from_pretrained(tmp_path / "first", trust_remote_code=True)
+    assert legacy.calibration_temperature == 0.5
+    legacy.save_pretrained(tmp_path / "third")
+    resaved = json.loads((tmp_path / "third" / "config.json").read_text())
+    assert resaved["calibration_temperature"] == 0.5 and "temperature" not in resaved
