@@ -562,12 +562,23 @@ def _upload_advice(error: BaseException, repo_id: str) -> str:
             "and that you are logged in (`hf auth login` or HF_TOKEN).")
 
 
+# Files a model repo may hold from an earlier upload that this one would not replace: other weight
+# shards or formats, a shard index, an adapter. Deleted in the same commit (upload_folder keeps the
+# files it uploads), so the repo serves exactly the weights that were verified.
+STALE_FILE_PATTERNS = ["*.safetensors", "*.safetensors.index.json", "*.bin", "*.bin.index.json", "*.pt", "*.pth",
+                       "*.ckpt", "*.h5", "*.msgpack", f"{ADAPTER_DIR}/*"]
+
+
 def upload_folder(folder: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None,
                   commit_message: str | None = None, token: str | None = None, api: Any = None) -> str:
     """Upload `folder` to the model repo `repo_id` in one commit; return the commit URL.
 
-    Creates the repo if needed (`exist_ok=True`) and the branch `revision` if given. The token comes
-    from `token`, else HF_TOKEN, else the `hf auth login` cache (HfApi looks in that order).
+    Creates the repo if needed (`exist_ok=True`) and the branch `revision` if given. A new repo is
+    private with `private=True`, else gets the owner's default visibility (an organization may
+    default to private); `private=True` on an existing public repo is refused, not ignored. Weights
+    and adapter files of an earlier upload that this folder does not hold are deleted in the same
+    commit (`STALE_FILE_PATTERNS`). The token comes from `token`, else HF_TOKEN, else the
+    `hf auth login` cache (HfApi looks in that order).
 
     Raises:
         PublishError: authentication, permission or network failure, with what to do next. The
@@ -581,11 +592,18 @@ def upload_folder(folder: str | Path, repo_id: str, *, private: bool = False, re
     api = api or HfApi(token=token)
     message = commit_message or "Upload reward model with rewardkit"
     try:
-        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        # None, not False: False would make a new repo public even where the owner defaults to private
+        api.create_repo(repo_id, private=True if private else None, exist_ok=True, repo_type="model")
+        if private and getattr(api.repo_info(repo_id, repo_type="model"), "private", None) is False:
+            raise PublishError(f"{repo_id!r} already exists and is public; --private (private=True) cannot change "
+                               "that, so nothing was uploaded. Make the repo private in its settings on the Hub, "
+                               "or publish without --private.")
         if revision:
             api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type="model")
         commit = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
-                                   revision=revision, commit_message=message)
+                                   revision=revision, commit_message=message, delete_patterns=STALE_FILE_PATTERNS)
+    except PublishError:
+        raise
     except Exception as error:  # every Hub/network failure becomes one clear message
         detail = scrub_token(f"{type(error).__name__}: {error}", token)
         raise PublishError(f"Uploading {folder} to {repo_id!r} failed. {_upload_advice(error, repo_id)} "
@@ -623,6 +641,8 @@ def publish(model_dir: str | Path, repo_id: str, *, private: bool = False, revis
         PublishError: verification or upload failed.
     """
     validate_repo_id(repo_id)
+    if not dry_run and api is None:
+        _check_can_reach_the_hub(token)
     name = repo_id.split("/")[1]
     scratch = None if out is not None else Path(tempfile.mkdtemp(prefix="rewardkit-publish-"))
     folder = Path(out) if out is not None else scratch / name
@@ -647,6 +667,20 @@ def publish(model_dir: str | Path, repo_id: str, *, private: bool = False, revis
         # A temporary folder goes after an upload, and after any failure; a dry run keeps it to look at.
         if scratch is not None and not (dry_run and succeeded):
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _check_can_reach_the_hub(token: str | None) -> None:
+    """Refuse in a moment what would otherwise fail only after building and verifying the folder
+    (~20 s): offline mode, or no token anywhere. (A wrong token still fails at the upload.)"""
+    from huggingface_hub import constants, get_token
+
+    if constants.HF_HUB_OFFLINE:
+        raise PublishError("HF_HUB_OFFLINE is set, so nothing can be uploaded: unset it, or use --dry-run to "
+                           "only build and verify the folder. Nothing was built.")
+    if token is None and get_token() is None:
+        raise PublishError("No Hugging Face token found: run `hf auth login` or set HF_TOKEN to a token with "
+                           "write access (https://huggingface.co/settings/tokens), or use --dry-run to only "
+                           "build and verify the folder. Nothing was built.")
 
 
 def _verify_or_remove(folder: Path, model_dir: Path) -> None:

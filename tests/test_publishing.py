@@ -92,7 +92,8 @@ def expected_logits(model_dir, tokenizer) -> list[float]:
 class FakeApi:
     """Records HfApi calls; `upload_folder` also records which files the folder held at that moment."""
 
-    def __init__(self, fail_with: Exception | None = None):
+    def __init__(self, fail_with: Exception | None = None, existing_private: bool = True):
+        self.existing_private = existing_private  # what repo_info reports after create_repo
         self.calls: list[tuple[str, dict]] = []
         self.uploaded_files: list[str] | None = None
         self.fail_with = fail_with
@@ -105,6 +106,10 @@ class FakeApi:
 
     def create_branch(self, repo_id, **kwargs):
         self.calls.append(("create_branch", {"repo_id": repo_id, **kwargs}))
+
+    def repo_info(self, repo_id, **kwargs):
+        self.calls.append(("repo_info", {"repo_id": repo_id, **kwargs}))
+        return type("RepoInfo", (), {"private": self.existing_private})()
 
     def upload_folder(self, **kwargs):
         self.calls.append(("upload_folder", kwargs))
@@ -237,15 +242,45 @@ def test_upload_creates_repo_then_one_commit_with_exactly_the_built_files(model_
     api = FakeApi()
     result = publish(model_dir, REPO_ID, private=True, commit_message="first", evaluation=EVALUATION,
                      datasets=["Anthropic/hh-rlhf"], api=api)
-    assert [name for name, _ in api.calls] == ["create_repo", "upload_folder"]
+    assert [name for name, _ in api.calls] == ["create_repo", "repo_info", "upload_folder"]
     create = api.calls[0][1]
     assert create["repo_id"] == REPO_ID and create["exist_ok"] is True and create["private"] is True
     assert create.get("repo_type", "model") == "model"
-    upload = api.calls[1][1]
+    upload = api.calls[2][1]
     assert upload["repo_id"] == REPO_ID and upload["commit_message"] == "first" and upload["revision"] is None
+    # weights, shard indexes and adapters of an earlier upload go in the same commit
+    assert {"*.safetensors", "*.bin", "*.safetensors.index.json", "adapter/*"} <= set(upload["delete_patterns"])
     assert api.uploaded_files == EXPECTED_FILES == result.files
     assert result.url == f"https://huggingface.co/{REPO_ID}/commit/abc123" and result.verified
     assert result.folder is None and not Path(upload["folder_path"]).exists(), "temporary folder removed"
+
+
+def test_without_private_a_new_repo_gets_the_owners_default_visibility(dry_run):
+    """private=False would make the repo public even in an organization that defaults to private."""
+    api = FakeApi()
+    upload_folder(dry_run.folder, REPO_ID, api=api)
+    assert api.calls[0][1]["private"] is None
+    assert [name for name, _ in api.calls] == ["create_repo", "upload_folder"]
+
+
+def test_private_upload_to_an_existing_public_repo_is_refused(dry_run):
+    api = FakeApi(existing_private=False)
+    with pytest.raises(PublishError, match="already exists and is public"):
+        upload_folder(dry_run.folder, REPO_ID, private=True, api=api)
+    assert [name for name, _ in api.calls] == ["create_repo", "repo_info"]  # nothing uploaded
+
+
+def test_offline_or_tokenless_publish_fails_before_building(model_dir, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(PublishError, match="HF_HUB_OFFLINE is set"):
+        publish(model_dir, REPO_ID, out=tmp_path / "out")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
+    with pytest.raises(PublishError, match="No Hugging Face token"):
+        publish(model_dir, REPO_ID, out=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_upload_to_a_branch_creates_it_first(dry_run):
