@@ -233,4 +233,29 @@ def test_max_length_row_falls_back_to_the_hyperparameter():
     text = render_model_card({}, training, repo_id=REPO_ID)
     rows = dict(_training_rows(text))
     assert rows["Max length"].startswith("128 tokens") and "max_length" not in rows
-    assert "max_length=128," in text  # the usage example truncates as training did
+    assert "MAX_LENGTH = 128  #" in text  # the usage example truncates as training did
+
+
+def test_card_fit_cuts_long_pairs_as_rewardkit_does_and_never_fails(tokenizer):
+    """The card's usage example must survive a response longer than the budget (a plain
+    truncation="only_first" raised there) and feed the model what rewardkit trained it on."""
+    import ast
+
+    from rewardkit.features import PairEncoder
+
+    block = re.findall(r"```python\n(.*?)```", render_model_card({}, _training_summary(), repo_id=REPO_ID),
+                       flags=re.DOTALL)[0]
+    fit_source = next(ast.get_source_segment(block, node) for node in ast.parse(block).body
+                      if isinstance(node, ast.FunctionDef) and node.name == "fit")
+    namespace = {"tokenizer": tokenizer, "MAX_LENGTH": 32}
+    exec(fit_source, namespace)
+    encoder = PairEncoder(tokenizer, max_length=32)
+    cases = [("What is the capital of France?", "Paris."),
+             ("Human: tell me about the weather today please. " * 6 + "Assistant:", "It is sunny and warm."),
+             ("Why?", "Because the light from the sun is scattered by the air molecules. " * 5),
+             ("Human: a long question about many things " * 5, "a long answer about many other things " * 5),
+             ("", "only a response here")]
+    for prompt, response in cases:
+        cut_prompt, cut_response = namespace["fit"](prompt, response)
+        fed = tokenizer(cut_prompt, cut_response, truncation=True, max_length=32)["input_ids"]
+        assert fed == encoder.encode([prompt], [response])[0]["input_ids"], (prompt[:30], response[:30])
