@@ -283,6 +283,7 @@ class _RowStream:
             self.first_columns = frozenset(key for key, value in row.items() if value is not None)
             self.description = formats.describe_layout(row, layout)
             logger.info("%s: detected %s", source, self.description)
+            _warn_unread_columns(self.display, row, layout)
         return normal
 
     def _layout_for(self, found: Layout | None, row: dict, source: str, record: _Record) -> Layout:
@@ -341,6 +342,18 @@ class _RowStream:
         self.skipped.add(error)
         logger.debug("skipping %s", error)
         return None
+
+
+def _warn_unread_columns(display: str, row: dict, layout: Layout) -> None:
+    """Once per data source: implicit-prompt rows take the prompt from the shared start of
+    chosen/rejected, so a prompt kept under an unknown name (``query``) would be dropped for
+    every row whose transcripts happen to share a few words. Say so while it can be fixed."""
+    unread = formats.unread_text_columns(row) if layout.implicit_prompt else []
+    if unread:
+        logger.warning("%s: there is no prompt column, so each prompt is the shared start of "
+                       "chosen/rejected, and column(s) %s hold text rewardkit does not read; if "
+                       "one of them is the prompt, pass --columns prompt=<name>", display,
+                       ", ".join(repr(name) for name in unread))
 
 
 def _filled_cells(row: dict) -> dict:

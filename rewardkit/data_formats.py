@@ -208,8 +208,33 @@ def _pairwise(row: dict, implicit: bool) -> dict:
                            "their final assistant message", rejected_col, "bad messages")
     if chosen_reply.strip() == rejected_reply.strip():
         raise _identical(rejected_col, chosen_col)
-    return {"prompt": _full_prompt(prompt, prefix), "chosen": chosen_reply,
-            "rejected": rejected_reply, "margin": margin}
+    full_prompt = _full_prompt(prompt, prefix)
+    if implicit and not full_prompt:
+        _refuse_prompt_elsewhere(row, chosen_col, rejected_col)
+    return {"prompt": full_prompt, "chosen": chosen_reply, "rejected": rejected_reply, "margin": margin}
+
+
+def unread_text_columns(row: dict) -> list[str]:
+    """Columns holding non-blank text that no layout reads (names as after ``--columns``).
+
+    Where a prompt filed under a name rewardkit does not know (``query``, ``input``,
+    ``context``, ``Prompt``) would be; metadata such as ``id`` or ``source`` shows up too.
+    """
+    return [str(key) for key, value in row.items()
+            if key not in KNOWN_COLUMNS and isinstance(value, str) and value.strip()]
+
+
+def _refuse_prompt_elsewhere(row: dict, chosen_col: str, rejected_col: str) -> None:
+    """Implicit-prompt transcripts sharing nothing would train with an empty prompt. Pairs
+    without a prompt exist, but when the row also holds text rewardkit does not read, that
+    column is far more likely the prompt under another name: refuse the row rather than
+    silently drop the prompt."""
+    unread = unread_text_columns(row)
+    if unread:
+        raise RowError(f"there is no prompt column and '{chosen_col}'/'{rejected_col}' share no "
+                       f"prompt at their start, but this column holds text rewardkit does not "
+                       f"read; if it is the prompt, pass --columns prompt={unread[0]}",
+                       unread[0], "no prompt")
 
 
 def _ranking(row: dict, text_lists: bool) -> dict:

@@ -75,6 +75,31 @@ def test_implicit_prompt_without_markers_splits_at_whitespace():
     assert split_transcripts("abc", "xyz") == ("", "abc", "xyz")
 
 
+@pytest.mark.parametrize("name", ["query", "input", "context", "Prompt"])
+def test_implicit_prompt_refuses_a_prompt_in_a_column_it_does_not_read(tmp_path, name):
+    """Without this, {"query": ..., "chosen", "rejected"} trained every pair with prompt ''."""
+    row = {name: "What is 1+1?", "chosen": "It is 2.", "rejected": "Probably 3."}
+    with pytest.raises(RewardDataError) as info:
+        load_rows(tmp_path, [row])
+    assert (info.value.row, info.value.column, info.value.reason) == (1, name, "no prompt")
+    assert f"--columns prompt={name}" in str(info.value)
+    data = load_rows(tmp_path, [row, row], columns=f"prompt={name}")
+    assert data.rows[0]["prompt"] == "What is 1+1?"
+
+
+def test_implicit_prompt_with_metadata_columns_loads_and_warns_once(tmp_path, caplog):
+    rows = [{"id": f"r{i}", "source": "web", "chosen": HH_1, "rejected": HH_2} for i in range(3)]
+    with caplog.at_level("WARNING", logger="rewardkit.data"):
+        data = load_rows(tmp_path, rows)
+    assert len(data) == 3 and data.rows[0]["prompt"] == "\n\nHuman: hi\n\nAssistant:"
+    warnings = [r.getMessage() for r in caplog.records if "no prompt column" in r.getMessage()]
+    assert len(warnings) == 1 and "'id', 'source'" in warnings[0]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="rewardkit.data"):
+        load_rows(tmp_path, [{"chosen": HH_1, "rejected": HH_2}])  # nothing unread: no warning
+    assert not caplog.records
+
+
 def test_conversational_with_prompt_column(tmp_path):
     row = {"prompt": [{"role": "system", "content": "be kind"}, {"role": "user", "content": "hi"}],
            "chosen": [{"role": "assistant", "content": "hello"}],
