@@ -86,11 +86,14 @@ def detect_layout(row: dict) -> Layout | None:
     """Guess a row's layout from the columns it fills (null values count as absent).
 
     The characteristic columns decide, so a row that is merely incomplete (say, chosen without
-    rejected) is still recognised and later reported as missing a column.
+    rejected) is still recognised and later reported as missing a column. Whether pairs carry
+    their prompt is decided by the prompt column's *presence*: a null prompt is a missing value
+    to report, not a sign of transcripts sharing their prompt (which would switch a whole file
+    to prefix splitting because its first prompt is null).
     """
     present = {key for key, value in row.items() if value is not None}
     if present & set(CHOSEN_COLUMNS + REJECTED_COLUMNS):
-        return Layout("pairwise", implicit_prompt=not present & set(PROMPT_COLUMNS))
+        return Layout("pairwise", implicit_prompt=not has_prompt_column(row))
     if "responses" in present:
         return Layout("ranking")
     if present & set(REWARD_COLUMNS):
@@ -107,8 +110,12 @@ def compatible(expected: str, found: str) -> bool:
 
 def layout_for_objective(objective: str, row: dict) -> Layout:
     """The layout to validate a row against when the caller named the objective."""
-    has_prompt = any(row.get(name) is not None for name in PROMPT_COLUMNS)
-    return Layout(objective, implicit_prompt=objective == "pairwise" and not has_prompt)
+    return Layout(objective, implicit_prompt=objective == "pairwise" and not has_prompt_column(row))
+
+
+def has_prompt_column(row: dict) -> bool:
+    """The row has a prompt column, filled or not (null, or a blank CSV cell)."""
+    return any(name in row for name in PROMPT_COLUMNS)
 
 
 def describe_layout(row: dict, layout: Layout) -> str:

@@ -100,6 +100,30 @@ def test_implicit_prompt_with_metadata_columns_loads_and_warns_once(tmp_path, ca
     assert not caplog.records
 
 
+@pytest.mark.parametrize("suffix", ["jsonl", "parquet", "csv"])
+@pytest.mark.parametrize("objective", [None, "pairwise"])
+def test_a_null_first_prompt_is_a_missing_value_not_implicit_prompts(tmp_path, suffix, objective):
+    """A null prompt in row 1 once switched the whole file to prefix splitting (prompt '')."""
+    rows = [{"prompt": None, "chosen": "I like it", "rejected": "I hate it"}, PAIR]
+    path = tmp_path / f"d.{suffix}"
+    if suffix == "jsonl":
+        write_jsonl(path, rows)
+    elif suffix == "csv":
+        write_csv(path, list(PAIR), [["", "I like it", "I hate it"], list(PAIR.values())])
+    else:
+        pa = pytest.importorskip("pyarrow")
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    with pytest.raises(RewardDataError) as info:
+        load_reward_data(path, objective=objective)
+    assert (info.value.row, info.value.column) == (1, "prompt")
+    assert "the value is empty" in str(info.value) or "the value is null" in str(info.value)
+    data = load_reward_data(path, objective=objective, skip_invalid=True)
+    assert data.rows == [{**PAIR, "margin": None}] and data.skipped.total == 1
+    assert "implicit" not in data.detected_layout
+
+
 def test_conversational_with_prompt_column(tmp_path):
     row = {"prompt": [{"role": "system", "content": "be kind"}, {"role": "user", "content": "hi"}],
            "chosen": [{"role": "assistant", "content": "hello"}],
