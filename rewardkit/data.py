@@ -272,7 +272,9 @@ class _RowStream:
         if record.error is not None:
             return self._invalid(record.error)
         row = _rename(record.value, self.column_map)
-        found = formats.detect_layout(_filled_cells(row) if record.text_lists else row)
+        if record.text_lists:
+            row = _blank_cells_as_null(row)
+        found = formats.detect_layout(row)
         try:
             layout = self._layout_for(found, row, source, record)
             normal = formats.normalise_row(row, layout, text_lists=record.text_lists)
@@ -356,13 +358,14 @@ def _warn_unread_columns(display: str, row: dict, layout: Layout) -> None:
                        ", ".join(repr(name) for name in unread))
 
 
-def _filled_cells(row: dict) -> dict:
-    """A CSV row without its blank cells. CSV cannot leave a column out of one row, so a file
-    mixing layouts (or one with unused columns) shows them as empty cells; for recognising the
-    layout, an empty cell is a column the row does not use. A blank prompt cell still counts:
-    it is a missing prompt to report, not a sign of transcripts that share their prompt."""
-    return {key: value for key, value in row.items()
-            if key in formats.PROMPT_COLUMNS or not (isinstance(value, str) and not value.strip())}
+def _blank_cells_as_null(row: dict) -> dict:
+    """A CSV row with its blank cells as None. CSV cannot leave a column out of one row or write
+    a null, so an unused column, an unfilled alias (`completion` beside `response`) or an
+    optional column (`ranks` beside `scores`) shows as an empty cell. As None they are read the
+    way the same rows are read from JSON or Parquet: absent for recognising the layout, skipped
+    by aliases and optional columns, and an empty value where a value is required."""
+    return {key: None if isinstance(value, str) and not value.strip() else value
+            for key, value in row.items()}
 
 
 def _unrecognised(row: dict, found: Layout | None) -> RowError:

@@ -96,8 +96,8 @@ def detect_layout(row: dict) -> Layout | None:
         return Layout("pairwise", implicit_prompt=not has_prompt_column(row))
     if "responses" in present:
         return Layout("ranking")
-    if present & set(REWARD_COLUMNS):
-        return Layout("mse")
+    if present & set(REWARD_COLUMNS) or (row.keys() & set(REWARD_COLUMNS) and present & set(RESPONSE_COLUMNS)):
+        return Layout("mse")  # a response with a null reward is an mse row missing its reward
     if present & set(RESPONSE_COLUMNS):
         return Layout("score")
     return None
@@ -299,13 +299,18 @@ def _single(row: dict, *, with_reward: bool) -> dict:
 # ---- field helpers ----------------------------------------------------------------------------
 
 def _pick(row: dict, names: tuple[str, ...]) -> tuple[str, Any]:
-    """(column, value) of the first of ``names`` the row fills; missing or null is an error."""
+    """(column, value) of the first of ``names`` the row fills; missing or null is an error.
+
+    A null counts as an empty field, worded for both: CSV has no null, and its blank cells
+    arrive here as None (see rewardkit.data), so that an alias or optional column can fall
+    through exactly as a null does in JSON or Parquet.
+    """
     for name in names:
         if row.get(name) is not None:
             return name, row[name]
     for name in names:
         if name in row:
-            raise RowError("the value is null", name, "missing value")
+            raise RowError("the value is empty or null", name, "empty field")
     raise missing_column(names, names[0])
 
 

@@ -237,6 +237,39 @@ def test_csv_numbers_lists_and_big_fields(tmp_path):
     assert [row["reward"] for row in load_reward_data(tmp_path / "cr.csv").rows] == [1.0, 2.0]
 
 
+BLANK_CELLS = [  # CSV rows with a blank alias or optional cell, and the same rows with nulls
+    (["prompt", "responses", "ranks", "scores"], ["p", '["a", "b"]', "", "[0.1, 0.9]"],
+     {"prompt": "p", "responses": ["a", "b"], "ranks": None, "scores": [0.1, 0.9]}),
+    (["prompt", "completion", "response", "reward"], ["p", "", "resp", "1"],
+     {"prompt": "p", "completion": None, "response": "resp", "reward": 1}),
+    (["prompt", "chosen", "rejected", "response_j", "response_k"], ["p", "", " ", "a", "b"],
+     {"prompt": "p", "chosen": None, "rejected": None, "response_j": "a", "response_k": "b"}),
+]
+
+
+@pytest.mark.parametrize("header, cells, row", BLANK_CELLS, ids=["ranks", "completion", "chosen"])
+def test_blank_csv_cells_read_like_nulls(tmp_path, header, cells, row):
+    """A blank `ranks` beside filled `scores` was 'must be a list, got text'; a blank
+    `completion` beside `response` was 'the value is empty'; JSONL with nulls loaded both."""
+    from_csv = load_reward_data(write_csv(tmp_path / "d.csv", header, [cells]))
+    assert from_csv.rows == load_rows(tmp_path, [row]).rows
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "csv"])
+def test_an_empty_reward_in_the_first_row_is_named_as_such(tmp_path, suffix):
+    """It was 'cannot tell what kind of reward data this is ... add a reward column'."""
+    rows = [{"prompt": "p", "completion": "c", "reward": None}, {"prompt": "p", "completion": "d", "reward": 1}]
+    if suffix == "csv":
+        path = write_csv(tmp_path / "d.csv", list(rows[0]), [["p", "c", ""], ["p", "d", "1"]])
+    else:
+        path = write_jsonl(tmp_path / "d.jsonl", rows)
+    with pytest.raises(RewardDataError, match="the value is empty or null") as info:
+        load_reward_data(path)
+    assert (info.value.row, info.value.column, info.value.reason) == (1, "reward", "empty field")
+    data = load_reward_data(path, skip_invalid=True)
+    assert data.objective == "mse" and len(data) == 1 and data.skipped.counts == {"empty field": 1}
+
+
 def test_parquet(tmp_path):
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
@@ -359,7 +392,7 @@ def test_mixed_layouts_in_one_file(tmp_path):
 INVALID = [
     ("empty field", {**PAIR, "chosen": "  \n"}, "chosen", "empty field"),
     ("missing column", {"prompt": "p", "chosen": "a"}, "rejected", "missing column"),
-    ("null field", {**PAIR, "prompt": None}, "prompt", "missing value"),
+    ("null field", {**PAIR, "prompt": None}, "prompt", "empty field"),
     ("identical", {**PAIR, "rejected": "good"}, "rejected", "identical chosen/rejected"),
     ("number as text", {**PAIR, "chosen": 5}, "chosen", "not text"),
     ("bad margin", {**PAIR, "margin": "big"}, "margin", "not a number"),
