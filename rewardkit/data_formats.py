@@ -60,6 +60,9 @@ ACCEPTED_LAYOUTS = (
 _ASSISTANT_MARKER = re.compile(r"(?:^|\n)Assistant:")
 _ROLE_LABELS = {"system": "System", "user": "User", "assistant": "Assistant"}
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# Rewards and margins enter the loss (squared error; margin inside the sigmoid) in float32, whose
+# largest value is about 3.4e38 and whose square overflows far earlier; beyond this they train NaN.
+MAX_TARGET = 1e15
 
 Turns = tuple[tuple[str, str], ...]
 
@@ -193,7 +196,7 @@ def render_conversation(turns: Turns) -> str:
 def _pairwise(row: dict, implicit: bool) -> dict:
     chosen_col, chosen = _pick(row, CHOSEN_COLUMNS)
     rejected_col, rejected = _pick(row, REJECTED_COLUMNS)
-    margin = _number(row.get("margin"), "margin", optional=True)
+    margin = _target(_number(row.get("margin"), "margin", optional=True), "margin")
     if implicit and isinstance(chosen, str) and isinstance(rejected, str):
         _text(chosen, chosen_col)
         _text(rejected, rejected_col)
@@ -292,7 +295,7 @@ def _single(row: dict, *, with_reward: bool) -> dict:
     normal: dict[str, Any] = {"prompt": _full_prompt(prompt, prefix), "response": response}
     if with_reward:
         reward_col, reward = _pick(row, REWARD_COLUMNS)
-        normal["reward"] = _number(reward, reward_col)
+        normal["reward"] = _target(_number(reward, reward_col), reward_col)
     return normal
 
 
@@ -371,6 +374,16 @@ def _number(value: Any, column: str, *, optional: bool = False, item: int | None
     if not math.isfinite(number):
         raise RowError(f"{what} must be a finite number, got {number}", column, "not finite")
     return number
+
+
+def _target(value: float | None, column: str) -> float | None:
+    """A reward or margin small enough to train on. Ranks and scores are not checked: they only
+    order a group's responses and never reach the loss."""
+    if value is not None and abs(value) > MAX_TARGET:
+        raise RowError(f"the value {value:g} is too large (beyond ±{MAX_TARGET:g}): rewards and margins "
+                       "enter the loss (a squared error, a sigmoid) in float32, where such values overflow "
+                       "and train to NaN; rescale the column (e.g. divide it by a constant)", column, "too large")
+    return value
 
 
 def _list(value: Any, column: str, text_lists: bool) -> list:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import platform
 import random
@@ -181,8 +182,27 @@ def compute_reward_stats(model, tokenizer, encoded_items: list[dict], samples: i
     chosen = encoded_items if len(encoded_items) <= samples else random.Random(seed).sample(encoded_items, samples)
     rewards = score_encoded(model, chosen, pad_token_id=tokenizer.pad_token_id, padding_side=tokenizer.padding_side,
                             output="rewards")
-    std = float(np.std(rewards))
-    return float(np.mean(rewards)), (std if std > 0 else 1.0)
+    mean, std = float(np.mean(rewards)), float(np.std(rewards))
+    return mean, (std if std > 0 or not math.isfinite(std) else 1.0)  # a NaN std stays NaN: see refuse_divergence
+
+
+class TrainingDivergedError(RuntimeError):
+    """The trained weights give a non-finite loss or rewards; nothing of the final model is saved."""
+
+
+def refuse_divergence(train_loss: float, stats: tuple[float, float] | None) -> None:
+    """Stop before saving anything of a diverged run. NaN weights load and score NaN everywhere,
+    and the model card cannot format them (it crashed half-way, leaving a folder of weights and
+    summary without a card); a clear error here is cheaper than that folder. Runs on every rank
+    (the loss is averaged over ranks and the statistics come from the same weights)."""
+    problems = [f"final training loss {train_loss}"] if not math.isfinite(train_loss) else []
+    if stats is not None and not all(math.isfinite(value) for value in stats):
+        problems.append(f"reward mean {stats[0]} / std {stats[1]} on training responses")
+    if problems:
+        raise TrainingDivergedError(
+            f"training diverged: {' and '.join(problems)}; the model was not saved (checkpoints of earlier "
+            "epochs, if any, are left as they were). Lower the learning rate (--learning_rate), check the data "
+            "for extreme rewards or margins, or train with --precision fp32.")
 
 
 def _responses_of(features: list[dict], objective: str) -> list[dict]:
@@ -313,6 +333,7 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
 
     stats = compute_reward_stats(trainer.model, tokenizer, _responses_of(prepared.train_features, prepared.objective),
                                  args.reward_stats_samples, args.seed)
+    refuse_divergence(float(train_output.training_loss), stats)
     if stats is not None:
         trainer.model.config.reward_mean, trainer.model.config.reward_std = stats
     if args.use_lora:

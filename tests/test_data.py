@@ -400,6 +400,8 @@ INVALID = [
     ("non-numeric reward", {"prompt": "p", "completion": "c", "reward": "high"}, "reward", "not a number"),
     ("NaN reward", {"prompt": "p", "completion": "c", "reward": float("nan")}, "reward", "not finite"),
     ("bool reward", {"prompt": "p", "completion": "c", "reward": True}, "reward", "not a number"),
+    ("reward beyond float32", {"prompt": "p", "completion": "c", "reward": 1e39}, "reward", "too large"),
+    ("huge margin", {**PAIR, "margin": -1e300}, "margin", "too large"),
     ("one response", {"prompt": "p", "responses": ["a"]}, "responses", "too few responses"),
     ("ranks mismatch", {"prompt": "p", "responses": ["a", "b"], "ranks": [1]}, "ranks", "length mismatch"),
     ("tied ranks", {"prompt": "p", "responses": ["a", "b", "c"], "ranks": [1, 2, 2]}, "ranks", "tied ranks"),
@@ -434,6 +436,14 @@ def test_invalid_rows_are_named_or_skipped(tmp_path, label, bad, column, reason)
     assert len(data) == 2 and data.skipped.counts == {reason: 1}
     assert data.skipped.examples[reason] == ["rows.jsonl line 2"]
     assert reason in data.skipped.summary()
+
+
+def test_huge_ranking_scores_are_kept_they_only_order(tmp_path):
+    data = load_rows(tmp_path, [{"prompt": "p", "responses": ["a", "b"], "scores": [1e300, -1e300]}])
+    assert data.rows == [{"prompt": "p", "responses": ["a", "b"]}]
+    with pytest.raises(RewardDataError, match=r"too large .*float32.*rescale"):
+        load_rows(tmp_path, [{"prompt": "p", "completion": "c", "reward": 1e16}])
+    assert load_rows(tmp_path, [{"prompt": "p", "completion": "c", "reward": -1e15}]).rows[0]["reward"] == -1e15
 
 
 def test_broken_json_line_named_and_skippable(tmp_path):
