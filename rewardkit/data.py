@@ -439,12 +439,13 @@ def _resolve(source: str | os.PathLike, split: str | None) -> tuple[str, list[_I
         is_dir, is_file, exists = path.is_dir(), path.is_file(), path.exists()
     except (TypeError, ValueError, OSError) as exc:
         raise RewardDataError(f"cannot use {source!r} as a data source: {exc}") from None
-    if split is not None and exists:
-        logger.warning("--split %s is ignored for local data %s (it selects a Hub split)", split, path)
+    if split is not None and exists and not (is_file and _suffix_kind(path) == "json"):
+        logger.warning("--split %s is ignored for local data %s (it selects a Hub split, or a key of a "
+                       "JSON document)", split, path)
     if is_dir:
-        return str(path), _folder_inputs(path)
+        return str(path), _folder_inputs(path, split)
     if is_file:
-        return str(path), [(str(path), _reader_for(path))]
+        return str(path), [(str(path), _reader_for(path, split))]
     if exists:
         raise RewardDataError("this is neither a regular file nor a folder", source=path)
     text = os.fspath(source)
@@ -460,7 +461,7 @@ def has_hub_dataset_id_form(text: str) -> bool:
     return bool(_HUB_ID.fullmatch(text)) and not _suffix_kind(Path(text))
 
 
-def _folder_inputs(folder: Path) -> list[_Input]:
+def _folder_inputs(folder: Path, split: str | None) -> list[_Input]:
     try:
         entries = sorted(folder.iterdir(), key=lambda p: p.name)
     except OSError as exc:
@@ -470,7 +471,7 @@ def _folder_inputs(folder: Path) -> list[_Input]:
         if path.name.startswith(".") or not path.is_file():
             continue
         if _suffix_kind(path):
-            inputs.append((str(path), _reader_for(path)))
+            inputs.append((str(path), _reader_for(path, split)))
         else:
             logger.info("ignoring %s: not a supported data file", path)
     if not inputs:
@@ -484,12 +485,14 @@ def _suffix_kind(path: Path) -> str | None:
     return next((kind for suffix, kind in SUFFIXES.items() if name.endswith(suffix)), None)
 
 
-def _reader_for(path: Path) -> Callable[[], Iterator[_Record]]:
+def _reader_for(path: Path, split: str | None = None) -> Callable[[], Iterator[_Record]]:
     kind = _suffix_kind(path)
-    readers = {"jsonl": _read_jsonl, "json": _read_json, "csv": _read_csv, "parquet": _read_parquet}
+    readers = {"jsonl": _read_jsonl, "csv": _read_csv, "parquet": _read_parquet}
     if kind is None:
         raise RewardDataError(f"unsupported file type {path.suffix or '(no extension)'!r}; use "
                               f"{', '.join(SUFFIXES)}", source=path)
+    if kind == "json":
+        return lambda: _read_json(path, split)
     return lambda: readers[kind](path)
 
 
@@ -605,8 +608,9 @@ def _bad_record(message: str, path: Path, number: int, where: str, reason: str) 
     return _Record(number, where, error=error)
 
 
-def _read_json(path: Path) -> Iterator[_Record]:
-    """A whole JSON document: an array of rows, {"data"|"train"|"rows": [...]}, or columns."""
+def _read_json(path: Path, split: str | None = None) -> Iterator[_Record]:
+    """A whole JSON document: an array of rows, {"data"|"train"|"rows": [...]}, or columns;
+    with ``split``, {split: [...]} (e.g. {"train": [...], "test": [...]} and --split test)."""
     raw = b"".join(_binary_lines(path))
     text = _decode(raw, path, None)
     if not text.strip():
@@ -618,22 +622,38 @@ def _read_json(path: Path) -> Iterator[_Record]:
         hint = (" (the file looks like JSON Lines, one object per line: name it .jsonl)"
                 if where and exc.msg == "Extra data" else "")
         raise RewardDataError(_json_problem(exc) + hint, source=path, where=where) from None
-    rows, label = _json_rows(document, path)
+    rows, label = _json_rows(document, path, split)
     for number, value in enumerate(rows, 1):
         yield _object_record(value, number, f"{label} {number}", path)
 
 
-def _json_rows(document: Any, path: Path) -> tuple[list, str]:
+def _json_rows(document: Any, path: Path, split: str | None = None) -> tuple[list, str]:
+    """The rows of a JSON document. ``split`` picks a top-level key of that name (a document
+    holding several splits); when there is none, the usual shapes are read and the log says
+    which, so that --split never silently reads another split than asked."""
+    if isinstance(document, dict) and split is not None and isinstance(document.get(split), list):
+        logger.info("%s: reading the %r array (--split %s)", path, split, split)
+        return document[split], "element"
+    rows, label, key = _default_json_rows(document, path)
+    if split is not None:
+        read = f"the {key!r} array" if key else "the whole document"
+        logger.warning("--split %s: the JSON document %s has no %r array; read %s instead", split,
+                       path, split, read)
+    return rows, label
+
+
+def _default_json_rows(document: Any, path: Path) -> tuple[list, str, str | None]:
+    """(rows, row label, wrapper key or None) of a JSON document read without a split."""
     if isinstance(document, list):
-        return document, "element"
+        return document, "element", None
     if isinstance(document, dict):
         for key in _JSON_WRAPPER_KEYS:
             if isinstance(document.get(key), list):
-                return document[key], "element"
+                return document[key], "element", key
         columns = list(document.values())
         if all(isinstance(c, list) for c in columns) and len({len(c) for c in columns}) <= 1:
             names = list(document)
-            return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)], "row"
+            return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)], "row", None
     raise RewardDataError(
         f"the JSON holds {formats.kind_of(document)} of an unsupported shape; use an array of row "
         "objects, an object with a 'data', 'train' or 'rows' array, or an object of equal-length "

@@ -213,6 +213,18 @@ def test_json_shapes(tmp_path):
     assert (info.value.row, info.value.column) == (2, "chosen") and "element 2" in str(info.value)
 
 
+def test_split_picks_a_key_of_a_json_document(tmp_path, caplog):
+    """--split test read the "train" array and only warned that --split is ignored."""
+    path = tmp_path / "splits.json"
+    path.write_text(json.dumps({"train": [PAIR], "test": [{**PAIR, "prompt": "t1"}, {**PAIR, "prompt": "t2"}]}))
+    assert [row["prompt"] for row in load_reward_data(path, split="test").rows] == ["t1", "t2"]
+    assert [row["prompt"] for _, row in iter_reward_rows(path, split="test")] == ["t1", "t2"]
+    assert len(load_reward_data(path)) == 1
+    with caplog.at_level("WARNING", logger="rewardkit.data"):
+        assert len(load_reward_data(path, split="validation")) == 1
+    assert any("no 'validation' array; read the 'train' array" in r.getMessage() for r in caplog.records)
+
+
 def test_csv_with_bom_and_quoted_newline(tmp_path):
     path = write_csv(tmp_path / "d.csv", ["prompt", "chosen", "rejected", "margin"],
                      [["p", "line one\nline two", "bad", "0.5"], ["q", "ok", "", ""]], bom=True)
