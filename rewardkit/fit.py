@@ -247,10 +247,12 @@ def prepare_data(data_args: DataArguments, args: RewardTrainingArguments, tokeni
                             limit=data_args.max_train_samples)
     logger.info("Training data: %d rows, %s; objective %s.", len(data), data.detected_layout, data.objective)
     train_rows, eval_rows = data.rows, []
+    skipped = data.skipped.summary()
     if data_args.eval_data:
         eval_data = load_reward_data(data_args.eval_data, split=data_args.eval_split, columns=data_args.columns,
                                      objective=data.objective, skip_invalid=data_args.skip_invalid)
         eval_rows = eval_data.rows
+        skipped = _skipped_both(data, eval_data)
     elif data_args.eval_fraction > 0:
         train_rows, eval_rows = _split_eval(data, data_args.eval_fraction, args.seed)
     encoder = PairEncoder(tokenizer, max_length, TruncationStats())
@@ -261,9 +263,17 @@ def prepare_data(data_args: DataArguments, args: RewardTrainingArguments, tokeni
         eval_encoder = PairEncoder(tokenizer, max_length, TruncationStats())
         eval_features = encode_rows(eval_rows, data.objective, eval_encoder)
         truncation += f" (held-out: {eval_encoder.stats.describe()})"
-    return PreparedData(objective=data.objective, detected_layout=data.detected_layout, skipped=data.skipped.summary(),
+    return PreparedData(objective=data.objective, detected_layout=data.detected_layout, skipped=skipped,
                         truncation=truncation, train_features=train_features,
                         eval_features=eval_features, eval_rows=len(eval_rows))
+
+
+def _skipped_both(train: RewardData, held_out: RewardData) -> str:
+    """Skipped rows of --data and --eval-data, said apart: the summary once reported only the
+    training data's, so held-out rows dropped under --skip-invalid read as "no rows skipped"."""
+    if not train.skipped.total and not held_out.skipped.total:
+        return "no rows skipped"
+    return f"training data: {train.skipped.summary()}; held-out data: {held_out.skipped.summary()}"
 
 
 def _prepare_once_per_node(data_args: DataArguments, args: RewardTrainingArguments, base_model: str, tokenizer,

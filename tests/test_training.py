@@ -265,3 +265,19 @@ def test_a_diverged_run_is_refused_before_anything_is_saved(tiny_base, tmp_path,
     with pytest.raises(TrainingDivergedError, match=f"training diverged: .*{says}.*learning rate"):
         run_training(DataArguments(data=str(train)), args, callbacks=[_PoisonWeights(when)])
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_summary_reports_skipped_held_out_rows_apart(tiny_base, tmp_path, tokenizer):
+    """Held-out rows skipped under --skip-invalid were warned about, but the summary said
+    "Data: no rows skipped" (it reported only the training data)."""
+    from rewardkit.fit import prepare_data
+
+    train = helpers.write_jsonl(tmp_path / "train.jsonl", _pairwise_rows(8, 0))
+    held = helpers.write_jsonl(tmp_path / "held.jsonl", [*_pairwise_rows(4, 1), {"prompt": "p", "chosen": "x", "rejected": "x"}])
+    data_args = DataArguments(data=str(train), eval_data=str(held), skip_invalid=True)
+    prepared = prepare_data(data_args, _args(tmp_path / "out", tiny_base), tokenizer, 32)
+    assert prepared.eval_rows == 4
+    assert prepared.skipped.startswith("training data: no rows skipped; held-out data: skipped 1 invalid row(s)")
+    assert "identical chosen/rejected: 1 (first at held.jsonl line 5)" in prepared.skipped
+    clean = DataArguments(data=str(train), eval_data=str(train), skip_invalid=True)
+    assert prepare_data(clean, _args(tmp_path / "out", tiny_base), tokenizer, 32).skipped == "no rows skipped"
