@@ -562,9 +562,31 @@ def _read_jsonl(path: Path) -> Iterator[_Record]:
             yield _json_record(text, number, f"line {number}", path)
 
 
+class _KeyedTwice(dict):
+    """A JSON object that spells a key more than once; ``repeated`` is the first such key."""
+
+    repeated = ""
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> dict:
+    """``object_pairs_hook``: json keeps the last of two equal keys without a word, so
+    {"chosen": "a", "chosen": "z"} would train on "z". Mark such objects to report them."""
+    value = dict(pairs)
+    if len(value) == len(pairs):
+        return value
+    seen: set[str] = set()
+    marked = _KeyedTwice(value)
+    marked.repeated = next(key for key, _ in pairs if key in seen or seen.add(key))
+    return marked
+
+
+def _loads(text: str) -> Any:
+    return json.loads(text, object_pairs_hook=_json_object)
+
+
 def _json_record(text: str, number: int, where: str, path: Path) -> _Record:
     try:
-        value = json.loads(text)
+        value = _loads(text)
     except (ValueError, RecursionError) as exc:
         hint = (" (the file looks like one JSON document, not JSON Lines with one object per "
                 "line: name it .json)" if number == 1 and text.lstrip().startswith("[") else "")
@@ -595,16 +617,25 @@ def _after_trailing_comma(doc: str, pos: int) -> bool:
 
 
 def _object_record(value: Any, number: int, where: str, path: Path) -> _Record:
+    if isinstance(value, _KeyedTwice):
+        return _bad_record(_repeated_key_message(value), path, number, where, "duplicate column",
+                           column=value.repeated)
     if isinstance(value, dict):
         return _Record(number, where, value)
     message = f"expected a JSON object of columns, got {formats.kind_of(value)}"
     return _bad_record(message, path, number, where, "not an object")
 
 
-def _bad_record(message: str, path: Path, number: int, where: str, reason: str) -> _Record:
+def _repeated_key_message(value: _KeyedTwice) -> str:
+    return ("the object names this column more than once (JSON would silently keep only the last "
+            "value); keep one")
+
+
+def _bad_record(message: str, path: Path, number: int, where: str, reason: str,
+                column: str | None = None) -> _Record:
     """A row that could not even be parsed: skippable like an invalid row."""
-    error = RewardDataError(message + "." + _SKIP_HINT, source=path, row=number, where=where,
-                            reason=reason)
+    error = RewardDataError(message + "." + _SKIP_HINT, source=path, row=number, column=column,
+                            where=where, reason=reason)
     return _Record(number, where, error=error)
 
 
@@ -616,7 +647,7 @@ def _read_json(path: Path, split: str | None = None) -> Iterator[_Record]:
     if not text.strip():
         return
     try:
-        document = json.loads(text)
+        document = _loads(text)
     except (ValueError, RecursionError) as exc:
         where = f"line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else None
         hint = (" (the file looks like JSON Lines, one object per line: name it .jsonl)"
@@ -631,6 +662,8 @@ def _json_rows(document: Any, path: Path, split: str | None = None) -> tuple[lis
     """The rows of a JSON document. ``split`` picks a top-level key of that name (a document
     holding several splits); when there is none, the usual shapes are read and the log says
     which, so that --split never silently reads another split than asked."""
+    if isinstance(document, _KeyedTwice):  # {"train": [...], "train": [...]}, or a column twice
+        raise RewardDataError(_repeated_key_message(document), source=path, column=document.repeated)
     if isinstance(document, dict) and split is not None and isinstance(document.get(split), list):
         logger.info("%s: reading the %r array (--split %s)", path, split, split)
         return document[split], "element"
@@ -734,9 +767,24 @@ def _read_parquet(path: Path) -> Iterator[_Record]:
 
 def _parquet_batches(pq: Any, pa: Any, path: Path) -> Iterator[Any]:
     try:
-        return iter(pq.ParquetFile(path).iter_batches(batch_size=_PARQUET_BATCH_ROWS))
+        parquet = pq.ParquetFile(path)
+        names = parquet.schema_arrow.names
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise RewardDataError(f"cannot read the Parquet file: {exc}", source=path) from None
+    _refuse_repeated_parquet_column(names, path)
+    try:
+        return iter(parquet.iter_batches(batch_size=_PARQUET_BATCH_ROWS))
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise RewardDataError(f"cannot read the Parquet file: {exc}", source=path) from None
+
+
+def _refuse_repeated_parquet_column(names: list[str], path: Path) -> None:
+    """Parquet allows two fields of one name; each row would keep only the last one's value."""
+    repeated = next((name for name, count in Counter(names).items() if count > 1), None)
+    if repeated is not None:
+        raise RewardDataError("the file has more than one column of this name (each row would keep "
+                              "only the last one's value); rename or drop the others", source=path,
+                              column=repeated)
 
 
 def _read_hub(dataset_id: str, split: str) -> Iterator[_Record]:

@@ -225,6 +225,32 @@ def test_split_picks_a_key_of_a_json_document(tmp_path, caplog):
     assert any("no 'validation' array; read the 'train' array" in r.getMessage() for r in caplog.records)
 
 
+def test_a_column_named_twice_is_refused_not_read_as_the_last(tmp_path):
+    """json kept the last of two equal keys silently; so did a Parquet file with two fields."""
+    twice = '{"prompt": "p", "chosen": "a", "chosen": "z", "rejected": "b"}'
+    for name, text, where in [("d.jsonl", f"{json.dumps(PAIR)}\n{twice}\n", "line 2"),
+                              ("d.json", f"[{json.dumps(PAIR)}, {twice}]", "element 2")]:
+        (tmp_path / name).write_text(text)
+        with pytest.raises(RewardDataError, match="more than once") as info:
+            load_reward_data(tmp_path / name)
+        assert (info.value.row, info.value.column, info.value.reason) == (2, "chosen", "duplicate column")
+        assert where in str(info.value)
+        assert load_reward_data(tmp_path / name, skip_invalid=True).skipped.counts == {"duplicate column": 1}
+    (tmp_path / "cols.json").write_text('{"prompt": ["p"], "chosen": ["a"], "chosen": ["z"], "rejected": ["b"]}')
+    with pytest.raises(RewardDataError, match="more than once") as info:
+        load_reward_data(tmp_path / "cols.json")
+    assert info.value.column == "chosen"
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_arrays([pa.array(["p"]), pa.array(["a"]), pa.array(["z"]), pa.array(["b"])],
+                                 names=["prompt", "chosen", "chosen", "rejected"])
+    pq.write_table(table, tmp_path / "d.parquet")
+    with pytest.raises(RewardDataError, match="more than one column") as info:
+        load_reward_data(tmp_path / "d.parquet", skip_invalid=True)
+    assert info.value.column == "chosen"
+
+
 def test_csv_with_bom_and_quoted_newline(tmp_path):
     path = write_csv(tmp_path / "d.csv", ["prompt", "chosen", "rejected", "margin"],
                      [["p", "line one\nline two", "bad", "0.5"], ["q", "ok", "", ""]], bom=True)
