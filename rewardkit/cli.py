@@ -362,7 +362,8 @@ def _score(args: argparse.Namespace) -> int:
                           dtype=args.dtype)
     if args.data:
         _suggest_bf16(args, scorer)
-        options = {"split": args.split, "columns": args.columns, "skip_invalid": args.skip_invalid}
+        options = {"split": args.split, "columns": args.columns, "skip_invalid": args.skip_invalid,
+                   "limit": args.limit}
         if distributed.is_distributed():
             counts = distributed.score_file_distributed(scorer, args.data, args.output, **options)
         else:

@@ -272,7 +272,9 @@ class _RowStream:
         if record.error is not None:
             return self._invalid(record.error)
         row = _rename(record.value, self.column_map)
-        found = formats.detect_layout(_filled_cells(row) if record.text_lists else row)
+        if record.text_lists:
+            row = _blank_cells_as_null(row)
+        found = formats.detect_layout(row)
         try:
             layout = self._layout_for(found, row, source, record)
             normal = formats.normalise_row(row, layout, text_lists=record.text_lists)
@@ -283,6 +285,7 @@ class _RowStream:
             self.first_columns = frozenset(key for key, value in row.items() if value is not None)
             self.description = formats.describe_layout(row, layout)
             logger.info("%s: detected %s", source, self.description)
+            _warn_unread_columns(self.display, row, layout)
         return normal
 
     def _layout_for(self, found: Layout | None, row: dict, source: str, record: _Record) -> Layout:
@@ -343,13 +346,26 @@ class _RowStream:
         return None
 
 
-def _filled_cells(row: dict) -> dict:
-    """A CSV row without its blank cells. CSV cannot leave a column out of one row, so a file
-    mixing layouts (or one with unused columns) shows them as empty cells; for recognising the
-    layout, an empty cell is a column the row does not use. A blank prompt cell still counts:
-    it is a missing prompt to report, not a sign of transcripts that share their prompt."""
-    return {key: value for key, value in row.items()
-            if key in formats.PROMPT_COLUMNS or not (isinstance(value, str) and not value.strip())}
+def _warn_unread_columns(display: str, row: dict, layout: Layout) -> None:
+    """Once per data source: implicit-prompt rows take the prompt from the shared start of
+    chosen/rejected, so a prompt kept under an unknown name (``query``) would be dropped for
+    every row whose transcripts happen to share a few words. Say so while it can be fixed."""
+    unread = formats.unread_text_columns(row) if layout.implicit_prompt else []
+    if unread:
+        logger.warning("%s: there is no prompt column, so each prompt is the shared start of "
+                       "chosen/rejected, and column(s) %s hold text rewardkit does not read; if "
+                       "one of them is the prompt, pass --columns prompt=<name>", display,
+                       ", ".join(repr(name) for name in unread))
+
+
+def _blank_cells_as_null(row: dict) -> dict:
+    """A CSV row with its blank cells as None. CSV cannot leave a column out of one row or write
+    a null, so an unused column, an unfilled alias (`completion` beside `response`) or an
+    optional column (`ranks` beside `scores`) shows as an empty cell. As None they are read the
+    way the same rows are read from JSON or Parquet: absent for recognising the layout, skipped
+    by aliases and optional columns, and an empty value where a value is required."""
+    return {key: None if isinstance(value, str) and not value.strip() else value
+            for key, value in row.items()}
 
 
 def _unrecognised(row: dict, found: Layout | None) -> RowError:
@@ -423,12 +439,13 @@ def _resolve(source: str | os.PathLike, split: str | None) -> tuple[str, list[_I
         is_dir, is_file, exists = path.is_dir(), path.is_file(), path.exists()
     except (TypeError, ValueError, OSError) as exc:
         raise RewardDataError(f"cannot use {source!r} as a data source: {exc}") from None
-    if split is not None and exists:
-        logger.warning("--split %s is ignored for local data %s (it selects a Hub split)", split, path)
+    if split is not None and exists and not (is_file and _suffix_kind(path) == "json"):
+        logger.warning("--split %s is ignored for local data %s (it selects a Hub split, or a key of a "
+                       "JSON document)", split, path)
     if is_dir:
-        return str(path), _folder_inputs(path)
+        return str(path), _folder_inputs(path, split)
     if is_file:
-        return str(path), [(str(path), _reader_for(path))]
+        return str(path), [(str(path), _reader_for(path, split))]
     if exists:
         raise RewardDataError("this is neither a regular file nor a folder", source=path)
     text = os.fspath(source)
@@ -444,7 +461,7 @@ def has_hub_dataset_id_form(text: str) -> bool:
     return bool(_HUB_ID.fullmatch(text)) and not _suffix_kind(Path(text))
 
 
-def _folder_inputs(folder: Path) -> list[_Input]:
+def _folder_inputs(folder: Path, split: str | None) -> list[_Input]:
     try:
         entries = sorted(folder.iterdir(), key=lambda p: p.name)
     except OSError as exc:
@@ -454,7 +471,7 @@ def _folder_inputs(folder: Path) -> list[_Input]:
         if path.name.startswith(".") or not path.is_file():
             continue
         if _suffix_kind(path):
-            inputs.append((str(path), _reader_for(path)))
+            inputs.append((str(path), _reader_for(path, split)))
         else:
             logger.info("ignoring %s: not a supported data file", path)
     if not inputs:
@@ -468,12 +485,14 @@ def _suffix_kind(path: Path) -> str | None:
     return next((kind for suffix, kind in SUFFIXES.items() if name.endswith(suffix)), None)
 
 
-def _reader_for(path: Path) -> Callable[[], Iterator[_Record]]:
+def _reader_for(path: Path, split: str | None = None) -> Callable[[], Iterator[_Record]]:
     kind = _suffix_kind(path)
-    readers = {"jsonl": _read_jsonl, "json": _read_json, "csv": _read_csv, "parquet": _read_parquet}
+    readers = {"jsonl": _read_jsonl, "csv": _read_csv, "parquet": _read_parquet}
     if kind is None:
         raise RewardDataError(f"unsupported file type {path.suffix or '(no extension)'!r}; use "
                               f"{', '.join(SUFFIXES)}", source=path)
+    if kind == "json":
+        return lambda: _read_json(path, split)
     return lambda: readers[kind](path)
 
 
@@ -543,9 +562,31 @@ def _read_jsonl(path: Path) -> Iterator[_Record]:
             yield _json_record(text, number, f"line {number}", path)
 
 
+class _KeyedTwice(dict):
+    """A JSON object that spells a key more than once; ``repeated`` is the first such key."""
+
+    repeated = ""
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> dict:
+    """``object_pairs_hook``: json keeps the last of two equal keys without a word, so
+    {"chosen": "a", "chosen": "z"} would train on "z". Mark such objects to report them."""
+    value = dict(pairs)
+    if len(value) == len(pairs):
+        return value
+    seen: set[str] = set()
+    marked = _KeyedTwice(value)
+    marked.repeated = next(key for key, _ in pairs if key in seen or seen.add(key))
+    return marked
+
+
+def _loads(text: str) -> Any:
+    return json.loads(text, object_pairs_hook=_json_object)
+
+
 def _json_record(text: str, number: int, where: str, path: Path) -> _Record:
     try:
-        value = json.loads(text)
+        value = _loads(text)
     except (ValueError, RecursionError) as exc:
         hint = (" (the file looks like one JSON document, not JSON Lines with one object per "
                 "line: name it .json)" if number == 1 and text.lstrip().startswith("[") else "")
@@ -576,48 +617,76 @@ def _after_trailing_comma(doc: str, pos: int) -> bool:
 
 
 def _object_record(value: Any, number: int, where: str, path: Path) -> _Record:
+    if isinstance(value, _KeyedTwice):
+        return _bad_record(_repeated_key_message(value), path, number, where, "duplicate column",
+                           column=value.repeated)
     if isinstance(value, dict):
         return _Record(number, where, value)
     message = f"expected a JSON object of columns, got {formats.kind_of(value)}"
     return _bad_record(message, path, number, where, "not an object")
 
 
-def _bad_record(message: str, path: Path, number: int, where: str, reason: str) -> _Record:
+def _repeated_key_message(value: _KeyedTwice) -> str:
+    return ("the object names this column more than once (JSON would silently keep only the last "
+            "value); keep one")
+
+
+def _bad_record(message: str, path: Path, number: int, where: str, reason: str,
+                column: str | None = None) -> _Record:
     """A row that could not even be parsed: skippable like an invalid row."""
-    error = RewardDataError(message + "." + _SKIP_HINT, source=path, row=number, where=where,
-                            reason=reason)
+    error = RewardDataError(message + "." + _SKIP_HINT, source=path, row=number, column=column,
+                            where=where, reason=reason)
     return _Record(number, where, error=error)
 
 
-def _read_json(path: Path) -> Iterator[_Record]:
-    """A whole JSON document: an array of rows, {"data"|"train"|"rows": [...]}, or columns."""
+def _read_json(path: Path, split: str | None = None) -> Iterator[_Record]:
+    """A whole JSON document: an array of rows, {"data"|"train"|"rows": [...]}, or columns;
+    with ``split``, {split: [...]} (e.g. {"train": [...], "test": [...]} and --split test)."""
     raw = b"".join(_binary_lines(path))
     text = _decode(raw, path, None)
     if not text.strip():
         return
     try:
-        document = json.loads(text)
+        document = _loads(text)
     except (ValueError, RecursionError) as exc:
         where = f"line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else None
         hint = (" (the file looks like JSON Lines, one object per line: name it .jsonl)"
                 if where and exc.msg == "Extra data" else "")
         raise RewardDataError(_json_problem(exc) + hint, source=path, where=where) from None
-    rows, label = _json_rows(document, path)
+    rows, label = _json_rows(document, path, split)
     for number, value in enumerate(rows, 1):
         yield _object_record(value, number, f"{label} {number}", path)
 
 
-def _json_rows(document: Any, path: Path) -> tuple[list, str]:
+def _json_rows(document: Any, path: Path, split: str | None = None) -> tuple[list, str]:
+    """The rows of a JSON document. ``split`` picks a top-level key of that name (a document
+    holding several splits); when there is none, the usual shapes are read and the log says
+    which, so that --split never silently reads another split than asked."""
+    if isinstance(document, _KeyedTwice):  # {"train": [...], "train": [...]}, or a column twice
+        raise RewardDataError(_repeated_key_message(document), source=path, column=document.repeated)
+    if isinstance(document, dict) and split is not None and isinstance(document.get(split), list):
+        logger.info("%s: reading the %r array (--split %s)", path, split, split)
+        return document[split], "element"
+    rows, label, key = _default_json_rows(document, path)
+    if split is not None:
+        read = f"the {key!r} array" if key else "the whole document"
+        logger.warning("--split %s: the JSON document %s has no %r array; read %s instead", split,
+                       path, split, read)
+    return rows, label
+
+
+def _default_json_rows(document: Any, path: Path) -> tuple[list, str, str | None]:
+    """(rows, row label, wrapper key or None) of a JSON document read without a split."""
     if isinstance(document, list):
-        return document, "element"
+        return document, "element", None
     if isinstance(document, dict):
         for key in _JSON_WRAPPER_KEYS:
             if isinstance(document.get(key), list):
-                return document[key], "element"
+                return document[key], "element", key
         columns = list(document.values())
         if all(isinstance(c, list) for c in columns) and len({len(c) for c in columns}) <= 1:
             names = list(document)
-            return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)], "row"
+            return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)], "row", None
     raise RewardDataError(
         f"the JSON holds {formats.kind_of(document)} of an unsupported shape; use an array of row "
         "objects, an object with a 'data', 'train' or 'rows' array, or an object of equal-length "
@@ -698,9 +767,24 @@ def _read_parquet(path: Path) -> Iterator[_Record]:
 
 def _parquet_batches(pq: Any, pa: Any, path: Path) -> Iterator[Any]:
     try:
-        return iter(pq.ParquetFile(path).iter_batches(batch_size=_PARQUET_BATCH_ROWS))
+        parquet = pq.ParquetFile(path)
+        names = parquet.schema_arrow.names
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise RewardDataError(f"cannot read the Parquet file: {exc}", source=path) from None
+    _refuse_repeated_parquet_column(names, path)
+    try:
+        return iter(parquet.iter_batches(batch_size=_PARQUET_BATCH_ROWS))
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise RewardDataError(f"cannot read the Parquet file: {exc}", source=path) from None
+
+
+def _refuse_repeated_parquet_column(names: list[str], path: Path) -> None:
+    """Parquet allows two fields of one name; each row would keep only the last one's value."""
+    repeated = next((name for name, count in Counter(names).items() if count > 1), None)
+    if repeated is not None:
+        raise RewardDataError("the file has more than one column of this name (each row would keep "
+                              "only the last one's value); rename or drop the others", source=path,
+                              column=repeated)
 
 
 def _read_hub(dataset_id: str, split: str) -> Iterator[_Record]:

@@ -60,6 +60,9 @@ ACCEPTED_LAYOUTS = (
 _ASSISTANT_MARKER = re.compile(r"(?:^|\n)Assistant:")
 _ROLE_LABELS = {"system": "System", "user": "User", "assistant": "Assistant"}
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# Rewards and margins enter the loss (squared error; margin inside the sigmoid) in float32, whose
+# largest value is about 3.4e38 and whose square overflows far earlier; beyond this they train NaN.
+MAX_TARGET = 1e15
 
 Turns = tuple[tuple[str, str], ...]
 
@@ -86,15 +89,18 @@ def detect_layout(row: dict) -> Layout | None:
     """Guess a row's layout from the columns it fills (null values count as absent).
 
     The characteristic columns decide, so a row that is merely incomplete (say, chosen without
-    rejected) is still recognised and later reported as missing a column.
+    rejected) is still recognised and later reported as missing a column. Whether pairs carry
+    their prompt is decided by the prompt column's *presence*: a null prompt is a missing value
+    to report, not a sign of transcripts sharing their prompt (which would switch a whole file
+    to prefix splitting because its first prompt is null).
     """
     present = {key for key, value in row.items() if value is not None}
     if present & set(CHOSEN_COLUMNS + REJECTED_COLUMNS):
-        return Layout("pairwise", implicit_prompt=not present & set(PROMPT_COLUMNS))
+        return Layout("pairwise", implicit_prompt=not has_prompt_column(row))
     if "responses" in present:
         return Layout("ranking")
-    if present & set(REWARD_COLUMNS):
-        return Layout("mse")
+    if present & set(REWARD_COLUMNS) or (row.keys() & set(REWARD_COLUMNS) and present & set(RESPONSE_COLUMNS)):
+        return Layout("mse")  # a response with a null reward is an mse row missing its reward
     if present & set(RESPONSE_COLUMNS):
         return Layout("score")
     return None
@@ -107,8 +113,12 @@ def compatible(expected: str, found: str) -> bool:
 
 def layout_for_objective(objective: str, row: dict) -> Layout:
     """The layout to validate a row against when the caller named the objective."""
-    has_prompt = any(row.get(name) is not None for name in PROMPT_COLUMNS)
-    return Layout(objective, implicit_prompt=objective == "pairwise" and not has_prompt)
+    return Layout(objective, implicit_prompt=objective == "pairwise" and not has_prompt_column(row))
+
+
+def has_prompt_column(row: dict) -> bool:
+    """The row has a prompt column, filled or not (null, or a blank CSV cell)."""
+    return any(name in row for name in PROMPT_COLUMNS)
 
 
 def describe_layout(row: dict, layout: Layout) -> str:
@@ -186,7 +196,7 @@ def render_conversation(turns: Turns) -> str:
 def _pairwise(row: dict, implicit: bool) -> dict:
     chosen_col, chosen = _pick(row, CHOSEN_COLUMNS)
     rejected_col, rejected = _pick(row, REJECTED_COLUMNS)
-    margin = _number(row.get("margin"), "margin", optional=True)
+    margin = _target(_number(row.get("margin"), "margin", optional=True), "margin")
     if implicit and isinstance(chosen, str) and isinstance(rejected, str):
         _text(chosen, chosen_col)
         _text(rejected, rejected_col)
@@ -208,8 +218,33 @@ def _pairwise(row: dict, implicit: bool) -> dict:
                            "their final assistant message", rejected_col, "bad messages")
     if chosen_reply.strip() == rejected_reply.strip():
         raise _identical(rejected_col, chosen_col)
-    return {"prompt": _full_prompt(prompt, prefix), "chosen": chosen_reply,
-            "rejected": rejected_reply, "margin": margin}
+    full_prompt = _full_prompt(prompt, prefix)
+    if implicit and not full_prompt:
+        _refuse_prompt_elsewhere(row, chosen_col, rejected_col)
+    return {"prompt": full_prompt, "chosen": chosen_reply, "rejected": rejected_reply, "margin": margin}
+
+
+def unread_text_columns(row: dict) -> list[str]:
+    """Columns holding non-blank text that no layout reads (names as after ``--columns``).
+
+    Where a prompt filed under a name rewardkit does not know (``query``, ``input``,
+    ``context``, ``Prompt``) would be; metadata such as ``id`` or ``source`` shows up too.
+    """
+    return [str(key) for key, value in row.items()
+            if key not in KNOWN_COLUMNS and isinstance(value, str) and value.strip()]
+
+
+def _refuse_prompt_elsewhere(row: dict, chosen_col: str, rejected_col: str) -> None:
+    """Implicit-prompt transcripts sharing nothing would train with an empty prompt. Pairs
+    without a prompt exist, but when the row also holds text rewardkit does not read, that
+    column is far more likely the prompt under another name: refuse the row rather than
+    silently drop the prompt."""
+    unread = unread_text_columns(row)
+    if unread:
+        raise RowError(f"there is no prompt column and '{chosen_col}'/'{rejected_col}' share no "
+                       f"prompt at their start, but this column holds text rewardkit does not "
+                       f"read; if it is the prompt, pass --columns prompt={unread[0]}",
+                       unread[0], "no prompt")
 
 
 def _ranking(row: dict, text_lists: bool) -> dict:
@@ -260,20 +295,25 @@ def _single(row: dict, *, with_reward: bool) -> dict:
     normal: dict[str, Any] = {"prompt": _full_prompt(prompt, prefix), "response": response}
     if with_reward:
         reward_col, reward = _pick(row, REWARD_COLUMNS)
-        normal["reward"] = _number(reward, reward_col)
+        normal["reward"] = _target(_number(reward, reward_col), reward_col)
     return normal
 
 
 # ---- field helpers ----------------------------------------------------------------------------
 
 def _pick(row: dict, names: tuple[str, ...]) -> tuple[str, Any]:
-    """(column, value) of the first of ``names`` the row fills; missing or null is an error."""
+    """(column, value) of the first of ``names`` the row fills; missing or null is an error.
+
+    A null counts as an empty field, worded for both: CSV has no null, and its blank cells
+    arrive here as None (see rewardkit.data), so that an alias or optional column can fall
+    through exactly as a null does in JSON or Parquet.
+    """
     for name in names:
         if row.get(name) is not None:
             return name, row[name]
     for name in names:
         if name in row:
-            raise RowError("the value is null", name, "missing value")
+            raise RowError("the value is empty or null", name, "empty field")
     raise missing_column(names, names[0])
 
 
@@ -334,6 +374,16 @@ def _number(value: Any, column: str, *, optional: bool = False, item: int | None
     if not math.isfinite(number):
         raise RowError(f"{what} must be a finite number, got {number}", column, "not finite")
     return number
+
+
+def _target(value: float | None, column: str) -> float | None:
+    """A reward or margin small enough to train on. Ranks and scores are not checked: they only
+    order a group's responses and never reach the loss."""
+    if value is not None and abs(value) > MAX_TARGET:
+        raise RowError(f"the value {value:g} is too large (beyond ±{MAX_TARGET:g}): rewards and margins "
+                       "enter the loss (a squared error, a sigmoid) in float32, where such values overflow "
+                       "and train to NaN; rescale the column (e.g. divide it by a constant)", column, "too large")
+    return value
 
 
 def _list(value: Any, column: str, text_lists: bool) -> list:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import platform
 import random
@@ -181,8 +182,27 @@ def compute_reward_stats(model, tokenizer, encoded_items: list[dict], samples: i
     chosen = encoded_items if len(encoded_items) <= samples else random.Random(seed).sample(encoded_items, samples)
     rewards = score_encoded(model, chosen, pad_token_id=tokenizer.pad_token_id, padding_side=tokenizer.padding_side,
                             output="rewards")
-    std = float(np.std(rewards))
-    return float(np.mean(rewards)), (std if std > 0 else 1.0)
+    mean, std = float(np.mean(rewards)), float(np.std(rewards))
+    return mean, (std if std > 0 or not math.isfinite(std) else 1.0)  # a NaN std stays NaN: see refuse_divergence
+
+
+class TrainingDivergedError(RuntimeError):
+    """The trained weights give a non-finite loss or rewards; nothing of the final model is saved."""
+
+
+def refuse_divergence(train_loss: float, stats: tuple[float, float] | None) -> None:
+    """Stop before saving anything of a diverged run. NaN weights load and score NaN everywhere,
+    and the model card cannot format them (it crashed half-way, leaving a folder of weights and
+    summary without a card); a clear error here is cheaper than that folder. Runs on every rank
+    (the loss is averaged over ranks and the statistics come from the same weights)."""
+    problems = [f"final training loss {train_loss}"] if not math.isfinite(train_loss) else []
+    if stats is not None and not all(math.isfinite(value) for value in stats):
+        problems.append(f"reward mean {stats[0]} / std {stats[1]} on training responses")
+    if problems:
+        raise TrainingDivergedError(
+            f"training diverged: {' and '.join(problems)}; the model was not saved (checkpoints of earlier "
+            "epochs, if any, are left as they were). Lower the learning rate (--learning_rate), check the data "
+            "for extreme rewards or margins, or train with --precision fp32.")
 
 
 def _responses_of(features: list[dict], objective: str) -> list[dict]:
@@ -227,10 +247,12 @@ def prepare_data(data_args: DataArguments, args: RewardTrainingArguments, tokeni
                             limit=data_args.max_train_samples)
     logger.info("Training data: %d rows, %s; objective %s.", len(data), data.detected_layout, data.objective)
     train_rows, eval_rows = data.rows, []
+    skipped = data.skipped.summary()
     if data_args.eval_data:
         eval_data = load_reward_data(data_args.eval_data, split=data_args.eval_split, columns=data_args.columns,
                                      objective=data.objective, skip_invalid=data_args.skip_invalid)
         eval_rows = eval_data.rows
+        skipped = _skipped_both(data, eval_data)
     elif data_args.eval_fraction > 0:
         train_rows, eval_rows = _split_eval(data, data_args.eval_fraction, args.seed)
     encoder = PairEncoder(tokenizer, max_length, TruncationStats())
@@ -241,9 +263,17 @@ def prepare_data(data_args: DataArguments, args: RewardTrainingArguments, tokeni
         eval_encoder = PairEncoder(tokenizer, max_length, TruncationStats())
         eval_features = encode_rows(eval_rows, data.objective, eval_encoder)
         truncation += f" (held-out: {eval_encoder.stats.describe()})"
-    return PreparedData(objective=data.objective, detected_layout=data.detected_layout, skipped=data.skipped.summary(),
+    return PreparedData(objective=data.objective, detected_layout=data.detected_layout, skipped=skipped,
                         truncation=truncation, train_features=train_features,
                         eval_features=eval_features, eval_rows=len(eval_rows))
+
+
+def _skipped_both(train: RewardData, held_out: RewardData) -> str:
+    """Skipped rows of --data and --eval-data, said apart: the summary once reported only the
+    training data's, so held-out rows dropped under --skip-invalid read as "no rows skipped"."""
+    if not train.skipped.total and not held_out.skipped.total:
+        return "no rows skipped"
+    return f"training data: {train.skipped.summary()}; held-out data: {held_out.skipped.summary()}"
 
 
 def _prepare_once_per_node(data_args: DataArguments, args: RewardTrainingArguments, base_model: str, tokenizer,
@@ -313,6 +343,7 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
 
     stats = compute_reward_stats(trainer.model, tokenizer, _responses_of(prepared.train_features, prepared.objective),
                                  args.reward_stats_samples, args.seed)
+    refuse_divergence(float(train_output.training_loss), stats)
     if stats is not None:
         trainer.model.config.reward_mean, trainer.model.config.reward_std = stats
     if args.use_lora:

@@ -483,6 +483,7 @@ def score_file(
     skip_invalid: bool = False,
     chunk_rows: int = FILE_CHUNK_ROWS,
     shard: tuple[int, int] | None = None,
+    limit: int | None = None,
 ) -> dict[str, Any]:
     """Score every (prompt, response) row of `data` and write JSONL lines
     `{"row": n, "prompt": ..., "response": ..., "score": ...}` to `output`, in input order.
@@ -497,6 +498,9 @@ def score_file(
     `shard=(index, count)` scores only the valid rows i with i % count == index (one process of a
     multi-process run: see `rewardkit.distributed.score_file_distributed`).
 
+    `limit` scores only the first `limit` valid rows (as `evaluate --limit`), before sharding, so a
+    multi-process run scores the same rows as a single process.
+
     Returns:
         {"rows": rows written, "skipped": invalid rows skipped (with skip_invalid), "output": path}
     """
@@ -504,12 +508,16 @@ def score_file(
 
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}.")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a positive whole number, got {limit!r}.")
     final = Path(output).expanduser()
     if final.is_dir():
         raise IsADirectoryError(f"--output {final} is a folder; give a file name such as scores.jsonl.")
     skipped = SkipReport()
     rows = iter_reward_rows(data, split=split, columns=columns, objective="score",
                             skip_invalid=skip_invalid, skipped=skipped)
+    if limit is not None:
+        rows = _first_rows(rows, limit)
     if shard is not None:
         rows = _shard_rows(rows, *shard)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -525,6 +533,18 @@ def score_file(
         raise
     logger.info("scored %d rows of %s into %s (%d skipped)", written, data, final, skipped.total)
     return {"rows": written, "skipped": skipped.total, "output": str(final)}
+
+
+def _first_rows(rows: Iterator[tuple[int, dict]], limit: int) -> Iterator[tuple[int, dict]]:
+    """The first `limit` rows; stops reading there (and closes the reader), so `--limit 10` on a
+    huge file reads no further than its tenth valid row."""
+    try:
+        for count, item in enumerate(rows, 1):
+            yield item
+            if count >= limit:
+                return
+    finally:
+        rows.close()
 
 
 def _shard_rows(rows: Iterator[tuple[int, dict]], index: int, count: int) -> Iterator[tuple[int, dict]]:

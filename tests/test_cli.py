@@ -133,6 +133,17 @@ def test_score_file_mentions_bf16_only_where_the_cpu_has_it(feature, tmp_path, t
         assert len((tmp_path / "o.jsonl").read_text().splitlines()) == 3
 
 
+def test_score_file_honours_limit(tmp_path, tokenizer):
+    """--limit was accepted by `score` and ignored: every row was scored."""
+    folder = tmp_path / "rm"
+    helpers.tiny_reward_model().save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    data = helpers.write_jsonl(tmp_path / "rows.jsonl", [{"prompt": "p", "response": f"r {i}"} for i in range(5)])
+    assert main(["score", "--model", str(folder), "--data", str(data), "--output", str(tmp_path / "o.jsonl"),
+                 "--device", "cpu", "--limit", "2"]) == 0
+    assert [json.loads(line)["row"] for line in (tmp_path / "o.jsonl").read_text().splitlines()] == [1, 2]
+
+
 def test_allocator_hint_only_for_cpu_training_on_linux_without_tcmalloc():
     from rewardkit.cli import allocator_hint
 

@@ -75,6 +75,55 @@ def test_implicit_prompt_without_markers_splits_at_whitespace():
     assert split_transcripts("abc", "xyz") == ("", "abc", "xyz")
 
 
+@pytest.mark.parametrize("name", ["query", "input", "context", "Prompt"])
+def test_implicit_prompt_refuses_a_prompt_in_a_column_it_does_not_read(tmp_path, name):
+    """Without this, {"query": ..., "chosen", "rejected"} trained every pair with prompt ''."""
+    row = {name: "What is 1+1?", "chosen": "It is 2.", "rejected": "Probably 3."}
+    with pytest.raises(RewardDataError) as info:
+        load_rows(tmp_path, [row])
+    assert (info.value.row, info.value.column, info.value.reason) == (1, name, "no prompt")
+    assert f"--columns prompt={name}" in str(info.value)
+    data = load_rows(tmp_path, [row, row], columns=f"prompt={name}")
+    assert data.rows[0]["prompt"] == "What is 1+1?"
+
+
+def test_implicit_prompt_with_metadata_columns_loads_and_warns_once(tmp_path, caplog):
+    rows = [{"id": f"r{i}", "source": "web", "chosen": HH_1, "rejected": HH_2} for i in range(3)]
+    with caplog.at_level("WARNING", logger="rewardkit.data"):
+        data = load_rows(tmp_path, rows)
+    assert len(data) == 3 and data.rows[0]["prompt"] == "\n\nHuman: hi\n\nAssistant:"
+    warnings = [r.getMessage() for r in caplog.records if "no prompt column" in r.getMessage()]
+    assert len(warnings) == 1 and "'id', 'source'" in warnings[0]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="rewardkit.data"):
+        load_rows(tmp_path, [{"chosen": HH_1, "rejected": HH_2}])  # nothing unread: no warning
+    assert not caplog.records
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "parquet", "csv"])
+@pytest.mark.parametrize("objective", [None, "pairwise"])
+def test_a_null_first_prompt_is_a_missing_value_not_implicit_prompts(tmp_path, suffix, objective):
+    """A null prompt in row 1 once switched the whole file to prefix splitting (prompt '')."""
+    rows = [{"prompt": None, "chosen": "I like it", "rejected": "I hate it"}, PAIR]
+    path = tmp_path / f"d.{suffix}"
+    if suffix == "jsonl":
+        write_jsonl(path, rows)
+    elif suffix == "csv":
+        write_csv(path, list(PAIR), [["", "I like it", "I hate it"], list(PAIR.values())])
+    else:
+        pa = pytest.importorskip("pyarrow")
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    with pytest.raises(RewardDataError) as info:
+        load_reward_data(path, objective=objective)
+    assert (info.value.row, info.value.column) == (1, "prompt")
+    assert "the value is empty" in str(info.value) or "the value is null" in str(info.value)
+    data = load_reward_data(path, objective=objective, skip_invalid=True)
+    assert data.rows == [{**PAIR, "margin": None}] and data.skipped.total == 1
+    assert "implicit" not in data.detected_layout
+
+
 def test_conversational_with_prompt_column(tmp_path):
     row = {"prompt": [{"role": "system", "content": "be kind"}, {"role": "user", "content": "hi"}],
            "chosen": [{"role": "assistant", "content": "hello"}],
@@ -164,6 +213,44 @@ def test_json_shapes(tmp_path):
     assert (info.value.row, info.value.column) == (2, "chosen") and "element 2" in str(info.value)
 
 
+def test_split_picks_a_key_of_a_json_document(tmp_path, caplog):
+    """--split test read the "train" array and only warned that --split is ignored."""
+    path = tmp_path / "splits.json"
+    path.write_text(json.dumps({"train": [PAIR], "test": [{**PAIR, "prompt": "t1"}, {**PAIR, "prompt": "t2"}]}))
+    assert [row["prompt"] for row in load_reward_data(path, split="test").rows] == ["t1", "t2"]
+    assert [row["prompt"] for _, row in iter_reward_rows(path, split="test")] == ["t1", "t2"]
+    assert len(load_reward_data(path)) == 1
+    with caplog.at_level("WARNING", logger="rewardkit.data"):
+        assert len(load_reward_data(path, split="validation")) == 1
+    assert any("no 'validation' array; read the 'train' array" in r.getMessage() for r in caplog.records)
+
+
+def test_a_column_named_twice_is_refused_not_read_as_the_last(tmp_path):
+    """json kept the last of two equal keys silently; so did a Parquet file with two fields."""
+    twice = '{"prompt": "p", "chosen": "a", "chosen": "z", "rejected": "b"}'
+    for name, text, where in [("d.jsonl", f"{json.dumps(PAIR)}\n{twice}\n", "line 2"),
+                              ("d.json", f"[{json.dumps(PAIR)}, {twice}]", "element 2")]:
+        (tmp_path / name).write_text(text)
+        with pytest.raises(RewardDataError, match="more than once") as info:
+            load_reward_data(tmp_path / name)
+        assert (info.value.row, info.value.column, info.value.reason) == (2, "chosen", "duplicate column")
+        assert where in str(info.value)
+        assert load_reward_data(tmp_path / name, skip_invalid=True).skipped.counts == {"duplicate column": 1}
+    (tmp_path / "cols.json").write_text('{"prompt": ["p"], "chosen": ["a"], "chosen": ["z"], "rejected": ["b"]}')
+    with pytest.raises(RewardDataError, match="more than once") as info:
+        load_reward_data(tmp_path / "cols.json")
+    assert info.value.column == "chosen"
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_arrays([pa.array(["p"]), pa.array(["a"]), pa.array(["z"]), pa.array(["b"])],
+                                 names=["prompt", "chosen", "chosen", "rejected"])
+    pq.write_table(table, tmp_path / "d.parquet")
+    with pytest.raises(RewardDataError, match="more than one column") as info:
+        load_reward_data(tmp_path / "d.parquet", skip_invalid=True)
+    assert info.value.column == "chosen"
+
+
 def test_csv_with_bom_and_quoted_newline(tmp_path):
     path = write_csv(tmp_path / "d.csv", ["prompt", "chosen", "rejected", "margin"],
                      [["p", "line one\nline two", "bad", "0.5"], ["q", "ok", "", ""]], bom=True)
@@ -186,6 +273,39 @@ def test_csv_numbers_lists_and_big_fields(tmp_path):
     assert load_reward_data(path).rows[0]["reward"] == 0.5
     (tmp_path / "cr.csv").write_bytes(b"prompt,completion,reward\rp,c,1\rq,d,2\r")  # old Mac line ends
     assert [row["reward"] for row in load_reward_data(tmp_path / "cr.csv").rows] == [1.0, 2.0]
+
+
+BLANK_CELLS = [  # CSV rows with a blank alias or optional cell, and the same rows with nulls
+    (["prompt", "responses", "ranks", "scores"], ["p", '["a", "b"]', "", "[0.1, 0.9]"],
+     {"prompt": "p", "responses": ["a", "b"], "ranks": None, "scores": [0.1, 0.9]}),
+    (["prompt", "completion", "response", "reward"], ["p", "", "resp", "1"],
+     {"prompt": "p", "completion": None, "response": "resp", "reward": 1}),
+    (["prompt", "chosen", "rejected", "response_j", "response_k"], ["p", "", " ", "a", "b"],
+     {"prompt": "p", "chosen": None, "rejected": None, "response_j": "a", "response_k": "b"}),
+]
+
+
+@pytest.mark.parametrize("header, cells, row", BLANK_CELLS, ids=["ranks", "completion", "chosen"])
+def test_blank_csv_cells_read_like_nulls(tmp_path, header, cells, row):
+    """A blank `ranks` beside filled `scores` was 'must be a list, got text'; a blank
+    `completion` beside `response` was 'the value is empty'; JSONL with nulls loaded both."""
+    from_csv = load_reward_data(write_csv(tmp_path / "d.csv", header, [cells]))
+    assert from_csv.rows == load_rows(tmp_path, [row]).rows
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "csv"])
+def test_an_empty_reward_in_the_first_row_is_named_as_such(tmp_path, suffix):
+    """It was 'cannot tell what kind of reward data this is ... add a reward column'."""
+    rows = [{"prompt": "p", "completion": "c", "reward": None}, {"prompt": "p", "completion": "d", "reward": 1}]
+    if suffix == "csv":
+        path = write_csv(tmp_path / "d.csv", list(rows[0]), [["p", "c", ""], ["p", "d", "1"]])
+    else:
+        path = write_jsonl(tmp_path / "d.jsonl", rows)
+    with pytest.raises(RewardDataError, match="the value is empty or null") as info:
+        load_reward_data(path)
+    assert (info.value.row, info.value.column, info.value.reason) == (1, "reward", "empty field")
+    data = load_reward_data(path, skip_invalid=True)
+    assert data.objective == "mse" and len(data) == 1 and data.skipped.counts == {"empty field": 1}
 
 
 def test_parquet(tmp_path):
@@ -310,7 +430,7 @@ def test_mixed_layouts_in_one_file(tmp_path):
 INVALID = [
     ("empty field", {**PAIR, "chosen": "  \n"}, "chosen", "empty field"),
     ("missing column", {"prompt": "p", "chosen": "a"}, "rejected", "missing column"),
-    ("null field", {**PAIR, "prompt": None}, "prompt", "missing value"),
+    ("null field", {**PAIR, "prompt": None}, "prompt", "empty field"),
     ("identical", {**PAIR, "rejected": "good"}, "rejected", "identical chosen/rejected"),
     ("number as text", {**PAIR, "chosen": 5}, "chosen", "not text"),
     ("bad margin", {**PAIR, "margin": "big"}, "margin", "not a number"),
@@ -318,6 +438,8 @@ INVALID = [
     ("non-numeric reward", {"prompt": "p", "completion": "c", "reward": "high"}, "reward", "not a number"),
     ("NaN reward", {"prompt": "p", "completion": "c", "reward": float("nan")}, "reward", "not finite"),
     ("bool reward", {"prompt": "p", "completion": "c", "reward": True}, "reward", "not a number"),
+    ("reward beyond float32", {"prompt": "p", "completion": "c", "reward": 1e39}, "reward", "too large"),
+    ("huge margin", {**PAIR, "margin": -1e300}, "margin", "too large"),
     ("one response", {"prompt": "p", "responses": ["a"]}, "responses", "too few responses"),
     ("ranks mismatch", {"prompt": "p", "responses": ["a", "b"], "ranks": [1]}, "ranks", "length mismatch"),
     ("tied ranks", {"prompt": "p", "responses": ["a", "b", "c"], "ranks": [1, 2, 2]}, "ranks", "tied ranks"),
@@ -352,6 +474,14 @@ def test_invalid_rows_are_named_or_skipped(tmp_path, label, bad, column, reason)
     assert len(data) == 2 and data.skipped.counts == {reason: 1}
     assert data.skipped.examples[reason] == ["rows.jsonl line 2"]
     assert reason in data.skipped.summary()
+
+
+def test_huge_ranking_scores_are_kept_they_only_order(tmp_path):
+    data = load_rows(tmp_path, [{"prompt": "p", "responses": ["a", "b"], "scores": [1e300, -1e300]}])
+    assert data.rows == [{"prompt": "p", "responses": ["a", "b"]}]
+    with pytest.raises(RewardDataError, match=r"too large .*float32.*rescale"):
+        load_rows(tmp_path, [{"prompt": "p", "completion": "c", "reward": 1e16}])
+    assert load_rows(tmp_path, [{"prompt": "p", "completion": "c", "reward": -1e15}]).rows[0]["reward"] == -1e15
 
 
 def test_broken_json_line_named_and_skippable(tmp_path):

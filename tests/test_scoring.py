@@ -388,6 +388,24 @@ def test_score_file_shards_split_the_valid_rows(tmp_path, scorer):
     assert not (tmp_path / "x.jsonl").exists()
 
 
+def test_score_file_limit_scores_the_first_valid_rows_on_every_shard(tmp_path, scorer):
+    rows = [{"prompt": f"q{i}", "response": f"r{i}"} for i in range(9)]
+    rows.insert(1, {"prompt": "p", "response": ""})  # skipped: not counted towards the limit
+    rows.append({"prompt": "p"})  # past the limit: never read, so not an error
+    data = _write_jsonl(tmp_path / "in.jsonl", rows)
+    counts = score_file(scorer, data, tmp_path / "all.jsonl", skip_invalid=True, limit=4)
+    assert counts["rows"] == 4
+    assert [json.loads(line)["row"] for line in (tmp_path / "all.jsonl").read_text().splitlines()] == [1, 3, 4, 5]
+    seen = []
+    for index in range(2):
+        part = tmp_path / f"part{index}.jsonl"
+        score_file(scorer, data, part, skip_invalid=True, shard=(index, 2), limit=4)
+        seen += [json.loads(line)["row"] for line in part.read_text().splitlines()]
+    assert sorted(seen) == [1, 3, 4, 5]
+    with pytest.raises(ValueError, match="limit"):
+        score_file(scorer, data, tmp_path / "x.jsonl", limit=0)
+
+
 def test_score_file_leaves_no_output_on_bad_data(tmp_path, scorer):
     data = _write_jsonl(tmp_path / "in.jsonl", [{"prompt": "p", "response": "r"}, {"prompt": "p"}])
     output = tmp_path / "scores.jsonl"

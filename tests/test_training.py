@@ -10,9 +10,10 @@ import textwrap
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import TrainerCallback
 
 from rewardkit.features import PairEncoder, encode_rows
-from rewardkit.fit import _training_speed, run_training
+from rewardkit.fit import TrainingDivergedError, _training_speed, run_training
 from rewardkit.scoring import RewardScorer
 from rewardkit.training import RewardTrainer
 from rewardkit.training_args import DataArguments, RewardTrainingArguments
@@ -230,3 +231,53 @@ def test_summary_reports_the_epochs_actually_run(tiny_base, tmp_path):
     result = run_training(DataArguments(data=str(train)), _args(tmp_path / "out", tiny_base, max_steps=2))
     assert result.steps == 2 and result.epochs == pytest.approx(0.25)  # 2 of 8 steps per epoch, not "2 epochs"
     assert "2 steps, 0.25 epoch(s)" in result.describe()
+
+
+class _PoisonWeights(TrainerCallback):
+    """Fills the weights with NaN: before the last step (the loss turns NaN) or after training
+    (the loss is finite, the reward statistics are not)."""
+
+    def __init__(self, when: str) -> None:
+        self.when = when
+
+    def _poison(self, model) -> None:
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.fill_(float("nan"))
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        if self.when == "last step" and state.global_step == state.max_steps - 1:
+            self._poison(model)
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        if self.when == "after training":
+            self._poison(model)
+
+
+@pytest.mark.parametrize("when, says", [("last step", "final training loss nan"),
+                                        ("after training", "reward mean nan")])
+def test_a_diverged_run_is_refused_before_anything_is_saved(tiny_base, tmp_path, when, says):
+    """NaN weights were saved, then the model card crashed on them, leaving half a folder. (The
+    Trainer's logging_nan_inf_filter hides a NaN step loss; off here so that the loss shows it.)"""
+    train = helpers.write_jsonl(tmp_path / "train.jsonl", _pairwise_rows(16, 0))
+    out = tmp_path / "out"
+    args = _args(out, tiny_base, num_train_epochs=1, logging_nan_inf_filter=False)
+    with pytest.raises(TrainingDivergedError, match=f"training diverged: .*{says}.*learning rate"):
+        run_training(DataArguments(data=str(train)), args, callbacks=[_PoisonWeights(when)])
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_summary_reports_skipped_held_out_rows_apart(tiny_base, tmp_path, tokenizer):
+    """Held-out rows skipped under --skip-invalid were warned about, but the summary said
+    "Data: no rows skipped" (it reported only the training data)."""
+    from rewardkit.fit import prepare_data
+
+    train = helpers.write_jsonl(tmp_path / "train.jsonl", _pairwise_rows(8, 0))
+    held = helpers.write_jsonl(tmp_path / "held.jsonl", [*_pairwise_rows(4, 1), {"prompt": "p", "chosen": "x", "rejected": "x"}])
+    data_args = DataArguments(data=str(train), eval_data=str(held), skip_invalid=True)
+    prepared = prepare_data(data_args, _args(tmp_path / "out", tiny_base), tokenizer, 32)
+    assert prepared.eval_rows == 4
+    assert prepared.skipped.startswith("training data: no rows skipped; held-out data: skipped 1 invalid row(s)")
+    assert "identical chosen/rejected: 1 (first at held.jsonl line 5)" in prepared.skipped
+    clean = DataArguments(data=str(train), eval_data=str(train), skip_invalid=True)
+    assert prepare_data(clean, _args(tmp_path / "out", tiny_base), tokenizer, 32).skipped == "no rows skipped"
