@@ -41,6 +41,18 @@ METRIC_NAMES = [
 _RANKED_PAIRS = ("P(chosen ≻ rejected)", "P(better ≻ worse) over all within-group pairs")
 
 
+# Metrics that depend on the calibration temperature T (accuracy and margins do not).
+_T_DEPENDENT = frozenset({"ece", "brier"})
+_FITTED_HERE_NOTE = " (T fitted on these same pairs by `--calibrate`: optimistic)"
+
+
+def _fitted_on_these_pairs(evaluation: dict | None) -> bool:
+    """True when `rewardkit evaluate --calibrate` fitted and stored T on the evaluated pairs: then
+    the T-dependent figures were measured on the data T was chosen for, so they flatter the model."""
+    return bool(evaluation) and evaluation.get("temperature_fitted") is not None \
+        and evaluation.get("temperature_written") is not False
+
+
 def _metric_names(objective: Any) -> list[tuple[str, str, str]]:
     """METRIC_NAMES, with the display names phrased for the evaluated kind of data."""
     if objective != "ranking":
@@ -239,9 +251,15 @@ def _evaluation_rows(training: dict, evaluation: dict | None) -> tuple[list[dict
     if evaluation:
         label, local = _data_label(*_evaluation_data(evaluation))
         data = f"{label} ({LOCAL_DATA + ', ' if local else ''}n={evaluation.get('n', '?')})"
+        fitted_here = _fitted_on_these_pairs(evaluation)
         for key, name, _ in _metric_names(evaluation.get("objective")):
             if evaluation.get(key) is not None:
-                rows.append({"name": name, "value": _fmt(evaluation[key]), "data": data})
+                note = _FITTED_HERE_NOTE if fitted_here and key in _T_DEPENDENT else ""
+                rows.append({"name": name + note, "value": _fmt(evaluation[key]), "data": data})
+                if note and key == "ece" and evaluation.get("ece_before") is not None:
+                    rows.append({"name": "Expected calibration error before calibration (T = "
+                                         f"{_fmt(evaluation.get('temperature_before', 1.0))})",
+                                 "value": _fmt(evaluation["ece_before"]), "data": data})
         bias = evaluation.get("length_bias") or {}
         if bias.get("spearman_reward_length") is not None:
             length_bias = (f"Spearman correlation of reward with response length {_fmt(bias['spearman_reward_length'], 3)}"
@@ -276,7 +294,12 @@ def build_card_data(config: dict, training: dict, evaluation: dict | None, *, re
         source = datasets[0] if datasets else None
         dataset_name = dataset_display_name(source or "held-out data")
     dataset_type = hub_dataset_id(source) or UNKNOWN_DATASET_TYPE
+    # model-index results are read as the published model's held-out figures: leave out those
+    # measured at a T fitted on the very same pairs (the card's table shows them, marked)
+    left_out = _T_DEPENDENT if _fitted_on_these_pairs(evaluation) else frozenset()
     for key, name, metric_type in _metric_names(metrics.get("objective", training.get("objective"))):
+        if key in left_out:
+            continue
         value = metrics.get(key)
         if isinstance(value, (int, float)) and math.isfinite(value):
             results.append(EvalResult(task_type="text-classification", task_name="Reward modeling",

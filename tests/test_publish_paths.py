@@ -259,3 +259,20 @@ def test_card_fit_cuts_long_pairs_as_rewardkit_does_and_never_fails(tokenizer):
         cut_prompt, cut_response = namespace["fit"](prompt, response)
         fed = tokenizer(cut_prompt, cut_response, truncation=True, max_length=32)["input_ids"]
         assert fed == encoder.encode([prompt], [response])[0]["input_ids"], (prompt[:30], response[:30])
+
+
+def test_figures_at_a_temperature_fitted_on_the_same_pairs_are_marked_and_kept_out_of_the_metadata():
+    """`evaluate --calibrate` then `publish --metrics`: ECE and Brier were measured on the pairs T
+    was fitted on. The table marks them (and shows the ECE before); model-index, which readers
+    take as held-out results, does not carry them."""
+    evaluation = {**EVALUATION, "temperature_fitted": 0.8, "temperature_written": True, "temperature_before": 1.0,
+                  "ece_before": 0.0712, "ece_after": 0.0345}
+    card = ModelCard(render_model_card({"calibration_temperature": 0.8}, _training_summary(), evaluation,
+                                       repo_id=REPO_ID))
+    assert {r.metric_type for r in card.data.eval_results} == {"accuracy", "mean_margin"}
+    assert "| Expected calibration error of P(chosen ≻ rejected) (T fitted on these same pairs by `--calibrate`: " \
+           "optimistic) | 0.0345 |" in card.text
+    assert "| Expected calibration error before calibration (T = 1) | 0.0712 |" in card.text
+    plain = ModelCard(render_model_card({}, _training_summary(), EVALUATION, repo_id=REPO_ID))
+    assert {r.metric_type for r in plain.data.eval_results} == {"accuracy", "mean_margin", "ece", "brier"}
+    assert "optimistic" not in plain.text
