@@ -84,7 +84,7 @@ class RewardConfig(PretrainedConfig):
     Args:
         backbone_config: config of the encoder/decoder that reads `(prompt, response)`; any model
             `AutoModel` builds. A dict (with `model_type`) or config object; BERT-base when None.
-        alpha: inference-time multiplier: the model returns `alpha * reward`. Default 1.0.
+        alpha: inference-time multiplier (> 0): the model returns `alpha * reward`. Default 1.0.
         pooling: how the token states become one vector: "cls" (first attended token; encoders),
             "mean" (mean over attended tokens) or "last" (last attended token; decoders).
             Default: "last" for causal decoders, "cls" otherwise.
@@ -142,8 +142,9 @@ class RewardConfig(PretrainedConfig):
             head_dropout = 0.1 if head_dropout is None else head_dropout
         if isinstance(head_dropout, bool) or not isinstance(head_dropout, (int, float)) or not 0.0 <= head_dropout < 1.0:
             raise ValueError(f"RewardConfig: `head_dropout` must be in [0, 1), got {head_dropout!r}.")
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
-            raise ValueError(f"RewardConfig: `alpha` must be a finite number, got {alpha!r}.")
+        # > 0: alpha only rescales. A negative alpha would invert every ranking that pipeline, TRL and
+        # best-of-n make from the model output, while P(a > b) (raw rewards) kept the old order.
+        alpha = _check_positive_finite("alpha", alpha, allow_none=False)
         if reward_mean is not None and (
             isinstance(reward_mean, bool) or not isinstance(reward_mean, (int, float)) or not math.isfinite(reward_mean)
         ):

@@ -11,6 +11,7 @@ per group.
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass
 
 import torch
@@ -440,6 +441,8 @@ class RewardModel(PreTrainedModel):
         scaled = rewards
         if self.config.normalize_rewards:
             scaled = (scaled - self.config.reward_mean) / self.config.reward_std
+        if isinstance(alpha, (int, float)) and not (math.isfinite(alpha) and alpha > 0):
+            raise ValueError(f"alpha must be a finite number > 0 (it only rescales rewards), got {alpha!r}.")
         scale = self.config.alpha if alpha is None else alpha
         logits = scaled * scale  # (B, 1)
 

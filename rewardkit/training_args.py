@@ -179,6 +179,7 @@ class RewardTrainingArguments(TrainingArguments):
         finite("weight_decay", self.weight_decay, 0.0, inclusive=True)
         finite("warmup_steps", self.warmup_steps, 0.0, inclusive=True)
         finite("max_grad_norm", self.max_grad_norm, 0.0, inclusive=True)
+        finite("alpha", self.alpha, 0.0, inclusive=False)  # a rescaling: <= 0 would invert or erase rankings
         if self.max_steps is None or self.max_steps <= 0:
             finite("num_train_epochs", self.num_train_epochs, 0.0, inclusive=False)
         for name in ("gradient_accumulation_steps", "per_device_train_batch_size", "per_device_eval_batch_size"):

@@ -224,3 +224,11 @@ def test_a_misspelt_train_flag_gets_a_suggestion_and_a_bad_value_a_short_usage(t
         main(["train", "--data", str(data), "--objective", "bogus", "--output-dir", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert "invalid choice: 'bogus'" in err and len(err.splitlines()) <= 3  # not ~150 flags of usage
+
+
+@pytest.mark.parametrize("alpha", ["0", "-2"])
+def test_train_refuses_an_alpha_that_would_invert_or_erase_rankings(tmp_path, capsys, alpha):
+    data = helpers.write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": "p", "chosen": "a", "rejected": "b"}])
+    assert main(["train", "--data", str(data), "--alpha", alpha, "--output-dir", str(tmp_path / "o")]) != 0
+    assert "--alpha must be a finite number > 0" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -43,6 +43,8 @@ def test_config_defaults_follow_the_contract():
         ({"pooling": "max"}, "pooling"),
         ({"alpha": float("nan")}, "alpha"),
         ({"alpha": "2"}, "alpha"),
+        ({"alpha": 0.0}, "alpha"),
+        ({"alpha": -2.0}, "alpha"),
         ({"head_dropout": 1.5}, "head_dropout"),
         ({"reward_std": 0.0}, "reward_std"),
         ({"reward_mean": float("inf")}, "reward_mean"),
@@ -86,10 +88,14 @@ def test_alpha_is_a_pure_multiplier_per_call(tokenizer):
     batch = _encode(tokenizer, TEXTS)
     with torch.no_grad():
         base = model(**batch).logits
-        for alpha in (10.0, -2.0, 0.0, 0.5):
+        for alpha in (10.0, 0.5, 3):
             scaled = model(**batch, alpha=alpha)
             assert torch.allclose(scaled.logits, alpha * base, atol=1e-6)
             assert torch.allclose(scaled.rewards, base, atol=1e-6)  # raw reward untouched
+        # alpha only rescales: <= 0 would invert (or erase) every ranking made from the output
+        for bad in (-2.0, 0.0, float("nan")):
+            with pytest.raises(ValueError, match="alpha must be a finite number > 0"):
+                model(**batch, alpha=bad)
 
 
 def test_alpha_from_config_at_load_time(tokenizer, tmp_path):
