@@ -192,14 +192,24 @@ def store_temperature(folder: str | os.PathLike, temperature: float) -> Path:
     """Write `temperature` into `folder`/config.json as `calibration_temperature`, atomically (a
     temp file beside it, fsync, os.replace), leaving every other field as it is: a crash never
     leaves a half-written config. The old key `temperature` (a generation setting to
-    transformers) is removed if an earlier version wrote it."""
+    transformers) is removed if an earlier version wrote it. A LoRA run's `adapter/reward_config.json`
+    (what `load_adapter` rebuilds the model from) gets the same temperature first, so the adapter
+    is calibrated like the merged model."""
     if not math.isfinite(temperature) or temperature <= 0:
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}.")
-    path = Path(folder) / "config.json"
+    adapter_config = Path(folder) / "adapter" / "reward_config.json"
+    if adapter_config.is_file():
+        _set_temperature(adapter_config, temperature)
+    path = _set_temperature(Path(folder) / "config.json", temperature)
+    logger.info("stored temperature %.4g in %s", temperature, path)
+    return path
+
+
+def _set_temperature(path: Path, temperature: float) -> Path:
     config = json.loads(path.read_text(encoding="utf-8"))
     config.pop("temperature", None)
     config["calibration_temperature"] = float(temperature)
-    tmp = path.with_name(f".config.json.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "w", encoding="utf-8") as handle:
             handle.write(json.dumps(config, indent=2, sort_keys=True) + "\n")
@@ -208,7 +218,6 @@ def store_temperature(folder: str | os.PathLike, temperature: float) -> Path:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    logger.info("stored temperature %.4g in %s", temperature, path)
     return path
 
 

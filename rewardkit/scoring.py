@@ -451,6 +451,10 @@ def check_reward_model_source(source: str) -> bool:
         raise ValueError(f"{source!r} is a file; pass the model folder that holds config.json.")
     pickles = sorted(p.name for p in path.glob("*.bin")) + sorted(p.name for p in path.glob("*.pt"))
     if not (path / "config.json").exists():
+        if (path / "adapter_config.json").exists():  # a checkpoint-N/ folder of a LoRA run
+            raise ValueError(f"{source!r} is a PEFT (LoRA) adapter checkpoint, not a whole model: it holds the "
+                             "adapter and the head only, no config.json. Score the run's --output-dir (the merged "
+                             "model), or resume training from this checkpoint (--resume_from_checkpoint).")
         if pickles:
             raise ValueError(f"{source!r} is not a rewardkit model folder: it has no config.json and no "
                              f"safetensors weights, only pickle weights ({', '.join(pickles)}). {_PICKLE_HINT}")

@@ -284,6 +284,15 @@ def test_store_temperature_is_atomic_and_validated(tmp_path):
     evaluation.store_temperature(tmp_path, 0.75)
     assert json.loads((tmp_path / "config.json").read_text()) == {"model_type": "reward_model",
                                                                   "calibration_temperature": 0.75}
+    # a LoRA run's adapter/reward_config.json (what load_adapter rebuilds from) is calibrated too
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "reward_config.json").write_text(json.dumps({"pooling": "cls", "calibration_temperature": None}))
+    evaluation.store_temperature(tmp_path, 0.6)
+    assert json.loads((tmp_path / "adapter" / "reward_config.json").read_text()) == {"pooling": "cls",
+                                                                                     "calibration_temperature": 0.6}
+    assert json.loads((tmp_path / "config.json").read_text())["calibration_temperature"] == 0.6
+    (tmp_path / "adapter" / "reward_config.json").unlink()
+    (tmp_path / "adapter").rmdir()
     with pytest.raises(ValueError):
         evaluation.store_temperature(tmp_path, float("nan"))
     assert [p.name for p in tmp_path.iterdir()] == ["config.json"]

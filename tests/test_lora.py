@@ -134,3 +134,19 @@ def test_adapter_and_merged_model_score_alike(lora_run):
     assert from_adapter.raw_rewards(prompts, responses) == pytest.approx(merged.raw_rewards(prompts, responses), abs=1e-4)
     assert merged.raw_rewards(prompts, responses) == pytest.approx(recorder.rewards_after, abs=1e-5)
     assert adapter_model.config.reward_std == pytest.approx(merged.model.config.reward_std)
+
+
+def test_a_calibrated_lora_run_rebuilds_calibrated_from_its_adapter(lora_run, tmp_path):
+    """`evaluate --calibrate` writes T to config.json and to adapter/reward_config.json, which
+    load_adapter reads: the adapter compares with the same calibrated probabilities."""
+    import shutil
+
+    from rewardkit.evaluation import store_temperature
+
+    root, _, _ = lora_run
+    out = tmp_path / "out"
+    shutil.copytree(root / "out", out)
+    store_temperature(out, 0.4)
+    adapter_model = load_adapter(out / ADAPTER_DIR, base_model=str(root / "base"))
+    assert adapter_model.config.calibration_temperature == pytest.approx(0.4)
+    assert RewardScorer(str(out)).temperature == pytest.approx(0.4)

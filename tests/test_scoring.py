@@ -289,6 +289,19 @@ def test_missing_folder_is_refused(tmp_path):
         RewardScorer(tmp_path / "nothing-here")
 
 
+def test_lora_checkpoint_folder_is_named_as_such(tmp_path):
+    """checkpoint-N/ of a LoRA run: adapter + head + optimizer pickles, no config.json. It was
+    called a folder of pickle weights to convert; the pickles are optimizer state, not weights."""
+    checkpoint = tmp_path / "checkpoint-10"
+    checkpoint.mkdir()
+    (checkpoint / "adapter_config.json").write_text("{}")
+    (checkpoint / "adapter_model.safetensors").write_bytes(b"")
+    (checkpoint / "optimizer.pt").write_bytes(b"")
+    with pytest.raises(ValueError, match="PEFT \\(LoRA\\) adapter checkpoint.*--output-dir") as caught:
+        RewardScorer(checkpoint)
+    assert "pickle" not in str(caught.value)
+
+
 def test_pickle_only_folder_is_refused(tmp_path, model):
     bare = tmp_path / "bare"
     bare.mkdir()
