@@ -244,7 +244,7 @@ class _RowStream:
         return self.layout.objective if self.layout else (self.objective or "unknown")
 
     def rows(self) -> Iterator[tuple[int, dict]]:
-        yielded = 0
+        yielded, empty = 0, []
         for name, read in self.inputs:
             self.sources.append(name)
             count = 0
@@ -256,8 +256,14 @@ class _RowStream:
                         yielded += 1
                         yield record.number, row
             if count == 0:
-                raise RewardDataError("there are no rows in it (the file is empty or holds only "
-                                      "a header / an empty list)", source=name)
+                empty.append(name)
+        if len(empty) == len(self.inputs):
+            raise RewardDataError("there are no rows in it (the file is empty or holds only a header / an "
+                                  "empty list)" if len(empty) == 1 else "none of its files holds a row",
+                                  source=self.display)
+        if empty:  # an empty part file beside full ones (Spark and others write them): say so, go on
+            logger.warning("%s: %d of %d files hold no rows and were skipped: %s", self.display, len(empty),
+                           len(self.inputs), ", ".join(Path(name).name for name in empty[:_SKIP_EXAMPLES]))
         if yielded == 0:
             first = str(self.first_problem).replace(_SKIP_HINT.strip(), "")
             raise RewardDataError(f"no valid rows: {self.skipped.summary()}. The first problem was: "
@@ -439,6 +445,9 @@ def _resolve(source: str | os.PathLike, split: str | None) -> tuple[str, list[_I
         is_dir, is_file, exists = path.is_dir(), path.is_file(), path.exists()
     except (TypeError, ValueError, OSError) as exc:
         raise RewardDataError(f"cannot use {source!r} as a data source: {exc}") from None
+    saved_dataset = is_dir and _is_saved_dataset(path)
+    if saved_dataset:
+        return str(path), [(str(path), lambda: _read_saved_dataset(path, split))]
     if split is not None and exists and not (is_file and _suffix_kind(path) == "json"):
         logger.warning("--split %s is ignored for local data %s (it selects a Hub split, or a key of a "
                        "JSON document)", split, path)
@@ -799,13 +808,48 @@ def _read_hub(dataset_id: str, split: str) -> Iterator[_Record]:
             f"{type(exc).__name__}: {exc}. Check the id and split, your network or HF_HUB_OFFLINE, "
             "or download the data and pass the file instead (no local file or folder has "
             "that name either).", source=dataset_id) from None
+    yield from _dataset_records(dataset, dataset_id)
+
+
+def _is_saved_dataset(folder: Path) -> bool:
+    """A folder `datasets` wrote with `save_to_disk`: a Dataset (state.json + dataset_info.json
+    beside Arrow shards) or a DatasetDict (dataset_dict.json + one such folder per split)."""
+    return (folder / "dataset_dict.json").is_file() or (
+        (folder / "state.json").is_file() and (folder / "dataset_info.json").is_file())
+
+
+def _read_saved_dataset(folder: Path, split: str | None) -> Iterator[_Record]:
+    """Rows of a `save_to_disk` folder, read with `datasets.load_from_disk` (memory-mapped Arrow:
+    rows are read as they are needed, not loaded whole). A DatasetDict needs a split: `split`,
+    else "train" when it has one."""
+    try:
+        import datasets
+
+        loaded = datasets.load_from_disk(str(folder))
+    except Exception as exc:  # datasets raises many types for a broken folder
+        raise RewardDataError(f"this looks like a `datasets` save_to_disk folder, but it couldn't be loaded: "
+                              f"{type(exc).__name__}: {exc}", source=folder) from None
+    if isinstance(loaded, datasets.DatasetDict):
+        name = split if split is not None else ("train" if "train" in loaded else None)
+        if name not in loaded:
+            raise RewardDataError(f"the saved DatasetDict holds the splits {', '.join(map(repr, loaded))}"
+                                  + (f", not {split!r}" if split is not None else "") + "; pick one with --split",
+                                  source=folder)
+        loaded = loaded[name]
+    elif split is not None:
+        logger.warning("--split %s is ignored for %s: it holds one saved Dataset, not a DatasetDict", split, folder)
+    yield from _dataset_records(loaded, folder)
+
+
+def _dataset_records(dataset: Any, source: str | os.PathLike) -> Iterator[_Record]:
+    """The rows of a `datasets.Dataset`, numbered from 1; decoding errors name the row."""
     rows = iter(dataset)
     for number in itertools.count(1):
         try:
             row = next(rows, None)
-        except Exception as exc:  # as above: whatever `datasets` raises while decoding rows
+        except Exception as exc:  # whatever `datasets` raises while decoding a row
             raise RewardDataError(f"reading the dataset failed: {type(exc).__name__}: {exc}",
-                                  source=dataset_id, row=number) from None
+                                  source=source, row=number) from None
         if row is None:
             return
         yield _Record(number, f"row {number}", row)

@@ -344,6 +344,36 @@ def test_folder(tmp_path):
     assert info.value.source == str(folder / "c.jsonl") and info.value.row == 1
 
 
+def test_an_empty_part_file_beside_full_ones_is_skipped_with_a_warning(tmp_path, caplog):
+    """Spark and other writers leave 0-byte part files; one used to stop the whole folder."""
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    write_jsonl(folder / "part-000.jsonl", [PAIR])
+    (folder / "part-001.jsonl").write_text("")
+    with caplog.at_level("WARNING", logger="rewardkit.data"):
+        assert len(load_reward_data(folder)) == 1
+    assert "1 of 2 files hold no rows and were skipped: part-001.jsonl" in caplog.text
+    (folder / "part-000.jsonl").write_text("")
+    with pytest.raises(RewardDataError, match="none of its files holds a row"):
+        load_reward_data(folder)
+
+
+def test_a_datasets_save_to_disk_folder_loads(tmp_path):
+    """A `datasets` save_to_disk folder used to fail as 'dataset_info.json: unsupported shape'."""
+    import datasets
+
+    rows = [PAIR, {**PAIR, "chosen": "another good answer"}]
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "one"))
+    assert [row["chosen"] for row in load_reward_data(tmp_path / "one").rows] == [r["chosen"] for r in rows]
+    splits = datasets.DatasetDict({"train": datasets.Dataset.from_list(rows),
+                                   "test": datasets.Dataset.from_list(rows[:1])})
+    splits.save_to_disk(str(tmp_path / "dict"))
+    assert len(load_reward_data(tmp_path / "dict")) == 2  # "train" by default
+    assert len(load_reward_data(tmp_path / "dict", split="test")) == 1
+    with pytest.raises(RewardDataError, match="splits 'train', 'test', not 'dev'; pick one with --split"):
+        load_reward_data(tmp_path / "dict", split="dev")
+
+
 @pytest.mark.parametrize("name, content, fragment", [
     ("d.txt", "x", "unsupported file type '.txt'"),
     ("d.jsonl", "", "no rows"),
