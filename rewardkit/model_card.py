@@ -311,7 +311,8 @@ def build_card_data(config: dict, training: dict, evaluation: dict | None, *, re
         language=language, license=license, library_name="transformers", pipeline_tag="text-classification",
         tags=["reward-model", "rlhf", "text-classification", "rewardkit", "custom_code"],
         datasets=[name for name in datasets if hub_dataset_id(name)] or None, base_model=base_model,
-        model_name=repo_id, eval_results=results or None,
+        # model_name names the model-index entry; without results it would be a stray top-level key
+        model_name=repo_id if results else None, eval_results=results or None,
     )
 
 

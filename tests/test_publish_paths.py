@@ -276,3 +276,11 @@ def test_figures_at_a_temperature_fitted_on_the_same_pairs_are_marked_and_kept_o
     plain = ModelCard(render_model_card({}, _training_summary(), EVALUATION, repo_id=REPO_ID))
     assert {r.metric_type for r in plain.data.eval_results} == {"accuracy", "mean_margin", "ece", "brier"}
     assert "optimistic" not in plain.text
+
+
+def test_a_card_without_results_has_no_stray_model_name_key():
+    training = {key: value for key, value in _training_summary().items() if key != "eval_metrics"}
+    card = ModelCard(render_model_card({}, training, None, repo_id=REPO_ID))
+    assert card.data.eval_results is None and "model_name" not in card.data.to_dict()
+    with_results = ModelCard(render_model_card({}, _training_summary(), EVALUATION, repo_id=REPO_ID))
+    assert with_results.data.to_dict()["model-index"][0]["name"] == REPO_ID  # model_name names this entry
