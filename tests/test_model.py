@@ -64,10 +64,14 @@ def test_config_rejects_invalid_fields(kwargs, message):
 
 def test_config_round_trips_through_dict():
     config = RewardConfig(backbone_config=helpers.tiny_backbone_config("roberta"), alpha=3.0, pooling="mean",
-                          reward_mean=0.5, reward_std=2.0, temperature=1.7)
+                          reward_mean=0.5, reward_std=2.0, calibration_temperature=1.7)
     again = RewardConfig.from_dict(config.to_dict())
     assert again.backbone_config.model_type == "roberta"
-    assert (again.alpha, again.pooling, again.reward_mean, again.reward_std, again.temperature) == (3.0, "mean", 0.5, 2.0, 1.7)
+    assert (again.alpha, again.pooling, again.reward_mean, again.reward_std, again.calibration_temperature) == (
+        3.0, "mean", 0.5, 2.0, 1.7)
+    # the key before the rename is read into the new field and not written back
+    legacy = RewardConfig(backbone_config=helpers.tiny_backbone_config(), temperature=0.9)
+    assert legacy.calibration_temperature == 0.9 and "temperature" not in legacy.to_dict()
 
 
 # ---------------------------------------------------------------- forward, alpha
