@@ -15,7 +15,7 @@ from transformers import TrainerCallback
 from rewardkit.features import PairEncoder, encode_rows
 from rewardkit.fit import TrainingDivergedError, _training_speed, run_training
 from rewardkit.scoring import RewardScorer
-from rewardkit.training import RewardTrainer
+from rewardkit.training import RewardTrainer, _group_matrix, ranking_top1
 from rewardkit.training_args import DataArguments, RewardTrainingArguments
 from tests import helpers
 
@@ -281,3 +281,12 @@ def test_summary_reports_skipped_held_out_rows_apart(tiny_base, tmp_path, tokeni
     assert "identical chosen/rejected: 1 (first at held.jsonl line 5)" in prepared.skipped
     clean = DataArguments(data=str(train), eval_data=str(train), skip_invalid=True)
     assert prepare_data(clean, _args(tmp_path / "out", tiny_base), tokenizer, 32).skipped == "no rows skipped"
+
+
+def test_ranking_top1_ignores_the_padding_of_shorter_groups():
+    """train_top1 took argmax over groups padded with 0.0: a group of all-negative rewards had its
+    padding "win" and counted as a miss although its best response scored highest."""
+    rewards, sizes = torch.tensor([-1.0, -2.0, -0.5, -1.5, -3.0]), torch.tensor([2, 3])
+    matrix = _group_matrix(rewards, sizes)
+    assert ranking_top1(matrix, sizes).item() == 1.0
+    assert ranking_top1(matrix, torch.tensor([3, 3])).item() == 0.5  # the padding, read as a reward, wins
