@@ -18,6 +18,7 @@ logger = logging.getLogger(__name__)
 
 OBJECTIVE_CHOICES = ("pairwise", "mse", "ranking")
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
+SAMPLING_CHOICES = ("group_by_length", "random", "sequential")
 
 
 @dataclass
@@ -139,8 +140,14 @@ class RewardTrainingArguments(TrainingArguments):
     train_sampling_strategy: str = field(
         default="group_by_length",
         metadata={"help": "Sampler: group_by_length (default: batches of similar length, less padding), random, "
-                          "sequential, batch_rebalance.",
-                  "choices": ["random", "sequential", "group_by_length", "batch_rebalance"]},
+                          "sequential. (transformers' batch_rebalance is not offered: it needs per-example lengths "
+                          "that rewardkit's pair features do not expose, and crashed.)",
+                  "choices": list(SAMPLING_CHOICES)},
+    )
+    resume_from_checkpoint: str | None = field(
+        default=None,
+        metadata={"help": "Continue a run from a checkpoint folder (OUTPUT_DIR/checkpoint-N), or 'last' for the "
+                          "newest checkpoint in --output-dir (a fresh start, with a warning, when there is none)."},
     )
     remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False: the collators need them."})
     save_strategy: SaveStrategy | str = field(default="epoch", metadata={"help": "When to save checkpoints (default each epoch)."})
@@ -153,6 +160,10 @@ class RewardTrainingArguments(TrainingArguments):
             raise ValueError(f"--objective must be one of {OBJECTIVE_CHOICES}, got {self.objective!r}.")
         if self.max_length is not None and self.max_length < 8:
             raise ValueError(f"--max-length must be at least 8, got {self.max_length}.")
+        if _plain(self.train_sampling_strategy) not in SAMPLING_CHOICES:
+            raise ValueError(f"--train_sampling_strategy must be one of {SAMPLING_CHOICES}, got "
+                             f"{_plain(self.train_sampling_strategy)!r} (batch_rebalance needs per-example lengths "
+                             "rewardkit's pair features do not provide).")
         if self.reward_stats_samples < 0:
             raise ValueError(f"--reward-stats-samples must be >= 0, got {self.reward_stats_samples}.")
         self._check_numbers()
@@ -243,6 +254,11 @@ class RewardTrainingArguments(TrainingArguments):
             logger.info("Launched with %s processes and no accelerator: training on CPU with DDP (gloo).",
                         os.environ["WORLD_SIZE"])
             self.use_cpu = True
+
+
+def _plain(value) -> str:
+    """An enum's value ("random"), a string as it is."""
+    return str(getattr(value, "value", value))
 
 
 def has_accelerator() -> bool:
