@@ -121,10 +121,13 @@ def is_peft_model(model: Any) -> bool:
 def save_adapter(peft_model: Any, folder: str | Path) -> Path:
     """The unmerged adapter + trained head in PEFT format, plus `reward_config.json` (the reward
     model's own config: pooling, alpha, reward statistics, backbone config) to rebuild it exactly."""
+    from rewardkit.training import apply_umask_permissions
+
     folder = Path(folder)
     peft_model.save_pretrained(str(folder))
     config = peft_model.get_base_model().config.to_dict()
     (folder / REWARD_CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    apply_umask_permissions(folder)  # the weights land 0600 (private temporary file), like model.safetensors
     logger.info("Saved the LoRA adapter and head (PEFT format) to %s.", folder)
     return folder
 

@@ -99,6 +99,10 @@ def test_merged_folder_has_the_trained_head_and_no_peft_leftovers(lora_run):
     for name in ("adapter_config.json", "adapter_model.safetensors", "reward_config.json"):
         assert (out / ADAPTER_DIR / name).is_file(), name
     assert result.hyperparameters["lora_r"] == 4
+    from rewardkit.training import current_umask
+
+    for path in (out / ADAPTER_DIR).iterdir():  # adapter_model.safetensors was written 0600, unreadable to others
+        assert path.stat().st_mode & 0o777 == 0o666 & ~current_umask(), path.name
     assert json.loads((out / "config.json").read_text())["reward_std"] > 0
 
 
