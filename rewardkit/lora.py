@@ -43,6 +43,17 @@ def _linear_module_names(backbone: nn.Module) -> list[str]:
     return sorted(names)
 
 
+def unused_linear_paths(model: Any) -> list[str]:
+    """Full paths (e.g. `backbone.pooler.dense`) of the backbone's linear layers that our pooling
+    never reads (BERT's pooler). Target names are matched by PEFT as suffixes, so `dense` from
+    `all-linear` also matches `backbone.pooler.dense`; these paths go to `exclude_modules`."""
+    from transformers.pytorch_utils import Conv1D
+
+    return sorted(f"backbone.{name}" for name, module in model.backbone.named_modules()
+                  if isinstance(module, (nn.Linear, Conv1D))
+                  and any(part in name.split(".") for part in _SKIPPED_BACKBONE_PARTS))
+
+
 def default_target_modules(model: Any) -> list[str]:
     """Modules to adapt when the user names none.
 
@@ -95,6 +106,7 @@ def apply_lora(model: Any, *, r: int = 16, alpha: int = 32, dropout: float = 0.0
     # No task_type: PEFT's SEQ_CLS wrapper rewrites forward arguments; the plain PeftModel passes
     # ours (token_type_ids, alpha, ...) through unchanged.
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets,
+                        exclude_modules=unused_linear_paths(model) or None,
                         modules_to_save=list(HEAD_MODULES), bias="none")
     peft_model = get_peft_model(model, config)
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)

@@ -38,6 +38,23 @@ def test_default_targets_follow_peft_per_backbone_and_skip_the_head():
         resolve_target_modules(model, ["q_proj"])
 
 
+@pytest.mark.parametrize("targets", [["all-linear"], None, ["dense"]])
+def test_bert_pooler_never_gets_an_adapter(targets, monkeypatch):
+    """all-linear expands to bare names ("dense"), which PEFT matched as a suffix of
+    backbone.pooler.dense too: adapters on a layer our pooling never reads. The fallback default
+    (every linear layer, for backbones PEFT has no default for) had the same hole."""
+    import peft.utils
+
+    if targets is None:  # a backbone type PEFT has no default for
+        monkeypatch.setattr(peft.utils, "TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING", {})
+    model = helpers.tiny_reward_model("bert")
+    assert model.backbone.pooler is not None
+    peft_model = apply_lora(model, r=4, target_modules=targets)
+    names = [name for name, _ in peft_model.named_parameters() if "lora_A" in name]
+    assert any("intermediate.dense" in name for name in names)
+    assert not [name for name in names if "pooler" in name]
+
+
 def test_only_adapters_and_head_train():
     peft_model = apply_lora(helpers.tiny_reward_model("bert"), r=4)
     trainable = [name for name, p in peft_model.named_parameters() if p.requires_grad]
