@@ -305,6 +305,7 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
 
     if not data_args.data:
         raise ValueError("No training data: pass --data (a file, a folder or a Hub dataset id).")
+    _check_held_out_flags(data_args, args)
     set_seed(args.seed)
     base_model = args.base_model or default_base_model()
     tokenizer = load_tokenizer(base_model)
@@ -362,6 +363,19 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
     )
     save_trained_model(trainer, result)
     return result
+
+
+def _check_held_out_flags(data_args: DataArguments, args: RewardTrainingArguments) -> None:
+    """Flags that only mean something with held-out rows. Without any, evaluation is turned off,
+    so --load_best_model_at_end would silently keep the last weights: refuse it by name."""
+    if data_args.eval_data or data_args.eval_fraction > 0:
+        return
+    if args.load_best_model_at_end:
+        raise ValueError("--load_best_model_at_end needs held-out data to pick the best checkpoint: pass "
+                         "--eval-data or --eval-fraction, or drop --load_best_model_at_end.")
+    if str(args.eval_strategy) not in ("no", "IntervalStrategy.NO"):
+        logger.warning("--eval_strategy %s: there is no held-out data (--eval-data, --eval-fraction), so nothing "
+                       "is evaluated.", _plain(args.eval_strategy))
 
 
 class _LogLines(TrainerCallback):

@@ -47,6 +47,9 @@ class DataArguments:
     def __post_init__(self) -> None:
         if not 0.0 <= self.eval_fraction < 1.0:
             raise ValueError(f"--eval-fraction must be in [0, 1), got {self.eval_fraction}.")
+        if self.eval_fraction > 0 and self.eval_data:  # one source of held-out rows, not a silent choice
+            raise ValueError(f"--eval-fraction {self.eval_fraction} and --eval-data both name held-out rows: "
+                             "drop --eval-fraction to evaluate on --eval-data, or --eval-data to hold out part of --data.")
         if self.max_train_samples is not None and self.max_train_samples < 1:
             raise ValueError(f"--max-train-samples must be at least 1, got {self.max_train_samples}.")
 

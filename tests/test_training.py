@@ -290,3 +290,15 @@ def test_ranking_top1_ignores_the_padding_of_shorter_groups():
     matrix = _group_matrix(rewards, sizes)
     assert ranking_top1(matrix, sizes).item() == 1.0
     assert ranking_top1(matrix, torch.tensor([3, 3])).item() == 0.5  # the padding, read as a reward, wins
+
+
+def test_held_out_flags_without_a_held_out_source_are_refused(tiny_base, tmp_path):
+    """--eval-fraction was ignored beside --eval-data, and --load_best_model_at_end without held-out
+    rows silently kept the last weights (evaluation is turned off when there is nothing to evaluate)."""
+    train = helpers.write_jsonl(tmp_path / "train.jsonl", _pairwise_rows(8, 0))
+    with pytest.raises(ValueError, match="--eval-fraction 0.2 and --eval-data both"):
+        DataArguments(data=str(train), eval_data=str(train), eval_fraction=0.2)
+    args = _args(tmp_path / "out", tiny_base, load_best_model_at_end=True, eval_strategy="epoch", save_strategy="epoch")
+    with pytest.raises(ValueError, match="--load_best_model_at_end needs held-out data"):
+        run_training(DataArguments(data=str(train)), args)
+    assert not (tmp_path / "out").exists()
