@@ -54,6 +54,8 @@ class TrainResult:
     max_length: int
     eval_seconds: float = 0.0  # held-out evaluations during training (part of `seconds`)
     eval_metrics: dict[str, float] = field(default_factory=dict)
+    eval_step: int | None = None  # the step whose weights eval_metrics describe (= the saved weights)
+    eval_of: str = ""  # "final weights" or "best checkpoint (by eval_loss)" (--load_best_model_at_end)
     reward_mean: float | None = None
     reward_std: float | None = None
     skipped: str = "no rows skipped"
@@ -79,7 +81,8 @@ class TrainResult:
             precision = str(self.hyperparameters.get("precision", ""))
             note = (f" (scored in the training precision, {precision.split(',')[0]}; `rewardkit evaluate` scores "
                     "in fp32 and can differ by a few examples)" if "autocast" in precision else "")
-            lines.append(f"  Held-out ({self.eval_rows} {unit}): {shown}{note}.")
+            which = f", {self.eval_of} at step {self.eval_step}" if self.eval_of and self.eval_step is not None else ""
+            lines.append(f"  Held-out ({self.eval_rows} {unit}{which}): {shown}{note}.")
         if self.reward_mean is not None:
             lines.append(f"  Raw rewards on training responses: mean {self.reward_mean:.3f}, std {self.reward_std:.3f} "
                          "(stored in config.json as reward_mean / reward_std).")
@@ -340,7 +343,7 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
     train_output = trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - started
     eval_seconds = eval_clock.seconds
-    eval_metrics = _final_eval_metrics(trainer) if prepared.eval_features else {}
+    eval_metrics, eval_step, eval_of = _final_eval_metrics(trainer) if prepared.eval_features else ({}, None, "")
 
     stats = compute_reward_stats(trainer.model, tokenizer, _responses_of(prepared.train_features, prepared.objective),
                                  args.reward_stats_samples, args.seed)
@@ -356,6 +359,7 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
         examples_per_second=_training_speed(train_output.metrics, eval_seconds), eval_seconds=eval_seconds,
         train_loss=float(train_output.training_loss), max_length=max_length,
         eval_metrics={k: float(v) for k, v in eval_metrics.items() if isinstance(v, (int, float))},
+        eval_step=eval_step, eval_of=eval_of,
         reward_mean=None if stats is None else stats[0], reward_std=None if stats is None else stats[1],
         skipped=prepared.skipped, truncation=prepared.truncation,
         hyperparameters=_hyperparameters(args, max_length, trainer.model.config.pooling),
@@ -400,15 +404,39 @@ class _EvalClock(TrainerCallback):
         self.seconds += float((metrics or {}).get("eval_runtime", 0.0))
 
 
-def _final_eval_metrics(trainer: RewardTrainer) -> dict[str, float]:
-    """The held-out metrics of the final weights: those of the evaluation the Trainer ran at the
-    last step (the end of the last epoch) when there was one, rather than a second pass over the
-    same data with the same weights; else a fresh `evaluate()`."""
+def _final_eval_metrics(trainer: RewardTrainer) -> tuple[dict[str, float], int, str]:
+    """The held-out metrics of the weights that are saved, the step they are from, and which
+    weights those are.
+
+    Normally the final weights: the evaluation the Trainer ran at the last step (the end of the last
+    epoch) when there was one, rather than a second pass with the same weights; else a fresh
+    `evaluate()`. With --load_best_model_at_end the Trainer reloads the best checkpoint's weights at
+    the end, so the figures are those logged at that checkpoint's step (reporting the last
+    evaluation described weights that were not saved)."""
     state = trainer.state
-    last = next((entry for entry in reversed(state.log_history) if "eval_loss" in entry), None)
-    if last is not None and last.get("step") == state.global_step:
-        return {key: value for key, value in last.items() if key.startswith("eval_")}
-    return trainer.evaluate()
+    best_step = _best_checkpoint_step(trainer)
+    if best_step is not None:
+        metric = _plain(trainer.args.metric_for_best_model)
+        which = f"best checkpoint (by {metric if metric.startswith('eval_') else 'eval_' + metric})"
+        return _logged_eval(state, best_step) or trainer.evaluate(), best_step, which
+    return _logged_eval(state, state.global_step) or trainer.evaluate(), state.global_step, "final weights"
+
+
+def _best_checkpoint_step(trainer: RewardTrainer) -> int | None:
+    """The step of the checkpoint --load_best_model_at_end loaded back, or None."""
+    best = trainer.state.best_model_checkpoint
+    if not trainer.args.load_best_model_at_end or not best:
+        return None
+    try:
+        return int(Path(best).name.rsplit("-", 1)[-1])
+    except ValueError:
+        return None
+
+
+def _logged_eval(state, step: int) -> dict[str, float] | None:
+    """The eval_* figures logged at `step` (the latest such entry), or None."""
+    entry = next((e for e in reversed(state.log_history) if "eval_loss" in e and e.get("step") == step), None)
+    return None if entry is None else {key: value for key, value in entry.items() if key.startswith("eval_")}
 
 
 def _training_speed(train_metrics: dict[str, float], eval_seconds: float) -> float:

@@ -302,3 +302,25 @@ def test_held_out_flags_without_a_held_out_source_are_refused(tiny_base, tmp_pat
     with pytest.raises(ValueError, match="--load_best_model_at_end needs held-out data"):
         run_training(DataArguments(data=str(train)), args)
     assert not (tmp_path / "out").exists()
+
+
+def test_load_best_model_at_end_reports_the_best_checkpoints_metrics(tiny_base, tmp_path):
+    """With --load_best_model_at_end the saved weights are the best checkpoint's, but the summary,
+    training_summary.json and the card reported the last evaluation's figures. Here "best" is the
+    smallest mean margin, which the first epoch has (training widens it), so best != last."""
+    train = helpers.write_jsonl(tmp_path / "train.jsonl", _pairwise_rows(48, 0))
+    held = helpers.write_jsonl(tmp_path / "held.jsonl", _pairwise_rows(16, 1))
+    out = tmp_path / "out"
+    args = _args(out, tiny_base, num_train_epochs=3, save_strategy="epoch", eval_strategy="epoch",
+                 load_best_model_at_end=True, metric_for_best_model="mean_margin", greater_is_better=False)
+    result = run_training(DataArguments(data=str(train), eval_data=str(held)), args)
+    state = json.loads((out / "checkpoint-18" / "trainer_state.json").read_text())
+    logged = {e["step"]: e for e in state["log_history"] if "eval_loss" in e}
+    assert state["best_model_checkpoint"].endswith("checkpoint-6") and logged[6]["eval_mean_margin"] < logged[18]["eval_mean_margin"]
+    assert result.steps == 18 and result.eval_step == 6 and result.eval_of == "best checkpoint (by eval_mean_margin)"
+    assert result.eval_metrics["eval_mean_margin"] == pytest.approx(logged[6]["eval_mean_margin"])
+    assert "best checkpoint (by eval_mean_margin) at step 6" in result.describe()
+    assert json.loads((out / "training_summary.json").read_text())["eval_step"] == 6
+    assert "best checkpoint (by eval_mean_margin) at step 6" in (out / "README.md").read_text()
+    a, b = load_file(str(out / "model.safetensors")), load_file(str(out / "checkpoint-6" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in b)  # the figures describe the weights saved
