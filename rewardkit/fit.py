@@ -150,8 +150,10 @@ def load_model(base_model: str, args: RewardTrainingArguments, tokenizer):
 
 
 def disable_dropout(model) -> None:
-    """p = 0 in every dropout layer (backbone and head). A reward is a deterministic function of
-    its input; dropout noise in the two rewards of a pair only blurs their difference."""
+    """p = 0 in every dropout layer (backbone, head and, on a PEFT model, the LoRA branches). A
+    reward is a deterministic function of its input; dropout noise in the two rewards of a pair
+    only blurs their difference. Dropout also keeps RewardTrainer from running a batch's two halves
+    at once on CPU (their random draws would depend on thread timing)."""
     import torch
 
     for module in model.modules():
@@ -327,6 +329,8 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
         from rewardkit.lora import apply_lora_from_args
 
         model = apply_lora_from_args(model, args)
+        if args.disable_dropout:  # every dropout layer, the adapters' too (a seeded run's halves need none)
+            disable_dropout(model)
     trainer = RewardTrainer(model=model, args=args, train_dataset=prepared.train_features,
                             eval_dataset=prepared.eval_features, processing_class=tokenizer,
                             objective=prepared.objective, callbacks=callbacks)

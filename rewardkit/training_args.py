@@ -86,7 +86,11 @@ class RewardTrainingArguments(TrainingArguments):
                   "choices": ["cls", "mean", "last"]},
     )
     alpha: float = field(default=1.0, metadata={"help": "Inference-time reward multiplier stored in the config."})
-    head_dropout: float | None = field(default=None, metadata={"help": "Dropout before the head (default: backbone's)."})
+    head_dropout: float | None = field(
+        default=None,
+        metadata={"help": "Dropout before the head (default: the backbone's; 0 under --disable-dropout). A value > 0 "
+                          "needs --no-disable-dropout."},
+    )
     disable_dropout: bool = field(
         default=True,
         metadata={"help": "Turn off every dropout layer while training (default on, as in TRL). Measured on HH-RLHF "
@@ -123,7 +127,11 @@ class RewardTrainingArguments(TrainingArguments):
     )
     lora_r: int = field(default=16, metadata={"help": "LoRA rank (with --use-lora)."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator: updates are scaled by alpha / r."})
-    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA branch's input."})
+    lora_dropout: float | None = field(
+        default=None,
+        metadata={"help": "Dropout on the LoRA branch's input. Default: 0 under --disable-dropout (the default), "
+                          "0.05 with --no-disable-dropout. A value > 0 needs --no-disable-dropout."},
+    )
     lora_target_modules: list[str] | None = field(
         default=None,
         metadata={"help": "Backbone modules that get adapters, e.g. 'query,value' or 'all-linear'. Default: PEFT's "
@@ -170,6 +178,7 @@ class RewardTrainingArguments(TrainingArguments):
         if self.reward_stats_samples < 0:
             raise ValueError(f"--reward-stats-samples must be >= 0, got {self.reward_stats_samples}.")
         self._check_numbers()
+        self._check_dropout()
         self._check_lora()
         self._use_cpu_when_launched_without_accelerator()
         self._resolve_precision()
@@ -199,13 +208,26 @@ class RewardTrainingArguments(TrainingArguments):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}.")
 
+    def _check_dropout(self) -> None:
+        """--disable-dropout (the default) zeroes every dropout layer, LoRA's included: an explicit
+        dropout > 0 beside it would be silently zeroed, so it is refused, naming the flag to add.
+        (Refused rather than warned: a run is minutes to hours, and a warning scrolls by unseen.)"""
+        for name in ("head_dropout", "lora_dropout"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value < 1.0:
+                raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1), got {value}.")
+            if value and self.disable_dropout and (name == "head_dropout" or self.use_lora):
+                raise ValueError(f"--{name.replace('_', '-')} {value} has no effect under --disable-dropout (the "
+                                 "default, which turns every dropout layer off): add --no-disable-dropout to train "
+                                 f"with it, or drop --{name.replace('_', '-')}.")
+        if self.lora_dropout is None:
+            self.lora_dropout = 0.0 if self.disable_dropout else 0.05
+
     def _check_lora(self) -> None:
         if self.lora_r < 1:
             raise ValueError(f"--lora-r must be at least 1, got {self.lora_r}.")
         if self.lora_alpha <= 0:
             raise ValueError(f"--lora-alpha must be > 0, got {self.lora_alpha}.")
-        if not 0.0 <= self.lora_dropout < 1.0:
-            raise ValueError(f"--lora-dropout must be in [0, 1), got {self.lora_dropout}.")
         if self.keep_adapter and not self.use_lora:
             raise ValueError("--keep-adapter needs --use-lora (there is no adapter without LoRA).")
         if self.lora_target_modules is not None:  # "query,value" and "query value" both work, in YAML too

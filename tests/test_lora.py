@@ -78,6 +78,7 @@ class _Recorder(TrainerCallback):
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         head = model.base_model.model.score.modules_to_save["default"]
         self.head_before = head.weight.detach().clone()
+        self.dropout_on = [name for name, m in model.named_modules() if isinstance(m, torch.nn.Dropout) and m.p > 0]
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
         model.eval()
@@ -105,6 +106,37 @@ def lora_run(tmp_path_factory):
         precision="fp32")  # the recorder's forward would run under the Trainer's autocast: compare fp32 to fp32
     result = run_training(DataArguments(data=str(data)), args, callbacks=[recorder])
     return root, result, recorder
+
+
+def test_default_lora_run_trains_without_dropout_and_can_halve_batches(lora_run, tmp_path, tokenizer):
+    """--disable-dropout (the default) promises every dropout layer off, but LoRA kept
+    lora_dropout 0.05 (dropout was disabled before the adapters existed), which also kept every
+    default LoRA run off the CPU two-halves step."""
+    from rewardkit.fit import disable_dropout
+    from rewardkit.lora import apply_lora_from_args
+    from rewardkit.training import RewardTrainer
+
+    _, result, recorder = lora_run
+    assert recorder.dropout_on == [] and result.hyperparameters["lora_dropout"] == 0.0
+    args = RewardTrainingArguments(output_dir=str(tmp_path), use_lora=True, precision="fp32", report_to="none")
+    assert args.lora_dropout == 0.0
+    assert RewardTrainingArguments(output_dir="x", use_lora=True, disable_dropout=False).lora_dropout == 0.05
+    model = apply_lora_from_args(helpers.tiny_reward_model("bert"), args)
+    trainer = RewardTrainer(model=model, args=args, processing_class=tokenizer, objective="pairwise")
+    disable_dropout(model)  # the backbone's own dropout, as run_training does when loading
+    assert trainer._can_halve(model)
+    noisy = apply_lora(helpers.tiny_reward_model("bert"), r=4, dropout=0.1)
+    disable_dropout(noisy)  # also reaches the adapters' dropout on a PEFT model
+    assert trainer._can_halve(noisy)
+
+
+@pytest.mark.parametrize("flags", [{"head_dropout": 0.3}, {"use_lora": True, "lora_dropout": 0.1}])
+def test_explicit_dropout_under_disable_dropout_is_refused(flags):
+    """--head-dropout 0.3 was silently zeroed by the default --disable-dropout."""
+    name = next(k for k in flags if k.endswith("dropout")).replace("_", "-")
+    with pytest.raises(ValueError, match=f"--{name} .* has no effect under --disable-dropout.*--no-disable-dropout"):
+        RewardTrainingArguments(output_dir="x", **flags)
+    assert RewardTrainingArguments(output_dir="x", disable_dropout=False, **flags)  # consistent: accepted
 
 
 def test_merged_folder_has_the_trained_head_and_no_peft_leftovers(lora_run):
