@@ -195,12 +195,12 @@ class TrainingDivergedError(RuntimeError):
     """The trained weights give a non-finite loss or rewards; nothing of the final model is saved."""
 
 
-def refuse_divergence(train_loss: float, stats: tuple[float, float] | None) -> None:
+def refuse_divergence(train_loss: float | None, stats: tuple[float, float] | None) -> None:
     """Stop before saving anything of a diverged run. NaN weights load and score NaN everywhere,
     and the model card cannot format them (it crashed half-way, leaving a folder of weights and
     summary without a card); a clear error here is cheaper than that folder. Runs on every rank
     (the loss is averaged over ranks and the statistics come from the same weights)."""
-    problems = [f"final training loss {train_loss}"] if not math.isfinite(train_loss) else []
+    problems = [f"final training loss {train_loss}"] if train_loss is not None and not math.isfinite(train_loss) else []
     if stats is not None and not all(math.isfinite(value) for value in stats):
         problems.append(f"reward mean {stats[0]} / std {stats[1]} on training responses")
     if problems:
@@ -344,14 +344,19 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
     if trainer.pop_callback(PrinterCallback) is not None:
         trainer.add_callback(_LogLines())
     started = time.perf_counter()
-    train_output = trainer.train(resume_from_checkpoint=resume)
+    restored = bool(resume) and _run_already_finished(resume, args)
+    if restored:
+        train_output = _restore_finished_run(trainer, resume)
+    else:
+        train_output = trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - started
     eval_seconds = eval_clock.seconds
     eval_metrics, eval_step, eval_of = _final_eval_metrics(trainer) if prepared.eval_features else ({}, None, "")
 
     stats = compute_reward_stats(trainer.model, tokenizer, _responses_of(prepared.train_features, prepared.objective),
                                  args.reward_stats_samples, args.seed)
-    refuse_divergence(float(train_output.training_loss), stats)
+    loss = float(train_output.training_loss)
+    refuse_divergence(None if restored and math.isnan(loss) else loss, stats)  # a restored run may have no loss
     if stats is not None:
         trainer.model.config.reward_mean, trainer.model.config.reward_std = stats
     if args.use_lora:
@@ -384,6 +389,41 @@ def _check_held_out_flags(data_args: DataArguments, args: RewardTrainingArgument
     if str(args.eval_strategy) not in ("no", "IntervalStrategy.NO"):
         logger.warning("--eval_strategy %s: there is no held-out data (--eval-data, --eval-fraction), so nothing "
                        "is evaluated.", _plain(args.eval_strategy))
+
+
+def _run_already_finished(checkpoint: str, args: RewardTrainingArguments) -> bool:
+    """Whether `checkpoint` already reached --max_steps (or, without it, --num_train_epochs).
+    transformers 5.23 resumed from such a checkpoint runs one more optimizer step before it checks,
+    so re-running a finished job changed its weights and trained past the limit."""
+    state_file = Path(checkpoint) / "trainer_state.json"
+    if not state_file.is_file():
+        return False
+    state = json.loads(state_file.read_text(encoding="utf-8"))
+    if args.max_steps is not None and args.max_steps > 0:
+        return int(state.get("global_step") or 0) >= args.max_steps
+    return float(state.get("epoch") or 0.0) >= float(args.num_train_epochs) - 1e-6
+
+
+def _restore_finished_run(trainer: RewardTrainer, checkpoint: str):
+    """In place of `train()` for a finished run: the checkpoint's weights (the best checkpoint's
+    with --load_best_model_at_end) and its Trainer state, untouched by any further step. The loss
+    reported is the finished run's own (its training_summary.json), else the last one it logged,
+    else NaN (not recorded: the checkpoint keeps no average)."""
+    from transformers.trainer_callback import TrainerState
+    from transformers.trainer_utils import TrainOutput
+
+    trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
+    best = trainer.state.best_model_checkpoint
+    weights = best if trainer.args.load_best_model_at_end and best and Path(best).is_dir() else checkpoint
+    logger.warning("%s already reached the end of training (step %d, epoch %g): nothing left to train; "
+                   "saving the weights of %s unchanged. Raise --max_steps or --num_train_epochs to train further.",
+                   checkpoint, trainer.state.global_step, trainer.state.epoch or 0, weights)
+    trainer._load_from_checkpoint(weights)
+    summary = Path(trainer.args.output_dir) / SUMMARY_FILE
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    if summary.is_file():
+        losses.append(json.loads(summary.read_text(encoding="utf-8")).get("train_loss", float("nan")))
+    return TrainOutput(trainer.state.global_step, float(losses[-1]) if losses else float("nan"), {})
 
 
 class _LogLines(TrainerCallback):

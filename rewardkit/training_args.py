@@ -158,7 +158,9 @@ class RewardTrainingArguments(TrainingArguments):
     resume_from_checkpoint: str | None = field(
         default=None,
         metadata={"help": "Continue a run from a checkpoint folder (OUTPUT_DIR/checkpoint-N), or 'last' for the "
-                          "newest checkpoint in --output-dir (a fresh start, with a warning, when there is none)."},
+                          "newest checkpoint in --output-dir (a fresh start, with a warning, when there is none). "
+                          "A checkpoint that already reached --max_steps / --num_train_epochs is saved as it is, "
+                          "with a warning, not trained further."},
     )
     remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False: the collators need them."})
     save_strategy: SaveStrategy | str = field(default="epoch", metadata={"help": "When to save checkpoints (default each epoch)."})

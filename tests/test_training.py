@@ -324,3 +324,22 @@ def test_load_best_model_at_end_reports_the_best_checkpoints_metrics(tiny_base, 
     assert "best checkpoint (by eval_mean_margin) at step 6" in (out / "README.md").read_text()
     a, b = load_file(str(out / "model.safetensors")), load_file(str(out / "checkpoint-6" / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in b)  # the figures describe the weights saved
+
+
+def test_resuming_a_finished_run_trains_no_further_step(tiny_base, tmp_path, caplog):
+    """transformers 5.23 resumed from a checkpoint at --max_steps runs one more step before it
+    checks: re-running a finished job with --resume_from_checkpoint last changed its weights."""
+    import logging
+
+    train = helpers.write_jsonl(tmp_path / "train.jsonl", _pairwise_rows(32, 0))
+    out = tmp_path / "out"
+    args = dict(max_steps=2, save_strategy="steps", save_steps=2, reward_stats_samples=16)
+    first = run_training(DataArguments(data=str(train)), _args(out, tiny_base, **args))
+    before = load_file(str(out / "model.safetensors"))
+    with caplog.at_level(logging.WARNING, logger="rewardkit.fit"):
+        again = run_training(DataArguments(data=str(train)), _args(out, tiny_base, resume_from_checkpoint="last", **args))
+    assert "already reached the end of training (step 2" in caplog.text
+    assert again.steps == 2 and not (out / "checkpoint-3").exists()
+    after = load_file(str(out / "model.safetensors"))
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert again.train_loss == pytest.approx(first.train_loss) and again.reward_mean == pytest.approx(first.reward_mean, abs=1e-4)
