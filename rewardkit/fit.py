@@ -520,10 +520,10 @@ def _hyperparameters(args: RewardTrainingArguments, max_length: int, pooling: st
 def _finish_lora(trainer: RewardTrainer, args: RewardTrainingArguments) -> None:
     """Save the adapter + head (rank 0, with --keep-adapter), then merge the adapters into the
     backbone so that the output folder is an ordinary model that needs no PEFT to load."""
-    from rewardkit.lora import ADAPTER_DIR, merge_lora, save_adapter
+    from rewardkit.lora import ADAPTER_DIR, merge_lora, save_adapter, warn_if_base_is_local
 
     if args.keep_adapter and trainer.is_world_process_zero():
-        save_adapter(trainer.model, Path(args.output_dir) / ADAPTER_DIR)
+        warn_if_base_is_local(save_adapter(trainer.model, Path(args.output_dir) / ADAPTER_DIR))
     trainer.model = merge_lora(trainer.model)
 
 

@@ -144,6 +144,23 @@ def save_adapter(peft_model: Any, folder: str | Path) -> Path:
     return folder
 
 
+def warn_if_base_is_local(adapter_dir: str | Path) -> bool:
+    """Warn (and return True) when the saved adapter's base model is a local folder (or unnamed).
+    `rewardkit publish` writes null for a local path (no local path reaches the Hub), so Hub users
+    of adapter/ cannot rebuild it without that base in hand; a local rewardkit model folder (LoRA
+    on a model trained before) exists nowhere else. The merged model is not affected."""
+    config = json.loads((Path(adapter_dir) / ADAPTER_CONFIG_FILE).read_text(encoding="utf-8"))
+    base = config.get("base_model_name_or_path")
+    if base and not Path(base).exists():
+        return False
+    logger.warning("--keep-adapter: the adapter's base model %s is a local folder, so the published "
+                   "adapter/adapter_config.json will name no base model (base_model_name_or_path null: local paths are "
+                   "not published). Hub users can use adapter/ only with that base in hand "
+                   "(load_adapter(..., base_model=...)); the merged model loads on its own. Train on a Hub model id "
+                   "for an adapter others can rebuild.", base or "(unnamed)")
+    return True
+
+
 def merge_lora(peft_model: Any) -> Any:
     """Fold the adapters into the backbone weights and put the trained head in place; returns the
     plain `RewardModel` (the PEFT wrapper must not be used afterwards)."""

@@ -15,6 +15,7 @@ from rewardkit.lora import (
     default_target_modules,
     load_adapter,
     resolve_target_modules,
+    warn_if_base_is_local,
 )
 from rewardkit.publishing import build_publish_folder
 from rewardkit.scoring import RewardScorer
@@ -187,3 +188,19 @@ def test_adapter_and_merged_model_score_alike(lora_run):
     assert from_adapter.raw_rewards(prompts, responses) == pytest.approx(merged.raw_rewards(prompts, responses), abs=1e-4)
     assert merged.raw_rewards(prompts, responses) == pytest.approx(recorder.rewards_after, abs=1e-5)
     assert adapter_model.config.reward_std == pytest.approx(merged.model.config.reward_std)
+
+
+def test_an_adapter_on_a_local_base_is_flagged_as_not_rebuildable_from_the_hub(lora_run, tmp_path, caplog):
+    """publish writes base_model_name_or_path null for a local base (a local rewardkit folder in
+    continued training): Hub users could not rebuild adapter/, and nothing said so."""
+    import logging
+    import shutil
+
+    root, _, _ = lora_run
+    with caplog.at_level(logging.WARNING, logger="rewardkit.lora"):
+        assert warn_if_base_is_local(root / "out" / ADAPTER_DIR)
+    assert "will name no base model" in caplog.text and "load_adapter(..., base_model=...)" in caplog.text
+    hub = shutil.copytree(root / "out" / ADAPTER_DIR, tmp_path / "adapter")
+    config = json.loads((hub / "adapter_config.json").read_text())
+    (hub / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": "someone/bert-tiny"}))
+    assert not warn_if_base_is_local(hub)
