@@ -348,7 +348,7 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
     if restored:
         train_output = _restore_finished_run(trainer, resume)
     else:
-        train_output = trainer.train(resume_from_checkpoint=resume)
+        train_output = _with_loss_over_ranks(trainer.train(resume_from_checkpoint=resume))
     seconds = time.perf_counter() - started
     eval_seconds = eval_clock.seconds
     eval_metrics, eval_step, eval_of = _final_eval_metrics(trainer) if prepared.eval_features else ({}, None, "")
@@ -389,6 +389,15 @@ def _check_held_out_flags(data_args: DataArguments, args: RewardTrainingArgument
     if str(args.eval_strategy) not in ("no", "IntervalStrategy.NO"):
         logger.warning("--eval_strategy %s: there is no held-out data (--eval-data, --eval-fraction), so nothing "
                        "is evaluated.", _plain(args.eval_strategy))
+
+
+def _with_loss_over_ranks(output):
+    """The run's training loss averaged over every rank. transformers gathers the loss it logs every
+    --logging_steps, but adds the steps after the last log rank by rank, so under DDP each rank (and
+    rank 0's summary) had its own figure; the mean of the ranks' figures is the gathered one."""
+    from rewardkit.distributed import all_mean
+
+    return output._replace(training_loss=all_mean(float(output.training_loss)))
 
 
 def _run_already_finished(checkpoint: str, args: RewardTrainingArguments) -> bool:
