@@ -145,6 +145,20 @@ def all_sum(value: int) -> int:
     return int(total.item())
 
 
+def all_mean(value: float) -> float:
+    """Mean of `value` over every rank (float64)."""
+    if not _group_ready():
+        return value
+    import torch
+    import torch.distributed as dist
+
+    total = torch.tensor([value], dtype=torch.float64)
+    if dist.get_backend() == "nccl":
+        total = total.cuda()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return float(total.item()) / dist.get_world_size()
+
+
 class RankFailedError(RuntimeError):
     """Another rank failed; its own message is in that rank's log (rank 0's is shown first)."""
 

@@ -54,6 +54,8 @@ class TrainResult:
     max_length: int
     eval_seconds: float = 0.0  # held-out evaluations during training (part of `seconds`)
     eval_metrics: dict[str, float] = field(default_factory=dict)
+    eval_step: int | None = None  # the step whose weights eval_metrics describe (= the saved weights)
+    eval_of: str = ""  # "final weights" or "best checkpoint (by eval_loss)" (--load_best_model_at_end)
     reward_mean: float | None = None
     reward_std: float | None = None
     skipped: str = "no rows skipped"
@@ -79,7 +81,8 @@ class TrainResult:
             precision = str(self.hyperparameters.get("precision", ""))
             note = (f" (scored in the training precision, {precision.split(',')[0]}; `rewardkit evaluate` scores "
                     "in fp32 and can differ by a few examples)" if "autocast" in precision else "")
-            lines.append(f"  Held-out ({self.eval_rows} {unit}): {shown}{note}.")
+            which = f", {self.eval_of} at step {self.eval_step}" if self.eval_of and self.eval_step is not None else ""
+            lines.append(f"  Held-out ({self.eval_rows} {unit}{which}): {shown}{note}.")
         if self.reward_mean is not None:
             lines.append(f"  Raw rewards on training responses: mean {self.reward_mean:.3f}, std {self.reward_std:.3f} "
                          "(stored in config.json as reward_mean / reward_std).")
@@ -147,8 +150,10 @@ def load_model(base_model: str, args: RewardTrainingArguments, tokenizer):
 
 
 def disable_dropout(model) -> None:
-    """p = 0 in every dropout layer (backbone and head). A reward is a deterministic function of
-    its input; dropout noise in the two rewards of a pair only blurs their difference."""
+    """p = 0 in every dropout layer (backbone, head and, on a PEFT model, the LoRA branches). A
+    reward is a deterministic function of its input; dropout noise in the two rewards of a pair
+    only blurs their difference. Dropout also keeps RewardTrainer from running a batch's two halves
+    at once on CPU (their random draws would depend on thread timing)."""
     import torch
 
     for module in model.modules():
@@ -190,12 +195,12 @@ class TrainingDivergedError(RuntimeError):
     """The trained weights give a non-finite loss or rewards; nothing of the final model is saved."""
 
 
-def refuse_divergence(train_loss: float, stats: tuple[float, float] | None) -> None:
+def refuse_divergence(train_loss: float | None, stats: tuple[float, float] | None) -> None:
     """Stop before saving anything of a diverged run. NaN weights load and score NaN everywhere,
     and the model card cannot format them (it crashed half-way, leaving a folder of weights and
     summary without a card); a clear error here is cheaper than that folder. Runs on every rank
     (the loss is averaged over ranks and the statistics come from the same weights)."""
-    problems = [f"final training loss {train_loss}"] if not math.isfinite(train_loss) else []
+    problems = [f"final training loss {train_loss}"] if train_loss is not None and not math.isfinite(train_loss) else []
     if stats is not None and not all(math.isfinite(value) for value in stats):
         problems.append(f"reward mean {stats[0]} / std {stats[1]} on training responses")
     if problems:
@@ -305,6 +310,7 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
 
     if not data_args.data:
         raise ValueError("No training data: pass --data (a file, a folder or a Hub dataset id).")
+    _check_held_out_flags(data_args, args)
     set_seed(args.seed)
     base_model = args.base_model or default_base_model()
     tokenizer = load_tokenizer(base_model)
@@ -323,6 +329,8 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
         from rewardkit.lora import apply_lora_from_args
 
         model = apply_lora_from_args(model, args)
+        if args.disable_dropout:  # every dropout layer, the adapters' too (a seeded run's halves need none)
+            disable_dropout(model)
     trainer = RewardTrainer(model=model, args=args, train_dataset=prepared.train_features,
                             eval_dataset=prepared.eval_features, processing_class=tokenizer,
                             objective=prepared.objective, callbacks=callbacks)
@@ -336,14 +344,19 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
     if trainer.pop_callback(PrinterCallback) is not None:
         trainer.add_callback(_LogLines())
     started = time.perf_counter()
-    train_output = trainer.train(resume_from_checkpoint=resume)
+    restored = bool(resume) and _run_already_finished(resume, args)
+    if restored:
+        train_output = _restore_finished_run(trainer, resume)
+    else:
+        train_output = _with_loss_over_ranks(trainer.train(resume_from_checkpoint=resume))
     seconds = time.perf_counter() - started
     eval_seconds = eval_clock.seconds
-    eval_metrics = _final_eval_metrics(trainer) if prepared.eval_features else {}
+    eval_metrics, eval_step, eval_of = _final_eval_metrics(trainer) if prepared.eval_features else ({}, None, "")
 
     stats = compute_reward_stats(trainer.model, tokenizer, _responses_of(prepared.train_features, prepared.objective),
                                  args.reward_stats_samples, args.seed)
-    refuse_divergence(float(train_output.training_loss), stats)
+    loss = float(train_output.training_loss)
+    refuse_divergence(None if restored and math.isnan(loss) else loss, stats)  # a restored run may have no loss
     if stats is not None:
         trainer.model.config.reward_mean, trainer.model.config.reward_std = stats
     if args.use_lora:
@@ -355,6 +368,7 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
         examples_per_second=_training_speed(train_output.metrics, eval_seconds), eval_seconds=eval_seconds,
         train_loss=float(train_output.training_loss), max_length=max_length,
         eval_metrics={k: float(v) for k, v in eval_metrics.items() if isinstance(v, (int, float))},
+        eval_step=eval_step, eval_of=eval_of,
         reward_mean=None if stats is None else stats[0], reward_std=None if stats is None else stats[1],
         skipped=prepared.skipped, truncation=prepared.truncation,
         hyperparameters=_hyperparameters(args, max_length, trainer.model.config.pooling),
@@ -362,6 +376,63 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
     )
     save_trained_model(trainer, result)
     return result
+
+
+def _check_held_out_flags(data_args: DataArguments, args: RewardTrainingArguments) -> None:
+    """Flags that only mean something with held-out rows. Without any, evaluation is turned off,
+    so --load_best_model_at_end would silently keep the last weights: refuse it by name."""
+    if data_args.eval_data or data_args.eval_fraction > 0:
+        return
+    if args.load_best_model_at_end:
+        raise ValueError("--load_best_model_at_end needs held-out data to pick the best checkpoint: pass "
+                         "--eval-data or --eval-fraction, or drop --load_best_model_at_end.")
+    if str(args.eval_strategy) not in ("no", "IntervalStrategy.NO"):
+        logger.warning("--eval_strategy %s: there is no held-out data (--eval-data, --eval-fraction), so nothing "
+                       "is evaluated.", _plain(args.eval_strategy))
+
+
+def _with_loss_over_ranks(output):
+    """The run's training loss averaged over every rank. transformers gathers the loss it logs every
+    --logging_steps, but adds the steps after the last log rank by rank, so under DDP each rank (and
+    rank 0's summary) had its own figure; the mean of the ranks' figures is the gathered one."""
+    from rewardkit.distributed import all_mean
+
+    return output._replace(training_loss=all_mean(float(output.training_loss)))
+
+
+def _run_already_finished(checkpoint: str, args: RewardTrainingArguments) -> bool:
+    """Whether `checkpoint` already reached --max_steps (or, without it, --num_train_epochs).
+    transformers 5.23 resumed from such a checkpoint runs one more optimizer step before it checks,
+    so re-running a finished job changed its weights and trained past the limit."""
+    state_file = Path(checkpoint) / "trainer_state.json"
+    if not state_file.is_file():
+        return False
+    state = json.loads(state_file.read_text(encoding="utf-8"))
+    if args.max_steps is not None and args.max_steps > 0:
+        return int(state.get("global_step") or 0) >= args.max_steps
+    return float(state.get("epoch") or 0.0) >= float(args.num_train_epochs) - 1e-6
+
+
+def _restore_finished_run(trainer: RewardTrainer, checkpoint: str):
+    """In place of `train()` for a finished run: the checkpoint's weights (the best checkpoint's
+    with --load_best_model_at_end) and its Trainer state, untouched by any further step. The loss
+    reported is the finished run's own (its training_summary.json), else the last one it logged,
+    else NaN (not recorded: the checkpoint keeps no average)."""
+    from transformers.trainer_callback import TrainerState
+    from transformers.trainer_utils import TrainOutput
+
+    trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
+    best = trainer.state.best_model_checkpoint
+    weights = best if trainer.args.load_best_model_at_end and best and Path(best).is_dir() else checkpoint
+    logger.warning("%s already reached the end of training (step %d, epoch %g): nothing left to train; "
+                   "saving the weights of %s unchanged. Raise --max_steps or --num_train_epochs to train further.",
+                   checkpoint, trainer.state.global_step, trainer.state.epoch or 0, weights)
+    trainer._load_from_checkpoint(weights)
+    summary = Path(trainer.args.output_dir) / SUMMARY_FILE
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    if summary.is_file():
+        losses.append(json.loads(summary.read_text(encoding="utf-8")).get("train_loss", float("nan")))
+    return TrainOutput(trainer.state.global_step, float(losses[-1]) if losses else float("nan"), {})
 
 
 class _LogLines(TrainerCallback):
@@ -386,15 +457,39 @@ class _EvalClock(TrainerCallback):
         self.seconds += float((metrics or {}).get("eval_runtime", 0.0))
 
 
-def _final_eval_metrics(trainer: RewardTrainer) -> dict[str, float]:
-    """The held-out metrics of the final weights: those of the evaluation the Trainer ran at the
-    last step (the end of the last epoch) when there was one, rather than a second pass over the
-    same data with the same weights; else a fresh `evaluate()`."""
+def _final_eval_metrics(trainer: RewardTrainer) -> tuple[dict[str, float], int, str]:
+    """The held-out metrics of the weights that are saved, the step they are from, and which
+    weights those are.
+
+    Normally the final weights: the evaluation the Trainer ran at the last step (the end of the last
+    epoch) when there was one, rather than a second pass with the same weights; else a fresh
+    `evaluate()`. With --load_best_model_at_end the Trainer reloads the best checkpoint's weights at
+    the end, so the figures are those logged at that checkpoint's step (reporting the last
+    evaluation described weights that were not saved)."""
     state = trainer.state
-    last = next((entry for entry in reversed(state.log_history) if "eval_loss" in entry), None)
-    if last is not None and last.get("step") == state.global_step:
-        return {key: value for key, value in last.items() if key.startswith("eval_")}
-    return trainer.evaluate()
+    best_step = _best_checkpoint_step(trainer)
+    if best_step is not None:
+        metric = _plain(trainer.args.metric_for_best_model)
+        which = f"best checkpoint (by {metric if metric.startswith('eval_') else 'eval_' + metric})"
+        return _logged_eval(state, best_step) or trainer.evaluate(), best_step, which
+    return _logged_eval(state, state.global_step) or trainer.evaluate(), state.global_step, "final weights"
+
+
+def _best_checkpoint_step(trainer: RewardTrainer) -> int | None:
+    """The step of the checkpoint --load_best_model_at_end loaded back, or None."""
+    best = trainer.state.best_model_checkpoint
+    if not trainer.args.load_best_model_at_end or not best:
+        return None
+    try:
+        return int(Path(best).name.rsplit("-", 1)[-1])
+    except ValueError:
+        return None
+
+
+def _logged_eval(state, step: int) -> dict[str, float] | None:
+    """The eval_* figures logged at `step` (the latest such entry), or None."""
+    entry = next((e for e in reversed(state.log_history) if "eval_loss" in e and e.get("step") == step), None)
+    return None if entry is None else {key: value for key, value in entry.items() if key.startswith("eval_")}
 
 
 def _training_speed(train_metrics: dict[str, float], eval_seconds: float) -> float:
@@ -434,10 +529,10 @@ def _hyperparameters(args: RewardTrainingArguments, max_length: int, pooling: st
 def _finish_lora(trainer: RewardTrainer, args: RewardTrainingArguments) -> None:
     """Save the adapter + head (rank 0, with --keep-adapter), then merge the adapters into the
     backbone so that the output folder is an ordinary model that needs no PEFT to load."""
-    from rewardkit.lora import ADAPTER_DIR, merge_lora, save_adapter
+    from rewardkit.lora import ADAPTER_DIR, merge_lora, save_adapter, warn_if_base_is_local
 
     if args.keep_adapter and trainer.is_world_process_zero():
-        save_adapter(trainer.model, Path(args.output_dir) / ADAPTER_DIR)
+        warn_if_base_is_local(save_adapter(trainer.model, Path(args.output_dir) / ADAPTER_DIR))
     trainer.model = merge_lora(trainer.model)
 
 

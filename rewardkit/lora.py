@@ -43,6 +43,17 @@ def _linear_module_names(backbone: nn.Module) -> list[str]:
     return sorted(names)
 
 
+def unused_linear_paths(model: Any) -> list[str]:
+    """Full paths (e.g. `backbone.pooler.dense`) of the backbone's linear layers that our pooling
+    never reads (BERT's pooler). Target names are matched by PEFT as suffixes, so `dense` from
+    `all-linear` also matches `backbone.pooler.dense`; these paths go to `exclude_modules`."""
+    from transformers.pytorch_utils import Conv1D
+
+    return sorted(f"backbone.{name}" for name, module in model.backbone.named_modules()
+                  if isinstance(module, (nn.Linear, Conv1D))
+                  and any(part in name.split(".") for part in _SKIPPED_BACKBONE_PARTS))
+
+
 def default_target_modules(model: Any) -> list[str]:
     """Modules to adapt when the user names none.
 
@@ -95,6 +106,7 @@ def apply_lora(model: Any, *, r: int = 16, alpha: int = 32, dropout: float = 0.0
     # No task_type: PEFT's SEQ_CLS wrapper rewrites forward arguments; the plain PeftModel passes
     # ours (token_type_ids, alpha, ...) through unchanged.
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets,
+                        exclude_modules=unused_linear_paths(model) or None,
                         modules_to_save=list(HEAD_MODULES), bias="none")
     peft_model = get_peft_model(model, config)
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
@@ -121,12 +133,32 @@ def is_peft_model(model: Any) -> bool:
 def save_adapter(peft_model: Any, folder: str | Path) -> Path:
     """The unmerged adapter + trained head in PEFT format, plus `reward_config.json` (the reward
     model's own config: pooling, alpha, reward statistics, backbone config) to rebuild it exactly."""
+    from rewardkit.training import apply_umask_permissions
+
     folder = Path(folder)
     peft_model.save_pretrained(str(folder))
     config = peft_model.get_base_model().config.to_dict()
     (folder / REWARD_CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    apply_umask_permissions(folder)  # the weights land 0600 (private temporary file), like model.safetensors
     logger.info("Saved the LoRA adapter and head (PEFT format) to %s.", folder)
     return folder
+
+
+def warn_if_base_is_local(adapter_dir: str | Path) -> bool:
+    """Warn (and return True) when the saved adapter's base model is a local folder (or unnamed).
+    `rewardkit publish` writes null for a local path (no local path reaches the Hub), so Hub users
+    of adapter/ cannot rebuild it without that base in hand; a local rewardkit model folder (LoRA
+    on a model trained before) exists nowhere else. The merged model is not affected."""
+    config = json.loads((Path(adapter_dir) / ADAPTER_CONFIG_FILE).read_text(encoding="utf-8"))
+    base = config.get("base_model_name_or_path")
+    if base and not Path(base).exists():
+        return False
+    logger.warning("--keep-adapter: the adapter's base model %s is a local folder, so the published "
+                   "adapter/adapter_config.json will name no base model (base_model_name_or_path null: local paths are "
+                   "not published). Hub users can use adapter/ only with that base in hand "
+                   "(load_adapter(..., base_model=...)); the merged model loads on its own. Train on a Hub model id "
+                   "for an adapter others can rebuild.", base or "(unnamed)")
+    return True
 
 
 def merge_lora(peft_model: Any) -> Any:

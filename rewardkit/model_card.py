@@ -268,11 +268,19 @@ def _evaluation_rows(training: dict, evaluation: dict | None) -> tuple[list[dict
                            + (f"; accuracy when the chosen response is the shorter one: {_fmt(bias['chosen_shorter_accuracy'], 3)}"
                               if bias.get("chosen_shorter_accuracy") is not None else "") + ".")
     elif training.get("eval_metrics"):
+        data = f"held-out split (n={training.get('eval_rows', '?')}{_weights_measured(training)})"
         for key, name, _ in METRIC_NAMES:
             value = training["eval_metrics"].get(f"eval_{key}")
             if value is not None:
-                rows.append({"name": name, "value": _fmt(value), "data": f"held-out split (n={training.get('eval_rows', '?')})"})
+                rows.append({"name": name, "value": _fmt(value), "data": data})
     return rows, length_bias
+
+
+def _weights_measured(training: dict) -> str:
+    """', best checkpoint (by eval_loss) at step 40' when --load_best_model_at_end saved a checkpoint
+    other than the last step's; nothing for the final weights (the usual case)."""
+    which, step = training.get("eval_of") or "", training.get("eval_step")
+    return f", {which} at step {step}" if which.startswith("best") and step is not None else ""
 
 
 def build_card_data(config: dict, training: dict, evaluation: dict | None, *, repo_id: str, datasets: list[str],

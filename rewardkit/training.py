@@ -164,6 +164,14 @@ def _group_matrix(rewards: torch.Tensor, group_sizes: torch.Tensor) -> torch.Ten
     return pad_sequence(list(groups), batch_first=True, padding_value=0.0)
 
 
+def ranking_top1(matrix: torch.Tensor, group_sizes: torch.Tensor) -> torch.Tensor:
+    """Share of groups whose best response (column 0) gets the highest reward. The padded columns
+    of shorter groups are masked first: their 0.0 would otherwise "win" over all-negative rewards."""
+    columns = torch.arange(matrix.shape[1], device=matrix.device)
+    padded = columns.unsqueeze(0) >= group_sizes.to(matrix.device).unsqueeze(1)
+    return (matrix.masked_fill(padded, float("-inf")).argmax(dim=1) == 0).float().mean()
+
+
 class RewardTrainer(Trainer):
     """Trainer for `RewardModel` on features from `rewardkit.features.encode_rows`.
 
@@ -239,7 +247,7 @@ class RewardTrainer(Trainer):
             return mse_loss(rewards, inputs["labels"]), {"rewards": rewards}, {}, len(rewards)
         matrix = _group_matrix(rewards, inputs["group_sizes"])  # (G, K_max)
         loss = ranking_loss(matrix, inputs["group_sizes"])
-        metrics = {"top1": (matrix.argmax(dim=1) == 0).float().mean()}
+        metrics = {"top1": ranking_top1(matrix.detach(), inputs["group_sizes"])}
         return loss, {"rewards": matrix}, metrics, len(matrix)
 
     def _record(self, metrics: dict[str, torch.Tensor], count: int) -> None:

@@ -18,6 +18,7 @@ logger = logging.getLogger(__name__)
 
 OBJECTIVE_CHOICES = ("pairwise", "mse", "ranking")
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
+SAMPLING_CHOICES = ("group_by_length", "random", "sequential")
 
 
 @dataclass
@@ -46,6 +47,9 @@ class DataArguments:
     def __post_init__(self) -> None:
         if not 0.0 <= self.eval_fraction < 1.0:
             raise ValueError(f"--eval-fraction must be in [0, 1), got {self.eval_fraction}.")
+        if self.eval_fraction > 0 and self.eval_data:  # one source of held-out rows, not a silent choice
+            raise ValueError(f"--eval-fraction {self.eval_fraction} and --eval-data both name held-out rows: "
+                             "drop --eval-fraction to evaluate on --eval-data, or --eval-data to hold out part of --data.")
         if self.max_train_samples is not None and self.max_train_samples < 1:
             raise ValueError(f"--max-train-samples must be at least 1, got {self.max_train_samples}.")
 
@@ -82,7 +86,11 @@ class RewardTrainingArguments(TrainingArguments):
                   "choices": ["cls", "mean", "last"]},
     )
     alpha: float = field(default=1.0, metadata={"help": "Inference-time reward multiplier stored in the config."})
-    head_dropout: float | None = field(default=None, metadata={"help": "Dropout before the head (default: backbone's)."})
+    head_dropout: float | None = field(
+        default=None,
+        metadata={"help": "Dropout before the head (default: the backbone's; 0 under --disable-dropout). A value > 0 "
+                          "needs --no-disable-dropout."},
+    )
     disable_dropout: bool = field(
         default=True,
         metadata={"help": "Turn off every dropout layer while training (default on, as in TRL). Measured on HH-RLHF "
@@ -119,7 +127,11 @@ class RewardTrainingArguments(TrainingArguments):
     )
     lora_r: int = field(default=16, metadata={"help": "LoRA rank (with --use-lora)."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator: updates are scaled by alpha / r."})
-    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA branch's input."})
+    lora_dropout: float | None = field(
+        default=None,
+        metadata={"help": "Dropout on the LoRA branch's input. Default: 0 under --disable-dropout (the default), "
+                          "0.05 with --no-disable-dropout. A value > 0 needs --no-disable-dropout."},
+    )
     lora_target_modules: list[str] | None = field(
         default=None,
         metadata={"help": "Backbone modules that get adapters, e.g. 'query,value' or 'all-linear'. Default: PEFT's "
@@ -139,8 +151,16 @@ class RewardTrainingArguments(TrainingArguments):
     train_sampling_strategy: str = field(
         default="group_by_length",
         metadata={"help": "Sampler: group_by_length (default: batches of similar length, less padding), random, "
-                          "sequential, batch_rebalance.",
-                  "choices": ["random", "sequential", "group_by_length", "batch_rebalance"]},
+                          "sequential. (transformers' batch_rebalance is not offered: it needs per-example lengths "
+                          "that rewardkit's pair features do not expose, and crashed.)",
+                  "choices": list(SAMPLING_CHOICES)},
+    )
+    resume_from_checkpoint: str | None = field(
+        default=None,
+        metadata={"help": "Continue a run from a checkpoint folder (OUTPUT_DIR/checkpoint-N), or 'last' for the "
+                          "newest checkpoint in --output-dir (a fresh start, with a warning, when there is none). "
+                          "A checkpoint that already reached --max_steps / --num_train_epochs is saved as it is, "
+                          "with a warning, not trained further."},
     )
     remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False: the collators need them."})
     save_strategy: SaveStrategy | str = field(default="epoch", metadata={"help": "When to save checkpoints (default each epoch)."})
@@ -153,9 +173,14 @@ class RewardTrainingArguments(TrainingArguments):
             raise ValueError(f"--objective must be one of {OBJECTIVE_CHOICES}, got {self.objective!r}.")
         if self.max_length is not None and self.max_length < 8:
             raise ValueError(f"--max-length must be at least 8, got {self.max_length}.")
+        if _plain(self.train_sampling_strategy) not in SAMPLING_CHOICES:
+            raise ValueError(f"--train_sampling_strategy must be one of {SAMPLING_CHOICES}, got "
+                             f"{_plain(self.train_sampling_strategy)!r} (batch_rebalance needs per-example lengths "
+                             "rewardkit's pair features do not provide).")
         if self.reward_stats_samples < 0:
             raise ValueError(f"--reward-stats-samples must be >= 0, got {self.reward_stats_samples}.")
         self._check_numbers()
+        self._check_dropout()
         self._check_lora()
         self._use_cpu_when_launched_without_accelerator()
         self._resolve_precision()
@@ -186,13 +211,26 @@ class RewardTrainingArguments(TrainingArguments):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}.")
 
+    def _check_dropout(self) -> None:
+        """--disable-dropout (the default) zeroes every dropout layer, LoRA's included: an explicit
+        dropout > 0 beside it would be silently zeroed, so it is refused, naming the flag to add.
+        (Refused rather than warned: a run is minutes to hours, and a warning scrolls by unseen.)"""
+        for name in ("head_dropout", "lora_dropout"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value < 1.0:
+                raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1), got {value}.")
+            if value and self.disable_dropout and (name == "head_dropout" or self.use_lora):
+                raise ValueError(f"--{name.replace('_', '-')} {value} has no effect under --disable-dropout (the "
+                                 "default, which turns every dropout layer off): add --no-disable-dropout to train "
+                                 f"with it, or drop --{name.replace('_', '-')}.")
+        if self.lora_dropout is None:
+            self.lora_dropout = 0.0 if self.disable_dropout else 0.05
+
     def _check_lora(self) -> None:
         if self.lora_r < 1:
             raise ValueError(f"--lora-r must be at least 1, got {self.lora_r}.")
         if self.lora_alpha <= 0:
             raise ValueError(f"--lora-alpha must be > 0, got {self.lora_alpha}.")
-        if not 0.0 <= self.lora_dropout < 1.0:
-            raise ValueError(f"--lora-dropout must be in [0, 1), got {self.lora_dropout}.")
         if self.keep_adapter and not self.use_lora:
             raise ValueError("--keep-adapter needs --use-lora (there is no adapter without LoRA).")
         if self.lora_target_modules is not None:  # "query,value" and "query value" both work, in YAML too
@@ -244,6 +282,11 @@ class RewardTrainingArguments(TrainingArguments):
             logger.info("Launched with %s processes and no accelerator: training on CPU with DDP (gloo).",
                         os.environ["WORLD_SIZE"])
             self.use_cpu = True
+
+
+def _plain(value) -> str:
+    """An enum's value ("random"), a string as it is."""
+    return str(getattr(value, "value", value))
 
 
 def has_accelerator() -> bool:

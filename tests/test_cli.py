@@ -232,3 +232,24 @@ def test_train_refuses_an_alpha_that_would_invert_or_erase_rankings(tmp_path, ca
     assert main(["train", "--data", str(data), "--alpha", alpha, "--output-dir", str(tmp_path / "o")]) != 0
     assert "--alpha must be a finite number > 0" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def _train_help() -> str:
+    from transformers import HfArgumentParser
+
+    from rewardkit.training_args import DataArguments, RewardTrainingArguments
+
+    return HfArgumentParser((DataArguments, RewardTrainingArguments)).format_help()
+
+
+def test_train_help_offers_only_samplers_that_work_and_explains_resume():
+    """--help offered batch_rebalance, which crashed at the first batch, and described
+    --resume_from_checkpoint as "not directly used by Trainer" although `train` uses it (and `last`)."""
+    from rewardkit.training_args import RewardTrainingArguments
+
+    text = " ".join(_train_help().split())
+    assert "batch_rebalance}" not in text and "{group_by_length,random,sequential}" in text
+    resume_help = text[text.index("--resume-from-checkpoint RESUME_FROM_CHECKPOINT "):][:400]
+    assert "Not directly used" not in resume_help and "'last' for the newest checkpoint" in resume_help
+    with pytest.raises(ValueError, match="--train_sampling_strategy must be one of"):
+        RewardTrainingArguments(output_dir="x", train_sampling_strategy="batch_rebalance")

@@ -157,3 +157,25 @@ def test_once_per_node_builds_on_one_rank_and_shares_failures(tmp_path):
     assert outcomes[0]["error"] == ["ValueError", "row 3: column 'chosen' is empty"]
     assert outcomes[1]["error"][0] == "RankFailedError"  # rank 1 stops too instead of waiting at a barrier
     assert not list((tmp_path / "cache").glob("*"))
+
+
+def _all_mean_worker(rank: int, root: str) -> None:
+    import torch.distributed as dist
+
+    from rewardkit.distributed import all_mean
+
+    dist.init_process_group("gloo", init_method=f"file://{root}/store", rank=rank, world_size=2)
+    Path(f"{root}/rank{rank}.json").write_text(json.dumps(all_mean([0.25, 0.75][rank])))
+    dist.destroy_process_group()
+
+
+def test_the_reported_training_loss_is_the_mean_over_ranks(tmp_path):
+    """transformers adds the loss of the steps after the last log rank by rank: the summary's final
+    training loss was rank 0's alone. run_training averages it with `all_mean` (here: each rank's own)."""
+    from transformers.trainer_utils import TrainOutput
+
+    from rewardkit.fit import _with_loss_over_ranks
+
+    mp.start_processes(_all_mean_worker, args=(str(tmp_path),), nprocs=2, join=True, start_method="spawn")
+    assert [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)] == [0.5, 0.5]
+    assert _with_loss_over_ranks(TrainOutput(3, 0.25, {})).training_loss == 0.25  # one process: unchanged

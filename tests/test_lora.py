@@ -15,6 +15,7 @@ from rewardkit.lora import (
     default_target_modules,
     load_adapter,
     resolve_target_modules,
+    warn_if_base_is_local,
 )
 from rewardkit.publishing import build_publish_folder
 from rewardkit.scoring import RewardScorer
@@ -36,6 +37,23 @@ def test_default_targets_follow_peft_per_backbone_and_skip_the_head():
     assert "score" not in everything  # the head is trained in full, never adapted
     with pytest.raises(ValueError, match="no such module"):
         resolve_target_modules(model, ["q_proj"])
+
+
+@pytest.mark.parametrize("targets", [["all-linear"], None, ["dense"]])
+def test_bert_pooler_never_gets_an_adapter(targets, monkeypatch):
+    """all-linear expands to bare names ("dense"), which PEFT matched as a suffix of
+    backbone.pooler.dense too: adapters on a layer our pooling never reads. The fallback default
+    (every linear layer, for backbones PEFT has no default for) had the same hole."""
+    import peft.utils
+
+    if targets is None:  # a backbone type PEFT has no default for
+        monkeypatch.setattr(peft.utils, "TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING", {})
+    model = helpers.tiny_reward_model("bert")
+    assert model.backbone.pooler is not None
+    peft_model = apply_lora(model, r=4, target_modules=targets)
+    names = [name for name, _ in peft_model.named_parameters() if "lora_A" in name]
+    assert any("intermediate.dense" in name for name in names)
+    assert not [name for name in names if "pooler" in name]
 
 
 def test_only_adapters_and_head_train():
@@ -61,6 +79,7 @@ class _Recorder(TrainerCallback):
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         head = model.base_model.model.score.modules_to_save["default"]
         self.head_before = head.weight.detach().clone()
+        self.dropout_on = [name for name, m in model.named_modules() if isinstance(m, torch.nn.Dropout) and m.p > 0]
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
         model.eval()
@@ -90,6 +109,37 @@ def lora_run(tmp_path_factory):
     return root, result, recorder
 
 
+def test_default_lora_run_trains_without_dropout_and_can_halve_batches(lora_run, tmp_path, tokenizer):
+    """--disable-dropout (the default) promises every dropout layer off, but LoRA kept
+    lora_dropout 0.05 (dropout was disabled before the adapters existed), which also kept every
+    default LoRA run off the CPU two-halves step."""
+    from rewardkit.fit import disable_dropout
+    from rewardkit.lora import apply_lora_from_args
+    from rewardkit.training import RewardTrainer
+
+    _, result, recorder = lora_run
+    assert recorder.dropout_on == [] and result.hyperparameters["lora_dropout"] == 0.0
+    args = RewardTrainingArguments(output_dir=str(tmp_path), use_lora=True, precision="fp32", report_to="none")
+    assert args.lora_dropout == 0.0
+    assert RewardTrainingArguments(output_dir="x", use_lora=True, disable_dropout=False).lora_dropout == 0.05
+    model = apply_lora_from_args(helpers.tiny_reward_model("bert"), args)
+    trainer = RewardTrainer(model=model, args=args, processing_class=tokenizer, objective="pairwise")
+    disable_dropout(model)  # the backbone's own dropout, as run_training does when loading
+    assert trainer._can_halve(model)
+    noisy = apply_lora(helpers.tiny_reward_model("bert"), r=4, dropout=0.1)
+    disable_dropout(noisy)  # also reaches the adapters' dropout on a PEFT model
+    assert trainer._can_halve(noisy)
+
+
+@pytest.mark.parametrize("flags", [{"head_dropout": 0.3}, {"use_lora": True, "lora_dropout": 0.1}])
+def test_explicit_dropout_under_disable_dropout_is_refused(flags):
+    """--head-dropout 0.3 was silently zeroed by the default --disable-dropout."""
+    name = next(k for k in flags if k.endswith("dropout")).replace("_", "-")
+    with pytest.raises(ValueError, match=f"--{name} .* has no effect under --disable-dropout.*--no-disable-dropout"):
+        RewardTrainingArguments(output_dir="x", **flags)
+    assert RewardTrainingArguments(output_dir="x", disable_dropout=False, **flags)  # consistent: accepted
+
+
 def test_merged_folder_has_the_trained_head_and_no_peft_leftovers(lora_run):
     root, result, recorder = lora_run
     out = root / "out"
@@ -99,6 +149,10 @@ def test_merged_folder_has_the_trained_head_and_no_peft_leftovers(lora_run):
     for name in ("adapter_config.json", "adapter_model.safetensors", "reward_config.json"):
         assert (out / ADAPTER_DIR / name).is_file(), name
     assert result.hyperparameters["lora_r"] == 4
+    from rewardkit.training import current_umask
+
+    for path in (out / ADAPTER_DIR).iterdir():  # adapter_model.safetensors was written 0600, unreadable to others
+        assert path.stat().st_mode & 0o777 == 0o666 & ~current_umask(), path.name
     assert json.loads((out / "config.json").read_text())["reward_std"] > 0
 
 
@@ -150,3 +204,19 @@ def test_a_calibrated_lora_run_rebuilds_calibrated_from_its_adapter(lora_run, tm
     adapter_model = load_adapter(out / ADAPTER_DIR, base_model=str(root / "base"))
     assert adapter_model.config.calibration_temperature == pytest.approx(0.4)
     assert RewardScorer(str(out)).temperature == pytest.approx(0.4)
+
+
+def test_an_adapter_on_a_local_base_is_flagged_as_not_rebuildable_from_the_hub(lora_run, tmp_path, caplog):
+    """publish writes base_model_name_or_path null for a local base (a local rewardkit folder in
+    continued training): Hub users could not rebuild adapter/, and nothing said so."""
+    import logging
+    import shutil
+
+    root, _, _ = lora_run
+    with caplog.at_level(logging.WARNING, logger="rewardkit.lora"):
+        assert warn_if_base_is_local(root / "out" / ADAPTER_DIR)
+    assert "will name no base model" in caplog.text and "load_adapter(..., base_model=...)" in caplog.text
+    hub = shutil.copytree(root / "out" / ADAPTER_DIR, tmp_path / "adapter")
+    config = json.loads((hub / "adapter_config.json").read_text())
+    (hub / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": "someone/bert-tiny"}))
+    assert not warn_if_base_is_local(hub)

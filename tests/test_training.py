@@ -15,7 +15,7 @@ from transformers import TrainerCallback
 from rewardkit.features import PairEncoder, encode_rows
 from rewardkit.fit import TrainingDivergedError, _training_speed, run_training
 from rewardkit.scoring import RewardScorer
-from rewardkit.training import RewardTrainer
+from rewardkit.training import RewardTrainer, _group_matrix, ranking_top1
 from rewardkit.training_args import DataArguments, RewardTrainingArguments
 from tests import helpers
 
@@ -281,3 +281,65 @@ def test_summary_reports_skipped_held_out_rows_apart(tiny_base, tmp_path, tokeni
     assert "identical chosen/rejected: 1 (first at held.jsonl line 5)" in prepared.skipped
     clean = DataArguments(data=str(train), eval_data=str(train), skip_invalid=True)
     assert prepare_data(clean, _args(tmp_path / "out", tiny_base), tokenizer, 32).skipped == "no rows skipped"
+
+
+def test_ranking_top1_ignores_the_padding_of_shorter_groups():
+    """train_top1 took argmax over groups padded with 0.0: a group of all-negative rewards had its
+    padding "win" and counted as a miss although its best response scored highest."""
+    rewards, sizes = torch.tensor([-1.0, -2.0, -0.5, -1.5, -3.0]), torch.tensor([2, 3])
+    matrix = _group_matrix(rewards, sizes)
+    assert ranking_top1(matrix, sizes).item() == 1.0
+    assert ranking_top1(matrix, torch.tensor([3, 3])).item() == 0.5  # the padding, read as a reward, wins
+
+
+def test_held_out_flags_without_a_held_out_source_are_refused(tiny_base, tmp_path):
+    """--eval-fraction was ignored beside --eval-data, and --load_best_model_at_end without held-out
+    rows silently kept the last weights (evaluation is turned off when there is nothing to evaluate)."""
+    train = helpers.write_jsonl(tmp_path / "train.jsonl", _pairwise_rows(8, 0))
+    with pytest.raises(ValueError, match="--eval-fraction 0.2 and --eval-data both"):
+        DataArguments(data=str(train), eval_data=str(train), eval_fraction=0.2)
+    args = _args(tmp_path / "out", tiny_base, load_best_model_at_end=True, eval_strategy="epoch", save_strategy="epoch")
+    with pytest.raises(ValueError, match="--load_best_model_at_end needs held-out data"):
+        run_training(DataArguments(data=str(train)), args)
+    assert not (tmp_path / "out").exists()
+
+
+def test_load_best_model_at_end_reports_the_best_checkpoints_metrics(tiny_base, tmp_path):
+    """With --load_best_model_at_end the saved weights are the best checkpoint's, but the summary,
+    training_summary.json and the card reported the last evaluation's figures. Here "best" is the
+    smallest mean margin, which the first epoch has (training widens it), so best != last."""
+    train = helpers.write_jsonl(tmp_path / "train.jsonl", _pairwise_rows(48, 0))
+    held = helpers.write_jsonl(tmp_path / "held.jsonl", _pairwise_rows(16, 1))
+    out = tmp_path / "out"
+    args = _args(out, tiny_base, num_train_epochs=3, save_strategy="epoch", eval_strategy="epoch",
+                 load_best_model_at_end=True, metric_for_best_model="mean_margin", greater_is_better=False)
+    result = run_training(DataArguments(data=str(train), eval_data=str(held)), args)
+    state = json.loads((out / "checkpoint-18" / "trainer_state.json").read_text())
+    logged = {e["step"]: e for e in state["log_history"] if "eval_loss" in e}
+    assert state["best_model_checkpoint"].endswith("checkpoint-6") and logged[6]["eval_mean_margin"] < logged[18]["eval_mean_margin"]
+    assert result.steps == 18 and result.eval_step == 6 and result.eval_of == "best checkpoint (by eval_mean_margin)"
+    assert result.eval_metrics["eval_mean_margin"] == pytest.approx(logged[6]["eval_mean_margin"])
+    assert "best checkpoint (by eval_mean_margin) at step 6" in result.describe()
+    assert json.loads((out / "training_summary.json").read_text())["eval_step"] == 6
+    assert "best checkpoint (by eval_mean_margin) at step 6" in (out / "README.md").read_text()
+    a, b = load_file(str(out / "model.safetensors")), load_file(str(out / "checkpoint-6" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in b)  # the figures describe the weights saved
+
+
+def test_resuming_a_finished_run_trains_no_further_step(tiny_base, tmp_path, caplog):
+    """transformers 5.23 resumed from a checkpoint at --max_steps runs one more step before it
+    checks: re-running a finished job with --resume_from_checkpoint last changed its weights."""
+    import logging
+
+    train = helpers.write_jsonl(tmp_path / "train.jsonl", _pairwise_rows(32, 0))
+    out = tmp_path / "out"
+    args = dict(max_steps=2, save_strategy="steps", save_steps=2, reward_stats_samples=16)
+    first = run_training(DataArguments(data=str(train)), _args(out, tiny_base, **args))
+    before = load_file(str(out / "model.safetensors"))
+    with caplog.at_level(logging.WARNING, logger="rewardkit.fit"):
+        again = run_training(DataArguments(data=str(train)), _args(out, tiny_base, resume_from_checkpoint="last", **args))
+    assert "already reached the end of training (step 2" in caplog.text
+    assert again.steps == 2 and not (out / "checkpoint-3").exists()
+    after = load_file(str(out / "model.safetensors"))
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert again.train_loss == pytest.approx(first.train_loss) and again.reward_mean == pytest.approx(first.reward_mean, abs=1e-4)
