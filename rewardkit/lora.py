@@ -149,9 +149,11 @@ def warn_if_base_is_local(adapter_dir: str | Path) -> bool:
     `rewardkit publish` writes null for a local path (no local path reaches the Hub), so Hub users
     of adapter/ cannot rebuild it without that base in hand; a local rewardkit model folder (LoRA
     on a model trained before) exists nowhere else. The merged model is not affected."""
+    from rewardkit.model_card import hub_model_id
+
     config = json.loads((Path(adapter_dir) / ADAPTER_CONFIG_FILE).read_text(encoding="utf-8"))
     base = config.get("base_model_name_or_path")
-    if base and not Path(base).exists():
+    if base and (not Path(base).exists() or hub_model_id(base)):  # a Hub id, or a local copy publish maps to one
         return False
     logger.warning("--keep-adapter: the adapter's base model %s is a local folder, so the published "
                    "adapter/adapter_config.json will name no base model (base_model_name_or_path null: local paths are "

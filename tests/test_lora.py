@@ -220,3 +220,6 @@ def test_an_adapter_on_a_local_base_is_flagged_as_not_rebuildable_from_the_hub(l
     config = json.loads((hub / "adapter_config.json").read_text())
     (hub / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": "someone/bert-tiny"}))
     assert not warn_if_base_is_local(hub)
+    # the packaged MiniLM is a local folder that publish names by its Hub id: no warning for the default
+    (hub / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": str(helpers.minilm_path())}))
+    assert not warn_if_base_is_local(hub)
