@@ -72,7 +72,7 @@ def make_parser() -> argparse.ArgumentParser:
     _add_scoring_options(score)
     _add_common(score)
 
-    publish = commands.add_parser("publish", help="Build the Hub folder, verify it loads, upload in one commit.")
+    publish = commands.add_parser("publish", help="Build the Hub folder, verify it loads, upload it.")
     publish.add_argument("--model", required=True, help="Trained model folder (the output dir of `train`).")
     publish.add_argument("--repo-id", required=True, help="Hub repo id, e.g. your-name/my-reward-model.")
     publish.add_argument("--private", action="store_true", help="Create the repo as private.")

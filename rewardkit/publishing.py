@@ -1,4 +1,4 @@
-"""Publish a trained reward model to the Hugging Face Hub: build, verify, upload (one commit).
+"""Publish a trained reward model to the Hugging Face Hub: build, verify, upload.
 
 Three separate steps, so that each can be tested and reasoned about on its own:
 
@@ -8,13 +8,16 @@ Three separate steps, so that each can be tested and reasoned about on its own:
    training_summary.json, dotfiles) never reach the Hub.
 2. `verify_folder`: load the folder the way a Hub user will (a fresh interpreter, an empty
    HF_MODULES_CACHE, `trust_remote_code=True`) and check that it scores like the local model.
-3. `upload_folder`: create the repo (and branch) and upload everything in ONE commit.
+3. `upload_folder`: create the repo (and branch), upload everything in one `upload_folder` call
+   (one commit, unless huggingface_hub splits a very large upload into parts), then delete weight
+   files an earlier upload left.
 
 `publish` chains them and refuses to upload anything that failed verification.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import os
@@ -514,7 +517,7 @@ def verify_folder(folder: str | Path, reference_dir: str | Path | None = None) -
 
 
 # --------------------------------------------------------------------------------------------------
-# Step 3: upload (one commit)
+# Step 3: upload
 # --------------------------------------------------------------------------------------------------
 
 
@@ -563,22 +566,42 @@ def _upload_advice(error: BaseException, repo_id: str) -> str:
 
 
 # Files a model repo may hold from an earlier upload that this one would not replace: other weight
-# shards or formats, a shard index, an adapter. Deleted in the same commit (upload_folder keeps the
-# files it uploads), so the repo serves exactly the weights that were verified.
+# shards or formats, a shard index, an adapter. Deleted after the upload succeeded, so the repo
+# serves exactly the weights that were verified (and an interrupted upload deletes nothing).
 STALE_FILE_PATTERNS = ["*.safetensors", "*.safetensors.index.json", "*.bin", "*.bin.index.json", "*.pt", "*.pth",
                        "*.ckpt", "*.h5", "*.msgpack", f"{ADAPTER_DIR}/*"]
 
 
+def stale_files(remote: list[str], uploaded: list[str]) -> list[str]:
+    """Remote weight/adapter files (`STALE_FILE_PATTERNS`) that the upload did not replace."""
+    keep = set(uploaded)
+    return sorted(path for path in remote if path not in keep
+                  and any(fnmatch.fnmatch(path, pattern) for pattern in STALE_FILE_PATTERNS))
+
+
+def _delete_stale_files(api: Any, repo_id: str, revision: str | None, *, uploaded: list[str]) -> None:
+    from huggingface_hub import CommitOperationDelete
+
+    stale = stale_files(api.list_repo_files(repo_id, repo_type="model", revision=revision), uploaded)
+    if stale:
+        api.create_commit(repo_id, repo_type="model", revision=revision,
+                          operations=[CommitOperationDelete(path_in_repo=path) for path in stale],
+                          commit_message=f"Remove {len(stale)} weight/adapter file(s) of an earlier upload")
+        logger.info("Deleted from %s what an earlier upload left: %s", repo_id, ", ".join(stale))
+
+
 def upload_folder(folder: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None,
                   commit_message: str | None = None, token: str | None = None, api: Any = None) -> str:
-    """Upload `folder` to the model repo `repo_id` in one commit; return the commit URL.
+    """Upload `folder` to the model repo `repo_id` in one `upload_folder` call; return the commit URL.
 
     Creates the repo if needed (`exist_ok=True`) and the branch `revision` if given. A new repo is
     private with `private=True`, else gets the owner's default visibility (an organization may
     default to private); `private=True` on an existing public repo is refused, not ignored. Weights
-    and adapter files of an earlier upload that this folder does not hold are deleted in the same
-    commit (`STALE_FILE_PATTERNS`). The token comes from `token`, else HF_TOKEN, else the
-    `hf auth login` cache (HfApi looks in that order).
+    and adapter files of an earlier upload that this folder does not hold (`STALE_FILE_PATTERNS`)
+    are deleted in a second commit once the upload succeeded: not in the upload itself, because
+    huggingface_hub may split a large upload into several commits, and a stale-file deletion in
+    the first of them would leave an interrupted upload with no weights at all. The token comes
+    from `token`, else HF_TOKEN, else the `hf auth login` cache (HfApi looks in that order).
 
     Raises:
         PublishError: authentication, permission or network failure, with what to do next. The
@@ -601,7 +624,8 @@ def upload_folder(folder: str | Path, repo_id: str, *, private: bool = False, re
         if revision:
             api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type="model")
         commit = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
-                                   revision=revision, commit_message=message, delete_patterns=STALE_FILE_PATTERNS)
+                                   revision=revision, commit_message=message)
+        _delete_stale_files(api, repo_id, revision, uploaded=folder_files(folder))
     except PublishError:
         raise
     except Exception as error:  # every Hub/network failure becomes one clear message

@@ -92,8 +92,10 @@ def expected_logits(model_dir, tokenizer) -> list[float]:
 class FakeApi:
     """Records HfApi calls; `upload_folder` also records which files the folder held at that moment."""
 
-    def __init__(self, fail_with: Exception | None = None, existing_private: bool = True):
+    def __init__(self, fail_with: Exception | None = None, existing_private: bool = True,
+                 remote_files: tuple[str, ...] = ()):
         self.existing_private = existing_private  # what repo_info reports after create_repo
+        self.remote_files = remote_files  # what the repo held before the upload
         self.calls: list[tuple[str, dict]] = []
         self.uploaded_files: list[str] | None = None
         self.fail_with = fail_with
@@ -110,6 +112,13 @@ class FakeApi:
     def repo_info(self, repo_id, **kwargs):
         self.calls.append(("repo_info", {"repo_id": repo_id, **kwargs}))
         return type("RepoInfo", (), {"private": self.existing_private})()
+
+    def list_repo_files(self, repo_id, **kwargs):
+        self.calls.append(("list_repo_files", {"repo_id": repo_id, **kwargs}))
+        return list(self.remote_files) + list(self.uploaded_files or [])
+
+    def create_commit(self, repo_id, **kwargs):
+        self.calls.append(("create_commit", {"repo_id": repo_id, **kwargs}))
 
     def upload_folder(self, **kwargs):
         self.calls.append(("upload_folder", kwargs))
@@ -242,14 +251,12 @@ def test_upload_creates_repo_then_one_commit_with_exactly_the_built_files(model_
     api = FakeApi()
     result = publish(model_dir, REPO_ID, private=True, commit_message="first", evaluation=EVALUATION,
                      datasets=["Anthropic/hh-rlhf"], api=api)
-    assert [name for name, _ in api.calls] == ["create_repo", "repo_info", "upload_folder"]
+    assert [name for name, _ in api.calls] == ["create_repo", "repo_info", "upload_folder", "list_repo_files"]
     create = api.calls[0][1]
     assert create["repo_id"] == REPO_ID and create["exist_ok"] is True and create["private"] is True
     assert create.get("repo_type", "model") == "model"
     upload = api.calls[2][1]
     assert upload["repo_id"] == REPO_ID and upload["commit_message"] == "first" and upload["revision"] is None
-    # weights, shard indexes and adapters of an earlier upload go in the same commit
-    assert {"*.safetensors", "*.bin", "*.safetensors.index.json", "adapter/*"} <= set(upload["delete_patterns"])
     assert api.uploaded_files == EXPECTED_FILES == result.files
     assert result.url == f"https://huggingface.co/{REPO_ID}/commit/abc123" and result.verified
     assert result.folder is None and not Path(upload["folder_path"]).exists(), "temporary folder removed"
@@ -260,7 +267,28 @@ def test_without_private_a_new_repo_gets_the_owners_default_visibility(dry_run):
     api = FakeApi()
     upload_folder(dry_run.folder, REPO_ID, api=api)
     assert api.calls[0][1]["private"] is None
-    assert [name for name, _ in api.calls] == ["create_repo", "upload_folder"]
+    assert [name for name, _ in api.calls] == ["create_repo", "upload_folder", "list_repo_files"]
+
+
+def test_weights_an_earlier_upload_left_are_deleted_after_the_upload(dry_run):
+    """Old shards, pickles and adapters would be served beside the verified weights. They are
+    deleted in a commit after the upload succeeded; the files just uploaded and other files stay."""
+    earlier = ("model-00001-of-00002.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+               "adapter/adapter_model.safetensors", "notes.txt", ".gitattributes")
+    api = FakeApi(remote_files=earlier)
+    upload_folder(dry_run.folder, REPO_ID, api=api)
+    assert [name for name, _ in api.calls] == ["create_repo", "upload_folder", "list_repo_files", "create_commit"]
+    deleted = [op.path_in_repo for op in api.calls[-1][1]["operations"]]
+    assert deleted == ["adapter/adapter_model.safetensors", "model-00001-of-00002.safetensors",
+                       "model.safetensors.index.json", "pytorch_model.bin"]
+    assert publishing.stale_files(["model.safetensors", "config.json"], ["model.safetensors", "config.json"]) == []
+
+
+def test_a_failed_upload_deletes_nothing(dry_run):
+    api = FakeApi(fail_with=_FakeHubError("500", 500), remote_files=("pytorch_model.bin",))
+    with pytest.raises(PublishError):
+        upload_folder(dry_run.folder, REPO_ID, api=api)
+    assert "create_commit" not in [name for name, _ in api.calls]
 
 
 def test_private_upload_to_an_existing_public_repo_is_refused(dry_run):
@@ -286,7 +314,8 @@ def test_offline_or_tokenless_publish_fails_before_building(model_dir, tmp_path,
 def test_upload_to_a_branch_creates_it_first(dry_run):
     api = FakeApi()
     url = upload_folder(dry_run.folder, REPO_ID, revision="v1", api=api)
-    assert [name for name, _ in api.calls] == ["create_repo", "create_branch", "upload_folder"]
+    assert [name for name, _ in api.calls] == ["create_repo", "create_branch", "upload_folder", "list_repo_files"]
+    assert api.calls[3][1]["revision"] == "v1"  # stale files are looked up on the branch uploaded to
     assert api.calls[1][1]["branch"] == "v1" and api.calls[1][1]["exist_ok"] is True
     assert api.calls[2][1]["revision"] == "v1" and url.endswith("/commit/abc123")
 
