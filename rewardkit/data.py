@@ -445,16 +445,15 @@ def _resolve(source: str | os.PathLike, split: str | None) -> tuple[str, list[_I
         is_dir, is_file, exists = path.is_dir(), path.is_file(), path.exists()
     except (TypeError, ValueError, OSError) as exc:
         raise RewardDataError(f"cannot use {source!r} as a data source: {exc}") from None
-    saved_dataset = is_dir and _is_saved_dataset(path)
-    if saved_dataset:
+    if is_dir and _is_saved_dataset(path):
         return str(path), [(str(path), lambda: _read_saved_dataset(path, split))]
-    if split is not None and exists and not (is_file and _suffix_kind(path) == "json"):
-        logger.warning("--split %s is ignored for local data %s (it selects a Hub split, or a key of a "
-                       "JSON document)", split, path)
-    if is_dir:
-        return str(path), _folder_inputs(path, split)
-    if is_file:
-        return str(path), [(str(path), _reader_for(path, split))]
+    inputs = _folder_inputs(path, split) if is_dir else [(str(path), _reader_for(path, split))] if is_file else None
+    if split is not None and inputs and not any(_suffix_kind(Path(name)) == "json" for name, _ in inputs):
+        # JSON documents read the split's key themselves (and say when they have none)
+        logger.warning("--split %s is ignored for local data %s (it selects a Hub split, a key of a JSON "
+                       "document or a split of a save_to_disk folder)", split, path)
+    if inputs is not None:
+        return str(path), inputs
     if exists:
         raise RewardDataError("this is neither a regular file nor a folder", source=path)
     text = os.fspath(source)
@@ -627,7 +626,7 @@ def _after_trailing_comma(doc: str, pos: int) -> bool:
 
 def _object_record(value: Any, number: int, where: str, path: Path) -> _Record:
     if isinstance(value, _KeyedTwice):
-        return _bad_record(_repeated_key_message(value), path, number, where, "duplicate column",
+        return _bad_record(_REPEATED_KEY, path, number, where, "duplicate column",
                            column=value.repeated)
     if isinstance(value, dict):
         return _Record(number, where, value)
@@ -635,9 +634,7 @@ def _object_record(value: Any, number: int, where: str, path: Path) -> _Record:
     return _bad_record(message, path, number, where, "not an object")
 
 
-def _repeated_key_message(value: _KeyedTwice) -> str:
-    return ("the object names this column more than once (JSON would silently keep only the last "
-            "value); keep one")
+_REPEATED_KEY = "the object names this column more than once (JSON would silently keep only the last value); keep one"
 
 
 def _bad_record(message: str, path: Path, number: int, where: str, reason: str,
@@ -672,7 +669,7 @@ def _json_rows(document: Any, path: Path, split: str | None = None) -> tuple[lis
     holding several splits); when there is none, the usual shapes are read and the log says
     which, so that --split never silently reads another split than asked."""
     if isinstance(document, _KeyedTwice):  # {"train": [...], "train": [...]}, or a column twice
-        raise RewardDataError(_repeated_key_message(document), source=path, column=document.repeated)
+        raise RewardDataError(_REPEATED_KEY, source=path, column=document.repeated)
     if isinstance(document, dict) and split is not None and isinstance(document.get(split), list):
         logger.info("%s: reading the %r array (--split %s)", path, split, split)
         return document[split], "element"
@@ -681,6 +678,11 @@ def _json_rows(document: Any, path: Path, split: str | None = None) -> tuple[lis
         read = f"the {key!r} array" if key else "the whole document"
         logger.warning("--split %s: the JSON document %s has no %r array; read %s instead", split,
                        path, split, read)
+    elif key is not None and any(isinstance(value, list) for name, value in document.items() if name != key):
+        # {"train": [...], "test": [...]} read as --eval-data without --eval-split: say it is train
+        others = ", ".join(repr(name) for name, value in document.items() if name != key and isinstance(value, list))
+        logger.warning("the JSON document %s also holds the arrays %s; read the %r array (pass --split to "
+                       "pick another)", path, others, key)
     return rows, label
 
 

@@ -219,10 +219,27 @@ def test_split_picks_a_key_of_a_json_document(tmp_path, caplog):
     path.write_text(json.dumps({"train": [PAIR], "test": [{**PAIR, "prompt": "t1"}, {**PAIR, "prompt": "t2"}]}))
     assert [row["prompt"] for row in load_reward_data(path, split="test").rows] == ["t1", "t2"]
     assert [row["prompt"] for _, row in iter_reward_rows(path, split="test")] == ["t1", "t2"]
-    assert len(load_reward_data(path)) == 1
     with caplog.at_level("WARNING", logger="rewardkit.data"):
+        assert len(load_reward_data(path)) == 1  # no split: "train", and it says so (it could be eval data)
         assert len(load_reward_data(path, split="validation")) == 1
-    assert any("no 'validation' array; read the 'train' array" in r.getMessage() for r in caplog.records)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("also holds the arrays 'test'; read the 'train' array" in m for m in messages)
+    assert any("no 'validation' array; read the 'train' array" in m for m in messages)
+    assert not any("is ignored for local data" in m for m in messages)
+
+
+def test_split_in_a_folder_of_json_documents_is_used_without_an_ignored_warning(tmp_path, caplog):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "a.json").write_text(json.dumps({"train": [PAIR], "test": [{**PAIR, "prompt": "t1"}]}))
+    with caplog.at_level("WARNING", logger="rewardkit.data"):
+        assert [row["prompt"] for row in load_reward_data(folder, split="test").rows] == ["t1"]
+    assert "is ignored" not in caplog.text
+    (folder / "a.json").unlink()  # JSONL only: then --split has nothing to pick
+    write_jsonl(folder / "b.jsonl", [PAIR])
+    with caplog.at_level("WARNING", logger="rewardkit.data"):
+        load_reward_data(folder, split="test")
+    assert "--split test is ignored for local data" in caplog.text
 
 
 def test_a_column_named_twice_is_refused_not_read_as_the_last(tmp_path):
