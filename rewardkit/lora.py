@@ -145,21 +145,23 @@ def save_adapter(peft_model: Any, folder: str | Path) -> Path:
 
 
 def warn_if_base_is_local(adapter_dir: str | Path) -> bool:
-    """Warn (and return True) when the saved adapter's base model is a local folder (or unnamed).
-    `rewardkit publish` writes null for a local path (no local path reaches the Hub), so Hub users
-    of adapter/ cannot rebuild it without that base in hand; a local rewardkit model folder (LoRA
-    on a model trained before) exists nowhere else. The merged model is not affected."""
+    """Warn (and return True) when `rewardkit publish` will not be able to name the adapter's base
+    model: it keeps `base_model_name_or_path` only when `model_card.hub_model_id` finds an
+    owner/name Hub id for it (the packaged MiniLM and Hub cache snapshots map to theirs), and writes
+    null for anything else (a local folder, which must not reach the Hub, or a legacy single-name
+    id). Hub users of adapter/ then need that base in hand; a local rewardkit model folder (LoRA on
+    a model trained before) exists nowhere else. The merged model is not affected."""
     from rewardkit.model_card import hub_model_id
 
     config = json.loads((Path(adapter_dir) / ADAPTER_CONFIG_FILE).read_text(encoding="utf-8"))
     base = config.get("base_model_name_or_path")
-    if base and (not Path(base).exists() or hub_model_id(base)):  # a Hub id, or a local copy publish maps to one
+    if hub_model_id(base):  # the same rule publish applies
         return False
-    logger.warning("--keep-adapter: the adapter's base model %s is a local folder, so the published "
-                   "adapter/adapter_config.json will name no base model (base_model_name_or_path null: local paths are "
-                   "not published). Hub users can use adapter/ only with that base in hand "
-                   "(load_adapter(..., base_model=...)); the merged model loads on its own. Train on a Hub model id "
-                   "for an adapter others can rebuild.", base or "(unnamed)")
+    logger.warning("--keep-adapter: the adapter's base model %s has no owner/name Hub id rewardkit can publish "
+                   "(a local folder, or a legacy single-name id), so the published adapter/adapter_config.json will "
+                   "name no base model (base_model_name_or_path null). Hub users can use adapter/ only with that base "
+                   "in hand (load_adapter(..., base_model=...)); the merged model loads on its own. Train on an "
+                   "owner/name Hub model id for an adapter others can rebuild.", base or "(unnamed)")
     return True
 
 

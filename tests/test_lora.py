@@ -223,3 +223,6 @@ def test_an_adapter_on_a_local_base_is_flagged_as_not_rebuildable_from_the_hub(l
     # the packaged MiniLM is a local folder that publish names by its Hub id: no warning for the default
     (hub / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": str(helpers.minilm_path())}))
     assert not warn_if_base_is_local(hub)
+    # a legacy single-name id is not one publish keeps (it writes null): warned like a local folder
+    (hub / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": "gpt2"}))
+    assert warn_if_base_is_local(hub)
