@@ -234,12 +234,25 @@ def unread_text_columns(row: dict) -> list[str]:
             if key not in KNOWN_COLUMNS and isinstance(value, str) and value.strip()]
 
 
+# Column names under which datasets keep the prompt (compared lowercased), beside the ones read.
+_PROMPT_LIKE_NAMES = frozenset({
+    "prompt", "prompts", "query", "input", "inputs", "context", "instruction", "instructions", "question",
+    "history", "conversation", "dialogue", "dialog", "request", "human", "user", "task", "post", "source_text",
+})
+_PROMPT_LIKE_WORDS = 4  # an unread value of this many words or more reads like text, not an id or a tag
+
+
+def _looks_like_a_prompt(name: str, value: str) -> bool:
+    """An unread column that is probably the prompt: a usual prompt name, or a value of several
+    words. Ids, tags and sources (`id: "r17"`, `source: "hh-rlhf"`) are neither."""
+    return name.lower().strip() in _PROMPT_LIKE_NAMES or len(value.split()) >= _PROMPT_LIKE_WORDS
+
+
 def _refuse_prompt_elsewhere(row: dict, chosen_col: str, rejected_col: str) -> None:
     """Implicit-prompt transcripts sharing nothing would train with an empty prompt. Pairs
-    without a prompt exist, but when the row also holds text rewardkit does not read, that
-    column is far more likely the prompt under another name: refuse the row rather than
-    silently drop the prompt."""
-    unread = unread_text_columns(row)
+    without a prompt exist (and may carry ids or tags), but when the row also holds text that
+    looks like a prompt under another name, refuse the row rather than silently drop the prompt."""
+    unread = [name for name in unread_text_columns(row) if _looks_like_a_prompt(name, str(row[name]))]
     if unread:
         raise RowError(f"there is no prompt column and '{chosen_col}'/'{rejected_col}' share no "
                        f"prompt at their start, but this column holds text rewardkit does not "

@@ -100,6 +100,19 @@ def test_implicit_prompt_with_metadata_columns_loads_and_warns_once(tmp_path, ca
     assert not caplog.records
 
 
+def test_prompt_less_pairs_with_ids_or_tags_still_load(tmp_path):
+    """Pairs without any prompt exist; an id, tag or source beside them is not a prompt under
+    another name (a value of several words, or a usual prompt name, would be)."""
+    rows = [{"id": f"r{i}", "source": "hh-rlhf", "chosen": f"A fine answer {i}.", "rejected": "Bad one."}
+            for i in range(2)]
+    data = load_rows(tmp_path, rows)
+    assert [row["prompt"] for row in data.rows] == ["", ""]
+    worded = [{"note": "what is the capital of France", "chosen": "Paris.", "rejected": "Lyon."}]
+    with pytest.raises(RewardDataError) as info:
+        load_rows(tmp_path, worded)
+    assert info.value.column == "note" and info.value.reason == "no prompt"
+
+
 @pytest.mark.parametrize("suffix", ["jsonl", "parquet", "csv"])
 @pytest.mark.parametrize("objective", [None, "pairwise"])
 def test_a_null_first_prompt_is_a_missing_value_not_implicit_prompts(tmp_path, suffix, objective):
