@@ -189,23 +189,34 @@ def _calibrate(collector: _PairwiseCollector | _RankingCollector, scorer: Reward
 
 
 def store_temperature(folder: str | os.PathLike, temperature: float) -> Path:
-    """Write `temperature` into `folder`/config.json as `calibration_temperature`, atomically (a
-    temp file beside it, fsync, os.replace), leaving every other field as it is: a crash never
-    leaves a half-written config. The old key `temperature` (a generation setting to
-    transformers) is removed if an earlier version wrote it. A LoRA run's `adapter/reward_config.json`
-    (what `load_adapter` rebuilds the model from) gets the same temperature first, so the adapter
-    is calibrated like the merged model."""
+    """Write `temperature` into `folder`/config.json as `calibration_temperature`, leaving every
+    other field as it is, and into a LoRA run's `adapter/reward_config.json` (what `load_adapter`
+    rebuilds the model from) when there is one. The old key `temperature` (a generation setting
+    to transformers) is removed if an earlier version wrote it.
+
+    Crash-safe: every new file is written and fsynced beside its original first, and only then
+    are they renamed over the originals (`os.replace`, atomic each), back to back: a crash while
+    writing leaves the old files untouched, never a half-written config."""
     if not math.isfinite(temperature) or temperature <= 0:
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}.")
+    path = Path(folder) / "config.json"
     adapter_config = Path(folder) / "adapter" / "reward_config.json"
-    if adapter_config.is_file():
-        _set_temperature(adapter_config, temperature)
-    path = _set_temperature(Path(folder) / "config.json", temperature)
+    targets = ([adapter_config] if adapter_config.is_file() else []) + [path]
+    written: list[tuple[Path, Path]] = []
+    try:
+        for target in targets:
+            written.append((_with_temperature(target, temperature), target))
+        for tmp, target in written:
+            os.replace(tmp, target)
+    finally:
+        for tmp, _ in written:
+            tmp.unlink(missing_ok=True)
     logger.info("stored temperature %.4g in %s", temperature, path)
     return path
 
 
-def _set_temperature(path: Path, temperature: float) -> Path:
+def _with_temperature(path: Path, temperature: float) -> Path:
+    """A fsynced copy of the JSON config `path` with the temperature set, beside it; returns its path."""
     config = json.loads(path.read_text(encoding="utf-8"))
     config.pop("temperature", None)
     config["calibration_temperature"] = float(temperature)
@@ -215,10 +226,10 @@ def _set_temperature(path: Path, temperature: float) -> Path:
             handle.write(json.dumps(config, indent=2, sort_keys=True) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
+    except BaseException:
         tmp.unlink(missing_ok=True)
-    return path
+        raise
+    return tmp
 
 
 # --------------------------------------------------------------------------------------------
