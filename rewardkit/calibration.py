@@ -46,6 +46,7 @@ __all__ = [
     "preference_probability",
     "reliability_bins",
     "symmetrize_pairwise",
+    "temperature_fitted_on_these_pairs",
 ]
 
 logger = logging.getLogger(__name__)
@@ -357,3 +358,16 @@ def fit_temperature(margins: ArrayLike, *, outcomes: ArrayLike | None = None) ->
 def _warn(message: str) -> None:
     warnings.warn(message, CalibrationWarning, stacklevel=3)
     logger.warning(message)
+
+
+def temperature_fitted_on_these_pairs(metrics: dict[str, Any] | None, temperature: float | None = None) -> bool:
+    """True when `metrics` come from `rewardkit evaluate --calibrate`, which fitted T on the very
+    pairs it then measured and stored it (and, when `temperature` is given, the figures use that
+    T): the T-dependent figures (ECE, Brier, log loss, confidence) then flatter the model, and the
+    report and the model card say so."""
+    if not metrics:
+        return False
+    fitted = metrics.get("temperature_fitted")
+    if isinstance(fitted, bool) or not isinstance(fitted, (int, float)) or metrics.get("temperature_written") is False:
+        return False
+    return temperature is None or math.isclose(float(fitted), float(temperature))

@@ -92,10 +92,11 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_data_options(parser: argparse.ArgumentParser, objective: bool = True) -> None:
-    parser.add_argument("--split", default=None, help="Split of a Hub dataset (default train).")
+    parser.add_argument("--split", default=None, help="Split of a Hub dataset or of a save_to_disk DatasetDict (default train), "
+                        "or the array of a JSON document {\"train\": [...], \"test\": [...]}.")
     parser.add_argument("--columns", default=None, help="Rename columns: new=old,...")
     parser.add_argument("--skip-invalid", action="store_true", help="Skip invalid rows (counted, reported).")
-    parser.add_argument("--limit", type=_positive_int, default=None, help="Use only the first N rows.")
+    parser.add_argument("--limit", type=_positive_int, default=None, help="Use only the first N valid rows.")
     if objective:
         parser.add_argument("--objective", choices=["pairwise", "mse", "ranking"], default=None,
                             help="Data layout expected (default: detected).")

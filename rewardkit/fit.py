@@ -22,7 +22,12 @@ from rewardkit.data import RewardData, load_reward_data
 from rewardkit.features import PairEncoder, TruncationStats, encode_rows, resolve_max_length
 from rewardkit.scoring import is_reward_model_folder
 from rewardkit.training import RewardTrainer, apply_umask_permissions
-from rewardkit.training_args import DataArguments, RewardTrainingArguments, has_accelerator
+from rewardkit.training_args import (
+    DataArguments,
+    RewardTrainingArguments,
+    has_accelerator,
+    plain_value,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -316,7 +321,7 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
     tokenizer = load_tokenizer(base_model)
     max_length = resolve_max_length(tokenizer, load_model_config(base_model), args.max_length)
     prepared = _prepare_once_per_node(data_args, args, base_model, tokenizer, max_length)
-    if prepared.eval_features and str(args.eval_strategy) in ("no", "IntervalStrategy.NO"):
+    if prepared.eval_features and plain_value(args.eval_strategy) == "no":
         args.eval_strategy = "epoch"
     if not prepared.eval_features:
         args.eval_strategy = "no"
@@ -329,7 +334,7 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
         from rewardkit.lora import apply_lora_from_args
 
         model = apply_lora_from_args(model, args)
-        if args.disable_dropout:  # every dropout layer, the adapters' too (a seeded run's halves need none)
+        if args.disable_dropout:  # a safeguard: lora_dropout is already 0 here, so PEFT added none
             disable_dropout(model)
     trainer = RewardTrainer(model=model, args=args, train_dataset=prepared.train_features,
                             eval_dataset=prepared.eval_features, processing_class=tokenizer,
@@ -386,9 +391,9 @@ def _check_held_out_flags(data_args: DataArguments, args: RewardTrainingArgument
     if args.load_best_model_at_end:
         raise ValueError("--load_best_model_at_end needs held-out data to pick the best checkpoint: pass "
                          "--eval-data or --eval-fraction, or drop --load_best_model_at_end.")
-    if str(args.eval_strategy) not in ("no", "IntervalStrategy.NO"):
+    if plain_value(args.eval_strategy) != "no":
         logger.warning("--eval_strategy %s: there is no held-out data (--eval-data, --eval-fraction), so nothing "
-                       "is evaluated.", _plain(args.eval_strategy))
+                       "is evaluated.", plain_value(args.eval_strategy))
 
 
 def _with_loss_over_ranks(output):
@@ -469,7 +474,7 @@ def _final_eval_metrics(trainer: RewardTrainer) -> tuple[dict[str, float], int, 
     state = trainer.state
     best_step = _best_checkpoint_step(trainer)
     if best_step is not None:
-        metric = _plain(trainer.args.metric_for_best_model)
+        metric = plain_value(trainer.args.metric_for_best_model)
         which = f"best checkpoint (by {metric if metric.startswith('eval_') else 'eval_' + metric})"
         return _logged_eval(state, best_step) or trainer.evaluate(), best_step, which
     return _logged_eval(state, state.global_step) or trainer.evaluate(), state.global_step, "final weights"
@@ -507,17 +512,12 @@ def _epochs_run(trainer: RewardTrainer, args: RewardTrainingArguments) -> float:
     return round(float(epoch), 4) if epoch is not None else float(args.num_train_epochs)
 
 
-def _plain(value: Any) -> str:
-    """An enum's value ("linear"), not its repr ("SchedulerType.LINEAR"); strings as they are."""
-    return str(getattr(value, "value", value))
-
-
 def _hyperparameters(args: RewardTrainingArguments, max_length: int, pooling: str) -> dict[str, Any]:
     values = {"learning_rate": args.learning_rate, "disable_dropout": args.disable_dropout, "per_device_train_batch_size": args.per_device_train_batch_size,
               "gradient_accumulation_steps": args.gradient_accumulation_steps, "num_train_epochs": args.num_train_epochs,
               "max_length": max_length, "seed": args.seed, "pooling": pooling, "precision": args.precision_description,
-              "train_sampling_strategy": _plain(args.train_sampling_strategy), "warmup_steps": args.warmup_steps,
-              "weight_decay": args.weight_decay, "lr_scheduler_type": _plain(args.lr_scheduler_type)}
+              "train_sampling_strategy": plain_value(args.train_sampling_strategy), "warmup_steps": args.warmup_steps,
+              "weight_decay": args.weight_decay, "lr_scheduler_type": plain_value(args.lr_scheduler_type)}
     if args.world_size > 1:
         values["processes"] = args.world_size
     if args.use_lora:

@@ -337,8 +337,6 @@ def ranking_metrics(rewards_per_group: Sequence[Sequence[float]], *, temperature
         raise ValueError("rewards_per_group is empty")
     taus: list[float] = []
     top1: list[float] = []
-    pair_scores = 0.0
-    n_pairs = 0
     for g, group in enumerate(rewards_per_group):
         rewards = _array(group, f"rewards_per_group[{g}]")
         k = rewards.size
@@ -350,17 +348,15 @@ def ranking_metrics(rewards_per_group: Sequence[Sequence[float]], *, temperature
             taus.append(tau)
         at_top = rewards == rewards.max()
         top1.append(1.0 / np.count_nonzero(at_top) if at_top[0] else 0.0)
-        i, j = np.triu_indices(k, k=1)  # i < j, so i is truly better
-        pair_scores += float(np.sum(_win_score(rewards[i], rewards[j])))
-        n_pairs += i.size
+    margins = within_group_margins(rewards_per_group)
     return {
         "n_groups": len(rewards_per_group),
-        "n_pairs": n_pairs,
+        "n_pairs": int(margins.size),
         "kendall_tau": float(np.mean(taus)) if taus else None,
         "kendall_tau_groups": len(taus),
         "top1_accuracy": float(np.mean(top1)),
-        "pairwise_accuracy": pair_scores / n_pairs,
-        **_probability_metrics(within_group_margins(rewards_per_group), temperature, n_bins),
+        "pairwise_accuracy": float(np.mean(_win_score(margins, np.zeros_like(margins)))),
+        **_probability_metrics(margins, temperature, n_bins),
     }
 
 

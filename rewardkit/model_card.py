@@ -15,7 +15,7 @@ import re
 from pathlib import Path, PureWindowsPath
 from typing import Any
 
-from rewardkit.calibration import preference_probability
+from rewardkit.calibration import preference_probability, temperature_fitted_on_these_pairs
 from rewardkit.data import has_hub_dataset_id_form
 
 TEMPLATE_PATH = Path(__file__).parent / "templates" / "model_card.md"
@@ -44,13 +44,6 @@ _RANKED_PAIRS = ("P(chosen ≻ rejected)", "P(better ≻ worse) over all within-
 # Metrics that depend on the calibration temperature T (accuracy and margins do not).
 _T_DEPENDENT = frozenset({"ece", "brier"})
 _FITTED_HERE_NOTE = " (T fitted on these same pairs by `--calibrate`: optimistic)"
-
-
-def _fitted_on_these_pairs(evaluation: dict | None) -> bool:
-    """True when `rewardkit evaluate --calibrate` fitted and stored T on the evaluated pairs: then
-    the T-dependent figures were measured on the data T was chosen for, so they flatter the model."""
-    return bool(evaluation) and evaluation.get("temperature_fitted") is not None \
-        and evaluation.get("temperature_written") is not False
 
 
 def _metric_names(objective: Any) -> list[tuple[str, str, str]]:
@@ -251,7 +244,7 @@ def _evaluation_rows(training: dict, evaluation: dict | None) -> tuple[list[dict
     if evaluation:
         label, local = _data_label(*_evaluation_data(evaluation))
         data = f"{label} ({LOCAL_DATA + ', ' if local else ''}n={evaluation.get('n', '?')})"
-        fitted_here = _fitted_on_these_pairs(evaluation)
+        fitted_here = temperature_fitted_on_these_pairs(evaluation)
         for key, name, _ in _metric_names(evaluation.get("objective")):
             if evaluation.get(key) is not None:
                 note = _FITTED_HERE_NOTE if fitted_here and key in _T_DEPENDENT else ""
@@ -277,8 +270,9 @@ def _evaluation_rows(training: dict, evaluation: dict | None) -> tuple[list[dict
 
 
 def _weights_measured(training: dict) -> str:
-    """', best checkpoint (by eval_loss) at step 40' when --load_best_model_at_end saved a checkpoint
-    other than the last step's; nothing for the final weights (the usual case)."""
+    """', best checkpoint (by eval_loss) at step 40' when --load_best_model_at_end chose the saved
+    weights (whether or not that is the last step's checkpoint); nothing for the final weights (the
+    usual case)."""
     which, step = training.get("eval_of") or "", training.get("eval_step")
     return f", {which} at step {step}" if which.startswith("best") and step is not None else ""
 
@@ -304,7 +298,7 @@ def build_card_data(config: dict, training: dict, evaluation: dict | None, *, re
     dataset_type = hub_dataset_id(source) or UNKNOWN_DATASET_TYPE
     # model-index results are read as the published model's held-out figures: leave out those
     # measured at a T fitted on the very same pairs (the card's table shows them, marked)
-    left_out = _T_DEPENDENT if _fitted_on_these_pairs(evaluation) else frozenset()
+    left_out = _T_DEPENDENT if temperature_fitted_on_these_pairs(evaluation) else frozenset()
     for key, name, metric_type in _metric_names(metrics.get("objective", training.get("objective"))):
         if key in left_out:
             continue

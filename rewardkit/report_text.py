@@ -12,10 +12,9 @@ temperature fitted on the same pairs (``--calibrate``) are flagged as optimistic
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any
 
-from rewardkit.calibration import preference_probability
+from rewardkit.calibration import preference_probability, temperature_fitted_on_these_pairs
 from rewardkit.report_confidence import md_confidence
 from rewardkit.report_failures import md_failures
 from rewardkit.report_format import cell_value, escape, image, margin_of_error, num
@@ -186,12 +185,7 @@ def _temperature_origin(ctx: _Context) -> str:
 
 def _fitted_here(ctx: _Context) -> bool:
     """True when this run's ``--calibrate`` fitted T on the evaluated pairs and the report uses it."""
-    fitted = ctx.metrics.get("temperature_fitted")
-    return (
-        isinstance(fitted, (int, float))
-        and ctx.metrics.get("temperature_written") is not False
-        and math.isclose(float(fitted), ctx.temperature)
-    )
+    return temperature_fitted_on_these_pairs(ctx.metrics, ctx.temperature)
 
 
 #: Rows that evaluate_model adds next to the metrics of each kind: (label, what it means).

@@ -451,7 +451,11 @@ def check_reward_model_source(source: str) -> bool:
         raise ValueError(f"{source!r} is a file; pass the model folder that holds config.json.")
     pickles = sorted(p.name for p in path.glob("*.bin")) + sorted(p.name for p in path.glob("*.pt"))
     if not (path / "config.json").exists():
-        if (path / "adapter_config.json").exists():  # a checkpoint-N/ folder of a LoRA run
+        if (path / "adapter_config.json").exists():  # checkpoint-N/ or adapter/ of a LoRA run
+            if (path / "reward_config.json").exists():  # OUTPUT_DIR/adapter/ (--keep-adapter)
+                raise ValueError(f"{source!r} is a saved LoRA adapter (PEFT format), not a whole model: score the "
+                                 "run's --output-dir (the merged model), or rebuild it with "
+                                 "rewardkit.lora.load_adapter(folder, base_model=...).")
             raise ValueError(f"{source!r} is a PEFT (LoRA) adapter checkpoint, not a whole model: it holds the "
                              "adapter and the head only, no config.json. Score the run's --output-dir (the merged "
                              "model), or resume training from this checkpoint (--resume_from_checkpoint).")

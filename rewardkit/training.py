@@ -353,16 +353,14 @@ def mse_eval_metrics(prediction: EvalPrediction) -> dict[str, float]:
 
 
 def ranking_eval_metrics(prediction: EvalPrediction) -> dict[str, float]:
+    """Top-1 and pairwise accuracy as `rewardkit evaluate` defines them (rewardkit.metrics: a tie
+    counts ½, a tie at the top 1/k), so the card shows one meaning per name."""
+    from rewardkit.metrics import ranking_metrics
+
     matrix = np.asarray(prediction.predictions, dtype=np.float64)  # (G, K_max), padded
     sizes = np.asarray(prediction.label_ids).reshape(-1).astype(int)
-    top1, correct, pairs = 0, 0, 0
-    for row, size in zip(matrix, sizes):
-        values = row[:size]
-        top1 += int(np.argmax(values) == 0)
-        upper = np.triu_indices(size, k=1)
-        correct += int(np.sum(values[upper[0]] > values[upper[1]]))
-        pairs += len(upper[0])
-    return {"top1_accuracy": top1 / max(len(sizes), 1), "pairwise_accuracy": correct / max(pairs, 1)}
+    metrics = ranking_metrics([row[:size] for row, size in zip(matrix, sizes)])
+    return {"top1_accuracy": metrics["top1_accuracy"], "pairwise_accuracy": metrics["pairwise_accuracy"]}
 
 
 METRICS = {"pairwise": pairwise_eval_metrics, "mse": mse_eval_metrics, "ranking": ranking_eval_metrics}

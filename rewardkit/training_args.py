@@ -30,8 +30,10 @@ class DataArguments:
         metadata={"help": "Training data: a JSONL/JSON/CSV/Parquet file, a folder of them, or a Hub dataset id."},
     )
     eval_data: str | None = field(default=None, metadata={"help": "Held-out data, same forms as --data."})
-    split: str | None = field(default=None, metadata={"help": "Split of a Hub dataset for --data (default 'train')."})
-    eval_split: str | None = field(default=None, metadata={"help": "Split of a Hub dataset for --eval-data."})
+    split: str | None = field(default=None, metadata={"help": "Split for --data: of a Hub dataset or a save_to_disk "
+                                                              "DatasetDict (default 'train'), or the array of a JSON "
+                                                              "document {\"train\": [...], \"test\": [...]}."})
+    eval_split: str | None = field(default=None, metadata={"help": "Split for --eval-data, as --split."})
     columns: str | None = field(
         default=None, metadata={"help": "Rename columns: 'new=old,...', e.g. 'prompt=question,chosen=good'."}
     )
@@ -173,9 +175,9 @@ class RewardTrainingArguments(TrainingArguments):
             raise ValueError(f"--objective must be one of {OBJECTIVE_CHOICES}, got {self.objective!r}.")
         if self.max_length is not None and self.max_length < 8:
             raise ValueError(f"--max-length must be at least 8, got {self.max_length}.")
-        if _plain(self.train_sampling_strategy) not in SAMPLING_CHOICES:
+        if plain_value(self.train_sampling_strategy) not in SAMPLING_CHOICES:
             raise ValueError(f"--train_sampling_strategy must be one of {SAMPLING_CHOICES}, got "
-                             f"{_plain(self.train_sampling_strategy)!r} (batch_rebalance needs per-example lengths "
+                             f"{plain_value(self.train_sampling_strategy)!r} (batch_rebalance needs per-example lengths "
                              "rewardkit's pair features do not provide).")
         if self.reward_stats_samples < 0:
             raise ValueError(f"--reward-stats-samples must be >= 0, got {self.reward_stats_samples}.")
@@ -284,8 +286,8 @@ class RewardTrainingArguments(TrainingArguments):
             self.use_cpu = True
 
 
-def _plain(value) -> str:
-    """An enum's value ("random"), a string as it is."""
+def plain_value(value) -> str:
+    """An enum's value ("linear"), not its repr ("SchedulerType.LINEAR"); strings as they are."""
     return str(getattr(value, "value", value))
 
 

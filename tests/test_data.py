@@ -131,7 +131,7 @@ def test_a_null_first_prompt_is_a_missing_value_not_implicit_prompts(tmp_path, s
     with pytest.raises(RewardDataError) as info:
         load_reward_data(path, objective=objective)
     assert (info.value.row, info.value.column) == (1, "prompt")
-    assert "the value is empty" in str(info.value) or "the value is null" in str(info.value)
+    assert "the value is empty or null" in str(info.value) and info.value.reason == "empty field"
     data = load_reward_data(path, objective=objective, skip_invalid=True)
     assert data.rows == [{**PAIR, "margin": None}] and data.skipped.total == 1
     assert "implicit" not in data.detected_layout

@@ -169,7 +169,7 @@ def _all_mean_worker(rank: int, root: str) -> None:
     dist.destroy_process_group()
 
 
-def test_the_reported_training_loss_is_the_mean_over_ranks(tmp_path):
+def test_all_mean_averages_a_value_over_ranks_and_is_a_no_op_alone(tmp_path):
     """transformers adds the loss of the steps after the last log rank by rank: the summary's final
     training loss was rank 0's alone. run_training averages it with `all_mean` (here: each rank's own)."""
     from transformers.trainer_utils import TrainOutput

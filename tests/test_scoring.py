@@ -300,6 +300,9 @@ def test_lora_checkpoint_folder_is_named_as_such(tmp_path):
     with pytest.raises(ValueError, match="PEFT \\(LoRA\\) adapter checkpoint.*--output-dir") as caught:
         RewardScorer(checkpoint)
     assert "pickle" not in str(caught.value)
+    (checkpoint / "reward_config.json").write_text("{}")  # OUTPUT_DIR/adapter/ of --keep-adapter instead
+    with pytest.raises(ValueError, match="saved LoRA adapter.*load_adapter"):
+        RewardScorer(checkpoint)
 
 
 def test_pickle_only_folder_is_refused(tmp_path, model):
@@ -415,6 +418,11 @@ def test_score_file_limit_scores_the_first_valid_rows_on_every_shard(tmp_path, s
         score_file(scorer, data, part, skip_invalid=True, shard=(index, 2), limit=4)
         seen += [json.loads(line)["row"] for line in part.read_text().splitlines()]
     assert sorted(seen) == [1, 3, 4, 5]
+    # without --skip-invalid the bad last row stops a full run, but a limit stops reading before it
+    bad_tail = _write_jsonl(tmp_path / "tail.jsonl", [{"prompt": "q", "response": "r"}, {"prompt": "p"}])
+    with pytest.raises(RewardDataError):
+        score_file(scorer, bad_tail, tmp_path / "full.jsonl")
+    assert score_file(scorer, bad_tail, tmp_path / "one.jsonl", limit=1)["rows"] == 1
     with pytest.raises(ValueError, match="limit"):
         score_file(scorer, data, tmp_path / "x.jsonl", limit=0)
 

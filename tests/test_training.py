@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -15,7 +16,7 @@ from transformers import TrainerCallback
 from rewardkit.features import PairEncoder, encode_rows
 from rewardkit.fit import TrainingDivergedError, _training_speed, run_training
 from rewardkit.scoring import RewardScorer
-from rewardkit.training import RewardTrainer, _group_matrix, ranking_top1
+from rewardkit.training import RewardTrainer, _group_matrix, ranking_eval_metrics, ranking_top1
 from rewardkit.training_args import DataArguments, RewardTrainingArguments
 from tests import helpers
 
@@ -281,6 +282,16 @@ def test_summary_reports_skipped_held_out_rows_apart(tiny_base, tmp_path, tokeni
     assert "identical chosen/rejected: 1 (first at held.jsonl line 5)" in prepared.skipped
     clean = DataArguments(data=str(train), eval_data=str(train), skip_invalid=True)
     assert prepare_data(clean, _args(tmp_path / "out", tiny_base), tokenizer, 32).skipped == "no rows skipped"
+
+
+def test_held_out_ranking_metrics_count_ties_as_evaluate_does():
+    """The card shows the in-training figure under the same name as `evaluate`'s: a tie counted 0
+    there and ½ here, and a tie at the top went to index 0."""
+    from transformers import EvalPrediction
+
+    # groups [1, 1, 0] (tie at the top: 1/2; pairs 0.5 + 1 + 1) and [2, 3] padded (top-1 miss; 0 of 1)
+    prediction = EvalPrediction(predictions=np.array([[1.0, 1.0, 0.0], [2.0, 3.0, 0.0]]), label_ids=np.array([3, 2]))
+    assert ranking_eval_metrics(prediction) == pytest.approx({"top1_accuracy": 0.25, "pairwise_accuracy": 2.5 / 4})
 
 
 def test_ranking_top1_ignores_the_padding_of_shorter_groups():
