@@ -46,6 +46,7 @@ __all__ = [
     "preference_probability",
     "reliability_bins",
     "symmetrize_pairwise",
+    "temperature_evidence",
     "temperature_fitted_on_these_pairs",
 ]
 
@@ -360,11 +361,56 @@ def _warn(message: str) -> None:
     logger.warning(message)
 
 
+#: Likelihood-ratio threshold of a 95% test / interval for one parameter (chi-square, 1 df).
+CHI2_95 = 3.841
+
+
+def temperature_evidence(margins: ArrayLike, fitted: float) -> dict[str, Any]:
+    """How firmly the pairs behind ``margins`` (chosen − rejected) pin down the fitted T.
+
+    A fitted T is a point estimate; on a few hundred pairs of a weak model it can be far from 1
+    and still be no better supported than T = 1. Returns::
+
+        temperature_lr_vs_1         likelihood-ratio statistic 2n·(NLL(1) − NLL(T̂)); chi-square
+                                    with 1 df if T = 1 were right
+        temperature_differs_from_1  that statistic > 3.84: T differs from 1 at the 5% level
+        temperature_interval        [low, high]: the 95% profile-likelihood interval, the Ts whose
+                                    statistic against T̂ stays below 3.84 (a search bound,
+                                    T_MIN or T_MAX, where the pairs cannot close it)
+
+    The NLL is convex in 1/T, so the statistic falls then rises in log T and each end of the
+    interval is found by bisection on one side of T̂.
+    """
+    m = _as_finite_1d(margins, "margins")
+    y = np.ones_like(m)
+    t_hat = float(np.clip(_check_temperature(fitted), T_MIN, T_MAX))
+    best = _nll(m, y, t_hat)
+
+    def excess(log_t: float) -> float:
+        return 2.0 * m.size * (_nll(m, y, math.exp(log_t)) - best)
+
+    def crossing(inside: float, outside: float) -> float:
+        if excess(outside) <= CHI2_95:
+            return math.exp(outside)
+        for _ in range(60):
+            middle = (inside + outside) / 2.0
+            inside, outside = (middle, outside) if excess(middle) <= CHI2_95 else (inside, middle)
+        return math.exp((inside + outside) / 2.0)
+
+    statistic = max(excess(0.0), 0.0)
+    log_hat = math.log(t_hat)
+    return {
+        "temperature_lr_vs_1": statistic,
+        "temperature_differs_from_1": statistic > CHI2_95,
+        "temperature_interval": [crossing(log_hat, math.log(T_MIN)), crossing(log_hat, math.log(T_MAX))],
+    }
+
+
 def temperature_fitted_on_these_pairs(metrics: dict[str, Any] | None, temperature: float | None = None) -> bool:
     """True when `metrics` come from `rewardkit evaluate --calibrate`, which fitted T on the very
     pairs it then measured and stored it (and, when `temperature` is given, the figures use that
-    T): the T-dependent figures (ECE, Brier, log loss, confidence) then flatter the model, and the
-    report and the model card say so."""
+    T): the T-dependent figures (ECE, Brier, log loss, confidence) are then no independent check
+    (the log loss is optimistic: T minimises it there), and the report and the model card say so."""
     if not metrics:
         return False
     fitted = metrics.get("temperature_fitted")

@@ -12,9 +12,13 @@ What is measured (see :mod:`rewardkit.metrics` for each number):
 * pairwise: accuracy, margins, ECE, Brier, log loss of P(chosen > rejected) at the model's
   stored temperature, from *raw* rewards (what Bradley-Terry probabilities use), and the length
   bias (rewards against response lengths in characters);
-* mse: RMSE / Pearson / Spearman of the model's *score* (alpha-scaled, normalized when the
-  model says so: what users and RL trainers see) against the annotated reward;
-* ranking: Kendall tau, top-1 and pairwise accuracy within each ranked group.
+* mse: RMSE / MAE / Pearson / Spearman of the *raw* reward against the annotated reward (what mse
+  training fits; alpha and normalization only rescale what `score()` returns);
+* ranking: Kendall tau, top-1 and pairwise accuracy within each ranked group, and the ECE,
+  Brier score and log loss of P(better > worse) over every within-group pair.
+
+With ``calibrate``: the fitted T, ECE and log loss before it, and how firmly the pairs pin T down
+(:func:`rewardkit.calibration.temperature_evidence`).
 
 Always: ``rewards`` (distribution of raw rewards), ``n``, the objective, model, data, alpha,
 temperature and skipped-row counts.
@@ -37,7 +41,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from rewardkit.calibration import T_MAX, T_MIN, fit_temperature
+from rewardkit.calibration import T_MAX, T_MIN, fit_temperature, temperature_evidence
 from rewardkit.data import OBJECTIVES, RewardDataError, SkipReport, iter_reward_rows, row_position
 from rewardkit.metrics import (
     jsonable,
@@ -173,19 +177,30 @@ def _calibration_refusal(kind: str) -> str:
 
 def _calibrate(collector: _PairwiseCollector | _RankingCollector, scorer: RewardScorer, folder: Path,
                metrics: dict[str, Any]) -> dict[str, Any]:
-    """Fit T on the margins, store it when usable, and return the metrics at the fitted T."""
-    fitted = fit_temperature(collector.margins())
-    before = {"temperature_before": metrics["temperature"], "ece_before": metrics["ece"]}
+    """Fit T on the margins, store it when usable, and return the metrics at the fitted T, with how
+    firmly the pairs pin T down (`temperature_evidence`: a usable T may still be no better
+    supported than T = 1; it is written as the best estimate, with a warning)."""
+    margins = collector.margins()
+    fitted = fit_temperature(margins)
+    before = {"temperature_before": metrics["temperature"], "ece_before": metrics["ece"],
+              "log_loss_before": metrics["log_loss"]}
     usable = T_MIN < fitted < T_MAX
+    evidence = temperature_evidence(margins, fitted) if usable else {}
     if usable:
         store_temperature(folder, fitted)
         scorer.model.config.calibration_temperature = fitted
         metrics = collector.metrics(scorer)
+        if not evidence["temperature_differs_from_1"]:
+            low, high = evidence["temperature_interval"]
+            logger.warning("the fitted temperature T = %.3g cannot be told apart from T = 1 on these %d pairs (95%% "
+                           "interval %.3g to %.3g): written as the best estimate, but the calibrated probabilities "
+                           "are no better established than the raw ones; calibrate on more held-out pairs",
+                           fitted, margins.size, low, high)
     else:
         logger.warning("the fitted temperature %g is a search bound (the pairs are perfectly separated "
                        "or all wrong): not written to %s; evaluate on more held-out pairs", fitted, folder)
     return {**metrics, **before, "ece_after": metrics["ece"], "temperature_fitted": fitted,
-            "temperature_written": usable}
+            "temperature_written": usable, **evidence}
 
 
 def store_temperature(folder: str | os.PathLike, temperature: float) -> Path:

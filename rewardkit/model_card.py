@@ -43,7 +43,7 @@ _RANKED_PAIRS = ("P(chosen ≻ rejected)", "P(better ≻ worse) over all within-
 
 # Metrics that depend on the calibration temperature T (accuracy and margins do not).
 _T_DEPENDENT = frozenset({"ece", "brier"})
-_FITTED_HERE_NOTE = " (T fitted on these same pairs by `--calibrate`: optimistic)"
+_FITTED_HERE_NOTE = " (measured on the pairs `--calibrate` fitted T on: no independent check)"
 
 
 def _metric_names(objective: Any) -> list[tuple[str, str, str]]:

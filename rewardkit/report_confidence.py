@@ -140,7 +140,9 @@ def _ece_by_chance(ctx: _Context) -> float | None:
 
 
 def _calibration_note(ctx: _Context) -> list[str]:
-    """What this run's ``--calibrate`` did, and why its after-figures are optimistic."""
+    """What this run's ``--calibrate`` did, how firmly these pairs pin T down, and why the figures
+    after it are no independent check (the fit minimised the log loss on these very pairs; ECE and
+    Brier, which it does not minimise, may even rise)."""
     m = ctx.metrics
     fitted = m.get("temperature_fitted")
     if not isinstance(fitted, (int, float)):
@@ -162,16 +164,40 @@ def _calibration_note(ctx: _Context) -> list[str]:
         f"`--calibrate` fitted T = {float(fitted):.3g} on these same {num(n)} {pairs} and wrote it "
         "to the model's config.json" + (f" ({before_text})" if before_text else "") + "."
     ]
+    lines[-1] += _before_after(m, "log_loss", "Log loss") + _before_after(m, "ece", "ECE")
     eb, ea = m.get("ece_before"), m.get("ece_after")
-    if isinstance(eb, (int, float)) and isinstance(ea, (int, float)):
-        lines[-1] += f" ECE before calibration: {float(eb):.3f}; after: {float(ea):.3f}."
+    if isinstance(eb, (int, float)) and isinstance(ea, (int, float)) and ea > eb:
+        lines[-1] += (" The fit minimises the log loss, not the binned ECE, so the ECE can rise, as it did "
+                      "here.")
+    lines += ["", *_temperature_support(m, n, pairs), ""]
     lines += [
-        "",
-        "**Caveat: these figures flatter the calibrated model.** The ECE after calibration, and "
-        "the mean confidence, log loss and Brier score above, are measured on the very pairs T "
-        "was fitted on, so T was chosen to suit exactly these pairs (accuracy does not depend on "
-        "T). For an unbiased figure, evaluate the calibrated model on other held-out pairs, "
-        "without `--calibrate`.",
+        "**Caveat: these figures are no independent check.** The log loss after calibration is "
+        "optimistic (T minimises it on these very pairs), and the ECE, Brier score and mean "
+        "confidence above are measured on the same pairs (accuracy does not depend on T). For "
+        "unbiased figures, evaluate the calibrated model on other held-out pairs, without "
+        "`--calibrate`.",
         "",
     ]
     return lines
+
+
+def _before_after(m: dict[str, Any], key: str, name: str) -> str:
+    before, after = m.get(f"{key}_before"), m.get(f"{key}_after", m.get(key))
+    if not isinstance(before, (int, float)) or not isinstance(after, (int, float)):
+        return ""
+    return f" {name} before calibration: {float(before):.3f}; after: {float(after):.3f}."
+
+
+def _temperature_support(m: dict[str, Any], n: Any, pairs: str) -> list[str]:
+    """How firmly the pairs pin T down: its 95% interval, and whether T = 1 is inside it."""
+    interval, statistic = m.get("temperature_interval"), m.get("temperature_lr_vs_1")
+    if not (isinstance(interval, list) and len(interval) == 2 and isinstance(statistic, (int, float))):
+        return []
+    low, high = (float(value) for value in interval)
+    text = (f"95% interval for T on these {num(n)} {pairs} (profile likelihood): {low:.3g} to {high:.3g}; "
+            f"likelihood-ratio statistic against T = 1: {float(statistic):.2f} (3.84 is the 5% threshold). ")
+    if m.get("temperature_differs_from_1"):
+        return [text + "T differs from 1 beyond chance: the raw model's probabilities were miscalibrated."]
+    return [text + "**These pairs cannot tell T from 1**: the fitted T is the best single guess, but the "
+            "calibrated probabilities are no better established than the raw ones. Calibrate on more "
+            "held-out pairs."]

@@ -7,7 +7,7 @@ Every verdict in the text follows from numbers printed next to it: "over-/under-
 "length bias" are stated only when the gap is beyond twice its standard error on the evaluated
 pairs (and, for the accuracy gap between chosen-shorter and chosen-longer pairs, above
 :data:`rewardkit.report_lengths.LENGTH_GAP_POINTS`); otherwise the report says the pairs cannot tell. Figures measured at a
-temperature fitted on the same pairs (``--calibrate``) are flagged as optimistic.
+temperature fitted on the same pairs (``--calibrate``) are flagged as no independent check.
 """
 
 from __future__ import annotations
@@ -197,8 +197,20 @@ _CONTEXT_ROWS: dict[str, tuple[str, str]] = {
     ),
     "ece_after": (
         "ECE after calibration",
-        "calibration error at the fitted T, measured on the same pairs T was fitted on: "
-        "optimistic (see below)",
+        "calibration error at the fitted T, measured on the same pairs T was fitted on: no "
+        "independent check (see below)",
+    ),
+    "log_loss_before": (
+        "Log loss before calibration",
+        "mean −log P(preferred) at the temperature before calibration, on these pairs",
+    ),
+    "temperature_lr_vs_1": (
+        "Likelihood ratio, fitted T vs T = 1",
+        "2n·(NLL at T = 1 − NLL at the fitted T); above 3.84, T differs from 1 at the 5% level",
+    ),
+    "temperature_differs_from_1": (
+        "T differs from 1",
+        "whether these pairs tell the fitted T apart from 1 (the 95% interval for T is in the text below)",
     ),
     "temperature_before": (
         "Temperature before calibration",
@@ -323,7 +335,8 @@ def _md_headline(ctx: _Context) -> list[str]:
                 if moe is not None:
                     meaning += f"; 95% margin of error on these pairs: ±{moe:.3f}"
             if fitted_here and key in _T_DEPENDENT:
-                meaning += "; at a T fitted on these same pairs: optimistic"
+                meaning += ("; at a T fitted to minimise it on these same pairs: optimistic" if key == "log_loss"
+                            else "; measured on the pairs T was fitted on: no independent check")
             lines.append(f"| {label} | {cell_value(m[key])} | {meaning} |")
             shown.add(key)
     known = [k for k in _CONTEXT_ROWS if k in m]  # what evaluate_model adds, in a set order

@@ -21,6 +21,7 @@ from rewardkit.calibration import (
     preference_probability,
     reliability_bins,
     symmetrize_pairwise,
+    temperature_evidence,
 )
 
 T_TRUE = 2.5
@@ -202,3 +203,37 @@ def test_fit_temperature_always_in_bounds(margins: list[float]) -> None:
         t = fit_temperature(margins)
     assert T_MIN <= t <= T_MAX
     assert math.isfinite(negative_log_likelihood(margins, np.ones(len(margins)), t))
+
+
+def _bt_margins(n: int, true_t: float, seed: int, spread: float = 1.0) -> np.ndarray:
+    """chosen − rejected margins of pairs whose labels follow Bradley-Terry at temperature true_t."""
+    rng = np.random.default_rng(seed)
+    raw = rng.normal(0.0, spread, n)
+    won = rng.random(n) < 1.0 / (1.0 + np.exp(-raw / true_t))
+    return np.where(won, raw, -raw)
+
+
+def test_temperature_evidence_interval_covers_the_truth_and_separates_it_from_1() -> None:
+    margins = _bt_margins(4000, 0.5, seed=3)
+    fitted = fit_temperature(margins)
+    evidence = temperature_evidence(margins, fitted)
+    low, high = evidence["temperature_interval"]
+    assert low < 0.5 < high and low < fitted < high and high < 1.0
+    assert evidence["temperature_differs_from_1"] and evidence["temperature_lr_vs_1"] > 3.841
+    # each end is where the likelihood-ratio statistic against the fitted T reaches 3.84
+    n, best = margins.size, negative_log_likelihood(margins, np.ones(margins.size), fitted)
+    for end in (low, high):
+        statistic = 2 * n * (negative_log_likelihood(margins, np.ones(n), end) - best)
+        assert statistic == pytest.approx(3.841, abs=1e-3)
+
+
+def test_temperature_evidence_says_when_a_few_pairs_cannot_tell_t_from_1() -> None:
+    """A weak model on 150 pairs: the interval for T is wide and holds 1 (its top is the search
+    bound): the fitted T is a guess these pairs cannot back."""
+    margins = _bt_margins(150, 1.0, seed=0, spread=0.3)  # small margins, as a weak model gives
+    fitted = fit_temperature(margins)
+    evidence = temperature_evidence(margins, fitted)
+    low, high = evidence["temperature_interval"]
+    assert low < 1.0 < high and not evidence["temperature_differs_from_1"]
+    assert evidence["temperature_lr_vs_1"] < 3.841
+

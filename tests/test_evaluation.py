@@ -211,6 +211,9 @@ def test_calibrate_writes_temperature_that_a_fresh_scorer_uses(model_dir, data_d
     assert metrics["temperature_written"] is True and metrics["temperature"] == fitted != 1.0
     assert metrics["temperature_before"] == 1.0
     assert metrics["ece_after"] == metrics["ece"] and metrics["ece_before"] >= 0
+    low, high = metrics["temperature_interval"]  # how firmly the pairs pin T down
+    assert low < fitted < high and metrics["temperature_differs_from_1"] == (metrics["temperature_lr_vs_1"] > 3.841)
+    assert metrics["log_loss"] <= metrics["log_loss_before"] + 1e-12  # what the fit minimises
     after = json.loads((folder / "config.json").read_text())
     assert after.pop("calibration_temperature") == pytest.approx(fitted)
     before.pop("calibration_temperature", None)

@@ -270,12 +270,12 @@ def test_figures_at_a_temperature_fitted_on_the_same_pairs_are_marked_and_kept_o
     card = ModelCard(render_model_card({"calibration_temperature": 0.8}, _training_summary(), evaluation,
                                        repo_id=REPO_ID))
     assert {r.metric_type for r in card.data.eval_results} == {"accuracy", "mean_margin"}
-    assert "| Expected calibration error of P(chosen ≻ rejected) (T fitted on these same pairs by `--calibrate`: " \
-           "optimistic) | 0.0345 |" in card.text
+    assert "| Expected calibration error of P(chosen ≻ rejected) (measured on the pairs `--calibrate` fitted T on: " \
+           "no independent check) | 0.0345 |" in card.text
     assert "| Expected calibration error before calibration (T = 1) | 0.0712 |" in card.text
     plain = ModelCard(render_model_card({}, _training_summary(), EVALUATION, repo_id=REPO_ID))
     assert {r.metric_type for r in plain.data.eval_results} == {"accuracy", "mean_margin", "ece", "brier"}
-    assert "optimistic" not in plain.text
+    assert "independent check" not in plain.text
 
 
 def test_a_card_without_results_has_no_stray_model_name_key():

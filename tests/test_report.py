@@ -337,7 +337,7 @@ def test_every_headline_row_is_explained(tmp_path: Path) -> None:
         assert "_" not in label, row  # no raw metric keys
     for needle in [
         "| ECE after calibration | 0.030 | calibration error at the fitted T, measured on the "
-        "same pairs T was fitted on: optimistic",
+        "same pairs T was fitted on: no independent check",
         "| Temperature written | yes | whether the fitted T was written to the model's config",
         "| Fitted temperature | 0.500 |",
         "| Temperature before calibration | 1.000 |",
@@ -348,7 +348,7 @@ def test_every_headline_row_is_explained(tmp_path: Path) -> None:
     assert "95% margin of error on these pairs: ±0.11" in md  # 1.96·sqrt(⅔·⅓/60) = 0.119
 
 
-def test_calibrated_report_warns_that_figures_are_flattered(tmp_path: Path) -> None:
+def test_calibrated_report_says_its_figures_are_no_independent_check(tmp_path: Path) -> None:
     pairs = _length_pairs((30, "shorter", 20), (30, "longer", 20))
     metrics = {
         **pairwise_metrics(**pairs, temperature=0.5),
@@ -362,17 +362,24 @@ def test_calibrated_report_warns_that_figures_are_flattered(tmp_path: Path) -> N
     assert "(fitted on these same pairs by `--calibrate`" in md
     assert "`--calibrate` fitted T = 0.5 on these same 60 pairs and wrote it" in md
     assert "ECE before calibration: 0.080; after: 0.030." in md
-    assert "**Caveat: these figures flatter the calibrated model.**" in md
-    assert "measured on the very pairs T was fitted on" in md
+    assert "**Caveat: these figures are no independent check.**" in md
+    assert "The log loss after calibration is optimistic (T minimises it on these very pairs)" in md
     assert "evaluate the calibrated model on other held-out pairs" in md
-    assert "| ECE | " in md and "at a T fitted on these same pairs: optimistic |" in md
+    assert "| ECE | " in md and "measured on the pairs T was fitted on: no independent check |" in md
+    assert "| Log loss | " in md and "minimise it on these same pairs: optimistic |" in md
+    assert "can rise, as it did here" not in md
+
+    # ECE is not what the fit minimises: when it rose, the report says so
+    rose = {**metrics, "ece_before": 0.009, "ece_after": 0.069, "ece": 0.069}
+    assert "so the ECE can rise, as it did here." in _md_for(tmp_path, rose, temperature=0.5)
 
     # the fit hit a search bound: nothing was written, no caveat about a T not in use
     unused = {**metrics, "temperature": 1.0, "temperature_fitted": 1e-3, "temperature_written": False}
     unused.update(pairwise_metrics(**pairs))
     md = _md_for(tmp_path, unused)
     assert "so it was **not** written" in md and "Caveat" not in md
-    assert "optimistic |" not in md and "(T = 1: the raw, uncalibrated model)" in md
+    assert "optimistic |" not in md and "no independent check |" not in md
+    assert "(T = 1: the raw, uncalibrated model)" in md
 
 
 def test_confidence_verdict_accounts_for_sample_size(tmp_path: Path) -> None:
