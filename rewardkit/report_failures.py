@@ -30,9 +30,13 @@ def _columns(examples: Sequence[dict[str, Any]]) -> list[str]:
     return [k for k in _PREFERRED_COLUMNS if k in keys] + sorted(keys - set(_PREFERRED_COLUMNS))
 
 
-def _cell(value: Any, redact: bool) -> str:
+def _cell(value: Any, redact: bool, column: str = "") -> str:
+    """A table cell: texts cut (a prompt keeps its end, where the turn being answered is, and loses
+    its leading blank lines) and escaped, or only their length when redacted; numbers rounded."""
     if isinstance(value, str):
-        return f"({len(value):,} chars)" if redact else escape(truncate(value))
+        if redact:
+            return f"({len(value):,} chars)"
+        return escape(truncate(value.strip(), keep_end=True) if column == "prompt" else truncate(value))
     return num(value)
 
 
@@ -86,7 +90,8 @@ def md_failures(ctx: _Context) -> list[str]:
             "",
         ]
     else:
-        lines += [f"Texts are cut to {TEXT_LIMIT} characters; ⏎ marks a line break.", ""]
+        lines += [f"Texts are cut to {TEXT_LIMIT} characters (prompts keep their end, the part the model "
+                  "reads when a prompt is too long); ⏎ marks a line break.", ""]
     cols = _columns(examples)
     if "row" in cols:
         lines += [
@@ -97,7 +102,7 @@ def md_failures(ctx: _Context) -> list[str]:
     lines.append("| # | " + " | ".join(escape(c) for c in cols) + " |")
     lines.append("|---|" + "---|" * len(cols))
     for i, ex in enumerate(examples, 1):
-        cells = [_cell(ex[c], ctx.redact) if c in ex else "" for c in cols]
+        cells = [_cell(ex[c], ctx.redact, c) if c in ex else "" for c in cols]
         lines.append(f"| {i} | " + " | ".join(cells) + " |")
     lines.append("")
     return lines

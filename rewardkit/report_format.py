@@ -67,8 +67,12 @@ def escape(text: str) -> str:
     return text.replace("\n", " ⏎ ")
 
 
-def truncate(text: str, limit: int = TEXT_LIMIT) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def truncate(text: str, limit: int = TEXT_LIMIT, *, keep_end: bool = False) -> str:
+    """At most `limit` characters: the start, or with `keep_end` the end (for prompts: the model
+    reads the end of a long prompt, the turn being answered, and cuts its start)."""
+    if len(text) <= limit:
+        return text
+    return "…" + text[len(text) - limit + 1:] if keep_end else text[: limit - 1] + "…"
 
 
 def image(name: str, alt: str, ctx: _Context, how_to_read: str) -> list[str]:

@@ -34,6 +34,7 @@ _FIGSIZE = (7.0, 4.6)
 _DPI = 110
 _CHOSEN_COLOR = "tab:blue"
 _REJECTED_COLOR = "tab:orange"
+_LABEL_INSIDE_MIN = 0.12  # bar height (accuracy) below which a reliability count goes above the bar
 
 _Draw = Callable[[Figure, "_Context"], None]
 
@@ -188,15 +189,21 @@ def _draw_reliability(fig: Figure, ctx: _Context) -> None:
         zorder=3,
         label="its mean confidence in the bin",
     )
-    # counts inside the bars, where the confidence markers cannot cover them
+    # counts inside the bars, where the confidence markers cannot cover them; a bar too short to
+    # hold its count (a bin the model got all wrong has height 0) gets it just above, in black
+    tall = [b["accuracy"] >= _LABEL_INSIDE_MIN for b in shown]
     ax.bar_label(
         bars,
-        labels=[f"n={b['count']:,}" for b in shown],
+        labels=[f"n={b['count']:,}" if inside else "" for b, inside in zip(shown, tall)],
         label_type="center",
         fontsize=9,
         color="white",
         fontweight="bold",
     )
+    for center, b, inside in zip(centers, shown, tall):
+        if not inside:
+            ax.text(center, b["accuracy"] + 0.02, f"n={b['count']:,}", ha="center", va="bottom", fontsize=9,
+                    color="black", fontweight="bold")
     ax.set_xlim(x_lo, 1)
     ax.set_ylim(0, 1.15)
     ax.set_xlabel(f"Confidence in its pick, max(P, 1 − P) at T = {ctx.temperature:.3g}")

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from rewardkit.calibration import preference_probability, temperature_fitted_on_these_pairs
 from rewardkit.report_confidence import md_confidence
 from rewardkit.report_failures import md_failures
@@ -102,6 +104,8 @@ def _md_meaning(ctx: _Context) -> list[str]:
         "|---|" + "---|" * len(margins),
         "| P(a preferred over b) | " + " | ".join(f"{p:.2f}" for p in probs) + " |",
         "",
+        *_observed_differences(ctx),
+        *_alpha_note(ctx),
     ]
     if ctx.kind == "pairwise":
         lines += [
@@ -121,6 +125,37 @@ def _md_meaning(ctx: _Context) -> list[str]:
             "",
         ]
     return lines
+
+
+def _observed_differences(ctx: _Context) -> list[str]:
+    """Where this model's differences fall on that scale: the fixed columns above can all lie
+    beyond a weak model's margins."""
+    margins = ctx.preference_margins
+    if margins is None:
+        return []
+    size = np.abs(margins)
+    median, high = float(np.median(size)), float(np.quantile(size, 0.95))
+    t = ctx.temperature
+    return [
+        f"On these pairs the typical reward difference |r_a − r_b| is {median:.3g} (median; P = "
+        f"{float(preference_probability(median, t)):.2f} for the higher one) and 95% of them are below "
+        f"{high:.3g} (P = {float(preference_probability(high, t)):.2f}).",
+        "",
+    ]
+
+
+def _alpha_note(ctx: _Context) -> list[str]:
+    """r above is the raw reward; what `score()`, `pipeline` and TRL return is α·r."""
+    alpha = ctx.metrics.get("alpha")
+    if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or alpha == 1:
+        return []
+    a = float(alpha)
+    return [
+        f"r is the **raw** reward. This model's `score()` output (also what `pipeline` and TRL see) is "
+        f"α × r with α = {a:.3g}: divide a difference of scores by {a:.3g} before reading it here "
+        f"(a score difference of {a:.3g} is a reward difference of 1).",
+        "",
+    ]
 
 
 def _md_meaning_scalar(ctx: _Context) -> list[str]:

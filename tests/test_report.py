@@ -29,7 +29,7 @@ def pairwise_data() -> dict:
     rejected = rng.normal(0.0, 1.5, size=n) + 0.002 * lr
     metrics = pairwise_metrics(chosen, rejected, chosen_lengths=lc, rejected_lengths=lr)
     worst = [
-        {"prompt": LONG_TEXT, "chosen": "ok", "rejected": "a\nb", "margin": -3.25},
+        {"prompt": LONG_TEXT, "chosen": LONG_TEXT, "rejected": "a\nb", "margin": -3.25},
         {"prompt": "short prompt", "chosen": "c" * 50, "rejected": "r", "margin": -2.0},
     ]
     return {
@@ -150,13 +150,17 @@ def test_margin_probability_table_uses_temperature(tmp_path: Path, pairwise_data
 
 
 def test_worst_examples_truncated_and_escaped(tmp_path: Path, text_only: dict) -> None:
-    md = write_report(tmp_path / "r", kind="pairwise", redact=False, **text_only)["report.md"]
+    worst = [{"prompt": "\n\nHuman: " + "y" * 200 + " the question at the end?", "chosen": LONG_TEXT,
+              "rejected": "a\nb", "margin": -3.25}]
+    md = write_report(tmp_path / "r", kind="pairwise", redact=False, **{**text_only, "worst_examples": worst})["report.md"]
     text = md.read_text(encoding="utf-8")
     rows = [line for line in text.splitlines() if line.startswith("| 1 |")]
     assert len(rows) == 1  # the newline inside the text did not break the row
     row = rows[0]
-    assert SECRET in row
+    assert SECRET in row  # a response keeps its start
     assert "x" * 200 not in row and "…" in row  # cut to 120 characters
+    # a prompt keeps its end (what the model reads of a long prompt), without its leading blank lines
+    assert "| …" + "y" * 94 + " the question at the end? |" in row and "Human" not in row
     assert "<script>" not in row and r"\<script\>" in row
     assert r"\*bold\*" in row
     assert "⏎" in row
@@ -727,3 +731,15 @@ def test_crash_keeps_previous_report(
 
 def test_report_files_constant_covers_outputs() -> None:
     assert {"metrics.json", "report.md", "pred_vs_target.png"} <= REPORT_FILES
+
+
+def test_meaning_section_places_this_models_differences_and_explains_alpha(tmp_path: Path) -> None:
+    """A weak model's margins can all lie left of the table's fixed columns; and with alpha != 1
+    a user reading score() differences through σ(Δ/T) must divide by alpha first."""
+    chosen, rejected = [0.1, 0.3, -0.2, 0.05], [0.0, 0.0, 0.0, 0.0]  # |margins| 0.1, 0.3, 0.2, 0.05
+    metrics = {**pairwise_metrics(chosen, rejected), "alpha": 2.0}
+    meaning = _md_for(tmp_path, metrics, chosen=chosen, rejected=rejected).split("## Headline metrics")[0]
+    assert "typical reward difference |r_a − r_b| is 0.15 (median; P = 0.54 for the higher one)" in meaning
+    assert "α × r with α = 2: divide a difference of scores by 2" in meaning
+    plain = _md_for(tmp_path, {**metrics, "alpha": 1.0}, chosen=chosen, rejected=rejected)
+    assert "divide a difference of scores" not in plain
