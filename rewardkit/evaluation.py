@@ -46,10 +46,10 @@ from rewardkit.data import OBJECTIVES, RewardDataError, SkipReport, iter_reward_
 from rewardkit.metrics import (
     jsonable,
     pairwise_metrics,
+    ranking_length_bias,
     ranking_metrics,
     reward_stats,
     scalar_metrics,
-    spearman,
     within_group_margins,
 )
 from rewardkit.scoring import RewardScorer, iter_chunks
@@ -429,23 +429,24 @@ class _ScalarCollector(_Collector):
 
 
 class _RankingCollector(_Collector):
-    """Raw rewards per ranked group (best first) and response lengths."""
+    """Raw rewards and response lengths per ranked group (best first)."""
 
     kind = "ranking"
 
     def __init__(self) -> None:
         self.groups: list[NDArray[np.float64]] = []
-        self.lengths: list[NDArray[np.float64]] = []
+        self.group_lengths: list[NDArray[np.float64]] = []
         self.worst = _Worst()
 
     def add(self, scorer: RewardScorer, chunk: list[_Numbered]) -> None:
         prompts = [row["prompt"] for _, row in chunk for _ in row["responses"]]
         responses = [text for _, row in chunk for text in row["responses"]]
         raw = np.asarray(scorer.raw_rewards(prompts, responses, show_progress=False))
-        self.lengths.append(_lengths(responses))
+        lengths = _lengths(responses)
         start = 0
         for number, row in chunk:
             group = raw[start:start + len(row["responses"])]
+            self.group_lengths.append(lengths[start:start + len(row["responses"])])
             start += len(row["responses"])
             self.groups.append(group)
             margin = float(group[0] - group[1:].max())  # best response vs its strongest rival
@@ -462,7 +463,7 @@ class _RankingCollector(_Collector):
         flat = _concat(self.groups)
         out["n"] = out["n_groups"]
         out["n_responses"] = int(flat.size)
-        out["length_bias"] = {"spearman_reward_length": spearman(flat, _concat(self.lengths))}
+        out["length_bias"] = ranking_length_bias(self.groups, self.group_lengths)
         out["rewards"] = reward_stats(flat)
         return out
 
@@ -470,7 +471,7 @@ class _RankingCollector(_Collector):
         from rewardkit.report import write_report
 
         write_report(report_dir, metrics=metrics, kind="ranking", rewards=_concat(self.groups),
-                     lengths=_concat(self.lengths), pair_margins=self.margins(), worst_examples=self.worst.examples(),
+                     lengths=_concat(self.group_lengths), pair_margins=self.margins(), worst_examples=self.worst.examples(),
                      model_name=model_name, temperature=metrics["temperature"])
 
 

@@ -32,11 +32,13 @@ __all__ = [
     "pairwise_metrics",
     "pearson",
     "rank_average",
+    "ranking_length_bias",
     "ranking_metrics",
     "reward_stats",
     "scalar_metrics",
     "spearman",
     "within_group_margins",
+    "within_group_pairs",
 ]
 
 _QUANTILES = {"q05": 0.05, "q25": 0.25, "q50": 0.50, "q75": 0.75, "q95": 0.95}
@@ -301,15 +303,38 @@ def scalar_metrics(
     return out
 
 
+def within_group_pairs(values_per_group: Sequence[Sequence[float]]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """(better, worse): the values (rewards, lengths, ...) of both sides of every within-group pair
+    of ranked groups (true best first), group by group: the K-choose-2 preference pairs a ranking
+    implies, as pairwise data would hold them."""
+    better, worse = [], []
+    for group in values_per_group:
+        values = np.asarray(group, dtype=np.float64)
+        i, j = np.triu_indices(values.size, k=1)  # i < j, so i is truly better
+        better.append(values[i])
+        worse.append(values[j])
+    return (np.concatenate(better), np.concatenate(worse)) if better else (np.zeros(0), np.zeros(0))
+
+
 def within_group_margins(rewards_per_group: Sequence[Sequence[float]]) -> NDArray[np.float64]:
-    """reward(better) − reward(worse) for every within-group pair of ranked groups (true best
-    first), group by group: the K-choose-2 preference pairs a ranking implies."""
-    parts = []
-    for group in rewards_per_group:
-        rewards = np.asarray(group, dtype=np.float64)
-        i, j = np.triu_indices(rewards.size, k=1)  # i < j, so i is truly better
-        parts.append(rewards[i] - rewards[j])
-    return np.concatenate(parts) if parts else np.zeros(0)
+    """reward(better) − reward(worse) for every within-group pair (see within_group_pairs)."""
+    better, worse = within_group_pairs(rewards_per_group)
+    return better - worse
+
+
+def ranking_length_bias(rewards_per_group: Sequence[Sequence[float]],
+                        lengths_per_group: Sequence[Sequence[float]]) -> dict[str, Any]:
+    """The pairwise length-bias figures (see _length_bias) over every within-group pair, the
+    better-ranked response as "chosen": how often the model rewards the longer response against
+    how often the labelled order put it first, and accuracy by which one is longer. Spearman of
+    reward and length counts each response once (not once per pair it is in)."""
+    better, worse = within_group_pairs(rewards_per_group)
+    better_lengths, worse_lengths = within_group_pairs(lengths_per_group)
+    out = _length_bias(better, worse, better_lengths, worse_lengths)
+    flat = [np.asarray(g, dtype=np.float64) for g in rewards_per_group]
+    lengths = [np.asarray(g, dtype=np.float64) for g in lengths_per_group]
+    out["spearman_reward_length"] = spearman(np.concatenate(flat), np.concatenate(lengths)) if flat else None
+    return out
 
 
 def ranking_metrics(rewards_per_group: Sequence[Sequence[float]], *, temperature: float = 1.0,

@@ -27,10 +27,12 @@ def md_preferences(ctx: _Context) -> list[str]:
         return lines + ["No response lengths were given, so length bias was not measured.", ""]
     rho = lb.get("spearman_reward_length")
     if lb.get("longer_preferred_rate") is not None:
-        lines += _length_comparison(lb)
+        lines += _length_comparison(lb, ctx.kind)
         lines += _response_cut_note(ctx.metrics)
     elif ctx.kind == "pairwise":
         lines += ["All pairs have answers of equal length; the length preference is undefined.", ""]
+    elif ctx.kind == "ranking" and "unequal_length_n" in lb:
+        lines += ["All within-group pairs have responses of equal length; the length preference is undefined.", ""]
     direction = ""
     if isinstance(rho, (int, float)) and abs(rho) >= 0.1:
         direction = (
@@ -56,7 +58,7 @@ def md_preferences(ctx: _Context) -> list[str]:
             f"{format_correlation(target_rho)}: a length effect the labels do not have is the model's own.",
             "",
         ]
-    elif ctx.kind == "ranking":
+    elif ctx.kind == "ranking" and "unequal_length_n" not in lb:  # lengths measured, but not by pair
         lines += [
             "There is no label baseline for this comparison: the ranked data gives an order "
             "within each group, not a score that could be correlated with length, and this "
@@ -141,82 +143,100 @@ def _length_stats(lb: dict[str, Any]) -> _LengthStats | None:
     return stats
 
 
-def _length_comparison(lb: dict[str, Any]) -> list[str]:
+#: How the length section names the two sides of a pair, by kind of data: ranked data's pairs are
+#: the within-group pairs, the better-ranked response playing the chosen answer's part.
+_PHRASES = {
+    "pairwise": {"pairs": "pairs", "chosen": "the chosen answer", "answer": "answer",
+                 "labels_chose": "the human labels chose the longer answer", "labels": "the human labels",
+                 "preferred": "the human-preferred answer", "label": "human label",
+                 "than_labels": "than the human labels do", "labels_share": "the labels'",
+                 "labels_rel": "the labels", "preferred_plain": "the preferred answer"},
+    "ranking": {"pairs": "within-group pairs", "chosen": "the better-ranked response", "answer": "response",
+                "labels_chose": "the labelled order put the longer response first", "labels": "the labelled order",
+                "preferred": "the better-ranked response", "label": "labelled order",
+                "than_labels": "than the labelled order does", "labels_share": "the labelled order's",
+                "labels_rel": "the labelled order", "preferred_plain": "the better-ranked response"},
+}
+
+
+def _length_comparison(lb: dict[str, Any], kind: str = "pairwise") -> list[str]:
     """The numbers, then a verdict that follows from them (see _LengthStats)."""
+    w = _PHRASES.get(kind, _PHRASES["pairwise"])
     st = _length_stats(lb)
     first = (
-        f"It gives the longer answer the higher reward in **{pct(lb.get('longer_preferred_rate'))}** "
-        f"of pairs (of {num(lb.get('unequal_length_n'))} pairs whose answers differ in length); "
-        f"the human labels chose the longer answer in **{pct(lb.get('chosen_longer_rate'))}** of "
-        "them."
+        f"It gives the longer {w['answer']} the higher reward in **{pct(lb.get('longer_preferred_rate'))}** "
+        f"of {w['pairs']} (of {num(lb.get('unequal_length_n'))} {w['pairs']} whose {w['answer']}s differ in "
+        f"length); {w['labels_chose']} in **{pct(lb.get('chosen_longer_rate'))}** of them."
     )
     if st is not None:
         first += (
             f" The difference, {points(st.diff, sign=True)}, is "
             + ("larger than" if st.diff_clear else "within")
-            + f" twice its standard error ({points(2 * st.diff_se)} on these {num(st.n)} pairs)"
+            + f" twice its standard error ({points(2 * st.diff_se)} on these {num(st.n)} {w['pairs']})"
             + (", so it is more than chance." if st.diff_clear else ", so chance alone could explain it.")
         )
+    if kind == "ranking":
+        first += (" (Pairs of one group share responses, so they are not independent: these standard errors "
+                  "are somewhat too small.)")
     lines = [first, ""]
     second = (
-        f"Accuracy when the chosen answer is shorter: **{num(lb.get('chosen_shorter_accuracy'), 2)}** "
+        f"Accuracy when {w['chosen']} is shorter: **{num(lb.get('chosen_shorter_accuracy'), 2)}** "
         f"(n = {num(lb.get('chosen_shorter_n'))}); when it is longer: "
         f"**{num(lb.get('chosen_longer_accuracy'), 2)}** (n = {num(lb.get('chosen_longer_n'))})."
     )
     if st is not None and st.gap is not None and st.gap_se is not None and st.gap_large:
         second += (
-            f" It is right {points(abs(st.gap))} more often when the chosen answer is the "
+            f" It is right {points(abs(st.gap))} more often when {w['chosen']} is the "
             f"{'shorter' if st.gap > 0 else 'longer'} one (twice the standard error of that gap: "
             f"{points(2 * st.gap_se)})."
         )
     lines += [second, ""]
     if st is not None:
-        lines += [_length_verdict(st), ""]
+        lines += [_length_verdict(st, w), ""]
     return lines
 
 
-def _length_verdict(st: _LengthStats) -> str:
+def _length_verdict(st: _LengthStats, w: dict[str, str] = _PHRASES["pairwise"]) -> str:
     """Bold verdict: a bias is named only when the numbers printed before it are beyond chance."""
     gap_dir = None if st.gap is None else ("shorter" if st.gap > 0 else "longer")
     if st.diff_clear:
         toward = "longer" if st.diff > 0 else "shorter"
         text = (
-            f"**Length bias toward {toward} answers**: the model prefers the longer answer "
-            f"{points(abs(st.diff))} {'more' if st.diff > 0 else 'less'} often than the human "
-            "labels do"
+            f"**Length bias toward {toward} {w['answer']}s**: the model prefers the longer {w['answer']} "
+            f"{points(abs(st.diff))} {'more' if st.diff > 0 else 'less'} often {w['than_labels']}"
         )
         if st.gap_large and st.gap_clear and gap_dir == toward:
             text += (
-                f", and it is right far more often when the human-preferred answer is the "
+                f", and it is right far more often when {w['preferred']} is the "
                 f"{gap_dir} one"
             )
         text += (
-            f". It {'over' if toward == 'longer' else 'under'}-rewards length relative to the "
-            "labels."
+            f". It {'over' if toward == 'longer' else 'under'}-rewards length relative to "
+            f"{w['labels_rel']}."
         )
         if st.gap_large and st.gap_clear and gap_dir != toward:
             text += (
-                f" (Its accuracy is nevertheless higher when the chosen answer is the {gap_dir} "
+                f" (Its accuracy is nevertheless higher when {w['chosen']} is the {gap_dir} "
                 "one: the two measures disagree, so look at the plot below before concluding.)"
             )
         return text
     if st.gap_large and st.gap_clear and gap_dir is not None:
         return (
-            f"**Length bias toward {gap_dir} answers**: its overall share of longer-answer picks "
-            f"is within chance of the labels', but given the same human label it is right "
-            f"{points(abs(st.gap))} more often when the preferred answer is the {gap_dir} one, "
+            f"**Length bias toward {gap_dir} {w['answer']}s**: its overall share of longer-{w['answer']} picks "
+            f"is within chance of {w['labels_share']}, but given the same {w['label']} it is right "
+            f"{points(abs(st.gap))} more often when {w['preferred_plain']} is the {gap_dir} one, "
             f"beyond twice the standard error. It {'under' if gap_dir == 'shorter' else 'over'}"
-            "-rewards length relative to the labels."
+            f"-rewards length relative to {w['labels_rel']}."
         )
     text = "**No length bias detected**"
     if 2 * st.diff_se <= 0.05:
         text += (
-            f": its preference for length is in line with the human labels (difference "
+            f": its preference for length is in line with {w['labels']} (difference "
             f"{points(st.diff, sign=True)}, within ±{points(2 * st.diff_se)})."
         )
     else:
         text += (
-            f", but with {num(st.n)} pairs only a difference larger than about "
+            f", but with {num(st.n)} {w['pairs']} only a difference larger than about "
             f"{points(2 * st.diff_se)} would show; evaluate on more pairs to rule out a smaller "
             "one."
         )

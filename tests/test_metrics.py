@@ -15,6 +15,7 @@ from rewardkit.metrics import (
     pairwise_metrics,
     pearson,
     rank_average,
+    ranking_length_bias,
     ranking_metrics,
     reward_stats,
     scalar_metrics,
@@ -277,6 +278,20 @@ def test_ranking_probabilities_are_those_of_the_within_group_pairs() -> None:
         assert m[key] == pytest.approx(pairs[key]), key
     assert m["pairwise_accuracy"] == pytest.approx(pairs["accuracy"])
     assert_json_clean(m)
+
+
+def test_ranking_length_bias_compares_the_model_with_the_labelled_order() -> None:
+    """Within-group pairs, better-ranked first: group A lengths [10, 30, 20] -> pairs (10,30),
+    (10,20), (30,20); group B [50, 40] -> (50,40). The labelled order puts the longer response
+    first in 2 of 4 pairs; the model (rewards rising with length) rewards the longer one in all 4."""
+    rewards = [[1.0, 3.0, 2.0], [5.0, 4.0]]
+    lengths = [[10, 30, 20], [50, 40]]
+    lb = ranking_length_bias(rewards, lengths)
+    assert lb["unequal_length_n"] == 4 and lb["chosen_longer_rate"] == 0.5
+    assert lb["longer_preferred_rate"] == 1.0
+    assert (lb["chosen_shorter_n"], lb["chosen_shorter_accuracy"]) == (2, 0.0)
+    assert (lb["chosen_longer_n"], lb["chosen_longer_accuracy"]) == (2, 1.0)
+    assert lb["spearman_reward_length"] == pytest.approx(1.0)  # each response once: 5 points, same order
 
 
 def test_ranking_degenerate() -> None:

@@ -659,6 +659,21 @@ def test_ranking_length_correlation_states_there_is_no_label_baseline(tmp_path: 
     assert "no label baseline" not in mse_prefs
 
 
+def test_ranking_length_bias_is_set_against_the_labelled_order(tmp_path: Path) -> None:
+    """evaluate now measures, over within-group pairs, how often the labelled order itself puts the
+    longer response first: the baseline the pairwise report has always had."""
+    from rewardkit.metrics import ranking_length_bias
+
+    groups = [[3.0, 2.0, 1.0], [2.0, 1.5, 0.0]] * 20
+    lengths = [[10, 30, 20], [50, 40, 60]] * 20
+    metrics = {**_ranking_metrics_as_evaluated(groups), "length_bias": ranking_length_bias(groups, lengths)}
+    prefs = _section(_kind_md(tmp_path, "ranking", metrics), "What it prefers")
+    assert "the labelled order put the longer response first in **33%** of them" in prefs  # 1 of 3 pairs per group
+    assert "of within-group pairs" in prefs and "are not independent" in prefs
+    assert "Accuracy when the better-ranked response is shorter" in prefs
+    assert "no label baseline" not in prefs and "human" not in prefs
+
+
 def test_mse_failures_say_what_is_listed(tmp_path: Path) -> None:
     worst = [{"prompt": "p", "response": "r", "predicted": 0.1, "target": 2.0}]
     fails = _section(_kind_md(tmp_path, "mse", _mse_metrics(), worst_examples=worst), "Where it fails")
