@@ -46,6 +46,21 @@ _T_DEPENDENT = frozenset({"ece", "brier"})
 _FITTED_HERE_NOTE = " (measured on the pairs `--calibrate` fitted T on: no independent check)"
 
 
+def _temperature_support(evaluation: dict | None, stored: Any) -> str:
+    """How firmly the calibration pairs pinned T down, when the card's evaluation is the run that
+    fitted the stored T (`evaluate --calibrate`): its 95% interval, and whether it differs from 1."""
+    if not temperature_fitted_on_these_pairs(evaluation, None if stored is None else float(stored)):
+        return ""
+    interval = evaluation.get("temperature_interval")
+    if not (isinstance(interval, list) and len(interval) == 2):
+        return ""
+    unit = "ranked groups" if evaluation.get("objective") == "ranking" else "pairs"
+    text = f"95% interval {_fmt(float(interval[0]), 3)} to {_fmt(float(interval[1]), 3)} on {evaluation.get('n', '?')} {unit}"
+    if evaluation.get("temperature_differs_from_1") is False:
+        text += ", which cannot tell it from T = 1: read the probabilities as rough"
+    return text
+
+
 def _metric_names(objective: Any) -> list[tuple[str, str, str]]:
     """METRIC_NAMES, with the display names phrased for the evaluated kind of data."""
     if objective != "ranking":
@@ -346,6 +361,7 @@ def render_model_card(config: dict, training: dict | None = None, evaluation: di
         alpha=_fmt(float(config.get("alpha", 1.0))),
         temperature=_fmt(temperature),
         calibrated=stored_temperature is not None,
+        temperature_support=_temperature_support(evaluation, stored_temperature),
         p_at_one=f"{preference_probability(1.0, temperature):.2f}",
         p_at_two=f"{preference_probability(2.0, temperature):.2f}",
         reward_mean=None if config.get("reward_mean") is None else _fmt(config["reward_mean"]),

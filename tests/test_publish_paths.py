@@ -284,3 +284,18 @@ def test_a_card_without_results_has_no_stray_model_name_key():
     assert card.data.eval_results is None and "model_name" not in card.data.to_dict()
     with_results = ModelCard(render_model_card({}, _training_summary(), EVALUATION, repo_id=REPO_ID))
     assert with_results.data.to_dict()["model-index"][0]["name"] == REPO_ID  # model_name names this entry
+
+
+def test_card_gives_the_calibration_interval_and_says_when_t_is_not_told_from_1():
+    evaluation = {**EVALUATION, "temperature_fitted": 0.517, "temperature_written": True, "temperature_before": 1.0,
+                  "ece_before": 0.009, "ece_after": 0.069, "temperature_interval": [0.24, 3.9],
+                  "temperature_differs_from_1": False, "temperature_lr_vs_1": 0.48}
+    text = render_model_card({"calibration_temperature": 0.517}, _training_summary(), evaluation, repo_id=REPO_ID)
+    assert ("**T = 0.517** fitted on held-out pairs (stored in `config.json` as `calibration_temperature`); 95% "
+            "interval 0.24 to 3.9 on 312 pairs, which cannot tell it from T = 1: read the probabilities as rough.") in text
+    firm = {**evaluation, "temperature_interval": [0.41, 0.62], "temperature_differs_from_1": True}
+    text = render_model_card({"calibration_temperature": 0.517}, _training_summary(), firm, repo_id=REPO_ID)
+    assert "95% interval 0.41 to 0.62 on 312 pairs." in text and "rough" not in text
+    # a card whose metrics are not the run that fitted the stored T says nothing about an interval
+    other = render_model_card({"calibration_temperature": 0.8}, _training_summary(), evaluation, repo_id=REPO_ID)
+    assert "95% interval" not in other
