@@ -116,19 +116,27 @@ def barrier() -> None:
         dist.barrier()
 
 
+def _all_reduce(value: float, dtype: Any, op: str) -> float:
+    """`value` reduced over every rank with `op` ("MIN", "SUM"), through a one-element tensor of
+    `dtype` (on the GPU for NCCL, which reduces only CUDA tensors). Needs a process group."""
+    import torch
+    import torch.distributed as dist
+
+    tensor = torch.tensor([value], dtype=dtype)
+    if dist.get_backend() == "nccl":
+        tensor = tensor.cuda()
+    dist.all_reduce(tensor, op=getattr(dist.ReduceOp, op))
+    return tensor.item()
+
+
 def all_succeeded(ok: bool) -> bool:
     """True when `ok` holds on every rank. A collective that every rank reaches even after a local
     failure, so a failure on one rank stops all of them instead of leaving them at a barrier."""
     if not _group_ready():
         return ok
     import torch
-    import torch.distributed as dist
 
-    flag = torch.tensor([1 if ok else 0], dtype=torch.int64)
-    if dist.get_backend() == "nccl":
-        flag = flag.cuda()
-    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-    return bool(flag.item())
+    return bool(_all_reduce(1 if ok else 0, torch.int64, "MIN"))
 
 
 def all_sum(value: int) -> int:
@@ -136,13 +144,8 @@ def all_sum(value: int) -> int:
     if not _group_ready():
         return value
     import torch
-    import torch.distributed as dist
 
-    total = torch.tensor([value], dtype=torch.int64)
-    if dist.get_backend() == "nccl":
-        total = total.cuda()
-    dist.all_reduce(total, op=dist.ReduceOp.SUM)
-    return int(total.item())
+    return int(_all_reduce(value, torch.int64, "SUM"))
 
 
 def all_mean(value: float) -> float:
@@ -152,11 +155,7 @@ def all_mean(value: float) -> float:
     import torch
     import torch.distributed as dist
 
-    total = torch.tensor([value], dtype=torch.float64)
-    if dist.get_backend() == "nccl":
-        total = total.cuda()
-    dist.all_reduce(total, op=dist.ReduceOp.SUM)
-    return float(total.item()) / dist.get_world_size()
+    return float(_all_reduce(value, torch.float64, "SUM")) / dist.get_world_size()
 
 
 class RankFailedError(RuntimeError):
