@@ -121,28 +121,13 @@ def _draw_margin_hist(fig: Figure, ctx: _Context) -> None:
     margins = ctx.margins
     ax = fig.add_subplot()
     edges = _bin_edges(margins, align_zero=True)
-    ax.hist(
-        margins[margins > 0],
-        bins=edges,
-        color="tab:green",
-        alpha=0.75,
-        label="model agrees with humans (margin > 0)",
-    )
-    ax.hist(
-        margins[margins < 0],
-        bins=edges,
-        color="tab:red",
-        alpha=0.75,
-        label="model disagrees (margin < 0)",
-    )
-    if np.any(margins == 0):
-        ax.hist(
-            margins[margins == 0],
-            bins=edges,
-            color="tab:gray",
-            alpha=0.75,
-            label="tie (margin = 0)",
-        )
+    for selected, color, label, always in (
+        (margins > 0, "tab:green", "model agrees with humans (margin > 0)", True),
+        (margins < 0, "tab:red", "model disagrees (margin < 0)", True),
+        (margins == 0, "tab:gray", "tie (margin = 0)", False),  # only when there are ties
+    ):
+        if always or np.any(selected):
+            ax.hist(margins[selected], bins=edges, color=color, alpha=0.75, label=label)
     ax.axvline(0.0, color="black", linewidth=1.5)
     accuracy = ctx.metrics.get("accuracy")
     if not isinstance(accuracy, (int, float)):
