@@ -235,6 +235,9 @@ class RewardTrainingArguments(TrainingArguments):
             raise ValueError(f"--lora-alpha must be > 0, got {self.lora_alpha}.")
         if self.keep_adapter and not self.use_lora:
             raise ValueError("--keep-adapter needs --use-lora (there is no adapter without LoRA).")
+        if self.use_lora and not _peft_installed():
+            raise ValueError("--use-lora needs PEFT, which is not installed: pip install 'rewardkit[lora]' "
+                             "(or pip install peft).")
         if self.lora_target_modules is not None:  # "query,value" and "query value" both work, in YAML too
             names = [self.lora_target_modules] if isinstance(self.lora_target_modules, str) else self.lora_target_modules
             self.lora_target_modules = [part.strip() for name in names for part in str(name).split(",") if part.strip()]
@@ -321,3 +324,14 @@ def native_bf16_device(use_cpu: bool) -> str | None:
     if not use_cpu and has_accelerator():  # MPS, XPU, ...: leave them alone
         return None
     return "cpu" if cpu_bf16_feature() else None
+
+
+def _peft_installed() -> bool:
+    """Whether `import peft` can work, checked before any data is read or a backbone loaded
+    (without importing PEFT itself, which is slow)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("peft") is not None
+    except (ImportError, ValueError):
+        return False

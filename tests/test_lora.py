@@ -2,6 +2,7 @@
 
 import json
 import random
+import sys
 
 import pytest
 import torch
@@ -66,6 +67,15 @@ def test_only_adapters_and_head_train():
 def test_keep_adapter_needs_lora():
     with pytest.raises(ValueError, match="--keep-adapter needs --use-lora"):
         RewardTrainingArguments(output_dir="x", keep_adapter=True)
+
+
+def test_use_lora_without_peft_is_refused_before_any_work_and_says_what_to_install(monkeypatch):
+    """`pip install -e .` (the README's set-up) installs no PEFT: `--use-lora` used to read the data
+    and load the backbone, then stop on a bare `No module named 'peft'`."""
+    monkeypatch.setitem(sys.modules, "peft", None)  # `import peft` raises ImportError, as when not installed
+    with pytest.raises(ValueError, match=r"--use-lora needs PEFT.*rewardkit\[lora\]"):
+        RewardTrainingArguments(output_dir="x", use_lora=True)
+    RewardTrainingArguments(output_dir="x")  # without LoRA nothing needs PEFT
 
 
 class _Recorder(TrainerCallback):
