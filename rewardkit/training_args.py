@@ -236,8 +236,8 @@ class RewardTrainingArguments(TrainingArguments):
         if self.keep_adapter and not self.use_lora:
             raise ValueError("--keep-adapter needs --use-lora (there is no adapter without LoRA).")
         if self.use_lora and not _peft_installed():
-            raise ValueError("--use-lora needs PEFT, which is not installed: pip install 'rewardkit[lora]' "
-                             "(or pip install peft).")
+            raise ValueError("--use-lora needs PEFT, which is not installed: pip install peft (rewardkit's "
+                             "'lora' extra; in a rewardkit checkout: pip install -e '.[lora]').")
         if self.lora_target_modules is not None:  # "query,value" and "query value" both work, in YAML too
             names = [self.lora_target_modules] if isinstance(self.lora_target_modules, str) else self.lora_target_modules
             self.lora_target_modules = [part.strip() for name in names for part in str(name).split(",") if part.strip()]
