@@ -16,8 +16,9 @@ backbones (BERT, RoBERTa, DeBERTa) whose input is the *pair* `[CLS] prompt [SEP]
   (fine: rewardkit folders load that way) but score `prompt + completion` as one string tokenized
   with `add_special_tokens=False`: an encoder then sees no [CLS]/[SEP] and scores something it was
   never trained on. `reward_function(path)` gives TRL a reward function that scores the pairs
-  correctly (and fast: length-sorted batches). Decoder backbones (GPT-2, Llama; "last" pooling)
-  read `prompt + completion` as a plain concatenation anyway, so the model path is fine for them.
+  correctly (and fast: length-sorted batches). Decoder backbones ("last" pooling) whose tokenizer
+  adds no special tokens (GPT-2, Qwen2) read `prompt + completion` as a plain concatenation anyway, so
+  the model path is fine for them; BOS-adding tokenizers (Llama, Mistral, OPT) are not.
 """
 
 from __future__ import annotations

@@ -144,3 +144,53 @@ def test_reward_function_renders_conversations_like_rewardkit_training_data(publ
     assert function.__name__ == "rm"
     assert function([prompt], [completion]) == pytest.approx(scorer.score(*map(list, zip(as_pair(prompt, completion)))))
     json.dumps(function(PROMPTS, COMPLETIONS))  # plain floats, as TRL expects
+
+
+def _word_tokenizer(bos_in_template: bool):
+    """A fast word-level tokenizer: GPT-2 / Qwen style (no special tokens added) or Llama / Mistral /
+    OPT style (a BOS added by the post-processor; Llama's pair template is `<bos> $A <bos> $B`)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    words = "<pad> <bos> <eos> what is two plus four five of course name a colour blue ? ,".split()
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<pad>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    if bos_in_template:
+        backend.post_processor = processors.TemplateProcessing(
+            single="<bos> $A", pair="<bos> $A <bos>:1 $B:1", special_tokens=[("<bos>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>")
+
+
+@pytest.mark.parametrize("bos_in_template", [False, True], ids=["gpt2-like", "llama-like"])
+def test_grpo_model_path_matches_decoder_rewards_only_when_the_tokenizer_adds_no_special_tokens(
+        tmp_path, bos_in_template):
+    """README: the model path in `reward_funcs` is right for decoders whose tokenizer adds nothing to a
+    pair (GPT-2, Qwen); a BOS-adding tokenizer (Llama, Mistral, OPT) trained on `<bos> prompt <bos>
+    response` but GRPO tokenizes `prompt + completion` with add_special_tokens=False: use
+    reward_function there too."""
+    from transformers import GPT2Config
+
+    from modeling_reward import RewardConfig, RewardModel
+
+    tokenizer = _word_tokenizer(bos_in_template)
+    torch.manual_seed(0)
+    model = RewardModel(RewardConfig(backbone_config=GPT2Config(
+        vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=64, pad_token_id=0))).eval()
+    assert model.config.pooling == "last"
+    model.save_pretrained(tmp_path / "rm")
+    tokenizer.save_pretrained(tmp_path / "rm")
+    prompts = ["what is two plus two ?", "name a colour", "what is two plus two ?"]
+    completions = [" four , of course", " blue", " five"]
+    expected = RewardScorer(str(tmp_path / "rm")).score(prompts, completions)
+
+    # trl/trainer/grpo_trainer.py, GRPOTrainer._calculate_rewards (TRL 1.16), for a model reward:
+    texts = [p + c for p, c in zip(prompts, completions)]
+    inputs = tokenizer(text=texts, return_tensors="pt", padding=True, padding_side="right", add_special_tokens=False)
+    with torch.inference_mode():
+        grpo = model(**inputs).logits[:, 0].tolist()
+
+    assert reward_function(str(tmp_path / "rm"))(prompts, completions) == pytest.approx(expected, abs=1e-5)
+    if bos_in_template:
+        assert max(abs(a - b) for a, b in zip(grpo, expected)) > 1e-3
+    else:
+        assert grpo == pytest.approx(expected, abs=1e-5)
