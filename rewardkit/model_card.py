@@ -349,6 +349,10 @@ def render_model_card(config: dict, training: dict | None = None, evaluation: di
     temperature = float(stored_temperature or 1.0)
     table, length_bias = _evaluation_rows(training, evaluation)
     seconds = training.get("seconds")
+    speed = training.get("examples_per_second")
+    # The length training cut pairs to, when recorded (the summary, else config.json); the usage code
+    # falls back to 512 (BERT's limit) for a model saved without either.
+    trained_max_length = training.get("max_length", hyperparameters.get("max_length", config.get("trained_max_length")))
     card = ModelCard.from_template(
         build_card_data(config, training, evaluation, repo_id=repo_id, datasets=datasets or [], license=license,
                         language=language),
@@ -369,16 +373,18 @@ def render_model_card(config: dict, training: dict | None = None, evaluation: di
         centered_reward=_centered_reward(config.get("reward_mean")),
         normalized=bool(config.get("normalize_rewards")),
         stats_samples=_stats_samples(training),
-        max_length=training.get("max_length", hyperparameters.get("max_length", 512)),
-        train_rows=training.get("train_rows", "?"),
+        max_length=trained_max_length or 512,
+        trained_max_length=trained_max_length,
+        train_rows=training.get("train_rows"),
         datasets=[dataset_display_name(name) for name in datasets or []],
-        detected_layout=training.get("detected_layout", "?"),
-        steps=training.get("steps", "?"),
-        epochs=_fmt(training.get("epochs", "?")),
+        detected_layout=training.get("detected_layout"),
+        steps=training.get("steps"),
+        epochs=None if training.get("epochs") is None else _fmt(training["epochs"]),
         hyperparameters=_hyperparameter_rows(hyperparameters),
-        hardware=training.get("hardware", "?"),
-        training_time=f"{seconds:.0f} s" if isinstance(seconds, (int, float)) else "?",
-        throughput=f"{training.get('examples_per_second', 0):.2f} {unit}/s",
+        hardware=training.get("hardware"),
+        training_time=f"{seconds:.0f} s" if isinstance(seconds, (int, float)) else None,
+        throughput=f"{speed:.2f} {unit}/s" if isinstance(speed, (int, float)) and speed > 0 else None,
+        training_recorded=bool(training),
         eval_rows_table=table,
         length_bias=length_bias,
     )

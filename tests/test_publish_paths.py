@@ -299,3 +299,18 @@ def test_card_gives_the_calibration_interval_and_says_when_t_is_not_told_from_1(
     # a card whose metrics are not the run that fitted the stored T says nothing about an interval
     other = render_model_card({"calibration_temperature": 0.8}, _training_summary(), evaluation, repo_id=REPO_ID)
     assert "95% interval" not in other
+
+
+def test_a_model_without_a_training_record_gets_no_placeholder_rows():
+    """A folder saved by TRL's RewardTrainer (README, TRL section) or by save_pretrained has no
+    training_summary.json: its card said "Data | ? pairs (?)", "Steps / epochs | ? / ?",
+    "Hardware | ?", "Training time | ? (0.00 pairs/s)" and a max length it was not trained at."""
+    text = render_model_card({"backbone_config": {"_name_or_path": "bert-base-uncased"}}, None, repo_id=REPO_ID)
+    section = text.split("## Training", 1)[1].split("## Evaluation", 1)[0]
+    assert "?" not in section and "0.00" not in section
+    rows = dict(_training_rows(text))
+    assert rows["Base model"] == "`bert-base-uncased`"
+    assert not {"Data", "Steps / epochs", "Max length", "Hardware", "Training time"} & set(rows)
+    assert "training_summary.json" in section  # says why there is so little
+    rows = dict(_training_rows(render_model_card({"trained_max_length": 256}, None, repo_id=REPO_ID)))
+    assert rows["Max length"].startswith("256 tokens")  # the length the config records is known
