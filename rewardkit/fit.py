@@ -136,7 +136,9 @@ def load_model(base_model: str, args: RewardTrainingArguments, tokenizer):
 
         check_reward_model_source(base_model)  # safetensors only: a pickle-only folder is refused clearly
         overrides = {k: v for k, v in {"pooling": args.pooling, "head_dropout": args.head_dropout}.items() if v is not None}
-        model = RewardModel.from_pretrained(base_model, alpha=args.alpha, use_safetensors=True, **overrides)
+        # dtype: fp32 weights to train, whatever dtype the folder was saved in (transformers 5 keeps it).
+        model = RewardModel.from_pretrained(base_model, alpha=args.alpha, use_safetensors=True, dtype=torch.float32,
+                                            **overrides)
     else:
         config_kwargs = {"alpha": args.alpha}
         if args.pooling is not None:

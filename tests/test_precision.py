@@ -100,3 +100,16 @@ def test_cpu_bf16_training_computes_attention_in_fp32_for_the_run_only(tmp_path,
             assert torch.allclose(fast(**batch).rewards, plain(**batch).rewards, atol=0.05)
     fast.save_pretrained(tmp_path / "saved")
     assert NAME not in (tmp_path / "saved" / "config.json").read_text()
+
+
+def test_continued_training_of_a_half_precision_reward_folder_loads_fp32_weights(tmp_path, tokenizer):
+    """A reward model saved in bf16 (e.g. by a bf16 scorer) loads in its stored dtype by default in
+    transformers 5; training it further must start from fp32 weights ("weights stay fp32")."""
+    from rewardkit.fit import load_model
+
+    model = helpers.tiny_reward_model("bert")
+    model.backbone.to(torch.bfloat16)
+    model.save_pretrained(tmp_path / "rm")
+    args = RewardTrainingArguments(output_dir=str(tmp_path / "out"), use_cpu=True, precision="fp32")
+    loaded = load_model(str(tmp_path / "rm"), args, tokenizer)
+    assert {p.dtype for p in loaded.parameters()} == {torch.float32}
