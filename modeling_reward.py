@@ -317,13 +317,21 @@ class RewardModel(PreTrainedModel):
             backbone_name_or_path: anything `AutoModel.from_pretrained` loads (encoders such as
                 BERT/RoBERTa/DeBERTa, or decoders such as GPT-2/OPT/Llama, whose base model is used).
             backbone_kwargs: passed to `AutoModel.from_pretrained` (e.g. `dtype`, `attn_implementation`).
+                Without a `dtype` the backbone is loaded in float32, whatever dtype the checkpoint
+                is stored in (transformers 5 would otherwise keep a stored fp16/bf16, and training
+                would update half-precision weights).
             **config_kwargs: `RewardConfig` fields (`alpha`, `pooling`, `head_dropout`, ...).
+
+        The head is float32 in every case, as `from_pretrained(..., dtype=...)` keeps it.
         """
-        backbone = AutoModel.from_pretrained(backbone_name_or_path, **(backbone_kwargs or {}))
+        kwargs = dict(backbone_kwargs or {})
+        if "dtype" not in kwargs and "torch_dtype" not in kwargs:
+            kwargs["dtype"] = torch.float32
+        backbone = AutoModel.from_pretrained(backbone_name_or_path, **kwargs)
         config = RewardConfig(backbone_config=backbone.config, **config_kwargs)
         model = cls(config, backbone=backbone)
         model.name_or_path = str(backbone_name_or_path)
-        return model.to(next(backbone.parameters()).dtype)
+        return model
 
     def get_input_embeddings(self) -> nn.Module:
         return self.backbone.get_input_embeddings()

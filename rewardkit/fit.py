@@ -136,7 +136,9 @@ def load_model(base_model: str, args: RewardTrainingArguments, tokenizer):
 
         check_reward_model_source(base_model)  # safetensors only: a pickle-only folder is refused clearly
         overrides = {k: v for k, v in {"pooling": args.pooling, "head_dropout": args.head_dropout}.items() if v is not None}
-        model = RewardModel.from_pretrained(base_model, alpha=args.alpha, use_safetensors=True, **overrides)
+        # dtype: fp32 weights to train, whatever dtype the folder was saved in (transformers 5 keeps it).
+        model = RewardModel.from_pretrained(base_model, alpha=args.alpha, use_safetensors=True, dtype=torch.float32,
+                                            **overrides)
     else:
         config_kwargs = {"alpha": args.alpha}
         if args.pooling is not None:
@@ -145,6 +147,7 @@ def load_model(base_model: str, args: RewardTrainingArguments, tokenizer):
             config_kwargs["head_dropout"] = args.head_dropout
         model = RewardModel.from_backbone(base_model, **config_kwargs)
     model.config.pad_token_id = tokenizer.pad_token_id
+    freeze_unread_parameters(model)
     if args.disable_dropout:
         disable_dropout(model)
     if args.bf16 and (args.use_cpu or not has_accelerator()) and model.config._attn_implementation == "sdpa":
@@ -152,6 +155,19 @@ def load_model(base_model: str, args: RewardTrainingArguments, tokenizer):
 
         use_fp32_attention(model)  # measured 12-15% faster training on CPU; see cpu_attention.py
     return model
+
+
+def freeze_unread_parameters(model) -> list[str]:
+    """requires_grad=False for the backbone parts our pooling never reads (BERT's pooler): they get
+    no gradient, so training leaves them as they are either way, but DDP with
+    find_unused_parameters=False (what the Trainer picks under --gradient_checkpointing) fails at
+    its second step on a trainable parameter without gradient. Returns the frozen names."""
+    frozen = []
+    for name, parameter in model.backbone.named_parameters():
+        if "pooler" in name.split(".") and parameter.requires_grad:
+            parameter.requires_grad_(False)
+            frozen.append(f"backbone.{name}")
+    return frozen
 
 
 def disable_dropout(model) -> None:

@@ -119,8 +119,14 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
 
 def pick_device(device: str | torch.device | None) -> torch.device:
     """The device asked for, checked before any model is loaded (torch would otherwise fail deep in
-    its CUDA initialisation, after the load); default CUDA when available, else CPU."""
+    its CUDA initialisation, after the load); default CUDA when available, else CPU. Under torchrun /
+    accelerate launch the default is the rank's own GPU (cuda:LOCAL_RANK), not the current device,
+    which is still cuda:0 on every rank until something (the Trainer) sets it."""
     if device is None:
+        from rewardkit.distributed import default_device, is_distributed
+
+        if is_distributed():
+            return torch.device(default_device())
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         chosen = torch.device(device)
@@ -209,7 +215,7 @@ class RewardScorer:
         model_or_path: a local folder or Hub repo id of a rewardkit model, or a loaded `RewardModel`
             (then pass `tokenizer`). Folders are loaded with the installed `modeling_reward`
             classes: no remote code is executed, and only safetensors weights are read.
-        device: "cpu", "cuda", ...; default CUDA when available.
+        device: "cpu", "cuda", ...; default CUDA when available (under torchrun, the rank's own GPU).
         batch_size: max rows per batch (default: limited by the token budget only).
         max_length: max tokens per pair (default: the length the model was trained with, else the model's limit, at most 512); prompts are cut
             from the left, responses kept.

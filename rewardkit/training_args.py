@@ -320,7 +320,13 @@ def native_bf16_device(use_cpu: bool) -> str | None:
     import torch
 
     if not use_cpu and torch.cuda.is_available():
-        return "cuda" if torch.cuda.is_bf16_supported() else None
+        # including_emulation=False: by default torch also answers True on GPUs that only emulate bf16
+        # (compute capability < 8: T4, V100), where bf16 autocast is slower than fp32.
+        try:
+            native = torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # torch < 2.3 has no such argument
+            native = bool(torch.version.hip) or torch.cuda.get_device_properties(torch.cuda.current_device()).major >= 8
+        return "cuda" if native else None
     if not use_cpu and has_accelerator():  # MPS, XPU, ...: leave them alone
         return None
     return "cpu" if cpu_bf16_feature() else None

@@ -79,6 +79,31 @@ def test_torchrun_two_processes_train_one_model(tiny_base, tmp_path):
     assert len(scorer.score(["q"], ["a"])) == 1
 
 
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_every_trainable_parameter_gets_a_gradient_as_ddp_with_gradient_checkpointing_needs(
+        tiny_base, tokenizer, tmp_path, pooling):
+    """With --gradient_checkpointing the Trainer wraps the model in DDP with
+    find_unused_parameters=False, and DDP then fails at the second step ("Expected to have finished
+    reduction in the prior iteration") if a trainable parameter gets no gradient: BERT's pooler,
+    which our pooling never reads. Checked here in one process: every trainable parameter must
+    get a gradient from one backward pass."""
+    import torch
+
+    from rewardkit.fit import load_model
+    from rewardkit.training_args import RewardTrainingArguments
+
+    args = RewardTrainingArguments(output_dir=str(tmp_path), use_cpu=True, precision="fp32", pooling=pooling,
+                                   gradient_checkpointing=True)
+    model = load_model(str(tiny_base), args, tokenizer)
+    model.gradient_checkpointing_enable()
+    model.train()
+    batch = tokenizer(["a question", "another, longer question"], ["yes", "no"], padding=True, return_tensors="pt")
+    model(**batch).rewards.sum().backward()
+    missing = [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing
+    assert any(p.requires_grad for p in model.backbone.parameters())  # the backbone itself still trains
+
+
 def test_torchrun_two_processes_score_every_row_once_in_order(tiny_model_dir, tmp_path):
     rows = [{"prompt": f"question {i}?", "response": "answer " * (1 + i % 7)} for i in range(23)]
     rows.insert(9, {"prompt": "broken row", "response": ""})  # skipped the same way by every rank

@@ -182,6 +182,25 @@ def test_minilm_backbone_weights_equal_the_checkpoint(minilm_path):
     assert model.score.weight.shape == (1, 384)
 
 
+@pytest.mark.parametrize("stored", [torch.float16, torch.bfloat16])
+def test_from_backbone_of_a_half_precision_checkpoint_keeps_fp32_weights_and_head(tmp_path, stored):
+    """transformers 5 loads a checkpoint in its stored dtype by default (dtype="auto"), and many Hub
+    checkpoints are stored in fp16/bf16: a fresh reward model (what `rewardkit train` trains) must
+    still get fp32 weights and an fp32 head ("weights stay fp32"), unless a dtype is asked for."""
+    from transformers import AutoModel
+
+    torch.manual_seed(0)
+    AutoModel.from_config(helpers.tiny_backbone_config("bert")).to(stored).save_pretrained(tmp_path)
+    model = RewardModel.from_backbone(str(tmp_path))
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    asked = RewardModel.from_backbone(str(tmp_path), backbone_kwargs={"dtype": torch.bfloat16})
+    assert asked.backbone.dtype == torch.bfloat16
+    assert asked.score.weight.dtype == torch.float32  # the head stays fp32, as from_pretrained(dtype=...) keeps it
+    inputs = {"input_ids": torch.randint(5, 100, (2, 7))}
+    with torch.no_grad():
+        assert asked(**inputs).rewards.dtype == torch.float32
+
+
 def test_forward_errors_are_clear():
     model = helpers.tiny_reward_model()
     with pytest.raises(ValueError, match="input_ids"):

@@ -100,3 +100,31 @@ def test_cpu_bf16_training_computes_attention_in_fp32_for_the_run_only(tmp_path,
             assert torch.allclose(fast(**batch).rewards, plain(**batch).rewards, atol=0.05)
     fast.save_pretrained(tmp_path / "saved")
     assert NAME not in (tmp_path / "saved" / "config.json").read_text()
+
+
+def test_continued_training_of_a_half_precision_reward_folder_loads_fp32_weights(tmp_path, tokenizer):
+    """A reward model saved in bf16 (e.g. by a bf16 scorer) loads in its stored dtype by default in
+    transformers 5; training it further must start from fp32 weights ("weights stay fp32")."""
+    from rewardkit.fit import load_model
+
+    model = helpers.tiny_reward_model("bert")
+    model.backbone.to(torch.bfloat16)
+    model.save_pretrained(tmp_path / "rm")
+    args = RewardTrainingArguments(output_dir=str(tmp_path / "out"), use_cpu=True, precision="fp32")
+    loaded = load_model(str(tmp_path / "rm"), args, tokenizer)
+    assert {p.dtype for p in loaded.parameters()} == {torch.float32}
+
+
+@pytest.mark.parametrize("compute_capability, expected", [((7, 5), None), ((8, 0), "cuda")])
+def test_auto_on_cuda_picks_bf16_only_where_the_gpu_computes_it_natively(monkeypatch, compute_capability, expected):
+    """torch.cuda.is_bf16_supported() answers True on pre-Ampere GPUs (T4, V100) too, where bf16 is
+    only emulated; auto must stay fp32 there. Simulated: no CUDA kernel runs."""
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda device=None: SimpleNamespace(major=compute_capability[0], minor=compute_capability[1]))
+    monkeypatch.setattr(torch.cuda, "_check_bf16_tensor_supported", lambda device: True, raising=False)
+    assert training_args.native_bf16_device(use_cpu=False) == expected

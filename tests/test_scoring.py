@@ -469,3 +469,22 @@ def test_batch_size_dtype_and_fp16_on_cpu(model, tokenizer, caplog):
     with caplog.at_level("WARNING", logger="rewardkit.scoring"):
         RewardScorer(copy, tokenizer=tokenizer, device="cpu", dtype="fp16")
     assert "fp16 on a CPU is emulated" in caplog.text
+
+
+def test_default_device_of_a_launched_rank_is_its_own_gpu(monkeypatch):
+    """Under torchrun / accelerate launch (e.g. `reward_function(path)` given to a multi-GPU GRPO run,
+    created before the Trainer sets each rank's device), device=None must mean this rank's GPU,
+    not cuda:0 for every rank. Simulated: nothing runs on a GPU."""
+    from rewardkit.scoring import pick_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    assert pick_device(None) == torch.device("cuda:2")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert pick_device(None).type == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert pick_device(None) == torch.device("cpu")
