@@ -6,7 +6,8 @@ step count for every setup:
   trl-tuned     TRL RewardTrainer, fp32, no checkpointing, length-grouped batches
   rewardkit     rewardkit's training job (`rewardkit train`) at its defaults
 and, on request (--setups): rewardkit-fp32 (--precision fp32), rewardkit-unsplit
-(--no-cpu-split-batches: each batch on all threads at once, the A/B of rewardkit/cpu_workers.py).
+(--no-cpu-split-batches: each batch on all threads at once, the A/B of rewardkit/cpu_workers.py),
+rewardkit-full-emb (--no-freeze-embeddings), rewardkit-no-trim (--malloc-trim-steps 0).
 Each setup runs in its own subprocess (so peak RSS is its own); a fp32 matmul peak is measured in the
 same run. Prints pairs/s, real and padded tokens/s, padding share, achieved GFLOP/s, peak RSS and ratios.
 
@@ -119,6 +120,10 @@ def run_setup(name: str, steps: int, batch: int, max_length: int, lr: float, out
         return _run_rewardkit(steps, batch, max_length, lr, out, precision="fp32")
     if name == "rewardkit-unsplit":  # --no-cpu-split-batches: one batch on all threads (A/B of cpu_workers.py)
         return _run_rewardkit(steps, batch, max_length, lr, out, cpu_split_batches=False)
+    if name == "rewardkit-full-emb":  # --no-freeze-embeddings: the word embedding matrix trained too
+        return _run_rewardkit(steps, batch, max_length, lr, out, freeze_embeddings=False)
+    if name == "rewardkit-no-trim":  # --malloc-trim-steps 0: glibc keeps the memory it holds free
+        return _run_rewardkit(steps, batch, max_length, lr, out, malloc_trim_steps=0)
     return _run_trl(name, steps, batch, max_length, lr, out)
 
 

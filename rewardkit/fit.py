@@ -148,6 +148,8 @@ def load_model(base_model: str, args: RewardTrainingArguments, tokenizer):
         model = RewardModel.from_backbone(base_model, **config_kwargs)
     model.config.pad_token_id = tokenizer.pad_token_id
     freeze_unread_parameters(model)
+    if args.freeze_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
     if args.disable_dropout:
         disable_dropout(model)
     if args.bf16 and (args.use_cpu or not has_accelerator()) and model.config._attn_implementation == "sdpa":
@@ -534,6 +536,8 @@ def _hyperparameters(args: RewardTrainingArguments, max_length: int, pooling: st
               "max_length": max_length, "seed": args.seed, "pooling": pooling, "precision": args.precision_description,
               "train_sampling_strategy": plain_value(args.train_sampling_strategy), "warmup_steps": args.warmup_steps,
               "weight_decay": args.weight_decay, "lr_scheduler_type": plain_value(args.lr_scheduler_type)}
+    if not args.use_lora:  # LoRA freezes the whole backbone anyway
+        values["freeze_embeddings"] = args.freeze_embeddings
     if args.world_size > 1:
         values["processes"] = args.world_size
     if args.use_lora:

@@ -31,6 +31,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from modeling_reward import mse_loss, pairwise_loss, ranking_loss
 from rewardkit.cpu_workers import cpu_worker_split, map_in_workers
 from rewardkit.features import COLLATORS, MODEL_INPUT_KEYS
+from rewardkit.memory import memory_callback
 
 logger = logging.getLogger(__name__)
 
@@ -195,8 +196,11 @@ class RewardTrainer(Trainer):
         # for gradient accumulation, and skip its division: gradients N times too large with N steps.
         self.model_accepts_loss_kwargs = False
         self.add_callback(_ReadableCheckpoints())
+        release = memory_callback(getattr(self.args, "malloc_trim_steps", 0), on_cpu=self.args.device.type == "cpu")
+        if release is not None:
+            self.add_callback(release)
         self.objective = objective
-        self._train_metrics: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])  # name -> [weighted sum, count]
+        self._train_metrics: dict[str, list] = defaultdict(lambda: [0.0, 0])  # name -> [weighted sum (a tensor once added to), count]
 
     # ------------------------------------------------------------------ batching
 
@@ -252,18 +256,19 @@ class RewardTrainer(Trainer):
 
     def _record(self, metrics: dict[str, torch.Tensor], count: int) -> None:
         """Running training metrics, weighted by the examples they average (a short last batch
-        counts for what it holds)."""
+        counts for what it holds). Summed as tensors, read at logging time: a float() here would
+        wait for the GPU at every step."""
         if self.model.training:
             for name, value in metrics.items():
                 total = self._train_metrics[name]
-                total[0] += float(value.detach()) * count
+                total[0] = total[0] + value.detach() * count
                 total[1] += count
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         """Merge the running training metrics (accuracy, margin) into the Trainer's logs."""
         if self._train_metrics and "loss" in logs:
             for name, (weighted_sum, count) in self._train_metrics.items():
-                logs[f"train_{name}"] = round(weighted_sum / count, 4)
+                logs[f"train_{name}"] = round(float(weighted_sum) / count, 4)
             self._train_metrics.clear()
         super().log(logs, *args, **kwargs)
 

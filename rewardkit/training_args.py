@@ -99,6 +99,14 @@ class RewardTrainingArguments(TrainingArguments):
                           "(MiniLM, 1 epoch): held-out accuracy 0.606 with lr 1e-4 and no dropout vs 0.567 with "
                           "lr 5e-5 and dropout. Use --no-disable-dropout to keep the backbone's dropout."},
     )
+    freeze_embeddings: bool = field(
+        default=True,
+        metadata={"help": "Keep the backbone's input (word) embedding matrix as pretrained (default on): no gradient "
+                          "and no optimizer state for it (MiniLM: 11.7M of its 22.7M weights; a 128k-token Llama "
+                          "vocabulary: ~3 GB of gradient and Adam state). Position and segment embeddings and every "
+                          "layer still train. Measured on HH-RLHF (MiniLM, 1 epoch, 5 seeds): +5%% pairs/s, held-out "
+                          "accuracy 0.621 vs 0.624 trained in full (within the noise). --no-freeze-embeddings trains it."},
+    )
     use_margin: bool = field(
         default=True, metadata={"help": "Use a per-pair `margin` column when the data has one (Llama 2 style)."}
     )
@@ -115,6 +123,12 @@ class RewardTrainingArguments(TrainingArguments):
         metadata={"help": "On a CPU with 2+ threads, run each batch's two halves at once, one per thread (same gradient; "
                           "+7%% pairs/s measured on 2 cores, see rewardkit/cpu_workers.py). Only without dropout, "
                           "gradient checkpointing, fp16 or several processes. --no-cpu-split-batches turns it off."},
+    )
+    malloc_trim_steps: int = field(
+        default=10,
+        metadata={"help": "CPU training on Linux: every N steps hand the memory glibc's allocator holds free back to "
+                          "the OS (malloc_trim), which holds down the peak RSS's growth over an epoch (0 = off; see "
+                          "rewardkit/memory.py)."},
     )
     reward_stats_samples: int = field(
         default=512,
@@ -179,6 +193,8 @@ class RewardTrainingArguments(TrainingArguments):
             raise ValueError(f"--train_sampling_strategy must be one of {SAMPLING_CHOICES}, got "
                              f"{plain_value(self.train_sampling_strategy)!r} (batch_rebalance needs per-example lengths "
                              "rewardkit's pair features do not provide).")
+        if self.malloc_trim_steps < 0:
+            raise ValueError(f"--malloc-trim-steps must be >= 0 (0 = off), got {self.malloc_trim_steps}.")
         if self.reward_stats_samples < 0:
             raise ValueError(f"--reward-stats-samples must be >= 0, got {self.reward_stats_samples}.")
         self._check_numbers()

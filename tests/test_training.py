@@ -354,3 +354,41 @@ def test_resuming_a_finished_run_trains_no_further_step(tiny_base, tmp_path, cap
     after = load_file(str(out / "model.safetensors"))
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert again.train_loss == pytest.approx(first.train_loss) and again.reward_mean == pytest.approx(first.reward_mean, abs=1e-4)
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_word_embeddings_stay_as_pretrained_unless_no_freeze_embeddings(tiny_base, tmp_path, freeze):
+    """--freeze-embeddings (the default) keeps the word embedding matrix as the backbone had it and
+    trains everything else; --no-freeze-embeddings trains it too. The summary records which."""
+    train = helpers.write_jsonl(tmp_path / "train.jsonl", _pairwise_rows(32, 0))
+    out = tmp_path / "out"
+    result = run_training(DataArguments(data=str(train)), _args(out, tiny_base, max_steps=3, freeze_embeddings=freeze))
+    base = load_file(str(tiny_base / "model.safetensors"))
+    trained = load_file(str(out / "model.safetensors"))
+    word = next(k for k in base if k.endswith("word_embeddings.weight"))
+    position = next(k for k in base if k.endswith("position_embeddings.weight"))
+    assert torch.equal(base[word], trained[f"backbone.{word.removeprefix('bert.')}"]) == freeze
+    assert not torch.equal(base[position], trained[f"backbone.{position.removeprefix('bert.')}"])
+    assert result.hyperparameters["freeze_embeddings"] is freeze
+
+
+@pytest.mark.parametrize(("every", "calls"), [(2, 3), (0, 0)])
+def test_cpu_training_hands_free_memory_back_every_n_steps(tiny_base, tmp_path, monkeypatch, every, calls):
+    import rewardkit.memory as memory
+
+    if memory._glibc_malloc_trim() is None:
+        pytest.skip("no glibc malloc_trim on this platform")
+    released = []
+    monkeypatch.setattr(memory, "release_free_memory", lambda: released.append(1) or True)
+    train = helpers.write_jsonl(tmp_path / "train.jsonl", _pairwise_rows(48, 0))
+    run_training(DataArguments(data=str(train)), _args(tmp_path / "out", tiny_base, max_steps=6, malloc_trim_steps=every))
+    assert len(released) == calls  # steps 2, 4, 6
+
+
+def test_release_free_memory_calls_glibc_where_there_is_one():
+    from rewardkit.memory import _glibc_malloc_trim, memory_callback, release_free_memory
+
+    assert release_free_memory() == (_glibc_malloc_trim() is not None)
+    assert memory_callback(10, on_cpu=False) is None and memory_callback(0, on_cpu=True) is None
+    with pytest.raises(ValueError, match="--malloc-trim-steps"):
+        RewardTrainingArguments(output_dir="x", malloc_trim_steps=-1)
