@@ -22,6 +22,7 @@ logger = logging.getLogger("rewardkit")
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a process SIGTERM killed
 
 
 class CliError(Exception):
@@ -196,12 +197,13 @@ def cmd_train(argv: Sequence[str]) -> int:
     _check_base_model(train_args.base_model)
     from rewardkit.training_args import has_accelerator
 
-    hint = allocator_hint(os.environ, sys.platform, on_cpu=train_args.use_cpu or not has_accelerator())
-    if hint and _is_main_process():
-        logger.info(hint)
     result = run_training(data_args, train_args)
     if _is_main_process():
         _emit(result.describe())
+        # After the run, not before: a tip printed ahead of an unrelated error only confuses.
+        hint = allocator_hint(os.environ, sys.platform, on_cpu=train_args.use_cpu or not has_accelerator())
+        if hint:
+            logger.info(hint)
     return 0
 
 
@@ -225,14 +227,16 @@ def allocator_hint(environ: dict, platform: str, *, on_cpu: bool) -> str | None:
     """A one-line tip for CPU training on Linux without tcmalloc preloaded, else None.
 
     glibc's allocator fragments as batch shapes change, so a training process's memory grows
-    through an epoch; tcmalloc keeps it flat. It has to be preloaded before Python starts, so
-    rewardkit can only say so (measured in benchmarks/RESULTS.md)."""
+    through an epoch; `--malloc-trim-steps` holds most of that back, tcmalloc keeps it flat. It has
+    to be preloaded before Python starts, so rewardkit can only say so (measured in
+    benchmarks/RESULTS.md)."""
     preloaded = environ.get("LD_PRELOAD", "")
     if not on_cpu or not platform.startswith("linux") or "tcmalloc" in preloaded or "jemalloc" in preloaded:
         return None
-    return ("Tip: training on CPU with glibc's allocator, whose memory grows through an epoch. "
-            "LD_PRELOAD=libtcmalloc_minimal.so.4 (apt install libtcmalloc-minimal4) measured 27% lower peak "
-            "memory and 3-6% faster training over one epoch; see the README.")
+    return ("Tip: this ran on CPU with glibc's allocator, whose memory grows through an epoch (rewardkit trims it "
+            "every --malloc-trim-steps). LD_PRELOAD=libtcmalloc_minimal.so.4 (apt install libtcmalloc-minimal4) "
+            "keeps it flat: measured ~2.2 GB peak against ~2.6 GB trimmed and 3.0 GB untrimmed over one HH-RLHF "
+            "epoch, and 3-6% faster; see the README.")
 
 
 def _is_main_process() -> bool:
@@ -444,9 +448,32 @@ COMMANDS = {"demo": cmd_demo, "evaluate": cmd_evaluate, "score": cmd_score, "pub
 # ---------------------------------------------------------------------- entry point
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (job schedulers, `timeout`, torchrun stopping its workers), raised in the main thread
+    like Ctrl-C so that cleanup runs: without it Python dies at once and `score --output` leaves its
+    hidden temporary file behind."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    import signal
+    import threading
+
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("REWARDKIT_DEBUG") == "1"
+    in_main_thread = threading.current_thread() is threading.main_thread()  # signal.signal works only there
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
+    try:
+        return _run(argv, debug)
+    finally:
+        if in_main_thread and previous is not None:  # None: a handler installed outside Python, left as is
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(argv: list[str], debug: bool) -> int:
     try:
         if argv and argv[0] == "train":
             return cmd_train(argv[1:])
@@ -456,6 +483,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_USAGE
         _setup_logging(args.quiet or not _is_main_process())
         return COMMANDS[args.command](args)
+    except Terminated:
+        sys.stderr.write("rewardkit: terminated (SIGTERM).\n")
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         sys.stderr.write("rewardkit: interrupted.\n")
         return EXIT_INTERRUPTED

@@ -253,3 +253,29 @@ def test_train_help_offers_only_samplers_that_work_and_explains_resume():
     assert "Not directly used" not in resume_help and "'last' for the newest checkpoint" in resume_help
     with pytest.raises(ValueError, match="--train_sampling_strategy must be one of"):
         RewardTrainingArguments(output_dir="x", train_sampling_strategy="batch_rebalance")
+
+
+def test_sigterm_during_score_leaves_no_temporary_file(tmp_path, tokenizer):
+    """SIGTERM (a scheduler's time limit, `timeout`) killed Python at once: `score --output` left its
+    hidden `.OUT.tmp-PID` file. Now it is raised like Ctrl-C, cleaned up, and the exit code is 143."""
+    import signal
+    import time
+
+    folder = tmp_path / "rm"
+    helpers.tiny_reward_model().save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    data = helpers.write_jsonl(tmp_path / "rows.jsonl",
+                               [{"prompt": f"question {i}", "response": "an answer " * 20} for i in range(200_000)])
+    out = tmp_path / "o.jsonl"
+    process = subprocess.Popen([sys.executable, "-m", "rewardkit.cli", "score", "--model", str(folder), "--data", str(data),
+                                "--output", str(out), "--device", "cpu"], stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".o.jsonl.tmp-*")) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert process.poll() is None, "scoring finished before it could be interrupted: give it more rows"
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 143, err
+    assert "terminated" in err and "Traceback" not in err
+    assert not out.exists() and not list(tmp_path.glob(".o.jsonl.tmp-*"))
