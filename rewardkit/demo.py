@@ -78,7 +78,7 @@ def _report(result, metrics: dict, examples: list[dict], scorer, report_dir: Pat
         f"  accuracy {metrics['accuracy']:.3f} (how often the better answer gets the higher reward)",
         f"  mean reward margin {metrics['mean_margin']:.2f}",
         f"  calibration: T = {scorer.temperature:.3g}; ECE {metrics.get('ece_before', float('nan')):.3f} before, "
-        f"{metrics.get('ece_after', float('nan')):.3f} after",
+        f"{metrics.get('ece_after', float('nan')):.3f} after (T fitted on these same pairs: not an independent check)",
     ]
     if bias.get("spearman_reward_length") is not None:
         lines.append(f"  length bias: Spearman(reward, length) = {bias['spearman_reward_length']:.2f}")

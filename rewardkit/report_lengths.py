@@ -232,7 +232,8 @@ def _length_verdict(st: _LengthStats, w: dict[str, str] = _PHRASES["pairwise"]) 
     if 2 * st.diff_se <= 0.05:
         text += (
             f": its preference for length is in line with {w['labels']} (difference "
-            f"{points(st.diff, sign=True)}, within ±{points(2 * st.diff_se)})."
+            f"{points(st.diff, sign=True)}"
+            + (f", within ±{points(2 * st.diff_se)})." if st.diff_se > 0 else ").")
         )
     else:
         text += (
