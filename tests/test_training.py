@@ -392,3 +392,21 @@ def test_release_free_memory_calls_glibc_where_there_is_one():
     assert memory_callback(10, on_cpu=False) is None and memory_callback(0, on_cpu=True) is None
     with pytest.raises(ValueError, match="--malloc-trim-steps"):
         RewardTrainingArguments(output_dir="x", malloc_trim_steps=-1)
+
+
+def test_a_checkpoint_that_trained_the_word_embeddings_resumes_under_the_default(tiny_base, tmp_path, caplog):
+    """A checkpoint saved with --no-freeze-embeddings (or by a version that trained the word
+    embeddings and BERT's pooler) resumed under the default: the optimizer state has more
+    parameters than the run would train, and torch refused it ("doesn't match the size of
+    optimizer's group"). Resuming now trains what the checkpoint trained, with a warning."""
+    import logging
+
+    train = helpers.write_jsonl(tmp_path / "train.jsonl", _pairwise_rows(32, 0))
+    out = tmp_path / "out"
+    common = dict(save_strategy="steps", save_steps=2, reward_stats_samples=16)
+    run_training(DataArguments(data=str(train)), _args(out, tiny_base, max_steps=2, freeze_embeddings=False, **common))
+    with caplog.at_level(logging.WARNING, logger="rewardkit.fit"):
+        result = run_training(DataArguments(data=str(train)),
+                              _args(out, tiny_base, max_steps=4, resume_from_checkpoint="last", **common))
+    assert result.steps == 4 and "trained the word embeddings as well" in caplog.text
+    assert result.hyperparameters["freeze_embeddings"] is False
