@@ -180,7 +180,7 @@ def cmd_train(argv: Sequence[str]) -> int:
             if not (token == "--debug" and (i + 1 == len(argv) or argv[i + 1].startswith("--")))]
     config_path = _peek_option(argv, "--config")
     if config_path:
-        parser.set_defaults(**_read_yaml_config(config_path))
+        parser.set_defaults(**_yaml_defaults(_read_yaml_config(config_path), parser, config_path))
     # On a bad flag value argparse prints its usage first: ~150 flags here. One line says more.
     parser.print_usage = lambda file=None: (file or sys.stderr).write(
         "usage: rewardkit train --data DATA --output-dir DIR [flags]   (all flags: rewardkit train --help)\n")
@@ -266,6 +266,28 @@ def _read_yaml_config(path: str) -> dict:
     if not isinstance(values, dict):
         raise CliError(f"--config {path} must hold a mapping of argument names to values.")
     return {key.replace("-", "_"): value for key, value in values.items()}
+
+
+def _yaml_defaults(values: dict, parser: argparse.ArgumentParser, path: str) -> dict:
+    """YAML keys as parser defaults. `no_X: true` (the README's `--no-X` flags written as keys) means
+    `X: false`; a key no flag knows is refused by name (argparse would drop it without a word, and
+    a misspelt `learning_rat` would train at the default)."""
+    import difflib
+
+    known = {action.dest for action in parser._actions}
+    defaults, unknown = {}, []
+    for key, value in values.items():
+        if key in known:
+            defaults[key] = value
+        elif key.startswith("no_") and key[3:] in known and isinstance(value, bool):
+            defaults[key[3:]] = not value
+        else:
+            close = difflib.get_close_matches(key, sorted(known), n=2, cutoff=0.75)
+            unknown.append(f"{key}" + (f" (did you mean {' or '.join(close)}?)" if close else ""))
+    if unknown:
+        raise CliError(f"--config {path}: unknown keys: {', '.join(unknown)}. Keys are flag names "
+                       "(learning_rate, max_length, ...; all flags: rewardkit train --help).")
+    return defaults
 
 
 def _check_writable(path: str) -> None:
@@ -464,12 +486,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("REWARDKIT_DEBUG") == "1"
-    in_main_thread = threading.current_thread() is threading.main_thread()  # signal.signal works only there
-    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
+    # signal.signal works only in the main thread. Under torchrun the handler is left out: a worker
+    # blocked in a collective would run it only when the collective returns, and torchrun's SIGTERM to
+    # its workers must stop them at once (its SIGKILL follows only ~30 s later).
+    handle_sigterm = (threading.current_thread() is threading.main_thread()
+                      and os.environ.get("WORLD_SIZE", "1").strip() in ("", "0", "1"))
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if handle_sigterm else None
     try:
         return _run(argv, debug)
     finally:
-        if in_main_thread and previous is not None:  # None: a handler installed outside Python, left as is
+        if handle_sigterm and previous is not None:  # None: a handler installed outside Python, left as is
             signal.signal(signal.SIGTERM, previous)
 
 

@@ -149,7 +149,11 @@ def load_model(base_model: str, args: RewardTrainingArguments, tokenizer):
     model.config.pad_token_id = tokenizer.pad_token_id
     freeze_unread_parameters(model)
     if args.freeze_embeddings:
-        model.get_input_embeddings().weight.requires_grad_(False)
+        try:
+            model.get_input_embeddings().weight.requires_grad_(False)
+        except (NotImplementedError, AttributeError):  # some remote-code backbones do not say which it is
+            logger.warning("--freeze-embeddings: %s does not expose its input embeddings "
+                           "(get_input_embeddings); they are trained.", base_model)
     if args.disable_dropout:
         disable_dropout(model)
     if args.bf16 and (args.use_cpu or not has_accelerator()) and model.config._attn_implementation == "sdpa":

@@ -110,6 +110,27 @@ def test_train_reads_yaml_config_and_flags_override(tmp_path, monkeypatch):
     assert captured == {"data": "from-yaml.jsonl", "lr": 0.5, "epochs": 3.0, "objective": "mse"}
 
 
+def test_yaml_no_keys_turn_flags_off_and_unknown_keys_are_refused(tmp_path, monkeypatch, capsys):
+    """`no_freeze_embeddings: true` was dropped without a word (the embeddings stayed frozen), and so
+    was any misspelt key (`learning_rat` trained at the default learning rate)."""
+    captured = {}
+
+    def fake_run(data_args, train_args, callbacks=None):
+        captured.update(freeze=train_args.freeze_embeddings, dropout_off=train_args.disable_dropout)
+        raise SystemExit(0)
+
+    monkeypatch.setattr("rewardkit.fit.run_training", fake_run)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("data: d.jsonl\nno_freeze_embeddings: true\nno-disable-dropout: false\n")
+    with pytest.raises(SystemExit):
+        main(["train", "--config", str(spec), "--output-dir", str(tmp_path / "o")])
+    assert captured == {"freeze": False, "dropout_off": True}
+    spec.write_text("data: d.jsonl\nlearning_rat: 0.001\n")
+    assert main(["train", "--config", str(spec), "--output-dir", str(tmp_path / "o")]) != 0
+    err = capsys.readouterr().err
+    assert "learning_rat" in err and "learning_rate" in err and "Traceback" not in err
+
+
 def test_help_is_fast_and_lists_commands():
     result = subprocess.run([sys.executable, "-c", "import sys, rewardkit.cli; print(sorted(sys.modules.keys() & {'torch', 'transformers'}))"],
                             capture_output=True, text=True, timeout=60)

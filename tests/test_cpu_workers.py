@@ -97,7 +97,7 @@ def test_threaded_step_has_the_whole_batch_gradient_and_metrics(tmp_path, tokeni
         assert a.grad is None or torch.allclose(a.grad, b.grad, atol=1e-6, rtol=1e-4), name
     for name, (weighted_sum, count) in whole._train_metrics.items():
         assert split._train_metrics[name][1] == count
-        assert split._train_metrics[name][0] / count == pytest.approx(weighted_sum / count, abs=1e-6)
+        assert float(split._train_metrics[name][0]) / count == pytest.approx(float(weighted_sum) / count, abs=1e-6)
     assert torch.get_num_threads() == 2
 
 

@@ -87,7 +87,6 @@ def test_every_trainable_parameter_gets_a_gradient_as_ddp_with_gradient_checkpoi
     reduction in the prior iteration") if a trainable parameter gets no gradient: BERT's pooler,
     which our pooling never reads. Checked here in one process: every trainable parameter must
     get a gradient from one backward pass."""
-    import torch
 
     from rewardkit.fit import load_model
     from rewardkit.training_args import RewardTrainingArguments
