@@ -176,51 +176,21 @@ def freeze_unread_parameters(model) -> list[str]:
     return frozen
 
 
-def _match_checkpoint_trainables(trainer, checkpoint: str, args: RewardTrainingArguments) -> None:
-    """Resuming restores the optimizer state group by group, which fails ("loaded state dict contains
-    a parameter group that doesn't match the size of optimizer's group") when the checkpoint trained
-    a different set of parameters: one saved with --no-freeze-embeddings resumed under the default,
-    or any checkpoint of a version that trained the word embeddings and BERT's pooler. Train again
-    what the checkpoint trained (its optimizer state needs it), with a warning; refuse clearly else."""
-    import os
-
-    path = os.path.join(checkpoint, "optimizer.pt")
-    if not os.path.isfile(path):
-        return
+def _train_from_checkpoint(trainer, checkpoint: str | None):
+    """`trainer.train(resume_from_checkpoint=...)`, with torch's bare "loaded state dict contains a
+    parameter group that doesn't match the size of optimizer's group" explained: the checkpoint
+    trained another set of weights than this run would (its optimizer state is per weight)."""
     try:
-        stored = [len(group["params"]) for group in torch.load(path, map_location="cpu", weights_only=True)["param_groups"]]
-    except Exception:  # noqa: BLE001 - not ours to judge: the Trainer reports an unreadable file
-        return
-    model = trainer.model
-    decay = set(trainer.get_decay_parameter_names(model))
-
-    def sizes() -> list[int]:
-        names = [name for name, p in model.named_parameters() if p.requires_grad]
-        return [sum(name in decay for name in names), sum(name not in decay for name in names)]
-
-    if len(stored) != 2 or sizes() == stored:
-        return
-    word = model.get_input_embeddings().weight
-    pooler = [p for name, p in model.backbone.named_parameters() if "pooler" in name.split(".") and not p.requires_grad]
-    options = {"the word embeddings": [word] if not word.requires_grad else [],
-               "BERT's pooler": pooler}
-    options["the word embeddings and BERT's pooler"] = options["the word embeddings"] + pooler
-    for what, parameters in options.items():
-        if not parameters:
-            continue
-        for parameter in parameters:
-            parameter.requires_grad_(True)
-        if sizes() == stored:
-            logger.warning("%s trained %s as well: resuming trains them too (its optimizer state holds them).",
-                           checkpoint, what)
-            if word.requires_grad:
-                args.freeze_embeddings = False
-            return
-        for parameter in parameters:
-            parameter.requires_grad_(False)
-    raise ValueError(f"{checkpoint} was trained with a different set of trainable parameters than this run "
-                     f"(optimizer groups of {stored} vs {sizes()} parameters): resume with the flags it was trained "
-                     "with (--freeze-embeddings / --no-freeze-embeddings, --use-lora).")
+        return trainer.train(resume_from_checkpoint=checkpoint)
+    except ValueError as error:
+        if not checkpoint or "doesn't match the size of optimizer's group" not in str(error):
+            raise
+        raise ValueError(
+            f"{checkpoint} was trained with a different set of trainable weights than this run, so its optimizer "
+            "state does not fit: resume with the flags it was trained with (--no-freeze-embeddings if it trained the "
+            "word embeddings; --use-lora and the same --lora-target-modules for LoRA). A checkpoint of a rewardkit "
+            "version before the word embeddings and BERT's unused pooler were frozen cannot be resumed: start again, "
+            "or continue from its weights alone with --base-model CHECKPOINT.") from error
 
 
 def disable_dropout(model) -> None:
@@ -413,8 +383,6 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
         resume = get_last_checkpoint(args.output_dir)
         if resume is None:
             logger.warning("No checkpoint in %s to resume from; starting from scratch.", args.output_dir)
-    if resume and not args.use_lora:
-        _match_checkpoint_trainables(trainer, resume, args)
     eval_clock = _EvalClock()
     trainer.add_callback(eval_clock)
     if trainer.pop_callback(PrinterCallback) is not None:
@@ -424,7 +392,7 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
     if restored:
         train_output = _restore_finished_run(trainer, resume)
     else:
-        train_output = _with_loss_over_ranks(trainer.train(resume_from_checkpoint=resume))
+        train_output = _with_loss_over_ranks(_train_from_checkpoint(trainer, resume))
     seconds = time.perf_counter() - started
     eval_seconds = eval_clock.seconds
     eval_metrics, eval_step, eval_of = _final_eval_metrics(trainer) if prepared.eval_features else ({}, None, "")

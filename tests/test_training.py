@@ -394,19 +394,16 @@ def test_release_free_memory_calls_glibc_where_there_is_one():
         RewardTrainingArguments(output_dir="x", malloc_trim_steps=-1)
 
 
-def test_a_checkpoint_that_trained_the_word_embeddings_resumes_under_the_default(tiny_base, tmp_path, caplog):
-    """A checkpoint saved with --no-freeze-embeddings (or by a version that trained the word
-    embeddings and BERT's pooler) resumed under the default: the optimizer state has more
-    parameters than the run would train, and torch refused it ("doesn't match the size of
-    optimizer's group"). Resuming now trains what the checkpoint trained, with a warning."""
-    import logging
-
+def test_a_checkpoint_that_trained_the_word_embeddings_resumes_only_with_its_flags(tiny_base, tmp_path):
+    """A checkpoint saved with --no-freeze-embeddings resumed under the default: its optimizer state
+    holds more weights than the run trains, and torch refused it with a bare "doesn't match the size
+    of optimizer's group". Now the error names the flag; with it, the run resumes."""
     train = helpers.write_jsonl(tmp_path / "train.jsonl", _pairwise_rows(32, 0))
     out = tmp_path / "out"
     common = dict(save_strategy="steps", save_steps=2, reward_stats_samples=16)
     run_training(DataArguments(data=str(train)), _args(out, tiny_base, max_steps=2, freeze_embeddings=False, **common))
-    with caplog.at_level(logging.WARNING, logger="rewardkit.fit"):
-        result = run_training(DataArguments(data=str(train)),
-                              _args(out, tiny_base, max_steps=4, resume_from_checkpoint="last", **common))
-    assert result.steps == 4 and "trained the word embeddings as well" in caplog.text
-    assert result.hyperparameters["freeze_embeddings"] is False
+    with pytest.raises(ValueError, match="--no-freeze-embeddings"):
+        run_training(DataArguments(data=str(train)), _args(out, tiny_base, max_steps=4, resume_from_checkpoint="last", **common))
+    result = run_training(DataArguments(data=str(train)), _args(out, tiny_base, max_steps=4, resume_from_checkpoint="last",
+                                                               freeze_embeddings=False, **common))
+    assert result.steps == 4 and result.hyperparameters["freeze_embeddings"] is False
