@@ -163,17 +163,16 @@ def load_model(base_model: str, args: RewardTrainingArguments, tokenizer):
     return model
 
 
-def freeze_unread_parameters(model) -> list[str]:
-    """requires_grad=False for the backbone parts our pooling never reads (BERT's pooler): they get
-    no gradient, so training leaves them as they are either way, but DDP with
+def freeze_unread_parameters(model) -> None:
+    """requires_grad=False for the backbone parts our pooling never reads (`lora.is_unread_backbone_part`:
+    BERT's pooler): they get no gradient, so training leaves them as they are either way, but DDP with
     find_unused_parameters=False (what the Trainer picks under --gradient_checkpointing) fails at
-    its second step on a trainable parameter without gradient. Returns the frozen names."""
-    frozen = []
+    its second step on a trainable parameter without gradient."""
+    from rewardkit.lora import is_unread_backbone_part
+
     for name, parameter in model.backbone.named_parameters():
-        if "pooler" in name.split(".") and parameter.requires_grad:
+        if is_unread_backbone_part(name):
             parameter.requires_grad_(False)
-            frozen.append(f"backbone.{name}")
-    return frozen
 
 
 def _train_from_checkpoint(trainer, checkpoint: str | None):

@@ -29,7 +29,13 @@ ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
 REWARD_CONFIG_FILE = "reward_config.json"  # not config.json: transformers would take the folder for a full model
 HEAD_MODULES = ("score",)  # RewardModel's regression head: trained and saved in full
 ALL_LINEAR = "all-linear"
-_SKIPPED_BACKBONE_PARTS = ("pooler",)  # BERT's pooler is never read by our pooling: adapters there are wasted
+_UNREAD_BACKBONE_PARTS = ("pooler",)  # BERT's pooler is never read by our pooling
+
+
+def is_unread_backbone_part(name: str) -> bool:
+    """Whether the backbone module or parameter `name` (e.g. `pooler.dense.weight`) belongs to a part
+    our pooling never reads: no adapters go there (they would be wasted), and training freezes it."""
+    return any(part in name.split(".") for part in _UNREAD_BACKBONE_PARTS)
 
 
 def _linear_module_names(backbone: nn.Module) -> list[str]:
@@ -38,7 +44,7 @@ def _linear_module_names(backbone: nn.Module) -> list[str]:
 
     names = set()
     for name, module in backbone.named_modules():
-        if isinstance(module, (nn.Linear, Conv1D)) and not any(part in name.split(".") for part in _SKIPPED_BACKBONE_PARTS):
+        if isinstance(module, (nn.Linear, Conv1D)) and not is_unread_backbone_part(name):
             names.add(name.split(".")[-1])
     return sorted(names)
 
@@ -51,7 +57,7 @@ def unused_linear_paths(model: Any) -> list[str]:
 
     return sorted(f"backbone.{name}" for name, module in model.backbone.named_modules()
                   if isinstance(module, (nn.Linear, Conv1D))
-                  and any(part in name.split(".") for part in _SKIPPED_BACKBONE_PARTS))
+                  and is_unread_backbone_part(name))
 
 
 def default_target_modules(model: Any) -> list[str]:
