@@ -489,8 +489,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # signal.signal works only in the main thread. Under torchrun the handler is left out: a worker
     # blocked in a collective would run it only when the collective returns, and torchrun's SIGTERM to
     # its workers must stop them at once (its SIGKILL follows only ~30 s later).
-    handle_sigterm = (threading.current_thread() is threading.main_thread()
-                      and os.environ.get("WORLD_SIZE", "1").strip() in ("", "0", "1"))
+    from rewardkit.distributed import is_distributed  # environment only: keeps --help light
+
+    handle_sigterm = threading.current_thread() is threading.main_thread() and not is_distributed()
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if handle_sigterm else None
     try:
         return _run(argv, debug)

@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import logging
 import sys
 from functools import lru_cache
 
 from transformers import TrainerCallback
-
-logger = logging.getLogger(__name__)
 
 
 @lru_cache(maxsize=1)
