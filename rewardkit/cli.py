@@ -241,7 +241,9 @@ def allocator_hint(environ: dict, platform: str, *, on_cpu: bool) -> str | None:
 
 def _is_main_process() -> bool:
     """Rank 0 of a torchrun / `accelerate launch` run (or the only process): the one that reports."""
-    return os.environ.get("RANK", "0") == "0"
+    from rewardkit.distributed import is_main_process  # environment only: keeps --help light
+
+    return is_main_process()
 
 
 def _peek_option(argv: list[str], name: str) -> str | None:
