@@ -39,6 +39,7 @@ __all__ = [
     "T_MAX",
     "T_MIN",
     "CalibrationWarning",
+    "at_search_bound",
     "expected_calibration_error",
     "fit_temperature",
     "negative_log_likelihood",
@@ -59,6 +60,9 @@ T_MAX: float = 1e3
 
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0  # 0.618...
 _LOG_T_TOL = 1e-10
+#: How near a search bound (in log T) a fitted T counts as that bound: the search returns the bound
+#: itself only to rounding (exp(log(1e3)) is 999.9999999999998), so `T < T_MAX` is no test.
+_BOUND_LOG_TOL = 1e-6
 
 
 class CalibrationWarning(UserWarning):
@@ -311,6 +315,9 @@ def fit_temperature(margins: ArrayLike, *, outcomes: ArrayLike | None = None) ->
       T → 0, i.e. maximum likelihood says "infinitely sure". Returns the lower bound
       :data:`T_MIN`; this is a symptom of too little (or training-set) data, not a usable T.
     * every margin points the wrong way: NLL decreases as T → ∞; returns :data:`T_MAX`.
+    * margins wrong on balance (mean chosen − rejected margin <= 0, hard labels): the NLL, convex
+      in 1/T, is smallest at 1/T = 0, so the search ends at :data:`T_MAX` (to rounding) with a
+      warning; :func:`at_search_bound` tells such a T from an estimate.
 
     Raises ``ValueError`` on empty input, non-finite values, or mismatched lengths.
     """
@@ -350,10 +357,21 @@ def fit_temperature(margins: ArrayLike, *, outcomes: ArrayLike | None = None) ->
 
     log_t = _golden_section_min(objective, math.log(T_MIN), math.log(T_MAX))
     t = float(math.exp(log_t))
-    if log_t <= math.log(T_MIN) + 1e-6 or log_t >= math.log(T_MAX) - 1e-6:
+    if at_search_bound(t):
         _warn(f"temperature fit hit the search bound: T = {t:g}")
     logger.debug("fit_temperature: T = %.6g, NLL = %.6g (n = %d)", t, objective(log_t), m.size)
     return t
+
+
+def at_search_bound(temperature: float) -> bool:
+    """True when a fitted T is one of the search bounds :data:`T_MIN` / :data:`T_MAX`, to rounding.
+
+    Such a T is no estimate: the likelihood kept improving towards the edge (perfectly separated
+    pairs, or pairs the model mostly gets wrong), and at T_MAX every probability is about 0.5. The
+    one definition that :func:`fit_temperature` warns by and ``rewardkit evaluate --calibrate``
+    refuses to store by; compared in log T, because the search lands on a bound only to rounding."""
+    log_t = math.log(_check_temperature(temperature))
+    return log_t <= math.log(T_MIN) + _BOUND_LOG_TOL or log_t >= math.log(T_MAX) - _BOUND_LOG_TOL
 
 
 def _warn(message: str) -> None:

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from rewardkit.calibration import T_MAX, T_MIN, fit_temperature, temperature_evidence
+from rewardkit.calibration import at_search_bound, fit_temperature, temperature_evidence
 from rewardkit.data import OBJECTIVES, RewardDataError, SkipReport, iter_reward_rows, row_position
 from rewardkit.metrics import (
     jsonable,
@@ -184,7 +184,7 @@ def _calibrate(collector: _PairwiseCollector | _RankingCollector, scorer: Reward
     fitted = fit_temperature(margins)
     before = {"temperature_before": metrics["temperature"], "ece_before": metrics["ece"],
               "log_loss_before": metrics["log_loss"]}
-    usable = T_MIN < fitted < T_MAX
+    usable = not at_search_bound(fitted)  # the same test fit_temperature warns by
     evidence = temperature_evidence(margins, fitted) if usable else {}
     if usable:
         store_temperature(folder, fitted)
@@ -197,8 +197,9 @@ def _calibrate(collector: _PairwiseCollector | _RankingCollector, scorer: Reward
                            "are no better established than the raw ones; calibrate on more held-out pairs",
                            fitted, margins.size, low, high)
     else:
-        logger.warning("the fitted temperature %g is a search bound (the pairs are perfectly separated "
-                       "or all wrong): not written to %s; evaluate on more held-out pairs", fitted, folder)
+        logger.warning("the fitted temperature %g is a search bound (the pairs are perfectly separated, or the "
+                       "model prefers the rejected responses on balance): not written to %s; evaluate on more "
+                       "held-out pairs", fitted, folder)
     return {**metrics, **before, "ece_after": metrics["ece"], "temperature_fitted": fitted,
             "temperature_written": usable, **evidence}
 

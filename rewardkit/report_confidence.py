@@ -152,7 +152,8 @@ def _calibration_note(ctx: _Context) -> list[str]:
     if m.get("temperature_written") is False:
         return [
             f"`--calibrate` fitted T = {float(fitted):.3g}, a bound of its search range (the pairs "
-            "are perfectly separated, or all wrong), so it was **not** written to the model's "
+            "are perfectly separated, or the model prefers the rejected responses on balance), so it "
+            "was **not** written to the model's "
             f"config; the numbers in this report use T = {ctx.temperature:.3g}. Calibrate on "
             "more held-out pairs.",
             "",

@@ -14,6 +14,7 @@ from rewardkit.calibration import (
     T_MAX,
     T_MIN,
     CalibrationWarning,
+    at_search_bound,
     expected_calibration_error,
     fit_temperature,
     negative_log_likelihood,
@@ -173,6 +174,18 @@ def test_fit_temperature_perfectly_separated_clamps_low() -> None:
 def test_fit_temperature_all_wrong_clamps_high() -> None:
     with pytest.warns(CalibrationWarning, match="against"):
         assert fit_temperature([-0.5, -1.0]) == T_MAX
+
+
+def test_a_fit_that_ends_on_a_bound_by_search_is_at_the_bound() -> None:
+    """Wrong on balance but not all wrong: the golden-section search runs into T_MAX and returns
+    it only to rounding (999.9999999999998), which `T < T_MAX` took for an estimate."""
+    with pytest.warns(CalibrationWarning, match="search bound"):
+        fitted = fit_temperature(np.array([-1.0, 0.2, -0.5]))
+    assert fitted != T_MAX and at_search_bound(fitted)
+    assert at_search_bound(T_MIN) and at_search_bound(T_MAX) and at_search_bound(T_MIN * (1 + 1e-9))
+    assert not at_search_bound(1.0) and not at_search_bound(T_MAX * 0.99) and not at_search_bound(T_MIN * 1.01)
+    with pytest.raises(ValueError, match="finite number > 0"):
+        at_search_bound(0.0)
 
 
 def test_fit_temperature_invalid_input() -> None:

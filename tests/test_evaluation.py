@@ -229,6 +229,24 @@ def test_calibrate_writes_temperature_that_a_fresh_scorer_uses(model_dir, data_d
     assert fresh.compare(prompt, a, b) != pytest.approx(uncalibrated, abs=1e-9)
 
 
+def test_calibrate_writes_nothing_when_the_fit_ends_on_a_search_bound(model_dir, data_dir, tmp_path, caplog):
+    """Pairs the model gets wrong on balance (the fixture's pairs reversed: right 1 time in 4)
+    drive T to the upper bound, which the search returns only to rounding (999.99...): that T is
+    not written, the metrics say so, and the report does not claim it was."""
+    rows = [{**row, "chosen": row["rejected"], "rejected": row["chosen"]} for row in _rows(data_dir / "pairwise.jsonl")]
+    data = _write_jsonl(tmp_path / "reversed.jsonl", rows)
+    folder = tmp_path / "model"
+    shutil.copytree(model_dir, folder)
+    before = (folder / "config.json").read_text()
+    with caplog.at_level("WARNING"):
+        metrics = evaluate_model(folder, data, calibrate=True, report_dir=tmp_path / "report")
+    assert metrics["temperature_fitted"] == pytest.approx(1e3) and metrics["temperature_written"] is False
+    assert metrics["temperature"] == 1.0 and (folder / "config.json").read_text() == before
+    assert "not written" in caplog.text
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "**not** written" in markdown and "and wrote it" not in markdown
+
+
 def test_calibrate_on_ranked_groups_fits_their_within_group_pairs(model_dir, data_dir, scorer, tmp_path):
     """Ranked data implies K-choose-2 preference pairs per group: T is fitted on all of them (the
     same T as fitting those margins directly), written, and the report says on what."""
