@@ -224,12 +224,19 @@ class RewardScorer:
             AMX (measured in benchmarks/score_throughput.py, with its agreement with fp32); GPUs
             compute bf16 natively too (not measured here); on other CPUs it is emulated and slower. Scores then differ from fp32 in the
             third significant digit; the 1e-5 agreement with the plain forward holds for fp32.
-        normalize: return (r - reward_mean) / reward_std (times alpha) from the stored statistics.
+        normalize: what `score()` (and `rank`, `best_of_n`) return. None (the default) follows the
+            model's config, so scores equal the model's own output (`model(...).logits`, `pipeline`):
+            `alpha * (r - reward_mean) / reward_std` for a model saved with `normalize_rewards=True`,
+            else `alpha * r`. True normalizes with the stored statistics (refused without them);
+            False gives `alpha * r` even when the config normalizes. `compare` and `raw_rewards`
+            never depend on it.
         token_budget: tokens per batch (rows x longest row).
 
     Attributes:
         source: the folder or repo id the model was loaded from (None for a model object); what
             `rewardkit.evaluation` writes a calibrated temperature back to.
+        normalize: whether `score()` normalizes: the `normalize` argument with None resolved
+            from the model's config (what applies, not what was passed).
 
     Example:
         >>> scorer = RewardScorer("reward-model-demo")  # doctest: +SKIP
@@ -248,7 +255,7 @@ class RewardScorer:
         *,
         tokenizer: Any = None,
         dtype: torch.dtype | None = None,
-        normalize: bool = False,
+        normalize: bool | None = None,
         token_budget: int | None = None,
         show_progress: bool | None = None,
     ) -> None:
@@ -272,10 +279,7 @@ class RewardScorer:
                 backbone = getattr(self.model, "backbone", None)
                 (backbone if backbone is not None else self.model).to(dtype)  # the head keeps its fp32
         self.model.to(self.device).eval()
-        if normalize and (self.model.config.reward_mean is None or self.model.config.reward_std is None):
-            raise ValueError("normalize=True needs reward_mean and reward_std in the model config "
-                             "(stored by `rewardkit train`).")
-        self.normalize = normalize
+        self.normalize = _resolve_normalize(normalize, self.model.config)
         self.batch_size = batch_size
         self.token_budget = token_budget
         self.show_progress = show_progress
@@ -305,16 +309,26 @@ class RewardScorer:
         return self._run(prompts, responses, "rewards", show_progress).tolist()
 
     def rewards_to_scores(self, raw: Sequence[float] | np.ndarray) -> np.ndarray:
-        """Raw rewards -> what `score()` returns (normalized when asked or configured, times
-        alpha), so a caller that needs both scores each text once."""
+        """Raw rewards -> what `score()` returns (normalized when `self.normalize`, times alpha),
+        so a caller that needs both scores each text once."""
         values = np.asarray(raw, dtype=np.float64)
-        config = self.model.config
-        if self.normalize or config.normalize_rewards:
+        if self.normalize:
+            config = self.model.config
             values = (values - config.reward_mean) / config.reward_std
         return values * self.alpha
 
+    def score_formula(self) -> str:
+        """How a score is made from the raw reward, with this model's numbers ("score = alpha (2)
+        x (raw reward - mean (0.25)) / std (1.5)"): what the CLI tells a reader of its scores."""
+        if not self.normalize:
+            return f"score = alpha ({self.alpha:g}) x raw reward"
+        config = self.model.config
+        return (f"score = alpha ({self.alpha:g}) x (raw reward - mean ({config.reward_mean:g})) "
+                f"/ std ({config.reward_std:g})")
+
     def score(self, prompts: Sequence[str] | str, responses: Sequence[str] | str) -> list[float]:
-        """The model's rewards (alpha-scaled; normalized when asked), in the caller's order.
+        """What `rewards_to_scores` makes of the raw rewards (alpha-scaled; normalized when
+        `self.normalize`), in the caller's order.
 
         A single prompt string is paired with every response."""
         prompts, responses = _align(prompts, responses)
@@ -375,6 +389,20 @@ class RewardScorer:
             token_budget=self.token_budget, batch_size=self.batch_size, output=output,
             show_progress=self.show_progress if show_progress is None else show_progress,
         )
+
+
+def _resolve_normalize(requested: bool | None, config: Any) -> bool:
+    """The normalization `score()` applies: as asked, or (None) as the model's config does, so
+    that by default a score equals the model's own output. An explicit False is honoured even
+    when the config normalizes: the caller asked for alpha * r."""
+    if requested is None:
+        return bool(config.normalize_rewards)
+    if not isinstance(requested, bool):
+        raise TypeError(f"normalize must be True, False or None (follow the model's config), got {requested!r}.")
+    if requested and (config.reward_mean is None or config.reward_std is None):
+        raise ValueError("normalize=True needs reward_mean and reward_std in the model config "
+                         "(stored by `rewardkit train`).")
+    return requested
 
 
 def _load(source: str, tokenizer: Any, dtype: torch.dtype | None) -> tuple[Any, Any]:

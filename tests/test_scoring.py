@@ -246,6 +246,26 @@ def test_normalize_applies_stored_statistics(tokenizer):
 def test_normalize_without_statistics_is_refused(model, tokenizer):
     with pytest.raises(ValueError, match="reward_mean"):
         RewardScorer(model, tokenizer=tokenizer, device="cpu", normalize=True)
+    with pytest.raises(TypeError, match="True, False or None"):
+        RewardScorer(model, tokenizer=tokenizer, device="cpu", normalize="yes")
+
+
+def test_normalize_follows_the_config_unless_told_and_says_what_applies(tokenizer):
+    """A model saved with normalize_rewards=True: by default score() is its own output and
+    `normalize` says True (it said False); an explicit normalize=False really gives alpha * r
+    (it normalized anyway). The formula the CLI prints names mean and std."""
+    torch.manual_seed(5)
+    model = helpers.tiny_reward_model(alpha=2.0, reward_mean=0.25, reward_std=1.5, normalize_rewards=True)
+    prompts, responses = ["a", "b"], ["one", "two two"]
+    default = RewardScorer(model, tokenizer=tokenizer, device="cpu")
+    plain = RewardScorer(model, tokenizer=tokenizer, device="cpu", normalize=False)
+    raw = np.array(default.raw_rewards(prompts, responses))
+    assert default.normalize is True and plain.normalize is False
+    assert np.allclose(default.score(prompts, responses), 2.0 * (raw - 0.25) / 1.5, atol=1e-6)
+    assert np.allclose(plain.score(prompts, responses), 2.0 * raw, atol=1e-6)
+    assert default.score_formula() == "score = alpha (2) x (raw reward - mean (0.25)) / std (1.5)"
+    assert plain.score_formula() == "score = alpha (2) x raw reward"
+    assert plain.compare("a", "one", "two") == pytest.approx(default.compare("a", "one", "two"))
 
 
 # ---------------------------------------------------------------- errors
