@@ -399,21 +399,36 @@ def _score(args: argparse.Namespace) -> int:
             counts = score_file(scorer, args.data, args.output, **options)
         if distributed.is_main_process():
             _emit(json.dumps(counts))
+            _explain_scores(scorer)
         return 0
+    prompts = _prompts_for(args)
+    raw = scorer.raw_rewards(prompts, args.response)  # one run: the scores are computed from it
+    scores = scorer.rewards_to_scores(raw).tolist()
+    for prompt, response, score, reward in zip(prompts, args.response, scores, raw):
+        _emit(json.dumps({"prompt": prompt, "response": response, "score": round(score, 6), "raw_reward": round(reward, 6)},
+                         ensure_ascii=False))
+    _explain_scores(scorer)
+    return 0
+
+
+def _prompts_for(args: argparse.Namespace) -> list[str]:
+    """One prompt per --response. Without --prompt every response is scored with an empty prompt:
+    legitimate (a model trained on prompt-less pairs), but easy to do by mistake, so it is said."""
+    if not args.prompt:
+        logger.info("No --prompt given: each response is scored with an empty prompt.")
     prompts = args.prompt or [""]
     if len(prompts) == 1:
         prompts = prompts * len(args.response)
     if len(prompts) != len(args.response):
         raise CliError(f"{len(prompts)} --prompt but {len(args.response)} --response: give one prompt, or one per response.")
-    scores = scorer.score(prompts, args.response)
-    raw = scorer.raw_rewards(prompts, args.response)
-    for prompt, response, score, reward in zip(prompts, args.response, scores, raw):
-        _emit(json.dumps({"prompt": prompt, "response": response, "score": round(score, 6), "raw_reward": round(reward, 6)},
-                         ensure_ascii=False))
-    if len(scores) > 1:
-        logger.info("score = alpha (%g) x raw reward%s. P(a preferred to b) = sigmoid((raw_a - raw_b) / T), T = %g.",
-                    scorer.alpha, ", normalized" if scorer.normalize else "", scorer.temperature)
-    return 0
+    return prompts
+
+
+def _explain_scores(scorer) -> None:
+    """How to read the printed numbers, with this model's alpha, normalization and T: a score is
+    a rescaled raw reward, and preferences come from raw rewards."""
+    logger.info("%s. P(a preferred to b) = sigmoid((raw_a - raw_b) / T), T = %g.", scorer.score_formula(),
+                scorer.temperature)
 
 
 def _suggest_bf16(args: argparse.Namespace, scorer) -> None:

@@ -165,6 +165,33 @@ def test_score_file_honours_limit(tmp_path, tokenizer):
     assert [json.loads(line)["row"] for line in (tmp_path / "o.jsonl").read_text().splitlines()] == [1, 2]
 
 
+def test_score_explains_normalized_scores_runs_the_model_once_and_notes_an_empty_prompt(tmp_path, tokenizer,
+                                                                                         monkeypatch, capsys):
+    """A model saved with normalize_rewards=True: the hint said "alpha (2) x raw reward" for
+    alpha * (r - mean) / std; the model ran twice (score, then raw_rewards); the explanation came
+    only with 2+ responses; a missing --prompt went unsaid."""
+    from rewardkit.scoring import RewardScorer
+
+    folder = tmp_path / "rm"
+    helpers.tiny_reward_model(alpha=2.0, reward_mean=0.25, reward_std=1.5, normalize_rewards=True).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    runs = []
+    original = RewardScorer._run
+    monkeypatch.setattr(RewardScorer, "_run", lambda self, *a, **k: runs.append(a[2]) or original(self, *a, **k))
+    assert main(["score", "--model", str(folder), "--response", "4", "--response", "five", "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    lines = [json.loads(line) for line in captured.out.splitlines()]
+    assert [line["prompt"] for line in lines] == ["", ""] and len(runs) == 1
+    for line in lines:
+        assert line["score"] == pytest.approx(2.0 * (line["raw_reward"] - 0.25) / 1.5, abs=1e-5)
+    err = " ".join(captured.err.split())
+    assert "score = alpha (2) x (raw reward - mean (0.25)) / std (1.5)" in err
+    assert "No --prompt given: each response is scored with an empty prompt" in err
+    assert main(["score", "--model", str(folder), "--prompt", "p", "--response", "4", "--device", "cpu"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "score = alpha (2) x (raw reward - mean" in err and "No --prompt" not in err
+
+
 def test_allocator_hint_only_for_cpu_training_on_linux_without_tcmalloc():
     from rewardkit.cli import allocator_hint
 
