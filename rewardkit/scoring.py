@@ -528,7 +528,9 @@ def score_file(
     limit: int | None = None,
 ) -> dict[str, Any]:
     """Score every (prompt, response) row of `data` and write JSONL lines
-    `{"row": n, "prompt": ..., "response": ..., "score": ...}` to `output`, in input order.
+    `{"row": n, "prompt": ..., "response": ..., "score": ..., "raw_reward": ...}` to `output`, in
+    input order. `score` is what `scorer.score()` returns; `raw_reward` is r, what preferences are
+    read from (P(a > b) = sigmoid((r_a - r_b) / T)), so the file alone answers both.
 
     Streams: rows are read, scored and written `chunk_rows` at a time, so a 100,000-row file
     needs memory for one chunk only (each chunk is still length-sorted for speed). `row` is the
@@ -614,9 +616,9 @@ def _write_scores(scorer: RewardScorer, rows: Iterable[tuple[int, dict]], handle
             prompts = [row["prompt"] for _, row in chunk]
             responses = [row["response"] for _, row in chunk]
             raw = scorer._run(prompts, responses, "rewards", show_progress=False)
-            for (number, row), value in zip(chunk, scorer.rewards_to_scores(raw).tolist()):
+            for (number, row), value, reward in zip(chunk, scorer.rewards_to_scores(raw).tolist(), raw.tolist()):
                 line = {**row_position(number, row), "prompt": row["prompt"], "response": row["response"],
-                        "score": value}
+                        "score": value, "raw_reward": reward}
                 handle.write(json.dumps(line, ensure_ascii=False) + "\n")
             written += len(chunk)
             progress.update(len(chunk))

@@ -388,6 +388,9 @@ def test_score_file_writes_every_row_once_in_order(tmp_path, scorer):
     assert [(line["prompt"], line["response"]) for line in lines] == [(r["prompt"], r["response"]) for r in valid]
     expected = scorer.score([r["prompt"] for r in valid], [r["response"] for r in valid])
     assert np.allclose([line["score"] for line in lines], expected, atol=1e-5)
+    raw = scorer.raw_rewards([r["prompt"] for r in valid], [r["response"] for r in valid])
+    assert np.allclose([line["raw_reward"] for line in lines], raw, atol=1e-5)  # P(a > b) from the file alone
+    assert all(line.keys() == {"row", "prompt", "response", "score", "raw_reward"} for line in lines)
     assert sorted(p.name for p in output.parent.iterdir()) == ["scores.jsonl"]  # no temp file left
 
 
