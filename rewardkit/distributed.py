@@ -29,6 +29,7 @@ import os
 import socket
 import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -292,14 +293,16 @@ def score_file_distributed(scorer: Any, data: str | os.PathLike, output: str | o
     Call it on every rank, inside `process_group()`.
 
     Returns:
-        {"rows", "skipped", "output", "processes"}: totals over all ranks (the same on every rank).
+        {"rows", "skipped", "output", "processes", "truncation"}: totals over all ranks (the same on
+        every rank); rank 0 logs the truncation once, for the whole file.
     """
-    from rewardkit.scoring import score_file
+    from rewardkit.features import TruncationStats
+    from rewardkit.scoring import log_truncation, score_file
 
     count, index = world_size(), rank()
     parts = [part_path(output, i, count) for i in range(count)]
     error: BaseException | None = None
-    mine: dict[str, Any] = {"rows": 0, "skipped": 0}
+    mine: dict[str, Any] = {"rows": 0, "skipped": 0, "truncation": asdict(TruncationStats())}
     try:
         mine = score_file(scorer, data, parts[index], shard=(index, count), **score_kwargs)
     except Exception as caught:  # every rank must reach the collective below
@@ -310,12 +313,15 @@ def score_file_distributed(scorer: Any, data: str | os.PathLike, output: str | o
                 raise error
             raise RankFailedError("Scoring failed on another process (see its message); no output was written.")
         total = all_sum(int(mine["rows"]))
+        cut = TruncationStats(**{key: all_sum(int(value)) for key, value in mine["truncation"].items()})
         _merge_on_main(parts, output, total)
     finally:
         _remove_part(parts[index])
+    if is_main_process():
+        log_truncation(cut, scorer.max_length)
     logger.info("Scored %d rows with %d processes into %s.", total, count, output)
     return {"rows": total, "skipped": int(mine["skipped"]), "output": str(Path(output).expanduser()),
-            "processes": count}
+            "processes": count, "truncation": asdict(cut)}
 
 
 def _merge_on_main(parts: list[Path], output: str | os.PathLike, total: int) -> None:

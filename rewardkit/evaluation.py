@@ -317,7 +317,9 @@ class _Worst:
 
 
 class _Collector:
-    """Accumulates float arrays chunk by chunk; turns them into metrics and a report."""
+    """Accumulates float arrays chunk by chunk; turns them into metrics and a report. Raw rewards
+    are fetched without the scorer's progress bar and truncation message: evaluate draws one bar
+    and reports truncation once, in the metrics and the report (`_context`)."""
 
     kind = ""
 
@@ -356,7 +358,7 @@ class _PairwiseCollector(_Collector):
         chosen = [row["chosen"] for _, row in chunk]
         rejected = [row["rejected"] for _, row in chunk]
         # One run over both halves: all 2n texts are length-sorted together.
-        raw = np.asarray(scorer.raw_rewards(prompts + prompts, chosen + rejected, show_progress=False))
+        raw = np.asarray(scorer.raw_rewards(prompts + prompts, chosen + rejected, show_progress=False, report_truncation=False))
         c, r = raw[: len(chunk)], raw[len(chunk):]
         self.chosen.append(c)
         self.rejected.append(r)
@@ -404,7 +406,7 @@ class _ScalarCollector(_Collector):
     def add(self, scorer: RewardScorer, chunk: list[_Numbered]) -> None:
         prompts = [row["prompt"] for _, row in chunk]
         responses = [row["response"] for _, row in chunk]
-        raw = np.asarray(scorer.raw_rewards(prompts, responses, show_progress=False))
+        raw = np.asarray(scorer.raw_rewards(prompts, responses, show_progress=False, report_truncation=False))
         targets = np.array([float(row["reward"]) for _, row in chunk])
         self.raw.append(raw)
         self.targets.append(targets)
@@ -442,7 +444,7 @@ class _RankingCollector(_Collector):
     def add(self, scorer: RewardScorer, chunk: list[_Numbered]) -> None:
         prompts = [row["prompt"] for _, row in chunk for _ in row["responses"]]
         responses = [text for _, row in chunk for text in row["responses"]]
-        raw = np.asarray(scorer.raw_rewards(prompts, responses, show_progress=False))
+        raw = np.asarray(scorer.raw_rewards(prompts, responses, show_progress=False, report_truncation=False))
         lengths = _lengths(responses)
         start = 0
         for number, row in chunk:

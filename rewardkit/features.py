@@ -63,6 +63,12 @@ class TruncationStats:
         return (f"{self.texts} texts: {self.prompt_cut} had the start of the prompt cut, "
                 f"{self.response_cut} had the end of the response cut")
 
+    def since(self, earlier: TruncationStats) -> TruncationStats:
+        """The counts added after `earlier` (a copy taken before a call): one call's truncation,
+        where `PairEncoder.stats` keeps counting over the encoder's life."""
+        return TruncationStats(self.texts - earlier.texts, self.prompt_cut - earlier.prompt_cut,
+                               self.response_cut - earlier.response_cut)
+
 
 @dataclass
 class PairEncoder:

@@ -22,6 +22,7 @@ import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import closing
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,7 +32,7 @@ import torch
 from rewardkit.calibration import preference_probability
 from rewardkit.cpu_linear import onednn_linears
 from rewardkit.cpu_workers import cpu_worker_split, map_in_workers
-from rewardkit.features import PairEncoder, pad_batch, resolve_max_length
+from rewardkit.features import PairEncoder, TruncationStats, pad_batch, resolve_max_length
 
 logger = logging.getLogger(__name__)
 
@@ -217,8 +218,12 @@ class RewardScorer:
             classes: no remote code is executed, and only safetensors weights are read.
         device: "cpu", "cuda", ...; default CUDA when available (under torchrun, the rank's own GPU).
         batch_size: max rows per batch (default: limited by the token budget only).
-        max_length: max tokens per pair (default: the length the model was trained with, else the model's limit, at most 512); prompts are cut
-            from the left, responses kept.
+        max_length: max tokens per pair (default: the length the model was trained with, else the
+            model's limit, at most 512). A longer pair loses the start of its prompt first (the
+            latest turns are kept, as in training); the end of the response is cut only when the
+            response alone does not fit, and then a quarter of the room still goes to the end of
+            the prompt. Each call that cut a response logs a warning saying how many (responses
+            that differ only after the cut get the same score); prompt-only cuts are an info line.
         dtype: the backbone's precision: torch.bfloat16 / "bf16", torch.float16 / "fp16" or the default
             float32. The reward head stays fp32. bf16 is about 1.5x faster on CPUs with AVX512-BF16 or
             AMX (measured in benchmarks/score_throughput.py, with its agreement with fp32); GPUs
@@ -300,13 +305,15 @@ class RewardScorer:
         return float(getattr(self.model.config, "calibration_temperature", None) or 1.0)
 
     def raw_rewards(self, prompts: Sequence[str] | str, responses: Sequence[str] | str, *,
-                    show_progress: bool | None = None) -> list[float]:
+                    show_progress: bool | None = None, report_truncation: bool = True) -> list[float]:
         """Unscaled head outputs r (before alpha and normalization), in the caller's order.
 
         A single prompt string is paired with every response. `show_progress` overrides the
-        scorer's setting for this call (callers that draw their own bar pass False)."""
+        scorer's setting for this call (callers that draw their own bar pass False);
+        `report_truncation=False` leaves the truncation message to callers that count over many
+        calls (`evaluate`, `score_file`: one message per file, not one per chunk)."""
         prompts, responses = _align(prompts, responses)
-        return self._run(prompts, responses, "rewards", show_progress).tolist()
+        return self._run(prompts, responses, "rewards", show_progress, report_truncation).tolist()
 
     def rewards_to_scores(self, raw: Sequence[float] | np.ndarray) -> np.ndarray:
         """Raw rewards -> what `score()` returns (normalized when `self.normalize`, times alpha),
@@ -380,15 +387,33 @@ class RewardScorer:
     # ------------------------------------------------------------------ internals
 
     def _run(self, prompts: Sequence[str], responses: Sequence[str], output: str,
-             show_progress: bool | None = None) -> np.ndarray:
+             show_progress: bool | None = None, report_truncation: bool = True) -> np.ndarray:
         _check_texts(prompts, "prompts")
         _check_texts(responses, "responses")
+        before = replace(self.encoder.stats)
         items = self.encoder.encode(list(prompts), list(responses))
+        if report_truncation:
+            log_truncation(self.encoder.stats.since(before), self.max_length)
         return score_encoded(
             self.model, items, pad_token_id=self._pad_id, padding_side=self.tokenizer.padding_side,
             token_budget=self.token_budget, batch_size=self.batch_size, output=output,
             show_progress=self.show_progress if show_progress is None else show_progress,
         )
+
+
+def log_truncation(cut: TruncationStats, max_length: int) -> None:
+    """Say, once per call, what was cut to fit `max_length`. A response cut at its end was scored
+    without that end, so responses that differ only after the cut get the same score: a warning.
+    A prompt cut at its start is the training contract (its latest turns are kept): an info line."""
+    prompts = (f"the start of the prompt was cut in {cut.prompt_cut} of {cut.texts} texts to fit max_length "
+               f"{max_length} tokens (the latest turns kept, as in training)")
+    if cut.response_cut:
+        logger.warning("%d of %d responses were cut at their end: alone they are longer than max_length %d tokens "
+                       "allows, so they were scored without their end, and responses that differ only after the "
+                       "cut get the same score. Raise --max-length (max_length=) if the model takes more.%s",
+                       cut.response_cut, cut.texts, max_length, f" Also, {prompts}." if cut.prompt_cut else "")
+    elif cut.prompt_cut:
+        logger.info("%s; no response was cut.", prompts[0].upper() + prompts[1:])
 
 
 def _resolve_normalize(requested: bool | None, config: Any) -> bool:
@@ -545,8 +570,14 @@ def score_file(
     `limit` scores only the first `limit` valid rows (as `evaluate --limit`), before sharding, so a
     multi-process run scores the same rows as a single process.
 
+    Truncation (see `RewardScorer`'s max_length) is counted over the whole file and reported once
+    at the end, by `log_truncation` (a shard leaves that to `score_file_distributed`, which adds up
+    the shards), and in the returned counts.
+
     Returns:
-        {"rows": rows written, "skipped": invalid rows skipped (with skip_invalid), "output": path}
+        {"rows": rows written, "skipped": invalid rows skipped (with skip_invalid), "output": path,
+        "truncation": {"texts", "prompt_cut", "response_cut"}: texts scored, and how many of them
+        lost the start of the prompt / the end of the response (as in `evaluate`'s metrics)}
     """
     from rewardkit.data import SkipReport, iter_reward_rows
 
@@ -566,6 +597,7 @@ def score_file(
         rows = _shard_rows(rows, *shard)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    before = replace(scorer.encoder.stats)
     try:
         with open(tmp, "w", encoding="utf-8") as handle, closing(rows):
             written = _write_scores(scorer, rows, handle, chunk_rows)
@@ -575,8 +607,11 @@ def score_file(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    cut = scorer.encoder.stats.since(before)
+    if shard is None:
+        log_truncation(cut, scorer.max_length)
     logger.info("scored %d rows of %s into %s (%d skipped)", written, data, final, skipped.total)
-    return {"rows": written, "skipped": skipped.total, "output": str(final)}
+    return {"rows": written, "skipped": skipped.total, "output": str(final), "truncation": asdict(cut)}
 
 
 def _first_rows(rows: Iterator[tuple[int, dict]], limit: int) -> Iterator[tuple[int, dict]]:
@@ -615,7 +650,7 @@ def _write_scores(scorer: RewardScorer, rows: Iterable[tuple[int, dict]], handle
         for chunk in iter_chunks(rows, chunk_rows):
             prompts = [row["prompt"] for _, row in chunk]
             responses = [row["response"] for _, row in chunk]
-            raw = scorer._run(prompts, responses, "rewards", show_progress=False)
+            raw = scorer._run(prompts, responses, "rewards", show_progress=False, report_truncation=False)
             for (number, row), value, reward in zip(chunk, scorer.rewards_to_scores(raw).tolist(), raw.tolist()):
                 line = {**row_position(number, row), "prompt": row["prompt"], "response": row["response"],
                         "score": value, "raw_reward": reward}

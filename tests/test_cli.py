@@ -192,6 +192,26 @@ def test_score_explains_normalized_scores_runs_the_model_once_and_notes_an_empty
     assert "score = alpha (2) x (raw reward - mean" in err and "No --prompt" not in err
 
 
+def test_score_says_how_many_responses_were_cut(tmp_path, tokenizer, capsys):
+    """`score --max-length 16` cut two responses that differ only at their end to the same text and
+    scored them alike without a word; `score --data` now counts the cuts in its summary too."""
+    folder = tmp_path / "rm"
+    helpers.tiny_reward_model().save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    long = "word " * 40
+    assert main(["score", "--model", str(folder), "--prompt", "p", "--response", long + "yes", "--response", long + "no",
+                 "--max-length", "16", "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    first, second = (json.loads(line)["score"] for line in captured.out.splitlines())
+    assert first == second and "2 of 2 responses were cut at their end" in " ".join(captured.err.split())
+    data = helpers.write_jsonl(tmp_path / "rows.jsonl", [{"prompt": "p", "response": long}, {"prompt": "p", "response": "ok"}])
+    assert main(["score", "--model", str(folder), "--data", str(data), "--output", str(tmp_path / "o.jsonl"),
+                 "--max-length", "16", "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["truncation"] == {"texts": 2, "prompt_cut": 0, "response_cut": 1}
+    assert " ".join(captured.err.split()).count("responses were cut at their end") == 1
+
+
 def test_allocator_hint_only_for_cpu_training_on_linux_without_tcmalloc():
     from rewardkit.cli import allocator_hint
 

@@ -117,6 +117,7 @@ def test_torchrun_two_processes_score_every_row_once_in_order(tiny_model_dir, tm
 
     single = score_file(RewardScorer(str(tiny_model_dir)), data, tmp_path / "single.jsonl", skip_invalid=True)
     assert single["rows"] == 23
+    assert counts["truncation"] == single["truncation"] and single["truncation"]["texts"] == 23  # summed over ranks
     merged = [json.loads(line) for line in output.read_text().splitlines()]
     expected = [json.loads(line) for line in (tmp_path / "single.jsonl").read_text().splitlines()]
     assert [line["row"] for line in merged] == [line["row"] for line in expected] == [r for r in range(1, 25) if r != 10]

@@ -218,6 +218,38 @@ def test_long_inputs_are_truncated_per_the_contract(scorer, tokenizer):
     assert len(long_response) == MAX_LENGTH
 
 
+def _warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and r.name == "rewardkit.scoring"]
+
+
+def test_cut_responses_are_reported_once_per_call(scorer, caplog, tmp_path):
+    """Two responses that differ only after the cut get the same score: that was silent. Now each
+    call (score, rank, score_file) warns once with the count; a prompt cut alone is an info line."""
+    same_start = "word " * 200
+    long_responses = [same_start + "good ending", same_start + "bad ending"]
+    with caplog.at_level("INFO", logger="rewardkit.scoring"):
+        first, second = scorer.score("What?", long_responses)
+        assert first == second  # what the warning is about
+        assert _warnings(caplog) == [f"2 of 2 responses were cut at their end: alone they are longer than max_length "
+                                     f"{MAX_LENGTH} tokens allows, so they were scored without their end, and responses "
+                                     "that differ only after the cut get the same score. Raise --max-length "
+                                     "(max_length=) if the model takes more."]
+        caplog.clear()
+        scorer.rank("What?", [*long_responses, "short"])
+        assert len(_warnings(caplog)) == 1 and _warnings(caplog)[0].startswith("2 of 3 responses")
+        caplog.clear()
+        scorer.score(["question " * 200, "q"], ["short", "also short"])
+        assert _warnings(caplog) == [] and "The start of the prompt was cut in 1 of 2 texts" in caplog.text
+        caplog.clear()
+        scorer.score("q", ["short"])
+        assert caplog.records == []
+        rows = [{"prompt": "p", "response": long_responses[i % 2]} for i in range(5)] + [{"prompt": "p", "response": "ok"}]
+        data = _write_jsonl(tmp_path / "long.jsonl", rows)
+        counts = score_file(scorer, data, tmp_path / "out.jsonl", chunk_rows=2)
+        assert counts["truncation"] == {"texts": 6, "prompt_cut": 0, "response_cut": 5}
+        assert len(_warnings(caplog)) == 1 and _warnings(caplog)[0].startswith("5 of 6 responses")
+
+
 def test_empty_input_lists_score_to_empty(scorer):
     assert scorer.score([], []) == []
 
@@ -381,7 +413,8 @@ def test_score_file_writes_every_row_once_in_order(tmp_path, scorer):
     data = _write_jsonl(tmp_path / "in.jsonl", rows)
     output = tmp_path / "out" / "scores.jsonl"
     counts = score_file(scorer, data, output, skip_invalid=True, chunk_rows=3)
-    assert counts == {"rows": 10, "skipped": 1, "output": str(output)}
+    assert counts == {"rows": 10, "skipped": 1, "output": str(output),
+                      "truncation": {"texts": 10, "prompt_cut": 0, "response_cut": 0}}
     lines = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
     assert [line["row"] for line in lines] == [i + 1 for i in range(11) if i != 4]
     valid = [row for i, row in enumerate(rows) if i != 4]
