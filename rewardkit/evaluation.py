@@ -20,8 +20,9 @@ What is measured (see :mod:`rewardkit.metrics` for each number):
 With ``calibrate``: the fitted T, ECE and log loss before it, and how firmly the pairs pin T down
 (:func:`rewardkit.calibration.temperature_evidence`).
 
-Always: ``rewards`` (distribution of raw rewards), ``n``, the objective, model, data, alpha,
-temperature and skipped-row counts.
+Always: ``rewards`` (distribution of raw rewards), ``n``, the objective, model, data, the
+model's score scale (alpha, normalize_rewards, reward_mean, reward_std), temperature,
+skipped-row counts and truncation counts.
 """
 
 from __future__ import annotations
@@ -495,14 +496,20 @@ def _truncation(scorer: RewardScorer) -> tuple[int, int, int]:
 
 def _context(scorer: RewardScorer, model: Any, data: Any, data_name: str | None, skipped: SkipReport,
              truncation_before: tuple[int, int, int]) -> dict[str, Any]:
-    """Where the numbers come from: model, data, scale, skipped rows, truncation."""
+    """Where the numbers come from: model, data, scale, skipped rows, truncation. The scale is the
+    model's own (alpha, and normalize_rewards with reward_mean / reward_std): what its `score()`,
+    `pipeline` and TRL return, which the report tells readers how to convert back to raw rewards."""
     texts, prompt_cut, response_cut = (now - then for now, then in zip(_truncation(scorer), truncation_before))
     name = scorer.source or (str(model) if isinstance(model, (str, os.PathLike)) else None)
+    config = scorer.model.config
     return {
         "model": name or getattr(scorer.model, "name_or_path", "") or type(scorer.model).__name__,
         "data": os.fspath(data),
         "data_name": data_name or os.fspath(data),
         "alpha": scorer.alpha,
+        "normalize_rewards": bool(config.normalize_rewards),
+        "reward_mean": config.reward_mean,
+        "reward_std": config.reward_std,
         "max_length": scorer.max_length,
         "skipped": skipped.total,
         "skipped_reasons": dict(skipped.counts),

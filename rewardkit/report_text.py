@@ -144,16 +144,45 @@ def _observed_differences(ctx: _Context) -> list[str]:
     ]
 
 
+def _number(value: Any) -> float | None:
+    """`value` as a float when it is a number (not a bool), else None: metrics.json of older
+    versions or other callers may lack a field."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _score_scale(m: dict[str, Any], r: str = "r") -> tuple[str, float, bool] | None:
+    """How the model's `score()` output is made from the raw reward (written `r`), with its
+    numbers; the factor a difference of scores carries (a score difference of that much is a
+    reward difference of 1); and whether normalization is on: ("α × r with α = 2", 2, False) or
+    ("α × (r − μ) / σ with α = 2, μ = 0.25 and σ = 1.5", 2 / 1.5, True). None when the score is
+    the raw reward itself (α = 1, no normalization) or the metrics do not say (no alpha)."""
+    alpha = _number(m.get("alpha"))
+    if alpha is None:
+        return None
+    mean, std = _number(m.get("reward_mean")), _number(m.get("reward_std"))
+    if m.get("normalize_rewards") is True and mean is not None and std:
+        return f"α × ({r} − μ) / σ with α = {alpha:.3g}, μ = {mean:.3g} and σ = {std:.3g}", alpha / std, True
+    if alpha == 1:
+        return None
+    return f"α × {r} with α = {alpha:.3g}", alpha, False
+
+
 def _alpha_note(ctx: _Context) -> list[str]:
-    """r above is the raw reward; what `score()`, `pipeline` and TRL return is α·r."""
-    alpha = ctx.metrics.get("alpha")
-    if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or alpha == 1:
+    """r above is the raw reward; what `score()`, `pipeline` and TRL return is α·r, or
+    α·(r − μ)/σ when the model normalizes: a difference of scores must be divided by α (by α/σ)
+    before it is read on the table above."""
+    scale = _score_scale(ctx.metrics)
+    if scale is None:
         return []
-    a = float(alpha)
+    formula, factor, normalized = scale
+    why = (" (μ and σ are the mean and standard deviation of the rewards of the training responses, "
+           "`reward_mean` and `reward_std` in its config; μ shifts every score alike, so it drops out of "
+           "a difference)" if normalized else "")
+    divisor = f"α / σ = {factor:.3g}" if normalized else f"{factor:.3g}"
     return [
         f"r is the **raw** reward. This model's `score()` output (also what `pipeline` and TRL see) is "
-        f"α × r with α = {a:.3g}: divide a difference of scores by {a:.3g} before reading it here "
-        f"(a score difference of {a:.3g} is a reward difference of 1).",
+        f"{formula}{why}: divide a difference of scores by {divisor} before reading it here "
+        f"(a score difference of {factor:.3g} is a reward difference of 1).",
         "",
     ]
 
@@ -178,11 +207,12 @@ def _md_meaning_scalar(ctx: _Context) -> list[str]:
         "that mismatch, and the correlations are the fairer test.",
         "",
     ]
-    alpha = ctx.metrics.get("alpha")
-    if isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and alpha != 1:
+    scale = _score_scale(ctx.metrics, r="reward")
+    if scale is not None:
+        formula, _, normalized = scale
         lines += [
-            f"The model's `score()` output is α × reward with α = {float(alpha):.3g}; the "
-            "metrics below compare the raw reward (before α) with the targets.",
+            f"The model's `score()` output is {formula}; the metrics below compare the raw reward "
+            f"({'before α and normalization' if normalized else 'before α'}) with the targets.",
             "",
         ]
     difference = (
@@ -261,6 +291,13 @@ _CONTEXT_ROWS: dict[str, tuple[str, str]] = {
         "bound of its search range)",
     ),
     "alpha": ("Score scale α", "factor applied to the raw reward in the model's `score()` output"),
+    "normalize_rewards": (
+        "Normalized scores",
+        "yes: the model's `score()` output is α × (r − reward_mean) / reward_std (`normalize_rewards` "
+        "in its config); no: α × r",
+    ),
+    "reward_mean": ("Reward mean μ", "mean raw reward of the training responses (`reward_mean`)"),
+    "reward_std": ("Reward std σ", "standard deviation of the raw rewards of the training responses (`reward_std`)"),
     "max_length": (
         "Max length (tokens)",
         "longer (prompt, response) texts were cut to this many tokens before scoring",

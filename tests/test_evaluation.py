@@ -182,6 +182,23 @@ def test_report_dir_gets_metrics_plots_and_markdown(model_dir, data_dir, tmp_pat
     assert any(r["prompt"][:40] in markdown for r in rows)
 
 
+def test_a_normalized_models_scale_reaches_metrics_json_and_the_report(model_dir, data_dir, tmp_path):
+    """The report said score() is α × r ("divide by 2") for a model whose config normalizes:
+    evaluate now records normalize_rewards, reward_mean and reward_std, and the report uses them."""
+    folder = tmp_path / "model"
+    shutil.copytree(model_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "normalize_rewards": True, "reward_mean": 0.5,
+                                                    "reward_std": 4.0}))
+    metrics = evaluate_model(folder, data_dir / "pairwise.jsonl", report_dir=tmp_path / "report")
+    assert (metrics["normalize_rewards"], metrics["reward_mean"], metrics["reward_std"]) == (True, 0.5, 4.0)
+    assert json.loads((tmp_path / "report" / "metrics.json").read_text())["reward_std"] == 4.0
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "α × (r − μ) / σ with α = 2, μ = 0.5 and σ = 4" in markdown and "by α / σ = 0.5 " in markdown
+    plain = evaluate_model(model_dir, data_dir / "pairwise.jsonl")
+    assert (plain["normalize_rewards"], plain["reward_mean"], plain["reward_std"]) == (False, None, None)
+
+
 @pytest.mark.parametrize(("name", "plots"), [("scalar.jsonl", {"pred_vs_target.png", "reward_hist.png"}),
                                              ("ranked.jsonl", {"reward_hist.png", "reliability.png",
                                                                "reward_vs_length.png"})])

@@ -748,6 +748,28 @@ def test_report_files_constant_covers_outputs() -> None:
     assert {"metrics.json", "report.md", "pred_vs_target.png"} <= REPORT_FILES
 
 
+def test_meaning_section_explains_normalized_scores_whatever_alpha(tmp_path: Path) -> None:
+    """A normalized model's score is α × (r − μ) / σ: the note said "divide by α" (wrong by σ),
+    and with α = 1 it said nothing at all. The scalar note and the headline rows name it too."""
+    chosen, rejected = [0.1, 0.3, -0.2, 0.05], [0.0, 0.0, 0.0, 0.0]
+    normalized = {"normalize_rewards": True, "reward_mean": 0.25, "reward_std": 1.5}
+    for alpha, divisor in ((2.0, "1.33"), (1.0, "0.667")):
+        metrics = {**pairwise_metrics(chosen, rejected), "alpha": alpha, **normalized}
+        md = _md_for(tmp_path, metrics, chosen=chosen, rejected=rejected)
+        meaning = md.split("## Headline metrics")[0]
+        assert f"α × (r − μ) / σ with α = {alpha:g}, μ = 0.25 and σ = 1.5" in meaning
+        assert f"divide a difference of scores by α / σ = {divisor} before reading it here" in meaning
+        assert f"divide a difference of scores by {alpha:g} " not in meaning
+        rows = _headline_rows(md)
+        assert rows["Normalized scores"][0] == "yes" and rows["Reward mean μ"][0] == "0.250"
+    off = {**pairwise_metrics(chosen, rejected), "alpha": 1.0, "normalize_rewards": False,
+           "reward_mean": 0.25, "reward_std": 1.5}  # statistics stored, normalization off: score = r
+    assert "divide a difference of scores" not in _md_for(tmp_path, off, chosen=chosen, rejected=rejected)
+    scalar = _section(_kind_md(tmp_path, "mse", _mse_metrics(alpha=1.0, **normalized)), "What the numbers mean")
+    assert ("`score()` output is α × (reward − μ) / σ with α = 1, μ = 0.25 and σ = 1.5; the metrics below "
+            "compare the raw reward (before α and normalization)") in scalar
+
+
 def test_meaning_section_places_this_models_differences_and_explains_alpha(tmp_path: Path) -> None:
     """A weak model's margins can all lie left of the table's fixed columns; and with alpha != 1
     a user reading score() differences through σ(Δ/T) must divide by alpha first."""
