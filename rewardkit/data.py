@@ -292,6 +292,7 @@ class _RowStream:
             self.description = formats.describe_layout(row, layout)
             logger.info("%s: detected %s", source, self.description)
             _warn_unread_columns(self.display, row, layout)
+            _warn_score_output(self.display, row, layout)
         return normal
 
     def _layout_for(self, found: Layout | None, row: dict, source: str, record: _Record) -> Layout:
@@ -364,6 +365,26 @@ def _warn_unread_columns(display: str, row: dict, layout: Layout) -> None:
                        ", ".join(repr(name) for name in unread))
 
 
+#: The columns of a `rewardkit score --data` output line (`file` only when it scored a folder).
+_SCORE_OUTPUT_COLUMNS = frozenset({"file", "row", "prompt", "response", "score", "raw_reward"})
+
+
+def _warn_score_output(display: str, row: dict, layout: Layout) -> None:
+    """Once per data source: mse rows with exactly the columns of `rewardkit score --data` output
+    take a model's scores as their targets, so evaluating that model on them measures only how
+    it agrees with itself. A warning, not a refusal: `score` is an accepted name for annotated
+    rewards (and with a `row` id beside it the file looks the same), and another model's scores
+    are legitimate targets (distillation, agreement between two models)."""
+    columns = {key for key, value in row.items() if value is not None}
+    if layout.objective != "mse" or "reward" in columns or not {"row", "score"} <= columns <= _SCORE_OUTPUT_COLUMNS:
+        return
+    logger.warning("%s looks like the output of `rewardkit score --data` (columns %s): its 'score' column is "
+                   "read as the mse target, so a model is measured against a model's scores (against its own, "
+                   "the metrics only show that it agrees with itself). Evaluate on annotated rewards or "
+                   "preference pairs; if these scores are meant as targets, --columns reward=score says so "
+                   "and silences this.", display, ", ".join(repr(name) for name in row))
+
+
 def _blank_cells_as_null(row: dict) -> dict:
     """A CSV row with its blank cells as None. CSV cannot leave a column out of one row or write
     a null, so an unused column, an unfilled alias (`completion` beside `response`) or an
@@ -375,8 +396,9 @@ def _blank_cells_as_null(row: dict) -> dict:
 
 
 def _unrecognised(row: dict, found: Layout | None) -> RowError:
-    hint = (" These rows have a prompt and a response but no reward: add a 'reward' column to "
-            "train with mse, or use objective='score' to score them." if found else "")
+    hint = (" These rows have a prompt and a response but no reward: to score them, use `rewardkit "
+            "score --data FILE --output OUT.jsonl` (Python: rewardkit.scoring.score_file, or "
+            "objective='score' here); to train or evaluate with mse, add a 'reward' column." if found else "")
     return RowError(f"cannot tell what kind of reward data this is from its columns ({_names(row)})."
                     f"{hint} Accepted layouts: {formats.ACCEPTED_LAYOUTS}. Rename columns with "
                     "--columns new=old", None, "unrecognised layout")

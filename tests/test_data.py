@@ -204,8 +204,9 @@ def test_score_mode(tmp_path):
     data = load_reward_data(path, objective="score")
     assert data.objective == "score"
     assert data.rows == [{"prompt": "p", "response": "r"}, {"prompt": "p", "response": "c"}]
-    with pytest.raises(RewardDataError, match="objective='score'"):
+    with pytest.raises(RewardDataError, match="objective='score'") as info:
         load_reward_data(path)  # no reward: not trainable, and the message says how to score
+    assert "use `rewardkit score --data FILE --output OUT.jsonl`" in str(info.value)  # evaluate has no objective='score'
     with pytest.raises(RewardDataError, match="rewardkit evaluate"):
         load_rows(tmp_path, [PAIR], objective="score")
 
@@ -224,6 +225,26 @@ def test_json_shapes(tmp_path):
     with pytest.raises(RewardDataError) as info:
         load_reward_data(tmp_path / "bad.json")
     assert (info.value.row, info.value.column) == (2, "chosen") and "element 2" in str(info.value)
+
+
+def test_score_output_read_as_mse_data_is_warned_about_once(tmp_path, caplog):
+    """`evaluate` on a `score --data` output took the model's own scores as mse targets without a
+    word. It is warned about, not refused: a 'score' column of annotated rewards is legitimate."""
+    def warnings_for(rows, **kwargs):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="rewardkit.data"):
+            data = load_rows(tmp_path, rows, **kwargs)
+        assert data.objective == "mse" and len(data.rows) == len(rows)
+        return [r.getMessage() for r in caplog.records if "rewardkit score --data" in r.getMessage()]
+
+    scored = [{"row": i, "prompt": "p", "response": f"r{i}", "score": 0.5 * i, "raw_reward": 0.25 * i} for i in (1, 2)]
+    assert len(warnings_for(scored)) == 1
+    assert len(warnings_for([{k: v for k, v in r.items() if k != "raw_reward"} for r in scored])) == 1  # older output
+    assert len(warnings_for([{"file": "a.jsonl", **r} for r in scored])) == 1  # a scored folder
+    assert warnings_for([{"prompt": "p", "response": "r", "score": 3.0}]) == []  # annotated scores, no row id
+    assert warnings_for([{"row": 1, "prompt": "p", "response": "r", "score": 3.0, "annotator": "x"}]) == []
+    assert warnings_for([{**r, "reward": 1.0} for r in scored]) == []
+    assert warnings_for(scored, columns="reward=score") == []  # scores meant as targets, said so
 
 
 def test_split_picks_a_key_of_a_json_document(tmp_path, caplog):
