@@ -84,7 +84,7 @@ def _report(result, metrics: dict, examples: list[dict], scorer, report_dir: Pat
         lines.append(f"  length bias: Spearman(reward, length) = {bias['spearman_reward_length']:.2f}")
     lines += [
         "",
-        f"What the numbers mean: score = alpha ({scorer.alpha:g}) x raw reward. Only differences matter:",
+        f"What the numbers mean: {scorer.score_formula()}. Only differences matter:",
         f"P(a preferred to b) = sigmoid((r_a - r_b) / T), T = {scorer.temperature:.3g}.",
         "",
         "Examples:",
