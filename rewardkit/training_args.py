@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from transformers import TrainingArguments
 from transformers.trainer_utils import SaveStrategy
@@ -19,6 +19,7 @@ logger = logging.getLogger(__name__)
 OBJECTIVE_CHOICES = ("pairwise", "mse", "ranking")
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
 SAMPLING_CHOICES = ("group_by_length", "random", "sequential")
+LORA_FLAGS = ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "keep_adapter")  # need --use-lora
 
 
 @dataclass
@@ -198,8 +199,8 @@ class RewardTrainingArguments(TrainingArguments):
         if self.reward_stats_samples < 0:
             raise ValueError(f"--reward-stats-samples must be >= 0, got {self.reward_stats_samples}.")
         self._check_numbers()
+        self._check_lora()  # before _check_dropout, which fills in lora_dropout's default
         self._check_dropout()
-        self._check_lora()
         self._use_cpu_when_launched_without_accelerator()
         self._resolve_precision()
         super().__post_init__()
@@ -249,8 +250,7 @@ class RewardTrainingArguments(TrainingArguments):
             raise ValueError(f"--lora-r must be at least 1, got {self.lora_r}.")
         if self.lora_alpha <= 0:
             raise ValueError(f"--lora-alpha must be > 0, got {self.lora_alpha}.")
-        if self.keep_adapter and not self.use_lora:
-            raise ValueError("--keep-adapter needs --use-lora (there is no adapter without LoRA).")
+        self._refuse_lora_flags_without_lora()
         if self.use_lora and not _peft_installed():
             raise ValueError("--use-lora needs PEFT, which is not installed: pip install peft (rewardkit's "
                              "'lora' extra; in a rewardkit checkout: pip install -e '.[lora]').")
@@ -259,6 +259,18 @@ class RewardTrainingArguments(TrainingArguments):
             self.lora_target_modules = [part.strip() for name in names for part in str(name).split(",") if part.strip()]
             if not self.lora_target_modules:
                 raise ValueError("--lora-target-modules is empty.")
+
+    def _refuse_lora_flags_without_lora(self) -> None:
+        """LoRA flags changed from their defaults without --use-lora: the run would fine-tune every
+        weight and ignore them without a word (a user who asked for rank 8 meant LoRA)."""
+        if self.use_lora:
+            return
+        defaults = {spec.name: spec.default for spec in fields(self)}
+        given = [f"--{name.replace('_', '-')}" for name in LORA_FLAGS if getattr(self, name) != defaults[name]]
+        if given:
+            raise ValueError(f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} --use-lora: without it "
+                             "every weight is fine-tuned, no adapter is trained, and LoRA flags would be ignored. Add "
+                             "--use-lora, or drop them.")
 
     def _resolve_precision(self) -> None:
         """Turn --precision into TrainingArguments' bf16 / fp16 flags (before they are validated).

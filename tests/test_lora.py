@@ -236,3 +236,27 @@ def test_an_adapter_on_a_local_base_is_flagged_as_not_rebuildable_from_the_hub(l
     # a legacy single-name id is not one publish keeps (it writes null): warned like a local folder
     (hub / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": "gpt2"}))
     assert warn_if_base_is_local(hub)
+
+
+@pytest.mark.parametrize(("flags", "named"), [
+    ({"lora_r": 8}, "--lora-r needs"),
+    ({"lora_alpha": 16}, "--lora-alpha needs"),
+    ({"lora_target_modules": ["query"]}, "--lora-target-modules needs"),
+    ({"lora_dropout": 0.0}, "--lora-dropout needs"),
+])
+def test_lora_flags_without_use_lora_are_refused_by_name(flags, named):
+    """--lora-r 8 --lora-target-modules query without --use-lora trained a full fine-tune without a
+    word (only --keep-adapter was refused)."""
+    with pytest.raises(ValueError, match=f"{named} --use-lora"):
+        RewardTrainingArguments(output_dir="x", **flags)
+    assert RewardTrainingArguments(output_dir="x", use_lora=True, **flags).use_lora  # with it: accepted
+
+
+def test_lora_flags_without_use_lora_are_refused_on_the_command_line(tmp_path, capsys):
+    from rewardkit.cli import main
+
+    assert main(["train", "--data", str(tmp_path / "pairs.jsonl"), "--lora-r", "8", "--lora-target-modules", "query",
+                 "--lora-dropout", "0.1", "--output-dir", str(tmp_path / "o")]) != 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "--lora-r, --lora-dropout, --lora-target-modules need --use-lora" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
