@@ -45,7 +45,12 @@ class DataArguments:
         default=0.0,
         metadata={"help": "Hold out this fraction of --data for evaluation when no --eval-data is given (0 = none)."},
     )
-    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
+    max_train_samples: int | None = field(
+        default=None,
+        metadata={"help": "Read only the first N valid rows of --data (rows skipped under --skip-invalid do not count). "
+                          "--eval-fraction then holds out its share of these N, so fewer than N are trained on "
+                          "(N=10 with --eval-fraction 0.2: 8 train, 2 held out). --eval-data is not cut."},
+    )
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.eval_fraction < 1.0:

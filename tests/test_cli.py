@@ -347,3 +347,24 @@ def test_sigterm_during_score_leaves_no_temporary_file(tmp_path, tokenizer):
     assert process.returncode == 143, err
     assert "terminated" in err and "Traceback" not in err
     assert not out.exists() and not list(tmp_path.glob(".o.jsonl.tmp-*"))
+
+
+def _pairs_file(path, n):
+    return helpers.write_jsonl(path, [{"prompt": f"q {i}", "chosen": f"good answer {i}", "rejected": f"bad {i}"}
+                                      for i in range(n)])
+
+
+def test_max_train_samples_cuts_data_before_eval_fraction_holds_out_and_help_says_so(tokenizer, tmp_path):
+    """The help said "Use only the first N training rows", but --eval-fraction holds out its share of
+    those N: 10 rows with 0.2 train on 8."""
+    from rewardkit.fit import prepare_data
+    from rewardkit.training_args import DataArguments, RewardTrainingArguments
+
+    data = _pairs_file(tmp_path / "pairs.jsonl", 30)
+    prepared = prepare_data(DataArguments(data=str(data), max_train_samples=10, eval_fraction=0.2),
+                            RewardTrainingArguments(output_dir=str(tmp_path / "o")), tokenizer, 32)
+    assert (len(prepared.train_features), prepared.eval_rows) == (8, 2)
+    from dataclasses import fields
+
+    help_text = next(spec.metadata["help"] for spec in fields(DataArguments) if spec.name == "max_train_samples")
+    assert "first N valid rows of --data" in help_text and "--eval-fraction then holds out its share" in help_text
