@@ -121,7 +121,8 @@ class RewardTrainingArguments(TrainingArguments):
         metadata={"help": "auto (default): bf16 autocast where the hardware computes bf16 natively (CUDA GPUs with "
                           "bf16; CPUs with AVX512-BF16 or AMX), else fp32. fp32: no autocast. bf16 / fp16: autocast. Weights "
                           "stay fp32 either way. Measured on a 2-core Zen 4 CPU (HH-RLHF, MiniLM): bf16 1.56x the "
-                          "pairs/s of fp32. An explicit --bf16 / --fp16 wins over auto.",
+                          "pairs/s of fp32. An explicit --bf16 / --fp16 (true or false) wins over auto; beside fp32 / bf16 / "
+                          "fp16 it must agree (else it is refused).",
                   "choices": list(PRECISION_CHOICES)},
     )
     cpu_split_batches: bool = field(
@@ -186,6 +187,18 @@ class RewardTrainingArguments(TrainingArguments):
     )
     remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False: the collators need them."})
     save_strategy: SaveStrategy | str = field(default="epoch", metadata={"help": "When to save checkpoints (default each epoch)."})
+    # None = not given, so that an explicit false can win over --precision auto. nargs/const keep a
+    # bare `--bf16` meaning true (HfArgumentParser gives a `bool | None` field defaulting to None neither).
+    bf16: bool | None = field(
+        default=None,
+        metadata={"help": "bf16 autocast (true/false). Default: as --precision says; an explicit value wins over "
+                          "--precision auto.", "nargs": "?", "const": True},
+    )
+    fp16: bool | None = field(
+        default=None,
+        metadata={"help": "fp16 autocast (true/false). Default: as --precision says; an explicit value wins over "
+                          "--precision auto.", "nargs": "?", "const": True},
+    )
     logging_steps: float = field(default=10, metadata={"help": "Log every N steps."})
     per_device_train_batch_size: int = field(default=16, metadata={"help": "Pairs (or rows/groups) per step."})
     per_device_eval_batch_size: int = field(default=32, metadata={"help": "Pairs (or rows/groups) per eval step."})
@@ -280,24 +293,35 @@ class RewardTrainingArguments(TrainingArguments):
     def _resolve_precision(self) -> None:
         """Turn --precision into TrainingArguments' bf16 / fp16 flags (before they are validated).
 
+        bf16 / fp16 are None unless given, so an explicit value wins over auto, `--bf16 false`
+        included (it used to be indistinguishable from the default and auto turned bf16 on anyway);
+        one that contradicts an explicit --precision is refused rather than silently overridden.
         On CPU, transformers refuses bf16 unless use_cpu is set, so auto/bf16 set it there: the
         training runs on the CPU either way.
         """
         if self.precision not in PRECISION_CHOICES:
             raise ValueError(f"--precision must be one of {PRECISION_CHOICES}, got {self.precision!r}.")
-        if self.precision == "fp32":
-            if self.bf16 or self.fp16:
-                raise ValueError("--precision fp32 contradicts --bf16 / --fp16: pass one of them.")
-            return
-        if self.bf16 or self.fp16:  # explicit flags win over auto (and say the same as bf16/fp16)
-            if self.precision in ("bf16", "fp16") and not getattr(self, self.precision):
-                raise ValueError(f"--precision {self.precision} contradicts --{'fp16' if self.fp16 else 'bf16'}.")
-        elif self.precision == "fp16":
-            self.fp16 = True
-        elif self.precision == "bf16" or native_bf16_device(self.use_cpu) is not None:
-            self.bf16 = True
+        self._refuse_precision_contradictions()
+        if self.precision in ("bf16", "fp16"):
+            setattr(self, self.precision, True)
+        elif self.precision == "auto" and self.bf16 is None and not self.fp16:
+            self.bf16 = native_bf16_device(self.use_cpu) is not None
+        self.bf16, self.fp16 = bool(self.bf16), bool(self.fp16)
         if self.bf16 and not has_accelerator():
             self.use_cpu = True
+
+    def _refuse_precision_contradictions(self) -> None:
+        """An explicit --bf16 / --fp16 that says otherwise than an explicit --precision: which one
+        was meant cannot be guessed."""
+        flags = {name: value for name, value in (("bf16", self.bf16), ("fp16", self.fp16)) if value is not None}
+        if self.precision == "fp32" and any(flags.values()):
+            raise ValueError("--precision fp32 contradicts --bf16 / --fp16: pass one of them.")
+        if self.precision not in ("bf16", "fp16"):
+            return
+        for name, value in flags.items():
+            if value != (name == self.precision):
+                raise ValueError(f"--precision {self.precision} contradicts --{name} {str(value).lower()}: "
+                                 "pass one of them.")
 
     @property
     def precision_description(self) -> str:

@@ -53,6 +53,54 @@ def test_explicit_choices_and_contradictions(cpu_only):
         RewardTrainingArguments(output_dir="x", precision="int8")
 
 
+def test_an_explicit_false_wins_over_auto_and_contradicting_precision_is_refused(cpu_only):
+    """bf16=False could not be told from the default, so auto turned bf16 on anyway on a CPU with
+    AVX512-BF16 although the help says an explicit --bf16 wins."""
+    cpu_only("AVX512-BF16")
+    off = RewardTrainingArguments(output_dir="x", bf16=False)
+    assert off.bf16 is False and off.fp16 is False and off.precision_description == "fp32"
+    assert RewardTrainingArguments(output_dir="x", fp16=False).bf16  # not fp16 says nothing against bf16
+    assert RewardTrainingArguments(output_dir="x", precision="bf16", fp16=False).bf16
+    assert RewardTrainingArguments(output_dir="x", precision="fp32", bf16=False).precision_description == "fp32"
+    with pytest.raises(ValueError, match="--precision bf16 contradicts --bf16 false"):
+        RewardTrainingArguments(output_dir="x", precision="bf16", bf16=False)
+    with pytest.raises(ValueError, match="--precision fp16 contradicts --fp16 false"):
+        RewardTrainingArguments(output_dir="x", precision="fp16", fp16=False)
+
+
+@pytest.mark.parametrize(("flags", "yaml", "bf16"), [
+    ([], "", True),  # auto on a CPU with AVX512-BF16
+    (["--bf16", "false"], "", False),
+    (["--bf16=False"], "", False),
+    ([], "bf16: false\n", False),
+    ([], "no_bf16: true\n", False),
+    (["--bf16"], "", True),
+    (["--bf16", "true", "--precision", "fp32"], None, None),  # refused
+    (["--precision", "bf16", "--bf16", "false"], None, None),  # refused
+])
+def test_bf16_false_on_the_command_line_and_in_yaml_is_honoured(cpu_only, tmp_path, monkeypatch, capsys, flags,
+                                                                 yaml, bf16):
+    from rewardkit.cli import main
+
+    cpu_only("AVX512-BF16")
+    captured = {}
+
+    def fake_run(data_args, train_args, callbacks=None):
+        captured.update(bf16=train_args.bf16, fp16=train_args.fp16)
+        raise SystemExit(0)
+
+    monkeypatch.setattr("rewardkit.fit.run_training", fake_run)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("data: d.jsonl\n" + (yaml or ""))
+    argv = ["train", "--config", str(spec), *flags, "--output-dir", str(tmp_path / "o")]
+    if bf16 is None:
+        assert main(argv) != 0 and "contradicts --bf16" in capsys.readouterr().err
+        return
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert captured == {"bf16": bf16, "fp16": False}
+
+
 def test_rewards_stay_fp32_under_autocast():
     model = helpers.tiny_reward_model("bert")
     inputs = {"input_ids": torch.randint(5, 100, (3, 9))}
