@@ -359,10 +359,7 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
     tokenizer = load_tokenizer(base_model)
     max_length = resolve_max_length(tokenizer, load_model_config(base_model), args.max_length)
     prepared = _prepare_once_per_node(data_args, args, base_model, tokenizer, max_length)
-    if prepared.eval_features and plain_value(args.eval_strategy) == "no":
-        args.eval_strategy = "epoch"
-    if not prepared.eval_features:
-        args.eval_strategy = "no"
+    args.use_held_out(bool(prepared.eval_features))
 
     if not torch.cuda.is_available():
         args.dataloader_pin_memory = False  # nothing to pin to; avoids a warning per epoch

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field, fields
 
 from transformers import TrainingArguments
-from transformers.trainer_utils import SaveStrategy
+from transformers.trainer_utils import IntervalStrategy, SaveStrategy
 
 logger = logging.getLogger(__name__)
 
@@ -187,8 +187,16 @@ class RewardTrainingArguments(TrainingArguments):
     )
     remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False: the collators need them."})
     save_strategy: SaveStrategy | str = field(default="epoch", metadata={"help": "When to save checkpoints (default each epoch)."})
-    # None = not given, so that an explicit false can win over --precision auto. nargs/const keep a
-    # bare `--bf16` meaning true (HfArgumentParser gives a `bool | None` field defaulting to None neither).
+    # None = not given, so that an explicit value (false / no included) can win over what rewardkit
+    # would pick. nargs/const keep a bare `--bf16` meaning true (HfArgumentParser gives a
+    # `bool | None` field defaulting to None neither).
+    eval_strategy: IntervalStrategy | str | None = field(
+        default=None,
+        metadata={"help": "When to evaluate the held-out data: no, steps, epoch. Default: each epoch when there is "
+                          "held-out data (--eval-data, --eval-fraction), else no; with --load_best_model_at_end, when "
+                          "--save_strategy saves. An explicit 'no' beside held-out data evaluates it once, after training.",
+                  "choices": [strategy.value for strategy in IntervalStrategy]},
+    )
     bf16: bool | None = field(
         default=None,
         metadata={"help": "bf16 autocast (true/false). Default: as --precision says; an explicit value wins over "
@@ -221,6 +229,7 @@ class RewardTrainingArguments(TrainingArguments):
         self._check_dropout()
         self._use_cpu_when_launched_without_accelerator()
         self._resolve_precision()
+        self._resolve_eval_strategy()
         super().__post_init__()
         if self.fsdp and self.use_cpu:
             logger.warning("FSDP needs GPUs: on CPU accelerate ignores it and trains with plain DDP (every rank "
@@ -289,6 +298,40 @@ class RewardTrainingArguments(TrainingArguments):
             raise ValueError(f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} --use-lora: without it "
                              "every weight is fine-tuned, no adapter is trained, and LoRA flags would be ignored. Add "
                              "--use-lora, or drop them.")
+
+    def _resolve_eval_strategy(self) -> None:
+        """Pick the evaluation schedule the user left open, before TrainingArguments validates it.
+
+        transformers refuses --load_best_model_at_end unless evaluation runs when checkpoints are saved,
+        and checks that in __post_init__, before rewardkit knows whether there is held-out data; so with
+        --load_best_model_at_end an unset --eval_strategy follows --save_strategy (and --eval_steps
+        --save_steps) here. Otherwise it stays "no" until `use_held_out` sees the data."""
+        self._eval_strategy_given = self.eval_strategy is not None
+        if self.load_best_model_at_end and plain_value(self.save_strategy) == "no":
+            raise ValueError("--load_best_model_at_end needs checkpoints to pick the best from, but --save_strategy "
+                             "is no: drop --save_strategy no, or --load_best_model_at_end.")
+        if self._eval_strategy_given:
+            return
+        if not self.load_best_model_at_end:
+            self.eval_strategy = IntervalStrategy.NO
+            return
+        save = plain_value(self.save_strategy)
+        self.eval_strategy = IntervalStrategy.EPOCH if save == "best" else IntervalStrategy(save)
+        if self.eval_strategy == IntervalStrategy.STEPS and self.eval_steps is None:
+            self.eval_steps = self.save_steps
+
+    def use_held_out(self, has_held_out: bool) -> None:
+        """Settle evaluation once the data is read: off without held-out rows; each epoch with them,
+        unless --eval_strategy was given. An explicit `no` is kept (evaluating between epochs costs
+        time the user chose not to spend): the held-out rows are then evaluated once, after training."""
+        if not has_held_out:
+            self.eval_strategy = IntervalStrategy.NO
+        elif plain_value(self.eval_strategy) != "no":
+            return
+        elif getattr(self, "_eval_strategy_given", False):
+            logger.info("--eval_strategy no: the held-out data is evaluated once, after training, not between epochs.")
+        else:
+            self.eval_strategy = IntervalStrategy.EPOCH
 
     def _resolve_precision(self) -> None:
         """Turn --precision into TrainingArguments' bf16 / fp16 flags (before they are validated).

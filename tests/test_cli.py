@@ -349,9 +349,54 @@ def test_sigterm_during_score_leaves_no_temporary_file(tmp_path, tokenizer):
     assert not out.exists() and not list(tmp_path.glob(".o.jsonl.tmp-*"))
 
 
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory):
+    return helpers.save_tiny_backbone(tmp_path_factory.mktemp("tiny_base"))
+
+
 def _pairs_file(path, n):
     return helpers.write_jsonl(path, [{"prompt": f"q {i}", "chosen": f"good answer {i}", "rejected": f"bad {i}"}
                                       for i in range(n)])
+
+
+@pytest.mark.parametrize("held_out", ["eval-data", "eval-fraction"])
+def test_load_best_model_at_end_works_from_the_command_line_without_eval_strategy(held_out, tiny_base, tmp_path):
+    """`--eval-data dev.jsonl --load_best_model_at_end` (the README's usage) exited 1 with transformers'
+    "requires the save and eval strategy to match": evaluation was switched on only after
+    TrainingArguments had validated it. Now an unset --eval_strategy follows --save_strategy."""
+    data = _pairs_file(tmp_path / "pairs.jsonl", 16)
+    source = ["--eval-data", str(_pairs_file(tmp_path / "dev.jsonl", 4))] if held_out == "eval-data" else [
+        "--eval-fraction", "0.25"]
+    out = tmp_path / "rm"
+    assert main(["train", "--data", str(data), *source, "--base-model", str(tiny_base), "--output-dir", str(out),
+                 "--max-length", "32", "--per_device_train_batch_size", "4", "--num_train_epochs", "2",
+                 "--load_best_model_at_end", "--quiet"]) == 0
+    summary = json.loads((out / "training_summary.json").read_text())
+    assert summary["eval_of"] == "best checkpoint (by eval_loss)" and summary["eval_seconds"] > 0
+
+
+def test_load_best_model_at_end_without_held_out_data_gets_rewardkits_message(tiny_base, tmp_path, capsys):
+    """Without held-out data it was transformers' strategy error, not the promised one naming the fix."""
+    data = _pairs_file(tmp_path / "pairs.jsonl", 4)
+    assert main(["train", "--data", str(data), "--base-model", str(tiny_base), "--output-dir", str(tmp_path / "rm"),
+                 "--load_best_model_at_end"]) != 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "--load_best_model_at_end needs held-out data" in err and "--eval-data or --eval-fraction" in err
+    assert "save and eval strategy" not in err and not (tmp_path / "rm").exists()
+
+
+def test_explicit_eval_strategy_no_beside_held_out_data_evaluates_once_after_training(tiny_base, tmp_path, capsys):
+    """An explicit --eval_strategy no next to --eval-data was switched to epoch. It is kept now: no
+    evaluation between epochs, the held-out figures of the final weights, and a line saying so."""
+    data, dev = _pairs_file(tmp_path / "pairs.jsonl", 16), _pairs_file(tmp_path / "dev.jsonl", 4)
+    out = tmp_path / "rm"
+    assert main(["train", "--data", str(data), "--eval-data", str(dev), "--base-model", str(tiny_base),
+                 "--output-dir", str(out), "--max-length", "32", "--per_device_train_batch_size", "4",
+                 "--num_train_epochs", "2", "--save_strategy", "no", "--eval_strategy", "no"]) == 0
+    summary = json.loads((out / "training_summary.json").read_text())
+    assert summary["eval_seconds"] == 0 and "eval_accuracy" in summary["eval_metrics"]
+    assert summary["eval_of"] == "final weights" and summary["eval_step"] == summary["steps"]
+    assert "--eval_strategy no: the held-out data is evaluated once, after training" in capsys.readouterr().err
 
 
 def test_max_train_samples_cuts_data_before_eval_fraction_holds_out_and_help_says_so(tokenizer, tmp_path):

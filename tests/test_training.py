@@ -407,3 +407,19 @@ def test_a_checkpoint_that_trained_the_word_embeddings_resumes_only_with_its_fla
     result = run_training(DataArguments(data=str(train)), _args(out, tiny_base, max_steps=4, resume_from_checkpoint="last",
                                                                freeze_embeddings=False, **common))
     assert result.steps == 4 and result.hyperparameters["freeze_embeddings"] is False
+
+
+def test_load_best_model_at_end_evaluates_when_checkpoints_are_saved_unless_told_otherwise(tmp_path):
+    """With --load_best_model_at_end and no --eval_strategy, transformers refused the default 'no';
+    the strategy now follows --save_strategy, and --eval_steps --save_steps (evaluating every
+    --logging_steps would cost time and fail when --save_steps is not a multiple of it)."""
+    args = RewardTrainingArguments(output_dir=str(tmp_path), load_best_model_at_end=True, save_strategy="steps",
+                                   save_steps=25, logging_steps=10)
+    assert (args.eval_strategy, args.eval_steps) == ("steps", 25)
+    assert RewardTrainingArguments(output_dir=str(tmp_path), load_best_model_at_end=True).eval_strategy == "epoch"
+    assert RewardTrainingArguments(output_dir=str(tmp_path)).eval_strategy == "no"
+    with pytest.raises(ValueError, match="--load_best_model_at_end needs checkpoints.*--save_strategy is no"):
+        RewardTrainingArguments(output_dir=str(tmp_path), load_best_model_at_end=True, save_strategy="no")
+    given = RewardTrainingArguments(output_dir=str(tmp_path), load_best_model_at_end=True, eval_strategy="steps",
+                                    eval_steps=5, save_strategy="steps", save_steps=25)
+    assert (given.eval_strategy, given.eval_steps) == ("steps", 5)
