@@ -19,7 +19,7 @@ import torch
 from transformers import PrinterCallback, TrainerCallback
 
 from rewardkit.data import RewardData, load_reward_data
-from rewardkit.features import PairEncoder, TruncationStats, encode_rows, resolve_max_length
+from rewardkit.features import PairEncoder, TruncationStats, encode_rows, identical_inputs, resolve_max_length
 from rewardkit.scoring import is_reward_model_folder
 from rewardkit.training import RewardTrainer, apply_umask_permissions
 from rewardkit.training_args import (
@@ -65,6 +65,8 @@ class TrainResult:
     reward_std: float | None = None
     skipped: str = "no rows skipped"
     truncation: str = ""
+    skipped_identical: int = 0  # training pairs / ranked groups left out: responses identical once encoded
+    eval_skipped_identical: int = 0  # the same, held out
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     hardware: str = ""
 
@@ -92,9 +94,19 @@ class TrainResult:
             lines.append(f"  Raw rewards on training responses: mean {self.reward_mean:.3f}, std {self.reward_std:.3f} "
                          "(stored in config.json as reward_mean / reward_std).")
         lines.append(f"  Truncation: {self.truncation}. Data: {self.skipped}.")
+        if self.skipped_identical or self.eval_skipped_identical:
+            lines.append(f"  Identical inputs: skipped {self._identical_counts(unit)} whose responses encode to the "
+                         f"same tokens at {self.max_length} tokens (raise --max-length if they differ after the cut).")
         lines.append(f"  Model saved to {self.output_dir} (loads with AutoModel.from_pretrained(..., "
                      "trust_remote_code=True)).")
         return "\n".join(lines)
+
+
+    def _identical_counts(self, unit: str) -> str:
+        """'18 training pairs and 6 held-out pairs', leaving out a zero."""
+        counts = [f"{count} {what} {unit}" for count, what in ((self.skipped_identical, "training"),
+                                                                (self.eval_skipped_identical, "held-out")) if count]
+        return " and ".join(counts)
 
 
 def load_tokenizer(base_model: str):
@@ -279,6 +291,8 @@ class PreparedData:
     train_features: list[dict]
     eval_features: list[dict] | None
     eval_rows: int
+    skipped_identical: int = 0  # pairs / ranked groups left out: responses identical once encoded
+    eval_skipped_identical: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -304,16 +318,40 @@ def prepare_data(data_args: DataArguments, args: RewardTrainingArguments, tokeni
     elif data_args.eval_fraction > 0:
         train_rows, eval_rows = _split_eval(data, data_args.eval_fraction, args.seed)
     encoder = PairEncoder(tokenizer, max_length, TruncationStats())
-    train_features = encode_rows(train_rows, data.objective, encoder)
+    train_rows, train_features, identical = _encode_distinct(train_rows, data.objective, encoder, "training data")
     truncation = encoder.stats.describe()  # of the training texts; held-out ones said apart
-    eval_features = None
+    eval_features, eval_identical = None, 0
     if eval_rows:
         eval_encoder = PairEncoder(tokenizer, max_length, TruncationStats())
-        eval_features = encode_rows(eval_rows, data.objective, eval_encoder)
+        eval_rows, eval_features, eval_identical = _encode_distinct(eval_rows, data.objective, eval_encoder,
+                                                                    "held-out data")
         truncation += f" (held-out: {eval_encoder.stats.describe()})"
     return PreparedData(objective=data.objective, detected_layout=data.detected_layout, skipped=skipped,
                         truncation=truncation, train_features=train_features,
-                        eval_features=eval_features, eval_rows=len(eval_rows))
+                        eval_features=eval_features, eval_rows=len(eval_rows),
+                        skipped_identical=identical, eval_skipped_identical=eval_identical)
+
+
+def _encode_distinct(rows: list[dict], objective: str, encoder: PairEncoder,
+                     what: str) -> tuple[list[dict], list[dict], int]:
+    """(rows, features, how many were skipped): `encode_rows` without the pairs (ranked groups)
+    whose responses encode to the same input (`identical_inputs`), skipped with a warning that
+    counts them. Every one of them skipped is an error: there would be nothing to train on (or to
+    evaluate, which the run was asked to do)."""
+    features = encode_rows(rows, objective, encoder)
+    identical = set(identical_inputs(features, objective))
+    if not identical:
+        return rows, features, 0
+    which = ("pairs whose chosen and rejected encode to the same tokens" if objective == "pairwise" else
+             "ranked groups with two responses that encode to the same tokens")
+    cause = (f"they differ only after the cut to {encoder.max_length} tokens (raise --max-length) or only in what "
+             "the tokenizer drops, such as case")
+    if len(identical) == len(rows):
+        raise ValueError(f"{what}: all {len(rows)} are {which}: {cause}.")
+    logger.warning("%s: skipped %d of %d %s%s: they would teach nothing and score as ties; %s.", what,
+                   len(identical), len(rows), which, "" if objective == "pairwise" else " (each group whole)", cause)
+    kept = [i for i in range(len(rows)) if i not in identical]
+    return [rows[i] for i in kept], [features[i] for i in kept], len(identical)
 
 
 def _skipped_both(train: RewardData, held_out: RewardData) -> str:
@@ -413,7 +451,8 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
         eval_metrics={k: float(v) for k, v in eval_metrics.items() if isinstance(v, (int, float))},
         eval_step=eval_step, eval_of=eval_of,
         reward_mean=None if stats is None else stats[0], reward_std=None if stats is None else stats[1],
-        skipped=prepared.skipped, truncation=prepared.truncation,
+        skipped=prepared.skipped, truncation=prepared.truncation, skipped_identical=prepared.skipped_identical,
+        eval_skipped_identical=prepared.eval_skipped_identical,
         hyperparameters=_hyperparameters(args, max_length, trainer.model.config.pooling),
         hardware=hardware_description(),
     )

@@ -284,6 +284,56 @@ def test_summary_reports_skipped_held_out_rows_apart(tiny_base, tmp_path, tokeni
     assert prepare_data(clean, _args(tmp_path / "out", tiny_base), tokenizer, 32).skipped == "no rows skipped"
 
 
+def _collapsing_pairs(n):
+    """Pairs that differ only at the end of a long shared response: identical once cut to 32 tokens."""
+    long = " ".join(["word"] * 60)
+    return [{"prompt": f"question {i}", "chosen": f"{long} good {WORDS[i % 8]}", "rejected": f"{long} bad {WORDS[i % 8]}"}
+            for i in range(n)]
+
+
+def test_pairs_that_truncation_makes_identical_are_skipped_and_reported(tiny_base, tmp_path, tokenizer, caplog):
+    """Pairs that --max-length cut into identical inputs were trained (loss log 2, no gradient) and
+    held out (accuracy of float noise) with only "had the end of the response cut" in the summary."""
+    import logging
+
+    from rewardkit.fit import prepare_data
+
+    rows = _pairwise_rows(12, 0) + _collapsing_pairs(6)
+    train = helpers.write_jsonl(tmp_path / "train.jsonl", rows)
+    held = helpers.write_jsonl(tmp_path / "held.jsonl", _pairwise_rows(3, 1) + _collapsing_pairs(2))
+    with caplog.at_level(logging.WARNING, logger="rewardkit.fit"):
+        prepared = prepare_data(DataArguments(data=str(train), eval_data=str(held)), _args(tmp_path / "out", tiny_base),
+                                tokenizer, 32)
+    assert len(prepared.train_features) == 12 and prepared.skipped_identical == 6
+    assert prepared.eval_rows == len(prepared.eval_features) == 3 and prepared.eval_skipped_identical == 2
+    assert "training data: skipped 6 of 18 pairs whose chosen and rejected encode to the same tokens" in caplog.text
+    assert "held-out data: skipped 2 of 5 pairs" in caplog.text and "raise --max-length" in caplog.text
+    assert all(f["chosen"] != f["rejected"] for f in prepared.train_features + prepared.eval_features)
+
+    out = tmp_path / "out"
+    result = run_training(DataArguments(data=str(train), eval_data=str(held)), _args(out, tiny_base, max_steps=1))
+    assert result.train_rows == 12 and result.eval_rows == 3
+    assert "Identical inputs: skipped 6 training pairs and 2 held-out pairs" in result.describe()
+    summary = json.loads((out / "training_summary.json").read_text())
+    assert summary["skipped_identical"] == 6 and summary["eval_skipped_identical"] == 2
+    only = helpers.write_jsonl(tmp_path / "only.jsonl", _collapsing_pairs(4))
+    with pytest.raises(ValueError, match="training data: all 4 are pairs whose chosen and rejected .*--max-length"):
+        prepare_data(DataArguments(data=str(only)), _args(out, tiny_base), tokenizer, 32)
+
+
+def test_ranked_groups_that_truncation_collapses_are_skipped_whole(tiny_base, tmp_path, tokenizer):
+    """A group in which two responses encode alike would train (and score) a pair of ties; the
+    group is skipped whole, as a group holding the same response twice is an invalid row."""
+    from rewardkit.fit import prepare_data
+
+    long = " ".join(["word"] * 60)
+    rows = [{"prompt": f"q{i}", "responses": [f"best {w}", f"fine {w}", f"bad {w}"]} for i, w in enumerate(WORDS)]
+    rows.append({"prompt": "q", "responses": ["best", long + " good", long + " bad"]})
+    train = helpers.write_jsonl(tmp_path / "rank.jsonl", rows)
+    prepared = prepare_data(DataArguments(data=str(train)), _args(tmp_path / "out", tiny_base), tokenizer, 32)
+    assert prepared.objective == "ranking" and len(prepared.train_features) == 8 and prepared.skipped_identical == 1
+
+
 def test_held_out_ranking_metrics_count_ties_as_evaluate_does():
     """The card shows the in-training figure under the same name as `evaluate`'s: a tie counted 0
     there and ½ here, and a tie at the top went to index 0."""
