@@ -3,6 +3,7 @@ RewardTrainer -> reward statistics -> a folder that loads with `trust_remote_cod
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -67,6 +68,7 @@ class TrainResult:
     truncation: str = ""
     skipped_identical: int = 0  # training pairs / ranked groups left out: responses identical once encoded
     eval_skipped_identical: int = 0  # the same, held out
+    eval_overlap: int = 0  # held-out rows that are also training rows (same texts)
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     hardware: str = ""
 
@@ -90,6 +92,9 @@ class TrainResult:
                     "in fp32 and can differ by a few examples)" if "autocast" in precision else "")
             which = f", {self.eval_of} at step {self.eval_step}" if self.eval_of and self.eval_step is not None else ""
             lines.append(f"  Held-out ({self.eval_rows} {unit}{which}): {shown}{note}.")
+            if self.eval_overlap:
+                lines.append(f"  Warning: {self.eval_overlap} of the {self.eval_rows} held-out {unit} are also in the "
+                             "training data, so these figures are not an independent check.")
         if self.reward_mean is not None:
             lines.append(f"  Raw rewards on training responses: mean {self.reward_mean:.3f}, std {self.reward_std:.3f} "
                          "(stored in config.json as reward_mean / reward_std).")
@@ -293,6 +298,7 @@ class PreparedData:
     eval_rows: int
     skipped_identical: int = 0  # pairs / ranked groups left out: responses identical once encoded
     eval_skipped_identical: int = 0
+    eval_overlap: int = 0  # held-out rows that are also training rows
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -326,10 +332,11 @@ def prepare_data(data_args: DataArguments, args: RewardTrainingArguments, tokeni
         eval_rows, eval_features, eval_identical = _encode_distinct(eval_rows, data.objective, eval_encoder,
                                                                     "held-out data")
         truncation += f" (held-out: {eval_encoder.stats.describe()})"
+    overlap = _held_out_overlap(train_rows, eval_rows, data.objective) if eval_rows else 0
     return PreparedData(objective=data.objective, detected_layout=data.detected_layout, skipped=skipped,
                         truncation=truncation, train_features=train_features,
                         eval_features=eval_features, eval_rows=len(eval_rows),
-                        skipped_identical=identical, eval_skipped_identical=eval_identical)
+                        skipped_identical=identical, eval_skipped_identical=eval_identical, eval_overlap=overlap)
 
 
 def _encode_distinct(rows: list[dict], objective: str, encoder: PairEncoder,
@@ -352,6 +359,34 @@ def _encode_distinct(rows: list[dict], objective: str, encoder: PairEncoder,
                    len(identical), len(rows), which, "" if objective == "pairwise" else " (each group whole)", cause)
     kept = [i for i in range(len(rows)) if i not in identical]
     return [rows[i] for i in kept], [features[i] for i in kept], len(identical)
+
+
+_ROW_TEXTS = {"pairwise": ("prompt", "chosen", "rejected"), "mse": ("prompt", "response"),
+              "ranking": ("prompt", "responses")}
+
+
+def _row_key(row: dict, objective: str) -> bytes:
+    """A digest of what the model reads of a row (its texts, whitespace runs as one space; not the
+    reward or margin): two rows with the same key are the same inputs."""
+    texts = [row[name] if isinstance(row[name], str) else "\x1f".join(row[name]) for name in _ROW_TEXTS[objective]]
+    normal = "\x1e".join(" ".join(str(text).split()) for text in texts)
+    return hashlib.blake2b(normal.encode("utf-8"), digest_size=16).digest()
+
+
+def _held_out_overlap(train_rows: list[dict], eval_rows: list[dict], objective: str) -> int:
+    """How many held-out rows are also training rows, with a warning when there are any.
+
+    `--eval-data` the same as (or drawn from) `--data`, or `--eval-fraction` on data holding
+    duplicates, made held-out figures measure memory (accuracy 1.0) while the summary and card
+    called them held-out. The rows are kept: evaluating on seen data can be meant; it is said."""
+    seen = {_row_key(row, objective) for row in train_rows}
+    overlap = sum(_row_key(row, objective) in seen for row in eval_rows)
+    if overlap:
+        logger.warning("held-out data: %d of its %d rows are also in the training data (same prompt and responses), "
+                       "so the held-out figures on them measure what was learnt by heart, not how the model "
+                       "generalises. Hold out rows that are not in --data (with --eval-fraction: remove duplicate "
+                       "rows from --data).", overlap, len(eval_rows))
+    return overlap
 
 
 def _skipped_both(train: RewardData, held_out: RewardData) -> str:
@@ -452,7 +487,7 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
         eval_step=eval_step, eval_of=eval_of,
         reward_mean=None if stats is None else stats[0], reward_std=None if stats is None else stats[1],
         skipped=prepared.skipped, truncation=prepared.truncation, skipped_identical=prepared.skipped_identical,
-        eval_skipped_identical=prepared.eval_skipped_identical,
+        eval_skipped_identical=prepared.eval_skipped_identical, eval_overlap=prepared.eval_overlap,
         hyperparameters=_hyperparameters(args, max_length, trainer.model.config.pooling),
         hardware=hardware_description(),
     )

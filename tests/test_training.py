@@ -334,6 +334,36 @@ def test_ranked_groups_that_truncation_collapses_are_skipped_whole(tiny_base, tm
     assert prepared.objective == "ranking" and len(prepared.train_features) == 8 and prepared.skipped_identical == 1
 
 
+def test_held_out_rows_that_are_also_training_rows_are_counted_and_said(tiny_base, tmp_path, tokenizer, caplog):
+    """--eval-data the same file as --data printed held-out accuracy 1.0 with no warning, and the
+    card called it a held-out split."""
+    import logging
+
+    from rewardkit.fit import prepare_data
+
+    rows = _pairwise_rows(16, 0)
+    train = helpers.write_jsonl(tmp_path / "train.jsonl", rows)
+    respaced = [{**row, "chosen": "  " + row["chosen"].replace(" ", "   ")} for row in rows[:3]]  # same texts
+    held = helpers.write_jsonl(tmp_path / "held.jsonl", respaced + _pairwise_rows(2, 1))
+    with caplog.at_level(logging.WARNING, logger="rewardkit.fit"):
+        prepared = prepare_data(DataArguments(data=str(train), eval_data=str(held)), _args(tmp_path / "o", tiny_base),
+                                tokenizer, 32)
+    assert prepared.eval_overlap == 3 and "held-out data: 3 of its 5 rows are also in the training data" in caplog.text
+    assert prepare_data(DataArguments(data=str(train), eval_data=str(helpers.write_jsonl(
+        tmp_path / "new.jsonl", _pairwise_rows(4, 1)))), _args(tmp_path / "o", tiny_base), tokenizer, 32).eval_overlap == 0
+    doubled = helpers.write_jsonl(tmp_path / "doubled.jsonl", rows + rows)  # --eval-fraction on duplicated rows
+    split = prepare_data(DataArguments(data=str(doubled), eval_fraction=0.25), _args(tmp_path / "o", tiny_base),
+                         tokenizer, 32)
+    assert 0 < split.eval_overlap <= split.eval_rows == 8
+
+    out = tmp_path / "out"
+    result = run_training(DataArguments(data=str(train), eval_data=str(train)), _args(out, tiny_base, max_steps=1))
+    assert result.eval_overlap == 16
+    assert "16 of the 16 held-out pairs are also in the training data" in result.describe()
+    assert json.loads((out / "training_summary.json").read_text())["eval_overlap"] == 16
+    assert "n=16; 16 of them also in the training data: not an independent check" in (out / "README.md").read_text()
+
+
 def test_held_out_ranking_metrics_count_ties_as_evaluate_does():
     """The card shows the in-training figure under the same name as `evaluate`'s: a tie counted 0
     there and ½ here, and a tie at the top went to index 0."""
