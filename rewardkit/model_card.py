@@ -293,6 +293,21 @@ def _overlap(training: dict) -> str:
     return f"; {overlap} of them also in the training data: not an independent check"
 
 
+def _resumed(training: dict) -> str | None:
+    """'from checkpoint-4 (step 4); the training time is of steps 5-8' for a run resumed with
+    --resume_from_checkpoint (its time covers that call alone), else None. The checkpoint is named
+    by its folder name: a full path would publish the author's directory layout."""
+    resumed_from = training.get("resumed_from")
+    if not resumed_from:
+        return None
+    step, steps = training.get("resumed_from_step"), training.get("steps")
+    folder = PureWindowsPath(resumed_from) if "\\" in resumed_from else Path(resumed_from)
+    text = f"from {folder.name}"
+    if isinstance(step, int) and isinstance(steps, int):
+        text += f" (step {step}); the training time is of steps {step + 1}-{steps}"
+    return text
+
+
 def _weights_measured(training: dict) -> str:
     """', best checkpoint (by eval_loss) at step 40' when --load_best_model_at_end chose the saved
     weights (whether or not that is the last step's checkpoint); nothing for the final weights (the
@@ -394,6 +409,7 @@ def render_model_card(config: dict, training: dict | None = None, evaluation: di
         hyperparameters=_hyperparameter_rows(hyperparameters),
         hardware=training.get("hardware"),
         training_time=f"{seconds:.0f} s" if isinstance(seconds, (int, float)) else None,
+        resumed=_resumed(training),
         throughput=f"{speed:.2f} {unit}/s" if isinstance(speed, (int, float)) and speed > 0 else None,
         training_recorded=bool(training),
         eval_rows_table=table,

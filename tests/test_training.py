@@ -255,7 +255,7 @@ class _PoisonWeights(TrainerCallback):
             self._poison(model)
 
 
-@pytest.mark.parametrize("when, says", [("last step", "final training loss nan"),
+@pytest.mark.parametrize("when, says", [("last step", "mean training loss nan"),
                                         ("after training", "reward mean nan")])
 def test_a_diverged_run_is_refused_before_anything_is_saved(tiny_base, tmp_path, when, says):
     """NaN weights were saved, then the model card crashed on them, leaving half a folder. (The
@@ -434,6 +434,52 @@ def test_resuming_a_finished_run_trains_no_further_step(tiny_base, tmp_path, cap
     after = load_file(str(out / "model.safetensors"))
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert again.train_loss == pytest.approx(first.train_loss) and again.reward_mean == pytest.approx(first.reward_mean, abs=1e-4)
+
+
+def test_a_resumed_run_reports_the_steps_time_and_loss_of_its_own_call(tiny_base, tmp_path):
+    """Resumed from its step-4 checkpoint, a run of 8 steps reported "8 steps ... in 1.6 s ... final
+    training loss" for the 4 steps that call ran, and neither summary nor card said it was resumed;
+    re-run once finished, it overwrote the summary with 0.0085 s and 0 pairs/s ("Training time | 0 s")."""
+    import shutil
+
+    train = helpers.write_jsonl(tmp_path / "train.jsonl", _pairwise_rows(32, 0))  # 4 steps per epoch
+    common = dict(save_strategy="epoch", learning_rate=1e-2)
+    full = run_training(DataArguments(data=str(train)), _args(tmp_path / "full", tiny_base, **common))
+    assert full.steps == full.steps_this_call == 8 and full.resumed_from is None
+    assert "8 steps, 2 epoch(s) in " in full.describe() and "mean training loss " in full.describe()
+    assert f"mean training loss {full.train_loss:.4f} over the 8 steps." in full.describe()
+
+    out = tmp_path / "resumed"
+    shutil.copytree(tmp_path / "full", out)
+    shutil.rmtree(out / "checkpoint-8")
+    resumed = run_training(DataArguments(data=str(train)), _args(out, tiny_base, resume_from_checkpoint="last", **common))
+    a, b = load_file(str(tmp_path / "full" / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-4  # the same run, in two calls
+    assert resumed.steps == 8 and resumed.steps_this_call == 4 and resumed.resumed_from_step == 4
+    assert resumed.resumed_from.endswith("checkpoint-4") and resumed.restored_from is None
+    described = resumed.describe()
+    assert "8 steps, 2 epoch(s), resumed from checkpoint-4 (step 4): steps 5-8 ran in " in described
+    assert f"mean training loss {resumed.train_loss:.4f} over steps 5-8." in described
+    summary = json.loads((out / "training_summary.json").read_text())
+    assert summary["steps_this_call"] == 4 and summary["resumed_from_step"] == 4
+    assert "| Resumed | from checkpoint-4 (step 4); the training time is of steps 5-8 |" in (out / "README.md").read_text()
+
+    again = run_training(DataArguments(data=str(train)), _args(out, tiny_base, resume_from_checkpoint="last", **common))
+    kept = json.loads((out / "training_summary.json").read_text())
+    for key in ("seconds", "examples_per_second", "eval_seconds", "train_loss", "steps_this_call", "resumed_from"):
+        assert kept[key] == summary[key], key
+    assert kept["restored_from"].endswith("checkpoint-8") and again.seconds == summary["seconds"]
+    assert "nothing left to train: checkpoint-8 had reached the end" in again.describe()
+    assert "When they were trained: steps 5-8 ran in " in again.describe()
+    assert f"| Training time | {summary['seconds']:.0f} s ({summary['examples_per_second']:.2f} pairs/s) |" in (
+        out / "README.md").read_text()
+
+    (out / "training_summary.json").unlink()  # nothing recorded: said, not made up
+    unrecorded = run_training(DataArguments(data=str(train)), _args(out, tiny_base, resume_from_checkpoint="last",
+                                                                    **common))
+    assert unrecorded.seconds is None and unrecorded.examples_per_second is None
+    assert "The time and loss of their training were not recorded." in unrecorded.describe()
+    assert "Training time" not in (out / "README.md").read_text()
 
 
 @pytest.mark.parametrize("freeze", [True, False])
