@@ -99,7 +99,7 @@ class TrainResult:
                 lines.append(f"  Warning: {self.eval_overlap} of the {self.eval_rows} held-out {unit} are also in the "
                              "training data, so these figures are not an independent check.")
         if self.reward_mean is not None:
-            lines.append(f"  Raw rewards on training responses: mean {self.reward_mean:.3f}, std {self.reward_std:.3f} "
+            lines.append(f"  Raw rewards on training responses: mean {self.reward_mean:.4g}, std {self.reward_std:.4g} "
                          "(stored in config.json as reward_mean / reward_std).")
         lines.append(f"  Truncation: {self.truncation}. Data: {self.skipped}.")
         if self.skipped_identical or self.eval_skipped_identical:
@@ -113,7 +113,7 @@ class TrainResult:
         """Steps, epochs, time, speed and loss, saying which steps the time and loss are of: a
         resumed call's own (the summary once read as if the whole run took them), or, for a
         re-run of a finished run, those recorded when its weights were trained."""
-        line = f"  {self.steps} steps, {self.epochs:g} epoch(s)"
+        line = f"  {_count(self.steps, 'step')}, {self.epochs:g} epoch(s)"
         if self.restored_from:
             line += (f"; nothing left to train: {Path(self.restored_from).name} had reached the end, its weights "
                      "are saved unchanged")
@@ -130,8 +130,8 @@ class TrainResult:
         parts = []
         if self.seconds is not None:
             ran = f"{span} ran in " if self.resumed_from and span else "in "
-            parts.append(f"{ran}{self.seconds:.1f} s"
-                         + (f" ({self.eval_seconds:.1f} s of it held-out evaluation)" if self.eval_seconds else "")
+            parts.append(f"{ran}{_seconds(self.seconds)}"
+                         + (f" ({_seconds(self.eval_seconds)} of it held-out evaluation)" if self.eval_seconds else "")
                          + (f": {self.examples_per_second:.2f} {unit}/s of training" if self.examples_per_second
                             else ""))
         if math.isfinite(self.train_loss) or not self.restored_from:
@@ -143,14 +143,25 @@ class TrainResult:
         if self.steps_this_call is None:
             return ""
         if self.steps_this_call >= self.steps:
-            return f"the {self.steps} steps"
-        return f"steps {self.steps - self.steps_this_call + 1}-{self.steps}"
+            return f"the {_count(self.steps, 'step')}"
+        first = self.steps - self.steps_this_call + 1
+        return f"step {first}" if first == self.steps else f"steps {first}-{self.steps}"
 
     def _identical_counts(self, unit: str) -> str:
         """'18 training pairs and 6 held-out pairs', leaving out a zero."""
         counts = [f"{count} {what} {unit}" for count, what in ((self.skipped_identical, "training"),
                                                                 (self.eval_skipped_identical, "held-out")) if count]
         return " and ".join(counts)
+
+
+def _count(number: int, noun: str) -> str:
+    """'1 step', '8 steps'."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
+def _seconds(seconds: float) -> str:
+    """'34.1 s'; '<0.1 s' for a time that one decimal would print as 0.0 s (it took some)."""
+    return f"{seconds:.1f} s" if seconds >= 0.05 else "<0.1 s"
 
 
 def load_tokenizer(base_model: str):

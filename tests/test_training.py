@@ -234,6 +234,21 @@ def test_summary_reports_the_epochs_actually_run(tiny_base, tmp_path):
     assert "2 steps, 0.25 epoch(s)" in result.describe()
 
 
+def test_summary_prints_short_times_small_stds_and_one_step_readably():
+    """A 0.015 s evaluation printed as "0.0 s of it held-out evaluation", a std of 0.00028 as
+    "std 0.000", and a one-step run as "1 steps"."""
+    from rewardkit.fit import TrainResult
+
+    result = TrainResult(output_dir="out", objective="pairwise", base_model="tiny", detected_layout="pairwise",
+                         train_rows=8, eval_rows=2, epochs=0.5, steps=1, seconds=0.31, examples_per_second=25.8,
+                         train_loss=0.6931, max_length=32, eval_seconds=0.015, steps_this_call=1,
+                         reward_mean=0.05812, reward_std=0.00028)
+    text = result.describe()
+    assert "  1 step, 0.5 epoch(s) in 0.3 s (<0.1 s of it held-out evaluation): 25.80 pairs/s" in text
+    assert "mean training loss 0.6931 over the 1 step." in text
+    assert "mean 0.05812, std 0.00028 (stored" in text
+
+
 class _PoisonWeights(TrainerCallback):
     """Fills the weights with NaN: before the last step (the loss turns NaN) or after training
     (the loss is finite, the reward statistics are not)."""
