@@ -20,7 +20,13 @@ import torch
 from transformers import PrinterCallback, TrainerCallback
 
 from rewardkit.data import RewardData, load_reward_data
-from rewardkit.features import PairEncoder, TruncationStats, encode_rows, identical_inputs, resolve_max_length
+from rewardkit.features import (
+    PairEncoder,
+    TruncationStats,
+    encode_rows,
+    identical_inputs,
+    resolve_max_length,
+)
 from rewardkit.scoring import is_reward_model_folder
 from rewardkit.training import RewardTrainer, apply_umask_permissions
 from rewardkit.training_args import (

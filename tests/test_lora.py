@@ -72,7 +72,7 @@ def test_wrapping_with_peft_does_not_leak_transformers_checkpointing_deprecation
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         apply_lora(helpers.tiny_reward_model("bert"), r=4, alpha=8, dropout=0.0)
-        warnings.warn("a warning of our own", FutureWarning)
+        warnings.warn("a warning of our own", FutureWarning, stacklevel=1)
     messages = [str(w.message) for w in caught]
     assert not [m for m in messages if "is_gradient_checkpointing" in m], messages
     assert "a warning of our own" in messages
