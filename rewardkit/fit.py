@@ -102,8 +102,9 @@ class TrainResult:
             which = f", {self.eval_of} at step {self.eval_step}" if self.eval_of and self.eval_step is not None else ""
             lines.append(f"  Held-out ({self.eval_rows} {unit}{which}): {shown}{note}.")
             if self.eval_overlap:
-                lines.append(f"  Warning: {self.eval_overlap} of the {self.eval_rows} held-out {unit} are also in the "
-                             "training data, so these figures are not an independent check.")
+                lines.append(f"  Warning: {self.eval_overlap} of the {self.eval_rows} held-out {unit} "
+                             f"{'is' if self.eval_overlap == 1 else 'are'} also in the training data, so these "
+                             "figures are not an independent check.")
         if self.reward_mean is not None:
             lines.append(f"  Raw rewards on training responses: mean {self.reward_mean:.4g}, std {self.reward_std:.4g} "
                          "(stored in config.json as reward_mean / reward_std).")
@@ -155,8 +156,9 @@ class TrainResult:
 
     def _identical_counts(self, unit: str) -> str:
         """'18 training pairs and 6 held-out pairs', leaving out a zero."""
-        counts = [f"{count} {what} {unit}" for count, what in ((self.skipped_identical, "training"),
-                                                                (self.eval_skipped_identical, "held-out")) if count]
+        counts = [f"{count} {what} {unit.removesuffix('s') if count == 1 else unit}"
+                  for count, what in ((self.skipped_identical, "training"), (self.eval_skipped_identical, "held-out"))
+                  if count]
         return " and ".join(counts)
 
 
