@@ -258,3 +258,27 @@ def encode_rows(rows: Sequence[dict[str, Any]], objective: str, encoder: PairEnc
             features.append({"responses": group, "length": max(len(g["input_ids"]) for g in group)})
         return features
     raise ValueError(f"Unknown objective {objective!r}; expected pairwise, mse or ranking.")
+
+
+def identical_inputs(features: Sequence[dict[str, Any]], objective: str) -> list[int]:
+    """Indices of features whose responses encode to the same model input: a pair whose chosen
+    and rejected differ only after the --max-length cut (or only in what the tokenizer drops, such
+    as case for an uncased vocabulary), or a ranked group with two such responses.
+
+    The data check refuses identical texts (rewardkit.data_formats), but encoding can make
+    different texts identical again. Such a pair teaches nothing (its loss is log 2 with zero
+    gradient) and, held out, scores as a tie whose accuracy is float noise. A ranked group with
+    two identical inputs is flagged whole, as a group holding the same response twice is an
+    invalid row. mse rows have no second response to collapse into.
+    """
+    if objective == "pairwise":
+        return [i for i, feature in enumerate(features) if feature["chosen"] == feature["rejected"]]
+    if objective == "ranking":
+        return [i for i, feature in enumerate(features)
+                if len({_input_key(item) for item in feature["responses"]}) < len(feature["responses"])]
+    return []
+
+
+def _input_key(item: dict[str, list[int]]) -> tuple:
+    """An encoded response as a hashable value (every model input it has)."""
+    return tuple(tuple(item[key]) for key in MODEL_INPUT_KEYS if key in item)

@@ -3,6 +3,7 @@ RewardTrainer -> reward statistics -> a folder that loads with `trust_remote_cod
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -19,7 +20,13 @@ import torch
 from transformers import PrinterCallback, TrainerCallback
 
 from rewardkit.data import RewardData, load_reward_data
-from rewardkit.features import PairEncoder, TruncationStats, encode_rows, resolve_max_length
+from rewardkit.features import (
+    PairEncoder,
+    TruncationStats,
+    encode_rows,
+    identical_inputs,
+    resolve_max_length,
+)
 from rewardkit.scoring import is_reward_model_folder
 from rewardkit.training import RewardTrainer, apply_umask_permissions
 from rewardkit.training_args import (
@@ -52,12 +59,17 @@ class TrainResult:
     train_rows: int
     eval_rows: int
     epochs: float
-    steps: int
-    seconds: float
-    examples_per_second: float  # training alone, without the held-out evaluations between epochs
-    train_loss: float
+    steps: int  # the model's optimizer steps in all, those of the checkpoint resumed from included
+    seconds: float | None  # this call's (None: a re-run of a finished run whose time was not recorded)
+    examples_per_second: float | None  # this call's training alone, without the held-out evaluations
+    train_loss: float  # transformers' mean training loss over this call's steps (not the last step's)
     max_length: int
     eval_seconds: float = 0.0  # held-out evaluations during training (part of `seconds`)
+    steps_this_call: int | None = None  # the steps `train_loss`, `seconds` and the speed are of
+    resumed_from: str | None = None  # --resume_from_checkpoint, as resolved ("last" -> its folder)
+    resumed_from_step: int | None = None
+    restored_from: str | None = None  # a finished run re-run: its checkpoint, saved unchanged; the
+    # time, speed and loss above are then those recorded when it was trained
     eval_metrics: dict[str, float] = field(default_factory=dict)
     eval_step: int | None = None  # the step whose weights eval_metrics describe (= the saved weights)
     eval_of: str = ""  # "final weights" or "best checkpoint (by eval_loss)" (--load_best_model_at_end)
@@ -65,6 +77,9 @@ class TrainResult:
     reward_std: float | None = None
     skipped: str = "no rows skipped"
     truncation: str = ""
+    skipped_identical: int = 0  # training pairs / ranked groups left out: responses identical once encoded
+    eval_skipped_identical: int = 0  # the same, held out
+    eval_overlap: int = 0  # held-out rows that are also training rows (same texts)
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     hardware: str = ""
 
@@ -75,9 +90,7 @@ class TrainResult:
         unit = {"pairwise": "pairs", "mse": "rows", "ranking": "groups"}[self.objective]
         lines = [
             f"Trained a {self.objective} reward model on {self.train_rows} {unit} ({self.detected_layout}).",
-            f"  {self.steps} steps, {self.epochs:g} epoch(s) in {self.seconds:.1f} s"
-            + (f" ({self.eval_seconds:.1f} s of it held-out evaluation)" if self.eval_seconds else "")
-            + f": {self.examples_per_second:.2f} {unit}/s of training; final training loss {self.train_loss:.4f}.",
+            self._steps_line(unit),
         ]
         if self.eval_metrics:
             shown = ", ".join(f"{k.removeprefix('eval_')} {v:.4f}" for k, v in self.eval_metrics.items()
@@ -88,13 +101,75 @@ class TrainResult:
                     "in fp32 and can differ by a few examples)" if "autocast" in precision else "")
             which = f", {self.eval_of} at step {self.eval_step}" if self.eval_of and self.eval_step is not None else ""
             lines.append(f"  Held-out ({self.eval_rows} {unit}{which}): {shown}{note}.")
+            if self.eval_overlap:
+                lines.append(f"  Warning: {self.eval_overlap} of the {self.eval_rows} held-out {unit} "
+                             f"{'is' if self.eval_overlap == 1 else 'are'} also in the training data, so these "
+                             "figures are not an independent check.")
         if self.reward_mean is not None:
-            lines.append(f"  Raw rewards on training responses: mean {self.reward_mean:.3f}, std {self.reward_std:.3f} "
+            lines.append(f"  Raw rewards on training responses: mean {self.reward_mean:.4g}, std {self.reward_std:.4g} "
                          "(stored in config.json as reward_mean / reward_std).")
         lines.append(f"  Truncation: {self.truncation}. Data: {self.skipped}.")
+        if self.skipped_identical or self.eval_skipped_identical:
+            lines.append(f"  Identical inputs: skipped {self._identical_counts(unit)} whose responses encode to the "
+                         f"same tokens at {self.max_length} tokens (raise --max-length if they differ after the cut).")
         lines.append(f"  Model saved to {self.output_dir} (loads with AutoModel.from_pretrained(..., "
                      "trust_remote_code=True)).")
         return "\n".join(lines)
+
+    def _steps_line(self, unit: str) -> str:
+        """Steps, epochs, time, speed and loss, saying which steps the time and loss are of: a
+        resumed call's own (the summary once read as if the whole run took them), or, for a
+        re-run of a finished run, those recorded when its weights were trained."""
+        line = f"  {_count(self.steps, 'step')}, {self.epochs:g} epoch(s)"
+        if self.restored_from:
+            line += (f"; nothing left to train: {Path(self.restored_from).name} had reached the end, its weights "
+                     "are saved unchanged")
+            figures = self._figures(unit)
+            return line + (f". When they were trained: {figures}." if figures else
+                           ". The time and loss of their training were not recorded.")
+        if self.resumed_from:
+            return f"{line}, resumed from {Path(self.resumed_from).name} (step {self.resumed_from_step}): {self._figures(unit)}."
+        return f"{line} {self._figures(unit)}."
+
+    def _figures(self, unit: str) -> str:
+        """'steps 5-8 in 1.6 s (...): 12.00 pairs/s of training; mean training loss 0.4208 over steps 5-8'."""
+        span = self._loss_span()
+        parts = []
+        if self.seconds is not None:
+            ran = f"{span} ran in " if self.resumed_from and span else "in "
+            parts.append(f"{ran}{_seconds(self.seconds)}"
+                         + (f" ({_seconds(self.eval_seconds)} of it held-out evaluation)" if self.eval_seconds else "")
+                         + (f": {self.examples_per_second:.2f} {unit}/s of training" if self.examples_per_second
+                            else ""))
+        if math.isfinite(self.train_loss) or not self.restored_from:
+            parts.append(f"mean training loss {self.train_loss:.4f}" + (f" over {span}" if span else ""))
+        return "; ".join(parts)
+
+    def _loss_span(self) -> str:
+        """'the 8 steps' or 'steps 5-8': the steps this call ran (transformers' loss is their mean)."""
+        if self.steps_this_call is None:
+            return ""
+        if self.steps_this_call >= self.steps:
+            return f"the {_count(self.steps, 'step')}"
+        first = self.steps - self.steps_this_call + 1
+        return f"step {first}" if first == self.steps else f"steps {first}-{self.steps}"
+
+    def _identical_counts(self, unit: str) -> str:
+        """'18 training pairs and 6 held-out pairs', leaving out a zero."""
+        counts = [f"{count} {what} {unit.removesuffix('s') if count == 1 else unit}"
+                  for count, what in ((self.skipped_identical, "training"), (self.eval_skipped_identical, "held-out"))
+                  if count]
+        return " and ".join(counts)
+
+
+def _count(number: int, noun: str) -> str:
+    """'1 step', '8 steps'."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
+def _seconds(seconds: float) -> str:
+    """'34.1 s'; '<0.1 s' for a time that one decimal would print as 0.0 s (it took some)."""
+    return f"{seconds:.1f} s" if seconds >= 0.05 else "<0.1 s"
 
 
 def load_tokenizer(base_model: str):
@@ -243,7 +318,7 @@ def refuse_divergence(train_loss: float | None, stats: tuple[float, float] | Non
     and the model card cannot format them (it crashed half-way, leaving a folder of weights and
     summary without a card); a clear error here is cheaper than that folder. Runs on every rank
     (the loss is averaged over ranks and the statistics come from the same weights)."""
-    problems = [f"final training loss {train_loss}"] if train_loss is not None and not math.isfinite(train_loss) else []
+    problems = [f"mean training loss {train_loss}"] if train_loss is not None and not math.isfinite(train_loss) else []
     if stats is not None and not all(math.isfinite(value) for value in stats):
         problems.append(f"reward mean {stats[0]} / std {stats[1]} on training responses")
     if problems:
@@ -279,6 +354,9 @@ class PreparedData:
     train_features: list[dict]
     eval_features: list[dict] | None
     eval_rows: int
+    skipped_identical: int = 0  # pairs / ranked groups left out: responses identical once encoded
+    eval_skipped_identical: int = 0
+    eval_overlap: int = 0  # held-out rows that are also training rows
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -304,16 +382,69 @@ def prepare_data(data_args: DataArguments, args: RewardTrainingArguments, tokeni
     elif data_args.eval_fraction > 0:
         train_rows, eval_rows = _split_eval(data, data_args.eval_fraction, args.seed)
     encoder = PairEncoder(tokenizer, max_length, TruncationStats())
-    train_features = encode_rows(train_rows, data.objective, encoder)
+    train_rows, train_features, identical = _encode_distinct(train_rows, data.objective, encoder, "training data")
     truncation = encoder.stats.describe()  # of the training texts; held-out ones said apart
-    eval_features = None
+    eval_features, eval_identical = None, 0
     if eval_rows:
         eval_encoder = PairEncoder(tokenizer, max_length, TruncationStats())
-        eval_features = encode_rows(eval_rows, data.objective, eval_encoder)
+        eval_rows, eval_features, eval_identical = _encode_distinct(eval_rows, data.objective, eval_encoder,
+                                                                    "held-out data")
         truncation += f" (held-out: {eval_encoder.stats.describe()})"
+    overlap = _held_out_overlap(train_rows, eval_rows, data.objective) if eval_rows else 0
     return PreparedData(objective=data.objective, detected_layout=data.detected_layout, skipped=skipped,
                         truncation=truncation, train_features=train_features,
-                        eval_features=eval_features, eval_rows=len(eval_rows))
+                        eval_features=eval_features, eval_rows=len(eval_rows),
+                        skipped_identical=identical, eval_skipped_identical=eval_identical, eval_overlap=overlap)
+
+
+def _encode_distinct(rows: list[dict], objective: str, encoder: PairEncoder,
+                     what: str) -> tuple[list[dict], list[dict], int]:
+    """(rows, features, how many were skipped): `encode_rows` without the pairs (ranked groups)
+    whose responses encode to the same input (`identical_inputs`), skipped with a warning that
+    counts them. Every one of them skipped is an error: there would be nothing to train on (or to
+    evaluate, which the run was asked to do)."""
+    features = encode_rows(rows, objective, encoder)
+    identical = set(identical_inputs(features, objective))
+    if not identical:
+        return rows, features, 0
+    which = ("pairs whose chosen and rejected encode to the same tokens" if objective == "pairwise" else
+             "ranked groups with two responses that encode to the same tokens")
+    cause = (f"they differ only after the cut to {encoder.max_length} tokens (raise --max-length) or only in what "
+             "the tokenizer drops, such as case")
+    if len(identical) == len(rows):
+        raise ValueError(f"{what}: all {len(rows)} are {which}: {cause}.")
+    logger.warning("%s: skipped %d of %d %s%s: they would teach nothing and score as ties; %s.", what,
+                   len(identical), len(rows), which, "" if objective == "pairwise" else " (each group whole)", cause)
+    kept = [i for i in range(len(rows)) if i not in identical]
+    return [rows[i] for i in kept], [features[i] for i in kept], len(identical)
+
+
+_ROW_TEXTS = {"pairwise": ("prompt", "chosen", "rejected"), "mse": ("prompt", "response"),
+              "ranking": ("prompt", "responses")}
+
+
+def _row_key(row: dict, objective: str) -> bytes:
+    """A digest of what the model reads of a row (its texts, whitespace runs as one space; not the
+    reward or margin): two rows with the same key are the same inputs."""
+    texts = [row[name] if isinstance(row[name], str) else "\x1f".join(row[name]) for name in _ROW_TEXTS[objective]]
+    normal = "\x1e".join(" ".join(str(text).split()) for text in texts)
+    return hashlib.blake2b(normal.encode("utf-8"), digest_size=16).digest()
+
+
+def _held_out_overlap(train_rows: list[dict], eval_rows: list[dict], objective: str) -> int:
+    """How many held-out rows are also training rows, with a warning when there are any.
+
+    `--eval-data` the same as (or drawn from) `--data`, or `--eval-fraction` on data holding
+    duplicates, made held-out figures measure memory (accuracy 1.0) while the summary and card
+    called them held-out. The rows are kept: evaluating on seen data can be meant; it is said."""
+    seen = {_row_key(row, objective) for row in train_rows}
+    overlap = sum(_row_key(row, objective) in seen for row in eval_rows)
+    if overlap:
+        logger.warning("held-out data: %d of its %d rows are also in the training data (same prompt and responses), "
+                       "so the held-out figures on them measure what was learnt by heart, not how the model "
+                       "generalises. Hold out rows that are not in --data (with --eval-fraction: remove duplicate "
+                       "rows from --data).", overlap, len(eval_rows))
+    return overlap
 
 
 def _skipped_both(train: RewardData, held_out: RewardData) -> str:
@@ -383,20 +514,17 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
     trainer.add_callback(eval_clock)
     if trainer.pop_callback(PrinterCallback) is not None:
         trainer.add_callback(_LogLines())
-    started = time.perf_counter()
-    restored = bool(resume) and _run_already_finished(resume, args)
-    if restored:
-        train_output = _restore_finished_run(trainer, resume)
+    if resume and _run_already_finished(resume, args):
+        _restore_finished_run(trainer, resume)
+        figures = _recorded_figures(Path(args.output_dir) / SUMMARY_FILE, resume, trainer.state.global_step)
     else:
-        train_output = _with_loss_over_ranks(_train_from_checkpoint(trainer, resume))
-    seconds = time.perf_counter() - started
-    eval_seconds = eval_clock.seconds
+        figures = _train_and_time(trainer, resume, eval_clock)
     eval_metrics, eval_step, eval_of = _final_eval_metrics(trainer) if prepared.eval_features else ({}, None, "")
 
     stats = compute_reward_stats(trainer.model, tokenizer, _responses_of(prepared.train_features, prepared.objective),
                                  args.reward_stats_samples, args.seed)
-    loss = float(train_output.training_loss)
-    refuse_divergence(None if restored and math.isnan(loss) else loss, stats)  # a restored run may have no loss
+    loss = figures["train_loss"]
+    refuse_divergence(None if figures["restored_from"] and math.isnan(loss) else loss, stats)  # may be unrecorded
     if stats is not None:
         trainer.model.config.reward_mean, trainer.model.config.reward_std = stats
     if args.use_lora:
@@ -404,13 +532,12 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
     result = TrainResult(
         output_dir=str(args.output_dir), objective=prepared.objective, base_model=str(base_model),
         detected_layout=prepared.detected_layout, train_rows=len(prepared.train_features), eval_rows=prepared.eval_rows,
-        epochs=_epochs_run(trainer, args), steps=int(train_output.global_step), seconds=seconds,
-        examples_per_second=_training_speed(train_output.metrics, eval_seconds), eval_seconds=eval_seconds,
-        train_loss=float(train_output.training_loss), max_length=max_length,
+        epochs=_epochs_run(trainer, args), steps=int(trainer.state.global_step), max_length=max_length, **figures,
         eval_metrics={k: float(v) for k, v in eval_metrics.items() if isinstance(v, (int, float))},
         eval_step=eval_step, eval_of=eval_of,
         reward_mean=None if stats is None else stats[0], reward_std=None if stats is None else stats[1],
-        skipped=prepared.skipped, truncation=prepared.truncation,
+        skipped=prepared.skipped, truncation=prepared.truncation, skipped_identical=prepared.skipped_identical,
+        eval_skipped_identical=prepared.eval_skipped_identical, eval_overlap=prepared.eval_overlap,
         hyperparameters=_hyperparameters(args, max_length, trainer.model.config.pooling),
         hardware=hardware_description(),
     )
@@ -453,13 +580,56 @@ def _run_already_finished(checkpoint: str, args: RewardTrainingArguments) -> boo
     return float(state.get("epoch") or 0.0) >= float(args.num_train_epochs) - 1e-6
 
 
-def _restore_finished_run(trainer: RewardTrainer, checkpoint: str):
+def _train_and_time(trainer: RewardTrainer, checkpoint: str | None, eval_clock: _EvalClock) -> dict[str, Any]:
+    """`train()` (resuming from `checkpoint` when given) and the TrainResult figures of this call:
+    its time and speed, the steps it ran and the mean loss over them (what transformers reports:
+    not the whole run's when it was resumed), and the checkpoint it resumed from."""
+    resumed_from_step = _checkpoint_step(checkpoint) if checkpoint else None
+    started = time.perf_counter()
+    output = _with_loss_over_ranks(_train_from_checkpoint(trainer, checkpoint))
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "eval_seconds": eval_clock.seconds,
+            "examples_per_second": _training_speed(output.metrics, eval_clock.seconds),
+            "train_loss": float(output.training_loss),
+            "steps_this_call": int(output.global_step) - (resumed_from_step or 0),
+            "resumed_from": str(checkpoint) if checkpoint else None, "resumed_from_step": resumed_from_step,
+            "restored_from": None}
+
+
+def _checkpoint_step(checkpoint: str) -> int | None:
+    """The step a checkpoint was saved at (its trainer_state.json), or None when it has none."""
+    state_file = Path(checkpoint) / "trainer_state.json"
+    if not state_file.is_file():
+        return None
+    return int(json.loads(state_file.read_text(encoding="utf-8")).get("global_step") or 0)
+
+
+# The figures of the training call that produced a model, kept when a finished run is re-run.
+_TRAINING_FIGURES = ("seconds", "eval_seconds", "examples_per_second", "train_loss", "steps_this_call",
+                     "resumed_from", "resumed_from_step")
+
+
+def _recorded_figures(summary: Path, checkpoint: str, global_step: int) -> dict[str, Any]:
+    """For a re-run of a finished run (`_restore_finished_run`): the time, speed and loss its
+    training_summary.json recorded when the weights were trained, since this call trains nothing
+    (they were overwritten with 0 s and 0 pairs/s). Only a summary of the same final step counts;
+    without one they are unrecorded (None, loss NaN), never invented."""
+    recorded = json.loads(summary.read_text(encoding="utf-8")) if summary.is_file() else {}
+    if recorded.get("steps") != global_step:
+        recorded = {}
+    figures = {"seconds": None, "eval_seconds": 0.0, "examples_per_second": None, "train_loss": float("nan"),
+               "steps_this_call": None, "resumed_from": None, "resumed_from_step": None}
+    figures.update({key: recorded[key] for key in _TRAINING_FIGURES if key in recorded})
+    if recorded and "steps_this_call" not in recorded:  # a summary before steps_this_call: unresumed, as a rule
+        figures["steps_this_call"] = recorded.get("steps")
+    figures["train_loss"] = float(figures["train_loss"] if figures["train_loss"] is not None else "nan")
+    return {**figures, "restored_from": str(checkpoint)}
+
+
+def _restore_finished_run(trainer: RewardTrainer, checkpoint: str) -> None:
     """In place of `train()` for a finished run: the checkpoint's weights (the best checkpoint's
-    with --load_best_model_at_end) and its Trainer state, untouched by any further step. The loss
-    reported is the finished run's own (its training_summary.json), else the last one it logged,
-    else NaN (not recorded: the checkpoint keeps no average)."""
+    with --load_best_model_at_end) and its Trainer state, untouched by any further step."""
     from transformers.trainer_callback import TrainerState
-    from transformers.trainer_utils import TrainOutput
 
     trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
     best = trainer.state.best_model_checkpoint
@@ -468,11 +638,6 @@ def _restore_finished_run(trainer: RewardTrainer, checkpoint: str):
                    "saving the weights of %s unchanged. Raise --max_steps or --num_train_epochs to train further.",
                    checkpoint, trainer.state.global_step, trainer.state.epoch or 0, weights)
     trainer._load_from_checkpoint(weights)
-    summary = Path(trainer.args.output_dir) / SUMMARY_FILE
-    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    if summary.is_file():
-        losses.append(json.loads(summary.read_text(encoding="utf-8")).get("train_loss", float("nan")))
-    return TrainOutput(trainer.state.global_step, float(losses[-1]) if losses else float("nan"), {})
 
 
 class _LogLines(TrainerCallback):

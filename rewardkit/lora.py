@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +117,8 @@ def apply_lora(model: Any, *, r: int = 16, alpha: int = 32, dropout: float = 0.0
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets,
                         exclude_modules=unused_linear_paths(model) or None,
                         modules_to_save=list(HEAD_MODULES), bias="none")
-    peft_model = get_peft_model(model, config)
+    with _without_checkpointing_deprecation():
+        peft_model = get_peft_model(model, config)
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in peft_model.parameters())
     logger.info("LoRA r=%d alpha=%d on %s; the head is trained in full: %d of %d parameters trainable (%.2f%%).",
@@ -216,7 +220,19 @@ def load_adapter(adapter_dir: str | Path, base_model: str | None = None, **backb
         model = RewardModel.from_pretrained(base, use_safetensors=True, **backbone_kwargs, **fields)
     else:
         model = RewardModel.from_backbone(base, backbone_kwargs=backbone_kwargs, **fields)
-    return PeftModel.from_pretrained(model, str(adapter_dir)).eval()
+    with _without_checkpointing_deprecation():
+        return PeftModel.from_pretrained(model, str(adapter_dir)).eval()
+
+
+@contextmanager
+def _without_checkpointing_deprecation() -> Iterator[None]:
+    """Silence transformers' FutureWarning "`is_gradient_checkpointing` is deprecated" (that one
+    message) around our PEFT wrapping calls: PEFT reads the deprecated property when it wraps a
+    model, so each --use-lora run printed the warning in the middle of its output, about code that
+    is neither the user's nor ours to change. Any other warning still shows."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
 
 
 def _reward_config_fields(adapter_dir: Path) -> dict[str, Any]:

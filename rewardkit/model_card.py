@@ -276,12 +276,36 @@ def _evaluation_rows(training: dict, evaluation: dict | None) -> tuple[list[dict
                            + (f"; accuracy when the chosen response is the shorter one: {_fmt(bias['chosen_shorter_accuracy'], 3)}"
                               if bias.get("chosen_shorter_accuracy") is not None else "") + ".")
     elif training.get("eval_metrics"):
-        data = f"held-out split (n={training.get('eval_rows', '?')}{_weights_measured(training)})"
+        data = f"held-out split (n={training.get('eval_rows', '?')}{_weights_measured(training)}{_overlap(training)})"
         for key, name, _ in METRIC_NAMES:
             value = training["eval_metrics"].get(f"eval_{key}")
             if value is not None:
                 rows.append({"name": name, "value": _fmt(value), "data": data})
     return rows, length_bias
+
+
+def _overlap(training: dict) -> str:
+    """'; 16 of them also in the training data: not an independent check' when held-out rows were
+    also training rows (the summary's `eval_overlap`); nothing otherwise, or for older summaries."""
+    overlap = training.get("eval_overlap")
+    if not isinstance(overlap, int) or overlap <= 0:
+        return ""
+    return f"; {overlap} of them also in the training data: not an independent check"
+
+
+def _resumed(training: dict) -> str | None:
+    """'from checkpoint-4 (step 4); the training time is of steps 5-8' for a run resumed with
+    --resume_from_checkpoint (its time covers that call alone), else None. The checkpoint is named
+    by its folder name: a full path would publish the author's directory layout."""
+    resumed_from = training.get("resumed_from")
+    if not resumed_from:
+        return None
+    step, steps = training.get("resumed_from_step"), training.get("steps")
+    folder = PureWindowsPath(resumed_from) if "\\" in resumed_from else Path(resumed_from)
+    text = f"from {folder.name}"
+    if isinstance(step, int) and isinstance(steps, int):
+        text += f" (step {step}); the training time is of steps {step + 1}-{steps}"
+    return text
 
 
 def _weights_measured(training: dict) -> str:
@@ -314,6 +338,8 @@ def build_card_data(config: dict, training: dict, evaluation: dict | None, *, re
     # model-index results are read as the published model's held-out figures: leave out those
     # measured at a T fitted on the very same pairs (the card's table shows them, marked)
     left_out = _T_DEPENDENT if temperature_fitted_on_these_pairs(evaluation) else frozenset()
+    if not evaluation and _overlap(training):  # held-out figures partly on training rows: the table says so
+        metrics = {}
     for key, name, metric_type in _metric_names(metrics.get("objective", training.get("objective"))):
         if key in left_out:
             continue
@@ -383,6 +409,7 @@ def render_model_card(config: dict, training: dict | None = None, evaluation: di
         hyperparameters=_hyperparameter_rows(hyperparameters),
         hardware=training.get("hardware"),
         training_time=f"{seconds:.0f} s" if isinstance(seconds, (int, float)) else None,
+        resumed=_resumed(training),
         throughput=f"{speed:.2f} {unit}/s" if isinstance(speed, (int, float)) and speed > 0 else None,
         training_recorded=bool(training),
         eval_rows_table=table,

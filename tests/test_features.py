@@ -8,6 +8,7 @@ from rewardkit.features import (
     PairwiseCollator,
     RankingCollator,
     encode_rows,
+    identical_inputs,
     resolve_max_length,
 )
 
@@ -95,3 +96,19 @@ def test_ranking_collator_flattens_groups(tokenizer):
     batch = RankingCollator(tokenizer)(encode_rows(rows, "ranking", PairEncoder(tokenizer, 32)))
     assert batch["input_ids"].shape[0] == 6
     assert batch["group_sizes"].tolist() == [4, 2]
+
+
+def test_identical_inputs_finds_pairs_and_ranked_groups_that_encoding_collapses(tokenizer):
+    """Texts the data check accepts as different can still encode alike: differing only after the
+    --max-length cut, or only in case for an uncased vocabulary. Such pairs taught nothing."""
+    long = " ".join(["word"] * 60)
+    pairs = [{"prompt": "q", "chosen": long + " good", "rejected": long + " bad"},  # cut before they differ
+             {"prompt": "q", "chosen": "good", "rejected": "bad"},
+             {"prompt": "q", "chosen": "Yes", "rejected": "yes"}]  # an uncased vocabulary
+    assert identical_inputs(encode_rows(pairs, "pairwise", PairEncoder(tokenizer, 32)), "pairwise") == [0, 2]
+    assert identical_inputs(encode_rows(pairs[:1], "pairwise", PairEncoder(tokenizer, 128)), "pairwise") == []
+    groups = [{"prompt": "q", "responses": ["best", long + " good", long + " bad"]},  # two of three collapse
+              {"prompt": "q", "responses": ["best", "worst"]}]
+    assert identical_inputs(encode_rows(groups, "ranking", PairEncoder(tokenizer, 32)), "ranking") == [0]
+    scalar = [{"prompt": "q", "response": long, "reward": 1.0}]
+    assert identical_inputs(encode_rows(scalar, "mse", PairEncoder(tokenizer, 32)), "mse") == []

@@ -64,6 +64,20 @@ def test_only_adapters_and_head_train():
     assert any(".score." in name for name in trainable)
 
 
+def test_wrapping_with_peft_does_not_leak_transformers_checkpointing_deprecation():
+    """PEFT reads transformers 5's deprecated `is_gradient_checkpointing` when it wraps a model: every
+    --use-lora run printed that FutureWarning in the middle of its output. Other warnings still show."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        apply_lora(helpers.tiny_reward_model("bert"), r=4, alpha=8, dropout=0.0)
+        warnings.warn("a warning of our own", FutureWarning, stacklevel=1)
+    messages = [str(w.message) for w in caught]
+    assert not [m for m in messages if "is_gradient_checkpointing" in m], messages
+    assert "a warning of our own" in messages
+
+
 def test_keep_adapter_needs_lora():
     with pytest.raises(ValueError, match="--keep-adapter needs --use-lora"):
         RewardTrainingArguments(output_dir="x", keep_adapter=True)

@@ -488,3 +488,16 @@ def test_rebuild_replaces_an_earlier_build_but_never_other_folders(model_dir, tm
     with pytest.raises(ValueError, match="other files"):
         build_publish_folder(model_dir, other, repo_id=REPO_ID)
     assert (other / "todo.txt").read_text() == "mine"
+
+
+def test_card_says_when_held_out_rows_were_training_rows_and_keeps_them_out_of_model_index():
+    """Held-out figures measured partly on training rows were published as a held-out split, and
+    as model-index results a Hub reader takes for an independent check."""
+    from rewardkit.model_card import render_model_card
+
+    summary = _training_summary("sentence-transformers/all-MiniLM-L6-v2")
+    clean = render_model_card({"alpha": 1.0}, summary)
+    assert "held-out split (n=8) |" in clean and "model-index" in clean
+    card = render_model_card({"alpha": 1.0}, {**summary, "eval_overlap": 8})
+    assert "held-out split (n=8; 8 of them also in the training data: not an independent check)" in card
+    assert "model-index" not in card

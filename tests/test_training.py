@@ -234,6 +234,21 @@ def test_summary_reports_the_epochs_actually_run(tiny_base, tmp_path):
     assert "2 steps, 0.25 epoch(s)" in result.describe()
 
 
+def test_summary_prints_short_times_small_stds_and_one_step_readably():
+    """A 0.015 s evaluation printed as "0.0 s of it held-out evaluation", a std of 0.00028 as
+    "std 0.000", and a one-step run as "1 steps"."""
+    from rewardkit.fit import TrainResult
+
+    result = TrainResult(output_dir="out", objective="pairwise", base_model="tiny", detected_layout="pairwise",
+                         train_rows=8, eval_rows=2, epochs=0.5, steps=1, seconds=0.31, examples_per_second=25.8,
+                         train_loss=0.6931, max_length=32, eval_seconds=0.015, steps_this_call=1,
+                         reward_mean=0.05812, reward_std=0.00028)
+    text = result.describe()
+    assert "  1 step, 0.5 epoch(s) in 0.3 s (<0.1 s of it held-out evaluation): 25.80 pairs/s" in text
+    assert "mean training loss 0.6931 over the 1 step." in text
+    assert "mean 0.05812, std 0.00028 (stored" in text
+
+
 class _PoisonWeights(TrainerCallback):
     """Fills the weights with NaN: before the last step (the loss turns NaN) or after training
     (the loss is finite, the reward statistics are not)."""
@@ -255,7 +270,7 @@ class _PoisonWeights(TrainerCallback):
             self._poison(model)
 
 
-@pytest.mark.parametrize("when, says", [("last step", "final training loss nan"),
+@pytest.mark.parametrize("when, says", [("last step", "mean training loss nan"),
                                         ("after training", "reward mean nan")])
 def test_a_diverged_run_is_refused_before_anything_is_saved(tiny_base, tmp_path, when, says):
     """NaN weights were saved, then the model card crashed on them, leaving half a folder. (The
@@ -282,6 +297,86 @@ def test_summary_reports_skipped_held_out_rows_apart(tiny_base, tmp_path, tokeni
     assert "identical chosen/rejected: 1 (first at held.jsonl line 5)" in prepared.skipped
     clean = DataArguments(data=str(train), eval_data=str(train), skip_invalid=True)
     assert prepare_data(clean, _args(tmp_path / "out", tiny_base), tokenizer, 32).skipped == "no rows skipped"
+
+
+def _collapsing_pairs(n):
+    """Pairs that differ only at the end of a long shared response: identical once cut to 32 tokens."""
+    long = " ".join(["word"] * 60)
+    return [{"prompt": f"question {i}", "chosen": f"{long} good {WORDS[i % 8]}", "rejected": f"{long} bad {WORDS[i % 8]}"}
+            for i in range(n)]
+
+
+def test_pairs_that_truncation_makes_identical_are_skipped_and_reported(tiny_base, tmp_path, tokenizer, caplog):
+    """Pairs that --max-length cut into identical inputs were trained (loss log 2, no gradient) and
+    held out (accuracy of float noise) with only "had the end of the response cut" in the summary."""
+    import logging
+
+    from rewardkit.fit import prepare_data
+
+    rows = _pairwise_rows(12, 0) + _collapsing_pairs(6)
+    train = helpers.write_jsonl(tmp_path / "train.jsonl", rows)
+    held = helpers.write_jsonl(tmp_path / "held.jsonl", _pairwise_rows(3, 1) + _collapsing_pairs(2))
+    with caplog.at_level(logging.WARNING, logger="rewardkit.fit"):
+        prepared = prepare_data(DataArguments(data=str(train), eval_data=str(held)), _args(tmp_path / "out", tiny_base),
+                                tokenizer, 32)
+    assert len(prepared.train_features) == 12 and prepared.skipped_identical == 6
+    assert prepared.eval_rows == len(prepared.eval_features) == 3 and prepared.eval_skipped_identical == 2
+    assert "training data: skipped 6 of 18 pairs whose chosen and rejected encode to the same tokens" in caplog.text
+    assert "held-out data: skipped 2 of 5 pairs" in caplog.text and "raise --max-length" in caplog.text
+    assert all(f["chosen"] != f["rejected"] for f in prepared.train_features + prepared.eval_features)
+
+    out = tmp_path / "out"
+    result = run_training(DataArguments(data=str(train), eval_data=str(held)), _args(out, tiny_base, max_steps=1))
+    assert result.train_rows == 12 and result.eval_rows == 3
+    assert "Identical inputs: skipped 6 training pairs and 2 held-out pairs" in result.describe()
+    summary = json.loads((out / "training_summary.json").read_text())
+    assert summary["skipped_identical"] == 6 and summary["eval_skipped_identical"] == 2
+    only = helpers.write_jsonl(tmp_path / "only.jsonl", _collapsing_pairs(4))
+    with pytest.raises(ValueError, match="training data: all 4 are pairs whose chosen and rejected .*--max-length"):
+        prepare_data(DataArguments(data=str(only)), _args(out, tiny_base), tokenizer, 32)
+
+
+def test_ranked_groups_that_truncation_collapses_are_skipped_whole(tiny_base, tmp_path, tokenizer):
+    """A group in which two responses encode alike would train (and score) a pair of ties; the
+    group is skipped whole, as a group holding the same response twice is an invalid row."""
+    from rewardkit.fit import prepare_data
+
+    long = " ".join(["word"] * 60)
+    rows = [{"prompt": f"q{i}", "responses": [f"best {w}", f"fine {w}", f"bad {w}"]} for i, w in enumerate(WORDS)]
+    rows.append({"prompt": "q", "responses": ["best", long + " good", long + " bad"]})
+    train = helpers.write_jsonl(tmp_path / "rank.jsonl", rows)
+    prepared = prepare_data(DataArguments(data=str(train)), _args(tmp_path / "out", tiny_base), tokenizer, 32)
+    assert prepared.objective == "ranking" and len(prepared.train_features) == 8 and prepared.skipped_identical == 1
+
+
+def test_held_out_rows_that_are_also_training_rows_are_counted_and_said(tiny_base, tmp_path, tokenizer, caplog):
+    """--eval-data the same file as --data printed held-out accuracy 1.0 with no warning, and the
+    card called it a held-out split."""
+    import logging
+
+    from rewardkit.fit import prepare_data
+
+    rows = _pairwise_rows(16, 0)
+    train = helpers.write_jsonl(tmp_path / "train.jsonl", rows)
+    respaced = [{**row, "chosen": "  " + row["chosen"].replace(" ", "   ")} for row in rows[:3]]  # same texts
+    held = helpers.write_jsonl(tmp_path / "held.jsonl", respaced + _pairwise_rows(2, 1))
+    with caplog.at_level(logging.WARNING, logger="rewardkit.fit"):
+        prepared = prepare_data(DataArguments(data=str(train), eval_data=str(held)), _args(tmp_path / "o", tiny_base),
+                                tokenizer, 32)
+    assert prepared.eval_overlap == 3 and "held-out data: 3 of its 5 rows are also in the training data" in caplog.text
+    assert prepare_data(DataArguments(data=str(train), eval_data=str(helpers.write_jsonl(
+        tmp_path / "new.jsonl", _pairwise_rows(4, 1)))), _args(tmp_path / "o", tiny_base), tokenizer, 32).eval_overlap == 0
+    doubled = helpers.write_jsonl(tmp_path / "doubled.jsonl", rows + rows)  # --eval-fraction on duplicated rows
+    split = prepare_data(DataArguments(data=str(doubled), eval_fraction=0.25), _args(tmp_path / "o", tiny_base),
+                         tokenizer, 32)
+    assert 0 < split.eval_overlap <= split.eval_rows == 8
+
+    out = tmp_path / "out"
+    result = run_training(DataArguments(data=str(train), eval_data=str(train)), _args(out, tiny_base, max_steps=1))
+    assert result.eval_overlap == 16
+    assert "16 of the 16 held-out pairs are also in the training data" in result.describe()
+    assert json.loads((out / "training_summary.json").read_text())["eval_overlap"] == 16
+    assert "n=16; 16 of them also in the training data: not an independent check" in (out / "README.md").read_text()
 
 
 def test_held_out_ranking_metrics_count_ties_as_evaluate_does():
@@ -354,6 +449,52 @@ def test_resuming_a_finished_run_trains_no_further_step(tiny_base, tmp_path, cap
     after = load_file(str(out / "model.safetensors"))
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert again.train_loss == pytest.approx(first.train_loss) and again.reward_mean == pytest.approx(first.reward_mean, abs=1e-4)
+
+
+def test_a_resumed_run_reports_the_steps_time_and_loss_of_its_own_call(tiny_base, tmp_path):
+    """Resumed from its step-4 checkpoint, a run of 8 steps reported "8 steps ... in 1.6 s ... final
+    training loss" for the 4 steps that call ran, and neither summary nor card said it was resumed;
+    re-run once finished, it overwrote the summary with 0.0085 s and 0 pairs/s ("Training time | 0 s")."""
+    import shutil
+
+    train = helpers.write_jsonl(tmp_path / "train.jsonl", _pairwise_rows(32, 0))  # 4 steps per epoch
+    common = dict(save_strategy="epoch", learning_rate=1e-2)
+    full = run_training(DataArguments(data=str(train)), _args(tmp_path / "full", tiny_base, **common))
+    assert full.steps == full.steps_this_call == 8 and full.resumed_from is None
+    assert "8 steps, 2 epoch(s) in " in full.describe() and "mean training loss " in full.describe()
+    assert f"mean training loss {full.train_loss:.4f} over the 8 steps." in full.describe()
+
+    out = tmp_path / "resumed"
+    shutil.copytree(tmp_path / "full", out)
+    shutil.rmtree(out / "checkpoint-8")
+    resumed = run_training(DataArguments(data=str(train)), _args(out, tiny_base, resume_from_checkpoint="last", **common))
+    a, b = load_file(str(tmp_path / "full" / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-4  # the same run, in two calls
+    assert resumed.steps == 8 and resumed.steps_this_call == 4 and resumed.resumed_from_step == 4
+    assert resumed.resumed_from.endswith("checkpoint-4") and resumed.restored_from is None
+    described = resumed.describe()
+    assert "8 steps, 2 epoch(s), resumed from checkpoint-4 (step 4): steps 5-8 ran in " in described
+    assert f"mean training loss {resumed.train_loss:.4f} over steps 5-8." in described
+    summary = json.loads((out / "training_summary.json").read_text())
+    assert summary["steps_this_call"] == 4 and summary["resumed_from_step"] == 4
+    assert "| Resumed | from checkpoint-4 (step 4); the training time is of steps 5-8 |" in (out / "README.md").read_text()
+
+    again = run_training(DataArguments(data=str(train)), _args(out, tiny_base, resume_from_checkpoint="last", **common))
+    kept = json.loads((out / "training_summary.json").read_text())
+    for key in ("seconds", "examples_per_second", "eval_seconds", "train_loss", "steps_this_call", "resumed_from"):
+        assert kept[key] == summary[key], key
+    assert kept["restored_from"].endswith("checkpoint-8") and again.seconds == summary["seconds"]
+    assert "nothing left to train: checkpoint-8 had reached the end" in again.describe()
+    assert "When they were trained: steps 5-8 ran in " in again.describe()
+    assert f"| Training time | {summary['seconds']:.0f} s ({summary['examples_per_second']:.2f} pairs/s) |" in (
+        out / "README.md").read_text()
+
+    (out / "training_summary.json").unlink()  # nothing recorded: said, not made up
+    unrecorded = run_training(DataArguments(data=str(train)), _args(out, tiny_base, resume_from_checkpoint="last",
+                                                                    **common))
+    assert unrecorded.seconds is None and unrecorded.examples_per_second is None
+    assert "The time and loss of their training were not recorded." in unrecorded.describe()
+    assert "Training time" not in (out / "README.md").read_text()
 
 
 @pytest.mark.parametrize("freeze", [True, False])
