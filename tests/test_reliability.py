@@ -579,7 +579,9 @@ def test_texts_longer_than_the_model_are_truncated_when_scoring(kind, tmp_path):
 @pytest.mark.parametrize("kind", ["bert", "roberta"])
 def test_texts_longer_than_the_model_are_truncated_when_training(kind, tmp_path):
     folder = _short_backbone(tmp_path / kind, kind)
-    rows = [{"prompt": LONG_PROMPT + f" {i}", "chosen": LONG_RESPONSE + "yes", "rejected": LONG_RESPONSE + "no"}
+    # The responses differ at their start: their ends are cut, and pairs that differ only after
+    # the cut would be skipped as identical (fit.prepare_data).
+    rows = [{"prompt": LONG_PROMPT + f" {i}", "chosen": "yes " + LONG_RESPONSE, "rejected": "no " + LONG_RESPONSE}
             for i in range(8)]
     data = helpers.write_jsonl(tmp_path / "long.jsonl", rows)
     result = _train(tmp_path / "out", folder, data, max_length=512, logging_steps=50)
