@@ -276,11 +276,12 @@ def _yaml_defaults(values: dict, parser: argparse.ArgumentParser, path: str) -> 
     a misspelt `learning_rat` would train at the default)."""
     import difflib
 
-    known = {action.dest for action in parser._actions}
+    actions = {action.dest: action for action in parser._actions}
+    known = set(actions)
     defaults, unknown = {}, []
     for key, value in values.items():
         if key in known:
-            defaults[key] = value
+            defaults[key] = _yaml_off_switch(value, actions[key])
         elif key.startswith("no_") and key[3:] in known and isinstance(value, bool):
             defaults[key[3:]] = not value
         else:
@@ -290,6 +291,14 @@ def _yaml_defaults(values: dict, parser: argparse.ArgumentParser, path: str) -> 
         raise CliError(f"--config {path}: unknown keys: {', '.join(unknown)}. Keys are flag names "
                        "(learning_rate, max_length, ...; all flags: rewardkit train --help).")
     return defaults
+
+
+def _yaml_off_switch(value, action: argparse.Action):
+    """YAML 1.1 reads an unquoted `no` as false, so `eval_strategy: no` arrives as False, which
+    transformers refuses ("False is not a valid IntervalStrategy"): for a flag whose choices
+    include "no", false means "no"."""
+    choices = [str(getattr(choice, "value", choice)) for choice in (action.choices or ())]
+    return "no" if value is False and "no" in choices else value
 
 
 def _check_writable(path: str) -> None:

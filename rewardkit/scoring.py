@@ -290,6 +290,7 @@ class RewardScorer:
         self.show_progress = show_progress
         self.max_length = resolve_max_length(self.tokenizer, self.model.config, max_length)
         self.encoder = PairEncoder(self.tokenizer, self.max_length)
+        self._reported_truncation = False  # later calls log their cuts at debug level (a scoring loop is not spammed)
         pad = self.tokenizer.pad_token_id
         self._pad_id = pad if pad is not None else (self.tokenizer.eos_token_id or 0)
 
@@ -393,7 +394,9 @@ class RewardScorer:
         before = replace(self.encoder.stats)
         items = self.encoder.encode(list(prompts), list(responses))
         if report_truncation:
-            log_truncation(self.encoder.stats.since(before), self.max_length)
+            cut = self.encoder.stats.since(before)
+            log_truncation(cut, self.max_length, repeat=self._reported_truncation)
+            self._reported_truncation |= bool(cut.response_cut or cut.prompt_cut)
         return score_encoded(
             self.model, items, pad_token_id=self._pad_id, padding_side=self.tokenizer.padding_side,
             token_budget=self.token_budget, batch_size=self.batch_size, output=output,
@@ -401,19 +404,23 @@ class RewardScorer:
         )
 
 
-def log_truncation(cut: TruncationStats, max_length: int) -> None:
-    """Say, once per call, what was cut to fit `max_length`. A response cut at its end was scored
+def log_truncation(cut: TruncationStats, max_length: int, *, repeat: bool = False) -> None:
+    """Say what one call (or file) cut to fit `max_length`. A response cut at its end was scored
     without that end, so responses that differ only after the cut get the same score: a warning.
-    A prompt cut at its start is the training contract (its latest turns are kept): an info line."""
+    A prompt cut at its start is the training contract (its latest turns are kept): an info line.
+    `repeat`: the same scorer has said it before, so this goes to debug level: a loop that scores a
+    batch per step (best-of-n, PPO) would otherwise repeat the warning every step. The running
+    totals stay in `RewardScorer.encoder.stats`."""
     prompts = (f"the start of the prompt was cut in {cut.prompt_cut} of {cut.texts} texts to fit max_length "
                f"{max_length} tokens (the latest turns kept, as in training)")
     if cut.response_cut:
-        logger.warning("%d of %d responses were cut at their end: alone they are longer than max_length %d tokens "
-                       "allows, so they were scored without their end, and responses that differ only after the "
-                       "cut get the same score. Raise --max-length (max_length=) if the model takes more.%s",
-                       cut.response_cut, cut.texts, max_length, f" Also, {prompts}." if cut.prompt_cut else "")
+        logger.log(logging.DEBUG if repeat else logging.WARNING,
+                   "%d of %d responses were cut at their end: alone they are longer than max_length %d tokens "
+                   "allows, so they were scored without their end, and responses that differ only after the "
+                   "cut get the same score. Raise --max-length (max_length=) if the model takes more.%s",
+                   cut.response_cut, cut.texts, max_length, f" Also, {prompts}." if cut.prompt_cut else "")
     elif cut.prompt_cut:
-        logger.info("%s; no response was cut.", prompts[0].upper() + prompts[1:])
+        logger.log(logging.DEBUG if repeat else logging.INFO, "%s; no response was cut.", prompts[0].upper() + prompts[1:])
 
 
 def _resolve_normalize(requested: bool | None, config: Any) -> bool:

@@ -131,6 +131,25 @@ def test_yaml_no_keys_turn_flags_off_and_unknown_keys_are_refused(tmp_path, monk
     assert "learning_rat" in err and "learning_rate" in err and "Traceback" not in err
 
 
+def test_yaml_unquoted_no_means_the_strategy_no(tmp_path, monkeypatch):
+    """YAML 1.1 reads `eval_strategy: no` as false, which transformers refused ("False is not a valid
+    IntervalStrategy"); for a flag whose choices include "no", false is "no"."""
+    captured = {}
+
+    def fake_run(data_args, train_args, callbacks=None):
+        captured.update(eval=str(getattr(train_args.eval_strategy, "value", train_args.eval_strategy)),
+                        save=str(getattr(train_args.save_strategy, "value", train_args.save_strategy)),
+                        dropout_off=train_args.disable_dropout)
+        raise SystemExit(0)
+
+    monkeypatch.setattr("rewardkit.fit.run_training", fake_run)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("data: d.jsonl\neval_data: e.jsonl\neval_strategy: no\nsave_strategy: no\ndisable_dropout: no\n")
+    with pytest.raises(SystemExit):
+        main(["train", "--config", str(spec), "--output-dir", str(tmp_path / "o")])
+    assert captured == {"eval": "no", "save": "no", "dropout_off": False}  # a plain bool flag keeps its false
+
+
 def test_help_is_fast_and_lists_commands():
     result = subprocess.run([sys.executable, "-c", "import sys, rewardkit.cli; print(sorted(sys.modules.keys() & {'torch', 'transformers'}))"],
                             capture_output=True, text=True, timeout=60)

@@ -223,8 +223,10 @@ def _warnings(caplog) -> list[str]:
 
 
 def test_cut_responses_are_reported_once_per_call(scorer, caplog, tmp_path):
-    """Two responses that differ only after the cut get the same score: that was silent. Now each
-    call (score, rank, score_file) warns once with the count; a prompt cut alone is an info line."""
+    """Two responses that differ only after the cut get the same score: that was silent. Now a
+    scorer's first call that cuts (score, rank, ...) warns with the count, later calls of the same
+    scorer log at debug level; score_file warns once per file; a prompt cut alone is an info line."""
+    scorer = RewardScorer(scorer.model, tokenizer=scorer.tokenizer, device="cpu", max_length=MAX_LENGTH)  # says nothing yet
     same_start = "word " * 200
     long_responses = [same_start + "good ending", same_start + "bad ending"]
     with caplog.at_level("INFO", logger="rewardkit.scoring"):
@@ -235,14 +237,18 @@ def test_cut_responses_are_reported_once_per_call(scorer, caplog, tmp_path):
                                      "that differ only after the cut get the same score. Raise --max-length "
                                      "(max_length=) if the model takes more."]
         caplog.clear()
+    with caplog.at_level("DEBUG", logger="rewardkit.scoring"):
+        # The same scorer again (a best-of-n or PPO loop scores every step): debug level, not a warning per step.
         scorer.rank("What?", [*long_responses, "short"])
-        assert len(_warnings(caplog)) == 1 and _warnings(caplog)[0].startswith("2 of 3 responses")
-        caplog.clear()
-        scorer.score(["question " * 200, "q"], ["short", "also short"])
-        assert _warnings(caplog) == [] and "The start of the prompt was cut in 1 of 2 texts" in caplog.text
+        assert _warnings(caplog) == [] and "2 of 3 responses were cut" in caplog.text
         caplog.clear()
         scorer.score("q", ["short"])
         assert caplog.records == []
+    fresh = RewardScorer(scorer.model, tokenizer=scorer.tokenizer, device="cpu", max_length=MAX_LENGTH)
+    with caplog.at_level("INFO", logger="rewardkit.scoring"):
+        fresh.score(["question " * 200, "q"], ["short", "also short"])
+        assert _warnings(caplog) == [] and "The start of the prompt was cut in 1 of 2 texts" in caplog.text
+        caplog.clear()
         rows = [{"prompt": "p", "response": long_responses[i % 2]} for i in range(5)] + [{"prompt": "p", "response": "ok"}]
         data = _write_jsonl(tmp_path / "long.jsonl", rows)
         counts = score_file(scorer, data, tmp_path / "out.jsonl", chunk_rows=2)
