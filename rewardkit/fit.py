@@ -128,7 +128,8 @@ class TrainResult:
             return line + (f". When they were trained: {figures}." if figures else
                            ". The time and loss of their training were not recorded.")
         if self.resumed_from:
-            return f"{line}, resumed from {Path(self.resumed_from).name} (step {self.resumed_from_step}): {self._figures(unit)}."
+            step = f" (step {self.resumed_from_step})" if self.resumed_from_step is not None else ""
+            return f"{line}, resumed from {Path(self.resumed_from).name}{step}: {self._figures(unit)}."
         return f"{line} {self._figures(unit)}."
 
     def _figures(self, unit: str) -> str:

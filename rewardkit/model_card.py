@@ -304,7 +304,8 @@ def _resumed(training: dict) -> str | None:
     folder = PureWindowsPath(resumed_from) if "\\" in resumed_from else Path(resumed_from)
     text = f"from {folder.name}"
     if isinstance(step, int) and isinstance(steps, int):
-        text += f" (step {step}); the training time is of steps {step + 1}-{steps}"
+        span = f"step {steps}" if step + 1 == steps else f"steps {step + 1}-{steps}"
+        text += f" (step {step}); the training time is of {span}"
     return text
 
 

@@ -222,8 +222,10 @@ class RewardScorer:
             model's limit, at most 512). A longer pair loses the start of its prompt first (the
             latest turns are kept, as in training); the end of the response is cut only when the
             response alone does not fit, and then a quarter of the room still goes to the end of
-            the prompt. Each call that cut a response logs a warning saying how many (responses
-            that differ only after the cut get the same score); prompt-only cuts are an info line.
+            the prompt. The first call that cuts a response logs a warning saying how many
+            (responses that differ only after the cut get the same score), later calls of the same
+            scorer log it at debug level; prompt-only cuts are an info line, likewise once.
+            Running totals: `scorer.encoder.stats`.
         dtype: the backbone's precision: torch.bfloat16 / "bf16", torch.float16 / "fp16" or the default
             float32. The reward head stays fp32. bf16 is about 1.5x faster on CPUs with AVX512-BF16 or
             AMX (measured in benchmarks/score_throughput.py, with its agreement with fp32); GPUs
@@ -290,7 +292,10 @@ class RewardScorer:
         self.show_progress = show_progress
         self.max_length = resolve_max_length(self.tokenizer, self.model.config, max_length)
         self.encoder = PairEncoder(self.tokenizer, self.max_length)
-        self._reported_truncation = False  # later calls log their cuts at debug level (a scoring loop is not spammed)
+        # Each kind of cut is said once per scorer at its level, later calls log it at debug level
+        # (a scoring loop is not flooded); a prompt-only info line does not mute a later response warning.
+        self._said_response_cut = False
+        self._said_prompt_cut = False
         pad = self.tokenizer.pad_token_id
         self._pad_id = pad if pad is not None else (self.tokenizer.eos_token_id or 0)
 
@@ -395,8 +400,10 @@ class RewardScorer:
         items = self.encoder.encode(list(prompts), list(responses))
         if report_truncation:
             cut = self.encoder.stats.since(before)
-            log_truncation(cut, self.max_length, repeat=self._reported_truncation)
-            self._reported_truncation |= bool(cut.response_cut or cut.prompt_cut)
+            said = self._said_response_cut if cut.response_cut else self._said_prompt_cut
+            log_truncation(cut, self.max_length, repeat=said)
+            self._said_response_cut |= bool(cut.response_cut)
+            self._said_prompt_cut |= bool(cut.prompt_cut and not cut.response_cut)
         return score_encoded(
             self.model, items, pad_token_id=self._pad_id, padding_side=self.tokenizer.padding_side,
             token_budget=self.token_budget, batch_size=self.batch_size, output=output,

@@ -269,8 +269,8 @@ class RewardTrainingArguments(TrainingArguments):
                 raise ValueError(f"--{name.replace('_', '-')} {value} has no effect under --disable-dropout (the "
                                  "default, which turns every dropout layer off): add --no-disable-dropout to train "
                                  f"with it, or drop --{name.replace('_', '-')}.")
-        if self.lora_dropout is None:
-            self.lora_dropout = 0.0 if self.disable_dropout else 0.05
+        if self.lora_dropout is None and self.use_lora:  # left None without LoRA: a copy of these arguments
+            self.lora_dropout = 0.0 if self.disable_dropout else 0.05  # (dataclasses.replace) must not read as a given flag
 
     def _check_lora(self) -> None:
         if self.lora_r < 1:
@@ -305,7 +305,8 @@ class RewardTrainingArguments(TrainingArguments):
         transformers refuses --load_best_model_at_end unless evaluation runs when checkpoints are saved,
         and checks that in __post_init__, before rewardkit knows whether there is held-out data; so with
         --load_best_model_at_end an unset --eval_strategy follows --save_strategy (and --eval_steps
-        --save_steps) here. Otherwise it stays "no" until `use_held_out` sees the data."""
+        --save_steps) here. Otherwise it stays "no" until `use_held_out` sees the data. (A copy of
+        these arguments, e.g. `dataclasses.replace`, passes the resolved value on, and so counts as given.)"""
         self._eval_strategy_given = self.eval_strategy is not None
         if self.load_best_model_at_end and plain_value(self.save_strategy) == "no":
             raise ValueError("--load_best_model_at_end needs checkpoints to pick the best from, but --save_strategy "

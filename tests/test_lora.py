@@ -274,3 +274,16 @@ def test_lora_flags_without_use_lora_are_refused_on_the_command_line(tmp_path, c
     err = " ".join(capsys.readouterr().err.split())
     assert "--lora-r, --lora-dropout, --lora-target-modules need --use-lora" in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_arguments_without_lora_can_be_copied(tmp_path):
+    """`dataclasses.replace` (which transformers names as the way to copy TrainingArguments) re-runs
+    __post_init__: the lora_dropout default filled in by the first one read as a LoRA flag given
+    without --use-lora, and the copy was refused."""
+    import dataclasses
+
+    from rewardkit.training_args import RewardTrainingArguments
+
+    args = RewardTrainingArguments(output_dir=str(tmp_path / "o"))
+    copy = dataclasses.replace(args, learning_rate=1e-3)
+    assert copy.learning_rate == 1e-3 and not copy.use_lora and copy.lora_dropout is None

@@ -249,6 +249,10 @@ def test_cut_responses_are_reported_once_per_call(scorer, caplog, tmp_path):
         fresh.score(["question " * 200, "q"], ["short", "also short"])
         assert _warnings(caplog) == [] and "The start of the prompt was cut in 1 of 2 texts" in caplog.text
         caplog.clear()
+        # A prompt-only cut said first must not mute the first response cut's warning.
+        fresh.score("What?", long_responses)
+        assert len(_warnings(caplog)) == 1 and _warnings(caplog)[0].startswith("2 of 2 responses")
+        caplog.clear()
         rows = [{"prompt": "p", "response": long_responses[i % 2]} for i in range(5)] + [{"prompt": "p", "response": "ok"}]
         data = _write_jsonl(tmp_path / "long.jsonl", rows)
         counts = score_file(scorer, data, tmp_path / "out.jsonl", chunk_rows=2)

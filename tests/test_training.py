@@ -249,6 +249,22 @@ def test_summary_prints_short_times_small_stds_and_one_step_readably():
     assert "mean 0.05812, std 0.00028 (stored" in text
 
 
+def test_resumed_summaries_leave_out_an_unknown_step_and_name_a_single_last_step():
+    """A checkpoint without trainer_state.json printed "(step None)"; a run resumed one step before
+    its end put "steps 8-8" on the card."""
+    from rewardkit.fit import TrainResult
+    from rewardkit.model_card import _resumed
+
+    result = TrainResult(output_dir="out", objective="pairwise", base_model="tiny", detected_layout="pairwise",
+                         train_rows=8, eval_rows=0, epochs=1.0, steps=8, seconds=3.0, examples_per_second=2.7,
+                         train_loss=0.6, max_length=32, steps_this_call=8, resumed_from="o/checkpoint-0")
+    text = result.describe()
+    assert "resumed from checkpoint-0: " in text and "None" not in text
+    card = _resumed({"resumed_from": "o/checkpoint-7", "resumed_from_step": 7, "steps": 8})
+    assert card == "from checkpoint-7 (step 7); the training time is of step 8"
+    assert _resumed({"resumed_from": "o/checkpoint-4", "resumed_from_step": 4, "steps": 8}).endswith("steps 5-8")
+
+
 class _PoisonWeights(TrainerCallback):
     """Fills the weights with NaN: before the last step (the loss turns NaN) or after training
     (the loss is finite, the reward statistics are not)."""
