@@ -293,6 +293,15 @@ def _overlap(training: dict) -> str:
     return f"; {overlap} of them also in the training data: not an independent check"
 
 
+def _training_time(seconds: Any) -> str | None:
+    """'95 s', '2.4 s', '<0.1 s' (a whole-second rounding showed a short run as "0 s")."""
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
+        return None
+    if seconds < 0.1:
+        return "<0.1 s"
+    return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s"
+
+
 def _resumed(training: dict) -> str | None:
     """'from checkpoint-4 (step 4); the training time is of steps 5-8' for a run resumed with
     --resume_from_checkpoint (its time covers that call alone), else None. The checkpoint is named
@@ -409,7 +418,7 @@ def render_model_card(config: dict, training: dict | None = None, evaluation: di
         epochs=None if training.get("epochs") is None else _fmt(training["epochs"]),
         hyperparameters=_hyperparameter_rows(hyperparameters),
         hardware=training.get("hardware"),
-        training_time=f"{seconds:.0f} s" if isinstance(seconds, (int, float)) else None,
+        training_time=_training_time(seconds),
         resumed=_resumed(training),
         throughput=f"{speed:.2f} {unit}/s" if isinstance(speed, (int, float)) and speed > 0 else None,
         training_recorded=bool(training),

@@ -501,3 +501,10 @@ def test_card_says_when_held_out_rows_were_training_rows_and_keeps_them_out_of_m
     card = render_model_card({"alpha": 1.0}, {**summary, "eval_overlap": 8})
     assert "held-out split (n=8; 8 of them also in the training data: not an independent check)" in card
     assert "model-index" not in card
+
+
+def test_card_training_time_keeps_short_runs_readable():
+    """A 0.4 s run showed as "Training time | 0 s"."""
+    from rewardkit.model_card import _training_time
+
+    assert [_training_time(x) for x in (0.04, 0.4, 9.94, 95.4, None, "?")] == ["<0.1 s", "0.4 s", "9.9 s", "95 s", None, None]

@@ -502,7 +502,9 @@ def test_a_resumed_run_reports_the_steps_time_and_loss_of_its_own_call(tiny_base
     assert kept["restored_from"].endswith("checkpoint-8") and again.seconds == summary["seconds"]
     assert "nothing left to train: checkpoint-8 had reached the end" in again.describe()
     assert "When they were trained: steps 5-8 ran in " in again.describe()
-    assert f"| Training time | {summary['seconds']:.0f} s ({summary['examples_per_second']:.2f} pairs/s) |" in (
+    from rewardkit.model_card import _training_time
+
+    assert f"| Training time | {_training_time(summary['seconds'])} ({summary['examples_per_second']:.2f} pairs/s) |" in (
         out / "README.md").read_text()
 
     (out / "training_summary.json").unlink()  # nothing recorded: said, not made up
