@@ -1,4 +1,4 @@
-"""Shared test helpers: tiny configs, fresh-subprocess runs, a Hugging Face cache layout."""
+"""Shared test helpers: tiny configs, fresh-subprocess runs, a Hugging Face cache layout, parsed CLI arguments."""
 
 from __future__ import annotations
 
@@ -91,3 +91,22 @@ def save_tiny_backbone(folder: Path, kind: str = "bert") -> Path:
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
     return path
+
+
+def train_cli_arguments(monkeypatch, argv: list[str]):
+    """(DataArguments, RewardTrainingArguments) that `rewardkit train ARGV` would train with, read
+    where the CLI hands them to `run_training`; nothing is trained."""
+    import pytest
+
+    from rewardkit.cli import main
+
+    handed = []
+
+    def capture(data_args, train_args, callbacks=None):
+        handed.append((data_args, train_args))
+        raise SystemExit(0)
+
+    monkeypatch.setattr("rewardkit.fit.run_training", capture)
+    with pytest.raises(SystemExit):
+        main(["train", *argv])
+    return handed[0]

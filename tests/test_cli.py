@@ -95,35 +95,22 @@ def test_unwritable_output_dir(tmp_path, capsys):
 
 
 def test_train_reads_yaml_config_and_flags_override(tmp_path, monkeypatch):
-    captured = {}
-
-    def fake_run(data_args, train_args, callbacks=None):
-        captured.update(data=data_args.data, lr=train_args.learning_rate, epochs=train_args.num_train_epochs,
-                        objective=train_args.objective)
-        raise SystemExit(0)
-
-    monkeypatch.setattr("rewardkit.fit.run_training", fake_run)
     spec = tmp_path / "spec.yaml"
     spec.write_text("data: from-yaml.jsonl\nlearning_rate: 0.001\nnum_train_epochs: 3\nobjective: mse\n")
-    with pytest.raises(SystemExit):
-        main(["train", "--config", str(spec), "--learning_rate", "0.5", "--output-dir", str(tmp_path / "o")])
+    data_args, train_args = helpers.train_cli_arguments(
+        monkeypatch, ["--config", str(spec), "--learning_rate", "0.5", "--output-dir", str(tmp_path / "o")])
+    captured = dict(data=data_args.data, lr=train_args.learning_rate, epochs=train_args.num_train_epochs,
+                    objective=train_args.objective)
     assert captured == {"data": "from-yaml.jsonl", "lr": 0.5, "epochs": 3.0, "objective": "mse"}
 
 
 def test_yaml_no_keys_turn_flags_off_and_unknown_keys_are_refused(tmp_path, monkeypatch, capsys):
     """`no_freeze_embeddings: true` was dropped without a word (the embeddings stayed frozen), and so
     was any misspelt key (`learning_rat` trained at the default learning rate)."""
-    captured = {}
-
-    def fake_run(data_args, train_args, callbacks=None):
-        captured.update(freeze=train_args.freeze_embeddings, dropout_off=train_args.disable_dropout)
-        raise SystemExit(0)
-
-    monkeypatch.setattr("rewardkit.fit.run_training", fake_run)
     spec = tmp_path / "spec.yaml"
     spec.write_text("data: d.jsonl\nno_freeze_embeddings: true\nno-disable-dropout: false\n")
-    with pytest.raises(SystemExit):
-        main(["train", "--config", str(spec), "--output-dir", str(tmp_path / "o")])
+    _, train_args = helpers.train_cli_arguments(monkeypatch, ["--config", str(spec), "--output-dir", str(tmp_path / "o")])
+    captured = dict(freeze=train_args.freeze_embeddings, dropout_off=train_args.disable_dropout)
     assert captured == {"freeze": False, "dropout_off": True}
     spec.write_text("data: d.jsonl\nlearning_rat: 0.001\n")
     assert main(["train", "--config", str(spec), "--output-dir", str(tmp_path / "o")]) != 0
@@ -134,19 +121,12 @@ def test_yaml_no_keys_turn_flags_off_and_unknown_keys_are_refused(tmp_path, monk
 def test_yaml_unquoted_no_means_the_strategy_no(tmp_path, monkeypatch):
     """YAML 1.1 reads `eval_strategy: no` as false, which transformers refused ("False is not a valid
     IntervalStrategy"); for a flag whose choices include "no", false is "no"."""
-    captured = {}
-
-    def fake_run(data_args, train_args, callbacks=None):
-        captured.update(eval=str(getattr(train_args.eval_strategy, "value", train_args.eval_strategy)),
-                        save=str(getattr(train_args.save_strategy, "value", train_args.save_strategy)),
-                        dropout_off=train_args.disable_dropout)
-        raise SystemExit(0)
-
-    monkeypatch.setattr("rewardkit.fit.run_training", fake_run)
     spec = tmp_path / "spec.yaml"
     spec.write_text("data: d.jsonl\neval_data: e.jsonl\neval_strategy: no\nsave_strategy: no\ndisable_dropout: no\n")
-    with pytest.raises(SystemExit):
-        main(["train", "--config", str(spec), "--output-dir", str(tmp_path / "o")])
+    _, train_args = helpers.train_cli_arguments(monkeypatch, ["--config", str(spec), "--output-dir", str(tmp_path / "o")])
+    captured = dict(eval=str(getattr(train_args.eval_strategy, "value", train_args.eval_strategy)),
+                    save=str(getattr(train_args.save_strategy, "value", train_args.save_strategy)),
+                    dropout_off=train_args.disable_dropout)
     assert captured == {"eval": "no", "save": "no", "dropout_off": False}  # a plain bool flag keeps its false
 
 
