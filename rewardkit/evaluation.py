@@ -34,7 +34,7 @@ import math
 import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ from numpy.typing import NDArray
 
 from rewardkit.calibration import at_search_bound, fit_temperature, temperature_evidence
 from rewardkit.data import OBJECTIVES, RewardDataError, SkipReport, iter_reward_rows, row_position
+from rewardkit.features import TruncationStats
 from rewardkit.metrics import (
     jsonable,
     pairwise_metrics,
@@ -117,7 +118,7 @@ def evaluate_model(
     skipped = SkipReport()
     rows = iter_reward_rows(data, split=split, columns=columns, objective=objective,
                             skip_invalid=skip_invalid, skipped=skipped)
-    truncation_before = _truncation(scorer)
+    truncation_before = replace(scorer.encoder.stats)
     with closing(rows):
         collector = _collect(scorer, _limited(rows, limit), objective, calibrate)
     metrics = collector.metrics(scorer)
@@ -489,17 +490,11 @@ _COLLECTORS: dict[str, type[_Collector]] = {
 # --------------------------------------------------------------------------------------------
 
 
-def _truncation(scorer: RewardScorer) -> tuple[int, int, int]:
-    stats = scorer.encoder.stats
-    return stats.texts, stats.prompt_cut, stats.response_cut
-
-
 def _context(scorer: RewardScorer, model: Any, data: Any, data_name: str | None, skipped: SkipReport,
-             truncation_before: tuple[int, int, int]) -> dict[str, Any]:
+             truncation_before: TruncationStats) -> dict[str, Any]:
     """Where the numbers come from: model, data, scale, skipped rows, truncation. The scale is the
     model's own (alpha, and normalize_rewards with reward_mean / reward_std): what its `score()`,
     `pipeline` and TRL return, which the report tells readers how to convert back to raw rewards."""
-    texts, prompt_cut, response_cut = (now - then for now, then in zip(_truncation(scorer), truncation_before))
     name = scorer.source or (str(model) if isinstance(model, (str, os.PathLike)) else None)
     config = scorer.model.config
     return {
@@ -513,6 +508,6 @@ def _context(scorer: RewardScorer, model: Any, data: Any, data_name: str | None,
         "max_length": scorer.max_length,
         "skipped": skipped.total,
         "skipped_reasons": dict(skipped.counts),
-        "truncation": {"texts": texts, "prompt_cut": prompt_cut, "response_cut": response_cut},
+        "truncation": asdict(scorer.encoder.stats.since(truncation_before)),
     }
 
