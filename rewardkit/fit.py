@@ -27,6 +27,7 @@ from rewardkit.features import (
     identical_inputs,
     resolve_max_length,
 )
+from rewardkit.model_card import format_seconds
 from rewardkit.scoring import is_reward_model_folder
 from rewardkit.training import RewardTrainer, apply_umask_permissions
 from rewardkit.training_args import (
@@ -138,8 +139,8 @@ class TrainResult:
         parts = []
         if self.seconds is not None:
             ran = f"{span} ran in " if self.resumed_from and span else "in "
-            parts.append(f"{ran}{_seconds(self.seconds)}"
-                         + (f" ({_seconds(self.eval_seconds)} of it held-out evaluation)" if self.eval_seconds else "")
+            parts.append(f"{ran}{format_seconds(self.seconds)}"
+                         + (f" ({format_seconds(self.eval_seconds)} of it held-out evaluation)" if self.eval_seconds else "")
                          + (f": {self.examples_per_second:.2f} {unit}/s of training" if self.examples_per_second
                             else ""))
         if math.isfinite(self.train_loss) or not self.restored_from:
@@ -167,10 +168,6 @@ def _count(number: int, noun: str) -> str:
     """'1 step', '8 steps'."""
     return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
-
-def _seconds(seconds: float) -> str:
-    """'34.1 s'; '<0.1 s' for a time that one decimal would print as 0.0 s (it took some)."""
-    return f"{seconds:.1f} s" if seconds >= 0.05 else "<0.1 s"
 
 
 def load_tokenizer(base_model: str):

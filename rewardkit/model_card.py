@@ -293,13 +293,17 @@ def _overlap(training: dict) -> str:
     return f"; {overlap} of them also in the training data: not an independent check"
 
 
+def format_seconds(seconds: float) -> str:
+    """'34.1 s'; '<0.1 s' for a time that one decimal would print as 0.0 s (it took some). The
+    training summary's rule, and the card's below 10 s."""
+    return f"{seconds:.1f} s" if seconds >= 0.05 else "<0.1 s"
+
+
 def _training_time(seconds: Any) -> str | None:
     """'95 s', '2.4 s', '<0.1 s' (a whole-second rounding showed a short run as "0 s")."""
     if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
         return None
-    if seconds < 0.1:
-        return "<0.1 s"
-    return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s"
+    return format_seconds(seconds) if seconds < 10 else f"{seconds:.0f} s"
 
 
 def _resumed(training: dict) -> str | None:
