@@ -168,3 +168,33 @@ def test_auto_on_cuda_picks_bf16_only_where_the_gpu_computes_it_natively(monkeyp
                         lambda device=None: SimpleNamespace(major=compute_capability[0], minor=compute_capability[1]))
     monkeypatch.setattr(torch.cuda, "_check_bf16_tensor_supported", lambda device: True, raising=False)
     assert training_args.native_bf16_device(use_cpu=False) == expected
+
+
+@pytest.mark.parametrize("native, expected", [(True, "cuda"), (False, None)])
+def test_auto_asks_the_gpu_for_native_bf16_not_emulated(monkeypatch, native, expected):
+    """torch.cuda.is_bf16_supported() also says True on T4/V100, which only emulate bf16 (slower than
+    fp32 there): auto must ask with including_emulation=False and stay fp32 on such a GPU."""
+    asked = {}
+
+    def is_bf16_supported(including_emulation=True):
+        asked["including_emulation"] = including_emulation
+        return native or including_emulation  # an emulating GPU says True unless asked for native
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    assert training_args.native_bf16_device(use_cpu=False) == expected
+    assert asked == {"including_emulation": False}
+
+
+@pytest.mark.parametrize("major, expected", [(8, "cuda"), (7, None)])
+def test_auto_on_torch_without_the_emulation_argument_reads_the_compute_capability(monkeypatch, major, expected):
+    """torch < 2.3 has no including_emulation argument: compute capability 8 (Ampere) and later is native."""
+    def old_is_bf16_supported():
+        return True
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", old_is_bf16_supported)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: type("Props", (), {"major": major})())
+    monkeypatch.setattr(torch.version, "hip", None)
+    assert training_args.native_bf16_device(use_cpu=False) == expected
