@@ -339,6 +339,19 @@ class RewardModel(PreTrainedModel):
     def set_input_embeddings(self, value: nn.Module) -> None:
         self.backbone.set_input_embeddings(value)
 
+    def resize_token_embeddings(self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None,
+                                mean_resizing: bool = True) -> nn.Embedding:
+        """As `PreTrainedModel.resize_token_embeddings` (e.g. after adding special tokens), and the new
+        size is also written into `config.backbone_config`, from which `from_pretrained` builds the
+        embeddings: transformers records it on the top-level config only, and the saved model then
+        failed to load (size mismatch of `word_embeddings`)."""
+        embeddings = super().resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
+        vocab_size = getattr(self.config, "vocab_size", None)  # what transformers just recorded
+        if isinstance(vocab_size, int) and (new_num_tokens is not None or pad_to_multiple_of is not None):
+            self.config.backbone_config.vocab_size = vocab_size
+            self.backbone.config.vocab_size = vocab_size
+        return embeddings
+
     def _position_ids_for(self, attention_mask: torch.Tensor) -> torch.Tensor | None:
         """Positions counted over attended tokens only, so a left-padded text gets the same position
         embeddings as the same text unpadded. None (backbone default) when nothing is left-padded."""

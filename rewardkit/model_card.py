@@ -375,8 +375,10 @@ def build_card_data(config: dict, training: dict, evaluation: dict | None, *, re
 
 def render_model_card(config: dict, training: dict | None = None, evaluation: dict | None = None, *,
                       repo_id: str = "your-name/reward-model", datasets: list[str] | None = None,
-                      license: str = "apache-2.0", language: list[str] | str = "en") -> str:
-    """The README.md text for a model folder."""
+                      license: str = "apache-2.0", language: list[str] | str = "en",
+                      revision: str | None = None) -> str:
+    """The README.md text for a model folder. `revision`: the branch the model is published to, when
+    not main; the card's code then loads that branch (a plain `from_pretrained(repo)` loads main)."""
     from huggingface_hub import ModelCard
 
     training = training or {}
@@ -399,6 +401,7 @@ def render_model_card(config: dict, training: dict | None = None, evaluation: di
         template_path=str(TEMPLATE_PATH),
         model_name=repo_id.split("/")[-1],
         repo_id=repo_id,
+        revision=json.dumps(revision) if revision and revision != "main" else None,  # a Python string literal
         objective_description=description,
         unit=unit,
         base_model=_base_model_display(config, training),

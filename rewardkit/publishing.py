@@ -230,7 +230,7 @@ def _scrub_local_paths(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _render_card(model_dir: Path, config: dict[str, Any], *, repo_id: str, evaluation: dict | None,
-                 datasets: list[str] | None, license: str) -> str:
+                 datasets: list[str] | None, license: str, revision: str | None = None) -> str:
     from rewardkit.model_card import render_model_card
 
     summary_path = model_dir / SUMMARY_FILE
@@ -238,7 +238,8 @@ def _render_card(model_dir: Path, config: dict[str, Any], *, repo_id: str, evalu
     if not training:
         logger.warning("%s has no %s: the card's training section will show '?'.", model_dir, SUMMARY_FILE)
     return render_model_card(config, training, evaluation, repo_id=repo_id,
-                             datasets=datasets or training.get("datasets") or None, license=license)
+                             datasets=datasets or training.get("datasets") or None, license=license,
+                             revision=revision)
 
 
 def _is_previous_build(folder: Path) -> bool:
@@ -324,7 +325,7 @@ def _published_config(config: dict[str, Any], model_dir: Path) -> dict[str, Any]
 
 def build_publish_folder(model_dir: str | Path, out_dir: str | Path, *, repo_id: str,
                          evaluation: dict | None = None, datasets: list[str] | None = None,
-                         license: str = "apache-2.0") -> Path:
+                         license: str = "apache-2.0", revision: str | None = None) -> Path:
     """Write the folder to upload for the trained model in `model_dir`; return `out_dir`.
 
     The folder holds exactly: safetensors weights (one file, or shards + index), config.json (with
@@ -332,7 +333,8 @@ def build_publish_folder(model_dir: str | Path, out_dir: str | Path, *, repo_id:
     modeling_reward.py, the tokenizer files present, and README.md re-rendered for `repo_id` (so
     its usage example loads the real repo) from training_summary.json, `evaluation` (a metrics dict
     as `rewardkit evaluate --report-dir R` writes to R/metrics.json) and `datasets` (local data is
-    named there by its file name only, and kept out of the metadata, which takes Hub ids). A LoRA
+    named there by its file name only, and kept out of the metadata, which takes Hub ids); with a
+    `revision` (the branch it goes to, other than main) the card's code loads that branch. A LoRA
     run with --keep-adapter adds `adapter/` (PEFT adapter + head + reward_config.json, local paths
     removed as in config.json); the merged weights are what `from_pretrained` loads either way.
 
@@ -357,7 +359,8 @@ def build_publish_folder(model_dir: str | Path, out_dir: str | Path, *, repo_id:
     _check_reward_config(config, model_dir)
     _check_code_files(model_dir)
     copied = [*weights, *CODE_FILES, *_tokenizer_files(model_dir), *_adapter_files(model_dir)]
-    card = _render_card(model_dir, config, repo_id=repo_id, evaluation=evaluation, datasets=datasets, license=license)
+    card = _render_card(model_dir, config, repo_id=repo_id, evaluation=evaluation, datasets=datasets, license=license,
+                        revision=revision)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
@@ -651,6 +654,7 @@ def publish(model_dir: str | Path, repo_id: str, *, private: bool = False, revis
     Args:
         model_dir: the `--output-dir` of `rewardkit train`.
         repo_id: `owner/name` on the Hub.
+        revision: the branch to upload to (created if needed); the card's code then loads that branch.
         dry_run: build and verify only; the folder is written to `out` (or a new temporary folder
             that is kept) for inspection.
         out: where to build the folder. Without it (and not a dry run) a temporary folder is used and
@@ -673,7 +677,7 @@ def publish(model_dir: str | Path, repo_id: str, *, private: bool = False, revis
     succeeded = False
     try:
         build_publish_folder(model_dir, folder, repo_id=repo_id, evaluation=evaluation, datasets=datasets,
-                             license=license)
+                             license=license, revision=revision)
         if verify:
             _verify_or_remove(folder, Path(model_dir))
         files = folder_files(folder)

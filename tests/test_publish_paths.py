@@ -314,3 +314,15 @@ def test_a_model_without_a_training_record_gets_no_placeholder_rows():
     assert "training_summary.json" in section  # says why there is so little
     rows = dict(_training_rows(render_model_card({"trained_max_length": 256}, None, repo_id=REPO_ID)))
     assert rows["Max length"].startswith("256 tokens")  # the length the config records is known
+
+
+def test_card_limitations_say_who_cuts_long_inputs_and_invent_no_training_length():
+    """The card said 'Inputs longer than N tokens are truncated', N = 512 when no length was
+    recorded: the model, the pipeline and a plain tokenizer call cut nothing, and 512 was invented."""
+    recorded = render_model_card({"alpha": 1.0, "trained_max_length": 128}, {}, repo_id=REPO_ID)
+    limitations = recorded[recorded.index("## Limitations"):]
+    assert "are truncated" not in limitations
+    assert "Training cut pairs to 128 tokens" in limitations and "`pipeline` does not cut" in limitations
+    unrecorded = render_model_card({"alpha": 1.0}, {}, repo_id=REPO_ID)
+    limitations = unrecorded[unrecorded.index("## Limitations"):]
+    assert "512 tokens are truncated" not in limitations and "No training length was recorded" in limitations

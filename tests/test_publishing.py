@@ -208,6 +208,31 @@ def test_card_python_blocks_run_by_repo_id_from_hf_cache(dry_run, tmp_path):
     assert result == {"ran": len(blocks)}
 
 
+def test_card_of_a_branch_loads_that_branch(model_dir, tmp_path):
+    """`publish --revision v1` uploads to the branch v1; the card there must load v1: a plain
+    `from_pretrained(repo)` loads main, which may not hold this model at all (here: nothing)."""
+    folder = build_publish_folder(model_dir, tmp_path / "out", repo_id=REPO_ID, revision="v1")
+    card = (folder / "README.md").read_text()
+    blocks = _python_blocks(card)
+    assert len(blocks) >= 2 and all('revision="v1"' in block or "revision=revision" in block for block in blocks)
+    assert 'snapshot_download("rewardkit-test/tiny-reward", revision="v1")' in card  # the rewardkit block
+    cache = tmp_path / "hub_cache"
+    helpers.place_in_hf_cache(folder, cache, REPO_ID)
+    refs = cache / ("models--" + REPO_ID.replace("/", "--")) / "refs"
+    (refs / "main").rename(refs / "v1")  # the model is on the branch only
+    code = (
+        "import json\n"
+        f"blocks = {blocks!r}\n"
+        "for block in blocks:\n"
+        "    exec(compile(block, '<model card>', 'exec'), {'__name__': '__main__'})\n"
+        "print(json.dumps({'ran': len(blocks)}))\n"
+    )
+    result = helpers.run_fresh_python(code, tmp_path, {"HF_HUB_CACHE": str(cache), "HF_HOME": str(tmp_path / "home")})
+    assert result == {"ran": len(blocks)}
+    main_card = (build_publish_folder(model_dir, tmp_path / "main", repo_id=REPO_ID, revision="main") / "README.md").read_text()
+    assert "revision" not in main_card  # main is what from_pretrained loads anyway
+
+
 def test_pipeline_by_repo_id_returns_the_raw_reward(dry_run, expected_logits, tmp_path):
     cache = tmp_path / "hub_cache"
     helpers.place_in_hf_cache(dry_run.folder, cache, REPO_ID)

@@ -123,3 +123,22 @@ def test_a_calibrated_model_saves_again_and_keeps_its_temperature(tmp_path):
     legacy.save_pretrained(tmp_path / "third")
     resaved = json.loads((tmp_path / "third" / "config.json").read_text())
     assert resaved["calibration_temperature"] == 0.5 and "temperature" not in resaved
+
+
+def test_a_model_with_resized_token_embeddings_saves_and_loads_again(tmp_path, tokenizer):
+    """Adding special tokens (a chat template's, TRL's `setup_chat_format`) resizes the embeddings.
+    transformers records the new size on the top-level config only; the backbone is built from
+    `backbone_config` on load, so the saved model failed with a size mismatch."""
+    from transformers import AutoModel
+
+    model = helpers.tiny_reward_model()
+    model.resize_token_embeddings(helpers.BERT_VOCAB + 8)
+    assert model.config.backbone_config.vocab_size == helpers.BERT_VOCAB + 8
+    model.save_pretrained(tmp_path)
+    loaded, info = AutoModel.from_pretrained(tmp_path, trust_remote_code=True, output_loading_info=True)
+    assert not info["missing_keys"] and not info["mismatched_keys"]
+    assert loaded.get_input_embeddings().weight.shape[0] == helpers.BERT_VOCAB + 8
+    batch = tokenizer(PROMPTS, RESPONSES, padding=True, return_tensors="pt")
+    batch["input_ids"][:, 1] = helpers.BERT_VOCAB + 3  # a new token's id
+    with torch.no_grad():
+        assert torch.allclose(loaded.eval()(**batch).logits, model(**batch).logits, atol=1e-6)
