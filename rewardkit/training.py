@@ -318,8 +318,30 @@ class RewardTrainer(Trainer):
         rewards = outputs["rewards"] if "rewards" in outputs else outputs["logits"]
         return rewards[:, 0], outputs  # (N,)
 
+    def _get_num_items_in_batch(self, batch_samples: list, device: torch.device):
+        """Ranking: the within-group pairs of all micro-batches of one optimizer step (this
+        process's), so that each micro-batch's loss is weighted by its share of them (see
+        `_accumulation_factor`). Other objectives: Trainer's count (which our losses ignore)."""
+        if self.objective == "ranking" and batch_samples and all("group_sizes" in b for b in batch_samples):
+            return sum(int((b["group_sizes"] * (b["group_sizes"] - 1)).sum()) // 2 for b in batch_samples)
+        return super()._get_num_items_in_batch(batch_samples, device)
+
+    def _accumulation_factor(self, inputs, num_items_in_batch) -> float:
+        """Ranking with gradient accumulation: (pairs of this micro-batch) x (accumulation steps) /
+        (pairs of the whole step). Trainer divides each micro-batch's mean loss by the steps, which
+        weighs a micro-batch of small groups as much as one of large groups; times this factor, the
+        step's gradient is that of the mean over all its pairs, as one large batch would give. 1.0
+        elsewhere."""
+        if self.objective != "ranking" or not isinstance(num_items_in_batch, int) or num_items_in_batch <= 0:
+            return 1.0
+        sizes = inputs["group_sizes"]
+        pairs = int((sizes * (sizes - 1)).sum()) // 2
+        return pairs * self.current_gradient_accumulation_steps / num_items_in_batch
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss, extras, metrics, count = self._loss(model, inputs)
+        if model.training:
+            loss = loss * self._accumulation_factor(inputs, num_items_in_batch)
         self._record(metrics, count)
         if return_outputs:
             return loss, extras
@@ -376,7 +398,7 @@ class RewardTrainer(Trainer):
         model.train()
         if hasattr(self.optimizer, "train") and callable(self.optimizer.train):
             self.optimizer.train()
-        steps = self.current_gradient_accumulation_steps
+        steps = self.current_gradient_accumulation_steps / self._accumulation_factor(inputs, num_items_in_batch)
 
         def forward_backward(half_and_weight):
             half, weight = half_and_weight
