@@ -29,7 +29,7 @@ from rewardkit.features import (
 )
 from rewardkit.model_card import format_seconds
 from rewardkit.scoring import is_reward_model_folder
-from rewardkit.training import RewardTrainer, apply_umask_permissions
+from rewardkit.training import RewardTrainer, apply_umask_permissions, init_head_to_targets, target_statistics
 from rewardkit.training_args import (
     DataArguments,
     RewardTrainingArguments,
@@ -83,6 +83,8 @@ class TrainResult:
     eval_overlap: int = 0  # held-out rows that are also training rows (same texts)
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     hardware: str = ""
+    target_mean: float | None = None  # mse: the training targets' mean and std, which the loss is
+    target_std: float | None = None  # standardized by (train_loss and eval_loss are MSE / std²)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,6 +108,10 @@ class TrainResult:
                 lines.append(f"  Warning: {self.eval_overlap} of the {self.eval_rows} held-out {unit} "
                              f"{'is' if self.eval_overlap == 1 else 'are'} also in the training data, so these "
                              "figures are not an independent check.")
+        if self.target_std is not None:
+            lines.append(f"  Targets: mean {self.target_mean:.4g}, std {self.target_std:.4g}; the losses are MSE on "
+                         "standardized targets (MSE / std²: 1.0 = no better than predicting the mean), rmse is in "
+                         "the targets' units, as are the saved model's raw rewards.")
         if self.reward_mean is not None:
             lines.append(f"  Raw rewards on training responses: mean {self.reward_mean:.4g}, std {self.reward_std:.4g} "
                          "(stored in config.json as reward_mean / reward_std).")
@@ -494,6 +500,11 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
         args.dataloader_pin_memory = False  # nothing to pin to; avoids a warning per epoch
     model = load_model(base_model, args, tokenizer)
     model.config.trained_max_length = max_length  # scoring defaults to it (also in checkpoints)
+    target_scale = None
+    if prepared.objective == "mse":
+        target_scale = _mse_target_scale(prepared.train_features)
+        if not is_reward_model_folder(base_model):  # a fresh head; a trained one keeps what it learnt
+            init_head_to_targets(model, *target_scale)
     if args.use_lora:
         from rewardkit.lora import apply_lora_from_args
 
@@ -502,7 +513,7 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
             disable_dropout(model)
     trainer = RewardTrainer(model=model, args=args, train_dataset=prepared.train_features,
                             eval_dataset=prepared.eval_features, processing_class=tokenizer,
-                            objective=prepared.objective, callbacks=callbacks)
+                            objective=prepared.objective, callbacks=callbacks, target_scale=target_scale)
     resume = args.resume_from_checkpoint
     if resume in ("last", "latest", "true", "True"):
         resume = get_last_checkpoint(args.output_dir)
@@ -538,9 +549,24 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
         eval_skipped_identical=prepared.eval_skipped_identical, eval_overlap=prepared.eval_overlap,
         hyperparameters=_hyperparameters(args, max_length, trainer.model.config.pooling),
         hardware=hardware_description(),
+        target_mean=None if target_scale is None else target_scale[0],
+        target_std=None if target_scale is None else target_scale[1],
     )
     save_trained_model(trainer, result)
     return result
+
+
+def _mse_target_scale(features: list[dict]) -> tuple[float, float]:
+    """The training targets' (mean, std), said in the log; all targets equal is warned about."""
+    mean, std = target_statistics(features)
+    values = {float(feature["reward"]) for feature in features}
+    if len(values) == 1:
+        logger.warning("every mse training target is %g: the model can only learn that constant (RMSE and "
+                       "correlations will say nothing); give rows with different rewards.", mean)
+    else:
+        logger.info("mse targets: mean %.4g, std %.4g; trained on standardized targets (the loss is MSE / %.4g), "
+                    "the saved model predicts them on their own scale.", mean, std, std * std)
+    return mean, std
 
 
 def _check_held_out_flags(data_args: DataArguments, args: RewardTrainingArguments) -> None:

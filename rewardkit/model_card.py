@@ -404,6 +404,9 @@ def render_model_card(config: dict, training: dict | None = None, evaluation: di
         revision=json.dumps(revision) if revision and revision != "main" else None,  # a Python string literal
         objective_description=description,
         unit=unit,
+        scalar=objective == "mse",
+        target_mean=None if training.get("target_mean") is None else _fmt(training["target_mean"]),
+        target_std=None if training.get("target_std") is None else _fmt(training["target_std"]),
         base_model=_base_model_display(config, training),
         alpha=_fmt(float(config.get("alpha", 1.0))),
         temperature=_fmt(temperature),

@@ -2,7 +2,11 @@
 
 - pairwise: chosen and rejected in one batch of 2B rows, split with `chunk(2)`, Bradley-Terry loss
   (with the per-pair margin when the data has one and `use_margin` is on);
-- mse: the raw reward regressed on annotated rewards;
+- mse: the raw reward regressed on annotated rewards, on standardized targets (see
+  `target_statistics`): the loss is MSE / variance of the training targets, the fresh head starts
+  at their mean and scale, and the head's gradient and learning rate are multiplied by their std,
+  which is training the head in standardized units (r = mean + std * h) with the weights saved in the
+  targets' own units: a model trained on 10 * y + 50 gives 10 * r + 50 of one trained on y;
 - ranking: K responses per prompt in one forward pass, mean loss over all K-choose-2 pairs.
 
 Evaluation returns per-example rewards from `prediction_step`, so `compute_metrics` reports what a
@@ -16,6 +20,7 @@ forward and backward at once, one per thread, their losses weighted to the whole
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections import defaultdict
 from pathlib import Path
@@ -165,6 +170,39 @@ def _group_matrix(rewards: torch.Tensor, group_sizes: torch.Tensor) -> torch.Ten
     return pad_sequence(list(groups), batch_first=True, padding_value=0.0)
 
 
+def target_statistics(features: list[dict]) -> tuple[float, float]:
+    """(mean, std) of the annotated rewards of mse training features, the scale training
+    standardizes them by. A std of 0 (every target the same) is taken as 1: nothing to scale."""
+    targets = np.asarray([float(feature["reward"]) for feature in features], dtype=np.float64)
+    if targets.size == 0:
+        raise ValueError("no mse training rows to take the target statistics from.")
+    std = float(targets.std())
+    return float(targets.mean()), std if std > 0 else 1.0
+
+
+def head_parameter_names(model) -> list[str]:
+    """Names of the trainable parameters of the reward head `score` (its PEFT `modules_to_save`
+    copy under LoRA, not the frozen original)."""
+    names = []
+    for name, parameter in model.named_parameters():
+        parts = name.split(".")
+        if parameter.requires_grad and parts[-1] in ("weight", "bias") and (
+                parts[:-1] == ["score"] or parts[-2:-1] == ["score"] or parts[-4:-2] == ["score", "modules_to_save"]):
+            names.append(name)
+    return names
+
+
+@torch.no_grad()
+def init_head_to_targets(model, mean: float, std: float) -> None:
+    """A fresh head set to the mse targets' scale: weights times `std`, bias `mean`, so the first
+    rewards are the target mean plus noise of the usual relative size (the zero-bias, 0.02-scale
+    head would otherwise have to walk, one learning-rate step at a time, to targets around 5 or
+    50). Call it before LoRA wraps the model, and only on a head that has not been trained."""
+    head = model.score
+    head.weight.mul_(std)
+    head.bias.fill_(mean)
+
+
 def ranking_top1(matrix: torch.Tensor, group_sizes: torch.Tensor) -> torch.Tensor:
     """Share of groups whose best response (column 0) gets the highest reward. The padded columns
     of shorter groups are masked first: their 0.0 would otherwise "win" over all-negative rewards."""
@@ -178,11 +216,16 @@ class RewardTrainer(Trainer):
 
     Args:
         objective: "pairwise", "mse" or "ranking".
+        target_scale: mse only: (mean, std) the targets are standardized by; by default
+            `target_statistics` of the training data. The loss is then MSE / std² and the head
+            gets `std` times its gradient and learning rate (its weight decay divided by `std`), which
+            trains the head in standardized units; start a fresh head with `init_head_to_targets`.
         Other arguments are Trainer's; `processing_class` (the tokenizer) is required: it pads the
         batches and is saved into every checkpoint so each one loads on its own.
     """
 
-    def __init__(self, *args: Any, objective: str, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, objective: str, target_scale: tuple[float, float] | None = None,
+                 **kwargs: Any) -> None:
         if objective not in COLLATORS:
             raise ValueError(f"Unknown objective {objective!r}; expected one of {sorted(COLLATORS)}.")
         tokenizer = kwargs.get("processing_class")
@@ -200,6 +243,12 @@ class RewardTrainer(Trainer):
         if release is not None:
             self.add_callback(release)
         self.objective = objective
+        if objective == "mse" and target_scale is None and self.train_dataset is not None and len(self.train_dataset):
+            target_scale = target_statistics(self.train_dataset)
+        if target_scale is not None and not (math.isfinite(target_scale[0]) and math.isfinite(target_scale[1])
+                                             and target_scale[1] > 0):
+            raise ValueError(f"target_scale must be (finite mean, std > 0), got {target_scale!r}.")
+        self.target_scale = (float(target_scale[0]), float(target_scale[1])) if objective == "mse" and target_scale else None
         self._train_metrics: dict[str, list] = defaultdict(lambda: [0.0, 0])  # name -> [weighted sum (a tensor once added to), count]
 
     # ------------------------------------------------------------------ batching
@@ -223,6 +272,44 @@ class RewardTrainer(Trainer):
             return order
         return torch.utils.data.SequentialSampler(eval_dataset)
 
+    def train(self, *args: Any, **kwargs: Any):
+        """Trainer's training; for mse the head's gradients are multiplied by the targets' std while
+        it runs (hooks removed after), so gradient clipping and the logged grad_norm see the
+        gradient of a head in standardized units, as the backbone's already are."""
+        handles = []
+        if self.target_scale is not None and self.target_scale[1] != 1.0:
+            std, names = self.target_scale[1], set(head_parameter_names(self.model))
+            handles = [p.register_hook(lambda grad: grad * std) for n, p in self.model.named_parameters() if n in names]
+        try:
+            return super().train(*args, **kwargs)
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def create_optimizer(self, model=None):
+        """Trainer's optimizer, with the mse head's parameters in groups of their own at `std` times
+        the learning rate (weight decay / `std`). With the std x gradient of `train`, this is, step
+        for step, the update of a head in standardized units (h, with r = mean + std * h) mapped
+        back to the targets' units."""
+        optimizer = super().create_optimizer(model)
+        if self.target_scale is None or self.target_scale[1] == 1.0 or not isinstance(optimizer, torch.optim.Optimizer):
+            return optimizer
+        std = self.target_scale[1]
+        opt_model = self.model if model is None else model
+        head = {id(p) for n, p in opt_model.named_parameters() if n in set(head_parameter_names(opt_model))}
+        if any(optimizer.state.values()) or not head:
+            return optimizer
+        added = []
+        for group in list(optimizer.param_groups):
+            moved = [p for p in group["params"] if id(p) in head]
+            if moved:
+                group["params"] = [p for p in group["params"] if id(p) not in head]
+                added.append({**{k: v for k, v in group.items() if k != "params"}, "params": moved,
+                              "lr": group["lr"] * std, "weight_decay": group.get("weight_decay", 0.0) / std})
+        for group in added:
+            optimizer.add_param_group(group)
+        return optimizer
+
     # ------------------------------------------------------------------ losses
 
     def _rewards(self, model, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, Any]:
@@ -231,8 +318,30 @@ class RewardTrainer(Trainer):
         rewards = outputs["rewards"] if "rewards" in outputs else outputs["logits"]
         return rewards[:, 0], outputs  # (N,)
 
+    def _get_num_items_in_batch(self, batch_samples: list, device: torch.device):
+        """Ranking: the within-group pairs of all micro-batches of one optimizer step (this
+        process's), so that each micro-batch's loss is weighted by its share of them (see
+        `_accumulation_factor`). Other objectives: Trainer's count (which our losses ignore)."""
+        if self.objective == "ranking" and batch_samples and all("group_sizes" in b for b in batch_samples):
+            return sum(int((b["group_sizes"] * (b["group_sizes"] - 1)).sum()) // 2 for b in batch_samples)
+        return super()._get_num_items_in_batch(batch_samples, device)
+
+    def _accumulation_factor(self, inputs, num_items_in_batch) -> float:
+        """Ranking with gradient accumulation: (pairs of this micro-batch) x (accumulation steps) /
+        (pairs of the whole step). Trainer divides each micro-batch's mean loss by the steps, which
+        weighs a micro-batch of small groups as much as one of large groups; times this factor, the
+        step's gradient is that of the mean over all its pairs, as one large batch would give. 1.0
+        elsewhere."""
+        if self.objective != "ranking" or not isinstance(num_items_in_batch, int) or num_items_in_batch <= 0:
+            return 1.0
+        sizes = inputs["group_sizes"]
+        pairs = int((sizes * (sizes - 1)).sum()) // 2
+        return pairs * self.current_gradient_accumulation_steps / num_items_in_batch
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss, extras, metrics, count = self._loss(model, inputs)
+        if model.training:
+            loss = loss * self._accumulation_factor(inputs, num_items_in_batch)
         self._record(metrics, count)
         if return_outputs:
             return loss, extras
@@ -248,7 +357,11 @@ class RewardTrainer(Trainer):
             metrics = {"accuracy": (chosen > rejected).float().mean(), "margin": (chosen - rejected).mean()}
             return loss, {"rewards_chosen": chosen, "rewards_rejected": rejected}, metrics, len(chosen)
         if self.objective == "mse":
-            return mse_loss(rewards, inputs["labels"]), {"rewards": rewards}, {}, len(rewards)
+            labels = inputs["labels"]
+            if self.target_scale is not None:  # standardized: MSE / std², 1.0 = no better than the mean
+                mean, std = self.target_scale
+                return mse_loss((rewards - mean) / std, (labels - mean) / std), {"rewards": rewards}, {}, len(rewards)
+            return mse_loss(rewards, labels), {"rewards": rewards}, {}, len(rewards)
         matrix = _group_matrix(rewards, inputs["group_sizes"])  # (G, K_max)
         loss = ranking_loss(matrix, inputs["group_sizes"])
         metrics = {"top1": ranking_top1(matrix.detach(), inputs["group_sizes"])}
@@ -285,7 +398,7 @@ class RewardTrainer(Trainer):
         model.train()
         if hasattr(self.optimizer, "train") and callable(self.optimizer.train):
             self.optimizer.train()
-        steps = self.current_gradient_accumulation_steps
+        steps = self.current_gradient_accumulation_steps / self._accumulation_factor(inputs, num_items_in_batch)
 
         def forward_backward(half_and_weight):
             half, weight = half_and_weight

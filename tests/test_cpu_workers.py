@@ -158,3 +158,32 @@ def test_mse_loss_is_divided_for_gradient_accumulation(tmp_path, tokenizer, two_
     trainer.current_gradient_accumulation_steps = 2
     step_loss = trainer.training_step(trainer.model, batch, num_items_in_batch=torch.tensor(8))
     assert float(step_loss) == pytest.approx(whole / 2, abs=1e-6)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_ranking_gradient_accumulation_weighs_micro_batches_by_their_pairs(tmp_path, tokenizer, threads):
+    """Two micro-batches, one of two K=2 groups (2 pairs) and one of K=5 and K=4 groups (16 pairs),
+    accumulated: the gradient of the mean over all 18 pairs, as the one batch of four groups gives.
+    Before, each micro-batch's mean counted half (its 2 pairs weighed as much as the other 16), on
+    Trainer's step (1 thread) and on the two-halves step (2 threads) alike."""
+    words = lambda i, k: " ".join(WORDS[(i + j) % len(WORDS)] for j in range(k))  # noqa: E731
+    rows = [{"prompt": words(i, 3), "responses": [words(i + j, 1 + (i * j) % 6) for j in range(k)]}
+            for i, k in enumerate((2, 2, 5, 4))]
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        gradients = []
+        for chunks in ([rows], [rows[:2], rows[2:]]):
+            trainer = _trainer(tmp_path, tokenizer, "ranking", gradient_accumulation_steps=len(chunks))
+            batches = [trainer.data_collator(encode_rows(chunk, "ranking", PairEncoder(tokenizer, 32))) for chunk in chunks]
+            num_items = trainer._get_num_items_in_batch(batches, torch.device("cpu"))
+            assert num_items == 1 + 1 + 10 + 6
+            trainer.current_gradient_accumulation_steps = len(chunks)
+            trainer.model.zero_grad()
+            total = sum(float(trainer.training_step(trainer.model, batch, num_items)) for batch in batches)
+            gradients.append((total, torch.cat([p.grad.flatten() for p in trainer.model.parameters() if p.grad is not None])))
+    finally:
+        torch.set_num_threads(previous)
+    (whole_loss, whole), (accumulated_loss, accumulated) = gradients
+    assert accumulated_loss == pytest.approx(whole_loss, rel=1e-5)  # the logged loss: the mean over the 18 pairs
+    torch.testing.assert_close(accumulated, whole, rtol=1e-4, atol=1e-6)

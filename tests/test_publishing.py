@@ -533,3 +533,22 @@ def test_card_training_time_keeps_short_runs_readable():
     from rewardkit.model_card import _training_time
 
     assert [_training_time(x) for x in (0.04, 0.4, 9.94, 95.4, None, "?")] == ["<0.1 s", "0.4 s", "9.9 s", "95 s", None, None]
+
+
+def test_card_of_an_mse_model_reads_its_reward_as_a_predicted_annotation():
+    """An mse model's card said its reward's absolute value meant nothing and read σ(r_a − r_b) at
+    T = 1 as P(a ≻ b): for a model trained on scores the reward is a predicted annotation, and a
+    difference is a probability only after --calibrate."""
+    from rewardkit.model_card import render_model_card
+
+    summary = {**_training_summary("sentence-transformers/all-MiniLM-L6-v2"), "objective": "mse",
+               "eval_metrics": {"eval_rmse": 0.4, "eval_loss": 0.2}, "target_mean": 5.5, "target_std": 2.0}
+    card = render_model_card({"alpha": 1.0}, summary)
+    assert "predict the annotated\n  reward on its own scale** (training targets: mean 5.5, standard deviation 2)" in card
+    assert "**no preference probability**" in card and "no meaning of its own" not in card
+    assert "P(first response preferred)" not in card and "print(raw)" in card
+    assert "some prompts simply get higher rewards" not in card
+    calibrated = render_model_card({"alpha": 1.0, "calibration_temperature": 2.0}, summary)
+    assert "T = 2**" in calibrated and "P(first response preferred)" in calibrated
+    pairwise = render_model_card({"alpha": 1.0}, _training_summary("sentence-transformers/all-MiniLM-L6-v2"))
+    assert "no meaning of its own" in pairwise and "P(first response preferred)" in pairwise
