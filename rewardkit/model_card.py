@@ -27,7 +27,7 @@ OBJECTIVES = {
 # (metric key in our metrics dicts, display name, model-index metric type)
 METRIC_NAMES = [
     ("accuracy", "Pairwise accuracy (chosen scored above rejected)", "accuracy"),
-    ("mean_margin", "Mean reward margin (chosen − rejected)", "mean_margin"),
+    ("mean_margin", "Mean raw reward margin (r_chosen − r_rejected, before alpha and normalization)", "mean_margin"),
     ("ece", "Expected calibration error of P(chosen ≻ rejected)", "ece"),
     ("brier", "Brier score of P(chosen ≻ rejected)", "brier"),
     ("rmse", "RMSE against annotated rewards", "rmse"),

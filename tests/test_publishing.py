@@ -180,6 +180,24 @@ def test_card_explains_calibration_and_normalization_when_stored(model_dir, tmp_
     assert "alpha * (r + 3) / 0.5" in text and "alpha = 0.5" in text
 
 
+def test_card_reads_normalized_outputs_and_margins_in_their_units(model_dir, tmp_path):
+    """A model that normalizes told Hub users to "set normalize_rewards=True at load time" (it was
+    on already) and that "+1 is one standard deviation better" (it is +alpha); the results table
+    called the raw-reward margin a "reward margin", next to a model output that is alpha-scaled."""
+    folder = _copy_model(model_dir, tmp_path / "normalized")
+    config = json.loads((folder / "config.json").read_text())
+    config.update({"normalize_rewards": True, "alpha": 4.0})
+    (folder / "config.json").write_text(json.dumps(config))
+    out = build_publish_folder(folder, tmp_path / "out", repo_id=REPO_ID, evaluation=EVALUATION)
+    text = " ".join((out / "README.md").read_text().split())  # the card wraps its lines
+    assert "Normalization is **on**" in text and "Set `normalize_rewards=False` at load time to get `alpha * r`" in text
+    assert "Set `normalize_rewards=True`" not in text
+    assert "+4 is one standard deviation better" in text and "+1 is one" not in text
+    assert "| Mean raw reward margin (r_chosen − r_rejected, before alpha and normalization) | 0.4321 |" in text
+    plain = " ".join((build_publish_folder(model_dir, tmp_path / "plain", repo_id=REPO_ID) / "README.md").read_text().split())
+    assert "Set `normalize_rewards=True` at load time" in plain and "+1 is one standard deviation better" in plain
+
+
 def test_dry_run_without_out_keeps_a_temporary_folder(model_dir):
     result = publish(model_dir, REPO_ID, dry_run=True, verify=False)
     try:
