@@ -195,6 +195,20 @@ class RewardConfig(PretrainedConfig):
             kwargs["attn_implementation"] = backbone_attention
         super().__init__(**kwargs)
 
+    def __setattr__(self, name, value):
+        # `from_pretrained(repo, alpha=10)` (and AutoConfig's, and `config.alpha = ...`) sets these
+        # fields after `__init__`: they get the same checks, so `alpha=0` or `alpha=-1` at load
+        # time is refused as in the constructor instead of silently zeroing or inverting every score.
+        if name == "alpha":
+            value = _check_positive_finite("alpha", value, allow_none=False)
+        elif name in ("reward_std", "calibration_temperature"):
+            value = _check_positive_finite(name, value, allow_none=True)
+        elif name == "reward_mean" and value is not None:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"RewardConfig: `reward_mean` must be a finite number or None, got {value!r}.")
+            value = float(value)
+        super().__setattr__(name, value)
+
     @property
     def hidden_size(self) -> int:
         """Width of the backbone's token states (what the head reads)."""

@@ -461,6 +461,9 @@ class RewardModel(PreTrainedModel):
 
         scaled = rewards
         if self.config.normalize_rewards:
+            if self.config.reward_mean is None or self.config.reward_std is None:
+                raise ValueError("normalize_rewards=True needs reward_mean and reward_std in the config "
+                                 "(stored by `rewardkit train`); this model has none.")
             scaled = (scaled - self.config.reward_mean) / self.config.reward_std
         if isinstance(alpha, (int, float)) and not (math.isfinite(alpha) and alpha > 0):
             raise ValueError(f"alpha must be a finite number > 0 (it only rescales rewards), got {alpha!r}.")

@@ -329,6 +329,7 @@ def _check_base_model(name: str | None) -> None:
         if name.startswith(("/", ".", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name:
             raise CliError(f"--base-model {name}: no such folder. Give a model folder or a Hub "
                            "model id such as bert-base-uncased.")
+        _check_hub_base_model_offline(name)
         return  # a Hub id
     config = path / "config.json"
     if path.is_dir() and not config.is_file():
@@ -345,6 +346,24 @@ def _check_base_model(name: str | None) -> None:
             check_reward_model_source(str(path))
         except ValueError as error:
             raise CliError(f"--base-model: {error}") from error
+
+
+def _check_hub_base_model_offline(name: str) -> None:
+    """Offline (HF_HUB_OFFLINE), a Hub id that is not in the local cache cannot load: say so by
+    flag before the data is read, instead of transformers' "We couldn't connect to
+    'https://huggingface.co'", which names neither the flag nor the offline setting."""
+    try:
+        from huggingface_hub import constants, try_to_load_from_cache
+
+        if not constants.HF_HUB_OFFLINE:
+            return
+        cached = try_to_load_from_cache(name, "config.json")
+    except Exception:  # an odd id or cache layout: let transformers say what is wrong  # noqa: BLE001
+        return
+    if not isinstance(cached, str):
+        raise CliError(f"--base-model {name}: not in the local Hugging Face cache, and HF_HUB_OFFLINE is set, "
+                       "so it cannot be downloaded. Unset HF_HUB_OFFLINE, give a local model folder, or leave "
+                       "--base-model out to train on the packaged MiniLM.")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

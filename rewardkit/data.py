@@ -308,8 +308,11 @@ class _RowStream:
         if found is None:
             return formats.layout_for_objective(self.objective, row)
         if not formats.compatible(self.objective, found.objective):
+            # Scoring is no objective a user picks: "asked for objective 'score'" named none they gave.
+            asked = ("scoring reads (prompt, response) rows" if self.objective == SCORE
+                     else f"asked for objective {self.objective!r}")
             raise RewardDataError(
-                f"asked for objective {self.objective!r} but the data looks like "
+                f"{asked} but the data looks like "
                 f"{formats.describe_layout(row, found)} (columns: {_names(row)}). "
                 + _contradiction_hint(self.objective, found.objective),
                 source=source, row=record.number, where=record.where)

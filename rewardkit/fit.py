@@ -10,6 +10,7 @@ import math
 import os
 import platform
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import PrinterCallback, TrainerCallback
+from transformers import PrinterCallback, ProgressCallback, TrainerCallback
 
 from rewardkit.data import RewardData, load_reward_data
 from rewardkit.features import (
@@ -523,6 +524,8 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
     trainer.add_callback(eval_clock)
     if trainer.pop_callback(PrinterCallback) is not None:
         trainer.add_callback(_LogLines())
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(_ProgressBarLogLines())
     if resume and _run_already_finished(resume, args):
         _restore_finished_run(trainer, resume)
         figures = _recorded_figures(Path(args.output_dir) / SUMMARY_FILE, resume, trainer.state.global_step)
@@ -664,6 +667,11 @@ def _restore_finished_run(trainer: RewardTrainer, checkpoint: str) -> None:
     trainer._load_from_checkpoint(weights)
 
 
+def _log_metrics(state, logs: dict) -> None:
+    logger.info("step %d: %s", state.global_step,
+                ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in logs.items()))
+
+
 class _LogLines(TrainerCallback):
     """The Trainer's periodic metrics (loss, accuracy, learning rate) as log lines at INFO, in place
     of its PrinterCallback's bare prints (which run when progress bars are off), so `--quiet`
@@ -671,8 +679,23 @@ class _LogLines(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero and logs:
-            logger.info("step %d: %s", state.global_step,
-                        ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in logs.items()))
+            _log_metrics(state, logs)
+
+
+class _ProgressBarLogLines(ProgressCallback):
+    """transformers' progress bar, whose metrics go to the log as `_LogLines` puts them. Its own
+    `on_log` writes each metrics dict, values turned to strings, to stdout (`tqdm.write`), where
+    `rewardkit train` prints its summary: `rewardkit train ... > summary.txt` caught
+    `{'train_runtime': '5.817', ...}` ahead of it. The bar is cleared while a line is written."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not (state.is_world_process_zero and logs):
+            return
+        if self.training_bar is None:
+            _log_metrics(state, logs)
+            return
+        with self.training_bar.external_write_mode(file=sys.stderr):
+            _log_metrics(state, logs)
 
 
 class _EvalClock(TrainerCallback):

@@ -27,7 +27,7 @@ OBJECTIVES = {
 # (metric key in our metrics dicts, display name, model-index metric type)
 METRIC_NAMES = [
     ("accuracy", "Pairwise accuracy (chosen scored above rejected)", "accuracy"),
-    ("mean_margin", "Mean reward margin (chosen − rejected)", "mean_margin"),
+    ("mean_margin", "Mean raw reward margin (r_chosen − r_rejected, before alpha and normalization)", "mean_margin"),
     ("ece", "Expected calibration error of P(chosen ≻ rejected)", "ece"),
     ("brier", "Brier score of P(chosen ≻ rejected)", "brier"),
     ("rmse", "RMSE against annotated rewards", "rmse"),
@@ -59,6 +59,16 @@ def _temperature_support(evaluation: dict | None, stored: Any) -> str:
     if evaluation.get("temperature_differs_from_1") is False:
         text += ", which cannot tell it from T = 1: read the probabilities as rough"
     return text
+
+
+def _small_differences(temperature: float) -> str:
+    """At a small T (a sharply calibrated model) differences of 1 and 2 both read "P = 1.00", which
+    says nothing about the differences a user meets: name the differences that give P = 0.75 and 0.9
+    (σ(d / T) = p at d = T·ln(p / (1 − p)))."""
+    if preference_probability(2.0, temperature) < 0.995:
+        return ""
+    return (f"At this T, P = 0.75 takes a difference of only {_fmt(temperature * math.log(3), 3)} "
+            f"and P = 0.9 one of {_fmt(temperature * math.log(9), 3)}.")
 
 
 def _metric_names(objective: Any) -> list[tuple[str, str, str]]:
@@ -414,6 +424,7 @@ def render_model_card(config: dict, training: dict | None = None, evaluation: di
         temperature_support=_temperature_support(evaluation, stored_temperature),
         p_at_one=f"{preference_probability(1.0, temperature):.2f}",
         p_at_two=f"{preference_probability(2.0, temperature):.2f}",
+        small_differences=_small_differences(temperature),
         reward_mean=None if config.get("reward_mean") is None else _fmt(config["reward_mean"]),
         reward_std=None if config.get("reward_std") is None else _fmt(config["reward_std"]),
         centered_reward=_centered_reward(config.get("reward_mean")),

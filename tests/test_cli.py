@@ -412,3 +412,18 @@ def test_max_train_samples_cuts_data_before_eval_fraction_holds_out_and_help_say
 
     help_text = next(spec.metadata["help"] for spec in fields(DataArguments) if spec.name == "max_train_samples")
     assert "first N valid rows of --data" in help_text and "--eval-fraction then holds out its share" in help_text
+
+
+def test_offline_hub_base_model_not_in_the_cache_is_refused_by_flag(tmp_path, monkeypatch, capsys):
+    """`--base-model roberta-base` (a README example) under HF_HUB_OFFLINE with an empty cache gave
+    transformers' "We couldn't connect to 'https://huggingface.co'", naming neither the flag nor the
+    offline setting, after the data had been read."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    data = helpers.write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": "p", "chosen": "a", "rejected": "b"}])
+    assert main(["train", "--data", str(data), "--base-model", "roberta-base", "--output-dir", str(tmp_path / "rm")]) == 1
+    err = " ".join(capsys.readouterr().err.split())  # the paragraph is wrapped
+    assert "--base-model roberta-base: not in the local Hugging Face cache, and HF_HUB_OFFLINE is set" in err
+    assert "couldn't connect" not in err and not (tmp_path / "rm").exists()

@@ -484,6 +484,14 @@ def test_unrecognised_columns_listed(tmp_path):
     assert "'text', 'label'" in str(info.value) and "pairwise:" in str(info.value)
 
 
+def test_pairs_given_to_score_are_refused_without_naming_an_objective_nobody_gave(tmp_path):
+    """`rewardkit score --data pairs.jsonl` said "asked for objective 'score'": score has no
+    --objective, and 'score' is none of the objectives the README lists."""
+    with pytest.raises(RewardDataError, match="scoring reads \\(prompt, response\\) rows but the data looks like pairwise") as info:
+        load_rows(tmp_path, [PAIR], objective="score")
+    assert "objective 'score'" not in str(info.value) and "rewardkit evaluate" in str(info.value)
+
+
 def test_objective_contradiction(tmp_path):
     with pytest.raises(RewardDataError, match="asked for objective 'mse'.*pairwise"):
         load_rows(tmp_path, [PAIR], objective="mse")

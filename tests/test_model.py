@@ -114,6 +114,33 @@ def test_alpha_from_config_at_load_time(tokenizer, tmp_path):
         assert torch.allclose(loaded(**batch, alpha=1.0).logits, base, atol=1e-5)  # call beats config
 
 
+@pytest.mark.parametrize("override, message", [
+    (dict(alpha=0), "`alpha` must be > 0"), (dict(alpha=-2.0), "`alpha` must be > 0"),
+    (dict(alpha=float("nan")), "`alpha` must be a finite number"),
+    (dict(calibration_temperature=-1.0), "`calibration_temperature` must be > 0"),
+    (dict(reward_std=0.0), "`reward_std` must be > 0"), (dict(reward_mean=float("inf")), "`reward_mean` must be"),
+])
+def test_load_time_overrides_are_checked_like_the_constructor(tmp_path, override, message):
+    """`from_pretrained(repo, alpha=10)` is the documented way to rescale at load time; it sets the
+    field after `__init__`, so `alpha=-2` loaded and silently inverted every score (0 zeroed them)."""
+    helpers.tiny_reward_model(reward_mean=0.25, reward_std=2.0).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=message):
+        RewardModel.from_pretrained(tmp_path, **override)
+    with pytest.raises(ValueError, match=message):
+        RewardConfig.from_pretrained(tmp_path, **override)
+    config = RewardConfig.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=message):
+        setattr(config, *next(iter(override.items())))
+    assert RewardModel.from_pretrained(tmp_path, alpha=4.0).config.alpha == 4.0  # a valid override still works
+
+
+def test_normalization_without_statistics_is_a_clear_error(tokenizer, tmp_path):
+    helpers.tiny_reward_model().save_pretrained(tmp_path)  # no reward_mean / reward_std
+    model = RewardModel.from_pretrained(tmp_path, normalize_rewards=True).eval()
+    with pytest.raises(ValueError, match="normalize_rewards=True needs reward_mean and reward_std"):
+        model(**_encode(tokenizer, TEXTS))
+
+
 def test_normalization_is_opt_in_and_exact(tokenizer):
     model = helpers.tiny_reward_model(reward_mean=0.25, reward_std=2.0, alpha=3.0)
     batch = _encode(tokenizer, TEXTS)

@@ -180,6 +180,37 @@ def test_card_explains_calibration_and_normalization_when_stored(model_dir, tmp_
     assert "alpha * (r + 3) / 0.5" in text and "alpha = 0.5" in text
 
 
+def test_card_reads_normalized_outputs_and_margins_in_their_units(model_dir, tmp_path):
+    """A model that normalizes told Hub users to "set normalize_rewards=True at load time" (it was
+    on already) and that "+1 is one standard deviation better" (it is +alpha); the results table
+    called the raw-reward margin a "reward margin", next to a model output that is alpha-scaled."""
+    folder = _copy_model(model_dir, tmp_path / "normalized")
+    config = json.loads((folder / "config.json").read_text())
+    config.update({"normalize_rewards": True, "alpha": 4.0})
+    (folder / "config.json").write_text(json.dumps(config))
+    out = build_publish_folder(folder, tmp_path / "out", repo_id=REPO_ID, evaluation=EVALUATION)
+    text = " ".join((out / "README.md").read_text().split())  # the card wraps its lines
+    assert "Normalization is **on**" in text and "Set `normalize_rewards=False` at load time to get `alpha * r`" in text
+    assert "Set `normalize_rewards=True`" not in text
+    assert "+4 is one standard deviation better" in text and "+1 is one" not in text
+    assert "| Mean raw reward margin (r_chosen − r_rejected, before alpha and normalization) | 0.4321 |" in text
+    plain = " ".join((build_publish_folder(model_dir, tmp_path / "plain", repo_id=REPO_ID) / "README.md").read_text().split())
+    assert "Set `normalize_rewards=True` at load time" in plain and "+1 is one standard deviation better" in plain
+
+
+def test_card_names_the_differences_that_matter_at_a_small_temperature(model_dir, tmp_path):
+    """At T = 0.1 the card read "a difference of 1 means P = 1.00; a difference of 2, P = 1.00",
+    which tells a user nothing about the differences they will see."""
+    folder = _copy_model(model_dir, tmp_path / "sharp")
+    config = json.loads((folder / "config.json").read_text())
+    config["calibration_temperature"] = 0.1
+    (folder / "config.json").write_text(json.dumps(config))
+    text = " ".join((build_publish_folder(folder, tmp_path / "out", repo_id=REPO_ID) / "README.md").read_text().split())
+    assert "a difference of 2, P = 1.00. At this T, P = 0.75 takes a difference of only 0.11 and P = 0.9 one of 0.22." in text
+    plain = " ".join((build_publish_folder(model_dir, tmp_path / "plain", repo_id=REPO_ID) / "README.md").read_text().split())
+    assert "At this T" not in plain  # T = 1: differences of 1 and 2 already read 0.73 and 0.88
+
+
 def test_dry_run_without_out_keeps_a_temporary_folder(model_dir):
     result = publish(model_dir, REPO_ID, dry_run=True, verify=False)
     try:

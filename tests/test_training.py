@@ -603,3 +603,18 @@ def test_load_best_model_at_end_evaluates_when_checkpoints_are_saved_unless_told
     given = RewardTrainingArguments(output_dir=str(tmp_path), load_best_model_at_end=True, eval_strategy="steps",
                                     eval_steps=5, save_strategy="steps", save_steps=25)
     assert (given.eval_strategy, given.eval_steps) == ("steps", 5)
+
+
+def test_progress_bars_keep_the_metrics_off_stdout(tiny_base, tmp_path, capfd, caplog):
+    """With progress bars on (the CLI's default), transformers' ProgressCallback wrote every logged
+    metrics dict to stdout (`{'train_runtime': '5.817', ...}`), ahead of the summary that
+    `rewardkit train` prints there. They go to the log (stderr), as without bars."""
+    import logging
+
+    train = helpers.write_jsonl(tmp_path / "train.jsonl", _pairwise_rows(16, 0))
+    with caplog.at_level(logging.INFO, logger="rewardkit"):
+        run_training(DataArguments(data=str(train)), _args(tmp_path / "out", tiny_base, disable_tqdm=False, max_steps=2,
+                                                           logging_steps=1, reward_stats_samples=0))
+    out, _ = capfd.readouterr()
+    assert out == ""
+    assert "step 1: loss " in caplog.text and "step 2: train_runtime " in caplog.text
