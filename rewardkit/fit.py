@@ -28,7 +28,7 @@ from rewardkit.features import (
     identical_inputs,
     resolve_max_length,
 )
-from rewardkit.model_card import format_seconds
+from rewardkit.model_card import format_seconds, hub_model_id
 from rewardkit.scoring import is_reward_model_folder
 from rewardkit.training import RewardTrainer, apply_umask_permissions, init_head_to_targets, target_statistics
 from rewardkit.training_args import (
@@ -68,6 +68,7 @@ class TrainResult:
     max_length: int
     eval_seconds: float = 0.0  # held-out evaluations during training (part of `seconds`)
     steps_this_call: int | None = None  # the steps `train_loss`, `seconds` and the speed are of
+    base_model_id: str | None = None  # the Hub id the base model came from (the card's `base_model`), if known
     resumed_from: str | None = None  # --resume_from_checkpoint, as resolved ("last" -> its folder)
     resumed_from_step: int | None = None
     restored_from: str | None = None  # a finished run re-run: its checkpoint, saved unchanged; the
@@ -175,6 +176,15 @@ def _count(number: int, noun: str) -> str:
     """'1 step', '8 steps'."""
     return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
+
+
+def base_model_hub_id(base_model: str) -> str | None:
+    """The Hub id of a base model that training just loaded. A name that is no local folder was
+    loaded from the Hub (or its cache) under that very name, so it is an id even without an owner
+    (`gpt2`, `bert-base-uncased`), which `hub_model_id` cannot tell from a relative folder once the
+    training is over. Local folders map back to ids where that is certain (Hub cache, packaged MiniLM)."""
+    looks_local = base_model.startswith((".", "~", "/")) or Path(base_model).expanduser().exists()
+    return hub_model_id(base_model) if looks_local else base_model
 
 
 def load_tokenizer(base_model: str):
@@ -543,6 +553,7 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
         _finish_lora(trainer, args)
     result = TrainResult(
         output_dir=str(args.output_dir), objective=prepared.objective, base_model=str(base_model),
+        base_model_id=base_model_hub_id(str(base_model)),
         detected_layout=prepared.detected_layout, train_rows=len(prepared.train_features), eval_rows=prepared.eval_rows,
         epochs=_epochs_run(trainer, args), steps=int(trainer.state.global_step), max_length=max_length, **figures,
         eval_metrics={k: float(v) for k, v in eval_metrics.items() if isinstance(v, (int, float))},

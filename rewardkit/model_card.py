@@ -238,8 +238,9 @@ def hub_model_id(name_or_path: str | None) -> str | None:
 
 def _base_model_display(config: dict, training: dict) -> str:
     """What the card body calls the base model: its Hub id, else its folder name (never a full path)."""
-    recorded = (training.get("base_model_id") or training.get("base_model")
-                or (config.get("backbone_config") or {}).get("_name_or_path"))
+    if training.get("base_model_id"):
+        return str(training["base_model_id"])
+    recorded = training.get("base_model") or (config.get("backbone_config") or {}).get("_name_or_path")
     if not recorded:
         return "?"
     return hub_model_id(recorded) or Path(str(recorded)).name or str(recorded)
@@ -372,8 +373,8 @@ def build_card_data(config: dict, training: dict, evaluation: dict | None, *, re
             results.append(EvalResult(task_type="text-classification", task_name="Reward modeling",
                                       dataset_type=dataset_type, dataset_name=dataset_name,
                                       metric_type=metric_type, metric_name=name, metric_value=float(value)))
-    base_model = hub_model_id(training.get("base_model_id") or training.get("base_model")
-                              or (config.get("backbone_config") or {}).get("_name_or_path"))
+    base_model = training.get("base_model_id") or hub_model_id(  # recorded at training: trusted as is
+        training.get("base_model") or (config.get("backbone_config") or {}).get("_name_or_path"))
     return ModelCardData(
         language=language, license=license, library_name="transformers", pipeline_tag="text-classification",
         tags=["reward-model", "rlhf", "text-classification", "rewardkit", "custom_code"],

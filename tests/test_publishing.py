@@ -13,7 +13,7 @@ import torch
 from huggingface_hub import ModelCard
 
 from rewardkit import publishing
-from rewardkit.model_card import PACKAGED_MINILM_ID, write_model_card
+from rewardkit.model_card import PACKAGED_MINILM_ID, render_model_card, write_model_card
 from rewardkit.publishing import PublishError, build_publish_folder, publish, upload_folder
 from tests import helpers
 
@@ -583,3 +583,28 @@ def test_card_of_an_mse_model_reads_its_reward_as_a_predicted_annotation():
     assert "T = 2**" in calibrated and "P(first response preferred)" in calibrated
     pairwise = render_model_card({"alpha": 1.0}, _training_summary("sentence-transformers/all-MiniLM-L6-v2"))
     assert "no meaning of its own" in pairwise and "P(first response preferred)" in pairwise
+
+
+def test_a_base_model_loaded_by_a_bare_hub_id_is_named_on_the_card(tmp_path, monkeypatch):
+    """`--base-model gpt2` (an id without owner) was left out of the card's `base_model` metadata:
+    after training, "gpt2" cannot be told from a relative folder, so training records the id."""
+    from rewardkit.fit import base_model_hub_id
+
+    monkeypatch.chdir(tmp_path)
+    assert base_model_hub_id("bert-base-uncased") == "bert-base-uncased"  # no such folder: loaded from the Hub
+    assert base_model_hub_id("org/name") == "org/name"
+    (tmp_path / "my-backbone").mkdir()
+    assert base_model_hub_id("my-backbone") is None  # a local folder is no Hub id
+    assert base_model_hub_id("./elsewhere") is None
+    snapshot = tmp_path / "hub" / "models--org--name" / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    assert base_model_hub_id(str(snapshot)) == "org/name"
+    assert base_model_hub_id(str(helpers.minilm_path())) == PACKAGED_MINILM_ID
+
+    summary = {**_training_summary("bert-base-uncased"), "base_model_id": "bert-base-uncased"}
+    config = helpers.tiny_reward_model().config.to_dict()
+    card = ModelCard(render_model_card(config, summary, repo_id=REPO_ID))
+    assert card.data.base_model == "bert-base-uncased"
+    assert "`bert-base-uncased`" in card.text
+    older = _training_summary("bert-base-uncased")  # a summary written before base_model_id: as before
+    assert ModelCard(render_model_card(config, older, repo_id=REPO_ID)).data.base_model is None
