@@ -204,11 +204,15 @@ def init_head_to_targets(model, mean: float, std: float) -> None:
 
 
 def ranking_top1(matrix: torch.Tensor, group_sizes: torch.Tensor) -> torch.Tensor:
-    """Share of groups whose best response (column 0) gets the highest reward. The padded columns
-    of shorter groups are masked first: their 0.0 would otherwise "win" over all-negative rewards."""
+    """Share of groups whose best response (column 0) gets the highest reward; one that shares the
+    top with k - 1 others counts 1/k, as in `metrics.ranking_metrics` (argmax would count such a tie
+    as a win for column 0). The padded columns of shorter groups are masked first: their 0.0 would
+    otherwise "win" over all-negative rewards."""
     columns = torch.arange(matrix.shape[1], device=matrix.device)
     padded = columns.unsqueeze(0) >= group_sizes.to(matrix.device).unsqueeze(1)
-    return (matrix.masked_fill(padded, float("-inf")).argmax(dim=1) == 0).float().mean()
+    masked = matrix.masked_fill(padded, float("-inf"))
+    at_top = masked == masked.max(dim=1, keepdim=True).values  # (G, K)
+    return (at_top[:, 0].float() / at_top.sum(dim=1).float()).mean()
 
 
 class RewardTrainer(Trainer):

@@ -16,6 +16,7 @@ from transformers import TrainerCallback
 from rewardkit.features import PairEncoder, encode_rows
 from rewardkit.fit import TrainingDivergedError, _training_speed, run_training
 from rewardkit.scoring import RewardScorer
+from rewardkit.metrics import ranking_metrics
 from rewardkit.training import RewardTrainer, _group_matrix, ranking_eval_metrics, ranking_top1
 from rewardkit.training_args import DataArguments, RewardTrainingArguments
 from tests import helpers
@@ -433,6 +434,15 @@ def test_ranking_top1_ignores_the_padding_of_shorter_groups():
     matrix = _group_matrix(rewards, sizes)
     assert ranking_top1(matrix, sizes).item() == 1.0
     assert ranking_top1(matrix, torch.tensor([3, 3])).item() == 0.5  # the padding, read as a reward, wins
+
+
+def test_ranking_top1_counts_a_shared_top_as_one_kth_like_the_held_out_metric():
+    """train_top1 (argmax) counted a tie at the top as a win for the best response, so it read
+    higher than the held-out top1_accuracy of the same rewards, which counts 1/k."""
+    matrix = torch.tensor([[1.0, 1.0, 0.0], [2.0, 2.0, 2.0], [0.0, 1.0, -1.0]])
+    sizes = torch.tensor([3, 3, 3])
+    expected = ranking_metrics([row.tolist() for row in matrix])["top1_accuracy"]
+    assert ranking_top1(matrix, sizes).item() == pytest.approx(expected) == pytest.approx((1 / 2 + 1 / 3 + 0) / 3)
 
 
 def test_held_out_flags_without_a_held_out_source_are_refused(tiny_base, tmp_path):
