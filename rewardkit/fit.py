@@ -30,7 +30,12 @@ from rewardkit.features import (
 )
 from rewardkit.model_card import format_seconds, hub_model_id
 from rewardkit.scoring import is_reward_model_folder
-from rewardkit.training import RewardTrainer, apply_umask_permissions, init_head_to_targets, target_statistics
+from rewardkit.training import (
+    RewardTrainer,
+    apply_umask_permissions,
+    init_head_to_targets,
+    target_statistics,
+)
 from rewardkit.training_args import (
     DataArguments,
     RewardTrainingArguments,

@@ -15,8 +15,8 @@ from transformers import TrainerCallback
 
 from rewardkit.features import PairEncoder, encode_rows
 from rewardkit.fit import TrainingDivergedError, _training_speed, run_training
-from rewardkit.scoring import RewardScorer
 from rewardkit.metrics import ranking_metrics
+from rewardkit.scoring import RewardScorer
 from rewardkit.training import RewardTrainer, _group_matrix, ranking_eval_metrics, ranking_top1
 from rewardkit.training_args import DataArguments, RewardTrainingArguments
 from tests import helpers
