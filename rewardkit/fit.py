@@ -83,6 +83,7 @@ class TrainResult:
     eval_of: str = ""  # "final weights" or "best checkpoint (by eval_loss)" (--load_best_model_at_end)
     reward_mean: float | None = None
     reward_std: float | None = None
+    reward_stats_responses: int | None = None  # how many training responses reward_mean/std were measured on
     skipped: str = "no rows skipped"
     truncation: str = ""
     skipped_identical: int = 0  # training pairs / ranked groups left out: responses identical once encoded
@@ -548,8 +549,8 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
         figures = _train_and_time(trainer, resume, eval_clock)
     eval_metrics, eval_step, eval_of = _final_eval_metrics(trainer) if prepared.eval_features else ({}, None, "")
 
-    stats = compute_reward_stats(trainer.model, tokenizer, _responses_of(prepared.train_features, prepared.objective),
-                                 args.reward_stats_samples, args.seed)
+    responses = _responses_of(prepared.train_features, prepared.objective)
+    stats = compute_reward_stats(trainer.model, tokenizer, responses, args.reward_stats_samples, args.seed)
     loss = figures["train_loss"]
     refuse_divergence(None if figures["restored_from"] and math.isnan(loss) else loss, stats)  # may be unrecorded
     if stats is not None:
@@ -564,6 +565,7 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
         eval_metrics={k: float(v) for k, v in eval_metrics.items() if isinstance(v, (int, float))},
         eval_step=eval_step, eval_of=eval_of,
         reward_mean=None if stats is None else stats[0], reward_std=None if stats is None else stats[1],
+        reward_stats_responses=None if stats is None else min(len(responses), args.reward_stats_samples),
         skipped=prepared.skipped, truncation=prepared.truncation, skipped_identical=prepared.skipped_identical,
         eval_skipped_identical=prepared.eval_skipped_identical, eval_overlap=prepared.eval_overlap,
         hyperparameters=_hyperparameters(args, max_length, trainer.model.config.pooling),

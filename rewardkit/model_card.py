@@ -254,7 +254,12 @@ def _centered_reward(mean: float | None) -> str:
 
 
 def _stats_samples(training: dict) -> int | str:
-    """How many training responses the stored reward mean/std were measured on (capped sample)."""
+    """How many training responses the stored reward mean/std were measured on (capped sample):
+    recorded by training since it says so; for older summaries, worked out from the rows (ranked
+    groups hold a varying number of responses, so only the cap can be said for them)."""
+    recorded = training.get("reward_stats_responses")
+    if isinstance(recorded, int) and recorded > 0:
+        return recorded
     rows = training.get("train_rows")
     if not isinstance(rows, int) or rows <= 0:
         return "the"

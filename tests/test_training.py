@@ -140,9 +140,14 @@ def test_ranking_trains_with_one_forward_pass_per_batch_of_groups(tiny_base, tmp
         {"prompt": " ".join(random.Random(i).choices(WORDS, k=3)),
          "responses": ["excellent " + w, "fine " + w, "poor " + w, "awful " + w]}
         for i, w in enumerate(WORDS * 6)])
-    result = run_training(DataArguments(data=str(train), eval_fraction=0.25), _args(tmp_path / "out", tiny_base, num_train_epochs=3))
+    args = _args(tmp_path / "out", tiny_base, num_train_epochs=3, reward_stats_samples=1000)
+    result = run_training(DataArguments(data=str(train), eval_fraction=0.25), args)
     assert result.objective == "ranking"
     assert result.eval_metrics["eval_top1_accuracy"] >= 0.75
+    # The card says how many responses reward_mean/std came from: all the groups' responses (4 each,
+    # under the cap of 1000), not the cap (what it said for ranked data, whose K varies).
+    assert result.reward_stats_responses == 4 * result.train_rows < 1000
+    assert f"over {result.reward_stats_responses} training responses" in (tmp_path / "out" / "README.md").read_text()
 
 
 def test_trainer_requires_a_tokenizer(tiny_base, tmp_path):
