@@ -236,6 +236,12 @@ def hub_model_id(name_or_path: str | None) -> str | None:
     return None
 
 
+def build_card_data_base_model(config: dict, training: dict) -> str | None:
+    """The Hub id of the base model for the card's `base_model` metadata, or None when none is known."""
+    return training.get("base_model_id") or hub_model_id(  # recorded at training: trusted as is
+        training.get("base_model") or (config.get("backbone_config") or {}).get("_name_or_path"))
+
+
 def _base_model_display(config: dict, training: dict) -> str:
     """What the card body calls the base model: its Hub id, else its folder name (never a full path)."""
     if training.get("base_model_id"):
@@ -378,8 +384,7 @@ def build_card_data(config: dict, training: dict, evaluation: dict | None, *, re
             results.append(EvalResult(task_type="text-classification", task_name="Reward modeling",
                                       dataset_type=dataset_type, dataset_name=dataset_name,
                                       metric_type=metric_type, metric_name=name, metric_value=float(value)))
-    base_model = training.get("base_model_id") or hub_model_id(  # recorded at training: trusted as is
-        training.get("base_model") or (config.get("backbone_config") or {}).get("_name_or_path"))
+    base_model = build_card_data_base_model(config, training)
     return ModelCardData(
         language=language, license=license, library_name="transformers", pipeline_tag="text-classification",
         tags=["reward-model", "rlhf", "text-classification", "rewardkit", "custom_code"],
@@ -392,9 +397,11 @@ def build_card_data(config: dict, training: dict, evaluation: dict | None, *, re
 def render_model_card(config: dict, training: dict | None = None, evaluation: dict | None = None, *,
                       repo_id: str = "your-name/reward-model", datasets: list[str] | None = None,
                       license: str = "apache-2.0", language: list[str] | str = "en",
-                      revision: str | None = None) -> str:
+                      revision: str | None = None, adapter: bool = False) -> str:
     """The README.md text for a model folder. `revision`: the branch the model is published to, when
-    not main; the card's code then loads that branch (a plain `from_pretrained(repo)` loads main)."""
+    not main; the card's code then loads that branch (a plain `from_pretrained(repo)` loads main).
+    `adapter`: the folder also holds the LoRA adapter (`--keep-adapter`) in `adapter/`; the card then
+    says what it is and how to load it."""
     from huggingface_hub import ModelCard
 
     training = training or {}
@@ -451,6 +458,8 @@ def render_model_card(config: dict, training: dict | None = None, evaluation: di
         training_recorded=bool(training),
         eval_rows_table=table,
         length_bias=length_bias,
+        adapter=adapter,
+        adapter_base=build_card_data_base_model(config, training),
     )
     return str(card)
 
@@ -459,6 +468,7 @@ def write_model_card(folder: str | Path, training: dict | None = None, evaluatio
     """Render the card for the model in `folder` (reads its config.json) into folder/README.md."""
     folder = Path(folder)
     config = json.loads((folder / "config.json").read_text())
+    kwargs.setdefault("adapter", (folder / "adapter" / "adapter_config.json").is_file())
     path = folder / "README.md"
     path.write_text(render_model_card(config, training, evaluation, **kwargs), encoding="utf-8")
     return path

@@ -239,7 +239,7 @@ def _render_card(model_dir: Path, config: dict[str, Any], *, repo_id: str, evalu
         logger.warning("%s has no %s: the card's training section will show '?'.", model_dir, SUMMARY_FILE)
     return render_model_card(config, training, evaluation, repo_id=repo_id,
                              datasets=datasets or training.get("datasets") or None, license=license,
-                             revision=revision)
+                             revision=revision, adapter=(model_dir / ADAPTER_DIR / "adapter_config.json").is_file())
 
 
 def _is_previous_build(folder: Path) -> bool:

@@ -118,6 +118,20 @@ def test_adapter_reward_config_names_the_backbone_by_hub_id(dry_run):
     assert reward_config["backbone_config"]["hidden_size"] == config["backbone_config"]["hidden_size"] == 32
 
 
+def test_card_of_a_folder_with_an_adapter_says_what_it_is_and_how_to_load_it(dry_run, lora_model_dir):
+    """`publish` uploads `adapter/` beside the merged model, and the card said nothing about it."""
+    text = (dry_run.folder / "README.md").read_text()
+    assert "in `adapter/` (PEFT format" in text and "have it merged already" in text
+    assert f'snapshot_download("{REPO_ID}", allow_patterns="adapter/*")' in text
+    assert f'load_adapter(f"{{folder}}/adapter", base_model="{PACKAGED_MINILM_ID}")' in text
+    assert "in `adapter/`" in (lora_model_dir / "README.md").read_text()  # the training folder's card too
+    from rewardkit.model_card import render_model_card
+
+    plain = render_model_card(json.loads((dry_run.folder / "config.json").read_text()), _training_summary(),
+                              repo_id=REPO_ID)
+    assert "adapter/" not in plain and "load_adapter" not in plain
+
+
 def test_local_data_is_named_by_file_name_and_kept_out_of_the_metadata(dry_run):
     card = ModelCard.load(dry_run.folder / "README.md")
     assert card.data.datasets == ["Anthropic/hh-rlhf"]  # Hub ids only: a path is no dataset id
