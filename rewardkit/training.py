@@ -23,6 +23,7 @@ import logging
 import math
 import os
 from collections import defaultdict
+from collections.abc import Sized
 from pathlib import Path
 from typing import Any
 
@@ -247,8 +248,13 @@ class RewardTrainer(Trainer):
         if release is not None:
             self.add_callback(release)
         self.objective = objective
-        if objective == "mse" and target_scale is None and self.train_dataset is not None and len(self.train_dataset):
-            target_scale = target_statistics(self.train_dataset)
+        self._optimizer_given = (kwargs.get("optimizers") or (None, None))[0] is not None
+        if objective == "mse" and target_scale is None and self.train_dataset is not None:
+            if not isinstance(self.train_dataset, Sized):  # streaming: reading it here would consume it
+                logger.warning("mse on a dataset without a length (streaming): its targets are not "
+                               "standardized; pass target_scale=(mean, std) to standardize them.")
+            elif len(self.train_dataset):
+                target_scale = target_statistics(self.train_dataset)
         if target_scale is not None and not (math.isfinite(target_scale[0]) and math.isfinite(target_scale[1])
                                              and target_scale[1] > 0):
             raise ValueError(f"target_scale must be (finite mean, std > 0), got {target_scale!r}.")
@@ -295,8 +301,12 @@ class RewardTrainer(Trainer):
         the learning rate (weight decay / `std`). With the std x gradient of `train`, this is, step
         for step, the update of a head in standardized units (h, with r = mean + std * h) mapped
         back to the targets' units."""
-        optimizer = super().create_optimizer(model)
-        if self.target_scale is None or self.target_scale[1] == 1.0 or not isinstance(optimizer, torch.optim.Optimizer):
+        given = self._optimizer_given  # `optimizers=`: its groups, and any scheduler built on them, are
+        optimizer = super().create_optimizer(model)  # the caller's; left as they are
+        if given and self.target_scale is not None and self.target_scale[1] != 1.0:
+            logger.warning("mse with an optimizer passed in: the head's learning rate is not multiplied by the "
+                           "targets' std (%.4g); give the head's parameters that lr yourself.", self.target_scale[1])
+        if given or self.target_scale is None or self.target_scale[1] == 1.0 or not isinstance(optimizer, torch.optim.Optimizer):
             return optimizer
         std = self.target_scale[1]
         opt_model = self.model if model is None else model

@@ -633,3 +633,43 @@ def test_progress_bars_keep_the_metrics_off_stdout(tiny_base, tmp_path, capfd, c
     out, _ = capfd.readouterr()
     assert out == ""
     assert "step 1: loss " in caplog.text and "step 2: train_runtime " in caplog.text
+
+
+def _mse_trainer(tmp_path, tokenizer, train_dataset, model=None, **kwargs) -> RewardTrainer:
+    torch.manual_seed(0)
+    model = model or helpers.tiny_reward_model()
+    args = RewardTrainingArguments(output_dir=str(tmp_path), precision="fp32", per_device_train_batch_size=8,
+                                   report_to="none", disable_tqdm=True, max_steps=2, save_strategy="no",
+                                   learning_rate=1e-3, cpu_split_batches=False)
+    return RewardTrainer(model=model, args=args, train_dataset=train_dataset,
+                         processing_class=tokenizer, objective="mse", **kwargs)
+
+
+def test_mse_with_an_optimizer_and_scheduler_passed_in_leaves_their_groups_alone(tmp_path, tokenizer):
+    """create_optimizer moved the head's parameters into new groups of a caller's optimizer too, after
+    the caller's scheduler was built on its groups: the first scheduler step raised (zip() argument 2
+    is shorter than argument 1)."""
+    from transformers import get_linear_schedule_with_warmup
+
+    rows = [{**r, "response": r["completion"], "reward": 10 * r["reward"] + 50} for r in _scalar_rows(16, 0)]
+    features = encode_rows(rows, "mse", PairEncoder(tokenizer, 32))
+    model = helpers.tiny_reward_model()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    scheduler = get_linear_schedule_with_warmup(optimizer, 1, 2)
+    trainer = _mse_trainer(tmp_path, tokenizer, features, model, optimizers=(optimizer, scheduler))
+    trainer.train()
+    assert trainer.state.global_step == 2 and len(optimizer.param_groups) == 1
+    own = _mse_trainer(tmp_path, tokenizer, features)
+    own.create_optimizer()
+    assert len(own.optimizer.param_groups) == 4  # Trainer's own optimizer: the head in groups at lr x std
+
+
+def test_mse_trainer_takes_a_streaming_dataset(tmp_path, tokenizer):
+    """target_statistics took len() of any train_dataset: a streaming (iterable) one raised TypeError
+    in the constructor. It trains unstandardized (or at a target_scale given)."""
+    import datasets
+
+    rows = [{**r, "response": r["completion"]} for r in _scalar_rows(16, 0)]
+    stream = datasets.Dataset.from_list(encode_rows(rows, "mse", PairEncoder(tokenizer, 32))).to_iterable_dataset()
+    assert _mse_trainer(tmp_path, tokenizer, stream).target_scale is None
+    assert _mse_trainer(tmp_path, tokenizer, stream, target_scale=(1.0, 2.0)).target_scale == (1.0, 2.0)
