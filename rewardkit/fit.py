@@ -278,14 +278,16 @@ def _train_from_checkpoint(trainer, checkpoint: str | None):
     try:
         return trainer.train(resume_from_checkpoint=checkpoint)
     except ValueError as error:
-        if not checkpoint or "doesn't match the size of optimizer's group" not in str(error):
+        mismatch = ("doesn't match the size of optimizer's group", "has a different number of parameter groups")
+        if not checkpoint or not any(text in str(error) for text in mismatch):
             raise
         raise ValueError(
             f"{checkpoint} was trained with a different set of trainable weights than this run, so its optimizer "
             "state does not fit: resume with the flags it was trained with (--no-freeze-embeddings if it trained the "
             "word embeddings; --use-lora and the same --lora-target-modules for LoRA). A checkpoint of a rewardkit "
-            "version before the word embeddings and BERT's unused pooler were frozen cannot be resumed: start again, "
-            "or continue from its weights alone with --base-model CHECKPOINT.") from error
+            "version before the word embeddings and BERT's unused pooler were frozen, or an mse checkpoint of a "
+            "version before the reward head got optimizer groups of its own (standardized targets), cannot be "
+            "resumed: start again, or continue from its weights alone with --base-model CHECKPOINT.") from error
 
 
 def disable_dropout(model) -> None:

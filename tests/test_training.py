@@ -604,6 +604,21 @@ def test_a_checkpoint_that_trained_the_word_embeddings_resumes_only_with_its_fla
     assert result.steps == 4 and result.hyperparameters["freeze_embeddings"] is False
 
 
+def test_an_optimizer_state_with_other_parameter_groups_is_explained_not_bare():
+    """An mse checkpoint saved before the head got optimizer groups of its own has 2 groups where the
+    run builds 4: torch raised a bare "loaded state dict has a different number of parameter groups"."""
+    from rewardkit.fit import _train_from_checkpoint
+
+    class OldCheckpoint:
+        def train(self, resume_from_checkpoint=None):
+            raise ValueError("loaded state dict has a different number of parameter groups")
+
+    with pytest.raises(ValueError, match="mse checkpoint of a version before.*--base-model CHECKPOINT"):
+        _train_from_checkpoint(OldCheckpoint(), "out/checkpoint-4")
+    with pytest.raises(ValueError, match="^loaded state dict"):  # not resuming: torch's own words
+        _train_from_checkpoint(OldCheckpoint(), None)
+
+
 def test_load_best_model_at_end_evaluates_when_checkpoints_are_saved_unless_told_otherwise(tmp_path):
     """With --load_best_model_at_end and no --eval_strategy, transformers refused the default 'no';
     the strategy now follows --save_strategy, and --eval_steps --save_steps (evaluating every
