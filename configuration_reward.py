@@ -78,6 +78,9 @@ def _check_positive_finite(name: str, value: float | None, allow_none: bool) -> 
     return float(value)
 
 
+TRAINED_OBJECTIVES = ("pairwise", "mse", "ranking")
+
+
 class RewardConfig(PretrainedConfig):
     """Configuration for `RewardModel`.
 
@@ -102,6 +105,9 @@ class RewardConfig(PretrainedConfig):
             `rewardkit train`; rewardkit's scoring defaults to it, so a model trained at 128 tokens
             is not scored at 512 unless asked. (Named so because a config's `max_length` is a
             generation setting that transformers refuses to save.) None: not recorded.
+        trained_objective: what `rewardkit train` trained the head on: "pairwise" or "ranking"
+            (preferences: only reward differences mean something) or "mse" (the reward predicts an
+            annotated score on its own scale). Explanations of the outputs read it. None: not recorded.
 
     Example:
         >>> from transformers import BertConfig
@@ -127,6 +133,7 @@ class RewardConfig(PretrainedConfig):
         normalize_rewards: bool = False,
         calibration_temperature: float | None = None,
         trained_max_length: int | None = None,
+        trained_objective: str | None = None,
         **kwargs,
     ):
         legacy_temperature = kwargs.pop("temperature", None)  # the key before it was renamed
@@ -157,6 +164,9 @@ class RewardConfig(PretrainedConfig):
         ):
             raise ValueError(f"RewardConfig: `trained_max_length` must be a positive whole number or None, "
                              f"got {trained_max_length!r}.")
+        if trained_objective not in (None, *TRAINED_OBJECTIVES):
+            raise ValueError(f"RewardConfig: `trained_objective` must be one of {TRAINED_OBJECTIVES} or None, "
+                             f"got {trained_objective!r}.")
         if normalize_rewards and (reward_mean is None or reward_std is None):
             raise ValueError(
                 "RewardConfig: `normalize_rewards=True` needs `reward_mean` and `reward_std` "
@@ -172,6 +182,7 @@ class RewardConfig(PretrainedConfig):
         self.normalize_rewards = bool(normalize_rewards)
         self.calibration_temperature = calibration_temperature
         self.trained_max_length = trained_max_length
+        self.trained_objective = trained_objective
 
         # One regression output that `pipeline` returns raw (no sigmoid), labelled "reward".
         num_labels = kwargs.pop("num_labels", 1)

@@ -455,6 +455,14 @@ def _prompts_for(args: argparse.Namespace) -> list[str]:
 def _explain_scores(scorer) -> None:
     """How to read the printed numbers, with this model's alpha, normalization and T: a score is
     a rescaled raw reward, and preferences come from raw rewards."""
+    config = getattr(scorer.model, "config", None)
+    if getattr(config, "trained_objective", None) == "mse":
+        calibrated = getattr(config, "calibration_temperature", None) is not None
+        logger.info("%s. This model was trained to predict annotated rewards (mse): a raw reward is a predicted "
+                    "annotation on its own scale%s.", scorer.score_formula(),
+                    f"; P(a preferred to b) = sigmoid((raw_a - raw_b) / T), T = {scorer.temperature:g} (calibrated)"
+                    if calibrated else "")
+        return
     logger.info("%s. P(a preferred to b) = sigmoid((raw_a - raw_b) / T), T = %g.", scorer.score_formula(),
                 scorer.temperature)
 

@@ -519,6 +519,7 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
         args.dataloader_pin_memory = False  # nothing to pin to; avoids a warning per epoch
     model = load_model(base_model, args, tokenizer)
     model.config.trained_max_length = max_length  # scoring defaults to it (also in checkpoints)
+    model.config.trained_objective = prepared.objective  # how to read the outputs (mse: the annotations' scale)
     target_scale = None
     if prepared.objective == "mse":
         target_scale = _mse_target_scale(prepared.train_features)

@@ -406,7 +406,7 @@ def render_model_card(config: dict, training: dict | None = None, evaluation: di
 
     training = training or {}
     hyperparameters = training.get("hyperparameters") or {}
-    objective = training.get("objective", "pairwise")
+    objective = training.get("objective") or config.get("trained_objective") or "pairwise"
     description, unit = OBJECTIVES.get(objective, OBJECTIVES["pairwise"])
     stored_temperature = config.get("calibration_temperature")
     if stored_temperature is None:

@@ -191,6 +191,25 @@ def test_score_explains_normalized_scores_runs_the_model_once_and_notes_an_empty
     assert "score = alpha (2) x (raw reward - mean" in err and "No --prompt" not in err
 
 
+def test_score_of_an_mse_model_reads_its_reward_as_a_predicted_annotation(tmp_path, tokenizer, capsys):
+    """`rewardkit train` records the objective in config.json (`trained_objective`); for an mse
+    model `score` said "P(a preferred to b) = sigmoid(...), T = 1" as for a preference model,
+    which its reward is not (it predicts an annotated score), until a temperature is calibrated."""
+    folder = tmp_path / "rm"
+    helpers.tiny_reward_model(trained_objective="mse").save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    assert main(["score", "--model", str(folder), "--prompt", "p", "--response", "4", "--device", "cpu"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "trained to predict annotated rewards (mse)" in err and "sigmoid" not in err
+    helpers.tiny_reward_model(trained_objective="mse", calibration_temperature=2.0).save_pretrained(folder)
+    assert main(["score", "--model", str(folder), "--prompt", "p", "--response", "4", "--device", "cpu"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "(mse)" in err and "T = 2 (calibrated)" in err
+    helpers.tiny_reward_model(trained_objective="pairwise").save_pretrained(folder)
+    assert main(["score", "--model", str(folder), "--prompt", "p", "--response", "4", "--device", "cpu"]) == 0
+    assert "P(a preferred to b) = sigmoid((raw_a - raw_b) / T), T = 1" in " ".join(capsys.readouterr().err.split())
+
+
 def test_score_says_how_many_responses_were_cut(tmp_path, tokenizer, capsys):
     """`score --max-length 16` cut two responses that differ only at their end to the same text and
     scored them alike without a word; `score --data` now counts the cuts in its summary too."""

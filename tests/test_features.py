@@ -75,6 +75,9 @@ def test_scoring_length_defaults_to_the_trained_one(tokenizer):
     assert resolve_max_length(tokenizer, RewardConfig(backbone), None) == 512  # not recorded
     with pytest.raises(ValueError, match="trained_max_length"):
         RewardConfig(backbone, trained_max_length=0)
+    assert RewardConfig(backbone, trained_objective="ranking").trained_objective == "ranking"
+    with pytest.raises(ValueError, match="trained_objective"):
+        RewardConfig(backbone, trained_objective="regression")
 
 
 def test_pairwise_collator_stacks_chosen_then_rejected(tokenizer):

@@ -583,6 +583,11 @@ def test_card_of_an_mse_model_reads_its_reward_as_a_predicted_annotation():
     assert "T = 2**" in calibrated and "P(first response preferred)" in calibrated
     pairwise = render_model_card({"alpha": 1.0}, _training_summary("sentence-transformers/all-MiniLM-L6-v2"))
     assert "no meaning of its own" in pairwise and "P(first response preferred)" in pairwise
+    # Without training_summary.json the objective comes from config.json's trained_objective (it read
+    # every such model as pairwise); an older config without it still reads as pairwise.
+    unrecorded = render_model_card({"alpha": 1.0, "trained_objective": "mse"}, None)
+    assert "**no preference probability**" in unrecorded and "no meaning of its own" not in unrecorded
+    assert "no meaning of its own" in render_model_card({"alpha": 1.0}, None)
 
 
 def test_a_base_model_loaded_by_a_bare_hub_id_is_named_on_the_card(tmp_path, monkeypatch):

@@ -91,6 +91,8 @@ def test_mse_training_lowers_heldout_rmse(tiny_base, tmp_path):
     result = run_training(DataArguments(data=str(train), eval_data=str(held)),
                           _args(tmp_path / "out", tiny_base, num_train_epochs=4))
     assert result.objective == "mse"
+    saved = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert saved["trained_objective"] == "mse"  # explanations read it: a reward on the annotations' scale
     trained_rmse = rmse(RewardScorer(str(tmp_path / "out")))
     assert trained_rmse < 0.5 * rmse(untrained)
     # bf16 autocast in training, fp32 in the scorer: a few 1e-4 apart (0.143 vs 0.1434 here)
