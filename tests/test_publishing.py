@@ -223,11 +223,8 @@ def _python_blocks(markdown: str) -> list[str]:
     return re.findall(r"```python\n(.*?)```", markdown, flags=re.DOTALL)
 
 
-def test_card_python_blocks_run_by_repo_id_from_hf_cache(dry_run, tmp_path):
-    blocks = _python_blocks((dry_run.folder / "README.md").read_text())
-    assert len(blocks) >= 2 and all(REPO_ID in block for block in blocks)
-    cache = tmp_path / "hub_cache"
-    helpers.place_in_hf_cache(dry_run.folder, cache, REPO_ID)
+def _run_card_blocks(blocks: list[str], cache: Path, tmp_path: Path) -> dict:
+    """Run a card's Python blocks, each on its own, in a fresh interpreter reading the Hub cache `cache`."""
     code = (
         "import json\n"
         f"blocks = {blocks!r}\n"
@@ -235,8 +232,15 @@ def test_card_python_blocks_run_by_repo_id_from_hf_cache(dry_run, tmp_path):
         "    exec(compile(block, '<model card>', 'exec'), {'__name__': '__main__'})  # each block on its own\n"
         "print(json.dumps({'ran': len(blocks)}))\n"
     )
-    result = helpers.run_fresh_python(code, tmp_path, {"HF_HUB_CACHE": str(cache), "HF_HOME": str(tmp_path / "home")})
-    assert result == {"ran": len(blocks)}
+    return helpers.run_fresh_python(code, tmp_path, {"HF_HUB_CACHE": str(cache), "HF_HOME": str(tmp_path / "home")})
+
+
+def test_card_python_blocks_run_by_repo_id_from_hf_cache(dry_run, tmp_path):
+    blocks = _python_blocks((dry_run.folder / "README.md").read_text())
+    assert len(blocks) >= 2 and all(REPO_ID in block for block in blocks)
+    cache = tmp_path / "hub_cache"
+    helpers.place_in_hf_cache(dry_run.folder, cache, REPO_ID)
+    assert _run_card_blocks(blocks, cache, tmp_path) == {"ran": len(blocks)}
 
 
 def test_card_of_a_branch_loads_that_branch(model_dir, tmp_path):
@@ -251,15 +255,7 @@ def test_card_of_a_branch_loads_that_branch(model_dir, tmp_path):
     helpers.place_in_hf_cache(folder, cache, REPO_ID)
     refs = cache / ("models--" + REPO_ID.replace("/", "--")) / "refs"
     (refs / "main").rename(refs / "v1")  # the model is on the branch only
-    code = (
-        "import json\n"
-        f"blocks = {blocks!r}\n"
-        "for block in blocks:\n"
-        "    exec(compile(block, '<model card>', 'exec'), {'__name__': '__main__'})\n"
-        "print(json.dumps({'ran': len(blocks)}))\n"
-    )
-    result = helpers.run_fresh_python(code, tmp_path, {"HF_HUB_CACHE": str(cache), "HF_HOME": str(tmp_path / "home")})
-    assert result == {"ran": len(blocks)}
+    assert _run_card_blocks(blocks, cache, tmp_path) == {"ran": len(blocks)}
     main_card = (build_publish_folder(model_dir, tmp_path / "main", repo_id=REPO_ID, revision="main") / "README.md").read_text()
     assert "revision" not in main_card  # main is what from_pretrained loads anyway
 
