@@ -78,6 +78,13 @@ def _check_positive_finite(name: str, value: float | None, allow_none: bool) -> 
     return float(value)
 
 
+def _check_reward_mean(value: float | None) -> float | None:
+    """A finite number (as float) or None."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
+        raise ValueError(f"RewardConfig: `reward_mean` must be a finite number or None, got {value!r}.")
+    return None if value is None else float(value)
+
+
 TRAINED_OBJECTIVES = ("pairwise", "mse", "ranking")
 
 
@@ -152,10 +159,7 @@ class RewardConfig(PretrainedConfig):
         # > 0: alpha only rescales. A negative alpha would invert every ranking that pipeline, TRL and
         # best-of-n make from the model output, while P(a > b) (raw rewards) kept the old order.
         alpha = _check_positive_finite("alpha", alpha, allow_none=False)
-        if reward_mean is not None and (
-            isinstance(reward_mean, bool) or not isinstance(reward_mean, (int, float)) or not math.isfinite(reward_mean)
-        ):
-            raise ValueError(f"RewardConfig: `reward_mean` must be a finite number or None, got {reward_mean!r}.")
+        reward_mean = _check_reward_mean(reward_mean)
         reward_std = _check_positive_finite("reward_std", reward_std, allow_none=True)
         calibration_temperature = _check_positive_finite("calibration_temperature", calibration_temperature,
                                                          allow_none=True)
@@ -177,7 +181,7 @@ class RewardConfig(PretrainedConfig):
         self.alpha = float(alpha)
         self.pooling = pooling
         self.head_dropout = float(head_dropout)
-        self.reward_mean = None if reward_mean is None else float(reward_mean)
+        self.reward_mean = reward_mean
         self.reward_std = reward_std
         self.normalize_rewards = bool(normalize_rewards)
         self.calibration_temperature = calibration_temperature
@@ -214,10 +218,8 @@ class RewardConfig(PretrainedConfig):
             value = _check_positive_finite("alpha", value, allow_none=False)
         elif name in ("reward_std", "calibration_temperature"):
             value = _check_positive_finite(name, value, allow_none=True)
-        elif name == "reward_mean" and value is not None:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"RewardConfig: `reward_mean` must be a finite number or None, got {value!r}.")
-            value = float(value)
+        elif name == "reward_mean":
+            value = _check_reward_mean(value)
         super().__setattr__(name, value)
 
     @property
