@@ -171,6 +171,11 @@ def _group_matrix(rewards: torch.Tensor, group_sizes: torch.Tensor) -> torch.Ten
     return pad_sequence(list(groups), batch_first=True, padding_value=0.0)
 
 
+def within_group_pairs(group_sizes: torch.Tensor) -> int:
+    """K-choose-2 summed over groups: the pairs the ranking loss averages over."""
+    return int((group_sizes * (group_sizes - 1)).sum()) // 2
+
+
 def target_statistics(features: list[dict]) -> tuple[float, float]:
     """(mean, std) of the annotated rewards of mse training features, the scale training
     standardizes them by. A std of 0 (every target the same) is taken as 1: nothing to scale."""
@@ -282,13 +287,22 @@ class RewardTrainer(Trainer):
             return order
         return torch.utils.data.SequentialSampler(eval_dataset)
 
+    @property
+    def _head_std(self) -> float | None:
+        """The std the mse head's gradient and learning rate are scaled by; None when nothing is
+        scaled (another objective, no standardization, or a std of 1)."""
+        if self.target_scale is None or self.target_scale[1] == 1.0:
+            return None
+        return self.target_scale[1]
+
     def train(self, *args: Any, **kwargs: Any):
         """Trainer's training; for mse the head's gradients are multiplied by the targets' std while
         it runs (hooks removed after), so gradient clipping and the logged grad_norm see the
         gradient of a head in standardized units, as the backbone's already are."""
         handles = []
-        if self.target_scale is not None and self.target_scale[1] != 1.0:
-            std, names = self.target_scale[1], set(head_parameter_names(self.model))
+        std = self._head_std
+        if std is not None:
+            names = set(head_parameter_names(self.model))
             handles = [p.register_hook(lambda grad: grad * std) for n, p in self.model.named_parameters() if n in names]
         try:
             return super().train(*args, **kwargs)
@@ -303,14 +317,15 @@ class RewardTrainer(Trainer):
         back to the targets' units."""
         given = self._optimizer_given  # `optimizers=`: its groups, and any scheduler built on them, are
         optimizer = super().create_optimizer(model)  # the caller's; left as they are
-        if given and self.target_scale is not None and self.target_scale[1] != 1.0:
+        std = self._head_std
+        if given and std is not None:
             logger.warning("mse with an optimizer passed in: the head's learning rate is not multiplied by the "
-                           "targets' std (%.4g); give the head's parameters that lr yourself.", self.target_scale[1])
-        if given or self.target_scale is None or self.target_scale[1] == 1.0 or not isinstance(optimizer, torch.optim.Optimizer):
+                           "targets' std (%.4g); give the head's parameters that lr yourself.", std)
+        if given or std is None or not isinstance(optimizer, torch.optim.Optimizer):
             return optimizer
-        std = self.target_scale[1]
         opt_model = self.model if model is None else model
-        head = {id(p) for n, p in opt_model.named_parameters() if n in set(head_parameter_names(opt_model))}
+        names = set(head_parameter_names(opt_model))
+        head = {id(p) for n, p in opt_model.named_parameters() if n in names}
         if any(optimizer.state.values()) or not head:
             return optimizer
         added = []
@@ -337,7 +352,7 @@ class RewardTrainer(Trainer):
         process's), so that each micro-batch's loss is weighted by its share of them (see
         `_accumulation_factor`). Other objectives: Trainer's count (which our losses ignore)."""
         if self.objective == "ranking" and batch_samples and all("group_sizes" in b for b in batch_samples):
-            return sum(int((b["group_sizes"] * (b["group_sizes"] - 1)).sum()) // 2 for b in batch_samples)
+            return sum(within_group_pairs(b["group_sizes"]) for b in batch_samples)
         return super()._get_num_items_in_batch(batch_samples, device)
 
     def _accumulation_factor(self, inputs, num_items_in_batch) -> float:
@@ -348,9 +363,7 @@ class RewardTrainer(Trainer):
         elsewhere."""
         if self.objective != "ranking" or not isinstance(num_items_in_batch, int) or num_items_in_batch <= 0:
             return 1.0
-        sizes = inputs["group_sizes"]
-        pairs = int((sizes * (sizes - 1)).sum()) // 2
-        return pairs * self.current_gradient_accumulation_steps / num_items_in_batch
+        return within_group_pairs(inputs["group_sizes"]) * self.current_gradient_accumulation_steps / num_items_in_batch
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss, extras, metrics, count = self._loss(model, inputs)
