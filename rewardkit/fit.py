@@ -183,7 +183,6 @@ def _count(number: int, noun: str) -> str:
     return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
-
 def base_model_hub_id(base_model: str) -> str | None:
     """The Hub id of a base model that training just loaded. A name that is no local folder was
     loaded from the Hub (or its cache) under that very name, so it is an id even without an owner

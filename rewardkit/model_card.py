@@ -236,7 +236,7 @@ def hub_model_id(name_or_path: str | None) -> str | None:
     return None
 
 
-def build_card_data_base_model(config: dict, training: dict) -> str | None:
+def _card_base_model_id(config: dict, training: dict) -> str | None:
     """The Hub id of the base model for the card's `base_model` metadata, or None when none is known."""
     return training.get("base_model_id") or hub_model_id(  # recorded at training: trusted as is
         training.get("base_model") or (config.get("backbone_config") or {}).get("_name_or_path"))
@@ -244,12 +244,11 @@ def build_card_data_base_model(config: dict, training: dict) -> str | None:
 
 def _base_model_display(config: dict, training: dict) -> str:
     """What the card body calls the base model: its Hub id, else its folder name (never a full path)."""
-    if training.get("base_model_id"):
-        return str(training["base_model_id"])
+    hub_id = _card_base_model_id(config, training)
+    if hub_id:
+        return str(hub_id)
     recorded = training.get("base_model") or (config.get("backbone_config") or {}).get("_name_or_path")
-    if not recorded:
-        return "?"
-    return hub_model_id(recorded) or Path(str(recorded)).name or str(recorded)
+    return (Path(str(recorded)).name or str(recorded)) if recorded else "?"
 
 
 def _centered_reward(mean: float | None) -> str:
@@ -384,7 +383,7 @@ def build_card_data(config: dict, training: dict, evaluation: dict | None, *, re
             results.append(EvalResult(task_type="text-classification", task_name="Reward modeling",
                                       dataset_type=dataset_type, dataset_name=dataset_name,
                                       metric_type=metric_type, metric_name=name, metric_value=float(value)))
-    base_model = build_card_data_base_model(config, training)
+    base_model = _card_base_model_id(config, training)
     return ModelCardData(
         language=language, license=license, library_name="transformers", pipeline_tag="text-classification",
         tags=["reward-model", "rlhf", "text-classification", "rewardkit", "custom_code"],
@@ -459,7 +458,7 @@ def render_model_card(config: dict, training: dict | None = None, evaluation: di
         eval_rows_table=table,
         length_bias=length_bias,
         adapter=adapter,
-        adapter_base=build_card_data_base_model(config, training),
+        adapter_base=_card_base_model_id(config, training),
     )
     return str(card)
 

@@ -230,7 +230,7 @@ def _scrub_local_paths(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _render_card(model_dir: Path, config: dict[str, Any], *, repo_id: str, evaluation: dict | None,
-                 datasets: list[str] | None, license: str, revision: str | None = None) -> str:
+                 datasets: list[str] | None, license: str, revision: str | None = None, adapter: bool = False) -> str:
     from rewardkit.model_card import render_model_card
 
     summary_path = model_dir / SUMMARY_FILE
@@ -239,7 +239,7 @@ def _render_card(model_dir: Path, config: dict[str, Any], *, repo_id: str, evalu
         logger.warning("%s has no %s: the card's training section will show '?'.", model_dir, SUMMARY_FILE)
     return render_model_card(config, training, evaluation, repo_id=repo_id,
                              datasets=datasets or training.get("datasets") or None, license=license,
-                             revision=revision, adapter=(model_dir / ADAPTER_DIR / "adapter_config.json").is_file())
+                             revision=revision, adapter=adapter)
 
 
 def _is_previous_build(folder: Path) -> bool:
@@ -358,9 +358,10 @@ def build_publish_folder(model_dir: str | Path, out_dir: str | Path, *, repo_id:
     config = _read_json(model_dir / "config.json")
     _check_reward_config(config, model_dir)
     _check_code_files(model_dir)
-    copied = [*weights, *CODE_FILES, *_tokenizer_files(model_dir), *_adapter_files(model_dir)]
+    adapter = _adapter_files(model_dir)
+    copied = [*weights, *CODE_FILES, *_tokenizer_files(model_dir), *adapter]
     card = _render_card(model_dir, config, repo_id=repo_id, evaluation=evaluation, datasets=datasets, license=license,
-                        revision=revision)
+                        revision=revision, adapter=bool(adapter))
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
