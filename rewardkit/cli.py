@@ -454,17 +454,17 @@ def _prompts_for(args: argparse.Namespace) -> list[str]:
 
 def _explain_scores(scorer) -> None:
     """How to read the printed numbers, with this model's alpha, normalization and T: a score is
-    a rescaled raw reward, and preferences come from raw rewards."""
+    a rescaled raw reward, and preferences come from raw rewards. An mse model's raw reward is a
+    predicted annotation; a probability is offered for it only once a T has been calibrated."""
     config = getattr(scorer.model, "config", None)
-    if getattr(config, "trained_objective", None) == "mse":
-        calibrated = getattr(config, "calibration_temperature", None) is not None
-        logger.info("%s. This model was trained to predict annotated rewards (mse): a raw reward is a predicted "
-                    "annotation on its own scale%s.", scorer.score_formula(),
-                    f"; P(a preferred to b) = sigmoid((raw_a - raw_b) / T), T = {scorer.temperature:g} (calibrated)"
-                    if calibrated else "")
+    probability = f"P(a preferred to b) = sigmoid((raw_a - raw_b) / T), T = {scorer.temperature:g}"
+    if getattr(config, "trained_objective", None) != "mse":
+        logger.info("%s. %s.", scorer.score_formula(), probability)
         return
-    logger.info("%s. P(a preferred to b) = sigmoid((raw_a - raw_b) / T), T = %g.", scorer.score_formula(),
-                scorer.temperature)
+    calibrated = getattr(config, "calibration_temperature", None) is not None
+    logger.info("%s. This model was trained to predict annotated rewards (mse): a raw reward is a predicted "
+                "annotation on its own scale%s.", scorer.score_formula(),
+                f"; {probability} (calibrated)" if calibrated else "")
 
 
 def _suggest_bf16(args: argparse.Namespace, scorer) -> None:
