@@ -586,8 +586,15 @@ def _error_paragraph(command: str, error: BaseException) -> str:
     # A usage mistake or a data error already says all there is; a traceback helps only otherwise.
     hint = "" if isinstance(error, (CliError, FileNotFoundError)) or _is_data_error(error) else (
         " (Run again with --debug for the full traceback.)")
-    # Never break inside a word: paths and ids must survive copy and paste ("site-packages").
-    return textwrap.fill(text + hint, width=100, break_on_hyphens=False, break_long_words=False)
+    # Never break inside a word: paths and ids must survive copy and paste ("site-packages"); nor
+    # inside a location ("line 12", "row 3", "column 'chosen'"), which people search for whole.
+    glued = _LOCATION.sub(lambda match: match.group(0).replace(" ", _NO_BREAK), text + hint)
+    wrapped = textwrap.fill(glued, width=100, break_on_hyphens=False, break_long_words=False)
+    return wrapped.replace(_NO_BREAK, " ")
+
+
+_NO_BREAK = "\u00a0"  # textwrap splits on ASCII whitespace only
+_LOCATION = re.compile(r"\b(?:line|row|column|item|record|field) (?:'[^']*'|\S+)")
 
 
 def _is_data_error(error: BaseException) -> bool:

@@ -31,6 +31,19 @@ def test_train_rejects_invalid_rows_naming_row_and_column(kind, rows, row, colum
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("path_length", range(40, 110, 7))
+def test_error_paragraph_never_breaks_a_location_across_lines(path_length):
+    # The wrap used to fall between "line" and "1" for some path lengths (a CI-path-dependent failure
+    # of the test above); people search an error for "line 1" or "column 'x'" whole.
+    from rewardkit.cli import _error_paragraph
+
+    error = ValueError("/" + "d" * path_length + "/bad.jsonl, line 12, column 'chosen text': the value is empty.")
+    paragraph = _error_paragraph("train", error)
+    assert "line 12" in paragraph and "column 'chosen text'" in paragraph, paragraph
+    assert " ".join(paragraph.split()) == " ".join(f"rewardkit train: error: {error}".split()) + (
+        " (Run again with --debug for the full traceback.)")
+
+
 def test_train_rejects_broken_json_line(tmp_path, capsys):
     data = tmp_path / "broken.jsonl"
     data.write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n{"prompt": "p", "chosen": \n')
