@@ -1,6 +1,6 @@
 """The "How sure it is" section of ``report.md``: mean confidence against accuracy, ECE against
 what chance alone would show, and what this run's ``--calibrate`` did. Over- or under-confidence
-is stated only beyond twice the standard error of the accuracy."""
+is stated only beyond twice the standard error of the accuracy (that of a calibrated model)."""
 
 from __future__ import annotations
 
@@ -99,13 +99,16 @@ def md_confidence(ctx: _Context) -> list[str]:
 
 
 def _confidence_verdict(conf: float, acc: float, n: Any) -> str:
-    """Over- or under-confident only when the gap exceeds what sampling noise in the accuracy
-    allows (twice its standard error on n pairs, and at least 2 points)."""
+    """Over- or under-confident only when the gap exceeds what sampling noise allows: twice the
+    standard error the accuracy would have if the model were calibrated (right with probability
+    equal to its confidence; a score test, as Wilson's interval), and at least 2 points. Taken from
+    the observed accuracy instead, that error is 0 at 0% or 100% and one lucky pair would read as
+    "under-confident". sqrt(c(1 − c)/n) at the mean confidence c bounds the exact value from above."""
     gap = conf - acc
-    se = std_error(acc, n)
+    se = std_error(conf, n)
     tol = max(0.02, 2.0 * se) if se is not None else 0.02
     noise = f"±{100 * tol:.1f} points" + (
-        f" (twice the standard error of the accuracy on {num(n)} pairs)"
+        f" (twice the standard error of the accuracy on {num(n)} pairs, were the model calibrated)"
         if se is not None and tol > 0.02
         else ""
     )

@@ -43,16 +43,22 @@ def cell_value(value: Any) -> str:
 
 
 def std_error(rate: Any, n: Any) -> float | None:
-    """Standard error of a proportion ``rate`` measured over ``n`` items."""
+    """Standard error of a proportion over ``n`` items whose true rate is ``rate``: pass the rate a
+    hypothesis says (as the verdicts do), not an observed 0 or 1, where this is 0 whatever ``n``."""
     if not isinstance(rate, (int, float)) or not is_count(n) or n < 1:
         return None
     return math.sqrt(max(float(rate) * (1.0 - float(rate)), 0.0) / int(n))
 
 
-def margin_of_error(rate: Any, n: Any) -> float | None:
-    """Half-width of the normal-approximation 95% interval of a proportion over n items."""
-    se = std_error(rate, n)
-    return None if se is None else 1.96 * se
+def wilson_interval(rate: Any, n: Any, z: float = 1.96) -> tuple[float, float] | None:
+    """95% Wilson score interval of a proportion ``rate`` observed over ``n`` items. Unlike
+    rate ± 1.96·SE it does not shrink to a point at 0% or 100% (1 pair of 1 right: 0.21 to 1)."""
+    if not isinstance(rate, (int, float)) or not is_count(n) or n < 1:
+        return None
+    p, z2 = float(rate), z * z
+    center = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z / (1 + z2 / n) * math.sqrt(max(p * (1 - p), 0.0) / n + z2 / (4 * n * n))
+    return max(center - half, 0.0), min(center + half, 1.0)
 
 
 def pct(value: Any) -> str:

@@ -85,8 +85,12 @@ class _LengthStats:
     minus the share where the humans chose it. Both shares are over the *same* pairs, so its
     standard error is that of a paired difference: per pair, (model picks longer) − (humans chose
     longer) is 0 where the model is right, +err where the chosen answer is shorter and −err where
-    it is longer (err = 1, or ½ for a tie). ``gap`` = accuracy on chosen-shorter pairs minus
-    accuracy on chosen-longer pairs (positive: the model leans towards the shorter answer)."""
+    it is longer (err = 1, or ½ for a tie). The error is taken as if there were no bias (errors
+    as likely in either direction: McNemar's test), sqrt(Σ err²) / n, so it never drops to 0 while
+    there are errors: one wrong pair is no evidence of a bias. ``gap`` = accuracy on chosen-shorter
+    pairs minus accuracy on chosen-longer pairs (positive: the model leans towards the shorter
+    answer), with the standard error of a gap between two proportions with the pooled accuracy
+    (again as if there were no bias, so that 1 of 1 right against 0 of 1 is not "beyond chance")."""
 
     n: int
     model_rate: float
@@ -128,18 +132,16 @@ def _length_stats(lb: dict[str, Any]) -> _LengthStats | None:
     if is_count(n_s) and is_count(n_l) and n_s + n_l == n:
         err_s = n_s * (1.0 - float(acc_s)) if n_s and acc_s is not None else 0.0
         err_l = n_l * (1.0 - float(acc_l)) if n_l and acc_l is not None else 0.0
-        # mean of the squared per-pair difference is at most the error rate (equal without ties)
-        variance = max((err_s + err_l) / n - diff**2, 0.0)
-    else:  # no per-class accuracies: treat the two shares as independent (more conservative)
-        variance = float(model_rate) * (1 - float(model_rate)) + float(label_rate) * (
-            1 - float(label_rate)
-        )
+        # Σ err² / n under "no bias"; Σ err bounds Σ err² from above (equal without ties)
+        variance = (err_s + err_l) / n
+    else:  # no per-class accuracies: two independent shares with the pooled rate (more conservative)
+        pooled = (float(model_rate) + float(label_rate)) / 2
+        variance = 2 * pooled * (1 - pooled)
     stats = _LengthStats(n, float(model_rate), float(label_rate), diff, math.sqrt(variance / n))
     if isinstance(acc_s, (int, float)) and isinstance(acc_l, (int, float)) and n_s and n_l:
         stats.gap = float(acc_s) - float(acc_l)
-        stats.gap_se = math.sqrt(
-            float(acc_s) * (1 - float(acc_s)) / n_s + float(acc_l) * (1 - float(acc_l)) / n_l
-        )
+        pooled = (float(acc_s) * n_s + float(acc_l) * n_l) / (n_s + n_l)
+        stats.gap_se = math.sqrt(pooled * (1 - pooled) * (1 / n_s + 1 / n_l))
     return stats
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from rewardkit.calibration import preference_probability, temperature_fitted_on_these_pairs
 from rewardkit.report_confidence import md_confidence
 from rewardkit.report_failures import md_failures
-from rewardkit.report_format import cell_value, escape, image, margin_of_error, num
+from rewardkit.report_format import cell_value, escape, image, num, wilson_interval
 from rewardkit.report_lengths import md_preferences
 
 if TYPE_CHECKING:
@@ -403,9 +403,9 @@ def _md_headline(ctx: _Context) -> list[str]:
     for key, label, meaning in _rows_for(ctx.kind):
         if key in m:
             if key == "accuracy" and ctx.kind == "pairwise":
-                moe = margin_of_error(m.get("accuracy"), m.get("n"))
-                if moe is not None:
-                    meaning += f"; 95% margin of error on these pairs: ±{moe:.3f}"
+                interval = wilson_interval(m.get("accuracy"), m.get("n"))
+                if interval is not None:
+                    meaning += f"; 95% interval on these pairs: {interval[0]:.3f} to {interval[1]:.3f} (Wilson)"
             if fitted_here and key in _T_DEPENDENT:
                 meaning += ("; at a T fitted to minimise it on these same pairs: optimistic" if key == "log_loss"
                             else "; measured on the pairs T was fitted on: no independent check")

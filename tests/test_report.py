@@ -257,8 +257,8 @@ def test_length_verdict_hh_rm_review_case(tmp_path: Path) -> None:
     text = _preferences(_md_for(tmp_path, metrics))
     assert "in line with" not in text and "No length bias" not in text
     assert "**35%**" in text and "**44%**" in text
-    # paired difference −9.0 points; SE = sqrt((138/311 − 0.09²)/311) = 3.74 points
-    assert "The difference, −9.0 points, is larger than twice its standard error (7.5 points" in text
+    # paired difference −9.0 points; SE if there were no bias (McNemar) = sqrt(138)/311 = 3.78 points
+    assert "The difference, −9.0 points, is larger than twice its standard error (7.6 points" in text
     assert "**Length bias toward shorter answers**" in text
     assert "prefers the longer answer 9.0 points less often than the human labels" in text
     assert "under-rewards length relative to the labels" in text
@@ -349,7 +349,7 @@ def test_every_headline_row_is_explained(tmp_path: Path) -> None:
         "| My extra | 2.500 | no description",
     ]:
         assert needle in md, needle
-    assert "95% margin of error on these pairs: ±0.11" in md  # 1.96·sqrt(⅔·⅓/60) = 0.119
+    assert "95% interval on these pairs: 0.541 to 0.773 (Wilson)" in md  # 40 of 60 right
 
 
 def test_calibrated_report_says_its_figures_are_no_independent_check(tmp_path: Path) -> None:
@@ -391,10 +391,33 @@ def test_confidence_verdict_accounts_for_sample_size(tmp_path: Path) -> None:
     few = pairwise_metrics([1.0] * 3 + [-1.0], [0.0] * 4, temperature=0.34)
     text = _md_for(tmp_path, few, temperature=0.34)
     assert "over-confident" not in text
-    assert "gap is within ±43.3 points (twice the standard error of the accuracy on 4 pairs)" in text
+    # the noise is that of a calibrated model's accuracy: 2·sqrt(0.95·0.05/4) = 21.8 points
+    assert ("gap is within ±21.8 points (twice the standard error of the accuracy on 4 pairs, were the "
+            "model calibrated)") in text
     many = pairwise_metrics([1.0] * 300 + [-1.0] * 100, [0.0] * 400, temperature=0.34)
     text = _md_for(tmp_path, many, temperature=0.34)
-    assert "It is **over-confident** by 20.0 percentage points, beyond ±4.3 points" in text
+    assert "It is **over-confident** by 20.0 percentage points, beyond ±2.2 points" in text
+
+
+def test_one_lucky_or_unlucky_pair_gives_no_verdict(tmp_path: Path) -> None:
+    """At an observed 0% or 100% the usual sqrt(p(1 − p)/n) is 0, so a single pair used to read as
+    "under-confident by 49.6 points", a "±0.000" accuracy and a length bias "more than chance"."""
+    right = {"chosen": [1.0], "rejected": [0.99], "chosen_lengths": [10.0], "rejected_lengths": [5.0]}
+    text = _md_for(tmp_path, pairwise_metrics(**right))
+    assert "confident**" not in text and "±0.000" not in text
+    assert "95% interval on these pairs: 0.207 to 1.000 (Wilson)" in text
+    assert "gap is within ±100.0 points" in text
+    # wrong on its only pair, which had the shorter answer chosen: the model "prefers longer" 100% vs 0%
+    wrong = {"chosen": [0.0], "rejected": [0.01], "chosen_lengths": [5.0], "rejected_lengths": [10.0]}
+    text = _preferences(_md_for(tmp_path, pairwise_metrics(**wrong)))
+    assert "The difference, +100.0 points, is within twice its standard error" in text
+    assert "Length bias toward" not in text
+    # 1 of 1 right with the shorter answer chosen, 0 of 1 with the longer: a 100-point accuracy gap
+    two = {"chosen": [1.0, 0.0], "rejected": [0.0, 1.0], "chosen_lengths": [5.0, 10.0],
+           "rejected_lengths": [10.0, 5.0]}
+    text = _preferences(_md_for(tmp_path, pairwise_metrics(**two)))
+    assert "The accuracy gap of 100.0 points is within twice its standard error" in text
+    assert "Length bias toward" not in text
 
 
 def test_ece_compared_with_chance(tmp_path: Path, pairwise_data: dict) -> None:
