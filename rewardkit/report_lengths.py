@@ -48,14 +48,16 @@ def md_preferences(ctx: _Context) -> list[str]:
     lines += [
         f"Rank correlation (Spearman ρ) between reward and response length over all responses: "
         f"**{format_correlation(rho)}** (0 = no relation, +1 = longer always scores higher, −1 = shorter "
-        f"always scores higher).{direction}",
+        f"always scores higher).{direction}{_why_undefined(rho)}",
         "",
     ]
     target_rho = lb.get("spearman_target_length")
     if "spearman_target_length" in lb:
         lines += [
             f"For comparison, the target scores themselves correlate with length at "
-            f"{format_correlation(target_rho)}: a length effect the labels do not have is the model's own.",
+            f"{format_correlation(target_rho)}: a length effect the labels do not have is the model's own."
+            if target_rho is not None else
+            "For comparison, the target scores are all equal, so their correlation with length is undefined.",
             "",
         ]
     elif ctx.kind == "ranking" and "unequal_length_n" not in lb:  # lengths measured, but not by pair
@@ -74,6 +76,11 @@ def md_preferences(ctx: _Context) -> list[str]:
         f"Each dot is a response: its length in {ctx.length_unit} and its reward.",
     )
     return lines
+
+
+def _why_undefined(rho: Any) -> str:
+    """Why a correlation printed as "undefined" is: it needs both sides to vary."""
+    return "" if rho is not None else " It is undefined here: the rewards, or the response lengths, are all equal."
 
 
 @dataclass

@@ -406,6 +406,8 @@ def _md_headline(ctx: _Context) -> list[str]:
                 interval = wilson_interval(m.get("accuracy"), m.get("n"))
                 if interval is not None:
                     meaning += f"; 95% interval on these pairs: {interval[0]:.3f} to {interval[1]:.3f} (Wilson)"
+            if key in ("pearson", "spearman") and m[key] is None:
+                meaning += "; undefined here (n/a): the rewards or the targets are all equal, or there is one response"
             if fitted_here and key in _T_DEPENDENT:
                 meaning += ("; at a T fitted to minimise it on these same pairs: optimistic" if key == "log_loss"
                             else "; measured on the pairs T was fitted on: no independent check")

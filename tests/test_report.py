@@ -487,6 +487,21 @@ def test_mse_report(tmp_path: Path) -> None:
     assert "length in tokens" in text
 
 
+def test_undefined_correlations_say_why(tmp_path: Path) -> None:
+    """Constant rewards or targets leave Pearson / Spearman undefined (null in metrics.json): the
+    report says why instead of a bare "n/a", and never "correlate with length at undefined"."""
+    rewards, lengths = np.array([0.5, 0.5, 0.5, 0.5]), np.array([3.0, 10.0, 7.0, 1.0])
+    metrics = scalar_metrics(rewards, [1.0, 2.0, 3.0, 4.0], lengths=lengths)
+    md = write_report(tmp_path / "a", kind="mse", metrics=metrics)["report.md"].read_text(encoding="utf-8")
+    assert json.loads((tmp_path / "a" / "metrics.json").read_text())["pearson"] is None
+    assert "| Pearson r | n/a | linear agreement with the targets (1 = perfect); undefined here (n/a): the " in md
+    assert "**undefined** (0 = no relation" in md and "It is undefined here: the rewards, or the" in md
+    constant_targets = scalar_metrics([1.0, 2.0, 3.0, 4.0], [2.0] * 4, lengths=lengths)
+    md = write_report(tmp_path / "b", kind="mse", metrics=constant_targets)["report.md"].read_text(encoding="utf-8")
+    assert "at undefined" not in md
+    assert "the target scores are all equal, so their correlation with length is undefined" in md
+
+
 def test_ranking_report(tmp_path: Path) -> None:
     groups = [[3.0, 2.0, 1.0], [1.0, 2.0, 0.5]]
     metrics = ranking_metrics(groups)
