@@ -430,6 +430,40 @@ def test_ece_compared_with_chance(tmp_path: Path, pairwise_data: dict) -> None:
     assert "To calibrate, fit a temperature on held-out pairs" in text
 
 
+def test_reliability_counts_pairs_not_orientations(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each pair enters the diagram in both orientations; a tie (P = 0.5 both ways) showed as 2 in
+    the bar's "n = pairs in each bin" (40 tied pairs: n=80)."""
+    texts: list[str] = []
+    draw = report_plots._draw_reliability
+
+    def spy(fig, ctx) -> None:
+        draw(fig, ctx)
+        texts.extend(t.get_text() for t in fig.axes[0].texts)
+
+    monkeypatch.setattr(report_plots, "_draw_reliability", spy)
+    pairs = {"chosen": [0.0] * 40 + [3.0] * 5, "rejected": [0.0] * 45}  # 40 ties, 5 sure wins
+    _md_for(tmp_path, pairwise_metrics(**pairs), **pairs)
+    assert sorted(t for t in texts if t) == ["n=40", "n=5"]
+    texts.clear()
+    _md_for(tmp_path, pairwise_metrics(**pairs), n_bins=5, **pairs)  # odd: a middle bin around 0.5
+    assert sorted(t for t in texts if t) == ["n=40", "n=5"]
+
+
+def test_reward_histogram_legend_tells_close_means_apart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A small-scale model's means 0.0162 and 0.0137 printed as "0.02" and "0.01" (two decimals)."""
+    legend: list[str] = []
+    draw = report_plots._draw_pair_hist
+
+    def spy(fig, ctx) -> None:
+        draw(fig, ctx)
+        legend.extend(t.get_text() for t in fig.axes[0].get_legend().get_texts())
+
+    monkeypatch.setattr(report_plots, "_draw_pair_hist", spy)
+    pairs = {"chosen": [0.0162, 0.0162], "rejected": [0.0137, 0.0137]}
+    _md_for(tmp_path, pairwise_metrics(**pairs), **pairs)
+    assert "mean chosen = 0.0162" in legend and "mean rejected = 0.0137" in legend
+
+
 def test_header_names_data_and_truncation(tmp_path: Path) -> None:
     metrics = {
         **pairwise_metrics([1.0, 2.0], [0.0, 3.0]),
