@@ -49,6 +49,7 @@ __all__ = [
     "symmetrize_pairwise",
     "temperature_evidence",
     "temperature_fitted_on_these_pairs",
+    "temperature_interval_text",
 ]
 
 logger = logging.getLogger(__name__)
@@ -372,6 +373,20 @@ def at_search_bound(temperature: float) -> bool:
     refuses to store by; compared in log T, because the search lands on a bound only to rounding."""
     log_t = math.log(_check_temperature(temperature))
     return log_t <= math.log(T_MIN) + _BOUND_LOG_TOL or log_t >= math.log(T_MAX) - _BOUND_LOG_TOL
+
+
+def temperature_interval_text(low: float, high: float) -> str:
+    """The 95% interval of :func:`temperature_evidence` in words. An end at a search bound (T_MIN,
+    T_MAX) is where the search stopped, not where the pairs close the interval: "0.0166 to 1e+03"
+    would read as a real upper limit."""
+    low_open, high_open = at_search_bound(low), at_search_bound(high)
+    if low_open and high_open:
+        return f"any T in the search range {T_MIN:g} to {T_MAX:g} (the pairs set no limit)"
+    if high_open:
+        return f"{low:.3g} or more (no upper limit within the search range, which ends at {T_MAX:g})"
+    if low_open:
+        return f"{high:.3g} or less (no lower limit within the search range, which starts at {T_MIN:g})"
+    return f"{low:.3g} to {high:.3g}"
 
 
 def _warn(message: str) -> None:

@@ -42,7 +42,12 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from rewardkit.calibration import at_search_bound, fit_temperature, temperature_evidence
+from rewardkit.calibration import (
+    at_search_bound,
+    fit_temperature,
+    temperature_evidence,
+    temperature_interval_text,
+)
 from rewardkit.data import OBJECTIVES, RewardDataError, SkipReport, iter_reward_rows, row_position
 from rewardkit.features import TruncationStats
 from rewardkit.metrics import (
@@ -193,11 +198,10 @@ def _calibrate(collector: _PairwiseCollector | _RankingCollector, scorer: Reward
         scorer.model.config.calibration_temperature = fitted
         metrics = collector.metrics(scorer)
         if not evidence["temperature_differs_from_1"]:
-            low, high = evidence["temperature_interval"]
             logger.warning("the fitted temperature T = %.3g cannot be told apart from T = 1 on these %d pairs (95%% "
-                           "interval %.3g to %.3g): written as the best estimate, but the calibrated probabilities "
+                           "interval: %s): written as the best estimate, but the calibrated probabilities "
                            "are no better established than the raw ones; calibrate on more held-out pairs",
-                           fitted, margins.size, low, high)
+                           fitted, margins.size, temperature_interval_text(*evidence["temperature_interval"]))
     else:
         logger.warning("the fitted temperature %g is a search bound (the pairs are perfectly separated, or the "
                        "model prefers the rejected responses on balance): not written to %s; evaluate on more "

@@ -15,7 +15,11 @@ import re
 from pathlib import Path, PureWindowsPath
 from typing import Any
 
-from rewardkit.calibration import preference_probability, temperature_fitted_on_these_pairs
+from rewardkit.calibration import (
+    preference_probability,
+    temperature_fitted_on_these_pairs,
+    temperature_interval_text,
+)
 from rewardkit.data import has_hub_dataset_id_form
 
 TEMPLATE_PATH = Path(__file__).parent / "templates" / "model_card.md"
@@ -55,7 +59,7 @@ def _temperature_support(evaluation: dict | None, stored: Any) -> str:
     if not (isinstance(interval, list) and len(interval) == 2):
         return ""
     unit = "ranked groups" if evaluation.get("objective") == "ranking" else "pairs"
-    text = f"95% interval {_fmt(float(interval[0]), 3)} to {_fmt(float(interval[1]), 3)} on {evaluation.get('n', '?')} {unit}"
+    text = f"95% interval {temperature_interval_text(float(interval[0]), float(interval[1]))} on {evaluation.get('n', '?')} {unit}"
     if evaluation.get("temperature_differs_from_1") is False:
         text += ", which cannot tell it from T = 1: read the probabilities as rough"
     return text

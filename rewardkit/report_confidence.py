@@ -8,7 +8,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rewardkit.calibration import expected_calibration_error, preference_probability
+from rewardkit.calibration import (
+    expected_calibration_error,
+    preference_probability,
+    temperature_interval_text,
+)
 from rewardkit.report_format import image, num, pct, std_error
 
 if TYPE_CHECKING:
@@ -198,10 +202,11 @@ def _temperature_support(m: dict[str, Any], n: Any, pairs: str) -> list[str]:
     if not (isinstance(interval, list) and len(interval) == 2 and isinstance(statistic, (int, float))):
         return []
     low, high = (float(value) for value in interval)
-    text = (f"95% interval for T on these {num(n)} {pairs} (profile likelihood): {low:.3g} to {high:.3g}; "
+    text = (f"95% interval for T on these {num(n)} {pairs} (profile likelihood): {temperature_interval_text(low, high)}; "
             f"likelihood-ratio statistic against T = 1: {float(statistic):.2f} (3.84 is the 5% threshold). ")
     if m.get("temperature_differs_from_1"):
         return [text + "T differs from 1 beyond chance: the raw model's probabilities were miscalibrated."]
     return [text + "**These pairs cannot tell T from 1**: the fitted T is the best single guess, but the "
             "calibrated probabilities are no better established than the raw ones. Calibrate on more "
             "held-out pairs."]
+

@@ -310,6 +310,10 @@ def test_card_gives_the_calibration_interval_and_says_when_t_is_not_told_from_1(
     firm = {**evaluation, "temperature_interval": [0.41, 0.62], "temperature_differs_from_1": True}
     text = render_model_card({"calibration_temperature": 0.517}, _training_summary(), firm, repo_id=REPO_ID)
     assert "95% interval 0.41 to 0.62 on 312 pairs." in text and "rough" not in text
+    # an end at the search bound T_MAX is no limit the pairs set: not "0.24 to 1e+03"
+    open_ended = {**evaluation, "temperature_interval": [0.24, 999.9999999999998]}
+    text = render_model_card({"calibration_temperature": 0.517}, _training_summary(), open_ended, repo_id=REPO_ID)
+    assert "95% interval 0.24 or more (no upper limit within the search range, which ends at 1000) on 312" in text
     # a card whose metrics are not the run that fitted the stored T says nothing about an interval
     other = render_model_card({"calibration_temperature": 0.8}, _training_summary(), evaluation, repo_id=REPO_ID)
     assert "95% interval" not in other

@@ -386,6 +386,21 @@ def test_calibrated_report_says_its_figures_are_no_independent_check(tmp_path: P
     assert "(T = 1: the raw, uncalibrated model)" in md
 
 
+def test_temperature_interval_ending_at_a_search_bound_is_open(tmp_path: Path) -> None:
+    """temperature_evidence returns the search bound T_MAX (999.9999999999998) where the pairs set no
+    upper limit; the report printed it as "0.0166 to 1e+03", a limit the pairs never gave."""
+    pairs = _length_pairs((30, "shorter", 16), (30, "longer", 15))
+    fitted = {**pairwise_metrics(**pairs, temperature=0.0768), "ece_before": 0.005, "ece_after": 0.035,
+              "temperature_before": 1.0, "temperature_fitted": 0.0768, "temperature_written": True,
+              "temperature_lr_vs_1": 0.29, "temperature_differs_from_1": False,
+              "temperature_interval": [0.0166, 999.9999999999998]}
+    md = _md_for(tmp_path, fitted, temperature=0.0768)
+    assert "(profile likelihood): 0.0166 or more (no upper limit within the search range, which ends at 1000)" in md
+    assert "1e+03" not in md
+    closed = {**fitted, "temperature_interval": [0.0166, 0.52]}
+    assert "(profile likelihood): 0.0166 to 0.52;" in _md_for(tmp_path, closed, temperature=0.0768)
+
+
 def test_confidence_verdict_accounts_for_sample_size(tmp_path: Path) -> None:
     # confidence 0.95 (margins ±1 at T = 0.34), accuracy 0.75
     few = pairwise_metrics([1.0] * 3 + [-1.0], [0.0] * 4, temperature=0.34)
