@@ -377,7 +377,8 @@ def _rows_for(kind: str) -> list[tuple[str, str, str]]:
         (
             "top1_accuracy",
             "Top-1 accuracy",
-            "fraction of groups where the best response gets the highest reward",
+            "fraction of groups where the best response gets the highest reward (shared with k − 1 "
+            "others: counts 1/k)",
         ),
         (
             "pairwise_accuracy",

@@ -686,6 +686,16 @@ def _ranking_worst(groups: list[list[float]]) -> list[dict]:
     return sorted(worst, key=lambda ex: ex["margin"])
 
 
+def test_ranking_top1_row_says_how_a_tie_at_the_top_counts(tmp_path: Path) -> None:
+    """top1_accuracy counts a best response tied with k − 1 others as 1/k: 0.5 here, which the row's
+    'the best response gets the highest reward' alone cannot explain."""
+    metrics = ranking_metrics([[1.0, 1.0, 0.0]])
+    assert metrics["top1_accuracy"] == 0.5
+    md = write_report(tmp_path / "r", kind="ranking", metrics=metrics)["report.md"].read_text(encoding="utf-8")
+    assert "| Top-1 accuracy | 0.500 | fraction of groups where the best response gets the highest reward " \
+           "(shared with k − 1 others: counts 1/k) |" in md
+
+
 def test_ranking_headline_has_no_undescribed_n_row(tmp_path: Path) -> None:
     groups = [[3.0, 2.0, 1.0], [2.0, 1.5, 0.0], [1.0, 0.0, -1.0]]
     md = _kind_md(tmp_path, "ranking", _ranking_metrics_as_evaluated(groups))
