@@ -244,6 +244,8 @@ def _length_verdict(st: _LengthStats, w: dict[str, str] = _PHRASES["pairwise"]) 
             f"{points(st.diff, sign=True)}"
             + (f", within ±{points(2 * st.diff_se)})." if st.diff_se > 0 else ").")
         )
+    elif 2 * st.diff_se >= 1:  # a difference of shares is at most 100 points
+        text += f", but {num(st.n)} {w['pairs']} are too few for any difference to show; evaluate on more pairs."
     else:
         text += (
             f", but with {num(st.n)} {w['pairs']} only a difference larger than about "

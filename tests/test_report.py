@@ -427,6 +427,7 @@ def test_one_lucky_or_unlucky_pair_gives_no_verdict(tmp_path: Path) -> None:
     text = _preferences(_md_for(tmp_path, pairwise_metrics(**wrong)))
     assert "The difference, +100.0 points, is within twice its standard error" in text
     assert "Length bias toward" not in text
+    assert "but 1 pairs are too few for any difference to show" in text  # not "larger than about 200.0"
     # 1 of 1 right with the shorter answer chosen, 0 of 1 with the longer: a 100-point accuracy gap
     two = {"chosen": [1.0, 0.0], "rejected": [0.0, 1.0], "chosen_lengths": [5.0, 10.0],
            "rejected_lengths": [10.0, 5.0]}
