@@ -81,6 +81,9 @@ def make_parser() -> argparse.ArgumentParser:
     publish.add_argument("--commit-message", default=None, help="Commit message.")
     publish.add_argument("--metrics", default=None, help="metrics.json from `rewardkit evaluate --report-dir` for the card.")
     publish.add_argument("--dataset", action="append", default=None, help="Hub id of a training data set (card metadata; repeat).")
+    publish.add_argument("--license", default=None,
+                         help="Hub license id for the card, e.g. mit, llama3.2, other (default: the base model's "
+                              "when known, apache-2.0 for the packaged MiniLM; else the card states none).")
     publish.add_argument("--dry-run", action="store_true", help="Build and verify the folder, upload nothing.")
     publish.add_argument("--out", default=None, help="Where --dry-run writes the folder.")
     _add_common(publish)
@@ -496,7 +499,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
             raise CliError(f"Cannot read --metrics {args.metrics}: {error}.") from error
     result = publish(args.model, args.repo_id, private=args.private, revision=args.revision,
                      commit_message=args.commit_message, dry_run=args.dry_run, out=args.out,
-                     evaluation=evaluation, datasets=args.dataset)
+                     evaluation=evaluation, datasets=args.dataset, license=args.license)
     if args.dry_run:
         _emit(f"Dry run: built and verified {result.folder} ({len(result.files)} files: {', '.join(sorted(result.files))}). "
               f"Nothing was uploaded; `rewardkit publish --model {args.model} --repo-id {args.repo_id}` uploads it.")
