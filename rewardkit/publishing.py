@@ -230,13 +230,16 @@ def _scrub_local_paths(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _render_card(model_dir: Path, config: dict[str, Any], *, repo_id: str, evaluation: dict | None,
-                 datasets: list[str] | None, license: str, revision: str | None = None, adapter: bool = False) -> str:
-    from rewardkit.model_card import render_model_card
+                 datasets: list[str] | None, license: str | None, revision: str | None = None, adapter: bool = False) -> str:
+    from rewardkit.model_card import card_license, render_model_card
 
     summary_path = model_dir / SUMMARY_FILE
     training = _read_json(summary_path) if summary_path.is_file() else {}
     if not training:
         logger.warning("%s has no %s: the card's training section will show '?'.", model_dir, SUMMARY_FILE)
+    if card_license(config, training, license) is None:
+        logger.warning("The card states no license: the base model's license is not known here, and the weights "
+                       "stay under it. Pass --license ID (a Hub license id: mit, llama3.2, other, ...).")
     return render_model_card(config, training, evaluation, repo_id=repo_id,
                              datasets=datasets or training.get("datasets") or None, license=license,
                              revision=revision, adapter=adapter)
@@ -325,7 +328,7 @@ def _published_config(config: dict[str, Any], model_dir: Path) -> dict[str, Any]
 
 def build_publish_folder(model_dir: str | Path, out_dir: str | Path, *, repo_id: str,
                          evaluation: dict | None = None, datasets: list[str] | None = None,
-                         license: str = "apache-2.0", revision: str | None = None) -> Path:
+                         license: str | None = None, revision: str | None = None) -> Path:
     """Write the folder to upload for the trained model in `model_dir`; return `out_dir`.
 
     The folder holds exactly: safetensors weights (one file, or shards + index), config.json (with
@@ -649,7 +652,7 @@ def upload_folder(folder: str | Path, repo_id: str, *, private: bool = False, re
 def publish(model_dir: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None,
             commit_message: str | None = None, dry_run: bool = False, out: str | Path | None = None,
             evaluation: dict | None = None, datasets: list[str] | None = None, api: Any = None,
-            token: str | None = None, verify: bool = True, license: str = "apache-2.0") -> PublishResult:
+            token: str | None = None, verify: bool = True, license: str | None = None) -> PublishResult:
     """Build the Hub folder for `model_dir`, verify it in a fresh process, and upload it.
 
     Args:
@@ -661,6 +664,8 @@ def publish(model_dir: str | Path, repo_id: str, *, private: bool = False, revis
         out: where to build the folder. Without it (and not a dry run) a temporary folder is used and
             removed after the upload.
         evaluation: a metrics dict (`rewardkit evaluate --report-dir R` -> R/metrics.json) for the card.
+        license: the card's license (a Hub license id); default the base model's when known here,
+            else the card states none (with a warning).
         api: an `HfApi`-like object (tests inject a fake); default `HfApi(token=token)`.
         verify: load the folder in a fresh interpreter and compare scores first. A folder that fails
             is removed and nothing is uploaded (no Hub call at all).

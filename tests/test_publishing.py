@@ -4,6 +4,7 @@ path with a fake HfApi (no network anywhere)."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 from pathlib import Path
@@ -609,3 +610,32 @@ def test_a_base_model_loaded_by_a_bare_hub_id_is_named_on_the_card(tmp_path, mon
     assert "`bert-base-uncased`" in card.text
     older = _training_summary("bert-base-uncased")  # a summary written before base_model_id: as before
     assert ModelCard(render_model_card(config, older, repo_id=REPO_ID)).data.base_model is None
+
+
+def test_card_license_is_the_given_or_the_base_models_never_assumed(tmp_path, caplog):
+    """Every card said `license: apache-2.0`, a Llama or GPT-2 fine-tune's too, whose weights stay
+    under their base model's license; and `rewardkit publish` had no flag to say otherwise."""
+    from rewardkit.cli import make_parser
+    from rewardkit.model_card import render_model_card
+
+    config = helpers.tiny_reward_model().config.to_dict()
+    minilm = _training_summary("sentence-transformers/all-MiniLM-L6-v2")
+    llama = {**_training_summary("meta-llama/Llama-3.2-1B"), "base_model_id": "meta-llama/Llama-3.2-1B"}
+    assert ModelCard(render_model_card(config, minilm, repo_id=REPO_ID)).data.license == "apache-2.0"
+    assert ModelCard(render_model_card(config, llama, repo_id=REPO_ID)).data.license is None
+    assert ModelCard(render_model_card(config, llama, repo_id=REPO_ID, license="llama3.2")).data.license == "llama3.2"
+    args = make_parser().parse_args(["publish", "--model", "m", "--repo-id", REPO_ID, "--license", "mit"])
+    assert args.license == "mit"
+    with caplog.at_level(logging.WARNING, logger="rewardkit.publishing"):
+        publishing._render_card(tmp_path, config, repo_id=REPO_ID, evaluation=None, datasets=None, license=None)
+    assert "--license" in caplog.text  # no summary, no known base model: the card states no license, and says so
+
+
+def test_card_never_tells_readers_to_pip_install_rewardkit():
+    """The card's rewardkit snippets began with `pip install rewardkit`: no such package on PyPI,
+    so a Hub reader's install failed ("No matching distribution found for rewardkit")."""
+    from rewardkit.model_card import render_model_card
+
+    card = render_model_card({"alpha": 1.0}, _training_summary(str(helpers.minilm_path())), adapter=True)
+    assert "pip install rewardkit" not in card
+    assert "install it from its repository" in card and "`pip install peft`" in card
