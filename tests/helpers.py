@@ -45,9 +45,24 @@ def tiny_reward_model(kind: str = "bert", **config_kwargs):
     return RewardModel(RewardConfig(backbone_config=tiny_backbone_config(kind), **config_kwargs)).eval()
 
 
-def run_fresh_python(code: str, tmp_path: Path, extra_env: dict | None = None, timeout: int = 300) -> dict:
+# Prepended to fresh-process code that plays a Hub user: the editable (or pip) install of rewardkit
+# makes `rewardkit`, `configuration_reward` and `modeling_reward` importable everywhere, and the
+# remote code's `except ImportError: from configuration_reward import ...` would quietly use them.
+HIDE_REWARDKIT = """
+import sys
+class _HideRewardkit:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {"rewardkit", "configuration_reward", "modeling_reward"}:
+            raise ModuleNotFoundError(f"No module named {name!r} (hidden: a Hub user has no rewardkit)")
+sys.meta_path.insert(0, _HideRewardkit())
+"""
+
+
+def run_fresh_python(code: str, tmp_path: Path, extra_env: dict | None = None, timeout: int = 300,
+                     without_rewardkit: bool = False) -> dict:
     """Run `code` in a new interpreter with an empty HF_MODULES_CACHE (so remote code is really
-    re-imported from the saved folder) and return the JSON it prints on its last line."""
+    re-imported from the saved folder) and return the JSON it prints on its last line.
+    `without_rewardkit`: rewardkit and its two top-level modules cannot be imported (a Hub user)."""
     modules_cache = tmp_path / "hf_modules"
     if modules_cache.exists():
         shutil.rmtree(modules_cache)
@@ -58,7 +73,8 @@ def run_fresh_python(code: str, tmp_path: Path, extra_env: dict | None = None, t
     # A clean cwd so the repository's own modeling_reward.py is not importable by accident.
     workdir = tmp_path / "fresh_cwd"
     workdir.mkdir(exist_ok=True)
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=workdir, env=env,
+    code = (HIDE_REWARDKIT if without_rewardkit else "") + textwrap.dedent(code)
+    result = subprocess.run([sys.executable, "-c", code], cwd=workdir, env=env,
                             capture_output=True, text=True, timeout=timeout)
     if result.returncode != 0:
         raise AssertionError(f"fresh subprocess failed:\n{result.stderr[-4000:]}")
