@@ -36,6 +36,19 @@ def tiny_backbone_config(kind: str = "bert", vocab_size: int = BERT_VOCAB):
     if kind == "opt":
         return OPTConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                          ffn_dim=37, max_position_embeddings=512, word_embed_proj_dim=16, pad_token_id=1)
+    from transformers import AutoConfig
+
+    sizes = dict(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37)
+    if kind == "distilbert":  # no token_type_ids, its own names for the sizes
+        return AutoConfig.for_model(kind, vocab_size=vocab_size, dim=32, n_layers=2, n_heads=2, hidden_dim=37)
+    if kind == "deberta-v2":  # relative positions
+        return AutoConfig.for_model(kind, **sizes, relative_attention=True, position_buckets=32,
+                                    pos_att_type=["p2c", "c2p"], type_vocab_size=0)
+    if kind == "modernbert":  # rotary positions, local attention, no token_type_ids
+        return AutoConfig.for_model(kind, **sizes, pad_token_id=0, bos_token_id=101, eos_token_id=102,
+                                    cls_token_id=101, sep_token_id=102, global_attn_every_n_layers=2, local_attention=16)
+    if kind == "llama":  # a causal decoder with rotary positions and grouped-query attention
+        return AutoConfig.for_model(kind, **sizes, num_key_value_heads=1, pad_token_id=0)
     raise ValueError(kind)
 
 

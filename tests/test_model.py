@@ -157,7 +157,7 @@ def test_normalization_is_opt_in_and_exact(tokenizer):
 # ---------------------------------------------------------------- padding invariance
 
 
-@pytest.mark.parametrize("kind", ["bert", "roberta", "gpt2"])
+@pytest.mark.parametrize("kind", ["bert", "roberta", "gpt2", "distilbert", "deberta-v2", "modernbert", "llama"])
 @pytest.mark.parametrize("pooling", ["cls", "mean", "last"])
 @pytest.mark.parametrize("padding_side", ["right", "left"])
 def test_reward_does_not_depend_on_padding_or_batch(tokenizer, kind, pooling, padding_side):
@@ -173,7 +173,7 @@ def test_reward_does_not_depend_on_padding_or_batch(tokenizer, kind, pooling, pa
 # ---------------------------------------------------------------- backbones
 
 
-@pytest.mark.parametrize("kind", ["bert", "roberta", "gpt2", "opt"])
+@pytest.mark.parametrize("kind", ["bert", "roberta", "gpt2", "opt", "distilbert", "deberta-v2", "modernbert", "llama"])
 def test_backbones_train_one_step_and_round_trip(kind, tokenizer, tmp_path):
     model = helpers.tiny_reward_model(kind).train()
     chosen = _encode(tokenizer, TEXTS)
