@@ -121,6 +121,7 @@ def test_alpha_from_config_at_load_time(tokenizer, tmp_path):
     (dict(alpha=float("nan")), "`alpha` must be a finite number"),
     (dict(calibration_temperature=-1.0), "`calibration_temperature` must be > 0"),
     (dict(reward_std=0.0), "`reward_std` must be > 0"), (dict(reward_mean=float("inf")), "`reward_mean` must be"),
+    (dict(pooling="max"), "`pooling` must be one of"), (dict(head_dropout=1.5), "`head_dropout` must be in"),
 ])
 def test_load_time_overrides_are_checked_like_the_constructor(tmp_path, override, message):
     """`from_pretrained(repo, alpha=10)` is the documented way to rescale at load time; it sets the
