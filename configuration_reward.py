@@ -85,6 +85,18 @@ def _check_reward_mean(value: float | None) -> float | None:
     return None if value is None else float(value)
 
 
+def _check_pooling(value: str) -> str:
+    if value not in POOLING_CHOICES:
+        raise ValueError(f"RewardConfig: `pooling` must be one of {POOLING_CHOICES}, got {value!r}.")
+    return value
+
+
+def _check_head_dropout(value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ValueError(f"RewardConfig: `head_dropout` must be in [0, 1), got {value!r}.")
+    return value
+
+
 TRAINED_OBJECTIVES = ("pairwise", "mse", "ranking")
 
 
@@ -149,13 +161,11 @@ class RewardConfig(PretrainedConfig):
         backbone_config = _as_backbone_config(backbone_config)
         if pooling is None:
             pooling = _default_pooling(backbone_config)
-        if pooling not in POOLING_CHOICES:
-            raise ValueError(f"RewardConfig: `pooling` must be one of {POOLING_CHOICES}, got {pooling!r}.")
+        _check_pooling(pooling)
         if head_dropout is None:
             head_dropout = getattr(backbone_config, "hidden_dropout_prob", None)
             head_dropout = 0.1 if head_dropout is None else head_dropout
-        if isinstance(head_dropout, bool) or not isinstance(head_dropout, (int, float)) or not 0.0 <= head_dropout < 1.0:
-            raise ValueError(f"RewardConfig: `head_dropout` must be in [0, 1), got {head_dropout!r}.")
+        _check_head_dropout(head_dropout)
         # > 0: alpha only rescales. A negative alpha would invert every ranking that pipeline, TRL and
         # best-of-n make from the model output, while P(a > b) (raw rewards) kept the old order.
         alpha = _check_positive_finite("alpha", alpha, allow_none=False)
@@ -220,6 +230,10 @@ class RewardConfig(PretrainedConfig):
             value = _check_positive_finite(name, value, allow_none=True)
         elif name == "reward_mean":
             value = _check_reward_mean(value)
+        elif name == "pooling":  # else `pooling="max"` loaded and failed only at the first forward
+            value = _check_pooling(value)
+        elif name == "head_dropout":
+            value = _check_head_dropout(value)
         super().__setattr__(name, value)
 
     @property

@@ -354,16 +354,23 @@ class RewardModel(PreTrainedModel):
 
     def _position_ids_for(self, attention_mask: torch.Tensor) -> torch.Tensor | None:
         """Positions counted over attended tokens only, so a left-padded text gets the same position
-        embeddings as the same text unpadded. None (backbone default) when nothing is left-padded."""
-        if not self._backbone_takes_position_ids or bool(attention_mask[:, 0].all()):
+        embeddings as the same text unpadded. None when the backbone takes no position ids.
+
+        Computed for every batch, with no branch on the mask's values: for right padding they equal
+        the backbone's defaults on every attended token, and a branch on data made `torch.export`
+        fail and `torch.jit.trace` bake in the padding side of the example batch."""
+        if not self._backbone_takes_position_ids:
             return None
         positions = attention_mask.long().cumsum(dim=1) - 1  # (B, S)
         return positions.clamp(min=0) + self._position_offset
 
     def _can_compute_one_row(self, attention_mask: torch.Tensor, kwargs: dict) -> bool:
         """True when only the [CLS] row of the last layer is needed: cls pooling, a BERT-style
-        backbone, a (B, S) mask, and nobody asking for all hidden states or attention maps."""
+        backbone, a (B, S) mask, and nobody asking for all hidden states or attention maps. Not
+        under `torch.export`, which cannot trace the hook this path registers during forward."""
         if not self._one_row_last_layer or self.config.pooling != "cls" or attention_mask.dim() != 2:
+            return False
+        if getattr(torch.compiler, "is_exporting", lambda: False)():
             return False
         backbone_config = self.backbone.config
         wants_all = (kwargs.get("output_hidden_states", backbone_config.output_hidden_states)
@@ -425,9 +432,11 @@ class RewardModel(PreTrainedModel):
             token_type_ids: (B, S) segment ids (BERT-style backbones).
             labels: (B,) or (B, 1) annotated rewards: returns the MSE of the raw reward against them.
             alpha: multiplier for this call only; `config.alpha` when None.
+            return_dict: False for a tuple; `config.return_dict` when None.
 
         Returns:
-            `RewardModelOutput` with `logits` (B, 1) = alpha * reward and `rewards` (B, 1) raw.
+            `RewardModelOutput` with `logits` (B, 1) = alpha * reward and `rewards` (B, 1) raw
+            (its `to_tuple()` when `return_dict` is False).
         """
         if input_ids is None and inputs_embeds is None:
             raise ValueError("RewardModel.forward needs `input_ids` or `inputs_embeds`.")
@@ -441,6 +450,12 @@ class RewardModel(PreTrainedModel):
         if position_ids is None:
             position_ids = self._position_ids_for(attention_mask)
 
+        # `from_pretrained(repo, output_hidden_states=True)` and `model.config.output_hidden_states = True`
+        # set the flag on this config, which the backbone never reads (it has its own): pass it on,
+        # as transformers' own models honour it.
+        for flag in ("output_hidden_states", "output_attentions"):
+            if kwargs.get(flag) is None and getattr(self.config, flag, False):
+                kwargs[flag] = True
         backbone_inputs = {"attention_mask": attention_mask, **kwargs}
         if input_ids is not None:
             backbone_inputs["input_ids"] = input_ids
@@ -478,7 +493,11 @@ class RewardModel(PreTrainedModel):
             hidden_states=getattr(backbone_outputs, "hidden_states", None),
             attentions=getattr(backbone_outputs, "attentions", None),
         )
-        if return_dict is False:
+        # As transformers' own models: `return_dict=False` in the call, or else in the config
+        # (`from_pretrained(repo, return_dict=False)`), gives a tuple.
+        if return_dict is None:
+            return_dict = getattr(self.config, "return_dict", True)
+        if not return_dict:
             return output.to_tuple()
         return output
 

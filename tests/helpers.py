@@ -36,6 +36,19 @@ def tiny_backbone_config(kind: str = "bert", vocab_size: int = BERT_VOCAB):
     if kind == "opt":
         return OPTConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                          ffn_dim=37, max_position_embeddings=512, word_embed_proj_dim=16, pad_token_id=1)
+    from transformers import AutoConfig
+
+    sizes = dict(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37)
+    if kind == "distilbert":  # no token_type_ids, its own names for the sizes
+        return AutoConfig.for_model(kind, vocab_size=vocab_size, dim=32, n_layers=2, n_heads=2, hidden_dim=37)
+    if kind == "deberta-v2":  # relative positions
+        return AutoConfig.for_model(kind, **sizes, relative_attention=True, position_buckets=32,
+                                    pos_att_type=["p2c", "c2p"], type_vocab_size=0)
+    if kind == "modernbert":  # rotary positions, local attention, no token_type_ids
+        return AutoConfig.for_model(kind, **sizes, pad_token_id=0, bos_token_id=101, eos_token_id=102,
+                                    cls_token_id=101, sep_token_id=102, global_attn_every_n_layers=2, local_attention=16)
+    if kind == "llama":  # a causal decoder with rotary positions and grouped-query attention
+        return AutoConfig.for_model(kind, **sizes, num_key_value_heads=1, pad_token_id=0)
     raise ValueError(kind)
 
 
@@ -45,9 +58,24 @@ def tiny_reward_model(kind: str = "bert", **config_kwargs):
     return RewardModel(RewardConfig(backbone_config=tiny_backbone_config(kind), **config_kwargs)).eval()
 
 
-def run_fresh_python(code: str, tmp_path: Path, extra_env: dict | None = None, timeout: int = 300) -> dict:
+# Prepended to fresh-process code that plays a Hub user: the editable (or pip) install of rewardkit
+# makes `rewardkit`, `configuration_reward` and `modeling_reward` importable everywhere, and the
+# remote code's `except ImportError: from configuration_reward import ...` would quietly use them.
+HIDE_REWARDKIT = """
+import sys
+class _HideRewardkit:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {"rewardkit", "configuration_reward", "modeling_reward"}:
+            raise ModuleNotFoundError(f"No module named {name!r} (hidden: a Hub user has no rewardkit)")
+sys.meta_path.insert(0, _HideRewardkit())
+"""
+
+
+def run_fresh_python(code: str, tmp_path: Path, extra_env: dict | None = None, timeout: int = 300,
+                     without_rewardkit: bool = False) -> dict:
     """Run `code` in a new interpreter with an empty HF_MODULES_CACHE (so remote code is really
-    re-imported from the saved folder) and return the JSON it prints on its last line."""
+    re-imported from the saved folder) and return the JSON it prints on its last line.
+    `without_rewardkit`: rewardkit and its two top-level modules cannot be imported (a Hub user)."""
     modules_cache = tmp_path / "hf_modules"
     if modules_cache.exists():
         shutil.rmtree(modules_cache)
@@ -58,7 +86,8 @@ def run_fresh_python(code: str, tmp_path: Path, extra_env: dict | None = None, t
     # A clean cwd so the repository's own modeling_reward.py is not importable by accident.
     workdir = tmp_path / "fresh_cwd"
     workdir.mkdir(exist_ok=True)
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=workdir, env=env,
+    code = (HIDE_REWARDKIT if without_rewardkit else "") + textwrap.dedent(code)
+    result = subprocess.run([sys.executable, "-c", code], cwd=workdir, env=env,
                             capture_output=True, text=True, timeout=timeout)
     if result.returncode != 0:
         raise AssertionError(f"fresh subprocess failed:\n{result.stderr[-4000:]}")

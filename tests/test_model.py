@@ -1,5 +1,7 @@
 """RewardConfig / RewardModel behaviour on tiny random backbones."""
 
+import warnings
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -119,6 +121,7 @@ def test_alpha_from_config_at_load_time(tokenizer, tmp_path):
     (dict(alpha=float("nan")), "`alpha` must be a finite number"),
     (dict(calibration_temperature=-1.0), "`calibration_temperature` must be > 0"),
     (dict(reward_std=0.0), "`reward_std` must be > 0"), (dict(reward_mean=float("inf")), "`reward_mean` must be"),
+    (dict(pooling="max"), "`pooling` must be one of"), (dict(head_dropout=1.5), "`head_dropout` must be in"),
 ])
 def test_load_time_overrides_are_checked_like_the_constructor(tmp_path, override, message):
     """`from_pretrained(repo, alpha=10)` is the documented way to rescale at load time; it sets the
@@ -155,7 +158,7 @@ def test_normalization_is_opt_in_and_exact(tokenizer):
 # ---------------------------------------------------------------- padding invariance
 
 
-@pytest.mark.parametrize("kind", ["bert", "roberta", "gpt2"])
+@pytest.mark.parametrize("kind", ["bert", "roberta", "gpt2", "distilbert", "deberta-v2", "modernbert", "llama"])
 @pytest.mark.parametrize("pooling", ["cls", "mean", "last"])
 @pytest.mark.parametrize("padding_side", ["right", "left"])
 def test_reward_does_not_depend_on_padding_or_batch(tokenizer, kind, pooling, padding_side):
@@ -171,7 +174,7 @@ def test_reward_does_not_depend_on_padding_or_batch(tokenizer, kind, pooling, pa
 # ---------------------------------------------------------------- backbones
 
 
-@pytest.mark.parametrize("kind", ["bert", "roberta", "gpt2", "opt"])
+@pytest.mark.parametrize("kind", ["bert", "roberta", "gpt2", "opt", "distilbert", "deberta-v2", "modernbert", "llama"])
 def test_backbones_train_one_step_and_round_trip(kind, tokenizer, tmp_path):
     model = helpers.tiny_reward_model(kind).train()
     chosen = _encode(tokenizer, TEXTS)
@@ -300,6 +303,53 @@ def test_one_row_shortcut_steps_aside_when_all_states_are_wanted(tokenizer):
     model.config.pooling = "mean"  # pooling read per call: mean needs every row
     with torch.no_grad():
         assert torch.allclose(model(**batch).logits, _full_forward(model, batch).logits, atol=1e-6)
+
+
+def test_return_dict_false_in_the_config_gives_a_tuple(tokenizer, tmp_path):
+    """As transformers' own models do: `from_pretrained(path, return_dict=False)` makes forward
+    return a tuple (the config's flag was ignored: a ModelOutput came back)."""
+    helpers.tiny_reward_model().save_pretrained(tmp_path)
+    model = RewardModel.from_pretrained(tmp_path, return_dict=False).eval()
+    batch = _encode(tokenizer, TEXTS)
+    with torch.no_grad():
+        output = model(**batch)
+        assert isinstance(output, tuple) and output[0].shape == (len(TEXTS), 1)
+        assert torch.equal(model(**batch, return_dict=True).logits, output[0])  # the call's own flag wins
+
+
+def test_output_flags_set_in_the_config_reach_the_backbone(tokenizer, tmp_path):
+    """`from_pretrained(path, output_hidden_states=True)` sets the flag on the reward config, which the
+    backbone never read: no hidden states came back (and the one-row shortcut ran)."""
+    helpers.tiny_reward_model().save_pretrained(tmp_path)
+    model = RewardModel.from_pretrained(tmp_path, output_hidden_states=True, output_attentions=True,
+                                        attn_implementation="eager").eval()
+    batch = _encode(tokenizer, TEXTS)
+    with torch.no_grad():
+        output = model(**batch)
+        assert len(output.hidden_states) == 3 and len(output.attentions) == 2  # embeddings + 2 layers; 2 layers
+        assert torch.allclose(output.logits, _full_forward(model, batch).logits, atol=1e-5)
+        model.config.output_hidden_states = model.config.output_attentions = False
+        assert model(**batch).hidden_states is None
+        model.config.output_hidden_states = True  # set after loading, as users do
+        assert len(model(**batch).hidden_states) == 3
+
+
+@pytest.mark.parametrize("kind", ["bert", "gpt2"])
+def test_exported_and_traced_models_score_either_padding_side(tokenizer, kind):
+    """Exported or traced on a right-padded batch, the model must score a left-padded one the same.
+    A branch on the mask's values (is anything left-padded?) made torch.export fail and
+    torch.jit.trace bake in the example's answer (left-padded rewards off by ~0.06)."""
+    model = helpers.tiny_reward_model(kind)
+    right, left = (_encode(tokenizer, TEXTS, side) for side in ("right", "left"))
+    right, left = ({key: b[key] for key in ("input_ids", "attention_mask")} for b in (right, left))
+    with torch.no_grad():
+        expected = model(**right).logits
+        exported = torch.export.export(model, (), right).module()
+        assert torch.allclose(exported(**left).logits, expected, atol=1e-5)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the tracer's own warnings about Python values
+            traced = torch.jit.trace(model, (right["input_ids"], right["attention_mask"]), strict=False)
+        assert torch.allclose(traced(left["input_ids"], left["attention_mask"])["logits"], expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("kind", ["gpt2", "opt"])

@@ -79,7 +79,7 @@ def test_saved_folder_holds_code_and_safetensors_only(saved_model):
 def test_fresh_process_loads_from_folder_all_three_ways(saved_model, tmp_path):
     folder, expected = saved_model
     code = LOAD_ALL_WAYS.format(source=str(folder), prompts=PROMPTS, responses=RESPONSES)
-    _check_all_ways(helpers.run_fresh_python(code, tmp_path), expected)
+    _check_all_ways(helpers.run_fresh_python(code, tmp_path, without_rewardkit=True), expected)
 
 
 def test_fresh_process_loads_by_repo_id_from_hf_cache(saved_model, tmp_path):
@@ -87,8 +87,75 @@ def test_fresh_process_loads_by_repo_id_from_hf_cache(saved_model, tmp_path):
     cache = tmp_path / "hub_cache"
     helpers.place_in_hf_cache(Path(folder), cache, "rewardkit-test/tiny-reward")
     code = LOAD_ALL_WAYS.format(source="rewardkit-test/tiny-reward", prompts=PROMPTS, responses=RESPONSES)
-    results = helpers.run_fresh_python(code, tmp_path, {"HF_HUB_CACHE": str(cache), "HF_HOME": str(tmp_path / "home")})
+    results = helpers.run_fresh_python(code, tmp_path, {"HF_HUB_CACHE": str(cache), "HF_HOME": str(tmp_path / "home")},
+                                       without_rewardkit=True)
     _check_all_ways(results, expected)
+
+
+KEPT_FIELDS = ("alpha", "pooling", "reward_mean", "reward_std", "calibration_temperature", "trained_max_length",
+               "trained_objective")
+HUB_USER = """
+import json, tempfile, torch
+from transformers import AutoConfig, AutoModel, AutoTokenizer, pipeline
+repo, fields = {repo!r}, {fields!r}
+prompts, responses = {prompts!r}, {responses!r}
+tokenizer = AutoTokenizer.from_pretrained(repo, trust_remote_code=True)
+batch = tokenizer(prompts, responses, padding=True, return_tensors="pt")
+config = AutoConfig.from_pretrained(repo, trust_remote_code=True)
+results = {{"config": {{name: getattr(config, name) for name in fields}}}}
+model = AutoModel.from_pretrained(repo, trust_remote_code=True, output_hidden_states=True).eval()
+with torch.no_grad():
+    output = model(**batch)
+results["logits"], results["hidden_states"] = output.logits[:, 0].tolist(), len(output.hidden_states or ())
+tupled = AutoModel.from_pretrained(repo, trust_remote_code=True, return_dict=False).eval()
+with torch.no_grad():
+    results["tuple"] = isinstance(tupled(**batch), tuple)
+for dtype in ("auto", torch.bfloat16):
+    loaded = AutoModel.from_pretrained(repo, trust_remote_code=True, dtype=dtype).eval()
+    with torch.no_grad():
+        logits = loaded(**batch).logits[:, 0].float().tolist()
+    results[str(dtype)] = [str(loaded.backbone.dtype), str(loaded.score.weight.dtype), logits]
+pipe = pipeline("text-classification", model=repo, trust_remote_code=True)
+pairs = [{{"text": p, "text_pair": r}} for p, r in zip(prompts, responses)]
+results["pipeline"] = [o["score"] for o in pipe(pairs, batch_size=2, truncation=True, function_to_apply="none")]
+folder = tempfile.mkdtemp()
+model.save_pretrained(folder)
+again = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+with torch.no_grad():
+    results["again"] = again(**batch).logits[:, 0].tolist()
+results["again_config"] = {{name: getattr(again.config, name) for name in fields}}
+print(json.dumps(results))
+"""
+
+
+def test_a_hub_user_without_rewardkit_gets_what_transformers_models_give(tmp_path, tokenizer):
+    """Loaded by repo id from the Hub cache in a fresh process where rewardkit cannot be imported:
+    the config flags transformers' own models honour (`output_hidden_states`, `return_dict` given
+    to from_pretrained) work, half precision keeps the head fp32, the pipeline takes pairs in
+    batches, and a save of the loaded model keeps alpha, pooling, calibration and reward stats."""
+    torch.manual_seed(1)
+    fields = dict(alpha=2.0, reward_mean=-1.5, reward_std=0.25, calibration_temperature=0.75,
+                  trained_max_length=64, trained_objective="pairwise")
+    model = helpers.tiny_reward_model(**fields)
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    with torch.no_grad():
+        expected = model(**tokenizer(PROMPTS, RESPONSES, padding=True, return_tensors="pt")).logits[:, 0].tolist()
+    helpers.place_in_hf_cache(tmp_path / "model", tmp_path / "hub_cache", "rewardkit-test/hub-user")
+    code = HUB_USER.format(repo="rewardkit-test/hub-user", fields=KEPT_FIELDS, prompts=PROMPTS, responses=RESPONSES)
+    results = helpers.run_fresh_python(code, tmp_path, {"HF_HUB_CACHE": str(tmp_path / "hub_cache"),
+                                                        "HF_HOME": str(tmp_path / "home")}, without_rewardkit=True)
+    stored = {**fields, "pooling": "cls"}
+    assert results["config"] == stored and results["again_config"] == stored
+    assert results["logits"] == pytest.approx(expected, abs=1e-5)
+    assert results["hidden_states"] == 3  # embeddings + 2 layers; none came back before
+    assert results["tuple"]  # a ModelOutput came back before
+    assert results["auto"][:2] == ["torch.float32", "torch.float32"]
+    assert results["auto"][2] == pytest.approx(expected, abs=1e-5)
+    assert results["torch.bfloat16"][:2] == ["torch.bfloat16", "torch.float32"]
+    assert results["torch.bfloat16"][2] == pytest.approx(expected, abs=0.05)
+    assert results["pipeline"] == pytest.approx(expected, abs=1e-5)
+    assert results["again"] == pytest.approx(expected, abs=1e-5)
 
 
 @pytest.mark.parametrize("filename", ["configuration_reward.py", "modeling_reward.py"])
