@@ -584,12 +584,12 @@ def _run(argv: list[str], debug: bool) -> int:
 
 
 def _error_paragraph(command: str, error: BaseException) -> str:
-    kind = "" if isinstance(error, (CliError, ValueError, FileNotFoundError)) else f"{type(error).__name__}: "
+    explained = isinstance(error, (CliError, FileNotFoundError)) or _explains_itself(error)
+    kind = "" if explained or isinstance(error, ValueError) else f"{type(error).__name__}: "
     message = " ".join(str(error).split()) or type(error).__name__
     text = f"rewardkit {command}: error: {kind}{message}".replace("  ", " ")
     # A usage mistake or a data error already says all there is; a traceback helps only otherwise.
-    hint = "" if isinstance(error, (CliError, FileNotFoundError)) or _is_data_error(error) else (
-        " (Run again with --debug for the full traceback.)")
+    hint = "" if explained else " (Run again with --debug for the full traceback.)"
     # Never break inside a word: paths and ids must survive copy and paste ("site-packages"); nor
     # inside a location ("line 12", "row 3", "column 'chosen'"), which people search for whole.
     glued = _LOCATION.sub(lambda match: match.group(0).replace(" ", _NO_BREAK), text + hint)
@@ -601,10 +601,17 @@ _NO_BREAK = "\u00a0"  # textwrap splits on ASCII whitespace only
 _LOCATION = re.compile(r"\b(?:line|row|column|item|record|field) (?:'[^']*'|\S+)")
 
 
-def _is_data_error(error: BaseException) -> bool:
-    from rewardkit.data import RewardDataError  # only once an error happened: keeps --help light
+# Errors whose message already says what went wrong and what to do: no class-name prefix, no
+# --debug hint (a traceback of rewardkit's own code would not help the reader).
+_SELF_EXPLAINING = (("rewardkit.data", "RewardDataError"), ("rewardkit.publishing", "PublishError"),
+                    ("rewardkit.fit", "TrainingDivergedError"), ("rewardkit.scoring", "NonFiniteRewardError"))
 
-    return isinstance(error, RewardDataError)
+
+def _explains_itself(error: BaseException) -> bool:
+    # Looked up in sys.modules, not imported: an error of a class exists only once its module was
+    # imported, and importing rewardkit.fit (transformers' Trainer) on an error path costs seconds.
+    return any(isinstance(error, cls) for module, name in _SELF_EXPLAINING
+               if (cls := getattr(sys.modules.get(module), name, None)) is not None)
 
 
 if __name__ == "__main__":

@@ -208,6 +208,11 @@ def row_position(number: int, row: dict) -> dict[str, Any]:
     return {"file": row["source_file"], "row": number} if "source_file" in row else {"row": number}
 
 
+def row_words(number: int, row: dict) -> str:
+    """`row_position` in words for messages: 'row 12', or 'row 12 of part-2.jsonl'."""
+    return f"row {number} of {row['source_file']}" if "source_file" in row else f"row {number}"
+
+
 # ---- the row stream: readers -> layout -> normal form -----------------------------------------
 
 class _Record(NamedTuple):

@@ -48,7 +48,14 @@ from rewardkit.calibration import (
     temperature_evidence,
     temperature_interval_text,
 )
-from rewardkit.data import OBJECTIVES, RewardDataError, SkipReport, iter_reward_rows, row_position
+from rewardkit.data import (
+    OBJECTIVES,
+    RewardDataError,
+    SkipReport,
+    iter_reward_rows,
+    row_position,
+    row_words,
+)
 from rewardkit.features import TruncationStats
 from rewardkit.metrics import (
     jsonable,
@@ -59,7 +66,7 @@ from rewardkit.metrics import (
     scalar_metrics,
     within_group_margins,
 )
-from rewardkit.scoring import RewardScorer, iter_chunks
+from rewardkit.scoring import NonFiniteRewardError, RewardScorer, iter_chunks
 
 __all__ = ["CHUNK_ROWS", "WORST_EXAMPLES", "evaluate_model", "store_temperature"]
 
@@ -339,6 +346,16 @@ class _Collector:
         raise NotImplementedError
 
 
+def _rewards(scorer: RewardScorer, prompts: list[str], responses: list[str],
+             where: Callable[[int], str]) -> NDArray[np.float64]:
+    """Raw rewards of one chunk; a NaN or inf reward is an error naming its row (`where(i)` for
+    text i of the chunk), not a NaN deep inside the metrics."""
+    try:
+        return np.asarray(scorer.raw_rewards(prompts, responses, show_progress=False, report_truncation=False))
+    except NonFiniteRewardError as error:
+        raise error.located(where) from None
+
+
 def _concat(parts: list[NDArray[np.float64]]) -> NDArray[np.float64]:
     return np.concatenate(parts) if parts else np.zeros(0)
 
@@ -364,7 +381,9 @@ class _PairwiseCollector(_Collector):
         chosen = [row["chosen"] for _, row in chunk]
         rejected = [row["rejected"] for _, row in chunk]
         # One run over both halves: all 2n texts are length-sorted together.
-        raw = np.asarray(scorer.raw_rewards(prompts + prompts, chosen + rejected, show_progress=False, report_truncation=False))
+        n = len(chunk)
+        raw = _rewards(scorer, prompts + prompts, chosen + rejected,
+                       lambda i: f"{row_words(*chunk[i % n])} ({'chosen' if i < n else 'rejected'})")
         c, r = raw[: len(chunk)], raw[len(chunk):]
         self.chosen.append(c)
         self.rejected.append(r)
@@ -412,7 +431,7 @@ class _ScalarCollector(_Collector):
     def add(self, scorer: RewardScorer, chunk: list[_Numbered]) -> None:
         prompts = [row["prompt"] for _, row in chunk]
         responses = [row["response"] for _, row in chunk]
-        raw = np.asarray(scorer.raw_rewards(prompts, responses, show_progress=False, report_truncation=False))
+        raw = _rewards(scorer, prompts, responses, lambda i: row_words(*chunk[i]))
         targets = np.array([float(row["reward"]) for _, row in chunk])
         self.raw.append(raw)
         self.targets.append(targets)
@@ -450,7 +469,9 @@ class _RankingCollector(_Collector):
     def add(self, scorer: RewardScorer, chunk: list[_Numbered]) -> None:
         prompts = [row["prompt"] for _, row in chunk for _ in row["responses"]]
         responses = [text for _, row in chunk for text in row["responses"]]
-        raw = np.asarray(scorer.raw_rewards(prompts, responses, show_progress=False, report_truncation=False))
+        owners = [(number, row, k) for number, row in chunk for k in range(1, len(row["responses"]) + 1)]
+        raw = _rewards(scorer, prompts, responses,
+                       lambda i: f"{row_words(*owners[i][:2])} (response ranked {owners[i][2]})")
         lengths = _lengths(responses)
         start = 0
         for number, row in chunk:

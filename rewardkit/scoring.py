@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -200,6 +200,38 @@ def score_encoded(
         if progress is not None:
             progress.close()
     return results
+
+
+class NonFiniteRewardError(ValueError):
+    """The model gave NaN or inf for some texts. `positions` index the texts of the scoring call;
+    callers that read rows (`evaluate`, `score_file`) say which rows with `located`."""
+
+    SHOWN = 5
+
+    def __init__(self, positions: Sequence[int], total: int, dtype: torch.dtype, where: Sequence[str] | None = None):
+        self.positions, self.total, self.dtype = list(positions), total, dtype
+        shown = list(where) if where is not None else [f"text {i}" for i in self.positions[:self.SHOWN]]
+        more = f" and {len(self.positions) - len(shown)} more" if len(self.positions) > len(shown) else ""
+        # Half precision can overflow where fp32 does not; NaN weights (a diverged run) give NaN anywhere.
+        overflow = ("the bf16/fp16 forward overflowed (score in fp32: --dtype fp32, dtype='fp32'), or "
+                    if dtype in (torch.bfloat16, torch.float16) else "")
+        super().__init__(
+            f"the model gave a non-finite reward (NaN or inf) for {len(self.positions)} of {total} texts "
+            f"({', '.join(shown)}{more}): {overflow}its weights hold NaN or inf (a training that diverged). "
+            "No score was written for them.")
+
+    def located(self, where: Callable[[int], str]) -> NonFiniteRewardError:
+        """The same error naming the first few texts by `where(position)` ("row 12 (rejected)")."""
+        return NonFiniteRewardError(self.positions, self.total, self.dtype, [where(i) for i in self.positions[:self.SHOWN]])
+
+
+def check_finite(values: np.ndarray, dtype: torch.dtype) -> np.ndarray:
+    """`values` when all are finite; else `NonFiniteRewardError`: a NaN reward would otherwise
+    reach JSON as the invalid token NaN and make every comparison with it False (argmax, ranks)."""
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        raise NonFiniteRewardError(bad.tolist(), len(values), dtype)
+    return values
 
 
 def _progress_bars_on() -> bool:
@@ -404,11 +436,12 @@ class RewardScorer:
             log_truncation(cut, self.max_length, repeat=said)
             self._said_response_cut |= bool(cut.response_cut)
             self._said_prompt_cut |= bool(cut.prompt_cut and not cut.response_cut)
-        return score_encoded(
+        values = score_encoded(
             self.model, items, pad_token_id=self._pad_id, padding_side=self.tokenizer.padding_side,
             token_budget=self.token_budget, batch_size=self.batch_size, output=output,
             show_progress=self.show_progress if show_progress is None else show_progress,
         )
+        return check_finite(values, next(self.model.parameters()).dtype)
 
 
 def log_truncation(cut: TruncationStats, max_length: int, *, repeat: bool = False) -> None:
@@ -656,7 +689,7 @@ def _write_scores(scorer: RewardScorer, rows: Iterable[tuple[int, dict]], handle
     """Score chunk by chunk and write each line; one progress bar over rows, not one per chunk."""
     from tqdm.auto import tqdm
 
-    from rewardkit.data import row_position
+    from rewardkit.data import row_position, row_words
 
     written = 0
     disable = None if scorer.show_progress is None else not scorer.show_progress
@@ -664,7 +697,10 @@ def _write_scores(scorer: RewardScorer, rows: Iterable[tuple[int, dict]], handle
         for chunk in iter_chunks(rows, chunk_rows):
             prompts = [row["prompt"] for _, row in chunk]
             responses = [row["response"] for _, row in chunk]
-            raw = scorer._run(prompts, responses, "rewards", show_progress=False, report_truncation=False)
+            try:
+                raw = scorer._run(prompts, responses, "rewards", show_progress=False, report_truncation=False)
+            except NonFiniteRewardError as error:
+                raise error.located(lambda i, chunk=chunk: row_words(*chunk[i])) from None
             for (number, row), value, reward in zip(chunk, scorer.rewards_to_scores(raw).tolist(), raw.tolist()):
                 line = {**row_position(number, row), "prompt": row["prompt"], "response": row["response"],
                         "score": value, "raw_reward": reward}

@@ -282,6 +282,20 @@ def test_usage_and_data_errors_carry_no_debug_hint_but_unexpected_ones_do(tmp_pa
     assert "RuntimeError: boom" in unexpected and unexpected.endswith(hint + " for the full traceback.)")
 
 
+def test_publish_and_divergence_errors_read_as_advice_without_class_name_or_debug_hint(capsys, monkeypatch):
+    # Both messages already say what to do ("unset HF_HUB_OFFLINE or use --dry-run", "lower the
+    # learning rate"); "PublishError:" and a traceback hint only got in the way.
+    from rewardkit.cli import _error_paragraph
+    from rewardkit.fit import TrainingDivergedError
+    from rewardkit.publishing import PublishError
+
+    for error in (PublishError("HF_HUB_OFFLINE is set, so nothing can be uploaded."),
+                  TrainingDivergedError("training diverged: the loss is nan.")):
+        paragraph = _error_paragraph("publish", error)
+        assert type(error).__name__ not in paragraph and "--debug" not in paragraph, paragraph
+    assert "RuntimeError: boom (Run again with --debug" in _error_paragraph("publish", RuntimeError("boom"))
+
+
 def test_score_refuses_to_overwrite_its_input(tmp_path, capsys):
     rows = helpers.write_jsonl(tmp_path / "rows.jsonl", [{"prompt": "p", "response": "r"}])
     before = rows.read_text()

@@ -356,3 +356,48 @@ def test_three_thousand_rows_stream_through_chunks(model_dir, tmp_path, monkeypa
     assert metrics["n"] == 3000 and metrics["rewards"]["n"] == 6000
     assert calls == [2 * evaluation.CHUNK_ROWS, 2 * (3000 - evaluation.CHUNK_ROWS)]  # chunked, not whole
     assert (tmp_path / "report" / "report.md").exists()
+
+
+def _poisoned_model_dir(folder: Path, tokenizer) -> Path:
+    """A tiny model whose embedding of the word "poison" is NaN: texts with it score NaN, the
+    others normally (each text attends only to its own tokens)."""
+    model = helpers.tiny_reward_model()
+    with torch.no_grad():
+        model.get_input_embeddings().weight[tokenizer.convert_tokens_to_ids("poison")] = float("nan")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_non_finite_rewards_are_an_error_naming_the_rows(tokenizer, tmp_path):
+    # A NaN reward (weights of a diverged run, a half-precision overflow) used to surface as
+    # "chosen contains non-finite values" with no row, and `score --data` wrote the invalid JSON token NaN.
+    from rewardkit.scoring import NonFiniteRewardError, score_file
+
+    scorer = RewardScorer(_poisoned_model_dir(tmp_path / "model", tokenizer), device="cpu")
+    assert np.isfinite(scorer.score("a prompt", ["a fine answer", "another one"])).all()
+    with pytest.raises(NonFiniteRewardError, match=r"1 of 2 texts \(text 1\).*weights hold NaN or inf"):
+        scorer.score("a prompt", ["a fine answer", "a poison answer"])
+    pairs = _write_jsonl(tmp_path / "pairs.jsonl", [
+        {"prompt": "p", "chosen": "fine", "rejected": "also fine"},
+        {"prompt": "p", "chosen": "good", "rejected": "poison here"},
+    ])
+    with pytest.raises(NonFiniteRewardError, match=r"1 of 4 texts \(row 2 \(rejected\)\)"):
+        evaluate_model(scorer, pairs)
+    ranked = _write_jsonl(tmp_path / "ranked.jsonl", [{"prompt": "p", "responses": ["best", "poison", "worst"]}])
+    with pytest.raises(NonFiniteRewardError, match=r"row 1 \(response ranked 2\)"):
+        evaluate_model(scorer, ranked)
+    rows = _write_jsonl(tmp_path / "rows.jsonl", [{"prompt": "p", "response": "ok"}, {"prompt": "p", "response": "poison"}])
+    with pytest.raises(NonFiniteRewardError, match=r"1 of 2 texts \(row 2\)"):
+        score_file(scorer, rows, tmp_path / "scores.jsonl")
+    assert not (tmp_path / "scores.jsonl").exists()  # nothing half-written, no NaN token in a JSONL file
+
+
+def test_cli_says_which_row_scored_nan_in_one_paragraph(tokenizer, tmp_path, capsys):
+    from rewardkit.cli import main
+
+    folder = _poisoned_model_dir(tmp_path / "model", tokenizer)
+    pairs = _write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": "p", "chosen": "poison", "rejected": "fine"}])
+    assert main(["evaluate", "--model", str(folder), "--data", str(pairs)]) != 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "row 1 (chosen)" in err and "Traceback" not in err and "--debug" not in err, err
