@@ -58,7 +58,10 @@ def _temperature_support(evaluation: dict | None, stored: Any) -> str:
     interval = evaluation.get("temperature_interval")
     if not (isinstance(interval, list) and len(interval) == 2):
         return ""
-    unit = "ranked groups" if evaluation.get("objective") == "ranking" else "pairs"
+    unit = "pairs"
+    if evaluation.get("objective") == "ranking":  # T is fitted on their within-group pairs
+        pairs = evaluation.get("n_pairs")
+        unit = "ranked groups" + (f" ({pairs} within-group pairs)" if isinstance(pairs, int) else "")
     text = f"95% interval {temperature_interval_text(float(interval[0]), float(interval[1]))} on {evaluation.get('n', '?')} {unit}"
     if evaluation.get("temperature_differs_from_1") is False:
         text += ", which cannot tell it from T = 1: read the probabilities as rough"

@@ -317,6 +317,10 @@ def test_card_gives_the_calibration_interval_and_says_when_t_is_not_told_from_1(
     # a card whose metrics are not the run that fitted the stored T says nothing about an interval
     other = render_model_card({"calibration_temperature": 0.8}, _training_summary(), evaluation, repo_id=REPO_ID)
     assert "95% interval" not in other
+    # ranked data: T is fitted on the groups' within-group pairs, and the card says how many
+    ranked = {**firm, "objective": "ranking", "n": 15, "n_pairs": 45}
+    text = render_model_card({"calibration_temperature": 0.517}, _training_summary(), ranked, repo_id=REPO_ID)
+    assert "95% interval 0.41 to 0.62 on 15 ranked groups (45 within-group pairs)." in text
 
 
 def test_a_model_without_a_training_record_gets_no_placeholder_rows():
