@@ -12,6 +12,7 @@ when a row has several):
   rejected | rejected_response | response_k; optional margin. Without a prompt column,
   chosen/rejected are full transcripts sharing the prompt (HH-RLHF / TRL "implicit prompt").
   Any of prompt/chosen/rejected may be TRL conversational lists of {"role", "content"}.
+  A prompt that the conversations already hold (UltraFeedback) is read once.
 * mse: prompt; completion | response; reward | score.
 * ranking: prompt; responses (best first), or responses + ranks (1 = best),
   or responses + scores (higher = better). ranks win over scores when both are given.
@@ -455,11 +456,32 @@ def _messages(value: list | tuple, column: str) -> Turns:
 
 
 def _full_prompt(prompt: str | Turns | None, prefix: Turns) -> str:
-    """Plain text prompts stay as they are; anything conversational is rendered."""
+    """Plain text prompts stay as they are; anything conversational is rendered.
+
+    A prompt the conversation already holds is not put in front of it a second time:
+    UltraFeedback (HuggingFaceH4/ultrafeedback_binarized) and Capybara-style rows give the
+    user's message as ``prompt`` text *and* as the first message of full ``chosen``/``rejected``
+    conversations, which read "User: q" twice.
+    """
     if isinstance(prompt, str) and not prefix:
         return prompt
     head: Turns = (("user", prompt),) if isinstance(prompt, str) else prompt or ()
+    if _already_holds(prefix, head):
+        head = ()
     return render_conversation(head + prefix)
+
+
+def _already_holds(prefix: Turns, head: Turns) -> bool:
+    """The conversation ``prefix`` repeats the prompt ``head``: it starts with the prompt's
+    messages, or (a text prompt) one of its user messages is that text."""
+    if not head or not prefix:
+        return False
+    if prefix[:len(head)] == head:
+        return True
+    if len(head) != 1 or head[0][0] != "user":
+        return False
+    text = head[0][1].strip()
+    return any(role == "user" and content.strip() == text for role, content in prefix)
 
 
 def _reply_left(reply: str, column: str) -> None:

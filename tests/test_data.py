@@ -159,6 +159,23 @@ def test_conversational_implicit_prompt(tmp_path):
     assert render_conversation(()) == ""
 
 
+@pytest.mark.parametrize("prompt, expected", [
+    ("hi", "User: hi\nAssistant:"),  # HuggingFaceH4/ultrafeedback_binarized
+    ([{"role": "user", "content": "hi"}], "User: hi\nAssistant:"),
+    ("be brief", "User: be brief\nUser: hi\nAssistant:"),  # a prompt the conversation lacks stays
+])
+def test_a_prompt_repeated_in_full_conversations_is_read_once(tmp_path, prompt, expected):
+    """UltraFeedback rows give the user's message as `prompt` text and as the first message of
+    full chosen/rejected conversations: the prompt read "User: hi\nUser: hi\nAssistant:"."""
+    def conversation(reply):
+        return [{"role": "user", "content": "hi"}, {"role": "assistant", "content": reply}]
+    row = {"prompt": prompt, "prompt_id": "0f3a", "chosen": conversation("hello"), "rejected": conversation("bye"),
+           "score_chosen": 8.0, "score_rejected": 3.0}
+    assert load_rows(tmp_path, [row]).rows[0]["prompt"] == expected
+    mse = {"prompt": prompt, "completion": conversation("hello"), "reward": 1}
+    assert load_rows(tmp_path, [mse]).rows[0]["prompt"] == expected
+
+
 @pytest.mark.parametrize("chosen, rejected, fragment", [
     ([{"role": "user", "content": "a"}, {"role": "assistant", "content": "x"}],
      [{"role": "user", "content": "b"}, {"role": "assistant", "content": "y"}], "differ before"),
