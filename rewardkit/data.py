@@ -164,6 +164,7 @@ def load_reward_data(source: str | os.PathLike, *, split: str | None = None,
         for _, row in numbered_rows:
             rows.append(row)
             if limit is not None and len(rows) >= limit:
+                stream.check_column_map()  # of the rows read
                 break
     stream.log_skips()
     logger.info("Loaded %d %s rows from %s (%s)", len(rows), stream.objective_found,
@@ -243,6 +244,7 @@ class _RowStream:
         self.first_columns: frozenset[str] = frozenset()  # the columns the first valid row filled
         self.description = ""
         self.first_problem: RewardDataError | None = None
+        self.seen_columns: set[str] = set()  # every column name read, before renaming
 
     @property
     def objective_found(self) -> str:
@@ -266,6 +268,7 @@ class _RowStream:
             raise RewardDataError("there are no rows in it (the file is empty or holds only a header / an "
                                   "empty list)" if len(empty) == 1 else "none of its files holds a row",
                                   source=self.display)
+        self.check_column_map()
         if empty:  # an empty part file beside full ones (Spark and others write them): say so, go on
             logger.warning("%s: %d of %d files hold no rows and were skipped: %s", self.display, len(empty),
                            len(self.inputs), ", ".join(Path(name).name for name in empty[:_SKIP_EXAMPLES]))
@@ -273,6 +276,19 @@ class _RowStream:
             first = str(self.first_problem).replace(_SKIP_HINT.strip(), "")
             raise RewardDataError(f"no valid rows: {self.skipped.summary()}. The first problem was: "
                                   f"{first}", source=self.display)
+
+    def check_column_map(self) -> None:
+        """A ``--columns`` entry that renames a column no row has, to a name no row has either,
+        did nothing: a typo (``prompt=contxt``) that silently read HH-style pairs as implicit-prompt
+        transcripts, or left an optional column (margin, ranks) out. An entry whose target the data
+        already has is fine (one --columns for --data and an --eval-data that uses our names)."""
+        unused = [(old, new) for old, new in self.column_map.items()
+                  if old not in self.seen_columns and new not in self.seen_columns]
+        if unused and self.seen_columns:
+            old, new = unused[0]
+            columns = ", ".join(repr(name) for name in sorted(self.seen_columns)[:12])
+            raise RewardDataError(f"--columns renames {old!r} to {new!r}, but no row has a column {old!r} "
+                                  f"(its columns: {columns}); check the name", source=self.display)
 
     def log_skips(self) -> None:
         if self.skipped.total:
@@ -282,6 +298,8 @@ class _RowStream:
         """The normal form of one record, or None when it was skipped."""
         if record.error is not None:
             return self._invalid(record.error)
+        if self.column_map:
+            self.seen_columns.update(record.value)
         row = _rename(record.value, self.column_map)
         if record.text_lists:
             row = _blank_cells_as_null(row)

@@ -495,6 +495,20 @@ def test_columns_remapping(tmp_path):
     assert info.value.column == "good" and "renamed to 'chosen'" in str(info.value)
 
 
+def test_a_columns_entry_naming_no_column_is_refused(tmp_path):
+    """`--columns prompt=contxt` (a typo) on HH transcripts renamed nothing, and the pairs were read
+    as implicit-prompt transcripts without a word; `margin=mrgn` left the margins out alike."""
+    with pytest.raises(RewardDataError, match="renames 'contxt' to 'prompt', but no row has a column 'contxt'"):
+        load_rows(tmp_path, [{"chosen": HH_1, "rejected": HH_2}], columns="prompt=contxt")
+    with pytest.raises(RewardDataError, match="'mrgn'") as info:
+        load_rows(tmp_path, [PAIR, PAIR], columns="margin=mrgn", limit=1)
+    assert info.value.source == str(tmp_path / "data.jsonl")
+    # the same --columns for --data and an --eval-data that already uses our names is fine
+    assert len(load_rows(tmp_path, [PAIR], columns="prompt=query")) == 1
+    rows = [{**PAIR, "diff": 1}, PAIR]  # a column some rows leave out is still a column of the data
+    assert [row["margin"] for row in load_rows(tmp_path, rows, columns="margin=diff").rows] == [1.0, None]
+
+
 def test_unrecognised_columns_listed(tmp_path):
     with pytest.raises(RewardDataError, match="cannot tell") as info:
         load_rows(tmp_path, [{"text": "x", "label": 1}])
