@@ -761,6 +761,7 @@ def _read_csv(path: Path) -> Iterator[_Record]:
     if header is None:
         return
     names = [name.strip() for name in header]
+    _refuse_other_separator(names, path)
     duplicates = sorted(n for n, count in Counter(names).items() if n and count > 1)
     if duplicates:
         raise RewardDataError(f"the header names columns more than once: {', '.join(duplicates)}",
@@ -781,6 +782,27 @@ def _read_csv(path: Path) -> Iterator[_Record]:
             continue
         row = {name: value for name, value in zip(names, fields, strict=True) if name}
         yield _Record(data_row, where, row, text_lists=True)
+
+
+def _refuse_other_separator(names: list[str], path: Path) -> None:
+    """A header read as one column that holds semicolons or tabs: Excel writes "CSV" with ';' in
+    locales whose decimal mark is a comma, and .tsv files get renamed .csv. Said as such, since
+    the layout error would name one column 'prompt;chosen;rejected' and suggest --columns."""
+    if len(names) != 1:
+        return
+    separator, word = next(((mark, word) for mark, word in (
+        (";", "semicolons (as Excel writes CSV in many locales)"), ("\t", "tabs")) if mark in names[0]), (None, None))
+    if separator is None:
+        return
+    raise RewardDataError(f"the header is one column {_short(names[0])}: its columns are separated by {word}, but "
+                          "rewardkit reads comma-separated CSV; re-save it with commas, e.g. "
+                          f"pandas.read_csv(path, sep={separator!r}).to_csv(new_path, index=False)",
+                          source=path, where="line 1")
+
+
+def _short(name: str) -> str:
+    text = repr(name)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _next_csv_row(reader: Any, path: Path) -> list[str] | None:

@@ -509,6 +509,17 @@ def test_a_columns_entry_naming_no_column_is_refused(tmp_path):
     assert [row["margin"] for row in load_rows(tmp_path, rows, columns="margin=diff").rows] == [1.0, None]
 
 
+@pytest.mark.parametrize("separator, word", [(";", "semicolons"), ("\t", "tabs")])
+def test_a_csv_separated_by_semicolons_or_tabs_is_named_as_such(tmp_path, separator, word):
+    """Excel writes "CSV" with ';' in locales with a decimal comma: the error named one column
+    'prompt;chosen;rejected' and advised --columns, which cannot help."""
+    path = tmp_path / "excel.csv"
+    path.write_text(separator.join(["prompt", "chosen", "rejected"]) + "\r\nq;a;b\r\n", encoding="utf-8-sig")
+    with pytest.raises(RewardDataError, match=f"separated by {word}.*comma-separated") as info:
+        load_reward_data(path)
+    assert info.value.where == "line 1" and "--columns" not in str(info.value)
+
+
 def test_unrecognised_columns_listed(tmp_path):
     with pytest.raises(RewardDataError, match="cannot tell") as info:
         load_rows(tmp_path, [{"text": "x", "label": 1}])
