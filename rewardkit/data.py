@@ -694,7 +694,8 @@ def _bad_record(message: str, path: Path, number: int, where: str, reason: str,
 
 
 def _read_json(path: Path, split: str | None = None) -> Iterator[_Record]:
-    """A whole JSON document: an array of rows, {"data"|"train"|"rows": [...]}, or columns;
+    """A whole JSON document: an array of rows, {"data"|"train"|"rows": [...]}, columns, or a
+    pandas ``to_json`` default / ``orient="split"`` document;
     with ``split``, {split: [...]} (e.g. {"train": [...], "test": [...]} and --split test)."""
     raw = b"".join(_binary_lines(path))
     text = _decode(raw, path, None)
@@ -738,6 +739,9 @@ def _default_json_rows(document: Any, path: Path) -> tuple[list, str, str | None
     """(rows, row label, wrapper key or None) of a JSON document read without a split."""
     if isinstance(document, list):
         return document, "element", None
+    pandas_rows = _pandas_json_rows(document)
+    if pandas_rows is not None:
+        return pandas_rows, "row", None
     if isinstance(document, dict):
         for key in _JSON_WRAPPER_KEYS:
             if isinstance(document.get(key), list):
@@ -749,7 +753,28 @@ def _default_json_rows(document: Any, path: Path) -> tuple[list, str, str | None
     raise RewardDataError(
         f"the JSON holds {formats.kind_of(document)} of an unsupported shape; use an array of row "
         "objects, an object with a 'data', 'train' or 'rows' array, or an object of equal-length "
-        "column arrays", source=path)
+        "column arrays (pandas: DataFrame.to_json(path, orient='records'))", source=path)
+
+
+def _pandas_json_rows(document: Any) -> list | None:
+    """The rows of what pandas' ``DataFrame.to_json`` writes by default (orient "columns":
+    ``{"prompt": {"0": "p", ...}, ...}``, every column keyed by the same index) and with
+    ``orient="split"`` (``{"columns": [...], "index": [...], "data": [[...], ...]}``); None for
+    other shapes. Without this the first was refused as "unsupported" and the second read its
+    "data" array of lists as rows that are not objects."""
+    if not isinstance(document, dict) or not document:
+        return None
+    names, data = document.get("columns"), document.get("data")
+    if (set(document) <= {"columns", "index", "data"} and isinstance(names, list) and isinstance(data, list)
+            and all(isinstance(name, str) for name in names) and all(isinstance(row, list) for row in data)):
+        return [dict(zip(names, row)) if len(row) == len(names) else row for row in data]
+    columns = list(document.values())
+    if not all(isinstance(column, dict) and column for column in columns):
+        return None
+    index = list(columns[0])
+    if any(list(column) != index for column in columns[1:]):
+        return None
+    return [{name: column[key] for name, column in document.items()} for key in index]
 
 
 def _read_csv(path: Path) -> Iterator[_Record]:

@@ -244,6 +244,18 @@ def test_json_shapes(tmp_path):
     assert (info.value.row, info.value.column) == (2, "chosen") and "element 2" in str(info.value)
 
 
+@pytest.mark.parametrize("orient", ["columns", "split"])
+def test_json_written_by_pandas_to_json(tmp_path, orient):
+    """`df.to_json(path)` (orient "columns", pandas' default: every column an object keyed by the
+    index) was refused as an unsupported shape; orient "split" read its "data" array of lists as
+    rows that are not objects."""
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame([PAIR, {**PAIR, "chosen": "fine", "margin": 1.5}], index=[10, 2])
+    frame.to_json(tmp_path / "frame.json", orient=orient)
+    data = load_reward_data(tmp_path / "frame.json")
+    assert [(row["chosen"], row["margin"]) for row in data.rows] == [("good", None), ("fine", 1.5)]
+
+
 def test_score_output_read_as_mse_data_is_warned_about_once(tmp_path, caplog):
     """`evaluate` on a `score --data` output took the model's own scores as mse targets without a
     word. It is warned about, not refused: a 'score' column of annotated rewards is legitimate."""
