@@ -414,6 +414,29 @@ def build_card_data(config: dict, training: dict, evaluation: dict | None, *, re
     )
 
 
+_HH_PROMPTS = ("The model was trained on HH-RLHF transcripts: a prompt is the dialogue so far, every turn "
+               "starting `\\n\\nHuman: ` or `\\n\\nAssistant: `, up to a final `\\n\\nAssistant:`; a response is the "
+               "reply that follows it. Give prompts in this form, as the examples below do.")
+_CONVERSATION_PROMPTS = ("The model was trained on conversations (lists of role/content messages) rendered as text: "
+                         "one `Role: content` line per message (`System:`, `User:`, `Assistant:`), then a last line "
+                         "`Assistant:`, as the prompt; the final assistant message's text as the response. Render "
+                         "conversations the same way to score them (`rewardkit.data_formats.render_conversation`; "
+                         "for TRL, `rewardkit.trl_interop.reward_function` does it).")
+
+
+def prompt_form(detected_layout: str | None) -> tuple[str | None, Any]:
+    """(a note on the form the training prompts had, a function writing an example question in that
+    form as a Python string literal) for the card. HH-RLHF transcripts and rendered conversations
+    are prompts no plain question resembles: a card showing `prompt = "What is ...?"` had readers
+    score a model trained on "\\n\\nHuman: ...\\n\\nAssistant:" prompts with inputs it never saw."""
+    layout = detected_layout or ""
+    if "HH-RLHF transcripts" in layout:
+        return _HH_PROMPTS, lambda question: json.dumps(f"\n\nHuman: {question}\n\nAssistant:")
+    if "conversational messages" in layout:
+        return _CONVERSATION_PROMPTS, json.dumps  # text prompts stayed text; only message lists were rendered
+    return None, json.dumps
+
+
 def render_model_card(config: dict, training: dict | None = None, evaluation: dict | None = None, *,
                       repo_id: str = "your-name/reward-model", datasets: list[str] | None = None,
                       license: str | None = None, language: list[str] | str = "en",
@@ -439,6 +462,7 @@ def render_model_card(config: dict, training: dict | None = None, evaluation: di
     # The length training cut pairs to, when recorded (the summary, else config.json); the usage code
     # falls back to 512 (BERT's limit) for a model saved without either.
     trained_max_length = training.get("max_length", hyperparameters.get("max_length", config.get("trained_max_length")))
+    form, as_prompt = prompt_form(training.get("detected_layout"))
     card = ModelCard.from_template(
         build_card_data(config, training, evaluation, repo_id=repo_id, datasets=datasets or [],
                         license=card_license(config, training, license), language=language),
@@ -469,6 +493,8 @@ def render_model_card(config: dict, training: dict | None = None, evaluation: di
         train_rows=training.get("train_rows"),
         datasets=[dataset_display_name(name) for name in datasets or []],
         detected_layout=training.get("detected_layout"),
+        prompt_form=form,
+        as_prompt=as_prompt,
         steps=training.get("steps"),
         epochs=None if training.get("epochs") is None else _fmt(training["epochs"]),
         hyperparameters=_hyperparameter_rows(hyperparameters),

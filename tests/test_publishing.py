@@ -587,6 +587,30 @@ def test_card_of_an_mse_model_reads_its_reward_as_a_predicted_annotation():
     assert "no meaning of its own" in render_model_card({"alpha": 1.0}, None)
 
 
+def test_card_shows_prompts_in_the_form_the_model_was_trained_on():
+    """A model trained on HH-RLHF transcripts reads "\\n\\nHuman: q\\n\\nAssistant:" prompts, one trained
+    on message lists their "User: q\\nAssistant:" rendering; the card showed every model a bare question
+    (`prompt = "What is the capital of Japan?"`) and said nothing of the form."""
+    import ast
+
+    from rewardkit.model_card import render_model_card
+
+    def card_for(layout):
+        return render_model_card({"alpha": 1.0}, {**_training_summary("sentence-transformers/all-MiniLM-L6-v2"),
+                                                  "detected_layout": layout})
+
+    hh = card_for("pairwise (implicit prompt, HH-RLHF transcripts)")
+    assert 'prompt = "\\n\\nHuman: What is the capital of Japan?\\n\\nAssistant:"' in hh
+    assert 'scorer.score(["\\n\\nHuman: What is 2 + 2?\\n\\nAssistant:"], ["4"])' in hh
+    assert "trained on HH-RLHF transcripts" in hh
+    for block in re.findall(r"```python\n(.*?)```", hh, flags=re.S):
+        ast.parse(block)  # the examples stay valid Python
+    conversations = card_for("pairwise (implicit prompt, conversational messages)")
+    assert "`User:`" in conversations and "render_conversation" in conversations
+    plain = card_for("pairwise (prompt/chosen/rejected)")
+    assert 'prompt = "What is the capital of Japan?"' in plain and "trained on" not in plain.split("## Usage")[1][:300]
+
+
 def test_a_base_model_loaded_by_a_bare_hub_id_is_named_on_the_card(tmp_path, monkeypatch):
     """`--base-model gpt2` (an id without owner) was left out of the card's `base_model` metadata:
     after training, "gpt2" cannot be told from a relative folder, so training records the id."""
