@@ -97,7 +97,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 def _add_data_options(parser: argparse.ArgumentParser, objective: bool = True) -> None:
     parser.add_argument("--split", default=None, help="Split of a Hub dataset or of a save_to_disk DatasetDict (default train), "
-                        "or the array of a JSON document {\"train\": [...], \"test\": [...]}.")
+                        "the array of a JSON document {\"train\": [...], \"test\": [...]}, or the files of a folder "
+                        "named by split (train-00000-of-00001.parquet, test.jsonl).")
     parser.add_argument("--columns", default=None, help="Rename columns: new=old,...")
     parser.add_argument("--skip-invalid", action="store_true", help="Skip invalid rows (counted, reported).")
     parser.add_argument("--limit", type=_positive_int, default=None, help="Use only the first N valid rows.")

@@ -2,7 +2,8 @@
 
 ``--data`` may point at ``.jsonl``, ``.json``, ``.csv``, ``.parquet`` (and ``.jsonl.gz`` /
 ``.json.gz``) files, a folder of them (read non-recursively, in name order; other files are
-ignored), or a Hub dataset id ``owner/name`` (with ``--split``, default "train"). The row
+ignored; files named by split, as train-00000-of-00001.parquet and test.jsonl, are read one split at a
+time), or a Hub dataset id ``owner/name`` (with ``--split``, default "train"). The row
 layouts and their normal forms are described in :mod:`rewardkit.data_formats`; normal forms:
 
 * pairwise: ``{"prompt": str, "chosen": str, "rejected": str, "margin": float | None}``
@@ -496,7 +497,9 @@ def _resolve(source: str | os.PathLike, split: str | None) -> tuple[str, list[_I
     if is_dir and _is_saved_dataset(path):
         return str(path), [(str(path), lambda: _read_saved_dataset(path, split))]
     inputs = _folder_inputs(path, split) if is_dir else [(str(path), _reader_for(path, split))] if is_file else None
-    if split is not None and inputs and not any(_suffix_kind(Path(name)) == "json" for name, _ in inputs):
+    split_used = is_dir and _split_of(Path(inputs[0][0])) is not None
+    if split is not None and inputs and not split_used and not any(
+            _suffix_kind(Path(name)) == "json" for name, _ in inputs):
         # JSON documents read the split's key themselves (and say when they have none)
         logger.warning("--split %s is ignored for local data %s (it selects a Hub split, a key of a JSON "
                        "document or a split of a save_to_disk folder)", split, path)
@@ -533,7 +536,44 @@ def _folder_inputs(folder: Path, split: str | None) -> list[_Input]:
     if not inputs:
         raise RewardDataError(f"the folder holds no data files (looked for {', '.join(SUFFIXES)}; "
                               "subfolders are not searched)", source=folder)
-    return inputs
+    return _split_files(inputs, folder, split)
+
+
+# File names the Hub and `datasets` give the files of one split: train.jsonl, test-00000-of-00002.parquet
+_SPLIT_FILE = re.compile(r"(?P<split>[A-Za-z][\w]*?)(?:-\d{5}-of-\d{5})?")
+_SPLIT_NAMES = frozenset({"train", "training", "validation", "valid", "val", "dev", "test", "testing", "eval",
+                          "evaluation"})
+
+
+def _split_of(path: Path) -> str | None:
+    """The split a data file's name gives it (`train-00000-of-00001.parquet` -> train), if any."""
+    suffix = next((suffix for suffix in SUFFIXES if path.name.lower().endswith(suffix)), None)
+    match = _SPLIT_FILE.fullmatch(path.name[:-len(suffix)]) if suffix else None
+    return match["split"] if match and match["split"] in _SPLIT_NAMES else None
+
+
+def _split_files(inputs: list[_Input], folder: Path, split: str | None) -> list[_Input]:
+    """The inputs of one split when the folder holds split-named files (a Hub dataset downloaded
+    with its data/ folder: train-00000-of-00001.parquet beside test-00000-of-00001.parquet). They
+    were all read as one data set, the test split trained on, and --split was ignored."""
+    splits: dict[str, list[_Input]] = {}
+    for item in inputs:
+        name = _split_of(Path(item[0]))
+        if name is not None:
+            splits.setdefault(name, []).append(item)
+    if len(splits) < 2 and (split is None or not splits):
+        return inputs
+    chosen = split if split is not None else "train"
+    if chosen not in splits:
+        held = ", ".join(repr(name) for name in splits)
+        raise RewardDataError(f"the folder holds the files of the splits {held} (by their names)"
+                              + (f", none of split {split!r}" if split is not None else "")
+                              + "; pick one with --split", source=folder)
+    others = [Path(name).name for name, _ in inputs if _split_of(Path(name)) != chosen]
+    logger.warning("%s holds the files of the splits %s: reading the %d file(s) of %r%s; pass --split to read "
+                   "another", folder, ", ".join(repr(name) for name in splits), len(splits[chosen]), chosen,
+                   f" (left out: {', '.join(others[:_SKIP_EXAMPLES])}{', ...' if len(others) > _SKIP_EXAMPLES else ''})")
+    return splits[chosen]
 
 
 def _suffix_kind(path: Path) -> str | None:

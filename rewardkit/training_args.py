@@ -32,8 +32,9 @@ class DataArguments:
     )
     eval_data: str | None = field(default=None, metadata={"help": "Held-out data, same forms as --data."})
     split: str | None = field(default=None, metadata={"help": "Split for --data: of a Hub dataset or a save_to_disk "
-                                                              "DatasetDict (default 'train'), or the array of a JSON "
-                                                              "document {\"train\": [...], \"test\": [...]}."})
+                                                              "DatasetDict (default 'train'), the array of a JSON "
+                                                              "document {\"train\": [...], \"test\": [...]}, or the "
+                                                              "files of a folder named by split (test.jsonl)."})
     eval_split: str | None = field(default=None, metadata={"help": "Split for --eval-data, as --split."})
     columns: str | None = field(
         default=None, metadata={"help": "Rename columns: 'new=old,...', e.g. 'prompt=question,chosen=good'."}

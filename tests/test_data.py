@@ -424,6 +424,24 @@ def test_folder(tmp_path):
     assert info.value.source == str(folder / "c.jsonl") and info.value.row == 1
 
 
+def test_a_folder_of_split_named_files_reads_one_split(tmp_path, caplog):
+    """A Hub dataset's data/ folder (train-00000-of-00001.parquet beside test-...) was read whole:
+    the test split trained on, and --split ignored with a warning that it does nothing locally."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    write_jsonl(folder / "train-00000-of-00002.jsonl", [{**PAIR, "chosen": "t1"}])
+    write_jsonl(folder / "train-00001-of-00002.jsonl", [{**PAIR, "chosen": "t2"}])
+    write_jsonl(folder / "test.jsonl", [{**PAIR, "chosen": "held out"}])
+    with caplog.at_level("WARNING", logger="rewardkit.data"):
+        assert [row["chosen"] for row in load_reward_data(folder).rows] == ["t1", "t2"]
+    assert "reading the 2 file(s) of 'train' (left out: test.jsonl)" in caplog.text
+    assert [row["chosen"] for row in load_reward_data(folder, split="test").rows] == ["held out"]
+    with pytest.raises(RewardDataError, match="splits 'test', 'train'.*none of split 'dev'"):
+        load_reward_data(folder, split="dev")
+    (folder / "test.jsonl").unlink()  # one split's files alone are just a folder of files
+    assert len(load_reward_data(folder)) == 2
+
+
 def test_an_empty_part_file_beside_full_ones_is_skipped_with_a_warning(tmp_path, caplog):
     """Spark and other writers leave 0-byte part files; one used to stop the whole folder."""
     folder = tmp_path / "parts"
