@@ -631,12 +631,14 @@ def _train_and_time(trainer: RewardTrainer, checkpoint: str | None, eval_clock: 
     """`train()` (resuming from `checkpoint` when given) and the TrainResult figures of this call:
     its time and speed, the steps it ran and the mean loss over them (what transformers reports:
     not the whole run's when it was resumed), and the checkpoint it resumed from."""
+    from rewardkit.distributed import all_sum
+
     resumed_from_step = _checkpoint_step(checkpoint) if checkpoint else None
     started = time.perf_counter()
     output = _with_loss_over_ranks(_train_from_checkpoint(trainer, checkpoint))
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "eval_seconds": eval_clock.seconds,
-            "examples_per_second": _training_speed(output.metrics, seconds, eval_clock.seconds),
+            "examples_per_second": _training_speed(all_sum(trainer.examples_trained), seconds, eval_clock.seconds),
             "train_loss": float(output.training_loss),
             "steps_this_call": int(output.global_step) - (resumed_from_step or 0),
             "resumed_from": str(checkpoint) if checkpoint else None, "resumed_from_step": resumed_from_step,
@@ -764,15 +766,14 @@ def _logged_eval(state, step: int) -> dict[str, float] | None:
     return None if entry is None else {key: value for key, value in entry.items() if key.startswith("eval_")}
 
 
-def _training_speed(train_metrics: dict[str, float], seconds: float, eval_seconds: float) -> float:
+def _training_speed(examples: int, seconds: float, eval_seconds: float) -> float | None:
     """Examples per second of training alone, on the clock the summary prints (`seconds`, the whole
     `train()` call), so that "96 pairs in 10.0 s (2.0 s of it held-out evaluation): 12.00 pairs/s"
-    divides out. The Trainer's own figure runs on a shorter clock (it starts after the set-up) and
-    counts the evaluations between epochs as training: 48 pairs "in 6.0 s: 9.05 pairs/s" read wrong."""
-    runtime = float(train_metrics.get("train_runtime", 0.0))
-    examples = float(train_metrics.get("train_samples_per_second", 0.0)) * runtime  # what this call trained
+    divides out. `examples` are those this call trained on, all processes together (the Trainer's
+    own figure runs on a shorter clock, counts the evaluations between epochs as training, and
+    assumes every batch full)."""
     training_seconds = seconds - eval_seconds
-    return examples / training_seconds if training_seconds > 0 else float(train_metrics.get("train_samples_per_second", 0.0))
+    return examples / training_seconds if training_seconds > 0 and examples else None
 
 
 def _epochs_run(trainer: RewardTrainer, args: RewardTrainingArguments) -> float:

@@ -187,7 +187,7 @@ def test_checkpoints_hold_code_and_tokenizer_and_load_alone(tiny_base, tmp_path)
 KILL_AND_TRAIN = """
 import os, signal, sys
 from transformers import TrainerCallback
-from rewardkit.fit import _training_speed, run_training
+from rewardkit.fit import run_training
 from rewardkit.training_args import DataArguments, RewardTrainingArguments
 
 class KillAt(TrainerCallback):
@@ -255,7 +255,7 @@ def test_held_out_set_is_evaluated_once_per_epoch_and_its_time_is_not_training_t
     assert result.examples_per_second == pytest.approx(2 * 48 / (result.seconds - result.eval_seconds), rel=1e-6)
     # 96 pairs in a 10 s train() of which 2 s evaluation: 12 pairs/s of training, not 9.6, whatever
     # the Trainer's shorter clock (9 s) said
-    assert _training_speed({"train_runtime": 9.0, "train_samples_per_second": 96 / 9.0}, 10.0, 2.0) == pytest.approx(12.0)
+    assert _training_speed(96, 10.0, 2.0) == pytest.approx(12.0)
 
 
 def test_summary_reports_the_epochs_actually_run(tiny_base, tmp_path):
@@ -263,6 +263,17 @@ def test_summary_reports_the_epochs_actually_run(tiny_base, tmp_path):
     result = run_training(DataArguments(data=str(train)), _args(tmp_path / "out", tiny_base, max_steps=2))
     assert result.steps == 2 and result.epochs == pytest.approx(0.25)  # 2 of 8 steps per epoch, not "2 epochs"
     assert "2 steps, 0.25 epoch(s)" in result.describe()
+
+
+def test_training_speed_counts_the_examples_actually_trained(tiny_base, tmp_path):
+    """20 pairs in batches of 8 (8 + 8 + 4 per epoch) and --max_steps 5: 8+8+4+8+8 = 36 pairs
+    trained, not the 5 x 8 = 40 that transformers assumes (every batch full), so pairs/s was too high."""
+    train = helpers.write_jsonl(tmp_path / "train.jsonl", _pairwise_rows(20, 0))
+    result = run_training(DataArguments(data=str(train)), _args(tmp_path / "out", tiny_base, max_steps=5,
+                                                                      train_sampling_strategy="sequential"))
+    assert result.steps == 5
+    assert result.examples_per_second == pytest.approx(36 / (result.seconds - result.eval_seconds), rel=1e-6)
+    assert _training_speed(96, 10.0, 2.0) == pytest.approx(12.0)  # 96 pairs in 10 s, of which 2 s evaluation
 
 
 def test_summary_prints_short_times_small_stds_and_one_step_readably():
