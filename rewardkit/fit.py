@@ -234,6 +234,7 @@ def load_model(base_model: str, args: RewardTrainingArguments, tokenizer):
         # dtype: fp32 weights to train, whatever dtype the folder was saved in (transformers 5 keeps it).
         model = RewardModel.from_pretrained(base_model, alpha=args.alpha, use_safetensors=True, dtype=torch.float32,
                                             **overrides)
+        forget_measurements_of_old_weights(model.config, base_model)
     else:
         config_kwargs = {"alpha": args.alpha}
         if args.pooling is not None:
@@ -256,6 +257,29 @@ def load_model(base_model: str, args: RewardTrainingArguments, tokenizer):
 
         use_fp32_attention(model)  # measured 12-15% faster training on CPU; see cpu_attention.py
     return model
+
+
+def forget_measurements_of_old_weights(config, base_model: str) -> None:
+    """A rewardkit model trained further keeps none of the figures measured on its old weights:
+    the calibration temperature T (fitted to their reward differences: kept, `compare` and the card
+    stated a T = 2.5 "fitted on held-out pairs" that no pairs had fitted to these weights) and the
+    reward mean/std (measured again after training, unless --reward-stats-samples 0)."""
+    if config.calibration_temperature is not None:
+        logger.warning("%s was calibrated (T = %g) on its rewards before this training, which changes them: T is "
+                       "dropped; run `rewardkit evaluate --calibrate` on held-out pairs to fit it again.",
+                       base_model, config.calibration_temperature)
+    config.calibration_temperature = None
+    if not config.normalize_rewards:
+        config.reward_mean = config.reward_std = None
+
+
+def check_continued_model(config, args: RewardTrainingArguments, base_model: str) -> None:
+    """Before any data is read: a base rewardkit model that normalizes its rewards needs its reward
+    mean/std measured again on the new weights (the old ones would normalize with stale figures)."""
+    if getattr(config, "normalize_rewards", False) and args.reward_stats_samples == 0:
+        raise ValueError(f"{base_model} normalizes its rewards (normalize_rewards) by the reward mean/std of its "
+                         "weights, which this training changes, so they must be measured again: drop "
+                         "--reward-stats-samples 0.")
 
 
 def freeze_unread_parameters(model) -> None:
@@ -510,7 +534,9 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
     set_seed(args.seed)
     base_model = args.base_model or default_base_model()
     tokenizer = load_tokenizer(base_model)
-    max_length = resolve_max_length(tokenizer, load_model_config(base_model), args.max_length)
+    model_config = load_model_config(base_model)
+    check_continued_model(model_config, args, base_model)
+    max_length = resolve_max_length(tokenizer, model_config, args.max_length)
     prepared = _prepare_once_per_node(data_args, args, base_model, tokenizer, max_length)
     args.use_held_out(bool(prepared.eval_features))
 

@@ -276,6 +276,31 @@ def test_training_speed_counts_the_examples_actually_trained(tiny_base, tmp_path
     assert _training_speed(96, 10.0, 2.0) == pytest.approx(12.0)  # 96 pairs in 10 s, of which 2 s evaluation
 
 
+def test_training_a_rewardkit_model_further_drops_what_was_measured_on_its_old_weights(tiny_base, tmp_path, caplog):
+    """Continued from a calibrated model, the new folder kept T = 2.5 (the card: "fitted on held-out
+    pairs") and, with --reward-stats-samples 0, the old reward mean/std, none of them measured on
+    the new weights; a model that normalizes by them cannot do without new ones."""
+    train = helpers.write_jsonl(tmp_path / "train.jsonl", _pairwise_rows(16, 0))
+    run_training(DataArguments(data=str(train)), _args(tmp_path / "first", tiny_base, num_train_epochs=1))
+    config_file = tmp_path / "first" / "config.json"
+    config = json.loads(config_file.read_text())
+    config_file.write_text(json.dumps({**config, "calibration_temperature": 2.5}))
+    caplog.set_level("WARNING")
+    run_training(DataArguments(data=str(train)), _args(tmp_path / "again", tmp_path / "first", num_train_epochs=1,
+                                                       reward_stats_samples=0))
+    again = json.loads((tmp_path / "again" / "config.json").read_text())
+    assert again["calibration_temperature"] is None and again["reward_mean"] is None and again["reward_std"] is None
+    assert "T = 2.5" not in (tmp_path / "again" / "README.md").read_text()
+    assert "calibrated (T = 2.5)" in caplog.text and "rewardkit evaluate --calibrate" in caplog.text
+
+    config_file.write_text(json.dumps({**config, "normalize_rewards": True}))
+    with pytest.raises(ValueError, match="normalizes its rewards .* drop --reward-stats-samples 0"):
+        run_training(DataArguments(data=str(train)), _args(tmp_path / "norm", tmp_path / "first", reward_stats_samples=0))
+    run_training(DataArguments(data=str(train)), _args(tmp_path / "norm", tmp_path / "first", num_train_epochs=1))
+    normalized = json.loads((tmp_path / "norm" / "config.json").read_text())
+    assert normalized["normalize_rewards"] and normalized["reward_mean"] != config["reward_mean"]
+
+
 def test_summary_prints_short_times_small_stds_and_one_step_readably():
     """A 0.015 s evaluation printed as "0.0 s of it held-out evaluation", a std of 0.00028 as
     "std 0.000", and a one-step run as "1 steps"."""
