@@ -230,13 +230,15 @@ def load_model(base_model: str, args: RewardTrainingArguments, tokenizer):
         from rewardkit.scoring import check_reward_model_source
 
         check_reward_model_source(base_model)  # safetensors only: a pickle-only folder is refused clearly
-        overrides = {k: v for k, v in {"pooling": args.pooling, "head_dropout": args.head_dropout}.items() if v is not None}
+        overrides = {k: v for k, v in {"pooling": args.pooling, "head_dropout": args.head_dropout,
+                                       "alpha": args.alpha}.items() if v is not None}  # else the folder's own
         # dtype: fp32 weights to train, whatever dtype the folder was saved in (transformers 5 keeps it).
-        model = RewardModel.from_pretrained(base_model, alpha=args.alpha, use_safetensors=True, dtype=torch.float32,
-                                            **overrides)
+        model = RewardModel.from_pretrained(base_model, use_safetensors=True, dtype=torch.float32, **overrides)
         forget_measurements_of_old_weights(model.config, base_model)
     else:
-        config_kwargs = {"alpha": args.alpha}
+        config_kwargs = {}
+        if args.alpha is not None:
+            config_kwargs["alpha"] = args.alpha
         if args.pooling is not None:
             config_kwargs["pooling"] = args.pooling
         if args.head_dropout is not None:

@@ -301,6 +301,20 @@ def test_training_a_rewardkit_model_further_drops_what_was_measured_on_its_old_w
     assert normalized["normalize_rewards"] and normalized["reward_mean"] != config["reward_mean"]
 
 
+def test_training_a_rewardkit_model_further_keeps_its_alpha_unless_alpha_is_given(tiny_base, tmp_path):
+    """--alpha defaulted to 1.0 and overrode the base model's: a model saved with alpha 10, trained
+    further without --alpha, came back scoring a tenth of what it did (pooling already carried over)."""
+    train = helpers.write_jsonl(tmp_path / "train.jsonl", _pairwise_rows(16, 0))
+    run_training(DataArguments(data=str(train)), _args(tmp_path / "first", tiny_base, num_train_epochs=1, alpha=10.0))
+    run_training(DataArguments(data=str(train)), _args(tmp_path / "kept", tmp_path / "first", num_train_epochs=1))
+    run_training(DataArguments(data=str(train)), _args(tmp_path / "given", tmp_path / "first", num_train_epochs=1,
+                                                       alpha=2.0))
+    assert json.loads((tmp_path / "kept" / "config.json").read_text())["alpha"] == 10.0
+    assert json.loads((tmp_path / "given" / "config.json").read_text())["alpha"] == 2.0
+    run_training(DataArguments(data=str(train)), _args(tmp_path / "fresh", tiny_base, num_train_epochs=1))
+    assert json.loads((tmp_path / "fresh" / "config.json").read_text())["alpha"] == 1.0
+
+
 def test_summary_prints_short_times_small_stds_and_one_step_readably():
     """A 0.015 s evaluation printed as "0.0 s of it held-out evaluation", a std of 0.00028 as
     "std 0.000", and a one-step run as "1 steps"."""
