@@ -528,11 +528,11 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
     FSDP when configured); the data is prepared once per node and only rank 0 writes the folder.
     """
     from transformers import set_seed
-    from transformers.trainer_utils import get_last_checkpoint
 
     if not data_args.data:
         raise ValueError("No training data: pass --data (a file, a folder or a Hub dataset id).")
     _check_held_out_flags(data_args, args)
+    resume = _checkpoint_to_resume(args)
     set_seed(args.seed)
     base_model = args.base_model or default_base_model()
     tokenizer = load_tokenizer(base_model)
@@ -561,11 +561,6 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
     trainer = RewardTrainer(model=model, args=args, train_dataset=prepared.train_features,
                             eval_dataset=prepared.eval_features, processing_class=tokenizer,
                             objective=prepared.objective, callbacks=callbacks, target_scale=target_scale)
-    resume = args.resume_from_checkpoint
-    if resume in ("last", "latest", "true", "True"):
-        resume = get_last_checkpoint(args.output_dir)
-        if resume is None:
-            logger.warning("No checkpoint in %s to resume from; starting from scratch.", args.output_dir)
     eval_clock = _EvalClock()
     trainer.add_callback(eval_clock)
     if trainer.pop_callback(PrinterCallback) is not None:
@@ -631,6 +626,36 @@ def _check_held_out_flags(data_args: DataArguments, args: RewardTrainingArgument
     if plain_value(args.eval_strategy) != "no":
         logger.warning("--eval_strategy %s: there is no held-out data (--eval-data, --eval-fraction), so nothing "
                        "is evaluated.", plain_value(args.eval_strategy))
+
+
+def _checkpoint_to_resume(args: RewardTrainingArguments) -> str | None:
+    """--resume_from_checkpoint as a folder ('last': the newest in --output-dir, None when there is
+    none), checked before any data is read: it must exist and be of the kind this run trains. A
+    --use-lora run's checkpoints are PEFT adapters, a full fine-tune's whole models; resumed across,
+    transformers failed late with "Can't find a checkpoint index (pytorch_model.bin.index.json or
+    model.safetensors.index.json)", which names neither the flag nor the fix."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    resume = args.resume_from_checkpoint
+    if resume in ("last", "latest", "true", "True"):
+        resume = get_last_checkpoint(args.output_dir) if Path(args.output_dir).is_dir() else None
+        if resume is None:
+            logger.warning("No checkpoint in %s to resume from; starting from scratch.", args.output_dir)
+    if not resume:
+        return None
+    folder = Path(resume)
+    if not folder.is_dir():
+        raise ValueError(f"--resume_from_checkpoint {resume}: no such folder (give a checkpoint-N folder, or 'last' "
+                         "for the newest in --output-dir).")
+    adapter = (folder / "adapter_config.json").is_file()
+    whole = any((folder / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json"))
+    if adapter and not whole and not args.use_lora:
+        raise ValueError(f"{resume} is a LoRA checkpoint (a PEFT adapter): resume it with --use-lora and the LoRA "
+                         "flags it was trained with.")
+    if whole and not adapter and args.use_lora:
+        raise ValueError(f"{resume} is a full fine-tune's checkpoint, not a LoRA adapter: resume it without "
+                         "--use-lora, or start a LoRA run from its weights with --base-model.")
+    return str(resume)
 
 
 def _with_loss_over_ranks(output):

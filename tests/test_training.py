@@ -315,6 +315,22 @@ def test_training_a_rewardkit_model_further_keeps_its_alpha_unless_alpha_is_give
     assert json.loads((tmp_path / "fresh" / "config.json").read_text())["alpha"] == 1.0
 
 
+def test_resuming_a_checkpoint_of_the_other_kind_or_none_is_refused_by_name(tiny_base, tmp_path):
+    """A LoRA run's checkpoint resumed without --use-lora failed late with transformers' "Can't find
+    a checkpoint index (pytorch_model.bin.index.json or model.safetensors.index.json)"."""
+    train = helpers.write_jsonl(tmp_path / "train.jsonl", _pairwise_rows(16, 0))
+    adapter, whole = tmp_path / "lora" / "checkpoint-2", tmp_path / "full" / "checkpoint-2"
+    for folder, name in ((adapter, "adapter_config.json"), (whole, "model.safetensors")):
+        folder.mkdir(parents=True)
+        (folder / name).write_text("{}")
+    cases = [(dict(resume_from_checkpoint=str(adapter)), "is a LoRA checkpoint .* with --use-lora"),
+             (dict(resume_from_checkpoint=str(whole), use_lora=True), "full fine-tune's checkpoint.* without --use-lora"),
+             (dict(resume_from_checkpoint=str(tmp_path / "missing")), "no such folder")]
+    for flags, says in cases:
+        with pytest.raises(ValueError, match=says):
+            run_training(DataArguments(data=str(train)), _args(tmp_path / "out", tiny_base, **flags))
+
+
 def test_summary_prints_short_times_small_stds_and_one_step_readably():
     """A 0.015 s evaluation printed as "0.0 s of it held-out evaluation", a std of 0.00028 as
     "std 0.000", and a one-step run as "1 steps"."""
