@@ -464,6 +464,11 @@ def _encode_distinct(rows: list[dict], objective: str, encoder: PairEncoder,
     logger.warning("%s: skipped %d of %d %s%s: they would teach nothing and score as ties; %s.", what,
                    len(identical), len(rows), which, "" if objective == "pairwise" else " (each group whole)", cause)
     kept = [i for i in range(len(rows)) if i not in identical]
+    # The truncation counts are of what is trained (evaluated): those of the skipped rows come off.
+    skipped = PairEncoder(encoder.tokenizer, encoder.max_length, TruncationStats())
+    encode_rows([rows[i] for i in sorted(identical)], objective, skipped)
+    encoder.stats = TruncationStats(*(getattr(encoder.stats, name) - getattr(skipped.stats, name)
+                                      for name in ("texts", "prompt_cut", "response_cut")))
     return [rows[i] for i in kept], [features[i] for i in kept], len(identical)
 
 

@@ -449,6 +449,20 @@ def test_pairs_that_truncation_makes_identical_are_skipped_and_reported(tiny_bas
         prepare_data(DataArguments(data=str(only)), _args(out, tiny_base), tokenizer, 32)
 
 
+def test_truncation_counts_are_of_the_pairs_kept_not_of_those_skipped_as_identical(tiny_base, tmp_path, tokenizer):
+    """The summary said "36 texts: ... 12 had the end of the response cut" of a run trained on 12
+    pairs (24 texts, none cut): the 6 pairs skipped as identical were counted too."""
+    from rewardkit.fit import prepare_data
+
+    train = helpers.write_jsonl(tmp_path / "train.jsonl", _pairwise_rows(12, 0) + _collapsing_pairs(6))
+    held = helpers.write_jsonl(tmp_path / "held.jsonl", _pairwise_rows(3, 1) + _collapsing_pairs(2))
+    prepared = prepare_data(DataArguments(data=str(train), eval_data=str(held)), _args(tmp_path / "out", tiny_base),
+                            tokenizer, 32)
+    assert prepared.truncation == ("24 texts: 0 had the start of the prompt cut, 0 had the end of the response cut "
+                                   "(held-out: 6 texts: 0 had the start of the prompt cut, 0 had the end of the "
+                                   "response cut)")
+
+
 def test_ranked_groups_that_truncation_collapses_are_skipped_whole(tiny_base, tmp_path, tokenizer):
     """A group in which two responses encode alike would train (and score) a pair of ties; the
     group is skipped whole, as a group holding the same response twice is an invalid row."""
