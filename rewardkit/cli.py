@@ -286,6 +286,7 @@ def _yaml_defaults(values: dict, parser: argparse.ArgumentParser, path: str) -> 
     for key, value in values.items():
         if key in known:
             defaults[key] = _yaml_off_switch(value, actions[key])
+            _check_yaml_choice(key, defaults[key], actions[key], path)
         elif key.startswith("no_") and key[3:] in known and isinstance(value, bool):
             defaults[key[3:]] = not value
         else:
@@ -295,6 +296,18 @@ def _yaml_defaults(values: dict, parser: argparse.ArgumentParser, path: str) -> 
         raise CliError(f"--config {path}: unknown keys: {', '.join(unknown)}. Keys are flag names "
                        "(learning_rate, max_length, ...; all flags: rewardkit train --help).")
     return defaults
+
+
+def _check_yaml_choice(key: str, value, action: argparse.Action, path: str) -> None:
+    """A YAML value of a flag with choices must be one of them: argparse checks the choices of
+    command-line values only, not of defaults, so `pooling: firts` got as far as building the model,
+    after the data was read."""
+    if not action.choices or value is None:
+        return
+    choices = [str(getattr(choice, "value", choice)) for choice in action.choices]
+    for item in value if isinstance(value, list) else [value]:
+        if str(getattr(item, "value", item)) not in choices:
+            raise CliError(f"--config {path}: {key}: {item!r} is not one of {', '.join(choices)}.")
 
 
 def _yaml_off_switch(value, action: argparse.Action):
