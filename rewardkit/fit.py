@@ -846,6 +846,8 @@ def _hyperparameters(args: RewardTrainingArguments, max_length: int, pooling: st
               "max_length": max_length, "seed": args.seed, "pooling": pooling, "precision": args.precision_description,
               "train_sampling_strategy": plain_value(args.train_sampling_strategy), "warmup_steps": args.warmup_steps,
               "weight_decay": args.weight_decay, "lr_scheduler_type": plain_value(args.lr_scheduler_type)}
+    if args.max_steps is not None and args.max_steps > 0:  # it overrides num_train_epochs: the card must say so
+        values["max_steps"] = args.max_steps
     if not args.use_lora:  # LoRA freezes the whole backbone anyway
         values["freeze_embeddings"] = args.freeze_embeddings
     if args.world_size > 1:

@@ -265,6 +265,17 @@ def test_summary_reports_the_epochs_actually_run(tiny_base, tmp_path):
     assert "2 steps, 0.25 epoch(s)" in result.describe()
 
 
+def test_max_steps_is_among_the_hyperparameters_when_it_stopped_the_run(tiny_base, tmp_path):
+    """The card listed num_train_epochs 2 beside "Steps / epochs | 2 / 0.25", with no word of the
+    --max_steps that overrode it."""
+    train = helpers.write_jsonl(tmp_path / "train.jsonl", _pairwise_rows(64, 0))
+    result = run_training(DataArguments(data=str(train)), _args(tmp_path / "out", tiny_base, max_steps=2))
+    assert result.hyperparameters["max_steps"] == 2
+    assert "| max_steps | 2 |" in (tmp_path / "out" / "README.md").read_text()
+    full = run_training(DataArguments(data=str(train)), _args(tmp_path / "full", tiny_base, num_train_epochs=1))
+    assert "max_steps" not in full.hyperparameters
+
+
 def test_training_speed_counts_the_examples_actually_trained(tiny_base, tmp_path):
     """20 pairs in batches of 8 (8 + 8 + 4 per epoch) and --max_steps 5: 8+8+4+8+8 = 36 pairs
     trained, not the 5 x 8 = 40 that transformers assumes (every batch full), so pairs/s was too high."""
