@@ -282,11 +282,14 @@ def _yaml_defaults(values: dict, parser: argparse.ArgumentParser, path: str) -> 
     import difflib
 
     actions = {action.dest: action for action in parser._actions}
+    field_types = _annotations(getattr(parser, "dataclass_types", ()))
     known = set(actions)
     defaults, unknown = {}, []
     for key, value in values.items():
         if key in known:
             defaults[key] = _yaml_off_switch(value, actions[key])
+            _check_yaml_choice(key, defaults[key], actions[key], path)
+            _check_yaml_shape(key, value, field_types.get(key, ""), path)
         elif key.startswith("no_") and key[3:] in known and isinstance(value, bool):
             defaults[key[3:]] = not value
         else:
@@ -296,6 +299,38 @@ def _yaml_defaults(values: dict, parser: argparse.ArgumentParser, path: str) -> 
         raise CliError(f"--config {path}: unknown keys: {', '.join(unknown)}. Keys are flag names "
                        "(learning_rate, max_length, ...; all flags: rewardkit train --help).")
     return defaults
+
+
+def _annotations(classes) -> dict[str, str]:
+    """Field name -> its declared type, as text ('dict | str | None'), read from the classes'
+    annotations: HfArgumentParser rewrites the fields' own `type` (a dict-or-str field becomes str)."""
+    declared: dict[str, str] = {}
+    for kind in classes:
+        for klass in reversed(kind.__mro__):
+            declared.update({name: str(value) for name, value in vars(klass).get("__annotations__", {}).items()})
+    return declared
+
+
+def _check_yaml_shape(key: str, value, field_type: str, path: str) -> None:
+    """A nested mapping or a list under a key whose flag takes one value is refused by name: argparse
+    passes YAML values through as they are, so `skip_invalid: {on: true}` turned skipping on (a
+    non-empty dict is true) and `max_length: {value: 64}` failed with a bare TypeError."""
+    for shape, name, allowed in ((dict, "a nested mapping", "dict"), (list, "a list", "list")):
+        if isinstance(value, shape) and allowed not in field_type:
+            raise CliError(f"--config {path}: {key} holds {name}, but --{key} takes a single value. Keys are flat "
+                           "(flag names at the top level; all flags: rewardkit train --help).")
+
+
+def _check_yaml_choice(key: str, value, action: argparse.Action, path: str) -> None:
+    """A YAML value of a flag with choices must be one of them: argparse checks the choices of
+    command-line values only, not of defaults, so `pooling: firts` got as far as building the model,
+    after the data was read."""
+    if not action.choices or value is None:
+        return
+    choices = [str(getattr(choice, "value", choice)) for choice in action.choices]
+    for item in value if isinstance(value, list) else [value]:
+        if str(getattr(item, "value", item)) not in choices:
+            raise CliError(f"--config {path}: {key}: {item!r} is not one of {', '.join(choices)}.")
 
 
 def _yaml_off_switch(value, action: argparse.Action):

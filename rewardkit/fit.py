@@ -230,12 +230,15 @@ def load_model(base_model: str, args: RewardTrainingArguments, tokenizer):
         from rewardkit.scoring import check_reward_model_source
 
         check_reward_model_source(base_model)  # safetensors only: a pickle-only folder is refused clearly
-        overrides = {k: v for k, v in {"pooling": args.pooling, "head_dropout": args.head_dropout}.items() if v is not None}
+        overrides = {k: v for k, v in {"pooling": args.pooling, "head_dropout": args.head_dropout,
+                                       "alpha": args.alpha}.items() if v is not None}  # else the folder's own
         # dtype: fp32 weights to train, whatever dtype the folder was saved in (transformers 5 keeps it).
-        model = RewardModel.from_pretrained(base_model, alpha=args.alpha, use_safetensors=True, dtype=torch.float32,
-                                            **overrides)
+        model = RewardModel.from_pretrained(base_model, use_safetensors=True, dtype=torch.float32, **overrides)
+        forget_measurements_of_old_weights(model.config, base_model)
     else:
-        config_kwargs = {"alpha": args.alpha}
+        config_kwargs = {}
+        if args.alpha is not None:
+            config_kwargs["alpha"] = args.alpha
         if args.pooling is not None:
             config_kwargs["pooling"] = args.pooling
         if args.head_dropout is not None:
@@ -256,6 +259,29 @@ def load_model(base_model: str, args: RewardTrainingArguments, tokenizer):
 
         use_fp32_attention(model)  # measured 12-15% faster training on CPU; see cpu_attention.py
     return model
+
+
+def forget_measurements_of_old_weights(config, base_model: str) -> None:
+    """A rewardkit model trained further keeps none of the figures measured on its old weights:
+    the calibration temperature T (fitted to their reward differences: kept, `compare` and the card
+    stated a T = 2.5 "fitted on held-out pairs" that no pairs had fitted to these weights) and the
+    reward mean/std (measured again after training, unless --reward-stats-samples 0)."""
+    if config.calibration_temperature is not None:
+        logger.warning("%s was calibrated (T = %g) on its rewards before this training, which changes them: T is "
+                       "dropped; run `rewardkit evaluate --calibrate` on held-out pairs to fit it again.",
+                       base_model, config.calibration_temperature)
+    config.calibration_temperature = None
+    if not config.normalize_rewards:
+        config.reward_mean = config.reward_std = None
+
+
+def check_continued_model(config, args: RewardTrainingArguments, base_model: str) -> None:
+    """Before any data is read: a base rewardkit model that normalizes its rewards needs its reward
+    mean/std measured again on the new weights (the old ones would normalize with stale figures)."""
+    if getattr(config, "normalize_rewards", False) and args.reward_stats_samples == 0:
+        raise ValueError(f"{base_model} normalizes its rewards (normalize_rewards) by the reward mean/std of its "
+                         "weights, which this training changes, so they must be measured again: drop "
+                         "--reward-stats-samples 0.")
 
 
 def freeze_unread_parameters(model) -> None:
@@ -438,6 +464,11 @@ def _encode_distinct(rows: list[dict], objective: str, encoder: PairEncoder,
     logger.warning("%s: skipped %d of %d %s%s: they would teach nothing and score as ties; %s.", what,
                    len(identical), len(rows), which, "" if objective == "pairwise" else " (each group whole)", cause)
     kept = [i for i in range(len(rows)) if i not in identical]
+    # The truncation counts are of what is trained (evaluated): those of the skipped rows come off.
+    skipped = PairEncoder(encoder.tokenizer, encoder.max_length, TruncationStats())
+    encode_rows([rows[i] for i in sorted(identical)], objective, skipped)
+    encoder.stats = TruncationStats(*(getattr(encoder.stats, name) - getattr(skipped.stats, name)
+                                      for name in ("texts", "prompt_cut", "response_cut")))
     return [rows[i] for i in kept], [features[i] for i in kept], len(identical)
 
 
@@ -502,15 +533,17 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
     FSDP when configured); the data is prepared once per node and only rank 0 writes the folder.
     """
     from transformers import set_seed
-    from transformers.trainer_utils import get_last_checkpoint
 
     if not data_args.data:
         raise ValueError("No training data: pass --data (a file, a folder or a Hub dataset id).")
     _check_held_out_flags(data_args, args)
+    resume = _checkpoint_to_resume(args)
     set_seed(args.seed)
     base_model = args.base_model or default_base_model()
     tokenizer = load_tokenizer(base_model)
-    max_length = resolve_max_length(tokenizer, load_model_config(base_model), args.max_length)
+    model_config = load_model_config(base_model)
+    check_continued_model(model_config, args, base_model)
+    max_length = resolve_max_length(tokenizer, model_config, args.max_length)
     prepared = _prepare_once_per_node(data_args, args, base_model, tokenizer, max_length)
     args.use_held_out(bool(prepared.eval_features))
 
@@ -533,11 +566,6 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
     trainer = RewardTrainer(model=model, args=args, train_dataset=prepared.train_features,
                             eval_dataset=prepared.eval_features, processing_class=tokenizer,
                             objective=prepared.objective, callbacks=callbacks, target_scale=target_scale)
-    resume = args.resume_from_checkpoint
-    if resume in ("last", "latest", "true", "True"):
-        resume = get_last_checkpoint(args.output_dir)
-        if resume is None:
-            logger.warning("No checkpoint in %s to resume from; starting from scratch.", args.output_dir)
     eval_clock = _EvalClock()
     trainer.add_callback(eval_clock)
     if trainer.pop_callback(PrinterCallback) is not None:
@@ -605,6 +633,36 @@ def _check_held_out_flags(data_args: DataArguments, args: RewardTrainingArgument
                        "is evaluated.", plain_value(args.eval_strategy))
 
 
+def _checkpoint_to_resume(args: RewardTrainingArguments) -> str | None:
+    """--resume_from_checkpoint as a folder ('last': the newest in --output-dir, None when there is
+    none), checked before any data is read: it must exist and be of the kind this run trains. A
+    --use-lora run's checkpoints are PEFT adapters, a full fine-tune's whole models; resumed across,
+    transformers failed late with "Can't find a checkpoint index (pytorch_model.bin.index.json or
+    model.safetensors.index.json)", which names neither the flag nor the fix."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    resume = args.resume_from_checkpoint
+    if resume in ("last", "latest", "true", "True"):
+        resume = get_last_checkpoint(args.output_dir) if Path(args.output_dir).is_dir() else None
+        if resume is None:
+            logger.warning("No checkpoint in %s to resume from; starting from scratch.", args.output_dir)
+    if not resume:
+        return None
+    folder = Path(resume)
+    if not folder.is_dir():
+        raise ValueError(f"--resume_from_checkpoint {resume}: no such folder (give a checkpoint-N folder, or 'last' "
+                         "for the newest in --output-dir).")
+    adapter = (folder / "adapter_config.json").is_file()
+    whole = any((folder / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json"))
+    if adapter and not whole and not args.use_lora:
+        raise ValueError(f"{resume} is a LoRA checkpoint (a PEFT adapter): resume it with --use-lora and the LoRA "
+                         "flags it was trained with.")
+    if whole and not adapter and args.use_lora:
+        raise ValueError(f"{resume} is a full fine-tune's checkpoint, not a LoRA adapter: resume it without "
+                         "--use-lora, or start a LoRA run from its weights with --base-model.")
+    return str(resume)
+
+
 def _with_loss_over_ranks(output):
     """The run's training loss averaged over every rank. transformers gathers the loss it logs every
     --logging_steps, but adds the steps after the last log rank by rank, so under DDP each rank (and
@@ -631,12 +689,14 @@ def _train_and_time(trainer: RewardTrainer, checkpoint: str | None, eval_clock: 
     """`train()` (resuming from `checkpoint` when given) and the TrainResult figures of this call:
     its time and speed, the steps it ran and the mean loss over them (what transformers reports:
     not the whole run's when it was resumed), and the checkpoint it resumed from."""
+    from rewardkit.distributed import all_sum
+
     resumed_from_step = _checkpoint_step(checkpoint) if checkpoint else None
     started = time.perf_counter()
     output = _with_loss_over_ranks(_train_from_checkpoint(trainer, checkpoint))
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "eval_seconds": eval_clock.seconds,
-            "examples_per_second": _training_speed(output.metrics, seconds, eval_clock.seconds),
+            "examples_per_second": _training_speed(all_sum(trainer.examples_trained), seconds, eval_clock.seconds),
             "train_loss": float(output.training_loss),
             "steps_this_call": int(output.global_step) - (resumed_from_step or 0),
             "resumed_from": str(checkpoint) if checkpoint else None, "resumed_from_step": resumed_from_step,
@@ -764,15 +824,14 @@ def _logged_eval(state, step: int) -> dict[str, float] | None:
     return None if entry is None else {key: value for key, value in entry.items() if key.startswith("eval_")}
 
 
-def _training_speed(train_metrics: dict[str, float], seconds: float, eval_seconds: float) -> float:
+def _training_speed(examples: int, seconds: float, eval_seconds: float) -> float | None:
     """Examples per second of training alone, on the clock the summary prints (`seconds`, the whole
     `train()` call), so that "96 pairs in 10.0 s (2.0 s of it held-out evaluation): 12.00 pairs/s"
-    divides out. The Trainer's own figure runs on a shorter clock (it starts after the set-up) and
-    counts the evaluations between epochs as training: 48 pairs "in 6.0 s: 9.05 pairs/s" read wrong."""
-    runtime = float(train_metrics.get("train_runtime", 0.0))
-    examples = float(train_metrics.get("train_samples_per_second", 0.0)) * runtime  # what this call trained
+    divides out. `examples` are those this call trained on, all processes together (the Trainer's
+    own figure runs on a shorter clock, counts the evaluations between epochs as training, and
+    assumes every batch full)."""
     training_seconds = seconds - eval_seconds
-    return examples / training_seconds if training_seconds > 0 else float(train_metrics.get("train_samples_per_second", 0.0))
+    return examples / training_seconds if training_seconds > 0 and examples else None
 
 
 def _epochs_run(trainer: RewardTrainer, args: RewardTrainingArguments) -> float:
@@ -787,6 +846,8 @@ def _hyperparameters(args: RewardTrainingArguments, max_length: int, pooling: st
               "max_length": max_length, "seed": args.seed, "pooling": pooling, "precision": args.precision_description,
               "train_sampling_strategy": plain_value(args.train_sampling_strategy), "warmup_steps": args.warmup_steps,
               "weight_decay": args.weight_decay, "lr_scheduler_type": plain_value(args.lr_scheduler_type)}
+    if args.max_steps is not None and args.max_steps > 0:  # it overrides num_train_epochs: the card must say so
+        values["max_steps"] = args.max_steps
     if not args.use_lora:  # LoRA freezes the whole backbone anyway
         values["freeze_embeddings"] = args.freeze_embeddings
     if args.world_size > 1:

@@ -165,6 +165,17 @@ def _without_padding_columns(batch: dict[str, torch.Tensor]) -> dict[str, torch.
     return {key: value[:, first:last] if key in _ROW_KEYS else value for key, value in batch.items()}
 
 
+def examples_in_batch(inputs: dict[str, torch.Tensor], objective: str) -> int:
+    """Pairs (pairwise), rows (mse) or groups (ranking) in a collated batch. Counted as they are
+    trained because transformers' samples/s assumes every batch full (steps x batch size), which
+    overstated the speed of a run whose epochs end in a short batch (20 pairs in batches of 16 and
+    --max_steps 3: 36 pairs trained, 48 counted)."""
+    if objective == "ranking":
+        return len(inputs["group_sizes"])
+    rows = inputs["input_ids"].shape[0]
+    return rows // 2 if objective == "pairwise" else rows
+
+
 def _group_matrix(rewards: torch.Tensor, group_sizes: torch.Tensor) -> torch.Tensor:
     """Flat (sum K,) rewards -> (G, K_max), groups padded with zeros at the end."""
     groups = torch.split(rewards, group_sizes.tolist())
@@ -265,6 +276,7 @@ class RewardTrainer(Trainer):
             raise ValueError(f"target_scale must be (finite mean, std > 0), got {target_scale!r}.")
         self.target_scale = (float(target_scale[0]), float(target_scale[1])) if objective == "mse" and target_scale else None
         self._train_metrics: dict[str, list] = defaultdict(lambda: [0.0, 0])  # name -> [weighted sum (a tensor once added to), count]
+        self.examples_trained = 0  # pairs / rows / groups this process trained on in the last `train()` call
 
     # ------------------------------------------------------------------ batching
 
@@ -299,6 +311,7 @@ class RewardTrainer(Trainer):
         """Trainer's training; for mse the head's gradients are multiplied by the targets' std while
         it runs (hooks removed after), so gradient clipping and the logged grad_norm see the
         gradient of a head in standardized units, as the backbone's already are."""
+        self.examples_trained = 0
         handles = []
         std = self._head_std
         if std is not None:
@@ -418,6 +431,7 @@ class RewardTrainer(Trainer):
         """On a multi-core CPU: the batch's two halves forward and backward at once, one thread
         each (see `cpu_workers.py`); the gradient is the whole batch's (losses weighted by each
         half's share). Anywhere else, or when `_can_halve` says no: Trainer's own step."""
+        self.examples_trained += examples_in_batch(inputs, self.objective)
         workers, threads_each = cpu_worker_split(self.args.device, 2)  # GPU or one thread: no work below
         halves = halve_batch(inputs, self.objective) if workers > 1 and self._can_halve(model) else []
         if len(halves) < 2:

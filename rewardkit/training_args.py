@@ -87,14 +87,19 @@ class RewardTrainingArguments(TrainingArguments):
     max_length: int | None = field(
         default=None,
         metadata={"help": "Max tokens per (prompt, response). The prompt is cut from the left, the response kept. "
-                          "Default: 512, capped by the backbone."},
+                          "Default: 512, capped by the backbone; for a rewardkit --base-model trained further, the "
+                          "length it was trained with."},
     )
     pooling: str | None = field(
         default=None,
         metadata={"help": "cls | mean | last. Default: cls for encoders, last for decoders.",
                   "choices": ["cls", "mean", "last"]},
     )
-    alpha: float = field(default=1.0, metadata={"help": "Inference-time reward multiplier stored in the config."})
+    alpha: float | None = field(
+        default=None,
+        metadata={"help": "Inference-time reward multiplier stored in the config (> 0). Default: 1.0, or the alpha of "
+                          "a rewardkit --base-model trained further."},
+    )
     head_dropout: float | None = field(
         default=None,
         metadata={"help": "Dropout before the head (default: the backbone's; 0 under --disable-dropout). A value > 0 "
@@ -251,7 +256,8 @@ class RewardTrainingArguments(TrainingArguments):
         finite("weight_decay", self.weight_decay, 0.0, inclusive=True)
         finite("warmup_steps", self.warmup_steps, 0.0, inclusive=True)
         finite("max_grad_norm", self.max_grad_norm, 0.0, inclusive=True)
-        finite("alpha", self.alpha, 0.0, inclusive=False)  # a rescaling: <= 0 would invert or erase rankings
+        if self.alpha is not None:  # a rescaling: <= 0 would invert or erase rankings
+            finite("alpha", self.alpha, 0.0, inclusive=False)
         if self.max_steps is None or self.max_steps <= 0:
             finite("num_train_epochs", self.num_train_epochs, 0.0, inclusive=False)
         for name in ("gradient_accumulation_steps", "per_device_train_batch_size", "per_device_eval_batch_size"):

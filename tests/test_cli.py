@@ -131,6 +131,39 @@ def test_yaml_no_keys_turn_flags_off_and_unknown_keys_are_refused(tmp_path, monk
     assert "learning_rat" in err and "learning_rate" in err and "Traceback" not in err
 
 
+def test_yaml_values_outside_a_flags_choices_are_refused_by_name(tmp_path, monkeypatch, capsys):
+    """argparse checks choices on the command line only: `pooling: firts` in YAML got as far as
+    building the model, after the data was read."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("data: d.jsonl\npooling: firts\n")
+    monkeypatch.setattr("rewardkit.fit.run_training", lambda *args, **kwargs: pytest.fail("trained"))
+    assert main(["train", "--config", str(spec), "--output-dir", str(tmp_path / "o")]) != 0
+    assert "pooling: 'firts' is not one of cls, mean, last" in " ".join(capsys.readouterr().err.split())
+    spec.write_text("data: d.jsonl\npooling: mean\nlr_scheduler_type: cosine\n")
+    _, train_args = helpers.train_cli_arguments(monkeypatch, ["--config", str(spec), "--output-dir", str(tmp_path / "o")])
+    assert train_args.pooling == "mean"
+
+
+@pytest.mark.parametrize("line", ["skip_invalid: {on: true}", "max_length: {value: 64}", "learning_rate: [0.001]"])
+def test_yaml_nested_values_under_single_value_flags_are_refused_by_name(tmp_path, monkeypatch, capsys, line):
+    """`skip_invalid: {on: true}` turned skipping on (a non-empty dict is true) and
+    `max_length: {value: 64}` failed with a bare TypeError."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"data: d.jsonl\n{line}\n")
+    monkeypatch.setattr("rewardkit.fit.run_training", lambda *args, **kwargs: pytest.fail("trained"))
+    assert main(["train", "--config", str(spec), "--output-dir", str(tmp_path / "o")]) != 0
+    key = line.split(":")[0]
+    assert f"{key} holds a " in " ".join(capsys.readouterr().err.split())
+
+
+def test_yaml_mappings_and_lists_reach_the_flags_that_take_them(tmp_path, monkeypatch):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("data: d.jsonl\nlr_scheduler_kwargs: {power: 2.0}\nuse_lora: true\n"
+                    "lora_target_modules: [query, value]\n")
+    _, train_args = helpers.train_cli_arguments(monkeypatch, ["--config", str(spec), "--output-dir", str(tmp_path / "o")])
+    assert train_args.lr_scheduler_kwargs == {"power": 2.0} and train_args.lora_target_modules == ["query", "value"]
+
+
 def test_yaml_unquoted_no_means_the_strategy_no(tmp_path, monkeypatch):
     """YAML 1.1 reads `eval_strategy: no` as false, which transformers refused ("False is not a valid
     IntervalStrategy"); for a flag whose choices include "no", false is "no"."""

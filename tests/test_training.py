@@ -187,7 +187,7 @@ def test_checkpoints_hold_code_and_tokenizer_and_load_alone(tiny_base, tmp_path)
 KILL_AND_TRAIN = """
 import os, signal, sys
 from transformers import TrainerCallback
-from rewardkit.fit import _training_speed, run_training
+from rewardkit.fit import run_training
 from rewardkit.training_args import DataArguments, RewardTrainingArguments
 
 class KillAt(TrainerCallback):
@@ -255,7 +255,7 @@ def test_held_out_set_is_evaluated_once_per_epoch_and_its_time_is_not_training_t
     assert result.examples_per_second == pytest.approx(2 * 48 / (result.seconds - result.eval_seconds), rel=1e-6)
     # 96 pairs in a 10 s train() of which 2 s evaluation: 12 pairs/s of training, not 9.6, whatever
     # the Trainer's shorter clock (9 s) said
-    assert _training_speed({"train_runtime": 9.0, "train_samples_per_second": 96 / 9.0}, 10.0, 2.0) == pytest.approx(12.0)
+    assert _training_speed(96, 10.0, 2.0) == pytest.approx(12.0)
 
 
 def test_summary_reports_the_epochs_actually_run(tiny_base, tmp_path):
@@ -263,6 +263,83 @@ def test_summary_reports_the_epochs_actually_run(tiny_base, tmp_path):
     result = run_training(DataArguments(data=str(train)), _args(tmp_path / "out", tiny_base, max_steps=2))
     assert result.steps == 2 and result.epochs == pytest.approx(0.25)  # 2 of 8 steps per epoch, not "2 epochs"
     assert "2 steps, 0.25 epoch(s)" in result.describe()
+
+
+def test_max_steps_is_among_the_hyperparameters_when_it_stopped_the_run(tiny_base, tmp_path):
+    """The card listed num_train_epochs 2 beside "Steps / epochs | 2 / 0.25", with no word of the
+    --max_steps that overrode it."""
+    train = helpers.write_jsonl(tmp_path / "train.jsonl", _pairwise_rows(64, 0))
+    result = run_training(DataArguments(data=str(train)), _args(tmp_path / "out", tiny_base, max_steps=2))
+    assert result.hyperparameters["max_steps"] == 2
+    assert "| max_steps | 2 |" in (tmp_path / "out" / "README.md").read_text()
+    full = run_training(DataArguments(data=str(train)), _args(tmp_path / "full", tiny_base, num_train_epochs=1))
+    assert "max_steps" not in full.hyperparameters
+
+
+def test_training_speed_counts_the_examples_actually_trained(tiny_base, tmp_path):
+    """20 pairs in batches of 8 (8 + 8 + 4 per epoch) and --max_steps 5: 8+8+4+8+8 = 36 pairs
+    trained, not the 5 x 8 = 40 that transformers assumes (every batch full), so pairs/s was too high."""
+    train = helpers.write_jsonl(tmp_path / "train.jsonl", _pairwise_rows(20, 0))
+    result = run_training(DataArguments(data=str(train)), _args(tmp_path / "out", tiny_base, max_steps=5,
+                                                                      train_sampling_strategy="sequential"))
+    assert result.steps == 5
+    assert result.examples_per_second == pytest.approx(36 / (result.seconds - result.eval_seconds), rel=1e-6)
+    assert _training_speed(96, 10.0, 2.0) == pytest.approx(12.0)  # 96 pairs in 10 s, of which 2 s evaluation
+
+
+def test_training_a_rewardkit_model_further_drops_what_was_measured_on_its_old_weights(tiny_base, tmp_path, caplog):
+    """Continued from a calibrated model, the new folder kept T = 2.5 (the card: "fitted on held-out
+    pairs") and, with --reward-stats-samples 0, the old reward mean/std, none of them measured on
+    the new weights; a model that normalizes by them cannot do without new ones."""
+    train = helpers.write_jsonl(tmp_path / "train.jsonl", _pairwise_rows(16, 0))
+    run_training(DataArguments(data=str(train)), _args(tmp_path / "first", tiny_base, num_train_epochs=1))
+    config_file = tmp_path / "first" / "config.json"
+    config = json.loads(config_file.read_text())
+    config_file.write_text(json.dumps({**config, "calibration_temperature": 2.5}))
+    caplog.set_level("WARNING")
+    run_training(DataArguments(data=str(train)), _args(tmp_path / "again", tmp_path / "first", num_train_epochs=1,
+                                                       reward_stats_samples=0))
+    again = json.loads((tmp_path / "again" / "config.json").read_text())
+    assert again["calibration_temperature"] is None and again["reward_mean"] is None and again["reward_std"] is None
+    assert "T = 2.5" not in (tmp_path / "again" / "README.md").read_text()
+    assert "calibrated (T = 2.5)" in caplog.text and "rewardkit evaluate --calibrate" in caplog.text
+
+    config_file.write_text(json.dumps({**config, "normalize_rewards": True}))
+    with pytest.raises(ValueError, match="normalizes its rewards .* drop --reward-stats-samples 0"):
+        run_training(DataArguments(data=str(train)), _args(tmp_path / "norm", tmp_path / "first", reward_stats_samples=0))
+    run_training(DataArguments(data=str(train)), _args(tmp_path / "norm", tmp_path / "first", num_train_epochs=1))
+    normalized = json.loads((tmp_path / "norm" / "config.json").read_text())
+    assert normalized["normalize_rewards"] and normalized["reward_mean"] != config["reward_mean"]
+
+
+def test_training_a_rewardkit_model_further_keeps_its_alpha_unless_alpha_is_given(tiny_base, tmp_path):
+    """--alpha defaulted to 1.0 and overrode the base model's: a model saved with alpha 10, trained
+    further without --alpha, came back scoring a tenth of what it did (pooling already carried over)."""
+    train = helpers.write_jsonl(tmp_path / "train.jsonl", _pairwise_rows(16, 0))
+    run_training(DataArguments(data=str(train)), _args(tmp_path / "first", tiny_base, num_train_epochs=1, alpha=10.0))
+    run_training(DataArguments(data=str(train)), _args(tmp_path / "kept", tmp_path / "first", num_train_epochs=1))
+    run_training(DataArguments(data=str(train)), _args(tmp_path / "given", tmp_path / "first", num_train_epochs=1,
+                                                       alpha=2.0))
+    assert json.loads((tmp_path / "kept" / "config.json").read_text())["alpha"] == 10.0
+    assert json.loads((tmp_path / "given" / "config.json").read_text())["alpha"] == 2.0
+    run_training(DataArguments(data=str(train)), _args(tmp_path / "fresh", tiny_base, num_train_epochs=1))
+    assert json.loads((tmp_path / "fresh" / "config.json").read_text())["alpha"] == 1.0
+
+
+def test_resuming_a_checkpoint_of_the_other_kind_or_none_is_refused_by_name(tiny_base, tmp_path):
+    """A LoRA run's checkpoint resumed without --use-lora failed late with transformers' "Can't find
+    a checkpoint index (pytorch_model.bin.index.json or model.safetensors.index.json)"."""
+    train = helpers.write_jsonl(tmp_path / "train.jsonl", _pairwise_rows(16, 0))
+    adapter, whole = tmp_path / "lora" / "checkpoint-2", tmp_path / "full" / "checkpoint-2"
+    for folder, name in ((adapter, "adapter_config.json"), (whole, "model.safetensors")):
+        folder.mkdir(parents=True)
+        (folder / name).write_text("{}")
+    cases = [(dict(resume_from_checkpoint=str(adapter)), "is a LoRA checkpoint .* with --use-lora"),
+             (dict(resume_from_checkpoint=str(whole), use_lora=True), "full fine-tune's checkpoint.* without --use-lora"),
+             (dict(resume_from_checkpoint=str(tmp_path / "missing")), "no such folder")]
+    for flags, says in cases:
+        with pytest.raises(ValueError, match=says):
+            run_training(DataArguments(data=str(train)), _args(tmp_path / "out", tiny_base, **flags))
 
 
 def test_summary_prints_short_times_small_stds_and_one_step_readably():
@@ -381,6 +458,20 @@ def test_pairs_that_truncation_makes_identical_are_skipped_and_reported(tiny_bas
     only = helpers.write_jsonl(tmp_path / "only.jsonl", _collapsing_pairs(4))
     with pytest.raises(ValueError, match="training data: all 4 are pairs whose chosen and rejected .*--max-length"):
         prepare_data(DataArguments(data=str(only)), _args(out, tiny_base), tokenizer, 32)
+
+
+def test_truncation_counts_are_of_the_pairs_kept_not_of_those_skipped_as_identical(tiny_base, tmp_path, tokenizer):
+    """The summary said "36 texts: ... 12 had the end of the response cut" of a run trained on 12
+    pairs (24 texts, none cut): the 6 pairs skipped as identical were counted too."""
+    from rewardkit.fit import prepare_data
+
+    train = helpers.write_jsonl(tmp_path / "train.jsonl", _pairwise_rows(12, 0) + _collapsing_pairs(6))
+    held = helpers.write_jsonl(tmp_path / "held.jsonl", _pairwise_rows(3, 1) + _collapsing_pairs(2))
+    prepared = prepare_data(DataArguments(data=str(train), eval_data=str(held)), _args(tmp_path / "out", tiny_base),
+                            tokenizer, 32)
+    assert prepared.truncation == ("24 texts: 0 had the start of the prompt cut, 0 had the end of the response cut "
+                                   "(held-out: 6 texts: 0 had the start of the prompt cut, 0 had the end of the "
+                                   "response cut)")
 
 
 def test_ranked_groups_that_truncation_collapses_are_skipped_whole(tiny_base, tmp_path, tokenizer):
