@@ -286,6 +286,9 @@ def _yaml_defaults(values: dict, parser: argparse.ArgumentParser, path: str) -> 
     known = set(actions)
     defaults, unknown = {}, []
     for key, value in values.items():
+        if key == "config":  # a known flag, so it would be taken and then never read
+            raise CliError(f"--config {path}: a 'config' key (another YAML file) is not read; configs do not "
+                           "nest. Put its keys in this file, or pass them as flags.")
         if key in known:
             defaults[key] = _yaml_off_switch(value, actions[key])
             _check_yaml_choice(key, defaults[key], actions[key], path)

@@ -598,7 +598,7 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
         reward_stats_responses=None if stats is None else min(len(responses), args.reward_stats_samples),
         skipped=prepared.skipped, truncation=prepared.truncation, skipped_identical=prepared.skipped_identical,
         eval_skipped_identical=prepared.eval_skipped_identical, eval_overlap=prepared.eval_overlap,
-        hyperparameters=_hyperparameters(args, max_length, trainer.model.config.pooling),
+        hyperparameters=_hyperparameters(args, max_length, trainer.model),
         hardware=hardware_description(),
         target_mean=None if target_scale is None else target_scale[0],
         target_std=None if target_scale is None else target_scale[1],
@@ -840,7 +840,8 @@ def _epochs_run(trainer: RewardTrainer, args: RewardTrainingArguments) -> float:
     return round(float(epoch), 4) if epoch is not None else float(args.num_train_epochs)
 
 
-def _hyperparameters(args: RewardTrainingArguments, max_length: int, pooling: str) -> dict[str, Any]:
+def _hyperparameters(args: RewardTrainingArguments, max_length: int, model) -> dict[str, Any]:
+    pooling = model.config.pooling
     values = {"learning_rate": args.learning_rate, "disable_dropout": args.disable_dropout, "per_device_train_batch_size": args.per_device_train_batch_size,
               "gradient_accumulation_steps": args.gradient_accumulation_steps, "num_train_epochs": args.num_train_epochs,
               "max_length": max_length, "seed": args.seed, "pooling": pooling, "precision": args.precision_description,
@@ -853,8 +854,11 @@ def _hyperparameters(args: RewardTrainingArguments, max_length: int, pooling: st
     if args.world_size > 1:
         values["processes"] = args.world_size
     if args.use_lora:
+        from rewardkit.lora import resolve_target_modules
+
+        # the layers adapted, not "default": a reader of the card cannot know what default meant
         values.update(lora_r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
-                      lora_target_modules=args.lora_target_modules or "default")
+                      lora_target_modules=resolve_target_modules(model, args.lora_target_modules))
     return values
 
 

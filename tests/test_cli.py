@@ -156,6 +156,15 @@ def test_yaml_nested_values_under_single_value_flags_are_refused_by_name(tmp_pat
     assert f"{key} holds a " in " ".join(capsys.readouterr().err.split())
 
 
+def test_yaml_config_key_is_refused_not_ignored(tmp_path, monkeypatch, capsys):
+    # `config: base.yaml` inside a config was taken as the --config flag's value and never read.
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("data: d.jsonl\nconfig: base.yaml\n")
+    monkeypatch.setattr("rewardkit.fit.run_training", lambda *args, **kwargs: pytest.fail("trained"))
+    assert main(["train", "--config", str(spec), "--output-dir", str(tmp_path / "o")]) != 0
+    assert "a 'config' key (another YAML file) is not read" in " ".join(capsys.readouterr().err.split())
+
+
 def test_yaml_mappings_and_lists_reach_the_flags_that_take_them(tmp_path, monkeypatch):
     spec = tmp_path / "spec.yaml"
     spec.write_text("data: d.jsonl\nlr_scheduler_kwargs: {power: 2.0}\nuse_lora: true\n"

@@ -173,6 +173,9 @@ def test_merged_folder_has_the_trained_head_and_no_peft_leftovers(lora_run):
     for name in ("adapter_config.json", "adapter_model.safetensors", "reward_config.json"):
         assert (out / ADAPTER_DIR / name).is_file(), name
     assert result.hyperparameters["lora_r"] == 4
+    # the adapted layers by name (the summary and card said "default")
+    adapter_config = json.loads((out / ADAPTER_DIR / "adapter_config.json").read_text())
+    assert sorted(result.hyperparameters["lora_target_modules"]) == sorted(adapter_config["target_modules"])
     from rewardkit.training import current_umask
 
     for path in (out / ADAPTER_DIR).iterdir():  # adapter_model.safetensors was written 0600, unreadable to others
