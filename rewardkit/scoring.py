@@ -17,11 +17,14 @@ Which number is which:
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
+import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -186,20 +189,46 @@ def score_encoded(
         values = outputs["rewards"] if output == "rewards" else outputs["logits"]
         return values[:, 0].float().cpu().numpy()
 
-    was_training = model.training
-    model.eval()
     try:
-        with onednn_linears(model):  # CPU: oneDNN linear layers (cpu_linear.py); elsewhere a no-op
+        with _scoring_mode(model):  # eval mode and oneDNN linears, shared by concurrent calls
             scored = map_in_workers(run_batch, batches, workers, threads_each)  # 2 at once on CPU (cpu_workers.py)
             for indices, values in zip(batches, scored, strict=True):
                 results[indices] = values
                 if progress is not None:
                     progress.update(len(indices))
     finally:
-        model.train(was_training)
         if progress is not None:
             progress.close()
     return results
+
+
+_SCORING: weakref.WeakKeyDictionary[Any, list] = weakref.WeakKeyDictionary()  # model -> [calls, was_training, patch]
+_SCORING_LOCK = threading.Lock()
+
+
+@contextmanager
+def _scoring_mode(model) -> Iterator[None]:
+    """The model in eval mode with oneDNN linear layers (CPU, cpu_linear.py) while any call scores
+    with it: the first call to enter switches, the last to leave puts back the caller's mode and
+    layers. Why counted: with a switch per call, one thread's restore (train mode: dropout on)
+    landed in the middle of another thread's forward, whose scores then came out wrong."""
+    with _SCORING_LOCK:
+        state = _SCORING.get(model)
+        if state is None:
+            patch = onednn_linears(model)
+            state = _SCORING[model] = [0, model.training, patch]
+            model.eval()
+            patch.__enter__()
+        state[0] += 1
+    try:
+        yield
+    finally:
+        with _SCORING_LOCK:
+            state[0] -= 1
+            if state[0] == 0:
+                del _SCORING[model]
+                state[2].__exit__(None, None, None)
+                model.train(state[1])
 
 
 class NonFiniteRewardError(ValueError):
@@ -247,7 +276,10 @@ class RewardScorer:
     Args:
         model_or_path: a local folder or Hub repo id of a rewardkit model, or a loaded `RewardModel`
             (then pass `tokenizer`). Folders are loaded with the installed `modeling_reward`
-            classes: no remote code is executed, and only safetensors weights are read.
+            classes: no remote code is executed, and only safetensors weights are read. A loaded
+            model is moved to `device` but otherwise left as it is: each call scores in eval mode
+            and puts its training mode and layers back; with a `dtype` it does not have, the
+            scorer scores a converted copy (later changes to the caller's model are not seen).
         device: "cpu", "cuda", ...; default CUDA when available (under torchrun, the rank's own GPU).
         batch_size: max rows per batch (default: limited by the token budget only).
         max_length: max tokens per pair (default: the length the model was trained with, else the
@@ -313,11 +345,10 @@ class RewardScorer:
         else:
             if tokenizer is None:
                 raise ValueError("Pass `tokenizer=` together with a loaded model.")
-            self.model, self.tokenizer = model_or_path, tokenizer
-            if dtype is not None:
-                backbone = getattr(self.model, "backbone", None)
-                (backbone if backbone is not None else self.model).to(dtype)  # the head keeps its fp32
-        self.model.to(self.device).eval()
+            self.model, self.tokenizer = _backbone_in(model_or_path, dtype), tokenizer
+        self.model.to(self.device)
+        if self.source is not None:
+            self.model.eval()  # a caller's model keeps its mode: each call scores in eval mode and restores it
         self.normalize = _resolve_normalize(normalize, self.model.config)
         self.batch_size = batch_size
         self.token_budget = token_budget
@@ -475,6 +506,20 @@ def _resolve_normalize(requested: bool | None, config: Any) -> bool:
         raise ValueError("normalize=True needs reward_mean and reward_std in the model config "
                          "(stored by `rewardkit train`).")
     return requested
+
+
+def _backbone_in(model: Any, dtype: torch.dtype | None) -> Any:
+    """A caller's model with its backbone in `dtype` (the head keeps its own precision): the model
+    itself when no change is needed, else a converted copy, so that the caller's model (perhaps
+    still being trained) is not turned into bf16 behind its back."""
+    backbone = getattr(model, "backbone", None)
+    backbone = backbone if backbone is not None else model
+    if dtype is None or all(p.dtype == dtype for p in backbone.parameters() if p.is_floating_point()):
+        return model
+    model = copy.deepcopy(model)
+    backbone = getattr(model, "backbone", None)
+    (backbone if backbone is not None else model).to(dtype)
+    return model
 
 
 def _load(source: str, tokenizer: Any, dtype: torch.dtype | None) -> tuple[Any, Any]:
