@@ -25,7 +25,7 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import closing, contextmanager
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -456,13 +456,16 @@ class RewardScorer:
     # ------------------------------------------------------------------ internals
 
     def _run(self, prompts: Sequence[str], responses: Sequence[str], output: str,
-             show_progress: bool | None = None, report_truncation: bool = True) -> np.ndarray:
+             show_progress: bool | None = None, report_truncation: bool = True,
+             counts: TruncationStats | None = None) -> np.ndarray:
+        """Scores of one call; `counts` (a whole file's) also gets this call's truncation counts."""
         _check_texts(prompts, "prompts")
         _check_texts(responses, "responses")
-        before = replace(self.encoder.stats)
-        items = self.encoder.encode(list(prompts), list(responses))
+        cut = TruncationStats()  # this call's texts only, even while other threads use the scorer
+        items = self.encoder.encode(list(prompts), list(responses), counts=cut)
+        if counts is not None:
+            counts.add(cut)
         if report_truncation:
-            cut = self.encoder.stats.since(before)
             said = self._said_response_cut if cut.response_cut else self._said_prompt_cut
             log_truncation(cut, self.max_length, repeat=said)
             self._said_response_cut |= bool(cut.response_cut)
@@ -689,17 +692,16 @@ def score_file(
         rows = _shard_rows(rows, *shard)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    before = replace(scorer.encoder.stats)
+    cut = TruncationStats()
     try:
         with open(tmp, "w", encoding="utf-8") as handle, closing(rows):
-            written = _write_scores(scorer, rows, handle, chunk_rows)
+            written = _write_scores(scorer, rows, handle, chunk_rows, cut)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    cut = scorer.encoder.stats.since(before)
     if shard is None:
         log_truncation(cut, scorer.max_length)
     logger.info("scored %d rows of %s into %s (%d skipped)", written, data, final, skipped.total)
@@ -730,7 +732,8 @@ def _shard_rows(rows: Iterator[tuple[int, dict]], index: int, count: int) -> Ite
         rows.close()
 
 
-def _write_scores(scorer: RewardScorer, rows: Iterable[tuple[int, dict]], handle: Any, chunk_rows: int) -> int:
+def _write_scores(scorer: RewardScorer, rows: Iterable[tuple[int, dict]], handle: Any, chunk_rows: int,
+                  cut: TruncationStats) -> int:
     """Score chunk by chunk and write each line; one progress bar over rows, not one per chunk."""
     from tqdm.auto import tqdm
 
@@ -743,7 +746,8 @@ def _write_scores(scorer: RewardScorer, rows: Iterable[tuple[int, dict]], handle
             prompts = [row["prompt"] for _, row in chunk]
             responses = [row["response"] for _, row in chunk]
             try:
-                raw = scorer._run(prompts, responses, "rewards", show_progress=False, report_truncation=False)
+                raw = scorer._run(prompts, responses, "rewards", show_progress=False, report_truncation=False,
+                                  counts=cut)
             except NonFiniteRewardError as error:
                 raise error.located(lambda i, chunk=chunk: row_words(*chunk[i])) from None
             for (number, row), value, reward in zip(chunk, scorer.rewards_to_scores(raw).tolist(), raw.tolist()):

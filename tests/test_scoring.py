@@ -295,6 +295,30 @@ def test_long_inputs_are_truncated_per_the_contract(scorer, tokenizer):
     assert len(long_response) == MAX_LENGTH
 
 
+def test_a_calls_truncation_counts_only_its_own_texts(model, tokenizer, tmp_path, caplog, monkeypatch):
+    """Another thread scoring with the same scorer between this call's encode and its report (run
+    here inside the encode, deterministically): its cut responses were counted as this call's."""
+    scorer = RewardScorer(model, tokenizer=tokenizer, device="cpu", max_length=MAX_LENGTH)
+    encode, other = scorer.encoder.encode, []
+
+    def encode_then_another_call(prompts, responses, **kwargs):
+        items = encode(prompts, responses, **kwargs)
+        if not other:
+            other.append("scoring")
+            scorer.score("Hi", ["z " * 300] * 3)  # 3 cut responses, not this call's
+        return items
+
+    monkeypatch.setattr(scorer.encoder, "encode", encode_then_another_call)
+    with caplog.at_level("DEBUG", logger="rewardkit.scoring"):
+        scorer.score("Hi", ["short", "z " * 300])
+    said = [r.getMessage() for r in caplog.records if "responses were cut" in r.getMessage()]
+    assert said[0].startswith("3 of 3 responses") and said[-1].startswith("1 of 2 responses")  # inner, then this call
+    other.clear()
+    path = _write_jsonl(tmp_path / "rows.jsonl", [{"prompt": "Hi", "response": "short"}])
+    counts = score_file(scorer, path, tmp_path / "out.jsonl")
+    assert counts["truncation"] == {"texts": 1, "prompt_cut": 0, "response_cut": 0}
+
+
 def _warnings(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and r.name == "rewardkit.scoring"]
 
