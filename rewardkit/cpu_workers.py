@@ -41,15 +41,21 @@ def cpu_worker_split(device: torch.device, units: int) -> tuple[int, int]:
 def map_in_workers(function: Callable[[_T], _R], work: Iterable[_T], workers: int, threads_each: int) -> Iterator[_R]:
     """`map(function, work)` on `workers` threads with `threads_each` torch threads each, results
     in order. On an error (or when the caller stops early) the pieces not started are dropped and
-    the running ones finished before the error reaches the caller."""
+    the running ones finished before the error reaches the caller.
+
+    `torch.set_num_threads` in a worker also sets the count every thread started later begins
+    with (one process-wide value), so the caller's count is set again at the end: otherwise every
+    later thread (a server's request threads, a second scoring thread) would run on `threads_each`."""
     if workers == 1:
         yield from map(function, work)
         return
+    threads = torch.get_num_threads()
     pool = ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(threads_each,))
     try:
         yield from pool.map(function, work)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        torch.set_num_threads(threads)
 
 
 __all__ = ["cpu_worker_split", "map_in_workers"]

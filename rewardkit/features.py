@@ -69,6 +69,12 @@ class TruncationStats:
         return TruncationStats(self.texts - earlier.texts, self.prompt_cut - earlier.prompt_cut,
                                self.response_cut - earlier.response_cut)
 
+    def add(self, other: TruncationStats) -> None:
+        """Add `other`'s counts to these (one call's counts into a whole file's)."""
+        self.texts += other.texts
+        self.prompt_cut += other.prompt_cut
+        self.response_cut += other.response_cut
+
 
 @dataclass
 class PairEncoder:
@@ -109,20 +115,25 @@ class PairEncoder:
         keep_prompt = min(prompt_len, self._budget // 4)
         return keep_prompt, self._budget - keep_prompt
 
-    def encode(self, prompts: Sequence[str], responses: Sequence[str]) -> list[dict[str, list[int]]]:
+    def encode(self, prompts: Sequence[str], responses: Sequence[str], *,
+               counts: TruncationStats | None = None) -> list[dict[str, list[int]]]:
         """Encode pairs; returns one dict per pair with input_ids, attention_mask (and
-        token_type_ids for tokenizers that use them), unpadded."""
+        token_type_ids for tokenizers that use them), unpadded.
+
+        `counts` also receives this call's truncation counts (beside the running `stats`): exact
+        even while other threads encode with the same encoder, where `stats.since(copy)` would
+        also count their texts."""
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses.")
         if self._backend is None:
-            return [self._encode_slow(p, r) for p, r in zip(prompts, responses)]
+            return [self._encode_slow(p, r, counts) for p, r in zip(prompts, responses)]
         prompt_encodings = self._backend.encode_batch(list(prompts), add_special_tokens=False)
         response_encodings = self._backend.encode_batch(list(responses), add_special_tokens=False)
         processor = self._backend.post_processor
         encoded = []
         for prompt_enc, response_enc in zip(prompt_encodings, response_encodings):
             keep_prompt, keep_response = self._split_budget(len(prompt_enc.ids), len(response_enc.ids))
-            self._count(len(prompt_enc.ids) - keep_prompt, len(response_enc.ids) - keep_response)
+            self._count(len(prompt_enc.ids) - keep_prompt, len(response_enc.ids) - keep_response, counts)
             if keep_prompt < len(prompt_enc.ids):
                 prompt_enc.truncate(keep_prompt, direction="left")
             if keep_response < len(response_enc.ids):
@@ -139,17 +150,18 @@ class PairEncoder:
             encoded.append(item)
         return encoded
 
-    def _count(self, prompt_removed: int, response_removed: int) -> None:
-        self.stats.texts += 1
-        self.stats.prompt_cut += prompt_removed > 0
-        self.stats.response_cut += response_removed > 0
+    def _count(self, prompt_removed: int, response_removed: int, counts: TruncationStats | None = None) -> None:
+        for stats in (self.stats, counts) if counts is not None else (self.stats,):
+            stats.texts += 1
+            stats.prompt_cut += prompt_removed > 0
+            stats.response_cut += response_removed > 0
 
-    def _encode_slow(self, prompt: str, response: str) -> dict[str, list[int]]:
+    def _encode_slow(self, prompt: str, response: str, counts: TruncationStats | None = None) -> dict[str, list[int]]:
         """Tokenizers without a Rust backend: token-level truncation, then the tokenizer's template."""
         prompt_ids = self.tokenizer.encode(prompt, add_special_tokens=False)
         response_ids = self.tokenizer.encode(response, add_special_tokens=False)
         keep_prompt, keep_response = self._split_budget(len(prompt_ids), len(response_ids))
-        self._count(len(prompt_ids) - keep_prompt, len(response_ids) - keep_response)
+        self._count(len(prompt_ids) - keep_prompt, len(response_ids) - keep_response, counts)
         prompt_ids = prompt_ids[len(prompt_ids) - keep_prompt:]
         response_ids = response_ids[:keep_response]
         item = self.tokenizer.prepare_for_model(prompt_ids, response_ids, add_special_tokens=True)

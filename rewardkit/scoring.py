@@ -17,12 +17,15 @@ Which number is which:
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
+import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import closing
-from dataclasses import asdict, replace
+from contextlib import closing, contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -186,20 +189,46 @@ def score_encoded(
         values = outputs["rewards"] if output == "rewards" else outputs["logits"]
         return values[:, 0].float().cpu().numpy()
 
-    was_training = model.training
-    model.eval()
     try:
-        with onednn_linears(model):  # CPU: oneDNN linear layers (cpu_linear.py); elsewhere a no-op
+        with _scoring_mode(model):  # eval mode and oneDNN linears, shared by concurrent calls
             scored = map_in_workers(run_batch, batches, workers, threads_each)  # 2 at once on CPU (cpu_workers.py)
             for indices, values in zip(batches, scored, strict=True):
                 results[indices] = values
                 if progress is not None:
                     progress.update(len(indices))
     finally:
-        model.train(was_training)
         if progress is not None:
             progress.close()
     return results
+
+
+_SCORING: weakref.WeakKeyDictionary[Any, list] = weakref.WeakKeyDictionary()  # model -> [calls, was_training, patch]
+_SCORING_LOCK = threading.Lock()
+
+
+@contextmanager
+def _scoring_mode(model) -> Iterator[None]:
+    """The model in eval mode with oneDNN linear layers (CPU, cpu_linear.py) while any call scores
+    with it: the first call to enter switches, the last to leave puts back the caller's mode and
+    layers. Why counted: with a switch per call, one thread's restore (train mode: dropout on)
+    landed in the middle of another thread's forward, whose scores then came out wrong."""
+    with _SCORING_LOCK:
+        state = _SCORING.get(model)
+        if state is None:
+            patch = onednn_linears(model)
+            state = _SCORING[model] = [0, model.training, patch]
+            model.eval()
+            patch.__enter__()
+        state[0] += 1
+    try:
+        yield
+    finally:
+        with _SCORING_LOCK:
+            state[0] -= 1
+            if state[0] == 0:
+                del _SCORING[model]
+                state[2].__exit__(None, None, None)
+                model.train(state[1])
 
 
 class NonFiniteRewardError(ValueError):
@@ -247,7 +276,10 @@ class RewardScorer:
     Args:
         model_or_path: a local folder or Hub repo id of a rewardkit model, or a loaded `RewardModel`
             (then pass `tokenizer`). Folders are loaded with the installed `modeling_reward`
-            classes: no remote code is executed, and only safetensors weights are read.
+            classes: no remote code is executed, and only safetensors weights are read. A loaded
+            model is moved to `device` but otherwise left as it is: each call scores in eval mode
+            and puts its training mode and layers back; with a `dtype` it does not have, the
+            scorer scores a converted copy (later changes to the caller's model are not seen).
         device: "cpu", "cuda", ...; default CUDA when available (under torchrun, the rank's own GPU).
         batch_size: max rows per batch (default: limited by the token budget only).
         max_length: max tokens per pair (default: the length the model was trained with, else the
@@ -313,11 +345,10 @@ class RewardScorer:
         else:
             if tokenizer is None:
                 raise ValueError("Pass `tokenizer=` together with a loaded model.")
-            self.model, self.tokenizer = model_or_path, tokenizer
-            if dtype is not None:
-                backbone = getattr(self.model, "backbone", None)
-                (backbone if backbone is not None else self.model).to(dtype)  # the head keeps its fp32
-        self.model.to(self.device).eval()
+            self.model, self.tokenizer = _backbone_in(model_or_path, dtype), tokenizer
+        self.model.to(self.device)
+        if self.source is not None:
+            self.model.eval()  # a caller's model keeps its mode: each call scores in eval mode and restores it
         self.normalize = _resolve_normalize(normalize, self.model.config)
         self.batch_size = batch_size
         self.token_budget = token_budget
@@ -425,13 +456,16 @@ class RewardScorer:
     # ------------------------------------------------------------------ internals
 
     def _run(self, prompts: Sequence[str], responses: Sequence[str], output: str,
-             show_progress: bool | None = None, report_truncation: bool = True) -> np.ndarray:
+             show_progress: bool | None = None, report_truncation: bool = True,
+             counts: TruncationStats | None = None) -> np.ndarray:
+        """Scores of one call; `counts` (a whole file's) also gets this call's truncation counts."""
         _check_texts(prompts, "prompts")
         _check_texts(responses, "responses")
-        before = replace(self.encoder.stats)
-        items = self.encoder.encode(list(prompts), list(responses))
+        cut = TruncationStats()  # this call's texts only, even while other threads use the scorer
+        items = self.encoder.encode(list(prompts), list(responses), counts=cut)
+        if counts is not None:
+            counts.add(cut)
         if report_truncation:
-            cut = self.encoder.stats.since(before)
             said = self._said_response_cut if cut.response_cut else self._said_prompt_cut
             log_truncation(cut, self.max_length, repeat=said)
             self._said_response_cut |= bool(cut.response_cut)
@@ -475,6 +509,20 @@ def _resolve_normalize(requested: bool | None, config: Any) -> bool:
         raise ValueError("normalize=True needs reward_mean and reward_std in the model config "
                          "(stored by `rewardkit train`).")
     return requested
+
+
+def _backbone_in(model: Any, dtype: torch.dtype | None) -> Any:
+    """A caller's model with its backbone in `dtype` (the head keeps its own precision): the model
+    itself when no change is needed, else a converted copy, so that the caller's model (perhaps
+    still being trained) is not turned into bf16 behind its back."""
+    backbone = getattr(model, "backbone", None)
+    backbone = backbone if backbone is not None else model
+    if dtype is None or all(p.dtype == dtype for p in backbone.parameters() if p.is_floating_point()):
+        return model
+    model = copy.deepcopy(model)
+    backbone = getattr(model, "backbone", None)
+    (backbone if backbone is not None else model).to(dtype)
+    return model
 
 
 def _load(source: str, tokenizer: Any, dtype: torch.dtype | None) -> tuple[Any, Any]:
@@ -644,17 +692,16 @@ def score_file(
         rows = _shard_rows(rows, *shard)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    before = replace(scorer.encoder.stats)
+    cut = TruncationStats()
     try:
         with open(tmp, "w", encoding="utf-8") as handle, closing(rows):
-            written = _write_scores(scorer, rows, handle, chunk_rows)
+            written = _write_scores(scorer, rows, handle, chunk_rows, cut)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    cut = scorer.encoder.stats.since(before)
     if shard is None:
         log_truncation(cut, scorer.max_length)
     logger.info("scored %d rows of %s into %s (%d skipped)", written, data, final, skipped.total)
@@ -685,7 +732,8 @@ def _shard_rows(rows: Iterator[tuple[int, dict]], index: int, count: int) -> Ite
         rows.close()
 
 
-def _write_scores(scorer: RewardScorer, rows: Iterable[tuple[int, dict]], handle: Any, chunk_rows: int) -> int:
+def _write_scores(scorer: RewardScorer, rows: Iterable[tuple[int, dict]], handle: Any, chunk_rows: int,
+                  cut: TruncationStats) -> int:
     """Score chunk by chunk and write each line; one progress bar over rows, not one per chunk."""
     from tqdm.auto import tqdm
 
@@ -698,7 +746,8 @@ def _write_scores(scorer: RewardScorer, rows: Iterable[tuple[int, dict]], handle
             prompts = [row["prompt"] for _, row in chunk]
             responses = [row["response"] for _, row in chunk]
             try:
-                raw = scorer._run(prompts, responses, "rewards", show_progress=False, report_truncation=False)
+                raw = scorer._run(prompts, responses, "rewards", show_progress=False, report_truncation=False,
+                                  counts=cut)
             except NonFiniteRewardError as error:
                 raise error.located(lambda i, chunk=chunk: row_words(*chunk[i])) from None
             for (number, row), value, reward in zip(chunk, scorer.rewards_to_scores(raw).tolist(), raw.tolist()):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -160,6 +161,82 @@ def test_an_error_in_a_worker_reaches_the_caller_and_the_model_is_restored(model
     assert torch.get_num_threads() == 2
 
 
+def _count_in_a_new_thread() -> int:
+    counts: list[int] = []
+    thread = threading.Thread(target=lambda: counts.append(torch.get_num_threads()))
+    thread.start()
+    thread.join()
+    return counts[0]
+
+
+def test_two_workers_leave_the_thread_count_of_later_threads_alone(model, tokenizer, two_threads):
+    """A worker's `torch.set_num_threads(1)` also set the count every later thread starts with: a
+    server's request threads (or a second scoring thread) then ran on one thread for good."""
+    scorer = RewardScorer(model, tokenizer=tokenizer, device="cpu", max_length=MAX_LENGTH, token_budget=40)
+    assert _count_in_a_new_thread() == 2
+    scorer.score(["a b c d e f"] * 30, [" ".join(WORDS[:i]) for i in range(30)])
+    assert _count_in_a_new_thread() == 2
+
+
+def test_concurrent_calls_score_in_eval_mode_and_restore_the_callers_mode(model, tokenizer):
+    """Thread A enters first and leaves while thread B is in its forward: A must not switch a model
+    in train mode back to train (dropout) under B, and the last to leave restores train mode."""
+    scorer = RewardScorer(model, tokenizer=tokenizer, device="cpu", max_length=MAX_LENGTH)
+    prompts, responses = ["Hi", "What is 2+2?", "Say no"], ["Hello!", "4", "no"]
+    expected = scorer.score(prompts, responses)
+    a_inside, b_inside, a_done = threading.Event(), threading.Event(), threading.Event()
+    results: dict[str, list[float]] = {}
+
+    def pause(module, args, kwargs):
+        if threading.current_thread().name == "A":
+            a_inside.set()
+            b_inside.wait(10)
+        elif threading.current_thread().name == "B":
+            b_inside.set()
+            a_done.wait(10)
+
+    def call(name: str) -> None:
+        results[name] = scorer.score(prompts, responses)
+
+    model.train()
+    handle = model.register_forward_pre_hook(pause, with_kwargs=True)
+    try:
+        a = threading.Thread(target=call, args=("A",), name="A")
+        b = threading.Thread(target=call, args=("B",), name="B")
+        a.start()
+        assert a_inside.wait(10)
+        b.start()
+        a.join(10)
+        a_done.set()
+        b.join(10)
+        assert model.training
+    finally:
+        handle.remove()
+        model.eval()
+    assert np.allclose(results["A"], expected, rtol=0, atol=1e-5)
+    assert np.allclose(results["B"], expected, rtol=0, atol=1e-5)
+    assert all("forward" not in module.__dict__ for module in model.modules())
+
+
+def test_a_callers_model_keeps_its_mode_and_precision(tokenizer):
+    """The scorer scores in eval mode per call; it does not leave the caller's model in eval mode,
+    nor turn its backbone into bf16 (a model still being trained would go on in bf16)."""
+    torch.manual_seed(1)
+    model = helpers.tiny_reward_model().train()
+    fp32 = RewardScorer(model, tokenizer=tokenizer, device="cpu", max_length=MAX_LENGTH)
+    assert model.training
+    half = RewardScorer(model, tokenizer=tokenizer, device="cpu", max_length=MAX_LENGTH, dtype="bf16")
+    assert model.training and next(model.backbone.parameters()).dtype == torch.float32
+    assert next(half.model.backbone.parameters()).dtype == torch.bfloat16
+    items = fp32.encoder.encode(["Hi", "Why?"], ["Hello!", "Because."])
+    model.eval()
+    expected = [_forward_one(model, item) for item in items]
+    model.train()
+    assert np.allclose(fp32.score(["Hi", "Why?"], ["Hello!", "Because."]), expected, rtol=0, atol=1e-5)
+    assert np.allclose(half.score(["Hi", "Why?"], ["Hello!", "Because."]), expected, rtol=0, atol=0.05)
+    assert model.training
+
+
 def test_token_budget_batches_cover_every_index_once_longest_first():
     lengths = [5, 1, 9, 9, 3, 7, 2]
     batches = token_budget_batches(lengths, token_budget=18, max_batch_size=2)
@@ -216,6 +293,30 @@ def test_long_inputs_are_truncated_per_the_contract(scorer, tokenizer):
     assert all(math.isfinite(v) for v in values)
     long_response = scorer.encoder.encode(["Hi"], ["z " * 3000])[0]["input_ids"]
     assert len(long_response) == MAX_LENGTH
+
+
+def test_a_calls_truncation_counts_only_its_own_texts(model, tokenizer, tmp_path, caplog, monkeypatch):
+    """Another thread scoring with the same scorer between this call's encode and its report (run
+    here inside the encode, deterministically): its cut responses were counted as this call's."""
+    scorer = RewardScorer(model, tokenizer=tokenizer, device="cpu", max_length=MAX_LENGTH)
+    encode, other = scorer.encoder.encode, []
+
+    def encode_then_another_call(prompts, responses, **kwargs):
+        items = encode(prompts, responses, **kwargs)
+        if not other:
+            other.append("scoring")
+            scorer.score("Hi", ["z " * 300] * 3)  # 3 cut responses, not this call's
+        return items
+
+    monkeypatch.setattr(scorer.encoder, "encode", encode_then_another_call)
+    with caplog.at_level("DEBUG", logger="rewardkit.scoring"):
+        scorer.score("Hi", ["short", "z " * 300])
+    said = [r.getMessage() for r in caplog.records if "responses were cut" in r.getMessage()]
+    assert said[0].startswith("3 of 3 responses") and said[-1].startswith("1 of 2 responses")  # inner, then this call
+    other.clear()
+    path = _write_jsonl(tmp_path / "rows.jsonl", [{"prompt": "Hi", "response": "short"}])
+    counts = score_file(scorer, path, tmp_path / "out.jsonl")
+    assert counts["truncation"] == {"texts": 1, "prompt_cut": 0, "response_cut": 0}
 
 
 def _warnings(caplog) -> list[str]:
