@@ -1,7 +1,8 @@
 """How cost grows: scoring and training throughput at max_length 128/256/512, and scoring a
 100,000-row file with flat memory and flat throughput.
 
-Three parts, each measured in its own subprocess so that every peak RSS is its own:
+Three parts, each measured in its own subprocess so that every peak RSS is its own (VmHWM: a
+child's ru_maxrss would start at the parent's ~480 MiB):
 
   1. scoring: `RewardScorer` (defaults, fp32) on the 512 HH-RLHF dev responses of
      score_throughput.py at max_length 128, 256 and 512: texts/s and real tokens/s.
@@ -27,12 +28,14 @@ import argparse
 import json
 import os
 import random
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+# benchmarks/, beside this file: VmHWM, the child's own peak
+from train_throughput import peak_rss_mib
 
 REPO = Path(__file__).resolve().parents[1]
 DEV = REPO.parent / "shared" / "data" / "hh-rlhf-harmless" / "dev.jsonl"
@@ -111,7 +114,7 @@ def child_score_file(model_dir: str, head: str, whole: str, out: str) -> dict:
             windows.append(rows / (t - t0))
             t0, rows = t, 0
     result["all"]["window_rows_per_s"] = windows
-    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_rss_mib"] = peak_rss_mib()
     return result
 
 
@@ -132,7 +135,7 @@ def child_score_lengths(model_dir: str, max_length: int, texts: int) -> dict:
     tokens = sum(len(item["input_ids"]) for item in scorer.encoder.encode(prompts, responses))
     return {"max_length": max_length, "texts": len(prompts), "texts_per_s": len(prompts) / best,
             "real_tokens_per_s": tokens / best, "mean_tokens": tokens / len(prompts),
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "peak_rss_mib": peak_rss_mib()}
 
 
 def run_child(*args: str) -> dict:

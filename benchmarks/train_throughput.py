@@ -8,8 +8,11 @@ step count for every setup:
 and, on request (--setups): rewardkit-fp32 (--precision fp32), rewardkit-unsplit
 (--no-cpu-split-batches: each batch on all threads at once, the A/B of rewardkit/cpu_workers.py),
 rewardkit-full-emb (--no-freeze-embeddings), rewardkit-no-trim (--malloc-trim-steps 0).
-Each setup runs in its own subprocess (so peak RSS is its own); a fp32 matmul peak is measured in the
-same run. Prints pairs/s, real and padded tokens/s, padding share, achieved GFLOP/s, peak RSS and ratios.
+Each setup runs in its own subprocess (so peak RSS, read from /proc/self/status VmHWM, is its own);
+fp32 and bf16 matmul peaks are measured in the same run. Prints pairs/s (pairs as trained), real and
+padded tokens/s and the padding share (tokens the model ran on: rewardkit's halves drop padding
+columns), achieved GFLOP/s (flops.py's formula over those tokens, x3 for the backward), peak RSS and
+ratios.
 
 Pitfalls of these versions, handled here (see ../shared/perf-notes.md):
   - TRL with a BERT tokenizer crashes on raw text (no EOS token): pass eos_token="[SEP]" (it then
@@ -32,15 +35,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "hh-rlhf-harmless" / "train.jsonl"
 SETUPS = ("trl-defaults", "trl-tuned", "rewardkit")
+MORE_SETUPS = ("rewardkit-fp32", "rewardkit-unsplit", "rewardkit-full-emb", "rewardkit-no-trim")
 
 
 # ---------------------------------------------------------------------- measuring helpers
@@ -74,37 +78,58 @@ def matmul_peak_gflops(seconds: float = 3.0, dtype: str = "float32") -> float:
 
 
 class TokenCounter:
-    """Wraps a collator and counts real (attended) and padded tokens of every training batch."""
+    """Counts the tokens the model runs on in training: real (attended) and padded, at the model's
+    forward (a pre-hook), not at the collator, because rewardkit's CPU step cuts each batch in two
+    halves that drop the padding columns none of their rows use: counted at the collator, that
+    padding was counted as executed (+2.1% FLOPs over one HH epoch)."""
 
-    def __init__(self, collator):
-        self.collator = collator
+    def __init__(self, model):
         self.real = 0
         self.padded = 0
         self.sequences = 0
         self.squared = 0  # sum over sequences of padded_len^2 (attention FLOPs)
+        self._lock = threading.Lock()  # rewardkit's two halves run forward in two threads at once
+        model.register_forward_pre_hook(self._count, with_kwargs=True)
 
-    def __call__(self, features):
-        batch = self.collator(features)
-        mask = batch.get("attention_mask")
-        if mask is None:  # TRL names them per side
-            masks = [batch[k] for k in batch if k.endswith("attention_mask")]
-        else:
-            masks = [mask]
-        for m in masks:
-            self.real += int(m.sum())
-            self.padded += m.numel()
-            self.sequences += m.shape[0]
-            self.squared += m.shape[0] * m.shape[1] ** 2
-        return batch
+    def _count(self, module, args, kwargs) -> None:
+        import torch
+
+        if not (module.training and torch.is_grad_enabled()):
+            return
+        mask = kwargs.get("attention_mask")
+        if mask is None:
+            raise RuntimeError("the model was called without an attention_mask keyword: its tokens cannot be counted")
+        with self._lock:
+            self.real += int(mask.sum())
+            self.padded += mask.numel()
+            self.sequences += mask.shape[0]
+            self.squared += mask.shape[0] * mask.shape[1] ** 2
 
 
 def training_flops(model, counter: TokenCounter) -> float:
-    """FLOPs executed for the weights and attention, forward + backward (x3 of the forward, counted
-    by flops.py over padded tokens). Gradient checkpointing's extra forward is not counted (it is
-    not useful work); the one-row last layer of a rewardkit model is counted as executed."""
-    from flops import forward_flops  # benchmarks/, beside this file
+    """FLOPs executed for the weights and attention, forward + backward (FORWARD_BACKWARD x the
+    forward, counted by flops.py over the padded tokens the model ran on). Gradient checkpointing's
+    extra forward is not counted (it is not useful work); the one-row last layer of a rewardkit
+    model is counted as executed."""
+    from flops import FORWARD_BACKWARD, forward_flops  # benchmarks/, beside this file
 
-    return 3.0 * forward_flops(model, counter.padded, counter.squared, counter.sequences)
+    return FORWARD_BACKWARD * forward_flops(model, counter.padded, counter.squared, counter.sequences)
+
+
+def peak_rss_mib() -> float:
+    """This process's own peak RSS. Not ru_maxrss: Linux carries it across execve, so a subprocess
+    started by a parent that had reached 480 MiB reports at least 480 MiB. VmHWM belongs to the
+    process's own address space."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    import resource
+
+    divisor = 1024 if sys.platform != "darwin" else 1024 * 1024  # KiB on Linux, bytes on macOS
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / divisor
 
 
 # ---------------------------------------------------------------------- one setup (in a subprocess)
@@ -124,7 +149,9 @@ def run_setup(name: str, steps: int, batch: int, max_length: int, lr: float, out
         return _run_rewardkit(steps, batch, max_length, lr, out, freeze_embeddings=False)
     if name == "rewardkit-no-trim":  # --malloc-trim-steps 0: glibc keeps the memory it holds free
         return _run_rewardkit(steps, batch, max_length, lr, out, malloc_trim_steps=0)
-    return _run_trl(name, steps, batch, max_length, lr, out)
+    if name in ("trl-defaults", "trl-tuned"):
+        return _run_trl(name, steps, batch, max_length, lr, out)
+    raise ValueError(f"unknown setup {name!r}")
 
 
 def _run_rewardkit(steps, batch, max_length, lr, out, **overrides) -> dict:
@@ -137,8 +164,7 @@ def _run_rewardkit(steps, batch, max_length, lr, out, **overrides) -> dict:
 
     def counting_init(self, *args, **kwargs):
         original_init(self, *args, **kwargs)
-        self.data_collator = TokenCounter(self.data_collator)
-        counters.append((self.data_collator, self.model))
+        counters.append((TokenCounter(self.model), self.model))
 
     RewardTrainer.__init__ = counting_init
     args = RewardTrainingArguments(output_dir=str(out), max_length=max_length, per_device_train_batch_size=batch,
@@ -146,7 +172,7 @@ def _run_rewardkit(steps, batch, max_length, lr, out, **overrides) -> dict:
                                    logging_steps=max(steps, 1), reward_stats_samples=0, **overrides)
     result = fit.run_training(DataArguments(data=str(DATA), skip_invalid=True, max_train_samples=steps * batch), args)
     counter, model = counters[0]
-    return {"seconds": result.seconds, "pairs": steps * batch, "counter": counter, "model": model,
+    return {"seconds": result.seconds, "counter": counter, "model": model,
             "precision": args.precision_description}
 
 
@@ -175,12 +201,11 @@ def _run_trl(name, steps, batch, max_length, lr, out) -> dict:
     if name == "trl-tuned":  # TRL tokenizes into chosen_/rejected_input_ids; give the sampler a length
         trainer.train_dataset = trainer.train_dataset.map(
             lambda r: {"length": len(r["chosen_ids"]) + len(r["rejected_ids"])})
-    counter = TokenCounter(trainer.data_collator)
-    trainer.data_collator = counter
+    counter = TokenCounter(model)
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "pairs": steps * batch, "counter": counter, "model": model,
+    return {"seconds": seconds, "counter": counter, "model": model,
             "kept_pairs": len(trainer.train_dataset), "offered_pairs": len(dataset),
             "bf16": bool(config.bf16), "gradient_checkpointing": bool(config.gradient_checkpointing)}
 
@@ -192,7 +217,10 @@ def child_main(args) -> None:
         measured = run_setup(args.child, args.steps, args.batch_size, args.max_length, args.lr, Path(out))
     counter = measured.pop("counter")
     model = measured.pop("model")
+    if counter.sequences == 0:  # the hook never fired: every per-token figure would read 0
+        raise RuntimeError(f"{args.child}: no training forward was counted")
     seconds = measured["seconds"]
+    measured["pairs"] = counter.sequences // 2  # as trained, not steps x batch: an epoch may end in a short batch
     measured.update({
         "setup": args.child,
         "pairs_per_s": measured["pairs"] / seconds,
@@ -200,7 +228,7 @@ def child_main(args) -> None:
         "padded_tokens_per_s": counter.padded / seconds,
         "padding_share": 1 - counter.real / max(counter.padded, 1),
         "gflops_per_s": training_flops(model, counter) / seconds / 1e9,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mib": peak_rss_mib(),
         "threads": __import__("torch").get_num_threads(),
     })
     print("RESULT " + json.dumps(measured))
@@ -221,6 +249,9 @@ def main() -> None:
     if args.child:
         child_main(args)
         return
+    unknown = [name for name in args.setups.split(",") if name not in SETUPS + MORE_SETUPS]
+    if unknown:  # run_setup would run an unknown name as TRL's defaults, under that name
+        parser.error(f"unknown setup(s) {', '.join(unknown)}; choose from {', '.join(SETUPS + MORE_SETUPS)}")
     if not DATA.exists():
         print(f"skipped: {DATA} not found (the HH-RLHF benchmark data lives in ../shared)")
         return
