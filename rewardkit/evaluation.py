@@ -34,7 +34,7 @@ import math
 import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +130,6 @@ def evaluate_model(
     skipped = SkipReport()
     rows = iter_reward_rows(data, split=split, columns=columns, objective=objective,
                             skip_invalid=skip_invalid, skipped=skipped)
-    truncation_before = replace(scorer.encoder.stats)
     with closing(rows):
         collector = _collect(scorer, _limited(rows, limit), objective, calibrate)
     metrics = collector.metrics(scorer)
@@ -138,7 +137,7 @@ def evaluate_model(
         assert folder is not None and isinstance(collector, (_PairwiseCollector, _RankingCollector))
         metrics = _calibrate(collector, scorer, folder, metrics)
     metrics["objective"] = collector.kind
-    metrics.update(_context(scorer, model, data, data_name, skipped, truncation_before))
+    metrics.update(_context(scorer, model, data, data_name, skipped, collector.truncation))
     metrics = jsonable(metrics)
     if report_dir is not None:
         collector.write_report(report_dir, metrics, model_name=metrics["model"])
@@ -335,6 +334,9 @@ class _Collector:
     and reports truncation once, in the metrics and the report (`_context`)."""
 
     kind = ""
+    # Truncation of this evaluation's texts only, counted per call (not a difference of the scorer's
+    # running totals, which another thread's calls on the same scorer would add to).
+    truncation: TruncationStats
 
     def add(self, scorer: RewardScorer, chunk: list[_Numbered]) -> None:
         raise NotImplementedError
@@ -346,12 +348,13 @@ class _Collector:
         raise NotImplementedError
 
 
-def _rewards(scorer: RewardScorer, prompts: list[str], responses: list[str],
-             where: Callable[[int], str]) -> NDArray[np.float64]:
-    """Raw rewards of one chunk; a NaN or inf reward is an error naming its row (`where(i)` for
-    text i of the chunk), not a NaN deep inside the metrics."""
+def _rewards(scorer: RewardScorer, prompts: list[str], responses: list[str], where: Callable[[int], str],
+             truncation: TruncationStats) -> NDArray[np.float64]:
+    """Raw rewards of one chunk, its truncation added to `truncation`; a NaN or inf reward is an
+    error naming its row (`where(i)` for text i of the chunk), not a NaN deep inside the metrics."""
     try:
-        return np.asarray(scorer.raw_rewards(prompts, responses, show_progress=False, report_truncation=False))
+        return scorer._run(prompts, responses, "rewards", show_progress=False, report_truncation=False,
+                           counts=truncation)
     except NonFiniteRewardError as error:
         raise error.located(where) from None
 
@@ -370,6 +373,7 @@ class _PairwiseCollector(_Collector):
     kind = "pairwise"
 
     def __init__(self) -> None:
+        self.truncation = TruncationStats()
         self.chosen: list[NDArray[np.float64]] = []
         self.rejected: list[NDArray[np.float64]] = []
         self.chosen_lengths: list[NDArray[np.float64]] = []
@@ -383,7 +387,7 @@ class _PairwiseCollector(_Collector):
         # One run over both halves: all 2n texts are length-sorted together.
         n = len(chunk)
         raw = _rewards(scorer, prompts + prompts, chosen + rejected,
-                       lambda i: f"{row_words(*chunk[i % n])} ({'chosen' if i < n else 'rejected'})")
+                       lambda i: f"{row_words(*chunk[i % n])} ({'chosen' if i < n else 'rejected'})", self.truncation)
         c, r = raw[: len(chunk)], raw[len(chunk):]
         self.chosen.append(c)
         self.rejected.append(r)
@@ -423,6 +427,7 @@ class _ScalarCollector(_Collector):
     kind = "mse"
 
     def __init__(self) -> None:
+        self.truncation = TruncationStats()
         self.raw: list[NDArray[np.float64]] = []
         self.targets: list[NDArray[np.float64]] = []
         self.lengths: list[NDArray[np.float64]] = []
@@ -431,7 +436,7 @@ class _ScalarCollector(_Collector):
     def add(self, scorer: RewardScorer, chunk: list[_Numbered]) -> None:
         prompts = [row["prompt"] for _, row in chunk]
         responses = [row["response"] for _, row in chunk]
-        raw = _rewards(scorer, prompts, responses, lambda i: row_words(*chunk[i]))
+        raw = _rewards(scorer, prompts, responses, lambda i: row_words(*chunk[i]), self.truncation)
         targets = np.array([float(row["reward"]) for _, row in chunk])
         self.raw.append(raw)
         self.targets.append(targets)
@@ -462,6 +467,7 @@ class _RankingCollector(_Collector):
     kind = "ranking"
 
     def __init__(self) -> None:
+        self.truncation = TruncationStats()
         self.groups: list[NDArray[np.float64]] = []
         self.group_lengths: list[NDArray[np.float64]] = []
         self.worst = _Worst()
@@ -471,7 +477,7 @@ class _RankingCollector(_Collector):
         responses = [text for _, row in chunk for text in row["responses"]]
         owners = [(number, row, k) for number, row in chunk for k in range(1, len(row["responses"]) + 1)]
         raw = _rewards(scorer, prompts, responses,
-                       lambda i: f"{row_words(*owners[i][:2])} (response ranked {owners[i][2]})")
+                       lambda i: f"{row_words(*owners[i][:2])} (response ranked {owners[i][2]})", self.truncation)
         lengths = _lengths(responses)
         start = 0
         for number, row in chunk:
@@ -516,7 +522,7 @@ _COLLECTORS: dict[str, type[_Collector]] = {
 
 
 def _context(scorer: RewardScorer, model: Any, data: Any, data_name: str | None, skipped: SkipReport,
-             truncation_before: TruncationStats) -> dict[str, Any]:
+             truncation: TruncationStats) -> dict[str, Any]:
     """Where the numbers come from: model, data, scale, skipped rows, truncation. The scale is the
     model's own (alpha, and normalize_rewards with reward_mean / reward_std): what its `score()`,
     `pipeline` and TRL return, which the report tells readers how to convert back to raw rewards."""
@@ -533,6 +539,6 @@ def _context(scorer: RewardScorer, model: Any, data: Any, data_name: str | None,
         "max_length": scorer.max_length,
         "skipped": skipped.total,
         "skipped_reasons": dict(skipped.counts),
-        "truncation": asdict(scorer.encoder.stats.since(truncation_before)),
+        "truncation": asdict(truncation),
     }
 

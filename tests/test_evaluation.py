@@ -345,13 +345,13 @@ def test_three_thousand_rows_stream_through_chunks(model_dir, tmp_path, monkeypa
              "rejected": _sentence(rng, 1, 5) + " no"} for i in range(3000)]
     data = _write_jsonl(tmp_path / "big.jsonl", rows)
     calls = []
-    original = RewardScorer.raw_rewards
+    original = RewardScorer._run
 
-    def counting(self, prompts, responses, **kwargs):
+    def counting(self, prompts, responses, *args, **kwargs):
         calls.append(len(prompts))
-        return original(self, prompts, responses, **kwargs)
+        return original(self, prompts, responses, *args, **kwargs)
 
-    monkeypatch.setattr(RewardScorer, "raw_rewards", counting)
+    monkeypatch.setattr(RewardScorer, "_run", counting)
     metrics = evaluate_model(model_dir, data, report_dir=tmp_path / "report")
     assert metrics["n"] == 3000 and metrics["rewards"]["n"] == 6000
     assert calls == [2 * evaluation.CHUNK_ROWS, 2 * (3000 - evaluation.CHUNK_ROWS)]  # chunked, not whole
@@ -401,3 +401,21 @@ def test_cli_says_which_row_scored_nan_in_one_paragraph(tokenizer, tmp_path, cap
     assert main(["evaluate", "--model", str(folder), "--data", str(pairs)]) != 0
     err = " ".join(capsys.readouterr().err.split())
     assert "row 1 (chosen)" in err and "Traceback" not in err and "--debug" not in err, err
+
+
+def test_evaluate_counts_the_truncation_of_its_own_texts_only(scorer, tmp_path, monkeypatch):
+    # Another thread scoring with the same scorer during an evaluation (run here inside evaluate's
+    # encode, deterministically) had its cut texts counted in the metrics' truncation.
+    encode, other = scorer.encoder.encode, []
+
+    def encode_then_another_call(prompts, responses, **kwargs):
+        items = encode(prompts, responses, **kwargs)
+        if not other:
+            other.append("scoring")
+            scorer.score("Hi", ["z " * 600] * 3)  # 3 cut responses, not the evaluation's
+        return items
+
+    monkeypatch.setattr(scorer.encoder, "encode", encode_then_another_call)
+    pairs = _write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": "p", "chosen": "good", "rejected": "bad"}])
+    metrics = evaluate_model(scorer, pairs)
+    assert other and metrics["truncation"] == {"texts": 2, "prompt_cut": 0, "response_cut": 0}
