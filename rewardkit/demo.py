@@ -36,6 +36,9 @@ def run_demo(output_dir: str = "reward-model-demo", epochs: float = 2.0, max_len
     from rewardkit.training_args import DataArguments, RewardTrainingArguments
 
     output = Path(output_dir)
+    replaced = previous_outputs(output)
+    if replaced:
+        logger.warning("Replacing the previous run's %s.", ", ".join(map(str, replaced)))
     with tempfile.TemporaryDirectory(prefix="rewardkit-demo-") as data_dir:
         train_file, heldout_file = write_demo_files(data_dir)
         args = RewardTrainingArguments(
@@ -53,7 +56,29 @@ def run_demo(output_dir: str = "reward-model-demo", epochs: float = 2.0, max_len
     examples = _score_examples(scorer)
     hub_dir = output.parent / f"{output.name}-hub"
     published = publish(str(output), "your-name/reward-model-demo", dry_run=True, out=str(hub_dir), evaluation=metrics)
-    return _report(result, metrics, examples, scorer, report_dir, published.folder)
+    return _report(result, metrics, examples, scorer, report_dir, published.folder, replaced)
+
+
+def previous_outputs(output: Path) -> list[Path]:
+    """The demo's folders (model, report, Hub folder) that already hold files: a rerun replaces
+    them, and says so, rather than silently overwriting an earlier run."""
+    folders = [output, output.parent / f"{output.name}-report", output.parent / f"{output.name}-hub"]
+    return [f for f in folders if f.is_dir() and any(f.iterdir())]
+
+
+def length_line(bias: dict) -> str | None:
+    """The length check in words: the pair-by-pair comparison with the labels first, since the
+    correlation over all answers pools different questions (here the better answers are also the
+    longer ones, so a positive correlation alone is no sign of bias)."""
+    rho = bias.get("spearman_reward_length")
+    if rho is None:
+        return None
+    line = f"  length: Spearman(reward, length) = {rho:.2f} over all answers (pools different questions)"
+    if bias.get("longer_preferred_rate") is not None and bias.get("chosen_longer_rate") is not None:
+        line = (f"  length: prefers the longer answer in {bias['longer_preferred_rate']:.0%} of pairs, the labels in "
+                f"{bias['chosen_longer_rate']:.0%} (report.md says whether that is a bias);\n"
+                f"  Spearman(reward, length) = {rho:.2f} over all answers (pools different questions)")
+    return line
 
 
 def _score_examples(scorer) -> list[dict]:
@@ -65,7 +90,8 @@ def _score_examples(scorer) -> list[dict]:
     return rows
 
 
-def _report(result, metrics: dict, examples: list[dict], scorer, report_dir: Path, hub_dir) -> str:
+def _report(result, metrics: dict, examples: list[dict], scorer, report_dir: Path, hub_dir,
+            replaced: list[Path] = ()) -> str:
     bias = metrics.get("length_bias") or {}
     lines = [
         "",
@@ -80,8 +106,8 @@ def _report(result, metrics: dict, examples: list[dict], scorer, report_dir: Pat
         f"  calibration: T = {scorer.temperature:.3g}; ECE {metrics.get('ece_before', float('nan')):.3f} before, "
         f"{metrics.get('ece_after', float('nan')):.3f} after (T fitted on these same pairs: not an independent check)",
     ]
-    if bias.get("spearman_reward_length") is not None:
-        lines.append(f"  length bias: Spearman(reward, length) = {bias['spearman_reward_length']:.2f}")
+    if length_line(bias):
+        lines.append(length_line(bias))
     lines += [
         "",
         f"What the numbers mean: {scorer.score_formula()}. Only differences matter:",
@@ -100,4 +126,6 @@ def _report(result, metrics: dict, examples: list[dict], scorer, report_dir: Pat
         f"Report & plots:  {report_dir}/report.md",
         f"Hub-ready folder: {hub_dir}   (upload: rewardkit publish --model {result.output_dir} --repo-id NAME)",
     ]
+    if replaced:
+        lines.append(f"(Replaced the previous run's {', '.join(map(str, replaced))}.)")
     return "\n".join(lines)

@@ -46,3 +46,29 @@ def test_demo_heldout_accuracy_and_outputs(demo_run):
     assert config["calibration_temperature"] > 0 and config["reward_std"] > 0
     hub = sorted(p.name for p in (workdir / "reward-model-demo-hub").iterdir())
     assert {"README.md", "config.json", "model.safetensors", "modeling_reward.py", "configuration_reward.py"} <= set(hub)
+
+
+def test_demo_rerun_names_the_folders_it_replaces(tmp_path):
+    """A rerun in the same folder overwrote the previous model, report and Hub folder without a word."""
+    from pathlib import Path
+
+    from rewardkit.demo import previous_outputs
+
+    output = tmp_path / "reward-model-demo"
+    assert previous_outputs(output) == []
+    (tmp_path / "reward-model-demo-report").mkdir()  # empty: nothing is lost
+    output.mkdir()
+    (output / "config.json").write_text("{}")
+    assert previous_outputs(Path(output)) == [output]
+
+
+def test_demo_length_line_puts_the_pairwise_check_beside_the_pooled_correlation():
+    """The demo printed only "length bias: Spearman = 0.63", while report.md said "No length bias
+    detected": the better demo answers are also the longer ones, so the pooled correlation alone misleads."""
+    from rewardkit.demo import length_line
+
+    bias = {"spearman_reward_length": 0.46, "longer_preferred_rate": 0.826, "chosen_longer_rate": 0.852}
+    text = length_line(bias)
+    assert "83% of pairs" in text and "labels in 85%" in text and "0.46 over all answers" in text
+    assert "length bias:" not in text
+    assert length_line({}) is None
