@@ -643,7 +643,8 @@ _LOCATION = re.compile(r"\b(?:line|row|column|item|record|field) (?:'[^']*'|\S+)
 # Errors whose message already says what went wrong and what to do: no class-name prefix, no
 # --debug hint (a traceback of rewardkit's own code would not help the reader).
 _SELF_EXPLAINING = (("rewardkit.data", "RewardDataError"), ("rewardkit.publishing", "PublishError"),
-                    ("rewardkit.fit", "TrainingDivergedError"), ("rewardkit.scoring", "NonFiniteRewardError"))
+                    ("rewardkit.fit", "TrainingDivergedError"), ("rewardkit.scoring", "NonFiniteRewardError"),
+                    ("rewardkit.distributed", "RankFailedError"))  # the failing rank prints the real error
 
 
 def _explains_itself(error: BaseException) -> bool:

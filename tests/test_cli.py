@@ -328,11 +328,13 @@ def test_publish_and_divergence_errors_read_as_advice_without_class_name_or_debu
     # Both messages already say what to do ("unset HF_HUB_OFFLINE or use --dry-run", "lower the
     # learning rate"); "PublishError:" and a traceback hint only got in the way.
     from rewardkit.cli import _error_paragraph
+    from rewardkit.distributed import RankFailedError
     from rewardkit.fit import TrainingDivergedError
     from rewardkit.publishing import PublishError
 
     for error in (PublishError("HF_HUB_OFFLINE is set, so nothing can be uploaded."),
-                  TrainingDivergedError("training diverged: the loss is nan.")):
+                  TrainingDivergedError("training diverged: the loss is nan."),
+                  RankFailedError("Scoring failed on another process; its error is printed above.")):
         paragraph = _error_paragraph("publish", error)
         assert type(error).__name__ not in paragraph and "--debug" not in paragraph, paragraph
     assert "RuntimeError: boom (Run again with --debug" in _error_paragraph("publish", RuntimeError("boom"))
