@@ -21,6 +21,7 @@ from rewardkit.calibration import (
     temperature_interval_text,
 )
 from rewardkit.data import has_hub_dataset_id_form
+from rewardkit.data_formats import render_conversation
 
 TEMPLATE_PATH = Path(__file__).parent / "templates" / "model_card.md"
 OBJECTIVES = {
@@ -310,13 +311,7 @@ def _evaluation_rows(training: dict, evaluation: dict | None) -> tuple[list[dict
                     rows.append({"name": "Expected calibration error before calibration (T = "
                                          f"{_fmt(evaluation.get('temperature_before', 1.0))})",
                                  "value": _fmt(evaluation["ece_before"]), "data": data})
-        bias = evaluation.get("length_bias") or {}
-        if bias.get("spearman_reward_length") is not None:
-            length_bias = (f"Spearman correlation of reward with response length {_fmt(bias['spearman_reward_length'], 3)}"
-                           + (f"; the longer response gets the higher reward in {100 * bias['longer_preferred_rate']:.0f}% of pairs"
-                              if bias.get("longer_preferred_rate") is not None else "")
-                           + (f"; accuracy when the chosen response is the shorter one: {_fmt(bias['chosen_shorter_accuracy'], 3)}"
-                              if bias.get("chosen_shorter_accuracy") is not None else "") + ".")
+        length_bias = _length_bias(evaluation)
     elif training.get("eval_metrics"):
         data = f"held-out split (n={training.get('eval_rows', '?')}{_weights_measured(training)}{_overlap(training)})"
         for key, name, _ in METRIC_NAMES:
@@ -324,6 +319,26 @@ def _evaluation_rows(training: dict, evaluation: dict | None) -> tuple[list[dict
             if value is not None:
                 rows.append({"name": name, "value": _fmt(value), "data": data})
     return rows, length_bias
+
+
+def _length_bias(evaluation: dict) -> str | None:
+    """The Limitations' length-bias sentence, in the terms of the evaluated data (not of the
+    model's objective): an mse model evaluated on pairs was said to be measured on "responses",
+    and ranked data, which has no chosen response, was read as if it had one."""
+    bias = evaluation.get("length_bias") or {}
+    if bias.get("spearman_reward_length") is None:
+        return None
+    objective = evaluation.get("objective")
+    pairs, preferred = (("within-group pairs", "better-ranked") if objective == "ranking" else ("pairs", "chosen"))
+    # scalar data has no pairs (older metrics.json files name no objective: their pair rates tell)
+    scalar = objective == "mse" or (objective is None and bias.get("longer_preferred_rate") is None)
+    text = (f"held-out {'responses' if scalar else pairs}: Spearman correlation of reward with "
+            f"response length {_fmt(bias['spearman_reward_length'], 3)}")
+    if bias.get("longer_preferred_rate") is not None:
+        text += f"; the longer response gets the higher reward in {100 * bias['longer_preferred_rate']:.0f}% of {pairs}"
+    if bias.get("chosen_shorter_accuracy") is not None:
+        text += f"; accuracy when the {preferred} response is the shorter one: {_fmt(bias['chosen_shorter_accuracy'], 3)}"
+    return text + "."
 
 
 def _overlap(training: dict) -> str:
@@ -432,8 +447,10 @@ def prompt_form(detected_layout: str | None) -> tuple[str | None, Any]:
     layout = detected_layout or ""
     if "HH-RLHF transcripts" in layout:
         return _HH_PROMPTS, lambda question: json.dumps(f"\n\nHuman: {question}\n\nAssistant:")
+    if "implicit prompt, conversational messages" in layout:  # every prompt was a rendered conversation
+        return _CONVERSATION_PROMPTS, lambda question: json.dumps(render_conversation([("user", question)]))
     if "conversational messages" in layout:
-        return _CONVERSATION_PROMPTS, json.dumps  # text prompts stayed text; only message lists were rendered
+        return _CONVERSATION_PROMPTS, json.dumps  # a text prompt beside assistant-only messages stayed text
     return None, json.dumps
 
 

@@ -607,6 +607,11 @@ def test_card_shows_prompts_in_the_form_the_model_was_trained_on():
         ast.parse(block)  # the examples stay valid Python
     conversations = card_for("pairwise (implicit prompt, conversational messages)")
     assert "`User:`" in conversations and "render_conversation" in conversations
+    # implicit-prompt conversations trained on "User: q\nAssistant:" prompts, and the examples showed a bare question
+    assert 'prompt = "User: What is the capital of Japan?\\nAssistant:"' in conversations
+    assert 'scorer.compare("User: What is 2 + 2?\\nAssistant:", "4", "5")' in conversations
+    explicit = card_for("pairwise (conversational messages, prompt/chosen/rejected)")
+    assert "render_conversation" in explicit and 'prompt = "What is the capital of Japan?"' in explicit
     plain = card_for("pairwise (prompt/chosen/rejected)")
     assert 'prompt = "What is the capital of Japan?"' in plain and "trained on" not in plain.split("## Usage")[1][:300]
 
@@ -663,3 +668,31 @@ def test_card_never_tells_readers_to_pip_install_rewardkit():
     card = render_model_card({"alpha": 1.0}, _training_summary(str(helpers.minilm_path())), adapter=True)
     assert "pip install rewardkit" not in card
     assert "install it from its repository" in card and "`pip install peft`" in card
+
+
+def test_card_of_a_sharply_calibrated_mse_model_names_the_differences_that_matter():
+    """An mse model calibrated to T = 0.09 read "a reward difference of 1 means P = 1.00" and no more:
+    the pairwise card's note on the differences that give P = 0.75 and 0.9 was missing for it."""
+    summary = {**_training_summary("sentence-transformers/all-MiniLM-L6-v2"), "objective": "mse"}
+    card = " ".join(render_model_card({"alpha": 1.0, "calibration_temperature": 0.1}, summary).split())
+    assert "a reward difference of 1 means P = 1.00. At this T, P = 0.75 takes a difference of only 0.11" in card
+    assert "At this T" not in render_model_card({"alpha": 1.0, "calibration_temperature": 2.0}, summary)
+
+
+@pytest.mark.parametrize(("model_objective", "evaluation", "expected"), [
+    ("mse", {**EVALUATION, "objective": "pairwise"},
+     "Length bias measured on held-out pairs: Spearman correlation of reward with response length 0.123; the longer "
+     "response gets the higher reward in 55% of pairs; accuracy when the chosen response is the shorter one: 0.7."),
+    ("ranking", {**EVALUATION, "objective": "ranking"},
+     "Length bias measured on held-out within-group pairs: Spearman correlation of reward with response length 0.123; "
+     "the longer response gets the higher reward in 55% of within-group pairs; accuracy when the better-ranked "
+     "response is the shorter one: 0.7."),
+    ("pairwise", {"n": 40, "objective": "mse", "length_bias": {"spearman_reward_length": 0.2}},
+     "Length bias measured on held-out responses: Spearman correlation of reward with response length 0.2."),
+], ids=["mse-model-on-pairs", "ranked-data", "pairwise-model-on-scalar-data"])
+def test_card_length_bias_is_worded_for_the_evaluated_data(model_objective, evaluation, expected):
+    """The length-bias sentence followed the model's objective: an mse model evaluated on pairs read
+    "measured on held-out responses: ... in 61% of pairs", and ranked data spoke of a chosen response."""
+    summary = {**_training_summary("sentence-transformers/all-MiniLM-L6-v2"), "objective": model_objective}
+    card = " ".join(render_model_card({"alpha": 1.0}, summary, evaluation).split())
+    assert expected in card
