@@ -66,7 +66,7 @@ from rewardkit.metrics import (
     scalar_metrics,
     within_group_margins,
 )
-from rewardkit.scoring import NonFiniteRewardError, RewardScorer, iter_chunks
+from rewardkit.scoring import RewardScorer, iter_chunks, rewards_of_rows
 
 __all__ = ["CHUNK_ROWS", "WORST_EXAMPLES", "evaluate_model", "store_temperature"]
 
@@ -348,17 +348,6 @@ class _Collector:
         raise NotImplementedError
 
 
-def _rewards(scorer: RewardScorer, prompts: list[str], responses: list[str], where: Callable[[int], str],
-             truncation: TruncationStats) -> NDArray[np.float64]:
-    """Raw rewards of one chunk, its truncation added to `truncation`; a NaN or inf reward is an
-    error naming its row (`where(i)` for text i of the chunk), not a NaN deep inside the metrics."""
-    try:
-        return scorer._run(prompts, responses, "rewards", show_progress=False, report_truncation=False,
-                           counts=truncation)
-    except NonFiniteRewardError as error:
-        raise error.located(where) from None
-
-
 def _concat(parts: list[NDArray[np.float64]]) -> NDArray[np.float64]:
     return np.concatenate(parts) if parts else np.zeros(0)
 
@@ -386,7 +375,7 @@ class _PairwiseCollector(_Collector):
         rejected = [row["rejected"] for _, row in chunk]
         # One run over both halves: all 2n texts are length-sorted together.
         n = len(chunk)
-        raw = _rewards(scorer, prompts + prompts, chosen + rejected,
+        raw = rewards_of_rows(scorer, prompts + prompts, chosen + rejected,
                        lambda i: f"{row_words(*chunk[i % n])} ({'chosen' if i < n else 'rejected'})", self.truncation)
         c, r = raw[: len(chunk)], raw[len(chunk):]
         self.chosen.append(c)
@@ -436,7 +425,7 @@ class _ScalarCollector(_Collector):
     def add(self, scorer: RewardScorer, chunk: list[_Numbered]) -> None:
         prompts = [row["prompt"] for _, row in chunk]
         responses = [row["response"] for _, row in chunk]
-        raw = _rewards(scorer, prompts, responses, lambda i: row_words(*chunk[i]), self.truncation)
+        raw = rewards_of_rows(scorer, prompts, responses, lambda i: row_words(*chunk[i]), self.truncation)
         targets = np.array([float(row["reward"]) for _, row in chunk])
         self.raw.append(raw)
         self.targets.append(targets)
@@ -476,7 +465,7 @@ class _RankingCollector(_Collector):
         prompts = [row["prompt"] for _, row in chunk for _ in row["responses"]]
         responses = [text for _, row in chunk for text in row["responses"]]
         owners = [(number, row, k) for number, row in chunk for k in range(1, len(row["responses"]) + 1)]
-        raw = _rewards(scorer, prompts, responses,
+        raw = rewards_of_rows(scorer, prompts, responses,
                        lambda i: f"{row_words(*owners[i][:2])} (response ranked {owners[i][2]})", self.truncation)
         lengths = _lengths(responses)
         start = 0

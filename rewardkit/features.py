@@ -63,17 +63,12 @@ class TruncationStats:
         return (f"{self.texts} texts: {self.prompt_cut} had the start of the prompt cut, "
                 f"{self.response_cut} had the end of the response cut")
 
-    def since(self, earlier: TruncationStats) -> TruncationStats:
-        """The counts added after `earlier` (a copy taken before a call): one call's truncation,
-        where `PairEncoder.stats` keeps counting over the encoder's life."""
-        return TruncationStats(self.texts - earlier.texts, self.prompt_cut - earlier.prompt_cut,
-                               self.response_cut - earlier.response_cut)
-
-    def add(self, other: TruncationStats) -> None:
-        """Add `other`'s counts to these (one call's counts into a whole file's)."""
-        self.texts += other.texts
-        self.prompt_cut += other.prompt_cut
-        self.response_cut += other.response_cut
+    def add(self, other: TruncationStats, sign: int = 1) -> None:
+        """Add `other`'s counts to these (one call's counts into a whole file's); `sign=-1` takes
+        them off (texts encoded, then left out of training)."""
+        self.texts += sign * other.texts
+        self.prompt_cut += sign * other.prompt_cut
+        self.response_cut += sign * other.response_cut
 
 
 @dataclass
@@ -121,8 +116,8 @@ class PairEncoder:
         token_type_ids for tokenizers that use them), unpadded.
 
         `counts` also receives this call's truncation counts (beside the running `stats`): exact
-        even while other threads encode with the same encoder, where `stats.since(copy)` would
-        also count their texts."""
+        even while other threads encode with the same encoder, where a difference of `stats`
+        taken before and after would also count their texts."""
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses.")
         if self._backend is None:

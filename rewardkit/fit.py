@@ -467,8 +467,7 @@ def _encode_distinct(rows: list[dict], objective: str, encoder: PairEncoder,
     # The truncation counts are of what is trained (evaluated): those of the skipped rows come off.
     skipped = PairEncoder(encoder.tokenizer, encoder.max_length, TruncationStats())
     encode_rows([rows[i] for i in sorted(identical)], objective, skipped)
-    encoder.stats = TruncationStats(*(getattr(encoder.stats, name) - getattr(skipped.stats, name)
-                                      for name in ("texts", "prompt_cut", "response_cut")))
+    encoder.stats.add(skipped.stats, sign=-1)
     return [rows[i] for i in kept], [features[i] for i in kept], len(identical)
 
 

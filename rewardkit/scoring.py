@@ -263,6 +263,17 @@ def check_finite(values: np.ndarray, dtype: torch.dtype) -> np.ndarray:
     return values
 
 
+def rewards_of_rows(scorer: RewardScorer, prompts: list[str], responses: list[str], where: Callable[[int], str],
+                    counts: TruncationStats) -> np.ndarray:
+    """Raw rewards of texts read from data rows (`score_file`, `evaluate`), no bar and no truncation
+    message (the callers report once per file), this call's truncation added to `counts`; a NaN or
+    inf reward is an error naming its row by `where(i)` for text i, not a NaN in a file or a metric."""
+    try:
+        return scorer._run(prompts, responses, "rewards", show_progress=False, report_truncation=False, counts=counts)
+    except NonFiniteRewardError as error:
+        raise error.located(where) from None
+
+
 def _progress_bars_on() -> bool:
     """transformers' switch for progress bars (`disable_progress_bar()`, which `--quiet` flips)."""
     from transformers.utils.logging import is_progress_bar_enabled
@@ -745,11 +756,7 @@ def _write_scores(scorer: RewardScorer, rows: Iterable[tuple[int, dict]], handle
         for chunk in iter_chunks(rows, chunk_rows):
             prompts = [row["prompt"] for _, row in chunk]
             responses = [row["response"] for _, row in chunk]
-            try:
-                raw = scorer._run(prompts, responses, "rewards", show_progress=False, report_truncation=False,
-                                  counts=cut)
-            except NonFiniteRewardError as error:
-                raise error.located(lambda i, chunk=chunk: row_words(*chunk[i])) from None
+            raw = rewards_of_rows(scorer, prompts, responses, lambda i, chunk=chunk: row_words(*chunk[i]), cut)
             for (number, row), value, reward in zip(chunk, scorer.rewards_to_scores(raw).tolist(), raw.tolist()):
                 line = {**row_position(number, row), "prompt": row["prompt"], "response": row["response"],
                         "score": value, "raw_reward": reward}
