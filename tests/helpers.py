@@ -139,3 +139,20 @@ def train_cli_arguments(monkeypatch, argv: list[str]):
     with pytest.raises(SystemExit):
         main(["train", *argv])
     return handed[0]
+
+
+def interleave_a_scoring_call(monkeypatch, scorer, responses: list[str]) -> list[str]:
+    """Make the scorer's next encode run `scorer.score("Hi", responses)` right after it, as another
+    thread sharing the scorer might, but deterministically. Returns a list that holds one entry once
+    that call ran; clear it to arm the next encode again."""
+    encode, ran = scorer.encoder.encode, []
+
+    def encode_then_another_call(prompts, texts, **kwargs):
+        items = encode(prompts, texts, **kwargs)
+        if not ran:
+            ran.append("scoring")
+            scorer.score("Hi", responses)
+        return items
+
+    monkeypatch.setattr(scorer.encoder, "encode", encode_then_another_call)
+    return ran

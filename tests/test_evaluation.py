@@ -406,16 +406,7 @@ def test_cli_says_which_row_scored_nan_in_one_paragraph(tokenizer, tmp_path, cap
 def test_evaluate_counts_the_truncation_of_its_own_texts_only(scorer, tmp_path, monkeypatch):
     # Another thread scoring with the same scorer during an evaluation (run here inside evaluate's
     # encode, deterministically) had its cut texts counted in the metrics' truncation.
-    encode, other = scorer.encoder.encode, []
-
-    def encode_then_another_call(prompts, responses, **kwargs):
-        items = encode(prompts, responses, **kwargs)
-        if not other:
-            other.append("scoring")
-            scorer.score("Hi", ["z " * 600] * 3)  # 3 cut responses, not the evaluation's
-        return items
-
-    monkeypatch.setattr(scorer.encoder, "encode", encode_then_another_call)
+    other = helpers.interleave_a_scoring_call(monkeypatch, scorer, ["z " * 600] * 3)  # 3 cut, not the evaluation's
     pairs = _write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": "p", "chosen": "good", "rejected": "bad"}])
     metrics = evaluate_model(scorer, pairs)
     assert other and metrics["truncation"] == {"texts": 2, "prompt_cut": 0, "response_cut": 0}

@@ -299,16 +299,7 @@ def test_a_calls_truncation_counts_only_its_own_texts(model, tokenizer, tmp_path
     """Another thread scoring with the same scorer between this call's encode and its report (run
     here inside the encode, deterministically): its cut responses were counted as this call's."""
     scorer = RewardScorer(model, tokenizer=tokenizer, device="cpu", max_length=MAX_LENGTH)
-    encode, other = scorer.encoder.encode, []
-
-    def encode_then_another_call(prompts, responses, **kwargs):
-        items = encode(prompts, responses, **kwargs)
-        if not other:
-            other.append("scoring")
-            scorer.score("Hi", ["z " * 300] * 3)  # 3 cut responses, not this call's
-        return items
-
-    monkeypatch.setattr(scorer.encoder, "encode", encode_then_another_call)
+    other = helpers.interleave_a_scoring_call(monkeypatch, scorer, ["z " * 300] * 3)  # 3 cut, not this call's
     with caplog.at_level("DEBUG", logger="rewardkit.scoring"):
         scorer.score("Hi", ["short", "z " * 300])
     said = [r.getMessage() for r in caplog.records if "responses were cut" in r.getMessage()]
