@@ -36,6 +36,7 @@ def run_demo(output_dir: str = "reward-model-demo", epochs: float = 2.0, max_len
     from rewardkit.training_args import DataArguments, RewardTrainingArguments
 
     output = Path(output_dir)
+    _, report_dir, hub_dir = demo_folders(output)
     replaced = previous_outputs(output)
     if replaced:
         logger.warning("Replacing the previous run's %s.", ", ".join(map(str, replaced)))
@@ -49,21 +50,23 @@ def run_demo(output_dir: str = "reward-model-demo", epochs: float = 2.0, max_len
         logger.info("Training on the embedded demo data (%s) ...", train_file)
         result = run_training(DataArguments(data=train_file), args)
         logger.info("Evaluating on held-out questions and fitting the calibration temperature ...")
-        report_dir = output.parent / f"{output.name}-report"
         metrics = evaluate_model(str(output), heldout_file, report_dir=str(report_dir), calibrate=True,
                                  data_name="rewardkit demo held-out questions")
     scorer = RewardScorer(str(output))
     examples = _score_examples(scorer)
-    hub_dir = output.parent / f"{output.name}-hub"
     published = publish(str(output), "your-name/reward-model-demo", dry_run=True, out=str(hub_dir), evaluation=metrics)
     return _report(result, metrics, examples, scorer, report_dir, published.folder, replaced)
 
 
+def demo_folders(output: Path) -> tuple[Path, Path, Path]:
+    """The demo's folders: the model (`output`), its report and its Hub folder beside it."""
+    return output, output.parent / f"{output.name}-report", output.parent / f"{output.name}-hub"
+
+
 def previous_outputs(output: Path) -> list[Path]:
-    """The demo's folders (model, report, Hub folder) that already hold files: a rerun replaces
-    them, and says so, rather than silently overwriting an earlier run."""
-    folders = [output, output.parent / f"{output.name}-report", output.parent / f"{output.name}-hub"]
-    return [f for f in folders if f.is_dir() and any(f.iterdir())]
+    """The demo's folders that already hold files: a rerun replaces them, and says so, rather than
+    silently overwriting an earlier run."""
+    return [f for f in demo_folders(output) if f.is_dir() and any(f.iterdir())]
 
 
 def length_line(bias: dict) -> str | None:
@@ -73,12 +76,11 @@ def length_line(bias: dict) -> str | None:
     rho = bias.get("spearman_reward_length")
     if rho is None:
         return None
-    line = f"  length: Spearman(reward, length) = {rho:.2f} over all answers (pools different questions)"
-    if bias.get("longer_preferred_rate") is not None and bias.get("chosen_longer_rate") is not None:
-        line = (f"  length: prefers the longer answer in {bias['longer_preferred_rate']:.0%} of pairs, the labels in "
-                f"{bias['chosen_longer_rate']:.0%} (report.md says whether that is a bias);\n"
-                f"  Spearman(reward, length) = {rho:.2f} over all answers (pools different questions)")
-    return line
+    spearman = f"Spearman(reward, length) = {rho:.2f} over all answers (pools different questions)"
+    if bias.get("longer_preferred_rate") is None or bias.get("chosen_longer_rate") is None:
+        return f"  length: {spearman}"
+    return (f"  length: prefers the longer answer in {bias['longer_preferred_rate']:.0%} of pairs, the labels in "
+            f"{bias['chosen_longer_rate']:.0%} (report.md says whether that is a bias);\n  {spearman}")
 
 
 def _score_examples(scorer) -> list[dict]:
@@ -106,8 +108,8 @@ def _report(result, metrics: dict, examples: list[dict], scorer, report_dir: Pat
         f"  calibration: T = {scorer.temperature:.3g}; ECE {metrics.get('ece_before', float('nan')):.3f} before, "
         f"{metrics.get('ece_after', float('nan')):.3f} after (T fitted on these same pairs: not an independent check)",
     ]
-    if length_line(bias):
-        lines.append(length_line(bias))
+    if line := length_line(bias):
+        lines.append(line)
     lines += [
         "",
         f"What the numbers mean: {scorer.score_formula()}. Only differences matter:",
