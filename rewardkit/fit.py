@@ -659,7 +659,26 @@ def _checkpoint_to_resume(args: RewardTrainingArguments) -> str | None:
     if whole and not adapter and args.use_lora:
         raise ValueError(f"{resume} is a full fine-tune's checkpoint, not a LoRA adapter: resume it without "
                          "--use-lora, or start a LoRA run from its weights with --base-model.")
+    if adapter and args.use_lora:
+        _check_lora_flags_match(folder, args)
     return str(resume)
+
+
+def _check_lora_flags_match(folder: Path, args: RewardTrainingArguments) -> None:
+    """A LoRA checkpoint resumed with other LoRA flags: another --lora-r failed in torch's size-mismatch
+    dump of every adapter weight, and another --lora-alpha resumed without a word, rescaling the
+    trained adapters' update (alpha / r) mid-run. Refused by name, with the checkpoint's values."""
+    saved = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8") or "{}")
+    given = {"--lora-r": ("r", args.lora_r), "--lora-alpha": ("lora_alpha", args.lora_alpha)}
+    targets = args.lora_target_modules
+    if targets and "all-linear" not in targets and isinstance(saved.get("target_modules"), list):
+        given["--lora-target-modules"] = ("target_modules", targets)
+    differ = [(flag, saved[key], value) for flag, (key, value) in given.items() if key in saved
+              and (sorted(saved[key]) != sorted(value) if key == "target_modules" else saved[key] != value)]
+    if differ:
+        trained = ", ".join(f"{flag} {','.join(old) if isinstance(old, list) else old} (this run: "
+                            f"{','.join(new) if isinstance(new, list) else new})" for flag, old, new in differ)
+        raise ValueError(f"{folder} was trained with {trained}: resume it with the LoRA flags it was trained with.")
 
 
 def _with_loss_over_ranks(output):

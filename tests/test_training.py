@@ -342,6 +342,24 @@ def test_resuming_a_checkpoint_of_the_other_kind_or_none_is_refused_by_name(tiny
             run_training(DataArguments(data=str(train)), _args(tmp_path / "out", tiny_base, **flags))
 
 
+def test_a_lora_checkpoint_resumed_with_other_lora_flags_is_refused_by_name(tiny_base, tmp_path):
+    """Another --lora-r failed in torch's size-mismatch dump of every adapter weight; another
+    --lora-alpha resumed silently with the adapters' update rescaled."""
+    train = helpers.write_jsonl(tmp_path / "train.jsonl", _pairwise_rows(16, 0))
+    checkpoint = tmp_path / "lora" / "checkpoint-2"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "adapter_config.json").write_text(json.dumps({"r": 8, "lora_alpha": 16,
+                                                                "target_modules": ["value", "query"]}))
+    cases = [(dict(lora_r=16, lora_alpha=16), r"--lora-r 8 \(this run: 16\)"),
+             (dict(lora_r=8, lora_alpha=32), r"--lora-alpha 16 \(this run: 32\)"),
+             (dict(lora_r=8, lora_alpha=16, lora_target_modules=["query", "key"]),
+              r"--lora-target-modules value,query \(this run: query,key\)")]
+    for flags, says in cases:
+        with pytest.raises(ValueError, match=says):
+            run_training(DataArguments(data=str(train)), _args(tmp_path / "out", tiny_base, use_lora=True,
+                                                                 resume_from_checkpoint=str(checkpoint), **flags))
+
+
 def test_summary_prints_short_times_small_stds_and_one_step_readably():
     """A 0.015 s evaluation printed as "0.0 s of it held-out evaluation", a std of 0.00028 as
     "std 0.000", and a one-step run as "1 steps"."""
