@@ -587,3 +587,27 @@ def test_texts_longer_than_the_model_are_truncated_when_training(kind, tmp_path)
     result = _train(tmp_path / "out", folder, data, max_length=512, logging_steps=50)
     assert result.max_length == (62 if kind == "roberta" else 64) and result.steps == 2
     assert "had the end of the response cut" in result.truncation
+
+
+def test_readme_names_only_existing_tests_and_their_true_counts():
+    """The README's "What is tested" matrix said `test_distributed.py` (all 5 tests) of a file that
+    holds 8: each `file::name` it names must be a test of that file, and each "(all N tests)" the
+    number pytest collects there."""
+    readme = (helpers.REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    matrix = readme[readme.index("## What is tested"):]
+    missing, counted = [], {}
+    for line in matrix.splitlines():
+        current = None
+        for match in re.finditer(r"`(test_\w+\.py)?(?:::(\w+))?[^`]*`(?: \(all (\d+) tests\))?", line):
+            current = match.group(1) or current
+            if current and match.group(2):
+                source = (helpers.REPO_ROOT / "tests" / current).read_text(encoding="utf-8")
+                if not re.search(rf"^def {match.group(2)}\(", source, re.M):
+                    missing.append(f"{current}::{match.group(2)}")
+            if match.group(3):
+                counted[current] = int(match.group(3))
+    assert not missing
+    collected = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--collect-only",
+                                *(f"tests/{name}" for name in counted)], cwd=helpers.REPO_ROOT,
+                               capture_output=True, text=True, timeout=120).stdout
+    assert counted and counted == {name: collected.count(f"tests/{name}::") for name in counted}
