@@ -24,9 +24,11 @@ DEFAULT_MAX_LENGTH = 512
 MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 
 
-def resolve_max_length(tokenizer, model_config=None, requested: int | None = None) -> int:
+def resolve_max_length(tokenizer, model_config=None, requested: int | None = None,
+                       backbone_length: int | None = None) -> int:
     """Tokens per (prompt, response): `requested`, else the length the model was trained with
-    (`trained_max_length` in a rewardkit config), else at most 512; always capped by the
+    (`trained_max_length` in a rewardkit config), else `backbone_length` (the length a
+    sentence-transformers backbone declares it works at), else at most 512; always capped by the
     tokenizer's `model_max_length` and the backbone's position embeddings (RoBERTa reserves
     padding_idx + 1)."""
     limits = []
@@ -42,7 +44,9 @@ def resolve_max_length(tokenizer, model_config=None, requested: int | None = Non
     ceiling = min(limits) if limits else DEFAULT_MAX_LENGTH
     if requested is None:
         trained = getattr(model_config, "trained_max_length", None)
-        return min(ceiling, trained if isinstance(trained, int) and trained > 0 else DEFAULT_MAX_LENGTH)
+        if not (isinstance(trained, int) and trained > 0):
+            trained = backbone_length if isinstance(backbone_length, int) and backbone_length > 0 else DEFAULT_MAX_LENGTH
+        return min(ceiling, trained)
     if requested < 8:
         raise ValueError(f"max_length must be at least 8 tokens, got {requested}.")
     if requested > ceiling:

@@ -71,6 +71,7 @@ class TrainResult:
     examples_per_second: float | None  # this call's training alone, without the held-out evaluations
     train_loss: float  # transformers' mean training loss over this call's steps (not the last step's)
     max_length: int
+    max_length_source: str = ""  # "--max-length", "the default", ...: why the run cut at max_length
     eval_seconds: float = 0.0  # held-out evaluations during training (part of `seconds`)
     steps_this_call: int | None = None  # the steps `train_loss`, `seconds` and the speed are of
     base_model_id: str | None = None  # the Hub id the base model came from (the card's `base_model`), if known
@@ -123,7 +124,8 @@ class TrainResult:
         if self.reward_mean is not None:
             lines.append(f"  Raw rewards on training responses: mean {self.reward_mean:.4g}, std {self.reward_std:.4g} "
                          "(stored in config.json as reward_mean / reward_std).")
-        lines.append(f"  Truncation: {self.truncation}. Data: {self.skipped}.")
+        source = f"; {self.max_length_source}" if self.max_length_source else ""
+        lines.append(f"  Truncation at {self.max_length} tokens{source}: {self.truncation}. Data: {self.skipped}.")
         if self.skipped_identical or self.eval_skipped_identical:
             lines.append(f"  Identical inputs: skipped {self._identical_counts(unit)} whose responses encode to the "
                          f"same tokens at {self.max_length} tokens (raise --max-length if they differ after the cut).")
@@ -220,6 +222,40 @@ def load_model_config(base_model: str):
     if is_reward_model_folder(base_model):
         return RewardConfig.from_pretrained(base_model)
     return AutoConfig.from_pretrained(base_model)
+
+
+def backbone_max_seq_length(base_model: str) -> int | None:
+    """`max_seq_length` of a sentence-transformers checkpoint (its sentence_bert_config.json): the
+    length it was trained at and that sentence-transformers cuts its inputs at. It is the default
+    --max-length for such a backbone: the packaged MiniLM says 256, where one HH-RLHF epoch ran in
+    half the time of 512 tokens with no loss of accuracy (5 seeds: mean 0.621 at 256, 0.611 at 512;
+    benchmarks/RESULTS.md, session 11). Other backbones have no such file: None."""
+    from transformers.utils import cached_file
+
+    try:
+        path = cached_file(base_model, "sentence_bert_config.json", _raise_exceptions_for_missing_entries=False,
+                           _raise_exceptions_for_connection_errors=False)
+        value = json.loads(Path(path).read_text(encoding="utf-8")).get("max_seq_length") if path else None
+    except (OSError, ValueError, AttributeError):  # unreadable or not a JSON object: as if absent
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def max_length_and_source(base_model: str, tokenizer, model_config, requested: int | None) -> tuple[int, str]:
+    """The training length, and where it came from, for the summary: a run's truncation counts
+    mean little without the length they are counts at."""
+    trained = getattr(model_config, "trained_max_length", None)
+    backbone = None if requested is not None or trained else backbone_max_seq_length(base_model)
+    length = resolve_max_length(tokenizer, model_config, requested, backbone)
+    if requested is not None:
+        source = "--max-length" if length == requested else f"--max-length {requested}, capped by the model"
+    elif trained:
+        source = "the length the base model was trained at"
+    elif backbone:
+        source = "the backbone's max_seq_length (sentence_bert_config.json)"
+    else:
+        source = "the default"
+    return length, source
 
 
 def load_model(base_model: str, args: RewardTrainingArguments, tokenizer):
@@ -542,7 +578,7 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
     tokenizer = load_tokenizer(base_model)
     model_config = load_model_config(base_model)
     check_continued_model(model_config, args, base_model)
-    max_length = resolve_max_length(tokenizer, model_config, args.max_length)
+    max_length, max_length_source = max_length_and_source(base_model, tokenizer, model_config, args.max_length)
     prepared = _prepare_once_per_node(data_args, args, base_model, tokenizer, max_length)
     args.use_held_out(bool(prepared.eval_features))
 
@@ -590,7 +626,8 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
         output_dir=str(args.output_dir), objective=prepared.objective, base_model=str(base_model),
         base_model_id=base_model_hub_id(str(base_model)),
         detected_layout=prepared.detected_layout, train_rows=len(prepared.train_features), eval_rows=prepared.eval_rows,
-        epochs=_epochs_run(trainer, args), steps=int(trainer.state.global_step), max_length=max_length, **figures,
+        epochs=_epochs_run(trainer, args), steps=int(trainer.state.global_step), max_length=max_length,
+        max_length_source=max_length_source, **figures,
         eval_metrics={k: float(v) for k, v in eval_metrics.items() if isinstance(v, (int, float))},
         eval_step=eval_step, eval_of=eval_of,
         reward_mean=None if stats is None else stats[0], reward_std=None if stats is None else stats[1],

@@ -87,8 +87,9 @@ class RewardTrainingArguments(TrainingArguments):
     max_length: int | None = field(
         default=None,
         metadata={"help": "Max tokens per (prompt, response). The prompt is cut from the left, the response kept. "
-                          "Default: 512, capped by the backbone; for a rewardkit --base-model trained further, the "
-                          "length it was trained with."},
+                          "Default: for a rewardkit --base-model trained further, the length it was trained with; for a "
+                          "sentence-transformers backbone, the max_seq_length it declares (256 for the default MiniLM); "
+                          "else 512. Always capped by the backbone."},
     )
     pooling: str | None = field(
         default=None,

@@ -73,6 +73,11 @@ def test_scoring_length_defaults_to_the_trained_one(tokenizer):
     assert resolve_max_length(tokenizer, RewardConfig(backbone, trained_max_length=128), 300) == 300  # asked for
     assert resolve_max_length(tokenizer, RewardConfig(backbone, trained_max_length=4096), None) == 512  # capped
     assert resolve_max_length(tokenizer, RewardConfig(backbone), None) == 512  # not recorded
+    # A sentence-transformers backbone's own length fills in for an unrecorded one, never over the rest:
+    assert resolve_max_length(tokenizer, RewardConfig(backbone), None, backbone_length=256) == 256
+    assert resolve_max_length(tokenizer, RewardConfig(backbone, trained_max_length=128), None, backbone_length=256) == 128
+    assert resolve_max_length(tokenizer, None, 300, backbone_length=256) == 300
+    assert resolve_max_length(tokenizer, None, None, backbone_length=4096) == 512  # capped
     with pytest.raises(ValueError, match="trained_max_length"):
         RewardConfig(backbone, trained_max_length=0)
     assert RewardConfig(backbone, trained_objective="ranking").trained_objective == "ranking"

@@ -3,6 +3,7 @@
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -11,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import TrainerCallback
+from transformers import AutoTokenizer, TrainerCallback
 
+from rewardkit import fit
 from rewardkit.features import PairEncoder, encode_rows
 from rewardkit.fit import TrainingDivergedError, _training_speed, run_training
 from rewardkit.metrics import ranking_metrics
@@ -51,6 +53,24 @@ def _scalar_rows(n, seed):
     kinds = [("great " + w, 2.0) for w in WORDS] + [("terrible " + w, -2.0) for w in WORDS] + [("okay " + w, 0.0) for w in WORDS]
     return [{"prompt": " ".join(rng.choices(WORDS, k=3)), "completion": text, "reward": reward}
             for text, reward in (rng.choice(kinds) for _ in range(n))]
+
+
+def test_default_length_is_the_sentence_transformers_backbones_own(tiny_base, tmp_path):
+    """No --max-length: a backbone with a sentence_bert_config.json trains (and is later scored) at
+    the max_seq_length it declares, and the summary says so; one without it at 512 (capped); an
+    unreadable file counts as absent."""
+    st_base = tmp_path / "st_base"
+    shutil.copytree(tiny_base, st_base)
+    (st_base / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 24, "do_lower_case": False}))
+    train = helpers.write_jsonl(tmp_path / "train.jsonl", _pairwise_rows(16, 0))
+    result = run_training(DataArguments(data=str(train)), _args(tmp_path / "out", st_base, max_length=None, max_steps=1))
+    assert result.max_length == 24 and json.loads((tmp_path / "out" / "config.json").read_text())["trained_max_length"] == 24
+    assert "Truncation at 24 tokens; the backbone's max_seq_length (sentence_bert_config.json):" in result.describe()
+    assert fit.backbone_max_seq_length(str(tiny_base)) is None
+    assert fit.max_length_and_source(str(tiny_base), AutoTokenizer.from_pretrained(tiny_base), None, None) == (512, "the default")
+    assert fit.max_length_and_source(str(st_base), AutoTokenizer.from_pretrained(st_base), None, 16) == (16, "--max-length")
+    (st_base / "sentence_bert_config.json").write_text("[256]")
+    assert fit.backbone_max_seq_length(str(st_base)) is None
 
 
 def test_pairwise_training_learns_and_stores_reward_stats(tiny_base, tmp_path):
