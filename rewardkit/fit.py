@@ -227,9 +227,9 @@ def load_model_config(base_model: str):
 def backbone_max_seq_length(base_model: str) -> int | None:
     """`max_seq_length` of a sentence-transformers checkpoint (its sentence_bert_config.json): the
     length it was trained at and that sentence-transformers cuts its inputs at. It is the default
-    --max-length for such a backbone: the packaged MiniLM says 256, where one HH-RLHF epoch ran in
-    half the time of 512 tokens with no loss of accuracy (5 seeds: mean 0.621 at 256, 0.611 at 512;
-    benchmarks/RESULTS.md, session 11). Other backbones have no such file: None."""
+    --max-length for such a backbone: the packaged MiniLM says 256, where an HH-RLHF epoch ran at
+    1.29x the pairs/s of 512 tokens with no loss of accuracy (5 seeds: mean 0.621 at 256, 0.611 at
+    512; benchmarks/RESULTS.md, session 11). Other backbones have no such file: None."""
     from transformers.utils import cached_file
 
     try:
