@@ -24,6 +24,7 @@ from transformers import PrinterCallback, ProgressCallback, TrainerCallback
 
 from rewardkit.data import RewardData, load_reward_data
 from rewardkit.features import (
+    DEFAULT_MAX_LENGTH,
     PairEncoder,
     TruncationStats,
     encode_rows,
@@ -245,19 +246,21 @@ def backbone_max_seq_length(base_model: str) -> int | None:
 
 def max_length_and_source(base_model: str, tokenizer, model_config, requested: int | None) -> tuple[int, str]:
     """The training length, and where it came from, for the summary: a run's truncation counts
-    mean little without the length they are counts at."""
+    mean little without the length they are counts at. A length the model cuts shorter names the
+    value it was cut from: "the backbone's max_seq_length (...)" once stood beside 512 tokens for a
+    backbone that declares 1024."""
     trained = getattr(model_config, "trained_max_length", None)
     backbone = None if requested is not None or trained else backbone_max_seq_length(base_model)
     length = resolve_max_length(tokenizer, model_config, requested, backbone)
     if requested is not None:
-        source = "--max-length" if length == requested else f"--max-length {requested}, capped by the model"
+        wanted, source = requested, "--max-length"
     elif trained:
-        source = "the length the base model was trained at"
+        wanted, source = trained, "the length the base model was trained at"
     elif backbone:
-        source = "the backbone's max_seq_length (sentence_bert_config.json)"
+        wanted, source = backbone, "the backbone's max_seq_length (sentence_bert_config.json)"
     else:
-        source = "the default"
-    return length, source
+        wanted, source = DEFAULT_MAX_LENGTH, "the default"
+    return length, source if length == wanted else f"{source} {wanted}, capped by the model"
 
 
 def load_model(base_model: str, args: RewardTrainingArguments, tokenizer):
