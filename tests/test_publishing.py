@@ -563,6 +563,19 @@ def test_card_training_time_keeps_short_runs_readable():
     assert [_training_time(x) for x in (0.04, 0.4, 9.94, 95.4, None, "?")] == ["<0.1 s", "0.4 s", "9.9 s", "95 s", None, None]
 
 
+def test_card_training_time_says_what_of_it_was_held_out_evaluation():
+    """The speed is of training alone (the summary's "6.2 s (1.5 s of it held-out evaluation): 2.55
+    pairs/s of training"), but the card showed "6.2 s (2.55 pairs/s)": 12 pairs in 6.2 s is 1.94/s."""
+    from rewardkit.model_card import render_model_card
+
+    summary = {**_training_summary("sentence-transformers/all-MiniLM-L6-v2"), "seconds": 6.2, "eval_seconds": 1.5,
+               "examples_per_second": 12 / 4.7}
+    card = render_model_card({"alpha": 1.0}, summary)
+    assert "| Training time | 6.2 s (1.5 s of it held-out evaluation; 2.55 pairs/s of training) |" in card
+    plain = render_model_card({"alpha": 1.0}, {**summary, "eval_seconds": 0.0})
+    assert "| Training time | 6.2 s (2.55 pairs/s) |" in plain
+
+
 def test_card_of_an_mse_model_reads_its_reward_as_a_predicted_annotation():
     """An mse model's card said its reward's absolute value meant nothing and read σ(r_a − r_b) at
     T = 1 as P(a ≻ b): for a model trained on scores the reward is a predicted annotation, and a

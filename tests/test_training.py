@@ -73,6 +73,24 @@ def test_default_length_is_the_sentence_transformers_backbones_own(tiny_base, tm
     assert fit.backbone_max_seq_length(str(st_base)) is None
 
 
+def test_a_default_length_the_model_cuts_shorter_says_what_it_was_cut_from(tiny_base, tmp_path):
+    """A sentence-transformers backbone that declares more tokens than its position embeddings hold
+    trained at 512 with the summary's "Truncation at 512 tokens; the backbone's max_seq_length
+    (sentence_bert_config.json)", read as if the backbone said 512; the default likewise."""
+    from transformers import BertConfig
+
+    st_base = tmp_path / "st_base"
+    shutil.copytree(tiny_base, st_base)
+    (st_base / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 1024}))
+    tokenizer = AutoTokenizer.from_pretrained(st_base)
+    assert fit.max_length_and_source(str(st_base), tokenizer, fit.load_model_config(str(st_base)), None) == (
+        512, "the backbone's max_seq_length (sentence_bert_config.json) 1024, capped by the model")
+    short = BertConfig(max_position_embeddings=128)
+    assert fit.max_length_and_source(str(tiny_base), tokenizer, short, None) == (128, "the default 512, capped by the model")
+    assert fit.max_length_and_source(str(tiny_base), tokenizer, short, 600) == (128, "--max-length 600, capped by the model")
+    assert fit.max_length_and_source(str(tiny_base), tokenizer, short, 100) == (100, "--max-length")
+
+
 def test_pairwise_training_learns_and_stores_reward_stats(tiny_base, tmp_path):
     train = helpers.write_jsonl(tmp_path / "train.jsonl", _pairwise_rows(96, 0))
     held = helpers.write_jsonl(tmp_path / "held.jsonl", _pairwise_rows(32, 1))
