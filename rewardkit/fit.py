@@ -615,6 +615,10 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
     eval_metrics, eval_step, eval_of = _final_eval_metrics(trainer) if prepared.eval_features else ({}, None, "")
 
     responses = _responses_of(prepared.train_features, prepared.objective)
+    # Measured as the saved model scores (fp32): under --bf16 / --fp16 accelerate leaves the model's
+    # forward wrapped in autocast after training (the statistics were those of a bf16 forward, off in
+    # the third digit); unwrap_model removes that wrapper in place, training being over.
+    trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
     stats = compute_reward_stats(trainer.model, tokenizer, responses, args.reward_stats_samples, args.seed)
     loss = figures["train_loss"]
     refuse_divergence(None if figures["restored_from"] and math.isnan(loss) else loss, stats)  # may be unrecorded
