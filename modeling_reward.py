@@ -245,6 +245,28 @@ def last_layer_one_row(layer: nn.Module, hidden: torch.Tensor, attention_mask: t
     return feed_forward.LayerNorm(feed_forward.dropout(feed_forward.dense(layer.intermediate(attended))) + attended)
 
 
+def _check_alpha(alpha) -> None:
+    """Refuse a per-call alpha that is not a finite number > 0: it only rescales, and 0 or a negative
+    value would erase or invert every ranking made from the output. Numpy scalars and tensors are
+    checked too (a check of Python numbers alone let np.float32(0) and torch.tensor(-2.0) through).
+    A tensor's values are not inspected while torch.compile / export traces the model."""
+    if alpha is None:
+        return
+    if isinstance(alpha, torch.Tensor):
+        if getattr(torch.compiler, "is_compiling", lambda: False)():
+            return
+        ok = (alpha.dtype != torch.bool and not alpha.is_complex() and alpha.numel() > 0
+              and bool((torch.isfinite(alpha) & (alpha > 0)).all()))
+    else:
+        try:  # Python and numpy numbers; strings and booleans are not scale factors
+            value = float(alpha) if not isinstance(alpha, (str, bytes, bool)) else math.nan
+        except (TypeError, ValueError):
+            value = math.nan
+        ok = math.isfinite(value) and value > 0
+    if not ok:
+        raise ValueError(f"alpha must be a finite number > 0 (it only rescales rewards), got {alpha!r}.")
+
+
 # --------------------------------------------------------------------------------------------------
 # The model
 # --------------------------------------------------------------------------------------------------
@@ -480,8 +502,7 @@ class RewardModel(PreTrainedModel):
                 raise ValueError("normalize_rewards=True needs reward_mean and reward_std in the config "
                                  "(stored by `rewardkit train`); this model has none.")
             scaled = (scaled - self.config.reward_mean) / self.config.reward_std
-        if isinstance(alpha, (int, float)) and not (math.isfinite(alpha) and alpha > 0):
-            raise ValueError(f"alpha must be a finite number > 0 (it only rescales rewards), got {alpha!r}.")
+        _check_alpha(alpha)
         scale = self.config.alpha if alpha is None else alpha
         logits = scaled * scale  # (B, 1)
 

@@ -139,6 +139,8 @@ def evaluate_model(
     metrics["objective"] = collector.kind
     metrics.update(_context(scorer, model, data, data_name, skipped, collector.truncation))
     metrics = jsonable(metrics)
+    if calibrate and metrics.get("temperature_written"):
+        _render_card_again(folder, metrics)
     if report_dir is not None:
         collector.write_report(report_dir, metrics, model_name=metrics["model"])
     logger.info("evaluated %s on %d %s rows of %s", metrics["model"], metrics["n"], metrics["objective"],
@@ -214,6 +216,24 @@ def _calibrate(collector: _PairwiseCollector | _RankingCollector, scorer: Reward
                        "held-out pairs", fitted, folder)
     return {**metrics, **before, "ece_after": metrics["ece"], "temperature_fitted": fitted,
             "temperature_written": usable, **evidence}
+
+
+def _render_card_again(folder: Path, metrics: dict[str, Any]) -> None:
+    """Render the folder's model card again (with these metrics) once a T is stored: the card states
+    T and what reward differences mean at it ("a difference of 1 means P = 0.73" at T = 1), and it
+    kept saying T = 1 while `compare` used the fitted T. Only a card rewardkit wrote (tag `rewardkit`)
+    is replaced; a README of the user's own is left as it is."""
+    from huggingface_hub import metadata_load
+
+    from rewardkit.model_card import write_model_card
+
+    card = folder / "README.md"
+    if not card.is_file() or "rewardkit" not in ((metadata_load(card) or {}).get("tags") or []):
+        return
+    summary = folder / "training_summary.json"
+    training = json.loads(summary.read_text(encoding="utf-8")) if summary.is_file() else None
+    write_model_card(folder, training=training, evaluation=metrics)
+    logger.info("rendered the model card %s again with T = %.4g and this evaluation", card, metrics["temperature"])
 
 
 def store_temperature(folder: str | os.PathLike, temperature: float) -> Path:

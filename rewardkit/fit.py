@@ -12,8 +12,6 @@ import platform
 import random
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -392,32 +390,10 @@ def compute_reward_stats(model, tokenizer, encoded_items: list[dict], samples: i
     if samples <= 0 or not encoded_items:
         return None
     chosen = encoded_items if len(encoded_items) <= samples else random.Random(seed).sample(encoded_items, samples)
-    with _without_mixed_precision(model):
-        rewards = score_encoded(model, chosen, pad_token_id=tokenizer.pad_token_id,
-                                padding_side=tokenizer.padding_side, output="rewards")
+    rewards = score_encoded(model, chosen, pad_token_id=tokenizer.pad_token_id, padding_side=tokenizer.padding_side,
+                            output="rewards")
     mean, std = float(np.mean(rewards)), float(np.std(rewards))
     return mean, (std if std > 0 or not math.isfinite(std) else 1.0)  # a NaN std stays NaN: see refuse_divergence
-
-
-@contextmanager
-def _without_mixed_precision(model) -> Iterator[None]:
-    """The model's own forward for a while, without the bf16 / fp16 autocast that accelerate wraps
-    around it in a mixed-precision run and leaves there after training. The reward mean/std are read
-    as those of the saved model, which scores in fp32: measured under the training's bf16 autocast,
-    the packaged MiniLM's were off by 0.3% of the std (mean -0.1679 stored, -0.1676 scored)."""
-    original = model.__dict__.get("_original_forward")
-    if original is None:
-        yield
-        return
-    wrapped = model.__dict__.get("forward")
-    model.forward = original
-    try:
-        yield
-    finally:
-        if wrapped is None:
-            del model.forward
-        else:
-            model.forward = wrapped
 
 
 class TrainingDivergedError(RuntimeError):
@@ -642,6 +618,10 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
     eval_metrics, eval_step, eval_of = _final_eval_metrics(trainer) if prepared.eval_features else ({}, None, "")
 
     responses = _responses_of(prepared.train_features, prepared.objective)
+    # Measured as the saved model scores (fp32): under --bf16 / --fp16 accelerate leaves the model's
+    # forward wrapped in autocast after training (the statistics were those of a bf16 forward, off in
+    # the third digit); unwrap_model removes that wrapper in place, training being over.
+    trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
     stats = compute_reward_stats(trainer.model, tokenizer, responses, args.reward_stats_samples, args.seed)
     loss = figures["train_loss"]
     refuse_divergence(None if figures["restored_from"] and math.isnan(loss) else loss, stats)  # may be unrecorded

@@ -246,6 +246,31 @@ def test_calibrate_writes_temperature_that_a_fresh_scorer_uses(model_dir, data_d
     assert fresh.compare(prompt, a, b) != pytest.approx(uncalibrated, abs=1e-9)
 
 
+def test_calibrate_renders_the_model_folders_card_again_with_the_new_temperature(model_dir, data_dir, tmp_path):
+    """The card `rewardkit train` writes states T and what reward differences mean at it ("a
+    difference of 1 means P = 0.73" at T = 1); after `--calibrate` it still said T = 1 while
+    `compare` used the fitted T. Now it is rendered again with the T and this evaluation; a README
+    that rewardkit did not write is left alone."""
+    from rewardkit.model_card import write_model_card
+
+    folder = tmp_path / "model"
+    shutil.copytree(model_dir, folder)
+    write_model_card(folder)
+    assert "A reward difference of 1 means P = 0.73;" in (folder / "README.md").read_text()
+    metrics = evaluate_model(folder, data_dir / "pairwise.jsonl", calibrate=True)
+    fitted = metrics["temperature_fitted"]
+    card = (folder / "README.md").read_text()
+    assert f"**T = {fitted:.4g}**" in card and f"/ {fitted:.4g})" in card  # the text and the usage code
+    assert f"A reward difference of 1 means P = {1 / (1 + math.exp(-1 / fitted)):.2f};" in card
+    assert "pairwise.jsonl (local data, n=" in card  # the evaluation that fitted it
+
+    other = tmp_path / "own-readme"
+    shutil.copytree(model_dir, other)
+    (other / "README.md").write_text("# my notes\n")
+    evaluate_model(other, data_dir / "pairwise.jsonl", calibrate=True)
+    assert (other / "README.md").read_text() == "# my notes\n"
+
+
 def test_calibrate_writes_nothing_when_the_fit_ends_on_a_search_bound(model_dir, data_dir, tmp_path, caplog):
     """Pairs the model gets wrong on balance (the fixture's pairs reversed: right 1 time in 4)
     drive T to the upper bound, which the search returns only to rounding (999.99...): that T is

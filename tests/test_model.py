@@ -2,6 +2,7 @@
 
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -370,3 +371,23 @@ def test_one_row_last_layer_trains_under_gradient_checkpointing(tokenizer, reent
     assert grads[0].keys() == grads[1].keys() and "backbone.embeddings.word_embeddings.weight" in grads[0]
     for name in grads[0]:
         assert torch.allclose(grads[0][name], grads[1][name], atol=1e-5), name
+
+
+@pytest.mark.parametrize("bad", [np.float32(0.0), np.int64(-3), torch.tensor(0.0), torch.tensor(-2.0),
+                                 torch.tensor([1.0, -1.0]), True, "2"])
+def test_alpha_per_call_refuses_numpy_and_tensor_values_that_are_not_positive(tokenizer, bad):
+    """A numpy scalar or a tensor alpha (an annealed scale kept as a tensor, a value read from an
+    array) passed the check, which looked at Python numbers only: alpha=np.float32(0) zeroed every
+    output and torch.tensor(-2.0) inverted every ranking, which the README says is refused."""
+    model = helpers.tiny_reward_model()
+    with pytest.raises(ValueError, match="alpha must be a finite number > 0"):
+        model(**_encode(tokenizer, TEXTS), alpha=bad)
+
+
+def test_alpha_per_call_takes_positive_numpy_and_tensor_values(tokenizer):
+    model = helpers.tiny_reward_model()
+    batch = _encode(tokenizer, TEXTS)
+    with torch.no_grad():
+        base = model(**batch).logits
+        for alpha in (np.float32(2.0), np.int64(3), torch.tensor(0.5)):
+            assert torch.allclose(model(**batch, alpha=alpha).logits, float(alpha) * base, atol=1e-6)

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -200,27 +201,23 @@ def test_auto_on_torch_without_the_emulation_argument_reads_the_compute_capabili
     assert training_args.native_bf16_device(use_cpu=False) == expected
 
 
-def test_bf16_training_measures_reward_mean_and_std_as_the_saved_model_scores_them(tmp_path):
-    """The reward mean/std in config.json were measured under the bf16 autocast that accelerate left
-    wrapped around the trained model's forward, while the saved model scores (and normalizes) in
-    fp32: the packaged MiniLM's stored mean was off by 0.3% of its std. Measured again here on the
-    saved weights, the same way, they must agree to float rounding."""
-    from modeling_reward import RewardModel
-    from rewardkit.features import PairEncoder
-    from rewardkit.fit import compute_reward_stats, load_tokenizer
+def test_reward_statistics_of_a_bf16_run_are_those_of_the_saved_fp32_model(tmp_path):
+    """reward_mean / reward_std are what the saved model gives its training responses when scored
+    (fp32), not the bf16-autocast forward that training ran through (accelerate keeps its autocast
+    wrapper on the model after training: the statistics came out ~1e-3 off on this tiny model)."""
+    from rewardkit import RewardScorer
 
     base = helpers.save_tiny_backbone(tmp_path / "base")
-    rows = [{"prompt": f"question {i}?", "chosen": "yes, gladly: here it is " * (i % 3 + 1), "rejected": f"no {i}."}
+    rows = [{"prompt": f"question {i}?", "chosen": f"yes, gladly: here is answer {i}", "rejected": f"no {i}."}
             for i in range(16)]
     data = helpers.write_jsonl(tmp_path / "train.jsonl", rows)
     args = RewardTrainingArguments(output_dir=str(tmp_path / "out"), base_model=str(base), max_length=32,
-                                   learning_rate=2e-3, per_device_train_batch_size=8, save_strategy="no",
-                                   disable_tqdm=True, seed=0, reward_stats_samples=64, precision="bf16")
+                                   learning_rate=2e-3, per_device_train_batch_size=8, max_steps=2,
+                                   save_strategy="no", disable_tqdm=True, seed=0, precision="bf16")
     result = run_training(DataArguments(data=str(data)), args)
-    tokenizer = load_tokenizer(str(base))
-    items = PairEncoder(tokenizer, 32).encode([r["prompt"] for r in rows] * 2,
-                                              [r["chosen"] for r in rows] + [r["rejected"] for r in rows])
-    saved = RewardModel.from_pretrained(tmp_path / "out").eval()
-    mean, std = compute_reward_stats(saved, tokenizer, items, 64, seed=0)
-    assert result.reward_mean == pytest.approx(mean, rel=1e-6, abs=0)
-    assert result.reward_std == pytest.approx(std, rel=1e-6, abs=0)
+    scorer = RewardScorer(tmp_path / "out", device="cpu")
+    raw = scorer.raw_rewards([row["prompt"] for row in rows] * 2,
+                             [row["chosen"] for row in rows] + [row["rejected"] for row in rows])
+    tolerance = 2e-5 * float(np.std(raw))  # fp32 rounding; the bf16 forward was 1e-4 to 4e-4 of a std off
+    assert result.reward_mean == pytest.approx(float(np.mean(raw)), abs=tolerance)
+    assert result.reward_std == pytest.approx(float(np.std(raw)), abs=tolerance)
