@@ -249,13 +249,18 @@ def _check_alpha(alpha) -> None:
     """Refuse a per-call alpha that is not a finite number > 0: it only rescales, and 0 or a negative
     value would erase or invert every ranking made from the output. Numpy scalars and tensors are
     checked too (a check of Python numbers alone let np.float32(0) and torch.tensor(-2.0) through).
-    A tensor's values are not inspected while torch.compile / export traces the model."""
+    A tensor must hold one value: torch.tensor([1.0, 2.0]) broadcast the (B, 1) logits to (B, 2).
+    Its value is not inspected while torch.compile / export traces the model (nor kept in a
+    jit.trace graph, which records no Python check)."""
     if alpha is None:
         return
     if isinstance(alpha, torch.Tensor):
+        if alpha.numel() != 1:
+            raise ValueError(f"alpha must be a finite number > 0 (it only rescales rewards), got a tensor of shape "
+                             f"{tuple(alpha.shape)}: one value per call.")
         if getattr(torch.compiler, "is_compiling", lambda: False)():
             return
-        ok = (alpha.dtype != torch.bool and not alpha.is_complex() and alpha.numel() > 0
+        ok = (alpha.dtype != torch.bool and not alpha.is_complex()
               and bool((torch.isfinite(alpha) & (alpha > 0)).all()))
     else:
         try:  # Python and numpy numbers; strings and booleans are not scale factors
@@ -503,7 +508,7 @@ class RewardModel(PreTrainedModel):
                                  "(stored by `rewardkit train`); this model has none.")
             scaled = (scaled - self.config.reward_mean) / self.config.reward_std
         _check_alpha(alpha)
-        scale = self.config.alpha if alpha is None else alpha
+        scale = self.config.alpha if alpha is None else alpha.reshape(()) if isinstance(alpha, torch.Tensor) else alpha
         logits = scaled * scale  # (B, 1)
 
         loss = mse_loss(rewards, labels) if labels is not None else None

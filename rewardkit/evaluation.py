@@ -221,8 +221,10 @@ def _calibrate(collector: _PairwiseCollector | _RankingCollector, scorer: Reward
 def _render_card_again(folder: Path, metrics: dict[str, Any]) -> None:
     """Render the folder's model card again (with these metrics) once a T is stored: the card states
     T and what reward differences mean at it ("a difference of 1 means P = 0.73" at T = 1), and it
-    kept saying T = 1 while `compare` used the fitted T. Only a card rewardkit wrote (tag `rewardkit`)
-    is replaced; a README of the user's own is left as it is."""
+    kept saying T = 1 while `compare` used the fitted T. Only the card `rewardkit train` wrote (tag
+    `rewardkit`, training_summary.json beside it) is replaced. A README of the user's own is left
+    as it is, and so is a published card (a model downloaded from the Hub: no training summary),
+    which came back as "your-name/reward-model" without its license, data or training record."""
     from huggingface_hub import metadata_load
 
     from rewardkit.model_card import write_model_card
@@ -231,8 +233,12 @@ def _render_card_again(folder: Path, metrics: dict[str, Any]) -> None:
     if not card.is_file() or "rewardkit" not in ((metadata_load(card) or {}).get("tags") or []):
         return
     summary = folder / "training_summary.json"
-    training = json.loads(summary.read_text(encoding="utf-8")) if summary.is_file() else None
-    write_model_card(folder, training=training, evaluation=metrics)
+    if not summary.is_file():
+        logger.warning("%s was not rendered again (no training_summary.json beside it: not the card `rewardkit train` "
+                       "wrote); it still states the temperature it had. `rewardkit publish` renders the card with "
+                       "T = %.4g.", card, metrics["temperature"])
+        return
+    write_model_card(folder, training=json.loads(summary.read_text(encoding="utf-8")), evaluation=metrics)
     logger.info("rendered the model card %s again with T = %.4g and this evaluation", card, metrics["temperature"])
 
 

@@ -581,6 +581,8 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
     tokenizer = load_tokenizer(base_model)
     model_config = load_model_config(base_model)
     check_continued_model(model_config, args, base_model)
+    if resume and args.use_lora and (Path(resume) / "adapter_config.json").is_file():
+        _check_lora_flags_match(Path(resume), args, model_config)
     max_length, max_length_source = max_length_and_source(base_model, tokenizer, model_config, args.max_length)
     prepared = _prepare_once_per_node(data_args, args, base_model, tokenizer, max_length)
     args.use_held_out(bool(prepared.eval_features))
@@ -703,25 +705,35 @@ def _checkpoint_to_resume(args: RewardTrainingArguments) -> str | None:
     if whole and not adapter and args.use_lora:
         raise ValueError(f"{resume} is a full fine-tune's checkpoint, not a LoRA adapter: resume it without "
                          "--use-lora, or start a LoRA run from its weights with --base-model.")
-    if adapter and args.use_lora:
-        _check_lora_flags_match(folder, args)
-    return str(resume)
+    return str(resume)  # a LoRA checkpoint's flags are checked once the model's config is read
 
 
-def _check_lora_flags_match(folder: Path, args: RewardTrainingArguments) -> None:
-    """A LoRA checkpoint resumed with other LoRA flags: another --lora-r failed in torch's size-mismatch
-    dump of every adapter weight, and another --lora-alpha resumed without a word, rescaling the
-    trained adapters' update (alpha / r) mid-run. Refused by name, with the checkpoint's values."""
+def _check_lora_flags_match(folder: Path, args: RewardTrainingArguments, model_config) -> None:
+    """A LoRA checkpoint resumed with other LoRA flags, refused by name (with the checkpoint's values)
+    before any data is read: another --lora-r failed in torch's size-mismatch dump of every adapter
+    weight, and another --lora-alpha resumed without a word, rescaling the trained adapters' update
+    (alpha / r) mid-run. Target modules are compared as the modules they adapt, the default and
+    `all-linear` resolved for this backbone: a checkpoint trained on key,value resumed without the
+    flag (BERT's default: query,value) loaded silently, its optimizer state on other adapters."""
     saved = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8") or "{}")
-    given = {"--lora-r": ("r", args.lora_r), "--lora-alpha": ("lora_alpha", args.lora_alpha)}
-    targets = args.lora_target_modules
-    if targets and "all-linear" not in targets and isinstance(saved.get("target_modules"), list):
-        given["--lora-target-modules"] = ("target_modules", targets)
-    differ = [(flag, saved[key], value) for flag, (key, value) in given.items() if key in saved
-              and (sorted(saved[key]) != sorted(value) if key == "target_modules" else saved[key] != value)]
+    differ = [(flag, saved[key], value) for flag, key, value in (("--lora-r", "r", args.lora_r),
+                                                                  ("--lora-alpha", "lora_alpha", args.lora_alpha))
+              if key in saved and saved[key] != value]
+    if isinstance(saved.get("target_modules"), list):
+        from modeling_reward import RewardConfig, RewardModel
+        from rewardkit.lora import ALL_LINEAR, adapted_module_paths, resolve_target_modules
+
+        config = model_config if isinstance(model_config, RewardConfig) else RewardConfig(backbone_config=model_config)
+        with torch.device("meta"):  # the architecture alone: no weights are read or allocated
+            skeleton = RewardModel(config)
+        targets = resolve_target_modules(skeleton, args.lora_target_modules)
+        if adapted_module_paths(skeleton, saved["target_modules"]) != adapted_module_paths(skeleton, targets):
+            how = {None: ", the default", ALL_LINEAR: ", all-linear"}.get(
+                args.lora_target_modules and ",".join(args.lora_target_modules), "")
+            differ.append(("--lora-target-modules", saved["target_modules"], f"{','.join(targets)}{how}"))
     if differ:
-        trained = ", ".join(f"{flag} {','.join(old) if isinstance(old, list) else old} (this run: "
-                            f"{','.join(new) if isinstance(new, list) else new})" for flag, old, new in differ)
+        trained = ", ".join(f"{flag} {','.join(old) if isinstance(old, list) else old} (this run: {new})"
+                            for flag, old, new in differ)
         raise ValueError(f"{folder} was trained with {trained}: resume it with the LoRA flags it was trained with.")
 
 

@@ -98,6 +98,14 @@ def resolve_target_modules(model: Any, requested: list[str] | None) -> list[str]
     return list(requested)
 
 
+def adapted_module_paths(model: Any, targets: list[str]) -> set[str]:
+    """Backbone paths of the modules `targets` put adapters on: PEFT matches each name as the whole
+    path or its last components, and `apply_lora` leaves out the parts our pooling never reads. Two
+    spellings of one choice (`query` and `attention.self.query`) give the same set."""
+    return {name for name, _ in model.backbone.named_modules() if name and not is_unread_backbone_part(name)
+            and any(name == target or name.endswith(f".{target}") for target in targets)}
+
+
 def apply_lora(model: Any, *, r: int = 16, alpha: int = 32, dropout: float = 0.05,
                target_modules: list[str] | None = None) -> Any:
     """Wrap a `RewardModel` in a PEFT model: LoRA on the backbone, the head trained in full.

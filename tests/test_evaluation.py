@@ -255,7 +255,9 @@ def test_calibrate_renders_the_model_folders_card_again_with_the_new_temperature
 
     folder = tmp_path / "model"
     shutil.copytree(model_dir, folder)
-    write_model_card(folder)
+    training = {"objective": "pairwise", "base_model": "base", "train_rows": 40, "steps": 5, "hardware": "CPU (test)"}
+    (folder / "training_summary.json").write_text(json.dumps(training))  # as `rewardkit train` leaves it
+    write_model_card(folder, training=training)
     assert "A reward difference of 1 means P = 0.73;" in (folder / "README.md").read_text()
     metrics = evaluate_model(folder, data_dir / "pairwise.jsonl", calibrate=True)
     fitted = metrics["temperature_fitted"]
@@ -269,6 +271,23 @@ def test_calibrate_renders_the_model_folders_card_again_with_the_new_temperature
     (other / "README.md").write_text("# my notes\n")
     evaluate_model(other, data_dir / "pairwise.jsonl", calibrate=True)
     assert (other / "README.md").read_text() == "# my notes\n"
+
+
+def test_calibrate_leaves_a_published_card_as_it_is(model_dir, data_dir, tmp_path, caplog):
+    """A model downloaded from the Hub (what the refusal of a repo id tells users to calibrate) holds
+    the card `publish` rendered, and no training_summary.json: it was rendered again as
+    "your-name/reward-model", without its license, its data or its training record (said to come
+    from outside `rewardkit train`). It is left as it is, and the log says it still states the old T."""
+    from rewardkit.publishing import build_publish_folder
+
+    build_publish_folder(model_dir, tmp_path / "hub", repo_id="alice/rm", license="mit", datasets=["Anthropic/hh-rlhf"])
+    published = (tmp_path / "hub" / "README.md").read_text()
+    assert "alice/rm" in published and "license: mit" in published
+    with caplog.at_level("WARNING", logger="rewardkit.evaluation"):
+        metrics = evaluate_model(tmp_path / "hub", data_dir / "pairwise.jsonl", calibrate=True)
+    assert metrics["temperature_written"]
+    assert (tmp_path / "hub" / "README.md").read_text() == published
+    assert "was not rendered again (no training_summary.json" in caplog.text
 
 
 def test_calibrate_writes_nothing_when_the_fit_ends_on_a_search_bound(model_dir, data_dir, tmp_path, caplog):

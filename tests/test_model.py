@@ -374,7 +374,7 @@ def test_one_row_last_layer_trains_under_gradient_checkpointing(tokenizer, reent
 
 
 @pytest.mark.parametrize("bad", [np.float32(0.0), np.int64(-3), torch.tensor(0.0), torch.tensor(-2.0),
-                                 torch.tensor([1.0, -1.0]), True, "2"])
+                                 torch.tensor([1.0, -1.0]), torch.tensor([1.0, 2.0]), True, "2"])
 def test_alpha_per_call_refuses_numpy_and_tensor_values_that_are_not_positive(tokenizer, bad):
     """A numpy scalar or a tensor alpha (an annealed scale kept as a tensor, a value read from an
     array) passed the check, which looked at Python numbers only: alpha=np.float32(0) zeroed every
@@ -389,5 +389,15 @@ def test_alpha_per_call_takes_positive_numpy_and_tensor_values(tokenizer):
     batch = _encode(tokenizer, TEXTS)
     with torch.no_grad():
         base = model(**batch).logits
-        for alpha in (np.float32(2.0), np.int64(3), torch.tensor(0.5)):
-            assert torch.allclose(model(**batch, alpha=alpha).logits, float(alpha) * base, atol=1e-6)
+        for alpha in (np.float32(2.0), np.int64(3), torch.tensor(0.5), torch.tensor([[2.0]]), torch.full((1, 1, 1), 3.0)):
+            logits = model(**batch, alpha=alpha).logits
+            assert logits.shape == base.shape and torch.allclose(logits, float(alpha) * base, atol=1e-6)
+
+
+def test_alpha_per_call_of_several_values_is_refused_not_broadcast(tokenizer):
+    """torch.tensor([1.0, 2.0]) passed the check (every value > 0) and broadcast the (B, 1) logits to
+    (B, 2); a single value in any shape, (1, 1, 1) included, keeps them (B, 1)."""
+    model = helpers.tiny_reward_model()
+    with pytest.raises(ValueError, match=r"got a tensor of shape \(3,\): one value per call"):
+        model(**_encode(tokenizer, TEXTS), alpha=torch.tensor([1.0, 2.0, 3.0]))
+

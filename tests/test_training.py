@@ -398,6 +398,25 @@ def test_a_lora_checkpoint_resumed_with_other_lora_flags_is_refused_by_name(tiny
                                                                  resume_from_checkpoint=str(checkpoint), **flags))
 
 
+def test_a_lora_checkpoint_resumed_with_other_target_modules_is_refused_however_they_are_given(tiny_base, tmp_path):
+    """Target modules are compared as the modules they adapt: a checkpoint trained on key,value and
+    resumed without --lora-target-modules (BERT's default: query,value) loaded silently, its
+    optimizer state on other adapters; `all-linear` resumed onto query,value failed late in an
+    optimizer-state message naming neither value. Another spelling of the same modules resumes."""
+    train = helpers.write_jsonl(tmp_path / "train.jsonl", _pairwise_rows(16, 0))
+    checkpoint = tmp_path / "lora" / "checkpoint-2"
+    checkpoint.mkdir(parents=True)
+    for trained, flags, says in [(["value", "key"], {}, r"value,key \(this run: query,value, the default\)"),
+                                 (["query", "value"], {"lora_target_modules": ["all-linear"]},
+                                  r"query,value \(this run: dense,key,query,value, all-linear\)")]:
+        (checkpoint / "adapter_config.json").write_text(json.dumps({"r": 16, "lora_alpha": 32, "target_modules": trained}))
+        with pytest.raises(ValueError, match=says):
+            run_training(DataArguments(data=str(train)), _args(tmp_path / "out", tiny_base, use_lora=True,
+                                                                 resume_from_checkpoint=str(checkpoint), **flags))
+    same = _args(tmp_path / "out", tiny_base, use_lora=True, lora_target_modules=["attention.self.query", "self.value"])
+    fit._check_lora_flags_match(checkpoint, same, fit.load_model_config(str(tiny_base)))  # no error
+
+
 def test_summary_prints_short_times_small_stds_and_one_step_readably():
     """A 0.015 s evaluation printed as "0.0 s of it held-out evaluation", a std of 0.00028 as
     "std 0.000", and a one-step run as "1 steps"."""
