@@ -24,13 +24,27 @@ DEFAULT_MAX_LENGTH = 512
 MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 
 
+def requested_max_length(model_config=None, requested: int | None = None,
+                         backbone_length: int | None = None) -> tuple[int, str]:
+    """The length asked for, before any cap, and where it comes from (training summaries name it):
+    `requested`, else the length the model was trained with (`trained_max_length` in a rewardkit
+    config), else `backbone_length` (the length a sentence-transformers backbone declares it works
+    at), else 512."""
+    if requested is not None:
+        return requested, "--max-length"
+    trained = getattr(model_config, "trained_max_length", None)
+    if isinstance(trained, int) and trained > 0:
+        return trained, "the length the base model was trained at"
+    if isinstance(backbone_length, int) and backbone_length > 0:
+        return backbone_length, "the backbone's max_seq_length (sentence_bert_config.json)"
+    return DEFAULT_MAX_LENGTH, "the default"
+
+
 def resolve_max_length(tokenizer, model_config=None, requested: int | None = None,
                        backbone_length: int | None = None) -> int:
-    """Tokens per (prompt, response): `requested`, else the length the model was trained with
-    (`trained_max_length` in a rewardkit config), else `backbone_length` (the length a
-    sentence-transformers backbone declares it works at), else at most 512; always capped by the
-    tokenizer's `model_max_length` and the backbone's position embeddings (RoBERTa reserves
-    padding_idx + 1)."""
+    """Tokens per (prompt, response): `requested_max_length`, capped by the tokenizer's
+    `model_max_length` and the backbone's position embeddings (RoBERTa reserves padding_idx + 1);
+    an explicit `requested` over the cap is said in a warning."""
     limits = []
     model_max = getattr(tokenizer, "model_max_length", None)
     if isinstance(model_max, int) and 0 < model_max < 1_000_000:
@@ -42,11 +56,9 @@ def resolve_max_length(tokenizer, model_config=None, requested: int | None = Non
             positions -= (getattr(backbone, "pad_token_id", 1) or 1) + 1
         limits.append(positions)
     ceiling = min(limits) if limits else DEFAULT_MAX_LENGTH
+    wanted, _ = requested_max_length(model_config, requested, backbone_length)
     if requested is None:
-        trained = getattr(model_config, "trained_max_length", None)
-        if not (isinstance(trained, int) and trained > 0):
-            trained = backbone_length if isinstance(backbone_length, int) and backbone_length > 0 else DEFAULT_MAX_LENGTH
-        return min(ceiling, trained)
+        return min(ceiling, wanted)
     if requested < 8:
         raise ValueError(f"max_length must be at least 8 tokens, got {requested}.")
     if requested > ceiling:

@@ -22,11 +22,11 @@ from transformers import PrinterCallback, ProgressCallback, TrainerCallback
 
 from rewardkit.data import RewardData, load_reward_data
 from rewardkit.features import (
-    DEFAULT_MAX_LENGTH,
     PairEncoder,
     TruncationStats,
     encode_rows,
     identical_inputs,
+    requested_max_length,
     resolve_max_length,
 )
 from rewardkit.model_card import format_seconds, hub_model_id
@@ -247,17 +247,9 @@ def max_length_and_source(base_model: str, tokenizer, model_config, requested: i
     mean little without the length they are counts at. A length the model cuts shorter names the
     value it was cut from: "the backbone's max_seq_length (...)" once stood beside 512 tokens for a
     backbone that declares 1024."""
-    trained = getattr(model_config, "trained_max_length", None)
-    backbone = None if requested is not None or trained else backbone_max_seq_length(base_model)
+    backbone = None if requested is not None else backbone_max_seq_length(base_model)
     length = resolve_max_length(tokenizer, model_config, requested, backbone)
-    if requested is not None:
-        wanted, source = requested, "--max-length"
-    elif trained:
-        wanted, source = trained, "the length the base model was trained at"
-    elif backbone:
-        wanted, source = backbone, "the backbone's max_seq_length (sentence_bert_config.json)"
-    else:
-        wanted, source = DEFAULT_MAX_LENGTH, "the default"
+    wanted, source = requested_max_length(model_config, requested, backbone)
     return length, source if length == wanted else f"{source} {wanted}, capped by the model"
 
 
