@@ -3,7 +3,7 @@
 Scores 512 (prompt, response) texts from HH-RLHF harmless dev pairs (chosen and rejected answers
 of each pair, in file order, first 512) at max_length 256 with the packaged MiniLM (an untrained
 head: throughput does not depend on the head's weights), all in ONE process so the ratios are
-comparable (runs of identical work vary by up to ~15% on these machines):
+comparable (runs of identical work vary by up to ~25% on these machines):
 
     (a) the model-card loop: one `tokenizer(prompt, response, truncation=True, max_length=256)`
         and one `model(**x)` per text, under `torch.no_grad()`;

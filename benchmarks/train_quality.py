@@ -6,7 +6,7 @@ scored the way TRL feeds it (the whole transcript + EOS, truncated on the right)
 with rewardkit's left truncation, to separate what the training did from what the truncation does.
 
 Usage (from the repository root):
-    python benchmarks/train_quality.py               # ~8 min on 2 CPU cores (4 TRL, 3.5 rewardkit)
+    python benchmarks/train_quality.py               # ~6-8 min on 2 CPU cores (4 TRL, 2-3.5 rewardkit)
     python benchmarks/train_quality.py --limit 320   # a quicker, noisier run
 """
 

@@ -240,7 +240,7 @@ def allocator_hint(environ: dict, platform: str, *, on_cpu: bool) -> str | None:
         return None
     return ("Tip: this ran on CPU with glibc's allocator, whose memory grows through an epoch (rewardkit trims it "
             "every --malloc-trim-steps). LD_PRELOAD=libtcmalloc_minimal.so.4 (apt install libtcmalloc-minimal4) "
-            "keeps it flat: measured ~2.2 GB peak against ~2.6 GB trimmed and 3.0 GB untrimmed over one HH-RLHF "
+            "keeps it flat: measured ~2.1 GiB peak against ~2.6 GiB trimmed and 2.8-3.0 GiB untrimmed over one HH-RLHF "
             "epoch, and 3-6% faster; see the README.")
 
 

@@ -4,8 +4,8 @@ Why: torch splits every op over its intra-op threads and synchronises them after
 small encoder's many small ops (layer norms, attention over ~200 tokens, residual adds, GELU) do not
 split well. Measured on a 2-core Zen 4 with MiniLM-L6 on HH-RLHF texts (max_length 256):
 
-- scoring 512 texts: one thread 28.9 texts/s; two intra-op threads 52-55 (1.8x); two batches at
-  once on one thread each 58-63 (2.0-2.1x, the same rewards up to 1e-7);
+- scoring 512 texts: one thread 28.9 texts/s; two intra-op threads 52-55 (1.8-1.9x); two batches at
+  once on one thread each 58-63 (2.0-2.2x, the same rewards up to 1e-7);
 - a bf16 training step of 16 pairs, forward + backward: two intra-op threads 12.8-15.0 pairs/s;
   the two halves of the batch at once on one thread each 15.1-16.2 (+13% on average over 5
   alternating rounds); whole `rewardkit train` runs (30 steps, 5 alternating pairs of runs):
