@@ -69,7 +69,7 @@ class RewardTrainingArguments(TrainingArguments):
 
     Changed defaults: 1 epoch (reward models overfit quickly; InstructGPT trains one), learning rate
     1e-4 and no dropout (both as in TRL; measured better on HH-RLHF, see `disable_dropout`), length-grouped
-    batches (less padding: with left truncation 19% on HH-RLHF against 28-52% in TRL's batches),
+    batches (less padding: 9.4% over an HH-RLHF epoch against TRL's 28% length-grouped, 52% not),
     columns kept (our collators need them), batches of 16, and checkpoints saved each epoch.
     """
 
