@@ -568,6 +568,14 @@ def test_ranking_report(tmp_path: Path) -> None:
     assert "| Kendall τ |" in text and "| Top-1 accuracy |" in text
 
 
+def test_ranking_report_counts_the_models_ties_beside_the_accuracies(tmp_path: Path) -> None:
+    """Tied rewards count ½ (pairs) and 1/k (top-1); pairwise data showed how many ties there were,
+    ranked data did not: a model scoring every response alike read as a plain coin flip."""
+    rows = _headline_rows(_kind_md(tmp_path, "ranking", ranking_metrics([[2.0, 2.0, 1.0], [1.0, 1.0]])))
+    assert rows["Ties"] == ("2", "within-group pairs with exactly equal rewards")
+    assert rows["Top-1 ties"] == ("2", "groups whose best response shares the highest reward with others")
+
+
 def _section(md: str, title: str) -> str:
     return md.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
 
