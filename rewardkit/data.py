@@ -177,7 +177,7 @@ def load_reward_data(source: str | os.PathLike, *, split: str | None = None,
 def iter_reward_rows(source: str | os.PathLike, *, split: str | None = None,
                      columns: dict[str, str] | str | None = None, objective: str | None = None,
                      skip_invalid: bool = False, skipped: SkipReport | None = None,
-                     ) -> Iterator[tuple[int, dict]]:
+                     limit: int | None = None) -> Iterator[tuple[int, dict]]:
     """Streaming version (for scoring 100,000-row files with bounded memory): yields
     (row_number, normal-form row) lazily; JSONL/CSV read line by line, Parquet by record batches.
     Raises the same errors. Used by `score` and `evaluate`.
@@ -186,19 +186,31 @@ def iter_reward_rows(source: str | os.PathLike, *, split: str | None = None,
     Pass a ``SkipReport`` as ``skipped`` to collect skipped rows (also logged at the end).
     JSON files and Hub datasets are not streamable and are read whole first.
 
+    ``limit`` stops after that many valid rows, and then checks ``--columns`` and logs the skips
+    of the rows read, as the end of the data would: a caller that stopped reading instead
+    skipped both (a typo in ``--columns ranks=...`` ignored the ranks, silently).
+
     Row numbers count from 1 in each file, as data error messages do; so when the source is a
     folder of several files each row also carries ``source_file`` (the file's name), which
     ``score_file`` writes out as ``"file"`` so every output line is identifiable.
     """
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise RewardDataError(f"limit must be a positive whole number, got {limit!r}")
     stream = _RowStream(source, split, columns, objective, skip_invalid, skipped)
     several_files = len(stream.inputs) > 1
 
     def generate() -> Iterator[tuple[int, dict]]:
         with closing(stream.rows()) as numbered_rows:
-            for number, row in numbered_rows:
+            for count, (number, row) in enumerate(numbered_rows, 1):
                 if several_files:
                     row = {**row, "source_file": Path(stream.sources[-1]).name}
+                last = count == limit
+                if last:  # the end of what was asked for: checked and reported as the end of the data is
+                    stream.check_column_map()  # of the rows read
+                    stream.log_skips()
                 yield number, row
+                if last:
+                    return
         stream.log_skips()
 
     return generate()

@@ -32,7 +32,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -129,9 +129,9 @@ def evaluate_model(
     folder = _calibration_folder(scorer) if calibrate else None
     skipped = SkipReport()
     rows = iter_reward_rows(data, split=split, columns=columns, objective=objective,
-                            skip_invalid=skip_invalid, skipped=skipped)
+                            skip_invalid=skip_invalid, skipped=skipped, limit=limit)
     with closing(rows):
-        collector = _collect(scorer, _limited(rows, limit), objective, calibrate)
+        collector = _collect(scorer, rows, objective, calibrate)
     metrics = collector.metrics(scorer)
     if calibrate:
         assert folder is not None and isinstance(collector, (_PairwiseCollector, _RankingCollector))
@@ -289,13 +289,6 @@ def _with_temperature(path: Path, temperature: float) -> Path:
 # --------------------------------------------------------------------------------------------
 # streaming and collection
 # --------------------------------------------------------------------------------------------
-
-
-def _limited(rows: Iterable[_Numbered], limit: int | None) -> Iterator[_Numbered]:
-    for count, item in enumerate(rows, 1):
-        yield item
-        if limit is not None and count >= limit:
-            return
 
 
 def _collect(scorer: RewardScorer, rows: Iterator[_Numbered], objective: str | None,

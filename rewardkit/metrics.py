@@ -350,7 +350,9 @@ def ranking_metrics(rewards_per_group: Sequence[Sequence[float]], *, temperature
     top1_accuracy      fraction of groups where the true best (index 0) has the highest reward;
                        if it shares the top with k − 1 others it counts 1/k (random tie-break),
                        consistent with ties counting half in pairwise accuracy
+    top1_ties          number of groups whose true best shares the highest reward with others
     pairwise_accuracy  over all within-group pairs, fraction ordered correctly (ties half)
+    ties               number of within-group pairs with exactly equal rewards
     temperature, mean_confidence, ece, brier, log_loss
                        as in pairwise_metrics, over all within-group pairs with the better-ranked
                        response as "chosen": how good P(a ≻ b) = σ((r_a − r_b) / T) is inside a
@@ -362,6 +364,7 @@ def ranking_metrics(rewards_per_group: Sequence[Sequence[float]], *, temperature
         raise ValueError("rewards_per_group is empty")
     taus: list[float] = []
     top1: list[float] = []
+    top1_ties = 0
     for g, group in enumerate(rewards_per_group):
         rewards = _array(group, f"rewards_per_group[{g}]")
         k = rewards.size
@@ -373,6 +376,7 @@ def ranking_metrics(rewards_per_group: Sequence[Sequence[float]], *, temperature
             taus.append(tau)
         at_top = rewards == rewards.max()
         top1.append(1.0 / np.count_nonzero(at_top) if at_top[0] else 0.0)
+        top1_ties += bool(at_top[0] and np.count_nonzero(at_top) > 1)
     margins = within_group_margins(rewards_per_group)
     return {
         "n_groups": len(rewards_per_group),
@@ -380,7 +384,9 @@ def ranking_metrics(rewards_per_group: Sequence[Sequence[float]], *, temperature
         "kendall_tau": float(np.mean(taus)) if taus else None,
         "kendall_tau_groups": len(taus),
         "top1_accuracy": float(np.mean(top1)),
+        "top1_ties": top1_ties,
         "pairwise_accuracy": float(np.mean(_win_score(margins, np.zeros_like(margins)))),
+        "ties": int(np.count_nonzero(margins == 0)),
         **_probability_metrics(margins, temperature, n_bins),
     }
 

@@ -32,7 +32,12 @@ def num(value: Any, digits: int = 3) -> str:
     if isinstance(value, (int, np.integer)):
         return f"{int(value):,}"
     if isinstance(value, (float, np.floating)):
-        return f"{float(value):.{digits}f}" if math.isfinite(value) else "n/a"
+        if not math.isfinite(value):
+            return "n/a"
+        text = f"{float(value):.{digits}f}"
+        # a value that is not 0 is never printed as 0.000: an RMSE of 0.0002 (targets in small
+        # units) read as a perfect fit, a top-1 margin of -0.0001 as a tie
+        return f"{float(value):.{digits}g}" if value != 0 and float(text) == 0 else text
     return escape(str(value))
 
 

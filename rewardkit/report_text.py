@@ -380,11 +380,13 @@ def _rows_for(kind: str) -> list[tuple[str, str, str]]:
             "fraction of groups where the best response gets the highest reward (shared with k − 1 "
             "others: counts 1/k)",
         ),
+        ("top1_ties", "Top-1 ties", "groups whose best response shares the highest reward with others"),
         (
             "pairwise_accuracy",
             "Pairwise accuracy",
             "fraction of within-group pairs ordered correctly (ties count ½)",
         ),
+        ("ties", "Ties", "within-group pairs with exactly equal rewards"),
         (
             "mean_confidence",
             "Mean confidence",

@@ -695,10 +695,10 @@ def score_file(
     if final.is_dir():
         raise IsADirectoryError(f"--output {final} is a folder; give a file name such as scores.jsonl.")
     skipped = SkipReport()
+    # `limit` stops reading at the limit-th valid row (a huge file is read no further) and checks
+    # --columns on the rows read
     rows = iter_reward_rows(data, split=split, columns=columns, objective="score",
-                            skip_invalid=skip_invalid, skipped=skipped)
-    if limit is not None:
-        rows = _first_rows(rows, limit)
+                            skip_invalid=skip_invalid, skipped=skipped, limit=limit)
     if shard is not None:
         rows = _shard_rows(rows, *shard)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -717,18 +717,6 @@ def score_file(
         log_truncation(cut, scorer.max_length)
     logger.info("scored %d rows of %s into %s (%d skipped)", written, data, final, skipped.total)
     return {"rows": written, "skipped": skipped.total, "output": str(final), "truncation": asdict(cut)}
-
-
-def _first_rows(rows: Iterator[tuple[int, dict]], limit: int) -> Iterator[tuple[int, dict]]:
-    """The first `limit` rows; stops reading there (and closes the reader), so `--limit 10` on a
-    huge file reads no further than its tenth valid row."""
-    try:
-        for count, item in enumerate(rows, 1):
-            yield item
-            if count >= limit:
-                return
-    finally:
-        rows.close()
 
 
 def _shard_rows(rows: Iterator[tuple[int, dict]], index: int, count: int) -> Iterator[tuple[int, dict]]:

@@ -15,6 +15,7 @@ import torch
 
 from rewardkit import evaluation
 from rewardkit.calibration import fit_temperature
+from rewardkit.data import RewardDataError
 from rewardkit.evaluation import evaluate_model
 from rewardkit.metrics import (
     pairwise_metrics,
@@ -162,6 +163,21 @@ def test_skipped_rows_and_limit_are_counted(model_dir, tmp_path):
     metrics = evaluate_model(model_dir, data, skip_invalid=True)
     assert metrics["n"] == 5 and metrics["skipped"] == 1 and sum(metrics["skipped_reasons"].values()) == 1
     assert evaluate_model(model_dir, data, skip_invalid=True, limit=3)["n"] == 3
+
+
+def test_limit_checks_columns_and_reports_skips_of_the_rows_read(model_dir, tmp_path, caplog):
+    """`--limit` stopped reading before the end of the data, where `--columns` is checked and the
+    skips are logged: a typo in `--columns ranks=...` left the ranks unread and the responses
+    were evaluated as best first without a word, and the skip warning was never printed."""
+    rows = [{"prompt": f"q{i}", "responses": [f"a {i}", f"b {i}", f"c {i}"], "order": [3, 1, 2]} for i in range(4)]
+    rows[1]["responses"] = ["only one"]  # invalid: fewer than 2 responses
+    data = _write_jsonl(tmp_path / "ranked.jsonl", rows)
+    with pytest.raises(RewardDataError, match="no row has a column 'ordr'"):
+        evaluate_model(model_dir, data, columns="ranks=ordr", skip_invalid=True, limit=2)
+    with caplog.at_level("WARNING", logger="rewardkit.data"):
+        metrics = evaluate_model(model_dir, data, columns="ranks=order", skip_invalid=True, limit=2)
+    assert (metrics["n"], metrics["skipped"]) == (2, 1)
+    assert "skipped 1 invalid row(s); too few responses: 1" in caplog.text
 
 
 # ---------------------------------------------------------------- report

@@ -238,7 +238,9 @@ def test_ranking_perfect_and_reversed() -> None:
         "kendall_tau": 1.0,
         "kendall_tau_groups": 1,
         "top1_accuracy": 1.0,
+        "top1_ties": 0,
         "pairwise_accuracy": 1.0,
+        "ties": 0,
     }
     # within-group margins (better - worse): 3-2, 3-1, 2-1 = 1, 2, 1; σ(1) = 0.731059, σ(2) = 0.880797
     s1, s2 = sigmoid(1), sigmoid(2)
@@ -262,6 +264,8 @@ def test_ranking_mixed_groups_with_ties() -> None:
     assert m["top1_accuracy"] == pytest.approx((1 + 0 + 1 / 3 + 1 / 2) / 4)
     # pairs right: 3, 0, 1.5 (all ties), 0.5 + 1 + 1
     assert m["pairwise_accuracy"] == pytest.approx((3 + 0 + 1.5 + 2.5) / 12)
+    # the model's ties are counted beside both accuracies, as pairwise_metrics counts its ties
+    assert (m["top1_ties"], m["ties"]) == (2, 3 + 1)
     # the all-equal group has no tau; [2, 2, 1] vs true [3, 2, 1]: 2 / sqrt(2·3)
     assert m["kendall_tau_groups"] == 3
     assert m["kendall_tau"] == pytest.approx((1 - 1 + 2 / math.sqrt(6)) / 3)

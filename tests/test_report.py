@@ -13,6 +13,7 @@ import pytest
 import rewardkit.report_plots as report_plots
 from rewardkit.metrics import pairwise_metrics, ranking_metrics, scalar_metrics
 from rewardkit.report import REPORT_FILES, write_report
+from rewardkit.report_format import num
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SECRET = "UNIQUE-OFFENSIVE-TOKEN"
@@ -568,6 +569,14 @@ def test_ranking_report(tmp_path: Path) -> None:
     assert "| Kendall τ |" in text and "| Top-1 accuracy |" in text
 
 
+def test_ranking_report_counts_the_models_ties_beside_the_accuracies(tmp_path: Path) -> None:
+    """Tied rewards count ½ (pairs) and 1/k (top-1); pairwise data showed how many ties there were,
+    ranked data did not: a model scoring every response alike read as a plain coin flip."""
+    rows = _headline_rows(_kind_md(tmp_path, "ranking", ranking_metrics([[2.0, 2.0, 1.0], [1.0, 1.0]])))
+    assert rows["Ties"] == ("2", "within-group pairs with exactly equal rewards")
+    assert rows["Top-1 ties"] == ("2", "groups whose best response shares the highest reward with others")
+
+
 def _section(md: str, title: str) -> str:
     return md.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
 
@@ -621,6 +630,14 @@ def test_mse_meaning_is_a_prediction_not_a_relative_score(tmp_path: Path) -> Non
         meaning = _section(_kind_md(tmp_path, kind, metrics), "What the numbers mean")
         assert "adding the same constant to every reward changes nothing" in meaning, kind
         assert "| P(a preferred over b) | 0.50 |" in meaning, kind
+
+
+def test_small_values_are_not_printed_as_zero(tmp_path: Path) -> None:
+    """Targets in small units: an RMSE of 0.0002 was printed 0.000, a perfect fit."""
+    target = np.array([0.001, 0.003, 0.002, 0.004])
+    md = _kind_md(tmp_path, "mse", scalar_metrics(target + [2e-4, -2e-4, 2e-4, -2e-4], target))
+    assert _headline_rows(md)["RMSE"][0] == "0.0002" and _headline_rows(md)["MAE"][0] == "0.0002"
+    assert num(0.0) == "0.000" and num(-1.234e-5) == "-1.23e-05" and num(0.25) == "0.250"
 
 
 def test_mse_text_makes_no_claim_about_the_training_objective(tmp_path: Path) -> None:

@@ -581,6 +581,9 @@ def test_score_file_limit_scores_the_first_valid_rows_on_every_shard(tmp_path, s
     with pytest.raises(RewardDataError):
         score_file(scorer, bad_tail, tmp_path / "full.jsonl")
     assert score_file(scorer, bad_tail, tmp_path / "one.jsonl", limit=1)["rows"] == 1
+    # a --columns entry naming no column of the rows read is refused with a limit too
+    with pytest.raises(RewardDataError, match="no row has a column 'answr'"):
+        score_file(scorer, data, tmp_path / "typo.jsonl", columns="completion=answr", skip_invalid=True, limit=2)
     with pytest.raises(ValueError, match="limit"):
         score_file(scorer, data, tmp_path / "x.jsonl", limit=0)
 
