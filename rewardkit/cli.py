@@ -68,7 +68,7 @@ def make_parser() -> argparse.ArgumentParser:
     score.add_argument("--prompt", action="append", default=None, help="A prompt (repeat, or give one for all responses).")
     score.add_argument("--response", action="append", default=None, help="A response (repeat).")
     score.add_argument("--data", default=None, help="File with prompt/response rows to score (streamed).")
-    score.add_argument("--output", default=None, help="JSONL output for --data (one line per input row, in order).")
+    score.add_argument("--output", default=None, help="JSONL output for --data (one line per input row, in order); - for stdout.")
     _add_data_options(score, objective=False)
     _add_scoring_options(score)
     _add_common(score)
@@ -443,7 +443,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def _score(args: argparse.Namespace) -> int:
     from rewardkit import distributed
-    from rewardkit.scoring import RewardScorer, score_file
+    from rewardkit.scoring import RewardScorer, is_stream, score_file
 
     if args.data and (args.prompt or args.response):
         raise CliError("Give either --data or --prompt/--response, not both.")
@@ -451,10 +451,15 @@ def _score(args: argparse.Namespace) -> int:
         raise CliError("Nothing to score: give --prompt P --response R (repeatable) or --data FILE --output OUT.jsonl.")
     if args.data and not args.output:
         raise CliError("--data needs --output OUT.jsonl (one scored line per input row).")
-    if args.output:
+    to_stdout = bool(args.output) and _is_our_stdout(args.output)
+    if args.output and is_stream(args.output):
+        if distributed.is_distributed():
+            raise CliError(f"--output {args.output} is not a file: under torchrun the ranks' parts are merged "
+                           "into a file. Give a file path.")
+    elif args.output:
         _check_writable(os.path.dirname(os.path.abspath(args.output)))
-    if args.data and args.output:
-        _check_output_is_not_input(args.data, args.output)
+        if args.data:
+            _check_output_is_not_input(args.data, args.output)
     if not args.data and not distributed.is_main_process():
         return 0  # a handful of --response texts: rank 0 alone scores them
     device = args.device or (distributed.default_device() if distributed.is_distributed() else None)
@@ -469,7 +474,10 @@ def _score(args: argparse.Namespace) -> int:
         else:
             counts = score_file(scorer, args.data, args.output, **options)
         if distributed.is_main_process():
-            _emit(json.dumps(counts))
+            if to_stdout:  # the scored lines fill stdout: the counts go with the logs
+                sys.stderr.write(json.dumps(counts) + "\n")
+            else:
+                _emit(json.dumps(counts))
             _explain_scores(scorer)
         return 0
     prompts = _prompts_for(args)
@@ -546,6 +554,17 @@ def cmd_publish(args: argparse.Namespace) -> int:
     else:
         _emit(f"Published {args.repo_id}: {result.url}")
     return 0
+
+
+def _is_our_stdout(output: str) -> bool:
+    """`-`, or a path that is this process's stdout (/dev/stdout, /proc/self/fd/1)."""
+    if output == "-":
+        return True
+    try:
+        mine, theirs = os.fstat(sys.stdout.fileno()), os.stat(output)
+    except (OSError, ValueError, AttributeError):  # no such path, or a stdout without a descriptor
+        return False
+    return (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino)
 
 
 def _check_output_is_not_input(data: str, output: str) -> None:

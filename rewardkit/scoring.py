@@ -21,6 +21,8 @@ import copy
 import json
 import logging
 import os
+import stat
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -668,7 +670,8 @@ def score_file(
     row number in the source (1-based, as in data error messages); when `data` is a folder of
     several files, lines also carry `"file"` (the file's name), since numbering restarts per file. The lines go to a temporary
     sibling file that replaces `output` only when every row is written: a failed run leaves no
-    half-written output behind.
+    half-written output behind. `output="-"` writes to stdout, and a device or pipe (/dev/stdout,
+    /dev/null) is written in place (see `is_stream`).
 
     `shard=(index, count)` scores only the valid rows i with i % count == index (one process of a
     multi-process run: see `rewardkit.distributed.score_file_distributed`).
@@ -701,9 +704,14 @@ def score_file(
                             skip_invalid=skip_invalid, skipped=skipped, limit=limit)
     if shard is not None:
         rows = _shard_rows(rows, *shard)
+    cut = TruncationStats()
+    if str(output) == "-" or is_stream(final):
+        with closing(rows), _open_stream(output) as handle:
+            written = _write_scores(scorer, rows, handle, chunk_rows, cut)
+            handle.flush()
+        return _finish(scorer, data, final, written, skipped, cut, shard)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    cut = TruncationStats()
     try:
         with open(tmp, "w", encoding="utf-8") as handle, closing(rows):
             written = _write_scores(scorer, rows, handle, chunk_rows, cut)
@@ -713,10 +721,38 @@ def score_file(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    return _finish(scorer, data, final, written, skipped, cut, shard)
+
+
+def _finish(scorer: RewardScorer, data: Any, final: Path, written: int, skipped: Any, cut: TruncationStats,
+            shard: tuple[int, int] | None) -> dict[str, Any]:
     if shard is None:
         log_truncation(cut, scorer.max_length)
     logger.info("scored %d rows of %s into %s (%d skipped)", written, data, final, skipped.total)
     return {"rows": written, "skipped": skipped.total, "output": str(final), "truncation": asdict(cut)}
+
+
+def is_stream(path: str | os.PathLike) -> bool:
+    """`-` or an existing device, pipe or socket (/dev/stdout, /dev/null, a shell's `>(...)`). These
+    are written in place: renaming a finished temporary file over one would replace the device node
+    itself (as root: /dev/null becomes a regular file) or fail, and a pipe has nothing to keep whole."""
+    if str(path) == "-":
+        return True
+    try:
+        mode = Path(path).expanduser().stat().st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+@contextmanager
+def _open_stream(output: str | os.PathLike) -> Iterator[Any]:
+    """stdout for `-` (left open), else the device or pipe itself."""
+    if str(output) == "-":
+        yield sys.stdout
+        return
+    with open(Path(output).expanduser(), "w", encoding="utf-8") as handle:
+        yield handle
 
 
 def _shard_rows(rows: Iterator[tuple[int, dict]], index: int, count: int) -> Iterator[tuple[int, dict]]:

@@ -285,6 +285,21 @@ def test_score_says_how_many_responses_were_cut(tmp_path, tokenizer, capsys):
     assert " ".join(captured.err.split()).count("responses were cut at their end") == 1
 
 
+def test_score_output_dash_writes_the_scored_lines_to_stdout(tmp_path, tokenizer, capsys, monkeypatch):
+    """`score --output -` wrote a file named `-` in the working folder and printed only the counts:
+    now stdout carries one scored line per row, in order, and the counts go to stderr with the logs."""
+    folder = tmp_path / "rm"
+    helpers.tiny_reward_model().save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    data = helpers.write_jsonl(tmp_path / "rows.jsonl", [{"prompt": "p", "response": f"r{i} 🎉"} for i in range(3)])
+    monkeypatch.chdir(tmp_path)
+    assert main(["score", "--model", str(folder), "--data", str(data), "--output", "-", "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    lines = [json.loads(line) for line in captured.out.splitlines()]
+    assert [(line["row"], line["response"]) for line in lines] == [(i + 1, f"r{i} 🎉") for i in range(3)]
+    assert '"rows": 3' in captured.err and not (tmp_path / "-").exists()
+
+
 def test_allocator_hint_only_for_cpu_training_on_linux_without_tcmalloc():
     from rewardkit.cli import allocator_hint
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import stat
 import threading
 from pathlib import Path
 
@@ -527,6 +529,26 @@ def test_score_file_writes_every_row_once_in_order(tmp_path, scorer):
     assert np.allclose([line["raw_reward"] for line in lines], raw, atol=1e-5)  # P(a > b) from the file alone
     assert all(line.keys() == {"row", "prompt", "response", "score", "raw_reward"} for line in lines)
     assert sorted(p.name for p in output.parent.iterdir()) == ["scores.jsonl"]  # no temp file left
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_score_file_writes_into_a_pipe_or_device_in_place(tmp_path, scorer):
+    """`--output /dev/stdout` (or /dev/null, a shell's >(...)) had a finished temporary file renamed
+    over the device node: as root /dev/stdout became a regular file for the whole machine, and the
+    pipe's reader got nothing. A named pipe stands in for them."""
+    rows = [{"prompt": f"q{i}", "response": f"answer {i}"} for i in range(3)]
+    data = _write_jsonl(tmp_path / "in.jsonl", rows)
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    reader = os.open(pipe, os.O_RDONLY | os.O_NONBLOCK)  # a reader is there, so the writer need not wait
+    try:
+        counts = score_file(scorer, data, pipe)
+        text = os.read(reader, 1 << 16).decode("utf-8")
+    finally:
+        os.close(reader)
+    assert stat.S_ISFIFO(pipe.stat().st_mode)  # still the pipe, not a file put in its place
+    assert [json.loads(line)["row"] for line in text.splitlines()] == [1, 2, 3] and counts["rows"] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "pipe"]
 
 
 def test_score_file_names_the_file_of_each_row_for_a_folder(tmp_path, scorer):
