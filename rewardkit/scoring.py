@@ -710,14 +710,17 @@ def score_file(
             written = _write_scores(scorer, rows, handle, chunk_rows, cut)
             handle.flush()
         return _finish(scorer, data, final, written, skipped, cut, shard)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    # a link (latest.jsonl -> runs/7/scores.jsonl) is written through, as `>` would: renaming over
+    # the link itself would leave its target stale
+    target = final.resolve() if final.is_symlink() else final
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "w", encoding="utf-8") as handle, closing(rows):
             written = _write_scores(scorer, rows, handle, chunk_rows, cut)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, final)
+        os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -551,6 +551,20 @@ def test_score_file_writes_into_a_pipe_or_device_in_place(tmp_path, scorer):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "pipe"]
 
 
+def test_score_file_writes_through_a_link_to_its_target(tmp_path, scorer):
+    """`--output latest.jsonl`, a link to this run's file, had the link replaced by a new file and
+    the target it names left with its old contents."""
+    data = _write_jsonl(tmp_path / "in.jsonl", [{"prompt": "q", "response": "a"}])
+    (tmp_path / "runs").mkdir()
+    target = tmp_path / "runs" / "scores.jsonl"
+    target.write_text("old\n", encoding="utf-8")
+    link = tmp_path / "latest.jsonl"
+    link.symlink_to(target)
+    score_file(scorer, data, link)
+    assert link.is_symlink() and json.loads(target.read_text(encoding="utf-8"))["row"] == 1
+    assert sorted(p.name for p in target.parent.iterdir()) == ["scores.jsonl"]  # no temp file left
+
+
 def test_score_file_names_the_file_of_each_row_for_a_folder(tmp_path, scorer):
     """Row numbers restart in each file of a folder, so lines carry the file too: (file, row) is
     unique and in input order, and a single file's lines stay as they were (no "file")."""
