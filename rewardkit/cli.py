@@ -45,7 +45,7 @@ def make_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="Offline end-to-end run on the embedded data set (the main job).")
     demo.add_argument("--output-dir", default="reward-model-demo", help="Where the trained model goes (default %(default)s).")
     demo.add_argument("--epochs", type=_positive_float, default=2.0, help="Training epochs (default %(default)s).")
-    demo.add_argument("--max-length", type=_positive_int, default=128, help="Tokens per pair (default %(default)s).")
+    demo.add_argument("--max-length", type=_max_length, default=128, help="Tokens per pair (default %(default)s).")
     demo.add_argument("--base-model", default=None, help="Backbone (default: the packaged MiniLM-L6).")
     _add_common(demo)
 
@@ -109,7 +109,7 @@ def _add_data_options(parser: argparse.ArgumentParser, objective: bool = True) -
 
 def _add_scoring_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=_positive_int, default=None, help="Max rows per batch.")
-    parser.add_argument("--max-length", type=_positive_int, default=None, help="Max tokens per pair (default: the length the model was trained with, else its limit, at most 512).")
+    parser.add_argument("--max-length", type=_max_length, default=None, help="Max tokens per pair (default: the length the model was trained with, else its limit, at most 512).")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available).")
     parser.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=None,
                         help="Backbone precision (default fp32; the reward head stays fp32). bf16 measured ~1.5x "
@@ -124,6 +124,20 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+_MIN_MAX_LENGTH = 8  # = features.MIN_MAX_LENGTH, not imported here: it would load torch for --help
+
+
+def _max_length(text: str) -> int:
+    """A token count that leaves room for the special tokens and some text: refused here, as a usage
+    error, like --max-length 0 (1-7 used to pass the parser and fail after the model had loaded,
+    with a "run again with --debug" hint)."""
+    value = _positive_int(text)
+    if value < _MIN_MAX_LENGTH:
+        raise argparse.ArgumentTypeError(f"expected a number >= {_MIN_MAX_LENGTH} (tokens for the special tokens "
+                                         f"and some text), got {value}")
     return value
 
 

@@ -21,6 +21,7 @@ import torch
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_LENGTH = 512
+MIN_MAX_LENGTH = 8  # special tokens plus a few tokens of text
 MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 
 
@@ -59,8 +60,8 @@ def resolve_max_length(tokenizer, model_config=None, requested: int | None = Non
     wanted, _ = requested_max_length(model_config, requested, backbone_length)
     if requested is None:
         return min(ceiling, wanted)
-    if requested < 8:
-        raise ValueError(f"max_length must be at least 8 tokens, got {requested}.")
+    if requested < MIN_MAX_LENGTH:
+        raise ValueError(f"max_length must be at least {MIN_MAX_LENGTH} tokens, got {requested}.")
     if requested > ceiling:
         logger.warning("max_length %d exceeds what the model takes (%d); using %d.", requested, ceiling, ceiling)
         return ceiling

@@ -544,3 +544,17 @@ def test_dtype_help_claims_only_what_was_measured(command, capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "and on GPUs" not in text and "within ~1% of fp32" not in text
     assert "not measured on GPUs" in text and "1.5% of their standard deviation" in text
+
+
+@pytest.mark.parametrize("command", ["score", "evaluate", "demo"])
+def test_max_length_below_the_minimum_is_a_usage_error(command, capsys):
+    """--max-length 5 passed the parser (only 0 was refused there) and failed after the model had
+    loaded, with a "run again with --debug" hint; now it is refused up front, as 0 is."""
+    from rewardkit import cli
+    from rewardkit.features import MIN_MAX_LENGTH
+
+    assert cli._MIN_MAX_LENGTH == MIN_MAX_LENGTH
+    with pytest.raises(SystemExit) as stop:
+        cli.main([command, "--max-length", "5"])
+    assert stop.value.code == 2
+    assert f"expected a number >= {MIN_MAX_LENGTH}" in capsys.readouterr().err
