@@ -737,3 +737,23 @@ def test_dry_run_names_the_upload_command_with_every_flag_that_shapes_the_folder
     upload = vars(make_parser().parse_args(shlex.split(printed)[1:]))
     expected = {**vars(make_parser().parse_args(argv)), "dry_run": False, "out": None}
     assert upload == expected
+
+
+@pytest.mark.parametrize(("recorded", "named"), [
+    ({"reward_mean": 0.054, "reward_std": 0.5, "temperature": 1.0}, "reward_mean"),  # another model's (or run's) metrics
+    ({"reward_mean": -3.0, "reward_std": 0.099, "temperature": 1.0}, "reward_std"),
+    ({"reward_mean": -3.0, "reward_std": 0.5, "temperature": 1.0}, "temperature"),  # measured before --calibrate
+])
+def test_metrics_of_another_model_or_temperature_are_refused(model_dir, tmp_path, recorded, named):
+    """`publish --metrics` put any metrics.json on the card and in the model-index: the report of
+    another model (a LoRA run's card showed the full fine-tune's accuracy), or of this model before
+    `evaluate --calibrate` (ECE and Brier at T = 1 beside a card that states the fitted T)."""
+    folder = _copy_model(model_dir, tmp_path / "calibrated")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "calibration_temperature": 0.5}))
+    with pytest.raises(ValueError, match=rf"{named}.*evaluate") as caught:
+        build_publish_folder(folder, tmp_path / "out", repo_id=REPO_ID, evaluation={**EVALUATION, **recorded})
+    assert not (tmp_path / "out").exists() and "metrics" in str(caught.value)
+    matching = {**EVALUATION, "reward_mean": -3.0, "reward_std": 0.5, "temperature": 0.5}
+    out = build_publish_folder(folder, tmp_path / "out", repo_id=REPO_ID, evaluation=matching)
+    assert "| 0.8125 |" in (out / "README.md").read_text()
