@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -543,6 +544,22 @@ def _suggest_bf16(args: argparse.Namespace, scorer) -> None:
                     "that differ from fp32 in the third significant digit.", feature)
 
 
+def _upload_command(args: argparse.Namespace) -> str:
+    """The command that uploads what this dry run built: every flag that shapes the folder or the
+    repo (--metrics, --dataset and --license change the card), shell-quoted, so running it as printed
+    uploads the folder that was checked, not one with a bare card."""
+    words = ["rewardkit", "publish", "--model", args.model, "--repo-id", args.repo_id]
+    for flag, value in (("--revision", args.revision), ("--commit-message", args.commit_message),
+                        ("--metrics", args.metrics), ("--license", args.license)):
+        if value is not None:
+            words += [flag, value]
+    for dataset in args.dataset or ():
+        words += ["--dataset", dataset]
+    if args.private:
+        words.append("--private")
+    return shlex.join(words)
+
+
 def cmd_publish(args: argparse.Namespace) -> int:
     from rewardkit.publishing import publish
 
@@ -564,7 +581,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
                      evaluation=evaluation, datasets=args.dataset, license=args.license)
     if args.dry_run:
         _emit(f"Dry run: built and verified {result.folder} ({len(result.files)} files: {', '.join(sorted(result.files))}). "
-              f"Nothing was uploaded; `rewardkit publish --model {args.model} --repo-id {args.repo_id}` uploads it.")
+              f"Nothing was uploaded; `{_upload_command(args)}` uploads it.")
     else:
         _emit(f"Published {args.repo_id}: {result.url}")
     return 0

@@ -20,6 +20,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -191,6 +192,31 @@ def _check_reward_config(config: dict[str, Any], model_dir: Path) -> None:
         )
 
 
+def _check_evaluation_matches(evaluation: dict | None, config: dict[str, Any], model_dir: Path) -> None:
+    """Refuse a metrics.json measured on another model, or on this one before `evaluate --calibrate`
+    stored a T: the card and its model-index would state that model's accuracy, or ECE and Brier at
+    another T, as this model's. evaluate records the config's reward statistics (fixed by training)
+    and the T it used; a metrics dict without them (older or hand-made) is taken as it is."""
+    if not evaluation:
+        return
+    temperature = config.get("calibration_temperature")
+    ours = {"reward_mean": config.get("reward_mean"), "reward_std": config.get("reward_std"),
+            "temperature": 1.0 if temperature is None else temperature}
+    for key, value in ours.items():
+        if key not in evaluation:
+            continue
+        recorded = evaluation[key]
+        numbers = all(isinstance(v, (int, float)) for v in (recorded, value))
+        if not (math.isclose(recorded, value, rel_tol=1e-9) if numbers else recorded == value):
+            why = ("measured before `evaluate --calibrate` stored a T, or at another T" if key == "temperature"
+                   else "another model's, or an earlier training run's into this folder")
+            raise ValueError(
+                f"The metrics are not this model's: they record {key} = {recorded}, {model_dir / 'config.json'} "
+                f"has {value} ({why}). Run `rewardkit evaluate --model {model_dir} --report-dir R` again and "
+                "pass R/metrics.json."
+            )
+
+
 def _check_code_files(model_dir: Path) -> None:
     missing = [name for name in CODE_FILES if not (model_dir / name).is_file()]
     if missing:
@@ -347,7 +373,7 @@ def build_publish_folder(model_dir: str | Path, out_dir: str | Path, *, repo_id:
     Raises:
         FileNotFoundError: `model_dir` does not exist.
         ValueError: not a rewardkit reward model, no auto_map, no code files, pickle weights only,
-            no tokenizer, or `out_dir` holds unrelated files.
+            no tokenizer, `evaluation` recorded for another model or T, or `out_dir` holds unrelated files.
     """
     model_dir, out_dir = Path(model_dir).expanduser().resolve(), Path(out_dir).expanduser().resolve()
     validate_repo_id(repo_id)
@@ -360,6 +386,7 @@ def build_publish_folder(model_dir: str | Path, out_dir: str | Path, *, repo_id:
         raise ValueError(f"{model_dir} has no config.json: it is not a saved reward model.")
     config = _read_json(model_dir / "config.json")
     _check_reward_config(config, model_dir)
+    _check_evaluation_matches(evaluation, config, model_dir)
     _check_code_files(model_dir)
     adapter = _adapter_files(model_dir)
     copied = [*weights, *CODE_FILES, *_tokenizer_files(model_dir), *adapter]

@@ -709,3 +709,51 @@ def test_card_length_bias_is_worded_for_the_evaluated_data(model_objective, eval
     summary = {**_training_summary("sentence-transformers/all-MiniLM-L6-v2"), "objective": model_objective}
     card = " ".join(render_model_card({"alpha": 1.0}, summary, evaluation).split())
     assert expected in card
+
+
+def test_dry_run_names_the_upload_command_with_every_flag_that_shapes_the_folder(tmp_path, monkeypatch, capsys):
+    """The dry run ended "`rewardkit publish --model M --repo-id R` uploads it": run as printed, that
+    dropped --metrics, --dataset and --license (and --revision, --private), so the upload carried a card
+    without the evaluation, data sets or license of the folder that was built and checked."""
+    import shlex
+
+    from rewardkit.cli import main, make_parser
+
+    metrics = tmp_path / "my metrics.json"
+    metrics.write_text(json.dumps(EVALUATION), encoding="utf-8")
+    seen = {}
+
+    def fake_publish(model, repo_id, **kwargs):
+        seen.update(kwargs)
+        return publishing.PublishResult(folder=tmp_path / "out", repo_id=repo_id, files=["README.md"], url=None,
+                                        verified=True)
+
+    monkeypatch.setattr(publishing, "publish", fake_publish)
+    argv = ["publish", "--model", "m", "--repo-id", REPO_ID, "--metrics", str(metrics), "--dataset", "a/b",
+            "--dataset", "c/d", "--license", "mit", "--revision", "v1", "--private", "--dry-run",
+            "--out", str(tmp_path / "out")]
+    assert main(argv) == 0
+    printed = re.search(r"; `(rewardkit publish .*)` uploads it", capsys.readouterr().out).group(1)
+    upload = vars(make_parser().parse_args(shlex.split(printed)[1:]))
+    expected = {**vars(make_parser().parse_args(argv)), "dry_run": False, "out": None}
+    assert upload == expected
+
+
+@pytest.mark.parametrize(("recorded", "named"), [
+    ({"reward_mean": 0.054, "reward_std": 0.5, "temperature": 1.0}, "reward_mean"),  # another model's (or run's) metrics
+    ({"reward_mean": -3.0, "reward_std": 0.099, "temperature": 1.0}, "reward_std"),
+    ({"reward_mean": -3.0, "reward_std": 0.5, "temperature": 1.0}, "temperature"),  # measured before --calibrate
+])
+def test_metrics_of_another_model_or_temperature_are_refused(model_dir, tmp_path, recorded, named):
+    """`publish --metrics` put any metrics.json on the card and in the model-index: the report of
+    another model (a LoRA run's card showed the full fine-tune's accuracy), or of this model before
+    `evaluate --calibrate` (ECE and Brier at T = 1 beside a card that states the fitted T)."""
+    folder = _copy_model(model_dir, tmp_path / "calibrated")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "calibration_temperature": 0.5}))
+    with pytest.raises(ValueError, match=rf"{named}.*evaluate") as caught:
+        build_publish_folder(folder, tmp_path / "out", repo_id=REPO_ID, evaluation={**EVALUATION, **recorded})
+    assert not (tmp_path / "out").exists() and "metrics" in str(caught.value)
+    matching = {**EVALUATION, "reward_mean": -3.0, "reward_std": 0.5, "temperature": 0.5}
+    out = build_publish_folder(folder, tmp_path / "out", repo_id=REPO_ID, evaluation=matching)
+    assert "| 0.8125 |" in (out / "README.md").read_text()
