@@ -148,6 +148,13 @@ def parse_column_map(spec: str | None) -> dict[str, str]:
     return mapping
 
 
+def check_limit(limit: int | None) -> None:
+    """`limit` (rows to read) must be None or a whole number >= 1: the one check that loading,
+    streaming, `evaluate` and `score --data` share."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise RewardDataError(f"limit must be a positive whole number, got {limit!r}")
+
+
 def load_reward_data(source: str | os.PathLike, *, split: str | None = None,
                      columns: dict[str, str] | str | None = None, objective: str | None = None,
                      skip_invalid: bool = False, limit: int | None = None) -> RewardData:
@@ -157,8 +164,7 @@ def load_reward_data(source: str | os.PathLike, *, split: str | None = None,
 
     ``objective="score"`` accepts prompt + response rows (reward optional) for scoring.
     """
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise RewardDataError(f"limit must be a positive whole number, got {limit!r}")
+    check_limit(limit)
     stream = _RowStream(source, split, columns, objective, skip_invalid, None)
     rows: list[dict] = []
     with closing(stream.rows()) as numbered_rows:
@@ -194,8 +200,7 @@ def iter_reward_rows(source: str | os.PathLike, *, split: str | None = None,
     folder of several files each row also carries ``source_file`` (the file's name), which
     ``score_file`` writes out as ``"file"`` so every output line is identifiable.
     """
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise RewardDataError(f"limit must be a positive whole number, got {limit!r}")
+    check_limit(limit)
     stream = _RowStream(source, split, columns, objective, skip_invalid, skipped)
     several_files = len(stream.inputs) > 1
 

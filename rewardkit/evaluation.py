@@ -52,6 +52,7 @@ from rewardkit.data import (
     OBJECTIVES,
     RewardDataError,
     SkipReport,
+    check_limit,
     iter_reward_rows,
     row_position,
     row_words,
@@ -121,8 +122,7 @@ def evaluate_model(
     if objective is not None and objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)} (or None to detect it), "
                          f"got {objective!r}.")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise ValueError(f"limit must be a positive whole number, got {limit!r}.")
+    check_limit(limit)
     if calibrate and objective not in (None, *_CALIBRATABLE):
         raise ValueError(_calibration_refusal(objective))
     scorer = _scorer_for(model, batch_size=batch_size, max_length=max_length, device=device, dtype=dtype)

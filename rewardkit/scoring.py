@@ -688,12 +688,11 @@ def score_file(
         "truncation": {"texts", "prompt_cut", "response_cut"}: texts scored, and how many of them
         lost the start of the prompt / the end of the response (as in `evaluate`'s metrics)}
     """
-    from rewardkit.data import SkipReport, iter_reward_rows
+    from rewardkit.data import SkipReport, check_limit, iter_reward_rows
 
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}.")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise ValueError(f"limit must be a positive whole number, got {limit!r}.")
+    check_limit(limit)
     final = Path(output).expanduser()
     if final.is_dir():
         raise IsADirectoryError(f"--output {final} is a folder; give a file name such as scores.jsonl.")
@@ -705,7 +704,7 @@ def score_file(
     if shard is not None:
         rows = _shard_rows(rows, *shard)
     cut = TruncationStats()
-    if str(output) == "-" or is_stream(final):
+    if is_stream(output):
         with closing(rows), _open_stream(output) as handle:
             written = _write_scores(scorer, rows, handle, chunk_rows, cut)
             handle.flush()
