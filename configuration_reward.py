@@ -16,6 +16,7 @@ What the numbers mean (kept here so that it travels with every published model):
 from __future__ import annotations
 
 import math
+import numbers
 
 from transformers import AutoConfig, PretrainedConfig
 
@@ -71,7 +72,9 @@ def _check_positive_finite(name: str, value: float | None, allow_none: bool) -> 
         if allow_none:
             return None
         raise ValueError(f"RewardConfig: `{name}` must be a number, got None.")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    # numbers.Real: Python and numpy numbers alike (np.float32(2) is a scale the forward's per-call
+    # check takes, so the config takes it too); stored as a plain float, which config.json can hold.
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         raise ValueError(f"RewardConfig: `{name}` must be a finite number, got {value!r}.")
     if value <= 0:
         raise ValueError(f"RewardConfig: `{name}` must be > 0, got {value!r}.")
@@ -80,7 +83,8 @@ def _check_positive_finite(name: str, value: float | None, allow_none: bool) -> 
 
 def _check_reward_mean(value: float | None) -> float | None:
     """A finite number (as float) or None."""
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)
+                              or not math.isfinite(value)):
         raise ValueError(f"RewardConfig: `reward_mean` must be a finite number or None, got {value!r}.")
     return None if value is None else float(value)
 

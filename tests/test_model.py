@@ -65,6 +65,20 @@ def test_config_rejects_invalid_fields(kwargs, message):
         RewardConfig(**kwargs)
 
 
+def test_config_takes_numpy_numbers_as_the_forward_does():
+    """`model(**tokens, alpha=np.float32(2))` was accepted while `RewardConfig(alpha=np.float32(2))` and
+    `config.alpha = np.float32(2)` were refused: one scale, two rules. Both take numpy numbers now and
+    store a plain float, which config.json can hold; numpy zero and NaN are still refused."""
+    config = RewardConfig(alpha=np.float32(2.0), reward_mean=np.float64(0.5), reward_std=np.float32(2.0))
+    config.alpha = np.int64(3)
+    assert (config.alpha, config.reward_mean, config.reward_std) == (3.0, 0.5, 2.0)
+    assert all(type(v) is float for v in (config.alpha, config.reward_mean, config.reward_std))
+    assert '"alpha": 3.0' in config.to_json_string()
+    for bad in (np.float32(0.0), np.float64("nan"), np.bool_(True)):
+        with pytest.raises(ValueError, match="alpha"):
+            RewardConfig(alpha=bad)
+
+
 def test_config_round_trips_through_dict():
     config = RewardConfig(backbone_config=helpers.tiny_backbone_config("roberta"), alpha=3.0, pooling="mean",
                           reward_mean=0.5, reward_std=2.0, calibration_temperature=1.7)
