@@ -390,8 +390,9 @@ def temperature_interval_text(low: float, high: float) -> str:
 
 
 def _warn(message: str) -> None:
+    """A warning for callers of this module's functions, not also a log line: `rewardkit evaluate
+    --calibrate` words each case once for its command, and both together printed every message twice."""
     warnings.warn(message, CalibrationWarning, stacklevel=3)
-    logger.warning(message)
 
 
 #: Likelihood-ratio threshold of a 95% test / interval for one parameter (chi-square, 1 df).

@@ -32,6 +32,7 @@ import json
 import logging
 import math
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
@@ -43,6 +44,7 @@ import torch
 from numpy.typing import NDArray
 
 from rewardkit.calibration import (
+    CalibrationWarning,
     at_search_bound,
     fit_temperature,
     temperature_evidence,
@@ -196,9 +198,18 @@ def _calibrate(collector: _PairwiseCollector | _RankingCollector, scorer: Reward
     firmly the pairs pin T down (`temperature_evidence`: a usable T may still be no better
     supported than T = 1; it is written as the best estimate, with a warning)."""
     margins = collector.margins()
-    fitted = fit_temperature(margins)
     before = {"temperature_before": metrics["temperature"], "ece_before": metrics["ece"],
               "log_loss_before": metrics["log_loss"]}
+    if not np.any(margins):
+        # fit_temperature returns T = 1 here (the likelihood does not depend on T), which was
+        # written as if fitted: nothing was learnt from these pairs, so nothing is written.
+        logger.warning("every pair's reward margin is 0 (the model gives both responses the same reward): the pairs "
+                       "say nothing about the temperature; none written to %s", folder)
+        return {**metrics, **before, "ece_after": metrics["ece"], "temperature_fitted": None,
+                "temperature_written": False}
+    with warnings.catch_warnings():  # worded once below, for this command, not twice (warning + log)
+        warnings.simplefilter("ignore", CalibrationWarning)
+        fitted = fit_temperature(margins)
     usable = not at_search_bound(fitted)  # the same test fit_temperature warns by
     evidence = temperature_evidence(margins, fitted) if usable else {}
     if usable:

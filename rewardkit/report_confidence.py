@@ -152,6 +152,13 @@ def _calibration_note(ctx: _Context) -> list[str]:
     Brier, which it does not minimise, may even rise)."""
     m = ctx.metrics
     fitted = m.get("temperature_fitted")
+    if fitted is None and m.get("temperature_written") is False:
+        return [
+            "`--calibrate` fitted no temperature: every pair's reward margin is 0 (the model gives both "
+            "responses the same reward), so the pairs say nothing about T. Nothing was written to the "
+            f"model's config; the numbers in this report use T = {ctx.temperature:.3g}.",
+            "",
+        ]
     if not isinstance(fitted, (int, float)):
         return []
     before = m.get("temperature_before")

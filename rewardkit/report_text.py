@@ -288,7 +288,7 @@ _CONTEXT_ROWS: dict[str, tuple[str, str]] = {
     "temperature_written": (
         "Temperature written",
         "whether the fitted T was written to the model's config.json (not when the fit hit a "
-        "bound of its search range)",
+        "bound of its search range, nor when every margin was 0 and nothing was fitted)",
     ),
     "alpha": ("Score scale α", "factor applied to the raw reward in the model's `score()` output"),
     "normalize_rewards": (

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,8 +14,9 @@ import numpy as np
 import pytest
 import torch
 
+from modeling_reward import RewardModel
 from rewardkit import evaluation
-from rewardkit.calibration import fit_temperature
+from rewardkit.calibration import CalibrationWarning, fit_temperature
 from rewardkit.data import RewardDataError
 from rewardkit.evaluation import evaluate_model
 from rewardkit.metrics import (
@@ -322,6 +324,28 @@ def test_calibrate_writes_nothing_when_the_fit_ends_on_a_search_bound(model_dir,
     assert "not written" in caplog.text
     markdown = (tmp_path / "report" / "report.md").read_text()
     assert "**not** written" in markdown and "and wrote it" not in markdown
+
+
+def test_calibrate_writes_nothing_when_every_margin_is_zero(model_dir, data_dir, tmp_path, caplog, capfd):
+    """A model that gives every response the same reward (its head's weights all 0) leaves the
+    likelihood flat in T: fit_temperature answers 1.0, which was written as if fitted, and its
+    warning printed twice (as a Python warning and as a log line). Now nothing is written, one
+    warning says why, and the report says no T was fitted."""
+    folder = tmp_path / "model"
+    shutil.copytree(model_dir, folder)
+    model = RewardModel.from_pretrained(folder)
+    with torch.no_grad():
+        model.score.weight.zero_()
+    model.save_pretrained(folder)
+    before = (folder / "config.json").read_text()
+    with caplog.at_level("WARNING"), warnings.catch_warnings():
+        warnings.simplefilter("error", CalibrationWarning)  # none escapes to print a second time
+        metrics = evaluate_model(folder, data_dir / "pairwise.jsonl", calibrate=True, report_dir=tmp_path / "report")
+    assert metrics["temperature_fitted"] is None and metrics["temperature_written"] is False
+    assert (folder / "config.json").read_text() == before
+    messages = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert sum("margin is 0" in m for m in messages) == 1, messages
+    assert "fitted no temperature: every pair's reward margin is 0" in (tmp_path / "report" / "report.md").read_text()
 
 
 def test_calibrate_on_ranked_groups_fits_their_within_group_pairs(model_dir, data_dir, scorer, tmp_path):
