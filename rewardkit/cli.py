@@ -499,7 +499,9 @@ def _score(args: argparse.Namespace) -> int:
     raw = scorer.raw_rewards(prompts, args.response)  # one run: the scores are computed from it
     scores = scorer.rewards_to_scores(raw).tolist()
     for prompt, response, score, reward in zip(prompts, args.response, scores, raw):
-        _emit(json.dumps({"prompt": prompt, "response": response, "score": round(score, 6), "raw_reward": round(reward, 6)},
+        # full precision, as `score --data` writes: rounding to 6 decimals left a score of alpha=1e-5
+        # times a reward of 0.1 as 1e-06 (one digit), and turned close rewards into ties
+        _emit(json.dumps({"prompt": prompt, "response": response, "score": float(score), "raw_reward": float(reward)},
                          ensure_ascii=False))
     _explain_scores(scorer)
     return 0

@@ -246,6 +246,23 @@ def test_score_explains_normalized_scores_runs_the_model_once_and_notes_an_empty
     assert "score = alpha (2) x (raw reward - mean" in err and "No --prompt" not in err
 
 
+def test_score_of_responses_keeps_full_precision(tmp_path, tokenizer, capsys):
+    """`score --response` rounded score and raw_reward to 6 decimals (`--data` output never did): at
+    alpha 1e-5 a score kept one significant digit, or none."""
+    from rewardkit.scoring import RewardScorer
+
+    folder = tmp_path / "rm"
+    helpers.tiny_reward_model(alpha=1e-5).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    assert main(["score", "--model", str(folder), "--prompt", "p", "--response", "4", "--response", "five",
+                 "--device", "cpu"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    raw = RewardScorer(str(folder), device="cpu").raw_rewards(["p", "p"], ["4", "five"])
+    for line, reward in zip(lines, raw):
+        assert line["raw_reward"] == pytest.approx(float(reward), rel=1e-6)
+        assert line["score"] == pytest.approx(1e-5 * float(reward), rel=1e-5) and line["score"] != 0
+
+
 def test_score_of_an_mse_model_reads_its_reward_as_a_predicted_annotation(tmp_path, tokenizer, capsys):
     """`rewardkit train` records the objective in config.json (`trained_objective`); for an mse
     model `score` said "P(a preferred to b) = sigmoid(...), T = 1" as for a preference model,
