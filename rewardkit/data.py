@@ -155,6 +155,17 @@ def check_limit(limit: int | None) -> None:
         raise RewardDataError(f"limit must be a positive whole number, got {limit!r}")
 
 
+def same_data_file(a: str | os.PathLike | None, split_a: str | None, b: str | os.PathLike | None,
+                   split_b: str | None) -> bool:
+    """True when two data sources are one local file (after `~` and symlinks) read with the same split.
+    Folders and Hub ids answer False: which split a folder gives without `--split` depends on the
+    command, so "the same folder" does not mean "the same rows"."""
+    if a is None or b is None or split_a != split_b:
+        return False
+    first, second = Path(a).expanduser(), Path(b).expanduser()
+    return first.is_file() and second.is_file() and first.resolve() == second.resolve()
+
+
 def load_reward_data(source: str | os.PathLike, *, split: str | None = None,
                      columns: dict[str, str] | str | None = None, objective: str | None = None,
                      skip_invalid: bool = False, limit: int | None = None) -> RewardData:

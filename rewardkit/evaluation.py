@@ -58,6 +58,7 @@ from rewardkit.data import (
     iter_reward_rows,
     row_position,
     row_words,
+    same_data_file,
 )
 from rewardkit.features import TruncationStats
 from rewardkit.metrics import (
@@ -138,6 +139,7 @@ def evaluate_model(
     if calibrate:
         assert folder is not None and isinstance(collector, (_PairwiseCollector, _RankingCollector))
         metrics = _calibrate(collector, scorer, folder, metrics)
+        metrics["calibrated_on_training_data"] = _is_training_file(folder, data, split)
     metrics["objective"] = collector.kind
     metrics.update(_context(scorer, model, data, data_name, skipped, collector.truncation))
     metrics = jsonable(metrics)
@@ -227,6 +229,23 @@ def _calibrate(collector: _PairwiseCollector | _RankingCollector, scorer: Reward
                        "held-out pairs", fitted, folder)
     return {**metrics, **before, "ece_after": metrics["ece"], "temperature_fitted": fitted,
             "temperature_written": usable, **evidence}
+
+
+def _is_training_file(folder: Path, data: Any, split: str | None) -> bool:
+    """Whether `data` is the file the model in `folder` was trained on (its training_summary.json
+    says; False when it has none). Said at once: a model fits its own training pairs better than new
+    ones, so a T fitted on them comes out too small and its probabilities over-confident."""
+    summary = folder / "training_summary.json"
+    try:
+        training = json.loads(summary.read_text(encoding="utf-8")) if summary.is_file() else {}
+    except (OSError, ValueError):
+        return False
+    if not (isinstance(training, dict) and same_data_file(training.get("data"), training.get("data_split"), data, split)):
+        return False
+    logger.warning("--calibrate ran on %s, the file this model was trained on: the fitted temperature is too small "
+                   "for new pairs (the model fits its training pairs better), so its probabilities are "
+                   "over-confident. Calibrate on held-out pairs.", data)
+    return True
 
 
 def _render_card_again(folder: Path, metrics: dict[str, Any]) -> None:

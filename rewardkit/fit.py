@@ -95,6 +95,8 @@ class TrainResult:
     hardware: str = ""
     target_mean: float | None = None  # mse: the training targets' mean and std, which the loss is
     target_std: float | None = None  # standardized by (train_loss and eval_loss are MSE / std²)
+    data: str | None = None  # --data as given (a local path made absolute) and its --split: `evaluate
+    data_split: str | None = None  # --calibrate` tells by them when T is fitted on the training file
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -639,9 +641,19 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
         hardware=hardware_description(),
         target_mean=None if target_scale is None else target_scale[0],
         target_std=None if target_scale is None else target_scale[1],
+        data=_absolute_if_local(data_args.data), data_split=data_args.split,
     )
     save_trained_model(trainer, result)
     return result
+
+
+def _absolute_if_local(source: str | os.PathLike | None) -> str | None:
+    """A local data path made absolute (the summary is read from other working directories); a Hub id
+    or the demo's name as given."""
+    if source is None:
+        return None
+    path = Path(source).expanduser()
+    return str(path.resolve()) if path.exists() else str(source)
 
 
 def _mse_target_scale(features: list[dict]) -> tuple[float, float]:

@@ -69,6 +69,16 @@ def _temperature_support(evaluation: dict | None, stored: Any) -> str:
     return text
 
 
+def _calibration_pairs(evaluation: dict | None, stored: Any) -> str:
+    """Which pairs the stored T was fitted on, as the card says it: "held-out", unless the card's
+    evaluation is the `evaluate --calibrate` run that fitted it and that run read the training file."""
+    fitted_here = temperature_fitted_on_these_pairs(evaluation, None if stored is None else float(stored))
+    if fitted_here and evaluation.get("calibrated_on_training_data"):
+        return ("the model's own **training pairs** (not held out, so T is too small and these probabilities "
+                "over-confident: calibrate again on held-out pairs)")
+    return "held-out preference pairs"
+
+
 def _small_differences(temperature: float) -> str:
     """At a small T (a sharply calibrated model) differences of 1 and 2 both read "P = 1.00", which
     says nothing about the differences a user meets: name the differences that give P = 0.75 and 0.9
@@ -508,6 +518,7 @@ def render_model_card(config: dict, training: dict | None = None, evaluation: di
         temperature=_fmt(temperature),
         calibrated=stored_temperature is not None,
         temperature_support=_temperature_support(evaluation, stored_temperature),
+        calibration_pairs=_calibration_pairs(evaluation, stored_temperature),
         p_at_one=f"{preference_probability(1.0, temperature):.2f}",
         p_at_two=f"{preference_probability(2.0, temperature):.2f}",
         small_differences=_small_differences(temperature),

@@ -291,6 +291,38 @@ def test_calibrate_renders_the_model_folders_card_again_with_the_new_temperature
     assert (other / "README.md").read_text() == "# my notes\n"
 
 
+def test_calibrate_on_the_training_file_is_said_in_the_log_and_the_card(model_dir, data_dir, tmp_path, caplog):
+    """The card said T was "fitted on held-out preference pairs" even when `evaluate --calibrate` read
+    the very file the model was trained on (training_summary.json did not record it). The summary
+    now records `data`, so that run warns, records it, and the card says which pairs; another file,
+    the same file through another path spelling, and another split are told apart."""
+    from rewardkit.model_card import write_model_card
+
+    folder = tmp_path / "model"
+    shutil.copytree(model_dir, folder)
+    train_file = tmp_path / "train.jsonl"
+    shutil.copy(data_dir / "pairwise.jsonl", train_file)
+    training = {"objective": "pairwise", "base_model": "base", "train_rows": 40, "steps": 5, "hardware": "CPU (test)",
+                "data": str(train_file), "data_split": None}
+    (folder / "training_summary.json").write_text(json.dumps(training))
+    write_model_card(folder, training=training)
+    with caplog.at_level("WARNING", logger="rewardkit.evaluation"):
+        metrics = evaluate_model(folder, tmp_path / "." / "train.jsonl", calibrate=True)
+    assert metrics["temperature_written"] and metrics["calibrated_on_training_data"] is True
+    assert "the file this model was trained on" in caplog.text
+    card = " ".join((folder / "README.md").read_text().split())
+    assert f"**T = {metrics['temperature_fitted']:.4g}** fitted on the model's own **training pairs** (not held out" in card
+
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="rewardkit.evaluation"):
+        metrics = evaluate_model(folder, data_dir / "pairwise.jsonl", calibrate=True)
+    assert metrics["calibrated_on_training_data"] is False and "trained on" not in caplog.text
+    assert "fitted on held-out preference pairs" in (folder / "README.md").read_text()
+    training["data_split"] = "train"
+    (folder / "training_summary.json").write_text(json.dumps(training))
+    assert evaluate_model(folder, train_file, split="test", calibrate=True)["calibrated_on_training_data"] is False
+
+
 def test_calibrate_leaves_a_published_card_as_it_is(model_dir, data_dir, tmp_path, caplog):
     """A model downloaded from the Hub (what the refusal of a repo id tells users to calibrate) holds
     the card `publish` rendered, and no training_summary.json: it was rendered again as

@@ -305,7 +305,7 @@ def test_card_gives_the_calibration_interval_and_says_when_t_is_not_told_from_1(
                   "ece_before": 0.009, "ece_after": 0.069, "temperature_interval": [0.24, 3.9],
                   "temperature_differs_from_1": False, "temperature_lr_vs_1": 0.48}
     text = render_model_card({"calibration_temperature": 0.517}, _training_summary(), evaluation, repo_id=REPO_ID)
-    assert ("**T = 0.517** fitted on held-out pairs (stored in `config.json` as `calibration_temperature`); 95% "
+    assert ("**T = 0.517** fitted on held-out preference pairs (stored in `config.json` as `calibration_temperature`); 95% "
             "interval 0.24 to 3.9 on 312 pairs, which cannot tell it from T = 1: read the probabilities as rough.") in text
     firm = {**evaluation, "temperature_interval": [0.41, 0.62], "temperature_differs_from_1": True}
     text = render_model_card({"calibration_temperature": 0.517}, _training_summary(), firm, repo_id=REPO_ID)

@@ -289,6 +289,8 @@ def test_held_out_set_is_evaluated_once_per_epoch_and_its_time_is_not_training_t
     assert 0 < result.eval_seconds < result.seconds and "eval_accuracy" in result.eval_metrics
     summary = json.loads((tmp_path / "out" / "training_summary.json").read_text())
     assert summary["eval_metrics"] == result.eval_metrics
+    # the training file, absolute, so that `evaluate --calibrate` can tell when it is given it again
+    assert summary["data"] == str(train.resolve()) and summary["data_split"] is None
     # two epochs of 48 pairs, on the printed clock less its evaluation time: the figures divide out
     assert result.examples_per_second == pytest.approx(2 * 48 / (result.seconds - result.eval_seconds), rel=1e-6)
     # 96 pairs in a 10 s train() of which 2 s evaluation: 12 pairs/s of training, not 9.6, whatever
