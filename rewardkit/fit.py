@@ -97,6 +97,7 @@ class TrainResult:
     target_std: float | None = None  # standardized by (train_loss and eval_loss are MSE / std²)
     data: str | None = None  # --data as given (a local path made absolute) and its --split: `evaluate
     data_split: str | None = None  # --calibrate` tells by them when T is fitted on the training file
+    eval_data: str | None = None  # --eval-data, as `data` (None: held-out rows split off --data, or none)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -642,6 +643,7 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
         target_mean=None if target_scale is None else target_scale[0],
         target_std=None if target_scale is None else target_scale[1],
         data=_absolute_if_local(data_args.data), data_split=data_args.split,
+        eval_data=_absolute_if_local(data_args.eval_data),
     )
     save_trained_model(trainer, result)
     return result

@@ -323,12 +323,21 @@ def _evaluation_rows(training: dict, evaluation: dict | None) -> tuple[list[dict
                                  "value": _fmt(evaluation["ece_before"]), "data": data})
         length_bias = _length_bias(evaluation)
     elif training.get("eval_metrics"):
-        data = f"held-out split (n={training.get('eval_rows', '?')}{_weights_measured(training)}{_overlap(training)})"
+        data = f"{_held_out_source(training)} (n={training.get('eval_rows', '?')}{_weights_measured(training)}{_overlap(training)})"
         for key, name, _ in METRIC_NAMES:
             value = training["eval_metrics"].get(f"eval_{key}")
             if value is not None:
                 rows.append({"name": name, "value": _fmt(value), "data": data})
     return rows, length_bias
+
+
+def _held_out_source(training: dict) -> str:
+    """Where training's held-out rows came from: a file of their own (`--eval-data`, named as the card
+    names data) or a split of the training data (`--eval-fraction`), which it was called either way."""
+    if training.get("eval_data"):
+        label, local = _data_label(training["eval_data"])
+        return f"held-out file {label}" + (f", {LOCAL_DATA}" if local else "")
+    return "held-out split of the training data"
 
 
 def _length_bias(evaluation: dict) -> str | None:

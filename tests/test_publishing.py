@@ -550,10 +550,26 @@ def test_card_says_when_held_out_rows_were_training_rows_and_keeps_them_out_of_m
 
     summary = _training_summary("sentence-transformers/all-MiniLM-L6-v2")
     clean = render_model_card({"alpha": 1.0}, summary)
-    assert "held-out split (n=8) |" in clean and "model-index" in clean
+    assert "held-out split of the training data (n=8) |" in clean and "model-index" in clean
     card = render_model_card({"alpha": 1.0}, {**summary, "eval_overlap": 8})
-    assert "held-out split (n=8; 8 of them also in the training data: not an independent check)" in card
+    assert ("held-out split of the training data (n=8; 8 of them also in the training data: not an independent "
+            "check)") in card
     assert "model-index" not in card
+
+
+def test_card_names_a_held_out_file_as_a_file(tmp_path):
+    """Rows of a separate --eval-data file were called a "held-out split" (of what?); the summary
+    now records the file, and the card names it as it names local data: by its file name only."""
+    from rewardkit.model_card import render_model_card
+
+    held = tmp_path / "private" / "dev.jsonl"
+    held.parent.mkdir()
+    held.write_text("{}\n")
+    summary = {**_training_summary("sentence-transformers/all-MiniLM-L6-v2"), "eval_data": str(held)}
+    card = render_model_card({"alpha": 1.0}, summary)
+    assert "held-out file dev.jsonl, local data (n=8) |" in card and "private" not in card
+    hub = render_model_card({"alpha": 1.0}, {**summary, "eval_data": "Anthropic/hh-rlhf"})
+    assert "held-out file Anthropic/hh-rlhf (n=8) |" in hub
 
 
 def test_card_training_time_keeps_short_runs_readable():
