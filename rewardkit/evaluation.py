@@ -58,7 +58,7 @@ from rewardkit.data import (
     iter_reward_rows,
     row_position,
     row_words,
-    same_data_file,
+    same_data_source,
 )
 from rewardkit.features import TruncationStats
 from rewardkit.metrics import (
@@ -232,18 +232,20 @@ def _calibrate(collector: _PairwiseCollector | _RankingCollector, scorer: Reward
 
 
 def _is_training_file(folder: Path, data: Any, split: str | None) -> bool:
-    """Whether `data` is the file the model in `folder` was trained on (its training_summary.json
-    says; False when it has none). Said at once: a model fits its own training pairs better than new
-    ones, so a T fitted on them comes out too small and its probabilities over-confident."""
+    """Whether `data` is the data the model in `folder` was trained on (its training_summary.json
+    says: the same file, folder or Hub dataset and split; False when it has none). Said at once: a
+    model fits its own training pairs better than new ones, so a T fitted on them comes out too
+    small and its probabilities over-confident."""
     summary = folder / "training_summary.json"
     try:
         training = json.loads(summary.read_text(encoding="utf-8")) if summary.is_file() else {}
     except (OSError, ValueError):
         return False
-    if not (isinstance(training, dict) and same_data_file(training.get("data"), training.get("data_split"), data, split)):
+    if not (isinstance(training, dict) and same_data_source(training.get("data"), training.get("data_split"), data, split)):
         return False
-    logger.warning("--calibrate ran on %s, the file this model was trained on: the fitted temperature is too small "
-                   "for new pairs (the model fits its training pairs better), so its probabilities are "
+    # worded for every outcome: a T fitted here is written, or not (a search bound, all margins 0)
+    logger.warning("--calibrate ran on %s, the data this model was trained on: a temperature fitted on its pairs is "
+                   "too small for new pairs (the model fits its training pairs better), so its probabilities are "
                    "over-confident. Calibrate on held-out pairs.", data)
     return True
 

@@ -96,7 +96,7 @@ class TrainResult:
     target_mean: float | None = None  # mse: the training targets' mean and std, which the loss is
     target_std: float | None = None  # standardized by (train_loss and eval_loss are MSE / std²)
     data: str | None = None  # --data as given (a local path made absolute) and its --split: `evaluate
-    data_split: str | None = None  # --calibrate` tells by them when T is fitted on the training file
+    data_split: str | None = None  # --calibrate` tells by them when T is fitted on the training data
     eval_data: str | None = None  # --eval-data, as `data` (None: held-out rows split off --data, or none)
 
     def to_dict(self) -> dict[str, Any]:

@@ -294,8 +294,8 @@ def test_calibrate_renders_the_model_folders_card_again_with_the_new_temperature
 def test_calibrate_on_the_training_file_is_said_in_the_log_and_the_card(model_dir, data_dir, tmp_path, caplog):
     """The card said T was "fitted on held-out preference pairs" even when `evaluate --calibrate` read
     the very file the model was trained on (training_summary.json did not record it). The summary
-    now records `data`, so that run warns, records it, and the card says which pairs; another file,
-    the same file through another path spelling, and another split are told apart."""
+    now records `data`, so that run warns, records it, and the card says which pairs; another file
+    is told apart, the same file through another path spelling or with an ignored --split is not."""
     from rewardkit.model_card import write_model_card
 
     folder = tmp_path / "model"
@@ -309,7 +309,7 @@ def test_calibrate_on_the_training_file_is_said_in_the_log_and_the_card(model_di
     with caplog.at_level("WARNING", logger="rewardkit.evaluation"):
         metrics = evaluate_model(folder, tmp_path / "." / "train.jsonl", calibrate=True)
     assert metrics["temperature_written"] and metrics["calibrated_on_training_data"] is True
-    assert "the file this model was trained on" in caplog.text
+    assert "the data this model was trained on" in caplog.text
     card = " ".join((folder / "README.md").read_text().split())
     assert f"**T = {metrics['temperature_fitted']:.4g}** fitted on the model's own **training pairs** (not held out" in card
 
@@ -318,9 +318,30 @@ def test_calibrate_on_the_training_file_is_said_in_the_log_and_the_card(model_di
         metrics = evaluate_model(folder, data_dir / "pairwise.jsonl", calibrate=True)
     assert metrics["calibrated_on_training_data"] is False and "trained on" not in caplog.text
     assert "fitted on held-out preference pairs" in (folder / "README.md").read_text()
+    # trained with `--split train` on a JSONL file, which ignores it: the same rows as no --split
     training["data_split"] = "train"
     (folder / "training_summary.json").write_text(json.dumps(training))
-    assert evaluate_model(folder, train_file, split="test", calibrate=True)["calibrated_on_training_data"] is False
+    assert evaluate_model(folder, train_file, calibrate=True)["calibrated_on_training_data"] is True
+
+
+def test_the_training_data_is_told_by_its_rows_not_by_how_it_was_named(tmp_path):
+    """The training data is the same file (any spelling of its path, a link to it), folder or Hub
+    dataset read with the same split; a split counts only where it picks rows. A JSONL file given
+    `--split train` at training and none at calibration was taken for other data, and so were a
+    folder and a Hub dataset (HH-RLHF's train split calibrated on as held-out pairs)."""
+    from rewardkit.data import same_data_source
+
+    (tmp_path / "splits").mkdir()
+    train = helpers.write_jsonl(tmp_path / "splits" / "train.jsonl", [{"prompt": "p", "chosen": "a", "rejected": "b"}])
+    (tmp_path / "link.jsonl").symlink_to(train)
+    assert same_data_source(str(train), "train", tmp_path / "link.jsonl", None)
+    assert same_data_source(str(tmp_path / "splits"), None, tmp_path / "." / "splits", "train")
+    assert not same_data_source(str(tmp_path / "splits"), None, tmp_path / "splits", "test")
+    assert not same_data_source(str(tmp_path / "splits"), None, train, None)
+    assert same_data_source("Anthropic/hh-rlhf", None, "Anthropic/hh-rlhf", "train")
+    assert not same_data_source("Anthropic/hh-rlhf", None, "Anthropic/hh-rlhf", "test")
+    assert not same_data_source("Anthropic/hh-rlhf", None, "other/hh-rlhf", None)
+    assert not same_data_source(None, None, train, None)
 
 
 def test_calibrate_leaves_a_published_card_as_it_is(model_dir, data_dir, tmp_path, caplog):
