@@ -144,6 +144,7 @@ def evaluate_model(
     metrics.update(_context(scorer, model, data, data_name, skipped, collector.truncation))
     metrics = jsonable(metrics)
     if calibrate and metrics.get("temperature_written"):
+        _record_calibration(folder, metrics)
         _render_card_again(folder, metrics)
     if report_dir is not None:
         collector.write_report(report_dir, metrics, model_name=metrics["model"])
@@ -248,6 +249,28 @@ def _is_training_file(folder: Path, data: Any, split: str | None) -> bool:
                    "too small for new pairs (the model fits its training pairs better), so its probabilities are "
                    "over-confident. Calibrate on held-out pairs.", data)
     return True
+
+
+def _record_calibration(folder: Path, metrics: dict[str, Any]) -> None:
+    """Record in the folder's training_summary.json (when it has one) the T just stored and whether it
+    was fitted on the training data: `publish` renders the card from that summary, usually with no
+    --metrics or a later evaluation's, and called a T fitted on the training pairs held out. Written
+    beside the summary and renamed over it, as store_temperature writes config.json."""
+    summary = folder / "training_summary.json"
+    try:
+        training = json.loads(summary.read_text(encoding="utf-8")) if summary.is_file() else None
+    except (OSError, ValueError):
+        return
+    if not isinstance(training, dict):
+        return
+    training["calibration"] = {"temperature": metrics["temperature_fitted"],
+                               "on_training_data": bool(metrics.get("calibrated_on_training_data"))}
+    tmp = summary.with_name(f".{summary.name}.tmp")
+    try:
+        tmp.write_text(json.dumps(training, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(tmp, summary)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _render_card_again(folder: Path, metrics: dict[str, Any]) -> None:

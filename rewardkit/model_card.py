@@ -69,11 +69,20 @@ def _temperature_support(evaluation: dict | None, stored: Any) -> str:
     return text
 
 
-def _calibration_pairs(evaluation: dict | None, stored: Any) -> str:
-    """Which pairs the stored T was fitted on, as the card says it: "held-out", unless the card's
-    evaluation is the `evaluate --calibrate` run that fitted it and that run read the training file."""
-    fitted_here = temperature_fitted_on_these_pairs(evaluation, None if stored is None else float(stored))
-    if fitted_here and evaluation.get("calibrated_on_training_data"):
+def _calibration_pairs(evaluation: dict | None, stored: Any, training: dict) -> str:
+    """Which pairs the stored T was fitted on, as the card says it: "held-out", unless it was fitted
+    on the training data, as the `evaluate --calibrate` run that fitted it says when it is the card's
+    evaluation, else as that run recorded in training_summary.json (`calibration`): a card rendered
+    by `publish` without --metrics, or with a later evaluation's, called such a T held out."""
+    temperature = None if stored is None else float(stored)
+    if temperature_fitted_on_these_pairs(evaluation, temperature):
+        on_training_data = evaluation.get("calibrated_on_training_data")
+    else:
+        record = training.get("calibration")
+        recorded = record.get("temperature") if isinstance(record, dict) else None
+        on_training_data = (isinstance(recorded, (int, float)) and temperature is not None
+                            and math.isclose(recorded, temperature) and record.get("on_training_data"))
+    if on_training_data:
         return ("the model's own **training pairs** (not held out, so T is too small and these probabilities "
                 "over-confident: calibrate again on held-out pairs)")
     return "held-out preference pairs"
@@ -527,7 +536,7 @@ def render_model_card(config: dict, training: dict | None = None, evaluation: di
         temperature=_fmt(temperature),
         calibrated=stored_temperature is not None,
         temperature_support=_temperature_support(evaluation, stored_temperature),
-        calibration_pairs=_calibration_pairs(evaluation, stored_temperature),
+        calibration_pairs=_calibration_pairs(evaluation, stored_temperature, training),
         p_at_one=f"{preference_probability(1.0, temperature):.2f}",
         p_at_two=f"{preference_probability(2.0, temperature):.2f}",
         small_differences=_small_differences(temperature),

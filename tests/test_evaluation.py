@@ -324,6 +324,32 @@ def test_calibrate_on_the_training_file_is_said_in_the_log_and_the_card(model_di
     assert evaluate_model(folder, train_file, calibrate=True)["calibrated_on_training_data"] is True
 
 
+def test_a_card_rendered_later_still_says_t_was_fitted_on_the_training_pairs(model_dir, data_dir, tmp_path):
+    """`publish` renders the card from config.json and training_summary.json, with no --metrics or
+    a later evaluation's: a T fitted on the training file was then "fitted on held-out preference
+    pairs". The calibration run records where its T came from; a later fit on held-out pairs
+    replaces the record."""
+    from rewardkit.model_card import render_model_card
+
+    folder = tmp_path / "model"
+    shutil.copytree(model_dir, folder)
+    train_file = shutil.copy(data_dir / "pairwise.jsonl", tmp_path / "train.jsonl")
+    training = {"objective": "pairwise", "base_model": "base", "train_rows": 40, "data": str(train_file)}
+    (folder / "training_summary.json").write_text(json.dumps(training))
+    assert evaluate_model(folder, train_file, calibrate=True)["calibrated_on_training_data"] is True
+    later = evaluate_model(folder, data_dir / "pairwise.jsonl")
+
+    def published_card(metrics):
+        config = json.loads((folder / "config.json").read_text())
+        summary = json.loads((folder / "training_summary.json").read_text())
+        return " ".join(render_model_card(config, summary, metrics, repo_id="me/rm").split())
+
+    for metrics in (None, later):
+        assert "fitted on the model's own **training pairs**" in published_card(metrics)
+    evaluate_model(folder, data_dir / "pairwise.jsonl", calibrate=True)
+    assert "fitted on held-out preference pairs" in published_card(None)
+
+
 def test_the_training_data_is_told_by_its_rows_not_by_how_it_was_named(tmp_path):
     """The training data is the same file (any spelling of its path, a link to it), folder or Hub
     dataset read with the same split; a split counts only where it picks rows. A JSONL file given
