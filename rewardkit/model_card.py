@@ -20,7 +20,7 @@ from rewardkit.calibration import (
     temperature_fitted_on_these_pairs,
     temperature_interval_text,
 )
-from rewardkit.data import has_hub_dataset_id_form
+from rewardkit.data import SUFFIXES, has_hub_dataset_id_form
 from rewardkit.data_formats import render_conversation
 
 TEMPLATE_PATH = Path(__file__).parent / "templates" / "model_card.md"
@@ -341,12 +341,19 @@ def _evaluation_rows(training: dict, evaluation: dict | None) -> tuple[list[dict
 
 
 def _held_out_source(training: dict) -> str:
-    """Where training's held-out rows came from: a file of their own (`--eval-data`, named as the card
-    names data) or a split of the training data (`--eval-fraction`), which it was called either way."""
-    if training.get("eval_data"):
-        label, local = _data_label(training["eval_data"])
-        return f"held-out file {label}" + (f", {LOCAL_DATA}" if local else "")
-    return "held-out split of the training data"
+    """Where training's held-out rows came from: a data set of their own (`--eval-data`, named as
+    the card names data, with its `--eval-split`: the test split of the training's Hub dataset is
+    otherwise named as the training data) or a split of the training data (`--eval-fraction`). A
+    summary from before `eval_data` was recorded says neither: it was not calling a held-out file
+    a split of the training data."""
+    if "eval_data" not in training:
+        return "held-out data"
+    if not training["eval_data"]:
+        return "held-out split of the training data"
+    label, local = _data_label(training["eval_data"])
+    kind = "file" if label.lower().endswith(tuple(SUFFIXES)) else "data"
+    split = f", split {training['eval_split']}" if training.get("eval_split") else ""
+    return f"held-out {kind} {label}{split}" + (f", {LOCAL_DATA}" if local else "")
 
 
 def _length_bias(evaluation: dict) -> str | None:
