@@ -307,8 +307,10 @@ def test_calibrate_on_the_training_file_is_said_in_the_log_and_the_card(model_di
     (folder / "training_summary.json").write_text(json.dumps(training))
     write_model_card(folder, training=training)
     with caplog.at_level("WARNING", logger="rewardkit.evaluation"):
-        metrics = evaluate_model(folder, tmp_path / "." / "train.jsonl", calibrate=True)
+        metrics = evaluate_model(folder, tmp_path / "." / "train.jsonl", calibrate=True, report_dir=tmp_path / "r")
     assert metrics["temperature_written"] and metrics["calibrated_on_training_data"] is True
+    report = (tmp_path / "r" / "report.md").read_text()  # said there too, its row described
+    assert "**These pairs are the model's training data**" in report and "no description" not in report
     assert "the data this model was trained on" in caplog.text
     card = " ".join((folder / "README.md").read_text().split())
     assert f"**T = {metrics['temperature_fitted']:.4g}** fitted on the model's own **training pairs** (not held out" in card
@@ -424,7 +426,10 @@ def test_calibrate_writes_nothing_when_every_margin_is_zero(model_dir, data_dir,
     assert (folder / "config.json").read_text() == before
     messages = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert sum("margin is 0" in m for m in messages) == 1, messages
-    assert "fitted no temperature: every pair's reward margin is 0" in (tmp_path / "report" / "report.md").read_text()
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "fitted no temperature: every pair's reward margin is 0" in report
+    # its ECE after calibration is the ECE at the old T: it was said to be "at the fitted T"
+    assert "| ECE after calibration | 0.000 | the ECE above: no T was written, so calibration changed nothing |" in report
 
 
 def test_calibrate_on_ranked_groups_fits_their_within_group_pairs(model_dir, data_dir, scorer, tmp_path):
