@@ -232,17 +232,20 @@ def _calibrate(collector: _PairwiseCollector | _RankingCollector, scorer: Reward
             "temperature_written": usable, **evidence}
 
 
-def _is_training_file(folder: Path, data: Any, split: str | None) -> bool:
+def _is_training_file(folder: Path, data: Any, split: str | None) -> bool | None:
     """Whether `data` is the data the model in `folder` was trained on (its training_summary.json
-    says: the same file, folder or Hub dataset and split; False when it has none). Said at once: a
-    model fits its own training pairs better than new ones, so a T fitted on them comes out too
-    small and its probabilities over-confident."""
+    says: the same file, folder or Hub dataset and split), None when no summary records it (a model
+    from the Hub, a summary from before `data` was recorded): `false` claimed held-out pairs that
+    nothing had checked. Said at once: a model fits its own training pairs better than new ones, so
+    a T fitted on them comes out too small and its probabilities over-confident."""
     summary = folder / "training_summary.json"
     try:
         training = json.loads(summary.read_text(encoding="utf-8")) if summary.is_file() else {}
     except (OSError, ValueError):
-        return False
-    if not (isinstance(training, dict) and same_data_source(training.get("data"), training.get("data_split"), data, split)):
+        return None
+    if not (isinstance(training, dict) and training.get("data")):
+        return None
+    if not same_data_source(training["data"], training.get("data_split"), data, split):
         return False
     # worded for every outcome: a T fitted here is written, or not (a search bound, all margins 0)
     logger.warning("--calibrate ran on %s, the data this model was trained on: a temperature fitted on its pairs is "
@@ -264,7 +267,7 @@ def _record_calibration(folder: Path, metrics: dict[str, Any]) -> None:
     if not isinstance(training, dict):
         return
     training["calibration"] = {"temperature": metrics["temperature_fitted"],
-                               "on_training_data": bool(metrics.get("calibrated_on_training_data"))}
+                               "on_training_data": metrics.get("calibrated_on_training_data")}
     tmp = summary.with_name(f".{summary.name}.tmp")
     try:
         tmp.write_text(json.dumps(training, indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -292,8 +292,8 @@ _CONTEXT_ROWS: dict[str, tuple[str, str]] = {
     ),
     "calibrated_on_training_data": (
         "Calibrated on training data",
-        "whether these pairs are the data the model was trained on (its training_summary.json says): a T "
-        "fitted on them is too small for new pairs, its probabilities over-confident",
+        "whether these pairs are the data the model was trained on (its training_summary.json says; not shown "
+        "when it records none): a T fitted on them is too small for new pairs, its probabilities over-confident",
     ),
     "alpha": ("Score scale α", "factor applied to the raw reward in the model's `score()` output"),
     "normalize_rewards": (

@@ -326,6 +326,17 @@ def test_calibrate_on_the_training_file_is_said_in_the_log_and_the_card(model_di
     assert evaluate_model(folder, train_file, calibrate=True)["calibrated_on_training_data"] is True
 
 
+def test_calibrating_a_model_whose_training_data_is_not_recorded_says_so_by_null(model_dir, data_dir, tmp_path):
+    """A model without training_summary.json (downloaded from the Hub), or with one from before
+    `data` was recorded, was reported `"calibrated_on_training_data": false`: held-out pairs that
+    nothing had checked, for a model calibrated on its own training file."""
+    folder = tmp_path / "model"
+    shutil.copytree(model_dir, folder)
+    assert evaluate_model(folder, data_dir / "pairwise.jsonl", calibrate=True)["calibrated_on_training_data"] is None
+    (folder / "training_summary.json").write_text(json.dumps({"objective": "pairwise", "train_rows": 40}))
+    assert evaluate_model(folder, data_dir / "pairwise.jsonl", calibrate=True)["calibrated_on_training_data"] is None
+
+
 def test_a_card_rendered_later_still_says_t_was_fitted_on_the_training_pairs(model_dir, data_dir, tmp_path):
     """`publish` renders the card from config.json and training_summary.json, with no --metrics or
     a later evaluation's: a T fitted on the training file was then "fitted on held-out preference
