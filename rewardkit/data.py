@@ -155,15 +155,24 @@ def check_limit(limit: int | None) -> None:
         raise RewardDataError(f"limit must be a positive whole number, got {limit!r}")
 
 
-def same_data_file(a: str | os.PathLike | None, split_a: str | None, b: str | os.PathLike | None,
-                   split_b: str | None) -> bool:
-    """True when two data sources are one local file (after `~` and symlinks) read with the same split.
-    Folders and Hub ids answer False: which split a folder gives without `--split` depends on the
-    command, so "the same folder" does not mean "the same rows"."""
-    if a is None or b is None or split_a != split_b:
+def same_data_source(a: str | os.PathLike | None, split_a: str | None, b: str | os.PathLike | None,
+                     split_b: str | None) -> bool:
+    """True when two data sources read the same rows: one local file or folder (after `~` and
+    symlinks) or one Hub dataset id, with the same split. The split counts only where it picks
+    rows: a JSONL, CSV or Parquet file ignores it (`--split train` on train.jsonl reads every row,
+    as no --split does), and elsewhere no split reads "train" (a folder of split files, a
+    DatasetDict, a Hub dataset, a JSON document's "train" array)."""
+    if a is None or b is None:
         return False
     first, second = Path(a).expanduser(), Path(b).expanduser()
-    return first.is_file() and second.is_file() and first.resolve() == second.resolve()
+    if first.exists() or second.exists():
+        if not (first.exists() and second.exists() and first.resolve() == second.resolve()):
+            return False
+        if first.is_file() and _suffix_kind(first) in ("jsonl", "csv", "parquet"):
+            return True
+    elif os.fspath(a) != os.fspath(b):  # neither is local: Hub ids
+        return False
+    return (split_a or "train") == (split_b or "train")
 
 
 def load_reward_data(source: str | os.PathLike, *, split: str | None = None,

@@ -58,7 +58,7 @@ from rewardkit.data import (
     iter_reward_rows,
     row_position,
     row_words,
-    same_data_file,
+    same_data_source,
 )
 from rewardkit.features import TruncationStats
 from rewardkit.metrics import (
@@ -144,6 +144,7 @@ def evaluate_model(
     metrics.update(_context(scorer, model, data, data_name, skipped, collector.truncation))
     metrics = jsonable(metrics)
     if calibrate and metrics.get("temperature_written"):
+        _record_calibration(folder, metrics)
         _render_card_again(folder, metrics)
     if report_dir is not None:
         collector.write_report(report_dir, metrics, model_name=metrics["model"])
@@ -231,21 +232,48 @@ def _calibrate(collector: _PairwiseCollector | _RankingCollector, scorer: Reward
             "temperature_written": usable, **evidence}
 
 
-def _is_training_file(folder: Path, data: Any, split: str | None) -> bool:
-    """Whether `data` is the file the model in `folder` was trained on (its training_summary.json
-    says; False when it has none). Said at once: a model fits its own training pairs better than new
-    ones, so a T fitted on them comes out too small and its probabilities over-confident."""
+def _is_training_file(folder: Path, data: Any, split: str | None) -> bool | None:
+    """Whether `data` is the data the model in `folder` was trained on (its training_summary.json
+    says: the same file, folder or Hub dataset and split), None when no summary records it (a model
+    from the Hub, a summary from before `data` was recorded): `false` claimed held-out pairs that
+    nothing had checked. Said at once: a model fits its own training pairs better than new ones, so
+    a T fitted on them comes out too small and its probabilities over-confident."""
     summary = folder / "training_summary.json"
     try:
         training = json.loads(summary.read_text(encoding="utf-8")) if summary.is_file() else {}
     except (OSError, ValueError):
+        return None
+    if not (isinstance(training, dict) and training.get("data")):
+        return None
+    if not same_data_source(training["data"], training.get("data_split"), data, split):
         return False
-    if not (isinstance(training, dict) and same_data_file(training.get("data"), training.get("data_split"), data, split)):
-        return False
-    logger.warning("--calibrate ran on %s, the file this model was trained on: the fitted temperature is too small "
-                   "for new pairs (the model fits its training pairs better), so its probabilities are "
+    # worded for every outcome: a T fitted here is written, or not (a search bound, all margins 0)
+    logger.warning("--calibrate ran on %s, the data this model was trained on: a temperature fitted on its pairs is "
+                   "too small for new pairs (the model fits its training pairs better), so its probabilities are "
                    "over-confident. Calibrate on held-out pairs.", data)
     return True
+
+
+def _record_calibration(folder: Path, metrics: dict[str, Any]) -> None:
+    """Record in the folder's training_summary.json (when it has one) the T just stored and whether it
+    was fitted on the training data: `publish` renders the card from that summary, usually with no
+    --metrics or a later evaluation's, and called a T fitted on the training pairs held out. Written
+    beside the summary and renamed over it, as store_temperature writes config.json."""
+    summary = folder / "training_summary.json"
+    try:
+        training = json.loads(summary.read_text(encoding="utf-8")) if summary.is_file() else None
+    except (OSError, ValueError):
+        return
+    if not isinstance(training, dict):
+        return
+    training["calibration"] = {"temperature": metrics["temperature_fitted"],
+                               "on_training_data": metrics.get("calibrated_on_training_data")}
+    tmp = summary.with_name(f".{summary.name}.tmp")
+    try:
+        tmp.write_text(json.dumps(training, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(tmp, summary)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _render_card_again(folder: Path, metrics: dict[str, Any]) -> None:

@@ -96,8 +96,9 @@ class TrainResult:
     target_mean: float | None = None  # mse: the training targets' mean and std, which the loss is
     target_std: float | None = None  # standardized by (train_loss and eval_loss are MSE / std²)
     data: str | None = None  # --data as given (a local path made absolute) and its --split: `evaluate
-    data_split: str | None = None  # --calibrate` tells by them when T is fitted on the training file
+    data_split: str | None = None  # --calibrate` tells by them when T is fitted on the training data
     eval_data: str | None = None  # --eval-data, as `data` (None: held-out rows split off --data, or none)
+    eval_split: str | None = None  # --eval-split: the card names it with eval_data
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -643,7 +644,7 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
         target_mean=None if target_scale is None else target_scale[0],
         target_std=None if target_scale is None else target_scale[1],
         data=_absolute_if_local(data_args.data), data_split=data_args.split,
-        eval_data=_absolute_if_local(data_args.eval_data),
+        eval_data=_absolute_if_local(data_args.eval_data), eval_split=data_args.eval_split,
     )
     save_trained_model(trainer, result)
     return result

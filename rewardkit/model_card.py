@@ -20,7 +20,7 @@ from rewardkit.calibration import (
     temperature_fitted_on_these_pairs,
     temperature_interval_text,
 )
-from rewardkit.data import has_hub_dataset_id_form
+from rewardkit.data import SUFFIXES, has_hub_dataset_id_form
 from rewardkit.data_formats import render_conversation
 
 TEMPLATE_PATH = Path(__file__).parent / "templates" / "model_card.md"
@@ -69,11 +69,20 @@ def _temperature_support(evaluation: dict | None, stored: Any) -> str:
     return text
 
 
-def _calibration_pairs(evaluation: dict | None, stored: Any) -> str:
-    """Which pairs the stored T was fitted on, as the card says it: "held-out", unless the card's
-    evaluation is the `evaluate --calibrate` run that fitted it and that run read the training file."""
-    fitted_here = temperature_fitted_on_these_pairs(evaluation, None if stored is None else float(stored))
-    if fitted_here and evaluation.get("calibrated_on_training_data"):
+def _calibration_pairs(evaluation: dict | None, stored: Any, training: dict) -> str:
+    """Which pairs the stored T was fitted on, as the card says it: "held-out", unless it was fitted
+    on the training data, as the `evaluate --calibrate` run that fitted it says when it is the card's
+    evaluation, else as that run recorded in training_summary.json (`calibration`): a card rendered
+    by `publish` without --metrics, or with a later evaluation's, called such a T held out."""
+    temperature = None if stored is None else float(stored)
+    if temperature_fitted_on_these_pairs(evaluation, temperature):
+        on_training_data = evaluation.get("calibrated_on_training_data")
+    else:
+        record = training.get("calibration")
+        recorded = record.get("temperature") if isinstance(record, dict) else None
+        on_training_data = (isinstance(recorded, (int, float)) and temperature is not None
+                            and math.isclose(recorded, temperature) and record.get("on_training_data"))
+    if on_training_data:
         return ("the model's own **training pairs** (not held out, so T is too small and these probabilities "
                 "over-confident: calibrate again on held-out pairs)")
     return "held-out preference pairs"
@@ -332,12 +341,19 @@ def _evaluation_rows(training: dict, evaluation: dict | None) -> tuple[list[dict
 
 
 def _held_out_source(training: dict) -> str:
-    """Where training's held-out rows came from: a file of their own (`--eval-data`, named as the card
-    names data) or a split of the training data (`--eval-fraction`), which it was called either way."""
-    if training.get("eval_data"):
-        label, local = _data_label(training["eval_data"])
-        return f"held-out file {label}" + (f", {LOCAL_DATA}" if local else "")
-    return "held-out split of the training data"
+    """Where training's held-out rows came from: a data set of their own (`--eval-data`, named as
+    the card names data, with its `--eval-split`: the test split of the training's Hub dataset is
+    otherwise named as the training data) or a split of the training data (`--eval-fraction`). A
+    summary from before `eval_data` was recorded says neither: it was not calling a held-out file
+    a split of the training data."""
+    if "eval_data" not in training:
+        return "held-out data"
+    if not training["eval_data"]:
+        return "held-out split of the training data"
+    label, local = _data_label(training["eval_data"])
+    kind = "file" if label.lower().endswith(tuple(SUFFIXES)) else "data"
+    split = f", split {training['eval_split']}" if training.get("eval_split") else ""
+    return f"held-out {kind} {label}{split}" + (f", {LOCAL_DATA}" if local else "")
 
 
 def _length_bias(evaluation: dict) -> str | None:
@@ -527,7 +543,7 @@ def render_model_card(config: dict, training: dict | None = None, evaluation: di
         temperature=_fmt(temperature),
         calibrated=stored_temperature is not None,
         temperature_support=_temperature_support(evaluation, stored_temperature),
-        calibration_pairs=_calibration_pairs(evaluation, stored_temperature),
+        calibration_pairs=_calibration_pairs(evaluation, stored_temperature, training),
         p_at_one=f"{preference_probability(1.0, temperature):.2f}",
         p_at_two=f"{preference_probability(2.0, temperature):.2f}",
         small_differences=_small_differences(temperature),

@@ -90,7 +90,7 @@ def md_confidence(ctx: _Context) -> list[str]:
                 f"and report with that T on other {data.split()[-1]}; rankings and accuracy do not change.",
                 "",
             ]
-    lines += _calibration_note(ctx)
+    lines += _calibration_note(ctx) + _training_data_note(ctx)
     lines += image(
         "reliability.png",
         "Reliability diagram",
@@ -194,6 +194,19 @@ def _calibration_note(ctx: _Context) -> list[str]:
         "",
     ]
     return lines
+
+
+def _training_data_note(ctx: _Context) -> list[str]:
+    """`--calibrate` on the model's own training data: warned about in the log, recorded in the
+    metrics, and said here too, where the fitted T and its figures are read."""
+    if not ctx.metrics.get("calibrated_on_training_data"):
+        return []
+    return [
+        "**These pairs are the model's training data** (its training_summary.json records them): a model "
+        "fits its training pairs better than new ones, so a T fitted on them is too small for new pairs and "
+        "its probabilities over-confident. Calibrate on held-out pairs.",
+        "",
+    ]
 
 
 def _before_after(m: dict[str, Any], key: str, name: str) -> str:

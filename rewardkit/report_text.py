@@ -290,6 +290,11 @@ _CONTEXT_ROWS: dict[str, tuple[str, str]] = {
         "whether the fitted T was written to the model's config.json (not when the fit hit a "
         "bound of its search range, nor when every margin was 0 and nothing was fitted)",
     ),
+    "calibrated_on_training_data": (
+        "Calibrated on training data",
+        "whether these pairs are the data the model was trained on (its training_summary.json says; not shown "
+        "when it records none): a T fitted on them is too small for new pairs, its probabilities over-confident",
+    ),
     "alpha": ("Score scale α", "factor applied to the raw reward in the model's `score()` output"),
     "normalize_rewards": (
         "Normalized scores",
@@ -314,8 +319,10 @@ _ALPHA_USE = {
 }
 
 
-def _context_row(key: str, kind: str) -> tuple[str, str]:
+def _context_row(key: str, kind: str, metrics: dict[str, Any]) -> tuple[str, str]:
     """(label, what it means) of a row that is not one of the kind's own metrics."""
+    if key == "ece_after" and metrics.get("temperature_written") is False:  # no T fitted, or none used
+        return _CONTEXT_ROWS[key][0], "the ECE above: no T was written, so calibration changed nothing"
     if key == "alpha":
         label, meaning = _CONTEXT_ROWS["alpha"]
         return label, f"{meaning}; {_ALPHA_USE[kind]}"
@@ -423,7 +430,7 @@ def _md_headline(ctx: _Context) -> list[str]:
             continue
         if key == "n" and ctx.kind == "ranking" and m.get("n_groups") == value:
             continue  # the same count as the Groups row already shown
-        label, meaning = _context_row(key, ctx.kind)
+        label, meaning = _context_row(key, ctx.kind, m)
         lines.append(f"| {label} | {cell_value(value)} | {meaning} |")
     lines.append("")
     hist_caption = {

@@ -294,8 +294,8 @@ def test_calibrate_renders_the_model_folders_card_again_with_the_new_temperature
 def test_calibrate_on_the_training_file_is_said_in_the_log_and_the_card(model_dir, data_dir, tmp_path, caplog):
     """The card said T was "fitted on held-out preference pairs" even when `evaluate --calibrate` read
     the very file the model was trained on (training_summary.json did not record it). The summary
-    now records `data`, so that run warns, records it, and the card says which pairs; another file,
-    the same file through another path spelling, and another split are told apart."""
+    now records `data`, so that run warns, records it, and the card says which pairs; another file
+    is told apart, the same file through another path spelling or with an ignored --split is not."""
     from rewardkit.model_card import write_model_card
 
     folder = tmp_path / "model"
@@ -307,9 +307,11 @@ def test_calibrate_on_the_training_file_is_said_in_the_log_and_the_card(model_di
     (folder / "training_summary.json").write_text(json.dumps(training))
     write_model_card(folder, training=training)
     with caplog.at_level("WARNING", logger="rewardkit.evaluation"):
-        metrics = evaluate_model(folder, tmp_path / "." / "train.jsonl", calibrate=True)
+        metrics = evaluate_model(folder, tmp_path / "." / "train.jsonl", calibrate=True, report_dir=tmp_path / "r")
     assert metrics["temperature_written"] and metrics["calibrated_on_training_data"] is True
-    assert "the file this model was trained on" in caplog.text
+    report = (tmp_path / "r" / "report.md").read_text()  # said there too, its row described
+    assert "**These pairs are the model's training data**" in report and "no description" not in report
+    assert "the data this model was trained on" in caplog.text
     card = " ".join((folder / "README.md").read_text().split())
     assert f"**T = {metrics['temperature_fitted']:.4g}** fitted on the model's own **training pairs** (not held out" in card
 
@@ -318,9 +320,67 @@ def test_calibrate_on_the_training_file_is_said_in_the_log_and_the_card(model_di
         metrics = evaluate_model(folder, data_dir / "pairwise.jsonl", calibrate=True)
     assert metrics["calibrated_on_training_data"] is False and "trained on" not in caplog.text
     assert "fitted on held-out preference pairs" in (folder / "README.md").read_text()
+    # trained with `--split train` on a JSONL file, which ignores it: the same rows as no --split
     training["data_split"] = "train"
     (folder / "training_summary.json").write_text(json.dumps(training))
-    assert evaluate_model(folder, train_file, split="test", calibrate=True)["calibrated_on_training_data"] is False
+    assert evaluate_model(folder, train_file, calibrate=True)["calibrated_on_training_data"] is True
+
+
+def test_calibrating_a_model_whose_training_data_is_not_recorded_says_so_by_null(model_dir, data_dir, tmp_path):
+    """A model without training_summary.json (downloaded from the Hub), or with one from before
+    `data` was recorded, was reported `"calibrated_on_training_data": false`: held-out pairs that
+    nothing had checked, for a model calibrated on its own training file."""
+    folder = tmp_path / "model"
+    shutil.copytree(model_dir, folder)
+    assert evaluate_model(folder, data_dir / "pairwise.jsonl", calibrate=True)["calibrated_on_training_data"] is None
+    (folder / "training_summary.json").write_text(json.dumps({"objective": "pairwise", "train_rows": 40}))
+    assert evaluate_model(folder, data_dir / "pairwise.jsonl", calibrate=True)["calibrated_on_training_data"] is None
+
+
+def test_a_card_rendered_later_still_says_t_was_fitted_on_the_training_pairs(model_dir, data_dir, tmp_path):
+    """`publish` renders the card from config.json and training_summary.json, with no --metrics or
+    a later evaluation's: a T fitted on the training file was then "fitted on held-out preference
+    pairs". The calibration run records where its T came from; a later fit on held-out pairs
+    replaces the record."""
+    from rewardkit.model_card import render_model_card
+
+    folder = tmp_path / "model"
+    shutil.copytree(model_dir, folder)
+    train_file = shutil.copy(data_dir / "pairwise.jsonl", tmp_path / "train.jsonl")
+    training = {"objective": "pairwise", "base_model": "base", "train_rows": 40, "data": str(train_file)}
+    (folder / "training_summary.json").write_text(json.dumps(training))
+    assert evaluate_model(folder, train_file, calibrate=True)["calibrated_on_training_data"] is True
+    later = evaluate_model(folder, data_dir / "pairwise.jsonl")
+
+    def published_card(metrics):
+        config = json.loads((folder / "config.json").read_text())
+        summary = json.loads((folder / "training_summary.json").read_text())
+        return " ".join(render_model_card(config, summary, metrics, repo_id="me/rm").split())
+
+    for metrics in (None, later):
+        assert "fitted on the model's own **training pairs**" in published_card(metrics)
+    evaluate_model(folder, data_dir / "pairwise.jsonl", calibrate=True)
+    assert "fitted on held-out preference pairs" in published_card(None)
+
+
+def test_the_training_data_is_told_by_its_rows_not_by_how_it_was_named(tmp_path):
+    """The training data is the same file (any spelling of its path, a link to it), folder or Hub
+    dataset read with the same split; a split counts only where it picks rows. A JSONL file given
+    `--split train` at training and none at calibration was taken for other data, and so were a
+    folder and a Hub dataset (HH-RLHF's train split calibrated on as held-out pairs)."""
+    from rewardkit.data import same_data_source
+
+    (tmp_path / "splits").mkdir()
+    train = helpers.write_jsonl(tmp_path / "splits" / "train.jsonl", [{"prompt": "p", "chosen": "a", "rejected": "b"}])
+    (tmp_path / "link.jsonl").symlink_to(train)
+    assert same_data_source(str(train), "train", tmp_path / "link.jsonl", None)
+    assert same_data_source(str(tmp_path / "splits"), None, tmp_path / "." / "splits", "train")
+    assert not same_data_source(str(tmp_path / "splits"), None, tmp_path / "splits", "test")
+    assert not same_data_source(str(tmp_path / "splits"), None, train, None)
+    assert same_data_source("Anthropic/hh-rlhf", None, "Anthropic/hh-rlhf", "train")
+    assert not same_data_source("Anthropic/hh-rlhf", None, "Anthropic/hh-rlhf", "test")
+    assert not same_data_source("Anthropic/hh-rlhf", None, "other/hh-rlhf", None)
+    assert not same_data_source(None, None, train, None)
 
 
 def test_calibrate_leaves_a_published_card_as_it_is(model_dir, data_dir, tmp_path, caplog):
@@ -377,7 +437,10 @@ def test_calibrate_writes_nothing_when_every_margin_is_zero(model_dir, data_dir,
     assert (folder / "config.json").read_text() == before
     messages = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert sum("margin is 0" in m for m in messages) == 1, messages
-    assert "fitted no temperature: every pair's reward margin is 0" in (tmp_path / "report" / "report.md").read_text()
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "fitted no temperature: every pair's reward margin is 0" in report
+    # its ECE after calibration is the ECE at the old T: it was said to be "at the fitted T"
+    assert "| ECE after calibration | 0.000 | the ECE above: no T was written, so calibration changed nothing |" in report
 
 
 def test_calibrate_on_ranked_groups_fits_their_within_group_pairs(model_dir, data_dir, scorer, tmp_path):

@@ -43,7 +43,8 @@ def _training_summary(base_model: str) -> dict:
         "max_length": 128, "eval_metrics": {"eval_accuracy": 0.625, "eval_loss": 0.66},
         "reward_mean": -3.0, "reward_std": 0.5, "skipped": "no rows skipped", "truncation": "none",
         "hyperparameters": {"learning_rate": 5e-5, "per_device_train_batch_size": 8, "seed": 42},
-        "hardware": "CPU (test)",
+        "hardware": "CPU (test)", "data": "/home/someone/data/train.jsonl", "data_split": None, "eval_data": None,
+        "eval_split": None,
     }
 
 
@@ -559,7 +560,9 @@ def test_card_says_when_held_out_rows_were_training_rows_and_keeps_them_out_of_m
 
 def test_card_names_a_held_out_file_as_a_file(tmp_path):
     """Rows of a separate --eval-data file were called a "held-out split" (of what?); the summary
-    now records the file, and the card names it as it names local data: by its file name only."""
+    now records the file, and the card names it as it names local data: by its file name only. A
+    Hub dataset was a "held-out file" named like the training data, without its split, and a
+    summary that predates the record was said to hold a split of the training data."""
     from rewardkit.model_card import render_model_card
 
     held = tmp_path / "private" / "dev.jsonl"
@@ -568,8 +571,12 @@ def test_card_names_a_held_out_file_as_a_file(tmp_path):
     summary = {**_training_summary("sentence-transformers/all-MiniLM-L6-v2"), "eval_data": str(held)}
     card = render_model_card({"alpha": 1.0}, summary)
     assert "held-out file dev.jsonl, local data (n=8) |" in card and "private" not in card
-    hub = render_model_card({"alpha": 1.0}, {**summary, "eval_data": "Anthropic/hh-rlhf"})
-    assert "held-out file Anthropic/hh-rlhf (n=8) |" in hub
+    # a Hub dataset (or a folder) is no file, and its --eval-split is what keeps it apart from training's
+    hub = render_model_card({"alpha": 1.0}, {**summary, "eval_data": "Anthropic/hh-rlhf", "eval_split": "test"})
+    assert "held-out data Anthropic/hh-rlhf, split test (n=8) |" in hub
+    # a summary from before eval_data was recorded: maybe a file, maybe a split; the card claims neither
+    old = {key: value for key, value in summary.items() if key not in ("data", "data_split", "eval_data", "eval_split")}
+    assert "| held-out data (n=8) |" in render_model_card({"alpha": 1.0}, old)
 
 
 def test_card_training_time_keeps_short_runs_readable():

@@ -291,7 +291,7 @@ def test_held_out_set_is_evaluated_once_per_epoch_and_its_time_is_not_training_t
     assert summary["eval_metrics"] == result.eval_metrics
     # the training file, absolute, so that `evaluate --calibrate` can tell when it is given it again
     assert summary["data"] == str(train.resolve()) and summary["data_split"] is None
-    assert summary["eval_data"] == str(held.resolve())  # the card names the held-out file
+    assert summary["eval_data"] == str(held.resolve()) and summary["eval_split"] is None  # the card names them
     # two epochs of 48 pairs, on the printed clock less its evaluation time: the figures divide out
     assert result.examples_per_second == pytest.approx(2 * 48 / (result.seconds - result.eval_seconds), rel=1e-6)
     # 96 pairs in a 10 s train() of which 2 s evaluation: 12 pairs/s of training, not 9.6, whatever
