@@ -144,6 +144,7 @@ def evaluate_model(
     metrics.update(_context(scorer, model, data, data_name, skipped, collector.truncation))
     metrics = jsonable(metrics)
     if calibrate and metrics.get("temperature_written"):
+        _record_calibration(folder, metrics)
         _render_card_again(folder, metrics)
     if report_dir is not None:
         collector.write_report(report_dir, metrics, model_name=metrics["model"])
@@ -246,6 +247,32 @@ def _is_training_file(folder: Path, data: Any, split: str | None) -> bool:
                    "for new pairs (the model fits its training pairs better), so its probabilities are "
                    "over-confident. Calibrate on held-out pairs.", data)
     return True
+
+
+# What the card says of a stored T (which pairs it was fitted on, how firmly they pin it down):
+# kept in training_summary.json, from which `rewardkit publish` renders the card again.
+CALIBRATION_RECORD_KEYS = ("temperature_fitted", "temperature_written", "temperature_interval",
+                           "temperature_differs_from_1", "calibrated_on_training_data", "n", "n_pairs", "objective")
+
+
+def _record_calibration(folder: Path, metrics: dict[str, Any]) -> None:
+    """Keep the facts of the fit that stored T in the folder's training_summary.json (`calibration`).
+    The card said "fitted on the model's own training pairs" or "cannot tell it from T = 1" only
+    while rendered with this evaluation: `rewardkit publish` renders it from the training summary
+    (and `--metrics`, when given), and the published card then said "fitted on held-out preference
+    pairs", without the interval. Nothing is written without a training summary (no card of
+    ours to render)."""
+    summary = folder / "training_summary.json"
+    try:
+        training = json.loads(summary.read_text(encoding="utf-8")) if summary.is_file() else None
+    except (OSError, ValueError):
+        return
+    if not isinstance(training, dict):
+        return
+    training["calibration"] = {key: metrics[key] for key in CALIBRATION_RECORD_KEYS if key in metrics}
+    tmp = summary.with_name(f".{summary.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(training, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, summary)
 
 
 def _render_card_again(folder: Path, metrics: dict[str, Any]) -> None:

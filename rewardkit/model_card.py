@@ -69,6 +69,20 @@ def _temperature_support(evaluation: dict | None, stored: Any) -> str:
     return text
 
 
+def _calibration_record(evaluation: dict | None, training: dict, stored: Any) -> dict | None:
+    """The `evaluate --calibrate` run that fitted the stored T: the card's evaluation when it is that
+    run, else what that run recorded in the training summary (`calibration`), so that a card
+    rendered later (`rewardkit publish`, with other metrics or none) still says which pairs T was
+    fitted on and how firmly they pin it down. None when neither is of the stored T."""
+    temperature = None if stored is None else float(stored)
+    if temperature_fitted_on_these_pairs(evaluation, temperature):
+        return evaluation
+    recorded = training.get("calibration")
+    if isinstance(recorded, dict) and temperature is not None and temperature_fitted_on_these_pairs(recorded, temperature):
+        return recorded
+    return None
+
+
 def _calibration_pairs(evaluation: dict | None, stored: Any) -> str:
     """Which pairs the stored T was fitted on, as the card says it: "held-out", unless the card's
     evaluation is the `evaluate --calibrate` run that fitted it and that run read the training file."""
@@ -503,6 +517,7 @@ def render_model_card(config: dict, training: dict | None = None, evaluation: di
     if stored_temperature is None:
         stored_temperature = config.get("temperature")  # the key before the rename
     temperature = float(stored_temperature or 1.0)
+    calibration = _calibration_record(evaluation, training, stored_temperature)
     table, length_bias = _evaluation_rows(training, evaluation)
     seconds = training.get("seconds")
     speed = training.get("examples_per_second")
@@ -526,8 +541,8 @@ def render_model_card(config: dict, training: dict | None = None, evaluation: di
         alpha=_fmt(float(config.get("alpha", 1.0))),
         temperature=_fmt(temperature),
         calibrated=stored_temperature is not None,
-        temperature_support=_temperature_support(evaluation, stored_temperature),
-        calibration_pairs=_calibration_pairs(evaluation, stored_temperature),
+        temperature_support=_temperature_support(calibration, stored_temperature),
+        calibration_pairs=_calibration_pairs(calibration, stored_temperature),
         p_at_one=f"{preference_probability(1.0, temperature):.2f}",
         p_at_two=f"{preference_probability(2.0, temperature):.2f}",
         small_differences=_small_differences(temperature),
