@@ -446,8 +446,8 @@ def build_card_data(config: dict, training: dict, evaluation: dict | None, *, re
     if evaluation:
         name, source = _evaluation_data(evaluation)
         dataset_name = dataset_display_name(name, source)
-    else:
-        source = datasets[0] if datasets else None
+    else:  # training's held-out figures: of its --eval-data file, else of a split of the training data
+        source = training.get("eval_data") or (datasets[0] if datasets else None)
         dataset_name = dataset_display_name(source or "held-out data")
     dataset_type = hub_dataset_id(source) or UNKNOWN_DATASET_TYPE
     # model-index results are read as the published model's held-out figures: leave out those
