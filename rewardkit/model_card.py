@@ -337,12 +337,23 @@ def _evaluation_rows(training: dict, evaluation: dict | None) -> tuple[list[dict
                                  "value": _fmt(evaluation["ece_before"]), "data": data})
         length_bias = _length_bias(evaluation)
     elif training.get("eval_metrics"):
-        data = f"{_held_out_source(training)} (n={training.get('eval_rows', '?')}{_weights_measured(training)}{_overlap(training)})"
+        data = (f"{_held_out_source(training)} (n={training.get('eval_rows', '?')}{_weights_measured(training)}"
+                f"{_overlap(training)}{_scored_in_autocast(training)})")
         for key, name, _ in METRIC_NAMES:
             value = training["eval_metrics"].get(f"eval_{key}")
             if value is not None:
                 rows.append({"name": name, "value": _fmt(value), "data": data})
     return rows, length_bias
+
+
+def _scored_in_autocast(training: dict) -> str:
+    """'; scored in bf16 autocast during training, ...' when training measured its held-out figures under
+    autocast: the summary said so, the card did not, and a reader who scored the published model in
+    fp32 (`rewardkit evaluate`, `pipeline`) got another accuracy on the same file."""
+    precision = str((training.get("hyperparameters") or {}).get("precision", ""))
+    if "autocast" not in precision:
+        return ""
+    return f"; scored in {precision.split(',')[0]} during training: fp32 scoring can differ by a few examples"
 
 
 def _held_out_source(training: dict) -> str:
