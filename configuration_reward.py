@@ -238,6 +238,11 @@ class RewardConfig(PretrainedConfig):
             value = _check_pooling(value)
         elif name == "head_dropout":
             value = _check_head_dropout(value)
+        elif name == "problem_type" and value != "regression":
+            # `from_pretrained(repo, problem_type="single_label_classification")` was taken, and the
+            # pipeline then returned sigmoid(alpha * r) as the "reward".
+            raise ValueError(f"RewardConfig: `problem_type` must be 'regression' (the pipeline then returns the "
+                             f"reward itself, no sigmoid), got {value!r}.")
         super().__setattr__(name, value)
 
     @property

@@ -254,11 +254,19 @@ def _is_training_file(folder: Path, data: Any, split: str | None) -> bool | None
     return True
 
 
+# What the card says of a stored T (which pairs it was fitted on, how firmly they pin it down):
+# kept in training_summary.json, from which `rewardkit publish` renders the card again.
+CALIBRATION_RECORD_KEYS = ("temperature_fitted", "temperature_written", "temperature_interval",
+                           "temperature_differs_from_1", "calibrated_on_training_data", "n", "n_pairs", "objective")
+
+
 def _record_calibration(folder: Path, metrics: dict[str, Any]) -> None:
-    """Record in the folder's training_summary.json (when it has one) the T just stored and whether it
-    was fitted on the training data: `publish` renders the card from that summary, usually with no
-    --metrics or a later evaluation's, and called a T fitted on the training pairs held out. Written
-    beside the summary and renamed over it, as store_temperature writes config.json."""
+    """Keep the facts of the fit that stored T in the folder's training_summary.json (`calibration`).
+    The card said "fitted on the model's own training pairs" or "cannot tell it from T = 1" only
+    while rendered with this evaluation: `rewardkit publish` renders it from the training summary
+    (and `--metrics`, when given), and the published card then said "fitted on held-out preference
+    pairs", without the interval. Nothing is written without a training summary (no card of
+    ours to render)."""
     summary = folder / "training_summary.json"
     try:
         training = json.loads(summary.read_text(encoding="utf-8")) if summary.is_file() else None
@@ -266,9 +274,8 @@ def _record_calibration(folder: Path, metrics: dict[str, Any]) -> None:
         return
     if not isinstance(training, dict):
         return
-    training["calibration"] = {"temperature": metrics["temperature_fitted"],
-                               "on_training_data": metrics.get("calibrated_on_training_data")}
-    tmp = summary.with_name(f".{summary.name}.tmp")
+    training["calibration"] = {key: metrics[key] for key in CALIBRATION_RECORD_KEYS if key in metrics}
+    tmp = summary.with_name(f".{summary.name}.tmp-{os.getpid()}")
     try:
         tmp.write_text(json.dumps(training, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         os.replace(tmp, summary)

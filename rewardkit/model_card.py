@@ -69,20 +69,25 @@ def _temperature_support(evaluation: dict | None, stored: Any) -> str:
     return text
 
 
-def _calibration_pairs(evaluation: dict | None, stored: Any, training: dict) -> str:
-    """Which pairs the stored T was fitted on, as the card says it: "held-out", unless it was fitted
-    on the training data, as the `evaluate --calibrate` run that fitted it says when it is the card's
-    evaluation, else as that run recorded in training_summary.json (`calibration`): a card rendered
-    by `publish` without --metrics, or with a later evaluation's, called such a T held out."""
+def _calibration_record(evaluation: dict | None, training: dict, stored: Any) -> dict | None:
+    """The `evaluate --calibrate` run that fitted the stored T: the card's evaluation when it is that
+    run, else what that run recorded in the training summary (`calibration`), so that a card
+    rendered later (`rewardkit publish`, with other metrics or none) still says which pairs T was
+    fitted on and how firmly they pin it down. None when neither is of the stored T."""
     temperature = None if stored is None else float(stored)
     if temperature_fitted_on_these_pairs(evaluation, temperature):
-        on_training_data = evaluation.get("calibrated_on_training_data")
-    else:
-        record = training.get("calibration")
-        recorded = record.get("temperature") if isinstance(record, dict) else None
-        on_training_data = (isinstance(recorded, (int, float)) and temperature is not None
-                            and math.isclose(recorded, temperature) and record.get("on_training_data"))
-    if on_training_data:
+        return evaluation
+    recorded = training.get("calibration")
+    if isinstance(recorded, dict) and temperature is not None and temperature_fitted_on_these_pairs(recorded, temperature):
+        return recorded
+    return None
+
+
+def _calibration_pairs(evaluation: dict | None, stored: Any) -> str:
+    """Which pairs the stored T was fitted on, as the card says it: "held-out", unless the card's
+    evaluation is the `evaluate --calibrate` run that fitted it and that run read the training file."""
+    fitted_here = temperature_fitted_on_these_pairs(evaluation, None if stored is None else float(stored))
+    if fitted_here and evaluation.get("calibrated_on_training_data"):
         return ("the model's own **training pairs** (not held out, so T is too small and these probabilities "
                 "over-confident: calibrate again on held-out pairs)")
     return "held-out preference pairs"
@@ -332,12 +337,23 @@ def _evaluation_rows(training: dict, evaluation: dict | None) -> tuple[list[dict
                                  "value": _fmt(evaluation["ece_before"]), "data": data})
         length_bias = _length_bias(evaluation)
     elif training.get("eval_metrics"):
-        data = f"{_held_out_source(training)} (n={training.get('eval_rows', '?')}{_weights_measured(training)}{_overlap(training)})"
+        data = (f"{_held_out_source(training)} (n={training.get('eval_rows', '?')}{_weights_measured(training)}"
+                f"{_overlap(training)}{_scored_in_autocast(training)})")
         for key, name, _ in METRIC_NAMES:
             value = training["eval_metrics"].get(f"eval_{key}")
             if value is not None:
                 rows.append({"name": name, "value": _fmt(value), "data": data})
     return rows, length_bias
+
+
+def _scored_in_autocast(training: dict) -> str:
+    """'; scored in bf16 autocast during training, ...' when training measured its held-out figures under
+    autocast: the summary said so, the card did not, and a reader who scored the published model in
+    fp32 (`rewardkit evaluate`, `pipeline`) got another accuracy on the same file."""
+    precision = str((training.get("hyperparameters") or {}).get("precision", ""))
+    if "autocast" not in precision:
+        return ""
+    return f"; scored in {precision.split(',')[0]} during training: fp32 scoring can differ by a few examples"
 
 
 def _held_out_source(training: dict) -> str:
@@ -448,8 +464,8 @@ def build_card_data(config: dict, training: dict, evaluation: dict | None, *, re
     if evaluation:
         name, source = _evaluation_data(evaluation)
         dataset_name = dataset_display_name(name, source)
-    else:
-        source = datasets[0] if datasets else None
+    else:  # training's held-out figures: of its --eval-data file, else of a split of the training data
+        source = training.get("eval_data") or (datasets[0] if datasets else None)
         dataset_name = dataset_display_name(source or "held-out data")
     dataset_type = hub_dataset_id(source) or UNKNOWN_DATASET_TYPE
     # model-index results are read as the published model's held-out figures: leave out those
@@ -519,6 +535,7 @@ def render_model_card(config: dict, training: dict | None = None, evaluation: di
     if stored_temperature is None:
         stored_temperature = config.get("temperature")  # the key before the rename
     temperature = float(stored_temperature or 1.0)
+    calibration = _calibration_record(evaluation, training, stored_temperature)
     table, length_bias = _evaluation_rows(training, evaluation)
     seconds = training.get("seconds")
     speed = training.get("examples_per_second")
@@ -542,8 +559,8 @@ def render_model_card(config: dict, training: dict | None = None, evaluation: di
         alpha=_fmt(float(config.get("alpha", 1.0))),
         temperature=_fmt(temperature),
         calibrated=stored_temperature is not None,
-        temperature_support=_temperature_support(evaluation, stored_temperature),
-        calibration_pairs=_calibration_pairs(evaluation, stored_temperature, training),
+        temperature_support=_temperature_support(calibration, stored_temperature),
+        calibration_pairs=_calibration_pairs(calibration, stored_temperature),
         p_at_one=f"{preference_probability(1.0, temperature):.2f}",
         p_at_two=f"{preference_probability(2.0, temperature):.2f}",
         small_differences=_small_differences(temperature),

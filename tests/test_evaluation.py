@@ -383,6 +383,35 @@ def test_the_training_data_is_told_by_its_rows_not_by_how_it_was_named(tmp_path)
     assert not same_data_source(None, None, train, None)
 
 
+def test_the_published_card_keeps_what_calibration_said_of_t(model_dir, data_dir, tmp_path):
+    """`evaluate --calibrate` on the training file, then `publish` (no --metrics, or the metrics of a
+    later evaluation on other pairs): the folder's card said T was fitted on the training pairs, with
+    its interval, and the published card said "fitted on held-out preference pairs", without it. The
+    facts of the fit are kept in training_summary.json, from which publish renders the card."""
+    from rewardkit.model_card import write_model_card
+    from rewardkit.publishing import build_publish_folder
+
+    folder = tmp_path / "model"
+    shutil.copytree(model_dir, folder)
+    train_file = tmp_path / "train.jsonl"
+    shutil.copy(data_dir / "pairwise.jsonl", train_file)
+    training = {"objective": "pairwise", "base_model": "base", "train_rows": 40, "steps": 5, "hardware": "CPU (test)",
+                "data": str(train_file), "data_split": None}
+    (folder / "training_summary.json").write_text(json.dumps(training))
+    write_model_card(folder, training=training)
+    fitted = evaluate_model(folder, train_file, calibrate=True)
+    assert fitted["temperature_written"] and fitted["calibrated_on_training_data"] is True
+    said = f"**T = {fitted['temperature_fitted']:.4g}** fitted on the model's own **training pairs** (not held out"
+    interval = f"on {fitted['n']} pairs"
+    later = evaluate_model(folder, data_dir / "pairwise.jsonl")  # at the stored T, nothing fitted
+    for name, metrics in (("plain", None), ("later", later)):
+        out = build_publish_folder(folder, tmp_path / name, repo_id="someone/rm", evaluation=metrics)
+        card = " ".join((out / "README.md").read_text().split())
+        assert said in card and interval in card and "fitted on held-out" not in card, name
+    assert json.loads((tmp_path / "plain" / "config.json").read_text())["calibration_temperature"] == pytest.approx(
+        fitted["temperature_fitted"])
+
+
 def test_calibrate_leaves_a_published_card_as_it_is(model_dir, data_dir, tmp_path, caplog):
     """A model downloaded from the Hub (what the refusal of a repo id tells users to calibrate) holds
     the card `publish` rendered, and no training_summary.json: it was rendered again as

@@ -137,6 +137,9 @@ def test_alpha_from_config_at_load_time(tokenizer, tmp_path):
     (dict(calibration_temperature=-1.0), "`calibration_temperature` must be > 0"),
     (dict(reward_std=0.0), "`reward_std` must be > 0"), (dict(reward_mean=float("inf")), "`reward_mean` must be"),
     (dict(pooling="max"), "`pooling` must be one of"), (dict(head_dropout=1.5), "`head_dropout` must be in"),
+    # the pipeline applies a sigmoid for these: it returned sigmoid(alpha * r) as the reward
+    (dict(problem_type="single_label_classification"), "`problem_type` must be 'regression'"),
+    (dict(problem_type="multi_label_classification"), "`problem_type` must be 'regression'"),
 ])
 def test_load_time_overrides_are_checked_like_the_constructor(tmp_path, override, message):
     """`from_pretrained(repo, alpha=10)` is the documented way to rescale at load time; it sets the

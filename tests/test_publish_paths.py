@@ -177,6 +177,20 @@ def test_training_metrics_on_a_split_of_local_data_name_no_path():
     assert TRAIN_DATA not in str(card) and "/home/alice" not in str(card)
 
 
+def test_training_metrics_on_a_held_out_file_name_that_file_in_the_metadata():
+    """`train --eval-data dev.jsonl`, `publish --dataset Anthropic/hh-rlhf`: the table named the held-out
+    file, and model-index said the figures were measured on Anthropic/hh-rlhf (the training data)."""
+    training = {**_training_summary(), "eval_data": EVAL_DATA}
+    card = ModelCard(render_model_card({}, training, None, repo_id=REPO_ID, datasets=["Anthropic/hh-rlhf"]))
+    assert card.data.datasets == ["Anthropic/hh-rlhf"]
+    assert {(r.dataset_type, r.dataset_name) for r in card.data.eval_results} == {
+        (UNKNOWN_DATASET_TYPE, "dev.jsonl (local data)")}
+    assert "held-out file dev.jsonl, local data (n=" in card.text and EVAL_DATA not in str(card)
+    on_hub = ModelCard(render_model_card({}, {**training, "eval_data": "Anthropic/hh-rlhf"}, None, repo_id=REPO_ID))
+    assert {(r.dataset_type, r.dataset_name) for r in on_hub.data.eval_results} == {
+        ("Anthropic/hh-rlhf", "Anthropic/hh-rlhf")}
+
+
 @pytest.mark.parametrize("name, hub_id, display", [
     ("Anthropic/hh-rlhf", "Anthropic/hh-rlhf", "Anthropic/hh-rlhf"),
     ("trl-lib/ultrafeedback_binarized", "trl-lib/ultrafeedback_binarized", "trl-lib/ultrafeedback_binarized"),

@@ -579,6 +579,22 @@ def test_card_names_a_held_out_file_as_a_file(tmp_path):
     assert "| held-out data (n=8) |" in render_model_card({"alpha": 1.0}, old)
 
 
+def test_card_says_when_training_scored_its_held_out_figures_in_autocast():
+    """The training summary said its held-out figures were scored in bf16 autocast and that an fp32
+    `rewardkit evaluate` can differ by a few examples; the card gave them bare (HH-RLHF dev, 3 steps:
+    card 0.4647, fp32 evaluate 0.4551)."""
+    from rewardkit.model_card import render_model_card
+
+    summary = _training_summary("sentence-transformers/all-MiniLM-L6-v2")
+    bf16 = {**summary, "hyperparameters": {**summary["hyperparameters"],
+                                           "precision": "bf16 autocast, fp32 weights (auto: AVX512-BF16)"}}
+    assert ("| 0.625 | held-out split of the training data (n=8; scored in bf16 autocast during training: fp32 "
+            "scoring can differ by a few examples) |") in render_model_card({"alpha": 1.0}, bf16)
+    fp32 = {**summary, "hyperparameters": {**summary["hyperparameters"], "precision": "fp32"}}
+    for plain in (summary, fp32):
+        assert "| 0.625 | held-out split of the training data (n=8) |" in render_model_card({"alpha": 1.0}, plain)
+
+
 def test_card_training_time_keeps_short_runs_readable():
     """A 0.4 s run showed as "Training time | 0 s"."""
     from rewardkit.model_card import _training_time
