@@ -308,6 +308,7 @@ def _yaml_defaults(values: dict, parser: argparse.ArgumentParser, path: str) -> 
             defaults[key] = _yaml_off_switch(value, actions[key])
             _check_yaml_choice(key, defaults[key], actions[key], path)
             _check_yaml_shape(key, value, field_types.get(key, ""), path)
+            defaults[key] = _yaml_number(key, defaults[key], actions[key], path)
         elif key.startswith("no_") and key[3:] in known and isinstance(value, bool):
             defaults[key[3:]] = not value
         else:
@@ -337,6 +338,20 @@ def _check_yaml_shape(key: str, value, field_type: str, path: str) -> None:
         if isinstance(value, shape) and allowed not in field_type:
             raise CliError(f"--config {path}: {key} holds {name}, but --{key} takes a single value. Keys are flat "
                            "(flag names at the top level; all flags: rewardkit train --help).")
+
+
+def _yaml_number(key: str, value, action: argparse.Action, path: str):
+    """A YAML number for a numeric flag, checked as the flag's own parser would: argparse converts
+    text defaults only, so `max_length: 40.5` trained with a fractional length (then failed in the
+    tokenizer, or saved a config that refuses to load), `per_device_train_batch_size: 4.5` failed
+    deep in torch's DataLoader, and `alpha: true` passed as 1. A whole float (64.0) is taken."""
+    if action.type not in (int, float) or value is None or isinstance(value, (str, list)):
+        return value
+    wanted = "a whole number" if action.type is int else "a number"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+            action.type is int and isinstance(value, float) and not value.is_integer()):
+        raise CliError(f"--config {path}: {key}: {value!r} is not {wanted}.")
+    return int(value) if action.type is int else value
 
 
 def _check_yaml_choice(key: str, value, action: argparse.Action, path: str) -> None:
@@ -390,7 +405,10 @@ def _check_base_model(name: str | None) -> None:
         _check_hub_base_model_offline(name)
         return  # a Hub id
     config = path / "config.json"
-    if path.is_dir() and not config.is_file():
+    if not path.is_dir():  # transformers read the file as a config: "the config file ... is not a valid JSON file"
+        raise CliError(f"--base-model {name} is a file; give the folder `save_pretrained` wrote (it holds "
+                       "config.json and the weights), or a Hub model id.")
+    if not config.is_file():
         raise CliError(f"--base-model {name}: the folder holds no config.json, so it is not a saved "
                        "model. Give the folder `save_pretrained` wrote, or a Hub model id.")
     try:
@@ -428,6 +446,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from rewardkit.demo import run_demo
 
     _check_writable(args.output_dir)
+    _check_base_model(args.base_model)  # as train does: a wrong path failed late, as a bad Hub repo id
     report = run_demo(output_dir=args.output_dir, epochs=args.epochs, max_length=args.max_length,
                       base_model=args.base_model)
     _emit(report)
@@ -466,6 +485,12 @@ def _score(args: argparse.Namespace) -> int:
         raise CliError("Nothing to score: give --prompt P --response R (repeatable) or --data FILE --output OUT.jsonl.")
     if args.data and not args.output:
         raise CliError("--data needs --output OUT.jsonl (one scored line per input row).")
+    if args.output and not args.data:  # the --response lines go to stdout: the file was never written
+        raise CliError(f"--output {args.output} is for --data; the scores of --prompt/--response are printed on "
+                       "stdout (redirect them: > scores.jsonl).")
+    if args.output and not is_stream(args.output) and Path(args.output).expanduser().is_dir():
+        raise CliError(f"--output {args.output} is a folder; give a file name such as scores.jsonl.")
+    _refuse_undecodable_arguments(args)
     to_stdout = bool(args.output) and _is_our_stdout(args.output)
     if args.output and is_stream(args.output):
         if distributed.is_distributed():
@@ -505,6 +530,18 @@ def _score(args: argparse.Namespace) -> int:
                          ensure_ascii=False))
     _explain_scores(scorer)
     return 0
+
+
+def _refuse_undecodable_arguments(args: argparse.Namespace) -> None:
+    """A --prompt or --response that is not UTF-8 (a Latin-1 terminal, a script's bytes) reaches
+    Python with each bad byte kept as a lone surrogate (\\udce9 for 0xe9), on which the tokenizer
+    failed with "TypeError: TextEncodeInput must be Union[...]", naming no flag."""
+    for flag, values in (("--prompt", args.prompt), ("--response", args.response)):
+        for number, text in enumerate(values or (), 1):
+            bad = next((i for i, char in enumerate(text) if "\udc80" <= char <= "\udcff"), None)
+            if bad is not None:
+                raise CliError(f"{flag} number {number} is not UTF-8 text: byte 0x{ord(text[bad]) - 0xdc00:02x} at "
+                               f"character {bad + 1}. Pass the text in UTF-8 (e.g. iconv -f latin1 -t utf-8).")
 
 
 def _prompts_for(args: argparse.Namespace) -> list[str]:

@@ -128,6 +128,8 @@ def evaluate_model(
     check_limit(limit)
     if calibrate and objective not in (None, *_CALIBRATABLE):
         raise ValueError(_calibration_refusal(objective))
+    if report_dir is not None:
+        _check_report_dir(Path(report_dir))
     scorer = _scorer_for(model, batch_size=batch_size, max_length=max_length, device=device, dtype=dtype)
     folder = _calibration_folder(scorer) if calibrate else None
     skipped = SkipReport()
@@ -156,6 +158,17 @@ def evaluate_model(
 # --------------------------------------------------------------------------------------------
 # model and calibration
 # --------------------------------------------------------------------------------------------
+
+
+def _check_report_dir(report_dir: Path) -> None:
+    """A report folder that cannot be one (a file, or inside a file) is refused before any work: it
+    failed at the very end, after scoring every row and after `calibrate` had written T into the
+    model's config.json, so a failed call had changed the model."""
+    existing = report_dir.expanduser().absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"report_dir {report_dir} cannot be a folder: {existing} is a file. Give a folder path.")
 
 
 def _scorer_for(model: Any, *, batch_size: int | None, max_length: int | None, device: str | None,

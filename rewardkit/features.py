@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +42,14 @@ def requested_max_length(model_config=None, requested: int | None = None,
     return DEFAULT_MAX_LENGTH, "the default"
 
 
+def check_max_length_type(value) -> None:
+    """`max_length` must be None or a whole number: 64.5 passed every check and then failed deep in
+    the tokenizer ("'float' object cannot be interpreted as an integer") on the first text it had
+    to cut, and "64" failed with a bare TypeError; a bool is no length either."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+        raise ValueError(f"max_length must be a whole number of tokens, got {value!r}.")
+
+
 def resolve_max_length(tokenizer, model_config=None, requested: int | None = None,
                        backbone_length: int | None = None) -> int:
     """Tokens per (prompt, response): `requested_max_length`, capped by the tokenizer's
@@ -57,6 +66,8 @@ def resolve_max_length(tokenizer, model_config=None, requested: int | None = Non
             positions -= (getattr(backbone, "pad_token_id", 1) or 1) + 1
         limits.append(positions)
     ceiling = min(limits) if limits else DEFAULT_MAX_LENGTH
+    check_max_length_type(requested)
+    requested = None if requested is None else int(requested)  # numpy ints too, stored as plain ints
     wanted, _ = requested_max_length(model_config, requested, backbone_length)
     if requested is None:
         return min(ceiling, wanted)

@@ -122,7 +122,10 @@ class TrainResult:
                 lines.append(f"  Warning: {self.eval_overlap} of the {self.eval_rows} held-out {unit} "
                              f"{'is' if self.eval_overlap == 1 else 'are'} also in the training data, so these "
                              "figures are not an independent check.")
-        if self.target_std is not None:
+        if self.target_std == 0:
+            lines.append(f"  Targets: all {self.target_mean:.4g} (std 0, so nothing to standardize: the losses are plain "
+                         "MSE); rmse is in the targets' units, as are the saved model's raw rewards.")
+        elif self.target_std is not None:
             lines.append(f"  Targets: mean {self.target_mean:.4g}, std {self.target_std:.4g}; the losses are MSE on "
                          "standardized targets (MSE / std²: 1.0 = no better than predicting the mean), rmse is in "
                          "the targets' units, as are the saved model's raw rewards.")
@@ -642,7 +645,8 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
         hyperparameters=_hyperparameters(args, max_length, trainer.model),
         hardware=hardware_description(),
         target_mean=None if target_scale is None else target_scale[0],
-        target_std=None if target_scale is None else target_scale[1],
+        # the targets' real spread: all equal is std 0, though the loss divides by 1 then (summary and card said 1)
+        target_std=None if target_scale is None else float(np.std([float(f["reward"]) for f in prepared.train_features])),
         data=_absolute_if_local(data_args.data), data_split=data_args.split,
         eval_data=_absolute_if_local(data_args.eval_data), eval_split=data_args.eval_split,
     )

@@ -192,6 +192,37 @@ def _check_reward_config(config: dict[str, Any], model_dir: Path) -> None:
         )
 
 
+# What the card reads as numbers from a metrics dict, beside its results-table metrics.
+_EVALUATION_NUMBERS = ("n", "ece_before", "temperature_before")
+_LENGTH_BIAS_NUMBERS = ("spearman_reward_length", "longer_preferred_rate", "chosen_shorter_accuracy")
+
+
+def _check_evaluation_values(evaluation: Any) -> None:
+    """Refuse a metrics dict the card cannot state truthfully: its values go into the results table
+    as measured, so a hand-edited or wrong file put "accuracy | high | n=x" or "nan" on the card
+    (and a JSON list failed with "AttributeError: 'list' object has no attribute 'get'")."""
+    from rewardkit.model_card import METRIC_NAMES
+
+    if evaluation is None:
+        return
+    if not isinstance(evaluation, dict):
+        raise ValueError(f"The metrics must be a JSON object, as the metrics.json of `rewardkit evaluate --report-dir R` "
+                         f"is; got a {type(evaluation).__name__}.")
+    bias = evaluation.get("length_bias")
+    if bias is not None and not isinstance(bias, dict):
+        raise ValueError(f"The metrics' 'length_bias' must be an object, got a {type(bias).__name__}.")
+    values = [(key, evaluation.get(key)) for key in (*(name for name, _, _ in METRIC_NAMES), *_EVALUATION_NUMBERS)]
+    values += [(f"length_bias.{key}", (bias or {}).get(key)) for key in _LENGTH_BIAS_NUMBERS]
+    for key, value in values:
+        whole = key == "n"
+        if value is None or (not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+                             and (not whole or (isinstance(value, int) and value >= 0))):
+            continue
+        raise ValueError(f"The metrics' {key!r} is {value!r}, not {'a whole number' if whole else 'a finite number'}: "
+                         "the card would state it as measured. Pass the metrics.json that `rewardkit evaluate "
+                         "--report-dir R` wrote for this model.")
+
+
 def _check_evaluation_matches(evaluation: dict | None, config: dict[str, Any], model_dir: Path) -> None:
     """Refuse a metrics.json measured on another model, or on this one before `evaluate --calibrate`
     stored a T: the card and its model-index would state that model's accuracy, or ECE and Brier at
@@ -386,6 +417,7 @@ def build_publish_folder(model_dir: str | Path, out_dir: str | Path, *, repo_id:
         raise ValueError(f"{model_dir} has no config.json: it is not a saved reward model.")
     config = _read_json(model_dir / "config.json")
     _check_reward_config(config, model_dir)
+    _check_evaluation_values(evaluation)
     _check_evaluation_matches(evaluation, config, model_dir)
     _check_code_files(model_dir)
     adapter = _adapter_files(model_dir)

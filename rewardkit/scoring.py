@@ -21,6 +21,7 @@ import copy
 import json
 import logging
 import os
+import re
 import stat
 import sys
 import threading
@@ -587,10 +588,21 @@ def _as_list(texts: Any, name: str) -> list:
         raise TypeError(f"{name} must be a string or a list of strings, got {type(texts).__name__}.") from None
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _check_texts(texts: Sequence[str], name: str) -> None:
+    """Strings, and valid Unicode: a lone surrogate (a broken "\\ud83d" escape, or a command-line
+    argument that is not UTF-8, which Python keeps as \\udce9) made the tokenizer fail with
+    "TextEncodeInput must be Union[...]", naming no text."""
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise TypeError(f"{name}[{i}] must be a string, got {type(text).__name__}.")
+        found = _SURROGATE.search(text)
+        if found:
+            raise ValueError(f"{name}[{i}] holds an unpaired surrogate \\u{ord(found.group()):04x} at character "
+                             f"{found.start() + 1}, which is not valid Unicode text (a broken escape, or bytes "
+                             "that are not UTF-8 decoded with errors='surrogateescape').")
 
 
 _PICKLE_HINT = ("rewardkit refuses to load pickle weights: unpickling can run arbitrary code. "

@@ -575,3 +575,56 @@ def test_max_length_below_the_minimum_is_a_usage_error(command, capsys):
         cli.main([command, "--max-length", "5"])
     assert stop.value.code == 2
     assert f"expected a number >= {MIN_MAX_LENGTH}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("line", "message"), [("max_length: 40.5", "max_length: 40.5 is not a whole number"),
+                                               ("per_device_train_batch_size: 4.5",
+                                                "per_device_train_batch_size: 4.5 is not a whole number"),
+                                               ("alpha: true", "alpha: True is not a number")])
+def test_yaml_numbers_are_checked_as_their_flags_would_be(tmp_path, monkeypatch, capsys, line, message):
+    """argparse converts text defaults only: `max_length: 40.5` trained (then failed in the tokenizer, or
+    saved a config.json that refuses to load), `per_device_train_batch_size: 4.5` failed deep in torch's
+    DataLoader after the data was read, `alpha: true` trained with alpha 1."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"data: d.jsonl\n{line}\n")
+    monkeypatch.setattr("rewardkit.fit.run_training", lambda *args, **kwargs: pytest.fail("trained"))
+    assert main(["train", "--config", str(spec), "--output-dir", str(tmp_path / "o")]) == 1
+    assert message in " ".join(capsys.readouterr().err.split())
+    spec.write_text("data: d.jsonl\nmax_length: 64.0\n")  # a whole float is a whole number
+    _, train_args = helpers.train_cli_arguments(monkeypatch, ["--config", str(spec), "--output-dir", str(tmp_path / "o")])
+    assert train_args.max_length == 64 and isinstance(train_args.max_length, int)
+
+
+@pytest.mark.parametrize("command", ["train", "demo"])
+def test_a_base_model_that_is_a_file_or_no_folder_is_refused_by_flag(command, tmp_path, capsys):
+    """`demo --base-model /no/such/folder` failed as a malformed Hub repo id ("Repo id must use
+    alphanumeric chars"), and `--base-model pairs.jsonl` (either command) as "the config file at
+    'pairs.jsonl' is not a valid JSON file", both with a --debug hint."""
+    data = helpers.write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": "p", "chosen": "a", "rejected": "b"}])
+    start = ["train", "--data", str(data)] if command == "train" else ["demo"]
+    for base, message in ((str(tmp_path / "nowhere"), "no such folder"), (str(data), "is a file")):
+        assert main([*start, "--base-model", base, "--output-dir", str(tmp_path / "rm")]) == 1
+        err = " ".join(capsys.readouterr().err.split())
+        assert f"--base-model {base}" in err and message in err and "--debug" not in err, err
+    assert not (tmp_path / "rm").exists()
+
+
+def test_score_refuses_arguments_that_are_not_utf8_by_flag(tmp_path, capsys):
+    """`--response $'caf\\xe9'` from a Latin-1 terminal reaches Python as 'caf\\udce9', on which the
+    tokenizer failed with "TypeError: TextEncodeInput must be Union[...]", after the model loaded."""
+    assert main(["score", "--model", str(tmp_path / "no-model"), "--prompt", "hi", "--response", "ok",
+                 "--response", "caf\udce9"]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "--response number 2 is not UTF-8 text: byte 0xe9 at character 4" in err and "No model" not in err
+
+
+def test_score_output_only_with_data_and_never_a_folder(tmp_path, capsys):
+    """`score --response R --output o.jsonl` printed the scores and wrote no file, without a word;
+    `--output FOLDER` with --data failed after the model loaded, as "IsADirectoryError: ..."."""
+    out = tmp_path / "o.jsonl"
+    assert main(["score", "--model", str(tmp_path / "no-model"), "--response", "ok", "--output", str(out)]) == 1
+    assert "is for --data" in " ".join(capsys.readouterr().err.split())
+    data = helpers.write_jsonl(tmp_path / "rows.jsonl", [{"prompt": "p", "response": "r"}])
+    assert main(["score", "--model", str(tmp_path / "no-model"), "--data", str(data), "--output", str(tmp_path)]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"--output {tmp_path} is a folder" in err and "IsADirectoryError" not in err and "No model" not in err

@@ -237,6 +237,20 @@ def test_worst_examples_keep_the_lowest_keys_in_order():
 # ---------------------------------------------------------------- calibration
 
 
+def test_a_report_dir_that_is_a_file_is_refused_before_calibrating(model_dir, data_dir, tmp_path):
+    """The report was written last: a report_dir that is a file failed with NotADirectoryError after
+    every row was scored and after `calibrate` had written T into config.json."""
+    folder = tmp_path / "model"
+    shutil.copytree(model_dir, folder)
+    before = (folder / "config.json").read_bytes()
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("not a folder")
+    for report_dir in (blocker, blocker / "report"):
+        with pytest.raises(ValueError, match=f"report_dir {report_dir} cannot be a folder: {blocker} is a file"):
+            evaluate_model(folder, data_dir / "pairwise.jsonl", calibrate=True, report_dir=report_dir)
+    assert (folder / "config.json").read_bytes() == before
+
+
 def test_calibrate_writes_temperature_that_a_fresh_scorer_uses(model_dir, data_dir, tmp_path):
     folder = tmp_path / "model"
     shutil.copytree(model_dir, folder)

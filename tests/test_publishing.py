@@ -778,6 +778,21 @@ def test_dry_run_names_the_upload_command_with_every_flag_that_shapes_the_folder
     assert upload == expected
 
 
+@pytest.mark.parametrize(("evaluation", "named"), [
+    ([EVALUATION], "must be a JSON object"),  # failed with "AttributeError: 'list' object has no attribute 'get'"
+    ({**EVALUATION, "accuracy": "high"}, "'accuracy' is 'high', not a finite number"),
+    ({**EVALUATION, "ece": float("nan")}, "'ece' is nan, not a finite number"),
+    ({**EVALUATION, "n": "x"}, "'n' is 'x', not a whole number"),
+    ({**EVALUATION, "length_bias": {"spearman_reward_length": "strong"}}, "'length_bias.spearman_reward_length'"),
+])
+def test_metrics_the_card_cannot_state_as_measured_are_refused(model_dir, tmp_path, evaluation, named):
+    """A hand-edited or wrong --metrics file put "Pairwise accuracy | high | held-out data (n=x)" or
+    "| nan |" in the card's results table, stated as measured."""
+    with pytest.raises(ValueError, match=re.escape(named)):
+        build_publish_folder(model_dir, tmp_path / "out", repo_id=REPO_ID, evaluation=evaluation)
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize(("recorded", "named"), [
     ({"reward_mean": 0.054, "reward_std": 0.5, "temperature": 1.0}, "reward_mean"),  # another model's (or run's) metrics
     ({"reward_mean": -3.0, "reward_std": 0.099, "temperature": 1.0}, "reward_std"),

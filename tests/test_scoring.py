@@ -426,6 +426,25 @@ def test_non_string_inputs_are_refused(scorer, bad):
         scorer.compare("p", "a", bad)
 
 
+def test_lone_surrogates_are_refused_naming_the_text(scorer):
+    """A lone surrogate (a broken escape, or a non-UTF-8 command-line argument that Python keeps as
+    \\udce9) reached the tokenizer, which failed with "TextEncodeInput must be Union[...]"."""
+    with pytest.raises(ValueError, match=r"responses\[1\] holds an unpaired surrogate \\udce9 at character 4"):
+        scorer.score("p", ["fine", "caf\udce9"])
+    with pytest.raises(ValueError, match=r"compare arguments\[2\] holds an unpaired surrogate \\ud83d"):
+        scorer.compare("p", "a", "\ud83d")
+    with pytest.raises(ValueError, match=r"candidates\[0\]\[1\] holds an unpaired surrogate"):
+        scorer.best_of_n(["p"], [["a", "\udc00"]])
+
+
+@pytest.mark.parametrize("bad", [64.5, "64", True])
+def test_max_length_that_is_not_a_whole_number_is_refused(model, tokenizer, bad):
+    """64.5 was taken, then failed in the tokenizer ("'float' object cannot be interpreted as an
+    integer") on the first text it had to cut; "64" failed with a bare TypeError."""
+    with pytest.raises(ValueError, match="max_length must be a whole number of tokens"):
+        RewardScorer(model, tokenizer=tokenizer, device="cpu", max_length=bad)
+
+
 def test_loaded_model_needs_its_tokenizer(model):
     with pytest.raises(ValueError, match="tokenizer"):
         RewardScorer(model)

@@ -157,6 +157,24 @@ def test_mse_training_does_not_depend_on_the_scale_of_the_targets(tiny_base, tmp
     np.testing.assert_allclose(raw["scaled"], 100.0 * raw["plain"] + 1000.0, atol=0.05)
 
 
+def test_constant_mse_targets_are_reported_with_std_0_not_the_scale_1(tiny_base, tmp_path):
+    """All targets equal: training divides by 1 (nothing to scale), and the summary and the card
+    said "std 1" / "standard deviation 1" of targets whose spread is 0."""
+    rows = [{**row, "reward": 3.0} for row in _scalar_rows(8, 0)]
+    train = helpers.write_jsonl(tmp_path / "constant.jsonl", rows)
+    result = run_training(DataArguments(data=str(train)), _args(tmp_path / "out", tiny_base, max_steps=1))
+    assert (result.target_mean, result.target_std) == (3.0, 0.0)
+    assert "Targets: all 3 (std 0, so nothing to standardize: the losses are plain MSE)" in result.describe()
+    assert "(training targets: mean 3, standard deviation 0)" in (tmp_path / "out" / "README.md").read_text()
+
+
+def test_max_length_that_is_not_a_whole_number_is_refused_before_training(tmp_path):
+    """From Python or a YAML config (argparse converts text only), 40.5 trained, then failed in the
+    tokenizer on the first long text, or saved a config.json that refuses to load."""
+    with pytest.raises(ValueError, match="--max-length must be a whole number of tokens, got 40.5"):
+        RewardTrainingArguments(output_dir=str(tmp_path / "o"), max_length=40.5)
+
+
 def test_ranking_trains_with_one_forward_pass_per_batch_of_groups(tiny_base, tmp_path, tokenizer):
     from modeling_reward import RewardModel
 
