@@ -16,7 +16,6 @@ What the numbers mean (kept here so that it travels with every published model):
 from __future__ import annotations
 
 import math
-import numbers
 
 from transformers import AutoConfig, PretrainedConfig
 
@@ -67,26 +66,38 @@ def _as_backbone_config(backbone_config: PretrainedConfig | dict | None) -> Pret
     )
 
 
+def real_number(value) -> float | None:
+    """`value` as a plain float when it is a number, Python's or numpy's (np.float32(2)), else None:
+    booleans (numpy's too) and text are not numbers here. The one rule of the config's fields and of
+    the forward's per-call alpha (a float is what config.json can hold). Duck-typed: this file may
+    import only torch, transformers and the standard modules the Hub files already use."""
+    if isinstance(value, (bool, str, bytes)) or str(getattr(value, "dtype", "")) in ("bool", "torch.bool"):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
 def _check_positive_finite(name: str, value: float | None, allow_none: bool) -> float | None:
     if value is None:
         if allow_none:
             return None
         raise ValueError(f"RewardConfig: `{name}` must be a number, got None.")
-    # numbers.Real: Python and numpy numbers alike (np.float32(2) is a scale the forward's per-call
-    # check takes, so the config takes it too); stored as a plain float, which config.json can hold.
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+    number = real_number(value)
+    if number is None or not math.isfinite(number):
         raise ValueError(f"RewardConfig: `{name}` must be a finite number, got {value!r}.")
-    if value <= 0:
+    if number <= 0:
         raise ValueError(f"RewardConfig: `{name}` must be > 0, got {value!r}.")
-    return float(value)
+    return number
 
 
 def _check_reward_mean(value: float | None) -> float | None:
     """A finite number (as float) or None."""
-    if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)
-                              or not math.isfinite(value)):
+    number = None if value is None else real_number(value)
+    if value is not None and (number is None or not math.isfinite(number)):
         raise ValueError(f"RewardConfig: `reward_mean` must be a finite number or None, got {value!r}.")
-    return None if value is None else float(value)
+    return number
 
 
 def _check_pooling(value: str) -> str:

@@ -27,9 +27,9 @@ except ImportError:  # transformers 4.x
     _init = nn.init
 
 try:  # relative import when loaded from the Hub (transformers copies this file beside the config)
-    from .configuration_reward import RewardConfig
+    from .configuration_reward import RewardConfig, real_number
 except ImportError:  # imported as a top-level module (pip install rewardkit)
-    from configuration_reward import RewardConfig
+    from configuration_reward import RewardConfig, real_number
 
 logger = logging.get_logger(__name__)
 
@@ -263,11 +263,8 @@ def _check_alpha(alpha) -> None:
         ok = (alpha.dtype != torch.bool and not alpha.is_complex()
               and bool((torch.isfinite(alpha) & (alpha > 0)).all()))
     else:
-        try:  # Python and numpy numbers; strings and booleans are not scale factors
-            value = float(alpha) if not isinstance(alpha, (str, bytes, bool)) else math.nan
-        except (TypeError, ValueError):
-            value = math.nan
-        ok = math.isfinite(value) and value > 0
+        value = real_number(alpha)  # Python and numpy numbers, as the config's alpha takes them
+        ok = value is not None and math.isfinite(value) and value > 0
     if not ok:
         raise ValueError(f"alpha must be a finite number > 0 (it only rescales rewards), got {alpha!r}.")
 

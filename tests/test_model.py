@@ -391,7 +391,7 @@ def test_one_row_last_layer_trains_under_gradient_checkpointing(tokenizer, reent
 
 
 @pytest.mark.parametrize("bad", [np.float32(0.0), np.int64(-3), torch.tensor(0.0), torch.tensor(-2.0),
-                                 torch.tensor([1.0, -1.0]), torch.tensor([1.0, 2.0]), True, "2"])
+                                 torch.tensor([1.0, -1.0]), torch.tensor([1.0, 2.0]), True, np.bool_(True), "2"])
 def test_alpha_per_call_refuses_numpy_and_tensor_values_that_are_not_positive(tokenizer, bad):
     """A numpy scalar or a tensor alpha (an annealed scale kept as a tensor, a value read from an
     array) passed the check, which looked at Python numbers only: alpha=np.float32(0) zeroed every
