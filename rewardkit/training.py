@@ -176,6 +176,14 @@ def examples_in_batch(inputs: dict[str, torch.Tensor], objective: str) -> int:
     return rows // 2 if objective == "pairwise" else rows
 
 
+def comparisons_in_batch(inputs: dict[str, torch.Tensor], objective: str) -> int:
+    """What a batch's loss is the mean over: pairs (pairwise), rows (mse) or within-group pairs
+    (ranking)."""
+    if objective == "ranking":
+        return within_group_pairs(inputs["group_sizes"])
+    return examples_in_batch(inputs, objective)
+
+
 def _group_matrix(rewards: torch.Tensor, group_sizes: torch.Tensor) -> torch.Tensor:
     """Flat (sum K,) rewards -> (G, K_max), groups padded with zeros at the end."""
     groups = torch.split(rewards, group_sizes.tolist())
@@ -277,6 +285,7 @@ class RewardTrainer(Trainer):
         self.target_scale = (float(target_scale[0]), float(target_scale[1])) if objective == "mse" and target_scale else None
         self._train_metrics: dict[str, list] = defaultdict(lambda: [0.0, 0])  # name -> [weighted sum (a tensor once added to), count]
         self.examples_trained = 0  # pairs / rows / groups this process trained on in the last `train()` call
+        self._eval_loss_total: list | None = None  # [loss x comparisons, comparisons] while evaluation_loop runs
 
     # ------------------------------------------------------------------ batching
 
@@ -480,11 +489,39 @@ class RewardTrainer(Trainer):
 
     # ------------------------------------------------------------------ evaluation
 
+    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
+                        metric_key_prefix="eval"):
+        """Trainer's loop, with `<prefix>_loss` the mean over every held-out comparison (pair, row or
+        within-group pair), as the training loss is defined. Trainer weighs each batch's mean loss
+        by the batch's examples: right for pairs and rows, but for ranking it counted groups, so a
+        batch of three K=2 groups (3 pairs) weighed as much as three K=6 groups (45 pairs) and the
+        held-out loss changed with --per_device_eval_batch_size. (A non-finite total is left to
+        Trainer's figure, which filters non-finite batches.)"""
+        self._eval_loss_total = running = [torch.zeros((), device=self.args.device), 0]
+        try:
+            output = super().evaluation_loop(dataloader, description, prediction_loss_only=prediction_loss_only,
+                                             ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+        finally:
+            self._eval_loss_total = None
+        total, units = running
+        units = torch.tensor(float(units), device=total.device)
+        if self.accelerator.num_processes > 1:  # every process evaluated its share of the batches
+            total, units = self.accelerator.reduce(total, "sum"), self.accelerator.reduce(units, "sum")
+        key = f"{metric_key_prefix}_loss"
+        if float(units) > 0 and math.isfinite(float(total)) and key in output.metrics:
+            output.metrics[key] = float(total / units)
+        return output
+
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad():
             loss, extras = self.compute_loss(model, inputs, return_outputs=True)
         loss = loss.detach()
+        running = self._eval_loss_total
+        if running is not None:  # weighted by the comparisons the batch's mean loss is over
+            units = comparisons_in_batch(inputs, self.objective)
+            running[0] = running[0] + loss.to(running[0]) * units
+            running[1] += units
         if prediction_loss_only:
             return loss, None, None
         if self.objective == "pairwise":

@@ -623,6 +623,37 @@ def test_held_out_ranking_metrics_count_ties_as_evaluate_does():
     assert ranking_eval_metrics(prediction) == pytest.approx({"top1_accuracy": 0.25, "pairwise_accuracy": 2.5 / 4})
 
 
+def test_held_out_ranking_loss_is_the_mean_over_within_group_pairs_whatever_the_eval_batch_size(tmp_path, tokenizer):
+    """eval_loss was Trainer's mean over groups of their batch's mean: a batch of three K=2 groups
+    (3 pairs) weighed as much as three groups of a batch of two K=6 groups and a K=3 (33 pairs), so
+    the held-out loss changed with --per_device_eval_batch_size. It is the mean over all
+    within-group pairs, as the training loss (and `evaluate`'s log loss at T = 1) is."""
+    from rewardkit.fit import disable_dropout
+
+    def words(i, k):
+        return " ".join(WORDS[(i + j) % len(WORDS)] for j in range(k))
+
+    rows = [{"prompt": words(i, 3), "responses": [f"{words(i + j, 1 + (i * j) % 5)} {j}" for j in range(k)]}
+            for i, k in enumerate((2, 2, 2, 6, 6, 3))]
+    features = encode_rows(rows, "ranking", PairEncoder(tokenizer, 32))
+    losses = []
+    for batch_size in (1, 2, 4, len(rows)):
+        torch.manual_seed(0)
+        model = helpers.tiny_reward_model()
+        disable_dropout(model)
+        model.score.weight.data.mul_(200)  # rewards far enough apart for the groups' losses to differ
+        args = RewardTrainingArguments(output_dir=str(tmp_path), precision="fp32", report_to="none", disable_tqdm=True,
+                                       per_device_eval_batch_size=batch_size)
+        trainer = RewardTrainer(model=model, args=args, processing_class=tokenizer, objective="ranking",
+                                eval_dataset=features)
+        losses.append(trainer.evaluate()["eval_loss"])
+        with torch.no_grad():
+            rewards = [model(**trainer.data_collator([f])).rewards[:, 0].tolist() for f in features]
+    log_loss = ranking_metrics(rewards)["log_loss"]  # -log σ(r_better − r_worse) over the 3+3+3+15+15+3 pairs
+    assert abs(np.log(2) - log_loss) > 1e-3
+    assert losses == pytest.approx([log_loss] * 4, rel=1e-5)
+
+
 def test_ranking_top1_ignores_the_padding_of_shorter_groups():
     """train_top1 took argmax over groups padded with 0.0: a group of all-negative rewards had its
     padding "win" and counted as a miss although its best response scored highest."""
