@@ -83,10 +83,13 @@ def pairwise_loss(
 
 
 def ranking_loss(rewards: torch.Tensor, group_sizes: torch.Tensor | None = None) -> torch.Tensor:
-    """K-wise ranking loss: the mean pairwise Bradley-Terry loss over all K-choose-2 pairs per group.
+    """K-wise ranking loss: the pairwise Bradley-Terry loss averaged over every within-group pair.
 
     All responses of a group come from one forward pass; this turns their K rewards into
-    K*(K-1)/2 comparisons (InstructGPT's recipe, Ouyang et al. 2022, sec. 3.5).
+    K*(K-1)/2 comparisons (InstructGPT's recipe, Ouyang et al. 2022, sec. 3.5). The mean is over
+    pairs, not groups: a group weighs K*(K-1)/2, so with a group of 3 and a group of 5 the larger
+    one carries 10 of 13 pairs. (InstructGPT divides each group by its own K-choose-2, so every
+    prompt counts once; with equal K the two agree.)
 
     Args:
         rewards: (G, K) rewards; column 0 is the best response of its group, column K-1 the worst.
