@@ -325,7 +325,7 @@ def _evaluation_rows(training: dict, evaluation: dict | None) -> tuple[list[dict
     rows, length_bias = [], None
     if evaluation:
         label, local = _data_label(*_evaluation_data(evaluation))
-        data = f"{label} ({LOCAL_DATA + ', ' if local else ''}n={evaluation.get('n', '?')})"
+        data = f"{label} ({LOCAL_DATA + ', ' if local else ''}n={_count(evaluation.get('n', '?'), evaluation)})"
         fitted_here = temperature_fitted_on_these_pairs(evaluation)
         for key, name, _ in _metric_names(evaluation.get("objective")):
             if evaluation.get(key) is not None:
@@ -337,13 +337,22 @@ def _evaluation_rows(training: dict, evaluation: dict | None) -> tuple[list[dict
                                  "value": _fmt(evaluation["ece_before"]), "data": data})
         length_bias = _length_bias(evaluation)
     elif training.get("eval_metrics"):
-        data = (f"{_held_out_source(training)} (n={training.get('eval_rows', '?')}{_weights_measured(training)}"
+        data = (f"{_held_out_source(training)} (n={_count(training.get('eval_rows', '?'), training)}{_weights_measured(training)}"
                 f"{_overlap(training)}{_scored_in_autocast(training)})")
         for key, name, _ in METRIC_NAMES:
             value = training["eval_metrics"].get(f"eval_{key}")
             if value is not None:
                 rows.append({"name": name, "value": _fmt(value), "data": data})
     return rows, length_bias
+
+
+def _count(n: Any, source: dict) -> str:
+    """`n` of the results table: for ranked data "8 ranked groups, 52 within-group pairs" (the
+    pairs when `source` records them), since the pair metrics are over those 52, not over 8."""
+    if source.get("objective") != "ranking":
+        return str(n)
+    pairs = source.get("n_pairs")
+    return f"{n} ranked groups" + (f", {pairs} within-group pairs" if isinstance(pairs, int) else "")
 
 
 def _scored_in_autocast(training: dict) -> str:

@@ -595,6 +595,21 @@ def test_card_says_when_training_scored_its_held_out_figures_in_autocast():
         assert "| 0.625 | held-out split of the training data (n=8) |" in render_model_card({"alpha": 1.0}, plain)
 
 
+def test_card_counts_ranked_results_in_groups_and_within_group_pairs():
+    """A ranked model's card gave "Pairwise accuracy over all within-group pairs ... (n=8)" for 8
+    groups holding 52 pairs (the report said "Groups 8, Pairs 52"): read as 8 pairs."""
+    from rewardkit.model_card import render_model_card
+
+    summary = {**_training_summary("sentence-transformers/all-MiniLM-L6-v2"), "objective": "ranking",
+               "eval_metrics": {"eval_top1_accuracy": 0.75, "eval_pairwise_accuracy": 0.8, "eval_loss": 0.5}}
+    assert "| 0.8 | held-out split of the training data (n=8 ranked groups) |" in render_model_card({"alpha": 1.0}, summary)
+    evaluation = {"objective": "ranking", "n": 8, "n_groups": 8, "n_pairs": 52, "pairwise_accuracy": 0.8,
+                  "top1_accuracy": 0.75, "kendall_tau": 0.5, "data": "/home/someone/data/dev.jsonl"}
+    card = render_model_card({"alpha": 1.0}, summary, evaluation)
+    assert "| 0.8 | dev.jsonl (local data, n=8 ranked groups, 52 within-group pairs) |" in card
+    assert "n=8)" not in card
+
+
 def test_card_training_time_keeps_short_runs_readable():
     """A 0.4 s run showed as "Training time | 0 s"."""
     from rewardkit.model_card import _training_time
