@@ -268,6 +268,12 @@ def _ranking(row: dict, text_lists: bool) -> dict:
         raise RowError(f"'responses' needs at least 2 responses to rank, got {len(responses)}",
                        "responses", "too few responses")
     texts = [_text(value, "responses", item=i) for i, value in enumerate(responses, 1)]
+    order_columns = [key for key in ("ranks", "scores") if key in row]
+    if order_columns and all(row[key] is None for key in order_columns):
+        # A row that has the order column but no order: "best first" would train the file order,
+        # an order nobody gave. (Rows without the column are best first, as documented.)
+        raise RowError("the value is empty or null, so the order of the responses is unknown",
+                       order_columns[0], "empty field")
     for key, descending in (("ranks", False), ("scores", True)):
         if row.get(key) is None:
             continue

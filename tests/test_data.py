@@ -605,6 +605,9 @@ INVALID = [
     ("ranks mismatch", {"prompt": "p", "responses": ["a", "b"], "ranks": [1]}, "ranks", "length mismatch"),
     ("tied ranks", {"prompt": "p", "responses": ["a", "b", "c"], "ranks": [1, 2, 2]}, "ranks", "tied ranks"),
     ("tied scores", {"prompt": "p", "responses": ["a", "b"], "scores": [0.5, 0.5]}, "scores", "tied ranks"),
+    # a null order was read as "best first": the file order, an order nobody annotated
+    ("null scores", {"prompt": "p", "responses": ["a", "b"], "scores": None}, "scores", "empty field"),
+    ("null ranks and scores", {"prompt": "p", "responses": ["a", "b"], "ranks": None, "scores": None}, "ranks", "empty field"),
     ("non-string response", {"prompt": "p", "responses": ["a", 2]}, "responses", "not text"),
 ]
 VALID_FIRST = {"pairwise": PAIR, "mse": {"prompt": "p", "completion": "c", "reward": 0},
