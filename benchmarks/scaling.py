@@ -40,6 +40,7 @@ from train_throughput import peak_rss_mib
 REPO = Path(__file__).resolve().parents[1]
 DEV = REPO.parent / "shared" / "data" / "hh-rlhf-harmless" / "dev.jsonl"
 LENGTHS = (128, 256, 512)
+PARTS = ("score", "train", "file")
 
 
 # ---------------------------------------------------------------------- synthetic rows
@@ -179,6 +180,8 @@ def main() -> None:
         return
 
     parts = set(args.parts.split(","))
+    if parts - set(PARTS):  # a typo ran nothing and printed an empty report, exit status 0
+        parser.error(f"unknown part(s) {', '.join(sorted(parts - set(PARTS)))}; choose from {', '.join(PARTS)}")
     report: dict = {"command": "python " + " ".join(sys.argv)}
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)

@@ -28,6 +28,8 @@ Pitfalls of these versions, handled here (see ../shared/perf-notes.md):
 Usage (from the repository root):
     python benchmarks/train_throughput.py --steps 30
     python benchmarks/train_throughput.py --setups rewardkit --steps 10   # one setup
+    python benchmarks/train_throughput.py --setups rewardkit,rewardkit-no-trim,rewardkit,rewardkit-no-trim
+        # an alternating A/B: a repeated setup's runs are labelled rewardkit, rewardkit#2, ...
 """
 
 from __future__ import annotations
@@ -198,7 +200,7 @@ def _run_trl(name, steps, batch, max_length, lr, out) -> dict:
     else:
         config = RewardConfig(**common)
     trainer = RewardTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer)
-    if name == "trl-tuned":  # TRL tokenizes into chosen_/rejected_input_ids; give the sampler a length
+    if name == "trl-tuned":  # TRL tokenizes into chosen_ids / rejected_ids; give the sampler a length
         trainer.train_dataset = trainer.train_dataset.map(
             lambda r: {"length": len(r["chosen_ids"]) + len(r["rejected_ids"])})
     counter = TokenCounter(model)
@@ -237,6 +239,30 @@ def child_main(args) -> None:
 # ---------------------------------------------------------------------- orchestration
 
 
+def run_labels(setups: list[str]) -> list[str]:
+    """One label per run: the setup's name, and `name#k` for its k-th run when it is repeated (an
+    alternating A/B such as `--setups rewardkit,rewardkit-no-trim,rewardkit,rewardkit-no-trim`).
+    Keyed by the bare name, a repeated setup's later run replaced the earlier one in the JSON."""
+    seen: dict[str, int] = {}
+    labels = []
+    for setup in setups:
+        seen[setup] = seen.get(setup, 0) + 1
+        labels.append(setup if seen[setup] == 1 else f"{setup}#{seen[setup]}")
+    return labels
+
+
+def ratio_pairs(results: dict) -> list[tuple[str, str]]:
+    """(rewardkit run, TRL run) label pairs to compare: each rewardkit run against the TRL runs of
+    the same round (`rewardkit#2` against `trl-defaults#2`), so every ratio is between runs of one round."""
+    pairs = []
+    for ours in results:
+        setup, _, round_ = ours.partition("#")
+        if setup == "rewardkit":
+            suffix = f"#{round_}" if round_ else ""
+            pairs += [(ours, base + suffix) for base in ("trl-defaults", "trl-tuned") if base + suffix in results]
+    return pairs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=30)
@@ -259,31 +285,30 @@ def main() -> None:
     peak_bf16 = matmul_peak_gflops(dtype="bfloat16")
     print(f"matmul peak: fp32 {peak:.1f} GFLOP/s, bf16 {peak_bf16:.1f} GFLOP/s ({os.cpu_count()} cores)")
     results = {}
-    for setup in args.setups.split(","):
+    labels = run_labels(args.setups.split(","))
+    width = max(len(label) for label in labels)
+    for setup, label in zip(args.setups.split(","), labels):
         command = [sys.executable, __file__, "--child", setup, "--steps", str(args.steps), "--batch-size",
                    str(args.batch_size), "--max-length", str(args.max_length), "--lr", str(args.lr)]
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
         done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO)
         lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
         if done.returncode != 0 or not lines:
-            print(f"{setup}: FAILED\n{done.stderr[-3000:]}")
+            print(f"{label}: FAILED\n{done.stderr[-3000:]}")
             continue
-        results[setup] = json.loads(lines[-1][len("RESULT "):])
-        r = results[setup]
-        print(f"{setup:13s} {r['pairs_per_s']:6.2f} pairs/s  {r['real_tokens_per_s']:7.0f} real tok/s  "
+        results[label] = json.loads(lines[-1][len("RESULT "):])
+        r = results[label]
+        print(f"{label:{width}s} {r['pairs_per_s']:6.2f} pairs/s  {r['real_tokens_per_s']:7.0f} real tok/s  "
               f"{r['padded_tokens_per_s']:7.0f} padded tok/s  padding {100 * r['padding_share']:4.1f}%  "
               f"{r['gflops_per_s']:6.1f} GFLOP/s ({100 * r['gflops_per_s'] / peak:3.0f}% of fp32 peak, "
               f"{100 * r['gflops_per_s'] / peak_bf16:3.0f}% of bf16 peak)  "
               f"peak RSS {r['peak_rss_mib']:6.0f} MiB" + (f"  kept {r['kept_pairs']}/{r['offered_pairs']} pairs"
                                                           if "kept_pairs" in r else ""))
-    if "rewardkit" in results:
-        ours = results["rewardkit"]
-        for baseline in ("trl-defaults", "trl-tuned"):
-            if baseline in results:
-                base = results[baseline]
-                print(f"rewardkit / {baseline}: {ours['pairs_per_s'] / base['pairs_per_s']:.2f}x pairs/s, "
-                      f"{ours['real_tokens_per_s'] / base['real_tokens_per_s']:.2f}x real tokens/s, "
-                      f"peak RSS {ours['peak_rss_mib'] / base['peak_rss_mib']:.2f}x")
+    for ours_label, base_label in ratio_pairs(results):
+        ours, base = results[ours_label], results[base_label]
+        print(f"{ours_label} / {base_label}: {ours['pairs_per_s'] / base['pairs_per_s']:.2f}x pairs/s, "
+              f"{ours['real_tokens_per_s'] / base['real_tokens_per_s']:.2f}x real tokens/s, "
+              f"peak RSS {ours['peak_rss_mib'] / base['peak_rss_mib']:.2f}x")
     print("JSON " + json.dumps({"matmul_peak_gflops": peak, "matmul_peak_gflops_bf16": peak_bf16, "steps": args.steps, "batch_size": args.batch_size,
                                 "max_length": args.max_length, "results": results}))
 
