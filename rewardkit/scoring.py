@@ -350,7 +350,7 @@ class RewardScorer:
         self.device = pick_device(device)
         dtype = resolve_dtype(dtype)
         if dtype == torch.float16 and self.device.type == "cpu":
-            logger.warning("dtype fp16 on a CPU is emulated: measured 6-8x slower than fp32 on 2-core VMs (108 "
+            logger.warning("dtype fp16 on a CPU is emulated: measured 6-9x slower than fp32 on 2-core VMs (108 "
                            "texts: 2.37 s vs 0.41 s on Zen 4, 3.7-4.6 s vs 0.54-0.66 s on Zen 5); use bf16 (native on AVX512-BF16/AMX CPUs) or the default fp32.")
         self.source: str | None = None
         if isinstance(model_or_path, (str, os.PathLike)):
