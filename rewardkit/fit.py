@@ -580,6 +580,8 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
     tokenizer = load_tokenizer(base_model)
     model_config = load_model_config(base_model)
     check_continued_model(model_config, args, base_model)
+    if resume:
+        _check_checkpoint_model_matches(Path(resume), args, base_model, model_config)
     if resume and args.use_lora and (Path(resume) / "adapter_config.json").is_file():
         _check_lora_flags_match(Path(resume), args, model_config)
     max_length, max_length_source = max_length_and_source(base_model, tokenizer, model_config, args.max_length)
@@ -607,6 +609,8 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
                             objective=prepared.objective, callbacks=callbacks, target_scale=target_scale)
     eval_clock = _EvalClock()
     trainer.add_callback(eval_clock)
+    if args.use_lora:
+        trainer.add_callback(_RewardConfigInLoraCheckpoints())
     if trainer.pop_callback(PrinterCallback) is not None:
         trainer.add_callback(_LogLines())
     if trainer.pop_callback(ProgressCallback) is not None:
@@ -746,6 +750,58 @@ def _check_lora_flags_match(folder: Path, args: RewardTrainingArguments, model_c
         trained = ", ".join(f"{flag} {','.join(old) if isinstance(old, list) else old} (this run: {new})"
                             for flag, old, new in differ)
         raise ValueError(f"{folder} was trained with {trained}: resume it with the LoRA flags it was trained with.")
+
+
+# What a checkpoint's weights were trained as, compared on resume: the backbone's shape (another
+# --base-model, or none given, failed in torch's size-mismatch dump after the data was read) and the pooling.
+_BACKBONE_SHAPE_KEYS = ("model_type", "hidden_size", "n_embd", "dim", "num_hidden_layers", "n_layer", "n_layers",
+                        "vocab_size")
+
+
+def _check_checkpoint_model_matches(folder: Path, args: RewardTrainingArguments, base_model: str, model_config) -> None:
+    """A checkpoint resumed onto another backbone or with another pooling, refused by name before any
+    data is read. A full fine-tune's checkpoint records its RewardConfig in config.json, a LoRA
+    one in reward_config.json (`_RewardConfigInLoraCheckpoints`; older LoRA checkpoints have none,
+    and are not checked). Resumed without the --pooling it trained with, a `mean` checkpoint went
+    on training and was saved as `cls` without a word: other weights than those it had learnt."""
+    from modeling_reward import RewardConfig
+    from rewardkit.lora import REWARD_CONFIG_FILE
+
+    recorded = folder / (REWARD_CONFIG_FILE if (folder / "adapter_config.json").is_file() else "config.json")
+    saved = json.loads(recorded.read_text(encoding="utf-8")) if recorded.is_file() else {}
+    if saved.get("model_type") != RewardConfig.model_type:
+        return
+    config = model_config if isinstance(model_config, RewardConfig) else RewardConfig(backbone_config=model_config)
+    pooling = args.pooling or config.pooling
+    differ = []
+    saved_backbone, backbone = saved.get("backbone_config") or {}, config.backbone_config.to_dict()
+    shape = [key for key in _BACKBONE_SHAPE_KEYS if key in saved_backbone and saved_backbone[key] != backbone.get(key)]
+    if shape:
+        differ.append(("--base-model", "a backbone of " + ", ".join(f"{k} {saved_backbone[k]}" for k in shape),
+                       f"{base_model}, " + ", ".join(f"{k} {backbone.get(k)}" for k in shape)))
+    if saved.get("pooling") and saved["pooling"] != pooling:
+        differ.append(("--pooling", saved["pooling"], pooling + ("" if args.pooling else ", the default")))
+    if differ:
+        trained = ", ".join(f"{flag} {old} (this run: {new})" for flag, old, new in differ)
+        raise ValueError(f"{folder} was trained with {trained}: resume it with the --base-model and --pooling it "
+                         "was trained with.")
+
+
+class _RewardConfigInLoraCheckpoints(TrainerCallback):
+    """Writes the reward model's config (reward_config.json, as `save_adapter` does) into each LoRA
+    checkpoint: PEFT saves the adapter alone, so nothing recorded the backbone or pooling the
+    adapters were trained with for `_check_checkpoint_model_matches` to compare on resume."""
+
+    def on_save(self, args, state, control, model=None, **kwargs):
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+        from rewardkit.lora import REWARD_CONFIG_FILE, is_peft_model
+
+        folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        if state.is_world_process_zero and is_peft_model(model) and folder.is_dir():
+            config = model.get_base_model().config.to_dict()
+            (folder / REWARD_CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n",
+                                                     encoding="utf-8")
 
 
 def _with_loss_over_ranks(output):

@@ -438,6 +438,28 @@ def test_a_lora_checkpoint_resumed_with_other_target_modules_is_refused_however_
     fit._check_lora_flags_match(checkpoint, same, fit.load_model_config(str(tiny_base)))  # no error
 
 
+@pytest.mark.parametrize("use_lora", [False, True], ids=["full", "lora"])
+def test_a_checkpoint_resumed_with_another_pooling_or_backbone_is_refused_before_the_data(tiny_base, tmp_path, use_lora):
+    """A `mean` checkpoint resumed without --pooling trained on and was saved as `cls` without a
+    word; resumed without its --base-model it failed in torch's size-mismatch dump after the data
+    was read. LoRA checkpoints now carry reward_config.json, so both kinds are checked. The data
+    file does not exist: the refusal comes first."""
+    train = helpers.write_jsonl(tmp_path / "train.jsonl", _pairwise_rows(16, 0))
+    out = tmp_path / "out"
+    run_training(DataArguments(data=str(train)), _args(out, tiny_base, use_lora=use_lora, pooling="mean", max_steps=2,
+                                                       save_strategy="steps", save_steps=2))
+    checkpoint = out / "checkpoint-2"
+    assert json.loads((checkpoint / ("reward_config.json" if use_lora else "config.json")).read_text())["pooling"] == "mean"
+    missing = DataArguments(data=str(tmp_path / "no_such.jsonl"))
+    for base, flags, says in [(tiny_base, {}, r"--pooling mean \(this run: cls, the default\)"),
+                              (tiny_base, {"pooling": "last"}, r"--pooling mean \(this run: last\)"),
+                              (helpers.minilm_path(), {"pooling": "mean"}, r"--base-model a backbone of hidden_size 32")]:
+        with pytest.raises(ValueError, match=says):
+            run_training(missing, _args(out, base, use_lora=use_lora, max_steps=4, resume_from_checkpoint="last", **flags))
+    fit._check_checkpoint_model_matches(checkpoint, _args(out, tiny_base, pooling="mean"), str(tiny_base),
+                                        fit.load_model_config(str(tiny_base)))  # the flags it trained with: no error
+
+
 def test_summary_prints_short_times_small_stds_and_one_step_readably():
     """A 0.015 s evaluation printed as "0.0 s of it held-out evaluation", a std of 0.00028 as
     "std 0.000", and a one-step run as "1 steps"."""
