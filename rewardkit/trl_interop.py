@@ -77,14 +77,20 @@ class PreferenceCollator:
 
     Use with `trl.RewardConfig(remove_unused_columns=False)`: TRL otherwise drops every column but
     `chosen_ids`, `rejected_ids` and `margin` before the collator sees them.
+
+    `pad_token_id` may be None: decoder tokenizers (GPT-2, Llama) have no pad token, so
+    `PreferenceCollator(tokenizer.pad_token_id)` built before TRL sets one gave None and failed at
+    the first batch deep in torch. Padding is then id 0; the attention mask hides it from the model
+    whatever its id.
     """
 
-    pad_token_id: int
+    pad_token_id: int | None
     padding_side: str = "right"
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         items = [_item(example, "chosen") for example in examples] + [_item(example, "rejected") for example in examples]
-        batch = pad_batch(items, self.pad_token_id, self.padding_side)
+        pad = 0 if self.pad_token_id is None else self.pad_token_id
+        batch = pad_batch(items, pad, self.padding_side)
         if "margin" in examples[0]:
             batch["margin"] = torch.tensor([float(example["margin"]) for example in examples])
         return batch

@@ -194,3 +194,24 @@ def test_grpo_model_path_matches_decoder_rewards_only_when_the_tokenizer_adds_no
         assert max(abs(a - b) for a, b in zip(grpo, expected)) > 1e-3
     else:
         assert grpo == pytest.approx(expected, abs=1e-5)
+
+
+def test_preference_collator_pads_for_a_tokenizer_without_a_pad_token():
+    """GPT-2 / Llama tokenizers have no pad token, so the README's `PreferenceCollator(tokenizer.pad_token_id)`
+    gets None (TRL sets a pad token only later, in RewardTrainer.__init__): the first batch failed in
+    torch with "'NoneType' object cannot be interpreted as an integer". The mask hides the padding."""
+    from transformers import GPT2Config
+
+    from modeling_reward import RewardConfig, RewardModel
+
+    examples = [{"chosen_ids": [5, 6, 7, 8], "rejected_ids": [5, 9]}, {"chosen_ids": [3], "rejected_ids": [3, 4, 2]}]
+    batch = PreferenceCollator(pad_token_id=None)(examples)
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 0]]
+    torch.manual_seed(0)
+    model = RewardModel(RewardConfig(backbone_config=GPT2Config(vocab_size=16, n_embd=32, n_layer=2, n_head=2,
+                                                                n_positions=16))).eval()
+    alone = [ids for side in ("chosen_ids", "rejected_ids") for ids in (e[side] for e in examples)]
+    with torch.no_grad():
+        padded = model(**batch).logits[:, 0].tolist()
+        unpadded = [model(input_ids=torch.tensor([ids])).logits[0, 0].item() for ids in alone]
+    assert padded == pytest.approx(unpadded, abs=1e-5)
