@@ -454,8 +454,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from rewardkit import distributed
     from rewardkit.evaluation import evaluate_model
 
+    if distributed.is_distributed():  # not sharded: every rank evaluated the whole file, printed the
+        if not distributed.is_main_process():  # metrics once each and wrote the same report (and T)
+            return 0
+        logger.warning("evaluate runs in one process: rank 0 evaluates every row, the other %d processes do "
+                       "nothing. Run it without torchrun.", distributed.world_size() - 1)
     if args.report_dir:
         _check_writable(args.report_dir)
     metrics = evaluate_model(args.model, args.data, split=args.split, columns=args.columns, objective=args.objective,

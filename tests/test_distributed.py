@@ -126,6 +126,19 @@ def test_torchrun_two_processes_score_every_row_once_in_order(tiny_model_dir, tm
     assert sorted(p.name for p in output.parent.iterdir()) == ["out.jsonl"]  # part files removed
 
 
+def test_torchrun_evaluate_runs_once_on_rank_zero(tiny_model_dir, tmp_path):
+    """evaluate is not sharded: under torchrun every rank evaluated the whole file, stdout held one
+    metrics JSON per rank (not parseable as one) and every rank wrote the same --report-dir."""
+    rows = [{"prompt": f"question {i}?", "chosen": "answer " * (1 + i % 5), "rejected": "no"} for i in range(12)]
+    data = helpers.write_jsonl(tmp_path / "pairs.jsonl", rows)
+    run = _torchrun(["evaluate", "--model", str(tiny_model_dir), "--data", str(data), "--report-dir",
+                     str(tmp_path / "report")], tmp_path)
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert json.loads(run.stdout)["n"] == 12  # one JSON document: rank 0's
+    assert "evaluate runs in one process" in run.stderr
+    assert (tmp_path / "report").is_dir()
+
+
 def test_merge_parts_orders_a_folders_lines_by_file_then_row(tmp_path):
     """Scoring a folder: row numbers restart per file, so the merge keys on (file, row)."""
     lines = [("a.jsonl", 1), ("a.jsonl", 2), ("a.jsonl", 3), ("b.jsonl", 1), ("b.jsonl", 2)]
