@@ -43,7 +43,8 @@ def md_confidence(ctx: _Context) -> list[str]:
             f"On average the model is **{pct(conf)}** sure which of two responses is better "
             f"(mean of max(P, 1 − P) at T = {ctx.temperature:.3g}) and it picks the "
             + ("better-ranked" if ranking else "human-preferred")
-            + f" one **{pct(acc)}** of the time. {_confidence_verdict(float(conf), float(acc), n)}",
+            + f" one **{pct(acc)}** of the time. "
+            + _confidence_verdict(float(conf), float(acc), n, _accuracy_by_chance(ctx), pairs),
             "",
         ]
     if ranking:
@@ -57,8 +58,8 @@ def md_confidence(ctx: _Context) -> list[str]:
         winner = "better wins" if ranking else "chosen wins"
         loser = "worse wins" if ranking else "rejected wins"
         lines += [
-            f"Calibration error (ECE, Guo et al. 2017) is **{float(ece):.3f}**: on average the "
-            f"stated probability is {100 * float(ece):.1f} percentage points away from how often "
+            f"Calibration error (ECE, Guo et al. 2017) is **{num(float(ece))}**: on average the "
+            f"stated probability is {num(100 * float(ece), 1)} percentage points away from how often "
             f"the model is actually right (0 = perfectly calibrated). Each pair is counted in both "
             f"orders, (P, {winner}) and (1 − P, {loser}), because the label alone is "
             f'always "{winner}".',
@@ -102,12 +103,17 @@ def md_confidence(ctx: _Context) -> list[str]:
     return lines
 
 
-def _confidence_verdict(conf: float, acc: float, n: Any) -> str:
+def _confidence_verdict(conf: float, acc: float, n: Any, chance: tuple[float, float] | None = None,
+                        pairs: str = "pairs") -> str:
     """Over- or under-confident only when the gap exceeds what sampling noise allows: twice the
     standard error the accuracy would have if the model were calibrated (right with probability
     equal to its confidence; a score test, as Wilson's interval), and at least 2 points. Taken from
     the observed accuracy instead, that error is 0 at 0% or 100% and one lucky pair would read as
-    "under-confident". sqrt(c(1 − c)/n) at the mean confidence c bounds the exact value from above."""
+    "under-confident". sqrt(c(1 − c)/n) at the mean confidence c bounds the exact value from above.
+    That normal bound is loose on a handful of pairs (one wrong pair at P = 0.88 is "beyond ±65
+    points", yet a calibrated model gets it wrong 12% of the time), so with ``chance`` (the central
+    95% of a calibrated model's simulated accuracy on these pairs) a verdict also needs the accuracy
+    outside it, as the ECE next to it is judged against its own simulations."""
     gap = conf - acc
     se = std_error(conf, n)
     tol = max(0.02, 2.0 * se) if se is not None else 0.02
@@ -116,6 +122,13 @@ def _confidence_verdict(conf: float, acc: float, n: Any) -> str:
         if se is not None and tol > 0.02
         else ""
     )
+    if abs(gap) > tol and chance is not None and chance[0] <= acc <= chance[1]:
+        return (
+            f"The {100 * abs(gap):.1f}-point gap could be chance: a perfectly calibrated model with these "
+            f"probabilities is right on {pct(chance[0])} to {pct(chance[1])} of these {num(n)} {pairs} "
+            f"(central 95% of {_ECE_SIMULATIONS} simulations), so these {pairs} cannot tell whether its "
+            "confidence matches how often it is right."
+        )
     if abs(gap) > tol:
         word = "over" if gap > 0 else "under"
         return (
@@ -129,6 +142,19 @@ def _confidence_verdict(conf: float, acc: float, n: Any) -> str:
 
 
 _ECE_SIMULATIONS = 200
+
+
+def _accuracy_by_chance(ctx: _Context) -> tuple[float, float] | None:
+    """Central 95% of the accuracy of a perfectly calibrated model with the same probabilities:
+    each pair's pick is right with probability max(P, 1 − P) (fixed seed, as _ece_by_chance)."""
+    margins = ctx.preference_margins
+    if margins is None:
+        return None
+    p = np.asarray(preference_probability(margins, ctx.temperature), dtype=np.float64)
+    sure = np.maximum(p, 1 - p)
+    rng = np.random.default_rng(0)
+    accuracies = [float(np.mean(rng.random(sure.size) < sure)) for _ in range(_ECE_SIMULATIONS)]
+    return float(np.quantile(accuracies, 0.025)), float(np.quantile(accuracies, 0.975))
 
 
 def _ece_by_chance(ctx: _Context) -> float | None:

@@ -52,7 +52,7 @@ def _worst_margin_note(examples: Sequence[dict[str, Any]], temperature: float) -
     worst = float(min(margins))
     p = float(preference_probability(worst, temperature))
     return (
-        f" The most negative margin shown, {worst:.3f}, means P(chosen ≻ rejected) = {p:.2f} at "
+        f" The most negative margin shown, {num(worst)}, means P(chosen ≻ rejected) = {p:.2f} at "
         f"T = {temperature:.3g}: the model is {pct(1 - p)} sure of the wrong answer there."
     )
 

@@ -95,6 +95,22 @@ def _headroom(ax: Any, factor: float = 1.35) -> None:
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
 
 
+def _before_scale(ctx: _Context) -> str | None:
+    """"before α = 10" (or "before α and normalization") when the model's `score()`, its `logits`
+    (what pipeline and TRL see), is not the raw reward r the plots show; None when it is."""
+    alpha, normalized = ctx.metrics.get("alpha"), ctx.metrics.get("normalize_rewards") is True
+    if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or (alpha == 1 and not normalized):
+        return None
+    return "before α and normalization" if normalized else f"before α = {alpha:g}"
+
+
+def _reward_label(ctx: _Context, name: str = "Reward") -> str:
+    """The axis name of plotted rewards: a user comparing it with the model's output would find it
+    off by α unless the label says it is the raw reward."""
+    before = _before_scale(ctx)
+    return name if before is None else f"Raw {name.lower()} r ({before}; not the model's score)"
+
+
 def _draw_pair_hist(fig: Figure, ctx: _Context) -> None:
     assert ctx.chosen is not None and ctx.rejected is not None
     ax = fig.add_subplot()
@@ -111,7 +127,7 @@ def _draw_pair_hist(fig: Figure, ctx: _Context) -> None:
             linewidth=1.5,
             label=f"mean {label} = {values.mean():.3g}",  # .2f showed 0.0162 vs 0.0137 as 0.02 vs 0.01
         )
-    ax.set_xlabel("Reward (raw model output)")
+    ax.set_xlabel(_reward_label(ctx))
     ax.set_ylabel("Number of responses")
     ax.set_title(f"Rewards of chosen vs rejected responses ({ctx.chosen.size:,} pairs)")
     _headroom(ax)
@@ -133,7 +149,8 @@ def _draw_margin_hist(fig: Figure, ctx: _Context) -> None:
     accuracy = ctx.metrics.get("accuracy")
     if not isinstance(accuracy, (int, float)):
         accuracy = float(np.mean(np.where(margins > 0, 1.0, np.where(margins == 0, 0.5, 0.0))))
-    ax.set_xlabel("Margin = reward(chosen) − reward(rejected)")
+    ax.set_xlabel("Margin = reward(chosen) − reward(rejected)"
+                  + ("" if _before_scale(ctx) is None else f" (raw rewards, {_before_scale(ctx)})"))
     ax.set_ylabel("Number of pairs")
     ax.set_title(f"Reward margins: accuracy {accuracy:.1%} ({margins.size:,} pairs)")
     _headroom(ax)
@@ -226,7 +243,7 @@ def _draw_reward_vs_length(fig: Figure, ctx: _Context) -> None:
 
 def _length_axes(ax: Any, ctx: _Context, rho: float | None) -> None:
     ax.set_xlabel(f"Response length ({ctx.length_unit})")
-    ax.set_ylabel("Reward")
+    ax.set_ylabel(_reward_label(ctx))
     ax.set_title(f"Reward vs response length: Spearman ρ = {format_correlation(rho)}")
 
 
@@ -239,7 +256,7 @@ def _draw_reward_hist(fig: Figure, ctx: _Context) -> None:
     edges = _bin_edges(np.concatenate([s[0] for s in series]))
     for values, label, color in series:
         ax.hist(values, bins=edges, alpha=0.5, color=color, edgecolor=color, label=label)
-    xlabel = "Score" if len(series) > 1 else "Reward (raw model output)"
+    xlabel = f"{_reward_label(ctx)} and target score" if len(series) > 1 else _reward_label(ctx)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("Number of responses")
     ax.set_title(f"Reward distribution ({ctx.rewards.size:,} responses)")
@@ -264,7 +281,7 @@ def _draw_pred_vs_target(fig: Figure, ctx: _Context) -> None:
     ax.plot([lo, hi], [lo, hi], linestyle="--", color="gray", label="prediction = target")
     rmse = float(np.sqrt(np.mean((ctx.rewards - ctx.targets) ** 2)))
     ax.set_xlabel("Target score")
-    ax.set_ylabel("Predicted reward")
+    ax.set_ylabel(_reward_label(ctx, "Predicted reward"))
     ax.set_title(
         f"Predicted vs target: RMSE = {rmse:.3g}, Spearman ρ = "
         f"{format_correlation(spearman(ctx.rewards, ctx.targets))}"

@@ -895,3 +895,57 @@ def test_meaning_section_places_this_models_differences_and_explains_alpha(tmp_p
     assert "α × r with α = 2: divide a difference of scores by 2" in meaning
     plain = _md_for(tmp_path, {**metrics, "alpha": 1.0}, chosen=chosen, rejected=rejected)
     assert "divide a difference of scores" not in plain
+
+
+def test_one_sure_wrong_pair_is_no_evidence_of_overconfidence(tmp_path: Path) -> None:
+    """One wrong pair at P = 0.88 was "over-confident by 88.1 points, beyond ±64.8" (a normal bound
+    at n = 1) while the ECE sentence below it said the pairs cannot tell it from perfect calibration:
+    a calibrated model gets such a pair wrong 12% of the time."""
+    one = {"chosen": [0.0], "rejected": [2.0]}
+    text = _section(_md_for(tmp_path, pairwise_metrics(**one), **one), "How sure it is")
+    assert "confident**" not in text
+    assert "The 88.1-point gap could be chance: a perfectly calibrated model with these probabilities is right " \
+           "on 0% to 100% of these 1 pairs" in text
+    assert "cannot be told apart from perfect calibration" in text
+    four = {"chosen": [0.0] * 4, "rejected": [3.0, 4.0, 5.0, 6.0]}  # P(all 4 wrong) < 0.003: a verdict
+    text = _md_for(tmp_path, pairwise_metrics(**four), **four)
+    assert "It is **over-confident** by 98.1 percentage points" in text
+
+
+def test_tiny_worst_margin_and_ece_are_not_printed_as_zero(tmp_path: Path) -> None:
+    """An untrained model's margins of 1e-4: the worst one read "-0.000" and an ECE of 2.5e-05 "**0.000**"."""
+    pairs = {"chosen": [0.0, 2.39e-4], "rejected": [2.39e-4, 0.0]}  # right once, wrong once, P ≈ 0.5
+    examples = [{"prompt": "p", "chosen": "c", "rejected": "r", "margin": -2.39e-4}]
+    md = _md_for(tmp_path, pairwise_metrics(**pairs), worst_examples=examples, **pairs)
+    assert "The most negative margin shown, -0.000239, means" in md
+    ece = pairwise_metrics(**pairs)["ece"]
+    assert 0 < ece < 5e-4 and f"is **{num(ece)}**: on average" in md and "**0.000**" not in md
+
+
+def test_plot_axes_say_raw_reward_when_alpha_scales_the_score(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With α = 10 the model's score() and logits are 10·r, but the plots, which show r, said
+    "Reward (raw model output)": a user comparing them with the model's output found a factor 10."""
+    labels: dict[str, str] = {}
+
+    def spying(name: str, draw):
+        def spy(fig, ctx) -> None:
+            draw(fig, ctx)
+            labels[name] = fig.axes[0].get_xlabel() + " | " + fig.axes[0].get_ylabel()
+        return spy
+
+    for name in ("_draw_pair_hist", "_draw_margin_hist", "_draw_pair_vs_length", "_draw_pred_vs_target"):
+        monkeypatch.setattr(report_plots, name, spying(name, getattr(report_plots, name)))
+    pairs = {"chosen": [1.0, 2.0], "rejected": [0.0, 3.0], "chosen_lengths": [5.0, 6.0], "rejected_lengths": [7.0, 4.0]}
+    _md_for(tmp_path, {**pairwise_metrics(**pairs), "alpha": 10.0, "normalize_rewards": False}, **pairs)
+    assert "raw model output" not in str(labels)
+    assert labels["_draw_pair_hist"].startswith("Raw reward r (before α = 10; not the model's score) |")
+    assert labels["_draw_margin_hist"].startswith("Margin = reward(chosen) − reward(rejected) (raw rewards, before α = 10)")
+    assert labels["_draw_pair_vs_length"].endswith("| Raw reward r (before α = 10; not the model's score)")
+    target = [0.1, 0.5, 0.9]
+    write_report(tmp_path / "mse", kind="mse", rewards=[0.2, 0.4, 0.7], targets=target,
+                 metrics={**scalar_metrics([0.2, 0.4, 0.7], target), "alpha": 2.0, "normalize_rewards": True,
+                          "reward_mean": 0.1, "reward_std": 0.5})
+    assert labels["_draw_pred_vs_target"].endswith(
+        "| Raw predicted reward r (before α and normalization; not the model's score)")
+    _md_for(tmp_path, {**pairwise_metrics(**pairs), "alpha": 1.0, "normalize_rewards": False}, **pairs)
+    assert labels["_draw_pair_hist"].startswith("Reward |")
