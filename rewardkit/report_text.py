@@ -325,7 +325,10 @@ def _context_row(key: str, kind: str, metrics: dict[str, Any]) -> tuple[str, str
         return _CONTEXT_ROWS[key][0], "the ECE above: no T was written, so calibration changed nothing"
     if key == "alpha":
         label, meaning = _CONTEXT_ROWS["alpha"]
-        return label, f"{meaning}; {_ALPHA_USE[kind]}"
+        use = _ALPHA_USE[kind]
+        if metrics.get("normalize_rewards"):  # the score is α(r − μ)/σ: the metrics come before both
+            use = use.replace("(before α)", "(before α and normalization)")
+        return label, f"{meaning}; {use}"
     if key == "n" and kind == "ranking":  # evaluate_model sets n = n_groups for ranking
         return "Groups evaluated", "number of ranked groups evaluated (`n`)"
     if key in _CONTEXT_ROWS:

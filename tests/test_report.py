@@ -877,6 +877,8 @@ def test_meaning_section_explains_normalized_scores_whatever_alpha(tmp_path: Pat
         assert f"divide a difference of scores by {alpha:g} " not in meaning
         rows = _headline_rows(md)
         assert rows["Normalized scores"][0] == "yes" and rows["Reward mean μ"][0] == "0.250"
+        # the alpha row said "(before α)" alone, as if the score were α × r
+        assert "accuracy and probabilities use the raw reward (before α and normalization)" in rows["Score scale α"][1]
     off = {**pairwise_metrics(chosen, rejected), "alpha": 1.0, "normalize_rewards": False,
            "reward_mean": 0.25, "reward_std": 1.5}  # statistics stored, normalization off: score = r
     assert "divide a difference of scores" not in _md_for(tmp_path, off, chosen=chosen, rejected=rejected)
