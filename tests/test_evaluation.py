@@ -305,11 +305,10 @@ def test_calibrate_renders_the_model_folders_card_again_with_the_new_temperature
     assert (other / "README.md").read_text() == "# my notes\n"
 
 
-def test_calibrate_on_the_training_file_is_said_in_the_log_and_the_card(model_dir, data_dir, tmp_path, caplog):
-    """The card said T was "fitted on held-out preference pairs" even when `evaluate --calibrate` read
-    the very file the model was trained on (training_summary.json did not record it). The summary
-    now records `data`, so that run warns, records it, and the card says which pairs; another file
-    is told apart, the same file through another path spelling or with an ignored --split is not."""
+def _model_trained_on_a_copy(model_dir: Path, data_dir: Path, tmp_path: Path, *,
+                             card: bool = True) -> tuple[Path, Path, dict]:
+    """(model folder, training file, summary): a copy of the model whose training_summary.json says
+    it was trained on train.jsonl, a copy of the pairwise fixture; with the card `train` writes."""
     from rewardkit.model_card import write_model_card
 
     folder = tmp_path / "model"
@@ -319,7 +318,18 @@ def test_calibrate_on_the_training_file_is_said_in_the_log_and_the_card(model_di
     training = {"objective": "pairwise", "base_model": "base", "train_rows": 40, "steps": 5, "hardware": "CPU (test)",
                 "data": str(train_file), "data_split": None}
     (folder / "training_summary.json").write_text(json.dumps(training))
-    write_model_card(folder, training=training)
+    if card:
+        write_model_card(folder, training=training)
+    return folder, train_file, training
+
+
+def test_calibrate_on_the_training_file_is_said_in_the_log_and_the_card(model_dir, data_dir, tmp_path, caplog):
+    """The card said T was "fitted on held-out preference pairs" even when `evaluate --calibrate` read
+    the very file the model was trained on (training_summary.json did not record it). The summary
+    now records `data`, so that run warns, records it, and the card says which pairs; another file
+    is told apart, the same file through another path spelling or with an ignored --split is not."""
+
+    folder, train_file, training = _model_trained_on_a_copy(model_dir, data_dir, tmp_path)
     with caplog.at_level("WARNING", logger="rewardkit.evaluation"):
         metrics = evaluate_model(folder, tmp_path / "." / "train.jsonl", calibrate=True, report_dir=tmp_path / "r")
     assert metrics["temperature_written"] and metrics["calibrated_on_training_data"] is True
@@ -358,11 +368,7 @@ def test_a_card_rendered_later_still_says_t_was_fitted_on_the_training_pairs(mod
     replaces the record."""
     from rewardkit.model_card import render_model_card
 
-    folder = tmp_path / "model"
-    shutil.copytree(model_dir, folder)
-    train_file = shutil.copy(data_dir / "pairwise.jsonl", tmp_path / "train.jsonl")
-    training = {"objective": "pairwise", "base_model": "base", "train_rows": 40, "data": str(train_file)}
-    (folder / "training_summary.json").write_text(json.dumps(training))
+    folder, train_file, _ = _model_trained_on_a_copy(model_dir, data_dir, tmp_path, card=False)
     assert evaluate_model(folder, train_file, calibrate=True)["calibrated_on_training_data"] is True
     later = evaluate_model(folder, data_dir / "pairwise.jsonl")
 
@@ -402,17 +408,9 @@ def test_the_published_card_keeps_what_calibration_said_of_t(model_dir, data_dir
     later evaluation on other pairs): the folder's card said T was fitted on the training pairs, with
     its interval, and the published card said "fitted on held-out preference pairs", without it. The
     facts of the fit are kept in training_summary.json, from which publish renders the card."""
-    from rewardkit.model_card import write_model_card
     from rewardkit.publishing import build_publish_folder
 
-    folder = tmp_path / "model"
-    shutil.copytree(model_dir, folder)
-    train_file = tmp_path / "train.jsonl"
-    shutil.copy(data_dir / "pairwise.jsonl", train_file)
-    training = {"objective": "pairwise", "base_model": "base", "train_rows": 40, "steps": 5, "hardware": "CPU (test)",
-                "data": str(train_file), "data_split": None}
-    (folder / "training_summary.json").write_text(json.dumps(training))
-    write_model_card(folder, training=training)
+    folder, train_file, _ = _model_trained_on_a_copy(model_dir, data_dir, tmp_path)
     fitted = evaluate_model(folder, train_file, calibrate=True)
     assert fitted["temperature_written"] and fitted["calibrated_on_training_data"] is True
     said = f"**T = {fitted['temperature_fitted']:.4g}** fitted on the model's own **training pairs** (not held out"
