@@ -141,12 +141,13 @@ def evaluate_model(
     if calibrate:
         assert folder is not None and isinstance(collector, (_PairwiseCollector, _RankingCollector))
         metrics = _calibrate(collector, scorer, folder, metrics)
-        metrics["calibrated_on_training_data"] = _is_training_file(folder, data, split)
+        training = _training_summary(folder)
+        metrics["calibrated_on_training_data"] = _is_training_file(training, data, split)
     metrics["objective"] = collector.kind
     metrics.update(_context(scorer, model, data, data_name, skipped, collector.truncation))
     metrics = jsonable(metrics)
     if calibrate and metrics.get("temperature_written"):
-        _record_calibration(folder, metrics)
+        _record_calibration(folder, training, metrics)
         _render_card_again(folder, metrics)
     if report_dir is not None:
         collector.write_report(report_dir, metrics, model_name=metrics["model"])
@@ -245,18 +246,24 @@ def _calibrate(collector: _PairwiseCollector | _RankingCollector, scorer: Reward
             "temperature_written": usable, **evidence}
 
 
-def _is_training_file(folder: Path, data: Any, split: str | None) -> bool | None:
-    """Whether `data` is the data the model in `folder` was trained on (its training_summary.json
-    says: the same file, folder or Hub dataset and split), None when no summary records it (a model
-    from the Hub, a summary from before `data` was recorded): `false` claimed held-out pairs that
-    nothing had checked. Said at once: a model fits its own training pairs better than new ones, so
-    a T fitted on them comes out too small and its probabilities over-confident."""
+def _training_summary(folder: Path) -> dict | None:
+    """The folder's training_summary.json, None when it has none or it is unreadable (a model from
+    the Hub, a hand-edited file): read once for what `--calibrate` checks in it and adds to it."""
     summary = folder / "training_summary.json"
     try:
-        training = json.loads(summary.read_text(encoding="utf-8")) if summary.is_file() else {}
+        training = json.loads(summary.read_text(encoding="utf-8")) if summary.is_file() else None
     except (OSError, ValueError):
         return None
-    if not (isinstance(training, dict) and training.get("data")):
+    return training if isinstance(training, dict) else None
+
+
+def _is_training_file(training: dict | None, data: Any, split: str | None) -> bool | None:
+    """Whether `data` is the data the model was trained on (its training summary says: the same
+    file, folder or Hub dataset and split), None when no summary records it (a model from the Hub,
+    a summary from before `data` was recorded): `false` claimed held-out pairs that nothing had
+    checked. Said at once: a model fits its own training pairs better than new ones, so a T fitted
+    on them comes out too small and its probabilities over-confident."""
+    if not (training and training.get("data")):
         return None
     if not same_data_source(training["data"], training.get("data_split"), data, split):
         return False
@@ -273,20 +280,16 @@ CALIBRATION_RECORD_KEYS = ("temperature_fitted", "temperature_written", "tempera
                            "temperature_differs_from_1", "calibrated_on_training_data", "n", "n_pairs", "objective")
 
 
-def _record_calibration(folder: Path, metrics: dict[str, Any]) -> None:
+def _record_calibration(folder: Path, training: dict | None, metrics: dict[str, Any]) -> None:
     """Keep the facts of the fit that stored T in the folder's training_summary.json (`calibration`).
     The card said "fitted on the model's own training pairs" or "cannot tell it from T = 1" only
     while rendered with this evaluation: `rewardkit publish` renders it from the training summary
     (and `--metrics`, when given), and the published card then said "fitted on held-out preference
     pairs", without the interval. Nothing is written without a training summary (no card of
     ours to render)."""
+    if training is None:
+        return
     summary = folder / "training_summary.json"
-    try:
-        training = json.loads(summary.read_text(encoding="utf-8")) if summary.is_file() else None
-    except (OSError, ValueError):
-        return
-    if not isinstance(training, dict):
-        return
     training["calibration"] = {key: metrics[key] for key in CALIBRATION_RECORD_KEYS if key in metrics}
     tmp = summary.with_name(f".{summary.name}.tmp-{os.getpid()}")
     try:
