@@ -51,20 +51,20 @@ _T_DEPENDENT = frozenset({"ece", "brier"})
 _FITTED_HERE_NOTE = " (measured on the pairs `--calibrate` fitted T on: no independent check)"
 
 
-def _temperature_support(evaluation: dict | None, stored: Any) -> str:
-    """How firmly the calibration pairs pinned T down, when the card's evaluation is the run that
-    fitted the stored T (`evaluate --calibrate`): its 95% interval, and whether it differs from 1."""
-    if not temperature_fitted_on_these_pairs(evaluation, None if stored is None else float(stored)):
+def _temperature_support(calibration: dict | None) -> str:
+    """How firmly the calibration pairs pinned the stored T down, from the run that fitted it
+    (`_calibration_record`; None: no such run known): its 95% interval, and whether it differs from 1."""
+    if calibration is None:
         return ""
-    interval = evaluation.get("temperature_interval")
+    interval = calibration.get("temperature_interval")
     if not (isinstance(interval, list) and len(interval) == 2):
         return ""
     unit = "pairs"
-    if evaluation.get("objective") == "ranking":  # T is fitted on their within-group pairs
-        pairs = evaluation.get("n_pairs")
+    if calibration.get("objective") == "ranking":  # T is fitted on their within-group pairs
+        pairs = calibration.get("n_pairs")
         unit = "ranked groups" + (f" ({pairs} within-group pairs)" if isinstance(pairs, int) else "")
-    text = f"95% interval {temperature_interval_text(float(interval[0]), float(interval[1]))} on {evaluation.get('n', '?')} {unit}"
-    if evaluation.get("temperature_differs_from_1") is False:
+    text = f"95% interval {temperature_interval_text(float(interval[0]), float(interval[1]))} on {calibration.get('n', '?')} {unit}"
+    if calibration.get("temperature_differs_from_1") is False:
         text += ", which cannot tell it from T = 1: read the probabilities as rough"
     return text
 
@@ -83,11 +83,10 @@ def _calibration_record(evaluation: dict | None, training: dict, stored: Any) ->
     return None
 
 
-def _calibration_pairs(evaluation: dict | None, stored: Any) -> str:
-    """Which pairs the stored T was fitted on, as the card says it: "held-out", unless the card's
-    evaluation is the `evaluate --calibrate` run that fitted it and that run read the training file."""
-    fitted_here = temperature_fitted_on_these_pairs(evaluation, None if stored is None else float(stored))
-    if fitted_here and evaluation.get("calibrated_on_training_data"):
+def _calibration_pairs(calibration: dict | None) -> str:
+    """Which pairs the stored T was fitted on, as the card says it: "held-out", unless the run that
+    fitted it (`_calibration_record`) read the training data."""
+    if calibration is not None and calibration.get("calibrated_on_training_data"):
         return ("the model's own **training pairs** (not held out, so T is too small and these probabilities "
                 "over-confident: calibrate again on held-out pairs)")
     return "held-out preference pairs"
@@ -568,8 +567,8 @@ def render_model_card(config: dict, training: dict | None = None, evaluation: di
         alpha=_fmt(float(config.get("alpha", 1.0))),
         temperature=_fmt(temperature),
         calibrated=stored_temperature is not None,
-        temperature_support=_temperature_support(calibration, stored_temperature),
-        calibration_pairs=_calibration_pairs(calibration, stored_temperature),
+        temperature_support=_temperature_support(calibration),
+        calibration_pairs=_calibration_pairs(calibration),
         p_at_one=f"{preference_probability(1.0, temperature):.2f}",
         p_at_two=f"{preference_probability(2.0, temperature):.2f}",
         small_differences=_small_differences(temperature),
