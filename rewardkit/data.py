@@ -576,17 +576,21 @@ def _folder_inputs(folder: Path, split: str | None) -> list[_Input]:
     return _split_files(inputs, folder, split)
 
 
-# File names the Hub and `datasets` give the files of one split: train.jsonl, test-00000-of-00002.parquet
-_SPLIT_FILE = re.compile(r"(?P<split>[A-Za-z][\w]*?)(?:-\d{5}-of-\d{5})?")
+# File names the Hub and `datasets` give the files of one split: train.jsonl, test-00000-of-00002.parquet,
+# train_prefs-00000-of-00001.parquet (UltraFeedback), train-00000-of-00001-4746b2ea8a2a1d6d.parquet (the
+# Hub's Parquet conversion adds a hash)
+_SPLIT_FILE = re.compile(r"(?P<split>[A-Za-z]\w*?)(?P<shard>-\d{5}-of-\d{5}(?:-[0-9a-f]{8,})?)?")
 _SPLIT_NAMES = frozenset({"train", "training", "validation", "valid", "val", "dev", "test", "testing", "eval",
                           "evaluation"})
 
 
 def _split_of(path: Path) -> str | None:
-    """The split a data file's name gives it (`train-00000-of-00001.parquet` -> train), if any."""
+    """The split a data file's name gives it (`train-00000-of-00001.parquet` -> train), if any: a
+    shard name gives any split (`train_prefs-00000-of-00001`), a plain name only a usual split name
+    (`test.jsonl`, not `notes.jsonl`)."""
     suffix = next((suffix for suffix in SUFFIXES if path.name.lower().endswith(suffix)), None)
     match = _SPLIT_FILE.fullmatch(path.name[:-len(suffix)]) if suffix else None
-    return match["split"] if match and match["split"] in _SPLIT_NAMES else None
+    return match["split"] if match and (match["shard"] or match["split"] in _SPLIT_NAMES) else None
 
 
 def _split_files(inputs: list[_Input], folder: Path, split: str | None) -> list[_Input]:

@@ -442,6 +442,27 @@ def test_a_folder_of_split_named_files_reads_one_split(tmp_path, caplog):
     assert len(load_reward_data(folder)) == 2
 
 
+def test_sharded_files_are_split_files_whatever_the_split_name(tmp_path, caplog):
+    """Shard names were split files only for a few split names and without the hash suffix the Hub's
+    Parquet conversion adds: UltraFeedback's data/ (train_prefs-00000-of-00001.parquet beside
+    test_prefs-..., train_sft-...) was read whole, its test splits trained on, and --split
+    train_prefs ignored; so were train-/test-00000-of-00001-<hash>.parquet, without a word."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for split in ("train_prefs", "test_prefs", "train_sft"):
+        write_jsonl(folder / f"{split}-00000-of-00001.jsonl", [{**PAIR, "chosen": split}])
+    assert [row["chosen"] for row in load_reward_data(folder, split="test_prefs").rows] == ["test_prefs"]
+    with pytest.raises(RewardDataError, match="splits 'test_prefs', 'train_prefs', 'train_sft' .by their names.; pick one"):
+        load_reward_data(folder)  # no "train" among them: said, not all read as one
+    hashed = tmp_path / "hashed"
+    hashed.mkdir()
+    write_jsonl(hashed / "test-00000-of-00001-4746b2ea8a2a1d6d.jsonl", [{**PAIR, "chosen": "held out"}])
+    write_jsonl(hashed / "train-00000-of-00001-0f4b3c27a8e1d9b2.jsonl", [{**PAIR, "chosen": "t"}])
+    with caplog.at_level("WARNING", logger="rewardkit.data"):
+        assert [row["chosen"] for row in load_reward_data(hashed).rows] == ["t"]
+    assert "left out: test-00000-of-00001-4746b2ea8a2a1d6d.jsonl" in caplog.text
+
+
 def test_an_empty_part_file_beside_full_ones_is_skipped_with_a_warning(tmp_path, caplog):
     """Spark and other writers leave 0-byte part files; one used to stop the whole folder."""
     folder = tmp_path / "parts"
