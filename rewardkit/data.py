@@ -796,14 +796,20 @@ def _read_json(path: Path, split: str | None = None) -> Iterator[_Record]:
 
 def _json_rows(document: Any, path: Path, split: str | None = None) -> tuple[list, str]:
     """The rows of a JSON document. ``split`` picks a top-level key of that name (a document
-    holding several splits); when there is none, the usual shapes are read and the log says
-    which, so that --split never silently reads another split than asked."""
+    holding several splits); a document of split arrays without it is refused, and other shapes
+    are read with a warning saying which, so that --split never reads another split than asked."""
     if isinstance(document, _KeyedTwice):  # {"train": [...], "train": [...]}, or a column twice
         raise RewardDataError(_REPEATED_KEY, source=path, column=document.repeated)
     if isinstance(document, dict) and split is not None and isinstance(document.get(split), list):
         logger.info("%s: reading the %r array (--split %s)", path, split, split)
         return document[split], "element"
     rows, label, key = _default_json_rows(document, path)
+    arrays = [name for name, value in document.items() if isinstance(value, list)] if key else []
+    if split is not None and (key == "train" or len(arrays) > 1):
+        # {"train": [...], "test": [...]}: its arrays are splits, and another one than asked would be
+        # trained or evaluated on (as a folder of split files and a DatasetDict refuse to)
+        raise RewardDataError(f"the JSON document holds the arrays {', '.join(map(repr, arrays))}, not {split!r}; "
+                              "pick one with --split", source=path)
     if split is not None:
         read = f"the {key!r} array" if key else "the whole document"
         logger.warning("--split %s: the JSON document %s has no %r array; read %s instead", split,

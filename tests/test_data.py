@@ -284,11 +284,25 @@ def test_split_picks_a_key_of_a_json_document(tmp_path, caplog):
     assert [row["prompt"] for _, row in iter_reward_rows(path, split="test")] == ["t1", "t2"]
     with caplog.at_level("WARNING", logger="rewardkit.data"):
         assert len(load_reward_data(path)) == 1  # no split: "train", and it says so (it could be eval data)
-        assert len(load_reward_data(path, split="validation")) == 1
     messages = [r.getMessage() for r in caplog.records]
     assert any("also holds the arrays 'test'; read the 'train' array" in m for m in messages)
-    assert any("no 'validation' array; read the 'train' array" in m for m in messages)
     assert not any("is ignored for local data" in m for m in messages)
+
+
+def test_a_split_a_json_document_lacks_is_refused_not_read_as_train(tmp_path, caplog):
+    """`evaluate --split validation` on {"train": [...], "test": [...]} evaluated on the training
+    rows with a log warning, where a folder of split files and a DatasetDict refuse the split."""
+    path = tmp_path / "splits.json"
+    path.write_text(json.dumps({"train": [PAIR], "test": [{**PAIR, "prompt": "t1"}]}))
+    with pytest.raises(RewardDataError, match="holds the arrays 'train', 'test', not 'validation'; pick one"):
+        load_reward_data(path, split="validation")
+    (tmp_path / "train_only.json").write_text(json.dumps({"train": [PAIR]}))
+    with pytest.raises(RewardDataError, match="holds the arrays 'train', not 'test'"):
+        load_reward_data(tmp_path / "train_only.json", split="test")
+    (tmp_path / "rows.json").write_text(json.dumps({"data": [PAIR]}))  # no splits: read, and said
+    with caplog.at_level("WARNING", logger="rewardkit.data"):
+        assert len(load_reward_data(tmp_path / "rows.json", split="test")) == 1
+    assert "has no 'test' array; read the 'data' array instead" in caplog.text
 
 
 def test_split_in_a_folder_of_json_documents_is_used_without_an_ignored_warning(tmp_path, caplog):
