@@ -867,11 +867,14 @@ def _pandas_json_rows(document: Any) -> list | None:
 def _read_csv(path: Path) -> Iterator[_Record]:
     """CSV with a header row; quoted newlines work; data rows are numbered without the header."""
     _raise_csv_field_limit()
-    lines = (piece for _, text in _decoded_lines(path) for piece in _LONE_CR.split(text) if piece)
+    lines = _Lines(piece for _, text in _decoded_lines(path) for piece in _LONE_CR.split(text) if piece)
     reader = csv.reader(lines)
     header = _next_csv_row(reader, path)
     if header is None:
         return
+    if lines.ended:
+        raise RewardDataError(f"the header runs to the end of the file (line {reader.line_num}): a closing "
+                              "quote (\") of a quoted name is missing", source=path, where="line 1")
     names = [name.strip() for name in header]
     _refuse_other_separator(names, path)
     duplicates = sorted(n for n, count in Counter(names).items() if n and count > 1)
@@ -885,6 +888,11 @@ def _read_csv(path: Path) -> Iterator[_Record]:
             continue  # blank line
         data_row += 1
         where = f"data row {data_row} (line {first_line})"
+        if lines.ended:  # csv closes a quote left open at the end of the file, with every line after it inside
+            yield _bad_record(f"a quoted field of it runs to the end of the file: its closing quote (\") is "
+                              f"missing, so lines {first_line}-{last_line} were read as this one row",
+                              path, data_row, where, "unclosed quote")
+            continue
         if len(fields) != len(names):
             message = f"the row has {len(fields)} fields but the header has {len(names)}"
             if any("\n" in value or "\r" in value for value in fields):  # a quote left open
@@ -894,6 +902,27 @@ def _read_csv(path: Path) -> Iterator[_Record]:
             continue
         row = {name: value for name, value in zip(names, fields, strict=True) if name}
         yield _Record(data_row, where, row, text_lists=True)
+
+
+class _Lines:
+    """The lines fed to `csv.reader`, noting when they ran out. csv reads past a row's end only
+    inside a quoted field, so running out while reading a row means a quote left open, which it
+    closes without a word at the end of the file (`strict=True` would refuse it, but also
+    quotes that csv reads fine elsewhere, such as `"a"b`)."""
+
+    def __init__(self, lines: Iterator[str]) -> None:
+        self._lines = lines
+        self.ended = False
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        try:
+            return next(self._lines)
+        except StopIteration:
+            self.ended = True
+            raise
 
 
 def _refuse_other_separator(names: list[str], path: Path) -> None:

@@ -358,6 +358,25 @@ def test_csv_with_bom_and_quoted_newline(tmp_path):
     assert data.rows == [{"prompt": "p", "chosen": "line one\nline two", "rejected": "bad", "margin": 0.5}]
 
 
+def test_a_quote_left_open_to_the_end_of_a_csv_file_is_refused_not_read_as_one_field(tmp_path):
+    """A missing closing quote in the last column swallowed every later line into that field:
+    three data rows loaded as one, whose 'rejected' held the other two, without a word (a quote
+    left open in another column was caught only because the field count came out wrong)."""
+    path = tmp_path / "open.csv"
+    path.write_text('prompt,chosen,rejected\np1,a,"b\np2,a,b\np3,a,b\n', encoding="utf-8")
+    with pytest.raises(RewardDataError, match="closing quote .* is missing.*lines 2-4") as info:
+        load_reward_data(path)
+    assert (info.value.row, info.value.where) == (1, "data row 1 (line 2)")
+    with pytest.raises(RewardDataError, match="no valid rows"):
+        load_reward_data(path, skip_invalid=True)
+    path.write_text('prompt,chosen,rejected\np1,a,b\np2,a,"b\n', encoding="utf-8")  # on the last line
+    data = load_reward_data(path, skip_invalid=True)
+    assert len(data) == 1 and data.skipped.counts == {"unclosed quote": 1}
+    path.write_text('prompt,chosen,"rejected\np1,a,b\n', encoding="utf-8")
+    with pytest.raises(RewardDataError, match="header .*closing quote"):
+        load_reward_data(path)
+
+
 def test_csv_numbers_lists_and_big_fields(tmp_path):
     big = "x" * 300_000  # over csv's default 128 KiB field limit
     path = write_csv(tmp_path / "r.csv", ["prompt", "responses", "scores"],
