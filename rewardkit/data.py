@@ -339,10 +339,10 @@ class _RowStream:
         if self.column_map:
             self.seen_columns.update(record.value)
         row = _rename(record.value, self.column_map)
-        if record.text_lists:
-            row = _blank_cells_as_null(row)
-        found = formats.detect_layout(row)
         try:
+            if record.text_lists:  # CSV: blank cells are nulls, and message lists are written as text
+                row = formats.message_lists_from_text(_blank_cells_as_null(row))
+            found = formats.detect_layout(row)
             layout = self._layout_for(found, row, source, record)
             normal = formats.normalise_row(row, layout, text_lists=record.text_lists)
         except RowError as problem:

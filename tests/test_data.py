@@ -377,6 +377,23 @@ def test_a_quote_left_open_to_the_end_of_a_csv_file_is_refused_not_read_as_one_f
         load_reward_data(path)
 
 
+def test_csv_cells_holding_message_lists_are_read_as_messages_or_refused(tmp_path):
+    """DataFrame.to_csv of conversational pairs (UltraFeedback) writes each message list as a
+    Python repr, "[{'content': 'q', 'role': 'user'}, ...]": it trained as that text, brackets and
+    all, without a word. Written as JSON, a cell is read as messages, as ranked lists are."""
+    def turns(reply: str) -> list[dict]:
+        return [{"content": "q", "role": "user"}, {"content": reply, "role": "assistant"}]
+
+    path = write_csv(tmp_path / "repr.csv", ["prompt", "chosen", "rejected"], [["q", str(turns("good")), str(turns("bad"))]])
+    with pytest.raises(RewardDataError, match="Python list .*to_csv.*JSONL or Parquet") as info:
+        load_reward_data(path)
+    assert (info.value.row, info.value.column) == (1, "chosen")
+    path = write_csv(tmp_path / "json.csv", ["prompt", "chosen", "rejected"],
+                     [["q", json.dumps(turns("good")), json.dumps(turns("bad"))]])
+    assert load_reward_data(path).rows == [{"prompt": "User: q\nAssistant:", "chosen": "good", "rejected": "bad",
+                                            "margin": None}]
+
+
 def test_csv_numbers_lists_and_big_fields(tmp_path):
     big = "x" * 300_000  # over csv's default 128 KiB field limit
     path = write_csv(tmp_path / "r.csv", ["prompt", "responses", "scores"],
