@@ -339,10 +339,10 @@ class _RowStream:
         if self.column_map:
             self.seen_columns.update(record.value)
         row = _rename(record.value, self.column_map)
-        if record.text_lists:
-            row = _blank_cells_as_null(row)
-        found = formats.detect_layout(row)
         try:
+            if record.text_lists:  # CSV: blank cells are nulls, and message lists are written as text
+                row = formats.message_lists_from_text(_blank_cells_as_null(row))
+            found = formats.detect_layout(row)
             layout = self._layout_for(found, row, source, record)
             normal = formats.normalise_row(row, layout, text_lists=record.text_lists)
         except RowError as problem:
@@ -576,17 +576,21 @@ def _folder_inputs(folder: Path, split: str | None) -> list[_Input]:
     return _split_files(inputs, folder, split)
 
 
-# File names the Hub and `datasets` give the files of one split: train.jsonl, test-00000-of-00002.parquet
-_SPLIT_FILE = re.compile(r"(?P<split>[A-Za-z][\w]*?)(?:-\d{5}-of-\d{5})?")
+# File names the Hub and `datasets` give the files of one split: train.jsonl, test-00000-of-00002.parquet,
+# train_prefs-00000-of-00001.parquet (UltraFeedback), train-00000-of-00001-4746b2ea8a2a1d6d.parquet (the
+# Hub's Parquet conversion adds a hash)
+_SPLIT_FILE = re.compile(r"(?P<split>[A-Za-z]\w*?)(?P<shard>-\d{5}-of-\d{5}(?:-[0-9a-f]{8,})?)?")
 _SPLIT_NAMES = frozenset({"train", "training", "validation", "valid", "val", "dev", "test", "testing", "eval",
                           "evaluation"})
 
 
 def _split_of(path: Path) -> str | None:
-    """The split a data file's name gives it (`train-00000-of-00001.parquet` -> train), if any."""
+    """The split a data file's name gives it (`train-00000-of-00001.parquet` -> train), if any: a
+    shard name gives any split (`train_prefs-00000-of-00001`), a plain name only a usual split name
+    (`test.jsonl`, not `notes.jsonl`)."""
     suffix = next((suffix for suffix in SUFFIXES if path.name.lower().endswith(suffix)), None)
     match = _SPLIT_FILE.fullmatch(path.name[:-len(suffix)]) if suffix else None
-    return match["split"] if match and match["split"] in _SPLIT_NAMES else None
+    return match["split"] if match and (match["shard"] or match["split"] in _SPLIT_NAMES) else None
 
 
 def _split_files(inputs: list[_Input], folder: Path, split: str | None) -> list[_Input]:
@@ -792,14 +796,20 @@ def _read_json(path: Path, split: str | None = None) -> Iterator[_Record]:
 
 def _json_rows(document: Any, path: Path, split: str | None = None) -> tuple[list, str]:
     """The rows of a JSON document. ``split`` picks a top-level key of that name (a document
-    holding several splits); when there is none, the usual shapes are read and the log says
-    which, so that --split never silently reads another split than asked."""
+    holding several splits); a document of split arrays without it is refused, and other shapes
+    are read with a warning saying which, so that --split never reads another split than asked."""
     if isinstance(document, _KeyedTwice):  # {"train": [...], "train": [...]}, or a column twice
         raise RewardDataError(_REPEATED_KEY, source=path, column=document.repeated)
     if isinstance(document, dict) and split is not None and isinstance(document.get(split), list):
         logger.info("%s: reading the %r array (--split %s)", path, split, split)
         return document[split], "element"
     rows, label, key = _default_json_rows(document, path)
+    arrays = [name for name, value in document.items() if isinstance(value, list)] if key else []
+    if split is not None and (key == "train" or len(arrays) > 1):
+        # {"train": [...], "test": [...]}: its arrays are splits, and another one than asked would be
+        # trained or evaluated on (as a folder of split files and a DatasetDict refuse to)
+        raise RewardDataError(f"the JSON document holds the arrays {', '.join(map(repr, arrays))}, not {split!r}; "
+                              "pick one with --split", source=path)
     if split is not None:
         read = f"the {key!r} array" if key else "the whole document"
         logger.warning("--split %s: the JSON document %s has no %r array; read %s instead", split,
@@ -857,11 +867,14 @@ def _pandas_json_rows(document: Any) -> list | None:
 def _read_csv(path: Path) -> Iterator[_Record]:
     """CSV with a header row; quoted newlines work; data rows are numbered without the header."""
     _raise_csv_field_limit()
-    lines = (piece for _, text in _decoded_lines(path) for piece in _LONE_CR.split(text) if piece)
+    lines = _Lines(piece for _, text in _decoded_lines(path) for piece in _LONE_CR.split(text) if piece)
     reader = csv.reader(lines)
     header = _next_csv_row(reader, path)
     if header is None:
         return
+    if lines.ended:
+        raise RewardDataError(f"the header runs to the end of the file (line {reader.line_num}): a closing "
+                              "quote (\") of a quoted name is missing", source=path, where="line 1")
     names = [name.strip() for name in header]
     _refuse_other_separator(names, path)
     duplicates = sorted(n for n, count in Counter(names).items() if n and count > 1)
@@ -875,6 +888,11 @@ def _read_csv(path: Path) -> Iterator[_Record]:
             continue  # blank line
         data_row += 1
         where = f"data row {data_row} (line {first_line})"
+        if lines.ended:  # csv closes a quote left open at the end of the file, with every line after it inside
+            yield _bad_record(f"a quoted field of it runs to the end of the file: its closing quote (\") is "
+                              f"missing, so lines {first_line}-{last_line} were read as this one row",
+                              path, data_row, where, "unclosed quote")
+            continue
         if len(fields) != len(names):
             message = f"the row has {len(fields)} fields but the header has {len(names)}"
             if any("\n" in value or "\r" in value for value in fields):  # a quote left open
@@ -884,6 +902,27 @@ def _read_csv(path: Path) -> Iterator[_Record]:
             continue
         row = {name: value for name, value in zip(names, fields, strict=True) if name}
         yield _Record(data_row, where, row, text_lists=True)
+
+
+class _Lines:
+    """The lines fed to `csv.reader`, noting when they ran out. csv reads past a row's end only
+    inside a quoted field, so running out while reading a row means a quote left open, which it
+    closes without a word at the end of the file (`strict=True` would refuse it, but also
+    quotes that csv reads fine elsewhere, such as `"a"b`)."""
+
+    def __init__(self, lines: Iterator[str]) -> None:
+        self._lines = lines
+        self.ended = False
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        try:
+            return next(self._lines)
+        except StopIteration:
+            self.ended = True
+            raise
 
 
 def _refuse_other_separator(names: list[str], path: Path) -> None:

@@ -225,6 +225,30 @@ def _pairwise(row: dict, implicit: bool) -> dict:
     return {"prompt": full_prompt, "chosen": chosen_reply, "rejected": rejected_reply, "margin": margin}
 
 
+_TEXT_COLUMNS = PROMPT_COLUMNS + CHOSEN_COLUMNS + REJECTED_COLUMNS + RESPONSE_COLUMNS
+_MESSAGE_LIST_TEXT = re.compile(r"""\s*\[\s*\{\s*['"](?:role|content)['"]\s*:""")
+
+
+def message_lists_from_text(row: dict) -> dict:
+    """``row`` with its text columns that hold a message list written as text (a CSV cell, which
+    has no lists) read as that list. Written as JSON it is read, as a ranked ``responses`` list is;
+    written as a Python list, as pandas' ``to_csv`` writes one, it is refused: read as text it
+    trained on "[{'content': ..., 'role': 'user'}, ...]", brackets and all."""
+    found = [name for name in _TEXT_COLUMNS if isinstance(row.get(name), str) and _MESSAGE_LIST_TEXT.match(row[name])]
+    if not found:
+        return row
+    row = dict(row)
+    for name in found:
+        try:
+            row[name] = json.loads(row[name])
+        except (ValueError, RecursionError):
+            raise RowError("the value is a list of messages written as a Python list (as pandas' to_csv "
+                           "writes one), not as JSON, so it cannot be read as messages; save the data as "
+                           "JSONL or Parquet (DataFrame.to_json(path, orient='records', lines=True))",
+                           name, "bad messages") from None
+    return row
+
+
 def unread_text_columns(row: dict) -> list[str]:
     """Columns holding non-blank text that no layout reads (names as after ``--columns``).
 

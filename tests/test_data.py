@@ -284,11 +284,25 @@ def test_split_picks_a_key_of_a_json_document(tmp_path, caplog):
     assert [row["prompt"] for _, row in iter_reward_rows(path, split="test")] == ["t1", "t2"]
     with caplog.at_level("WARNING", logger="rewardkit.data"):
         assert len(load_reward_data(path)) == 1  # no split: "train", and it says so (it could be eval data)
-        assert len(load_reward_data(path, split="validation")) == 1
     messages = [r.getMessage() for r in caplog.records]
     assert any("also holds the arrays 'test'; read the 'train' array" in m for m in messages)
-    assert any("no 'validation' array; read the 'train' array" in m for m in messages)
     assert not any("is ignored for local data" in m for m in messages)
+
+
+def test_a_split_a_json_document_lacks_is_refused_not_read_as_train(tmp_path, caplog):
+    """`evaluate --split validation` on {"train": [...], "test": [...]} evaluated on the training
+    rows with a log warning, where a folder of split files and a DatasetDict refuse the split."""
+    path = tmp_path / "splits.json"
+    path.write_text(json.dumps({"train": [PAIR], "test": [{**PAIR, "prompt": "t1"}]}))
+    with pytest.raises(RewardDataError, match="holds the arrays 'train', 'test', not 'validation'; pick one"):
+        load_reward_data(path, split="validation")
+    (tmp_path / "train_only.json").write_text(json.dumps({"train": [PAIR]}))
+    with pytest.raises(RewardDataError, match="holds the arrays 'train', not 'test'"):
+        load_reward_data(tmp_path / "train_only.json", split="test")
+    (tmp_path / "rows.json").write_text(json.dumps({"data": [PAIR]}))  # no splits: read, and said
+    with caplog.at_level("WARNING", logger="rewardkit.data"):
+        assert len(load_reward_data(tmp_path / "rows.json", split="test")) == 1
+    assert "has no 'test' array; read the 'data' array instead" in caplog.text
 
 
 def test_split_in_a_folder_of_json_documents_is_used_without_an_ignored_warning(tmp_path, caplog):
@@ -342,6 +356,42 @@ def test_csv_with_bom_and_quoted_newline(tmp_path):
     assert "data row 2 (line 4)" in str(err)  # header is line 1; row 1 spans lines 2-3
     data = load_reward_data(path, skip_invalid=True)
     assert data.rows == [{"prompt": "p", "chosen": "line one\nline two", "rejected": "bad", "margin": 0.5}]
+
+
+def test_a_quote_left_open_to_the_end_of_a_csv_file_is_refused_not_read_as_one_field(tmp_path):
+    """A missing closing quote in the last column swallowed every later line into that field:
+    three data rows loaded as one, whose 'rejected' held the other two, without a word (a quote
+    left open in another column was caught only because the field count came out wrong)."""
+    path = tmp_path / "open.csv"
+    path.write_text('prompt,chosen,rejected\np1,a,"b\np2,a,b\np3,a,b\n', encoding="utf-8")
+    with pytest.raises(RewardDataError, match="closing quote .* is missing.*lines 2-4") as info:
+        load_reward_data(path)
+    assert (info.value.row, info.value.where) == (1, "data row 1 (line 2)")
+    with pytest.raises(RewardDataError, match="no valid rows"):
+        load_reward_data(path, skip_invalid=True)
+    path.write_text('prompt,chosen,rejected\np1,a,b\np2,a,"b\n', encoding="utf-8")  # on the last line
+    data = load_reward_data(path, skip_invalid=True)
+    assert len(data) == 1 and data.skipped.counts == {"unclosed quote": 1}
+    path.write_text('prompt,chosen,"rejected\np1,a,b\n', encoding="utf-8")
+    with pytest.raises(RewardDataError, match="header .*closing quote"):
+        load_reward_data(path)
+
+
+def test_csv_cells_holding_message_lists_are_read_as_messages_or_refused(tmp_path):
+    """DataFrame.to_csv of conversational pairs (UltraFeedback) writes each message list as a
+    Python repr, "[{'content': 'q', 'role': 'user'}, ...]": it trained as that text, brackets and
+    all, without a word. Written as JSON, a cell is read as messages, as ranked lists are."""
+    def turns(reply: str) -> list[dict]:
+        return [{"content": "q", "role": "user"}, {"content": reply, "role": "assistant"}]
+
+    path = write_csv(tmp_path / "repr.csv", ["prompt", "chosen", "rejected"], [["q", str(turns("good")), str(turns("bad"))]])
+    with pytest.raises(RewardDataError, match="Python list .*to_csv.*JSONL or Parquet") as info:
+        load_reward_data(path)
+    assert (info.value.row, info.value.column) == (1, "chosen")
+    path = write_csv(tmp_path / "json.csv", ["prompt", "chosen", "rejected"],
+                     [["q", json.dumps(turns("good")), json.dumps(turns("bad"))]])
+    assert load_reward_data(path).rows == [{"prompt": "User: q\nAssistant:", "chosen": "good", "rejected": "bad",
+                                            "margin": None}]
 
 
 def test_csv_numbers_lists_and_big_fields(tmp_path):
@@ -440,6 +490,27 @@ def test_a_folder_of_split_named_files_reads_one_split(tmp_path, caplog):
         load_reward_data(folder, split="dev")
     (folder / "test.jsonl").unlink()  # one split's files alone are just a folder of files
     assert len(load_reward_data(folder)) == 2
+
+
+def test_sharded_files_are_split_files_whatever_the_split_name(tmp_path, caplog):
+    """Shard names were split files only for a few split names and without the hash suffix the Hub's
+    Parquet conversion adds: UltraFeedback's data/ (train_prefs-00000-of-00001.parquet beside
+    test_prefs-..., train_sft-...) was read whole, its test splits trained on, and --split
+    train_prefs ignored; so were train-/test-00000-of-00001-<hash>.parquet, without a word."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for split in ("train_prefs", "test_prefs", "train_sft"):
+        write_jsonl(folder / f"{split}-00000-of-00001.jsonl", [{**PAIR, "chosen": split}])
+    assert [row["chosen"] for row in load_reward_data(folder, split="test_prefs").rows] == ["test_prefs"]
+    with pytest.raises(RewardDataError, match="splits 'test_prefs', 'train_prefs', 'train_sft' .by their names.; pick one"):
+        load_reward_data(folder)  # no "train" among them: said, not all read as one
+    hashed = tmp_path / "hashed"
+    hashed.mkdir()
+    write_jsonl(hashed / "test-00000-of-00001-4746b2ea8a2a1d6d.jsonl", [{**PAIR, "chosen": "held out"}])
+    write_jsonl(hashed / "train-00000-of-00001-0f4b3c27a8e1d9b2.jsonl", [{**PAIR, "chosen": "t"}])
+    with caplog.at_level("WARNING", logger="rewardkit.data"):
+        assert [row["chosen"] for row in load_reward_data(hashed).rows] == ["t"]
+    assert "left out: test-00000-of-00001-4746b2ea8a2a1d6d.jsonl" in caplog.text
 
 
 def test_an_empty_part_file_beside_full_ones_is_skipped_with_a_warning(tmp_path, caplog):
