@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModel, PreTrainedModel
+from transformers import AutoModel, PreTrainedModel, TextClassificationPipeline
 from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.utils import logging
 
@@ -528,12 +528,36 @@ class RewardModel(PreTrainedModel):
         return output
 
 
+class RewardPipeline(TextClassificationPipeline):
+    """transformers' text-classification pipeline, plus `alpha=` per call or at construction, as
+    `model(**x, alpha=...)` takes it: `pipe(pair, alpha=10)` scores `10 * r` (normalized first when
+    the config says so), a value that is not a finite number > 0 is refused before anything runs.
+
+    `pipeline("text-classification", model=repo_or_folder, trust_remote_code=True)` builds this class
+    (`RewardConfig.custom_pipelines`). transformers' own pipeline hands every option it does not know
+    to the tokenizer, which ignored `alpha` without a word; a pipeline built around a model object
+    (`pipeline(..., model=model)`) is still that one: pass `pipeline_class=RewardPipeline` there.
+    """
+
+    def _sanitize_parameters(self, alpha=None, **kwargs):
+        preprocess, forward, postprocess = super()._sanitize_parameters(**kwargs)
+        if alpha is not None:
+            _check_alpha(alpha)
+            forward = {**forward, "alpha": alpha}
+        return preprocess, forward, postprocess
+
+    def _forward(self, model_inputs, alpha=None):
+        if alpha is None:
+            return super()._forward(model_inputs)
+        return self.model(**model_inputs, alpha=alpha)
+
+
 # Every save_pretrained copies both code files beside the weights (the auto_map itself comes
 # from RewardConfig and names all three Auto classes).
 RewardConfig.register_for_auto_class()
 RewardModel.register_for_auto_class("AutoModelForSequenceClassification")
 
 __all__ = [
-    "RewardConfig", "RewardModel", "RewardModelOutput", "bert_style_last_layer", "first_attended",
+    "RewardConfig", "RewardModel", "RewardModelOutput", "RewardPipeline", "bert_style_last_layer", "first_attended",
     "last_layer_one_row", "mse_loss", "pairwise_loss", "pool", "ranking_loss",
 ]
