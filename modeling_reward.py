@@ -429,6 +429,23 @@ class RewardModel(PreTrainedModel):
             handle.remove()
         return last_layer_one_row(layer, hidden, attention_mask, first_attended(attention_mask))
 
+    def _raise_if_too_long(self, attention_mask: torch.Tensor, error: Exception) -> None:
+        """A clear error in place of torch's `index out of range in self` (or `index 512 is out of
+        bounds`) when a text is longer than the backbone's table of learned positions (512 tokens for
+        BERT): neither the tokenizer nor `pipeline` truncates by default. Returns when the length does
+        not explain the error (the caller re-raises it)."""
+        limit = getattr(self.backbone.config, "max_position_embeddings", None)
+        if not isinstance(limit, int):
+            return
+        limit -= self._position_offset  # RoBERTa's 514 positions hold 512 tokens
+        longest = int(attention_mask.sum(dim=1).max()) if attention_mask.dim() == 2 else 0
+        if longest > limit:
+            raise ValueError(
+                f"RewardModel: an input has {longest} tokens; this backbone "
+                f"({self.backbone.config.model_type}) reads at most {limit}. Pass truncation=True, "
+                f"max_length={limit} (or less) to the tokenizer or to the pipeline call."
+            ) from error
+
     def _head(self, pooled: torch.Tensor) -> torch.Tensor:
         """(B, H) -> (B, 1) raw reward, in the head's own dtype even under autocast: a bf16 reward
         keeps 8 bits of mantissa, too few for the small chosen-rejected differences the pairwise
@@ -493,10 +510,15 @@ class RewardModel(PreTrainedModel):
         if position_ids is not None:
             backbone_inputs["position_ids"] = position_ids
         pooled, backbone_outputs = None, None
-        if self._can_compute_one_row(attention_mask, kwargs):
-            pooled = self._pool_cls_one_row(backbone_inputs, attention_mask)
+        try:
+            if self._can_compute_one_row(attention_mask, kwargs):
+                pooled = self._pool_cls_one_row(backbone_inputs, attention_mask)
+            if pooled is None:
+                backbone_outputs = self.backbone(**backbone_inputs, return_dict=True)
+        except (IndexError, RuntimeError) as error:  # an embedding lookup, or BERT's buffered token_type_ids
+            self._raise_if_too_long(attention_mask, error)
+            raise
         if pooled is None:
-            backbone_outputs = self.backbone(**backbone_inputs, return_dict=True)
             hidden = backbone_outputs.last_hidden_state  # (B, S, H)
             pooled = pool(hidden, attention_mask, self.config.pooling)  # (B, H)
         rewards = self._head(pooled)  # (B, 1)
