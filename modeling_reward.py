@@ -295,6 +295,7 @@ class RewardModel(PreTrainedModel):
 
     Example:
         >>> from transformers import AutoTokenizer
+        >>> tokenizer = AutoTokenizer.from_pretrained("bert-base-uncased")  # doctest: +SKIP
         >>> model = RewardModel.from_backbone("bert-base-uncased")  # doctest: +SKIP
         >>> tokens = tokenizer("What is 2+2?", "4", return_tensors="pt")  # doctest: +SKIP
         >>> model(**tokens).logits  # (1, 1)  # doctest: +SKIP
