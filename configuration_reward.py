@@ -15,6 +15,7 @@ What the numbers mean (kept here so that it travels with every published model):
 
 from __future__ import annotations
 
+import copy
 import math
 
 from transformers import AutoConfig, PretrainedConfig
@@ -27,6 +28,17 @@ AUTO_MAP = {
     "AutoConfig": "configuration_reward.RewardConfig",
     "AutoModel": "modeling_reward.RewardModel",
     "AutoModelForSequenceClassification": "modeling_reward.RewardModel",
+}
+
+# Read by `pipeline("text-classification", model=repo, trust_remote_code=True)` from the loaded config:
+# it then builds `modeling_reward.RewardPipeline`, which takes `alpha=` per call. (transformers' own
+# pipeline hands options it does not know to the tokenizer, which dropped `alpha=10` without a word.)
+CUSTOM_PIPELINES = {
+    "text-classification": {
+        "impl": "modeling_reward.RewardPipeline",
+        "pt": ["AutoModelForSequenceClassification"],
+        "type": "text",
+    }
 }
 
 # Backbones whose natural summary token is the last one (causal decoders).
@@ -255,6 +267,13 @@ class RewardConfig(PretrainedConfig):
             raise ValueError(f"RewardConfig: `problem_type` must be 'regression' (the pipeline then returns the "
                              f"reward itself, no sigmoid), got {value!r}.")
         super().__setattr__(name, value)
+
+    @property
+    def custom_pipelines(self) -> dict:
+        """`CUSTOM_PIPELINES`, a fresh copy on every read: `pipeline()` replaces the class names in
+        what it reads with the classes themselves, and a shared dict would then no longer save as JSON.
+        A property, not a config.json field: `pipeline()` always reads this class (remote code)."""
+        return copy.deepcopy(CUSTOM_PIPELINES)
 
     @property
     def hidden_size(self) -> int:

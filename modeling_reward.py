@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModel, PreTrainedModel
+from transformers import AutoModel, PreTrainedModel, TextClassificationPipeline
 from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.utils import logging
 
@@ -295,6 +295,7 @@ class RewardModel(PreTrainedModel):
 
     Example:
         >>> from transformers import AutoTokenizer
+        >>> tokenizer = AutoTokenizer.from_pretrained("bert-base-uncased")  # doctest: +SKIP
         >>> model = RewardModel.from_backbone("bert-base-uncased")  # doctest: +SKIP
         >>> tokens = tokenizer("What is 2+2?", "4", return_tensors="pt")  # doctest: +SKIP
         >>> model(**tokens).logits  # (1, 1)  # doctest: +SKIP
@@ -429,6 +430,23 @@ class RewardModel(PreTrainedModel):
             handle.remove()
         return last_layer_one_row(layer, hidden, attention_mask, first_attended(attention_mask))
 
+    def _raise_if_too_long(self, attention_mask: torch.Tensor, error: Exception) -> None:
+        """A clear error in place of torch's `index out of range in self` (or `index 512 is out of
+        bounds`) when a text is longer than the backbone's table of learned positions (512 tokens for
+        BERT): neither the tokenizer nor `pipeline` truncates by default. Returns when the length does
+        not explain the error (the caller re-raises it)."""
+        limit = getattr(self.backbone.config, "max_position_embeddings", None)
+        if not isinstance(limit, int):
+            return
+        limit -= self._position_offset  # RoBERTa's 514 positions hold 512 tokens
+        longest = int(attention_mask.sum(dim=1).max()) if attention_mask.dim() == 2 else 0
+        if longest > limit:
+            raise ValueError(
+                f"RewardModel: an input has {longest} tokens; this backbone "
+                f"({self.backbone.config.model_type}) reads at most {limit}. Pass truncation=True, "
+                f"max_length={limit} (or less) to the tokenizer or to the pipeline call."
+            ) from error
+
     def _head(self, pooled: torch.Tensor) -> torch.Tensor:
         """(B, H) -> (B, 1) raw reward, in the head's own dtype even under autocast: a bf16 reward
         keeps 8 bits of mantissa, too few for the small chosen-rejected differences the pairwise
@@ -493,10 +511,15 @@ class RewardModel(PreTrainedModel):
         if position_ids is not None:
             backbone_inputs["position_ids"] = position_ids
         pooled, backbone_outputs = None, None
-        if self._can_compute_one_row(attention_mask, kwargs):
-            pooled = self._pool_cls_one_row(backbone_inputs, attention_mask)
+        try:
+            if self._can_compute_one_row(attention_mask, kwargs):
+                pooled = self._pool_cls_one_row(backbone_inputs, attention_mask)
+            if pooled is None:
+                backbone_outputs = self.backbone(**backbone_inputs, return_dict=True)
+        except (IndexError, RuntimeError) as error:  # an embedding lookup, or BERT's buffered token_type_ids
+            self._raise_if_too_long(attention_mask, error)
+            raise
         if pooled is None:
-            backbone_outputs = self.backbone(**backbone_inputs, return_dict=True)
             hidden = backbone_outputs.last_hidden_state  # (B, S, H)
             pooled = pool(hidden, attention_mask, self.config.pooling)  # (B, H)
         rewards = self._head(pooled)  # (B, 1)
@@ -528,12 +551,36 @@ class RewardModel(PreTrainedModel):
         return output
 
 
+class RewardPipeline(TextClassificationPipeline):
+    """transformers' text-classification pipeline, plus `alpha=` per call or at construction, as
+    `model(**x, alpha=...)` takes it: `pipe(pair, alpha=10)` scores `10 * r` (normalized first when
+    the config says so), a value that is not a finite number > 0 is refused before anything runs.
+
+    `pipeline("text-classification", model=repo_or_folder, trust_remote_code=True)` builds this class
+    (`RewardConfig.custom_pipelines`). transformers' own pipeline hands every option it does not know
+    to the tokenizer, which ignored `alpha` without a word; a pipeline built around a model object
+    (`pipeline(..., model=model)`) is still that one: pass `pipeline_class=RewardPipeline` there.
+    """
+
+    def _sanitize_parameters(self, alpha=None, **kwargs):
+        preprocess, forward, postprocess = super()._sanitize_parameters(**kwargs)
+        if alpha is not None:
+            _check_alpha(alpha)
+            forward = {**forward, "alpha": alpha}
+        return preprocess, forward, postprocess
+
+    def _forward(self, model_inputs, alpha=None):
+        if alpha is None:
+            return super()._forward(model_inputs)
+        return self.model(**model_inputs, alpha=alpha)
+
+
 # Every save_pretrained copies both code files beside the weights (the auto_map itself comes
 # from RewardConfig and names all three Auto classes).
 RewardConfig.register_for_auto_class()
 RewardModel.register_for_auto_class("AutoModelForSequenceClassification")
 
 __all__ = [
-    "RewardConfig", "RewardModel", "RewardModelOutput", "bert_style_last_layer", "first_attended",
+    "RewardConfig", "RewardModel", "RewardModelOutput", "RewardPipeline", "bert_style_last_layer", "first_attended",
     "last_layer_one_row", "mse_loss", "pairwise_loss", "pool", "ranking_loss",
 ]

@@ -255,6 +255,28 @@ def test_forward_errors_are_clear():
         model()
 
 
+@pytest.mark.parametrize("kind, limit, segments", [("bert", 512, True), ("bert", 512, False), ("roberta", 518, True),
+                                                    ("gpt2", 512, False)])
+def test_an_input_longer_than_the_backbone_reads_is_a_clear_error(kind, limit, segments):
+    """Neither the tokenizer nor `pipeline` truncates by default, and a long response then failed deep
+    in torch ("index out of range in self", or for BERT without token_type_ids "index 512 is out of
+    bounds"). The error now names the length, the backbone's limit and the fix; the limit itself
+    still scores, and RoBERTa's count starts after its padding index (520 positions hold 518)."""
+    model = helpers.tiny_reward_model(kind)
+    for length in (limit, limit + 1):
+        batch = {"input_ids": torch.randint(1000, 2000, (2, length))}
+        batch["attention_mask"] = torch.ones_like(batch["input_ids"])
+        if segments:
+            batch["token_type_ids"] = torch.zeros_like(batch["input_ids"])
+        if length == limit:
+            with torch.no_grad():
+                assert model(**batch).logits.shape == (2, 1)
+            continue
+        with pytest.raises(ValueError, match=rf"has {length} tokens; this backbone \({kind}\) reads at most {limit}"
+                                             rf"\. Pass truncation=True, max_length={limit}"):
+            model(**batch)
+
+
 # ---------------------------------------------------------------- one-row last layer (cls pooling)
 
 

@@ -209,3 +209,42 @@ def test_a_model_with_resized_token_embeddings_saves_and_loads_again(tmp_path, t
     batch["input_ids"][:, 1] = helpers.BERT_VOCAB + 3  # a new token's id
     with torch.no_grad():
         assert torch.allclose(loaded.eval()(**batch).logits, model(**batch).logits, atol=1e-6)
+
+
+PIPELINE_ALPHA = """
+import json
+from transformers import pipeline
+pairs = [{{"text": p, "text_pair": r}} for p, r in zip({prompts!r}, {responses!r})]
+pipe = pipeline("text-classification", model={repo!r}, trust_remote_code=True)
+results = {{"class": type(pipe).__name__, "plain": [o["score"] for o in pipe(pairs)],
+            "alpha": [o["score"] for o in pipe(pairs, alpha=10, batch_size=2, function_to_apply="none")],
+            "after": [o["score"] for o in pipe(pairs)]}}
+built = pipeline("text-classification", model={repo!r}, trust_remote_code=True, alpha=3.0)
+results["built"] = [o["score"] for o in built(pairs)]
+results["refused"] = []
+for bad in (0, -2.0, "10"):
+    try:
+        pipe(pairs, alpha=bad)
+    except ValueError as error:
+        results["refused"].append(str(error))
+results["inferred"] = type(pipeline(model={repo!r}, trust_remote_code=True)).__name__
+print(json.dumps(results))
+"""
+
+
+def test_the_pipeline_takes_alpha_per_call_and_refuses_bad_values(saved_model, tmp_path):
+    """transformers' text-classification pipeline hands options it does not know to the tokenizer:
+    `pipe(pair, alpha=10)` returned the alpha=1 score without a word. The pipeline a Hub user builds
+    by repo id (no rewardkit) now scales by it, as `model(**x, alpha=10)` does, and refuses 0,
+    negatives and text; `pipeline(model=repo)` finds the task offline too."""
+    folder, expected = saved_model
+    helpers.place_in_hf_cache(Path(folder), tmp_path / "hub_cache", "rewardkit-test/alpha")
+    code = PIPELINE_ALPHA.format(repo="rewardkit-test/alpha", prompts=PROMPTS, responses=RESPONSES)
+    results = helpers.run_fresh_python(code, tmp_path, {"HF_HUB_CACHE": str(tmp_path / "hub_cache"),
+                                                        "HF_HOME": str(tmp_path / "home")}, without_rewardkit=True)
+    assert results["class"] == "RewardPipeline" and results["inferred"] == "RewardPipeline"
+    assert results["plain"] == pytest.approx(expected, abs=1e-5)
+    assert results["alpha"] == pytest.approx([10 * e for e in expected], abs=1e-4)
+    assert results["after"] == pytest.approx(expected, abs=1e-5)  # per call, not remembered
+    assert results["built"] == pytest.approx([3 * e for e in expected], abs=1e-4)
+    assert len(results["refused"]) == 3 and all("alpha must be a finite number > 0" in e for e in results["refused"])
