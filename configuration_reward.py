@@ -15,7 +15,6 @@ What the numbers mean (kept here so that it travels with every published model):
 
 from __future__ import annotations
 
-import copy
 import math
 
 from transformers import AutoConfig, PretrainedConfig
@@ -30,16 +29,20 @@ AUTO_MAP = {
     "AutoModelForSequenceClassification": "modeling_reward.RewardModel",
 }
 
-# Read by `pipeline("text-classification", model=repo, trust_remote_code=True)` from the loaded config:
-# it then builds `modeling_reward.RewardPipeline`, which takes `alpha=` per call. (transformers' own
-# pipeline hands options it does not know to the tokenizer, which dropped `alpha=10` without a word.)
-CUSTOM_PIPELINES = {
-    "text-classification": {
-        "impl": "modeling_reward.RewardPipeline",
-        "pt": ["AutoModelForSequenceClassification"],
-        "type": "text",
+def _custom_pipelines() -> dict:
+    """Read by `pipeline("text-classification", model=repo, trust_remote_code=True)` from the loaded
+    config: it then builds `modeling_reward.RewardPipeline`, which takes `alpha=` per call.
+    (transformers' own pipeline hands options it does not know to the tokenizer, which dropped
+    `alpha=10` without a word.) A new dict on every call: `pipeline()` replaces the class names in
+    what it reads with the classes themselves, and a shared dict would then no longer save as JSON."""
+    return {
+        "text-classification": {
+            "impl": "modeling_reward.RewardPipeline",
+            "pt": ["AutoModelForSequenceClassification"],
+            "type": "text",
+        }
     }
-}
+
 
 # Backbones whose natural summary token is the last one (causal decoders).
 _DECODER_HINTS = ("ForCausalLM", "LMHeadModel")
@@ -270,10 +273,9 @@ class RewardConfig(PretrainedConfig):
 
     @property
     def custom_pipelines(self) -> dict:
-        """`CUSTOM_PIPELINES`, a fresh copy on every read: `pipeline()` replaces the class names in
-        what it reads with the classes themselves, and a shared dict would then no longer save as JSON.
-        A property, not a config.json field: `pipeline()` always reads this class (remote code)."""
-        return copy.deepcopy(CUSTOM_PIPELINES)
+        """`_custom_pipelines()`, a fresh copy on every read. A property, not a config.json field:
+        `pipeline()` always reads this class (remote code)."""
+        return _custom_pipelines()
 
     @property
     def hidden_size(self) -> int:
