@@ -587,6 +587,8 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
     max_length, max_length_source = max_length_and_source(base_model, tokenizer, model_config, args.max_length)
     prepared = _prepare_once_per_node(data_args, args, base_model, tokenizer, max_length)
     args.use_held_out(bool(prepared.eval_features))
+    if prepared.eval_features:
+        _check_metric_for_best_model(args, prepared.objective)
 
     if not torch.cuda.is_available():
         args.dataloader_pin_memory = False  # nothing to pin to; avoids a warning per epoch
@@ -691,6 +693,22 @@ def _check_held_out_flags(data_args: DataArguments, args: RewardTrainingArgument
     if plain_value(args.eval_strategy) != "no":
         logger.warning("--eval_strategy %s: there is no held-out data (--eval-data, --eval-fraction), so nothing "
                        "is evaluated.", plain_value(args.eval_strategy))
+
+
+def _check_metric_for_best_model(args: RewardTrainingArguments, objective: str) -> None:
+    """--metric_for_best_model must name a held-out metric of this objective (with or without
+    `eval_`): transformers looks it up only at the first evaluation, so `accuracy` on mse data (a
+    config reused across objectives) failed with a KeyError after a whole epoch of training."""
+    from rewardkit.training import METRIC_NAMES
+
+    metric = args.metric_for_best_model
+    if not metric:
+        return
+    names = ("loss",) + (() if args.prediction_loss_only else METRIC_NAMES[objective])
+    if str(metric).removeprefix("eval_") not in names + ("runtime", "samples_per_second", "steps_per_second"):
+        raise ValueError(f"--metric_for_best_model {metric}: {objective} training evaluates "
+                         f"{', '.join(names)}{' (--prediction_loss_only)' if args.prediction_loss_only else ''}; "
+                         f"pick one of them.")
 
 
 def _checkpoint_to_resume(args: RewardTrainingArguments) -> str | None:

@@ -19,6 +19,7 @@ logger = logging.getLogger(__name__)
 OBJECTIVE_CHOICES = ("pairwise", "mse", "ranking")
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
 SAMPLING_CHOICES = ("group_by_length", "random", "sequential")
+LOWER_IS_BETTER = ("rmse",)  # held-out metrics (besides losses) where smaller is better
 LORA_FLAGS = ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "keep_adapter")  # need --use-lora
 
 
@@ -241,6 +242,7 @@ class RewardTrainingArguments(TrainingArguments):
         self._use_cpu_when_launched_without_accelerator()
         self._resolve_precision()
         self._resolve_eval_strategy()
+        self._resolve_greater_is_better()
         super().__post_init__()
         if self.fsdp and self.use_cpu:
             logger.warning("FSDP needs GPUs: on CPU accelerate ignores it and trains with plain DDP (every rank "
@@ -332,6 +334,15 @@ class RewardTrainingArguments(TrainingArguments):
         self.eval_strategy = IntervalStrategy.EPOCH if save == "best" else IntervalStrategy(save)
         if self.eval_strategy == IntervalStrategy.STEPS and self.eval_steps is None:
             self.eval_steps = self.save_steps
+
+    def _resolve_greater_is_better(self) -> None:
+        """--metric_for_best_model rmse, left without --greater_is_better, means lower is better.
+        transformers takes every metric whose name does not end in "loss" as higher-is-better, so
+        --load_best_model_at_end kept the checkpoint of the WORST held-out RMSE (and --save_strategy
+        best saved on each new worst), which the summary then called the best checkpoint."""
+        metric = self.metric_for_best_model
+        if self.greater_is_better is None and metric and str(metric).removeprefix("eval_") in LOWER_IS_BETTER:
+            self.greater_is_better = False
 
     def use_held_out(self, has_held_out: bool) -> None:
         """Settle evaluation once the data is read: off without held-out rows; each epoch with them,

@@ -728,6 +728,40 @@ def test_load_best_model_at_end_reports_the_best_checkpoints_metrics(tiny_base, 
     assert all(torch.equal(a[k], b[k]) for k in b)  # the figures describe the weights saved
 
 
+def test_best_checkpoint_by_rmse_is_the_lowest_rmse_unless_greater_is_better_is_given(tmp_path):
+    """transformers takes a metric not ending in "loss" as higher-is-better: --metric_for_best_model
+    rmse kept the checkpoint of the worst held-out RMSE, which the summary called the best."""
+    best = dict(output_dir=str(tmp_path), load_best_model_at_end=True)
+    assert RewardTrainingArguments(**best, metric_for_best_model="rmse").greater_is_better is False
+    assert RewardTrainingArguments(**best, metric_for_best_model="eval_rmse").greater_is_better is False
+    assert RewardTrainingArguments(**best, metric_for_best_model="rmse", greater_is_better=True).greater_is_better
+    assert RewardTrainingArguments(**best, metric_for_best_model="accuracy").greater_is_better is True
+    assert RewardTrainingArguments(**best).greater_is_better is False  # loss
+
+
+def test_a_metric_for_best_model_the_objective_does_not_evaluate_is_refused_before_training(tiny_base, tmp_path):
+    """`accuracy` on mse data (one config for several objectives) failed with transformers' KeyError
+    at the first evaluation, after a whole epoch of training."""
+    train = helpers.write_jsonl(tmp_path / "train.jsonl", _scalar_rows(12, 0))
+    out = tmp_path / "out"
+    args = _args(out, tiny_base, save_strategy="epoch", load_best_model_at_end=True, metric_for_best_model="accuracy")
+    with pytest.raises(ValueError, match="--metric_for_best_model accuracy: mse training evaluates loss, rmse; "):
+        run_training(DataArguments(data=str(train), eval_fraction=0.25), args)
+    assert not out.exists()
+
+
+def test_metric_names_are_those_the_held_out_metrics_return():
+    from transformers import EvalPrediction
+
+    from rewardkit.training import METRIC_NAMES, METRICS
+
+    predictions = {"pairwise": (np.array([[1.0, 0.0]]), np.zeros(1)), "mse": (np.array([1.0]), np.array([0.5])),
+                   "ranking": (np.array([[2.0, 1.0]]), np.array([2]))}
+    for objective, (predicted, labels) in predictions.items():
+        metrics = METRICS[objective](EvalPrediction(predictions=predicted, label_ids=labels))
+        assert tuple(metrics) == METRIC_NAMES[objective]
+
+
 def test_resuming_a_finished_run_trains_no_further_step(tiny_base, tmp_path, caplog):
     """transformers 5.23 resumed from a checkpoint at --max_steps runs one more step before it
     checks: re-running a finished job with --resume_from_checkpoint last changed its weights."""
