@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, fields
 from transformers import TrainingArguments
 from transformers.trainer_utils import IntervalStrategy, SaveStrategy
 
+from rewardkit.features import MIN_MAX_LENGTH, check_max_length_type
+
 logger = logging.getLogger(__name__)
 
 OBJECTIVE_CHOICES = ("pairwise", "mse", "ranking")
@@ -222,12 +224,11 @@ class RewardTrainingArguments(TrainingArguments):
     def __post_init__(self) -> None:
         if self.objective is not None and self.objective not in OBJECTIVE_CHOICES:
             raise ValueError(f"--objective must be one of {OBJECTIVE_CHOICES}, got {self.objective!r}.")
-        if self.max_length is not None and (isinstance(self.max_length, bool) or not isinstance(self.max_length, int)):
-            # from a YAML config (argparse converts only text) or Python: 40.5 trained, then failed in the
-            # tokenizer on the first long text, or saved a model whose config refuses to load
-            raise ValueError(f"--max-length must be a whole number of tokens, got {self.max_length!r}.")
-        if self.max_length is not None and self.max_length < 8:
-            raise ValueError(f"--max-length must be at least 8, got {self.max_length}.")
+        # from a YAML config (argparse converts only text) or Python: 40.5 trained, then failed in the
+        # tokenizer on the first long text, or saved a model whose config refuses to load
+        self.max_length = check_max_length_type(self.max_length, "--max-length")
+        if self.max_length is not None and self.max_length < MIN_MAX_LENGTH:
+            raise ValueError(f"--max-length must be at least {MIN_MAX_LENGTH}, got {self.max_length}.")
         if plain_value(self.train_sampling_strategy) not in SAMPLING_CHOICES:
             raise ValueError(f"--train_sampling_strategy must be one of {SAMPLING_CHOICES}, got "
                              f"{plain_value(self.train_sampling_strategy)!r} (batch_rebalance needs per-example lengths "

@@ -175,6 +175,19 @@ def test_max_length_that_is_not_a_whole_number_is_refused_before_training(tmp_pa
         RewardTrainingArguments(output_dir=str(tmp_path / "o"), max_length=40.5)
 
 
+def test_max_length_follows_the_scorers_rule_numpy_integers_included(tmp_path):
+    """Training and scoring check max_length by one rule (features.check_max_length_type): a numpy
+    integer (a length from an array of sweeps) was refused by training and taken by the scorer.
+    It is kept as a plain int, which config.json and training_summary.json can hold."""
+    args = RewardTrainingArguments(output_dir=str(tmp_path / "o"), max_length=np.int64(64))
+    assert args.max_length == 64 and type(args.max_length) is int
+    for bad in (True, "64", 64.0):
+        with pytest.raises(ValueError, match="--max-length must be a whole number of tokens"):
+            RewardTrainingArguments(output_dir=str(tmp_path / "o"), max_length=bad)
+    with pytest.raises(ValueError, match="--max-length must be at least 8, got 7"):
+        RewardTrainingArguments(output_dir=str(tmp_path / "o"), max_length=np.int32(7))
+
+
 def test_ranking_trains_with_one_forward_pass_per_batch_of_groups(tiny_base, tmp_path, tokenizer):
     from modeling_reward import RewardModel
 
