@@ -90,7 +90,8 @@ class RewardTrainingArguments(TrainingArguments):
     max_length: int | None = field(
         default=None,
         metadata={"help": "Max tokens per (prompt, response). The prompt is cut from the left, the response kept. "
-                          "Default: for a rewardkit --base-model trained further, the length it was trained with; for a "
+                          "Default: for --resume_from_checkpoint, the length the checkpoint was trained at; for a rewardkit "
+                          "--base-model trained further, the length it was trained with; for a "
                           "sentence-transformers backbone, the max_seq_length it declares (256 for the default MiniLM); "
                           "else 512. Always capped by the backbone."},
     )

@@ -794,6 +794,25 @@ def test_resuming_a_finished_run_trains_no_further_step(tiny_base, tmp_path, cap
     assert again.train_loss == pytest.approx(first.train_loss) and again.reward_mean == pytest.approx(first.reward_mean, abs=1e-4)
 
 
+def test_a_run_resumed_without_max_length_goes_on_at_its_checkpoints_length(tiny_base, tmp_path):
+    """Resumed without repeating --max-length, a run begun at 24 tokens trained its remaining steps
+    at the base model's 512 and saved a model that scores at 512 (trained_max_length), its summary
+    saying "Truncation at 512 tokens; the default". An explicit --max-length still wins."""
+    train = helpers.write_jsonl(tmp_path / "train.jsonl", _pairwise_rows(16, 0))  # 2 steps per epoch
+    out = tmp_path / "out"
+    run_training(DataArguments(data=str(train)), _args(out, tiny_base, max_length=24, max_steps=1, save_strategy="steps",
+                                                       save_steps=1))
+    resumed = run_training(DataArguments(data=str(train)), _args(out, tiny_base, max_length=None, max_steps=2,
+                                                                 save_strategy="no", resume_from_checkpoint="last"))
+    assert resumed.max_length == 24 and resumed.max_length_source == "the length checkpoint-1 was trained at"
+    assert json.loads((out / "config.json").read_text())["trained_max_length"] == 24
+    assert "Truncation at 24 tokens; the length checkpoint-1 was trained at:" in resumed.describe()
+    changed = run_training(DataArguments(data=str(train)), _args(out, tiny_base, max_length=40, max_steps=2,
+                                                                 save_strategy="no",
+                                                                 resume_from_checkpoint=str(out / "checkpoint-1")))
+    assert (changed.max_length, changed.max_length_source) == (40, "--max-length")
+
+
 def test_a_resumed_run_reports_the_steps_time_and_loss_of_its_own_call(tiny_base, tmp_path):
     """Resumed from its step-4 checkpoint, a run of 8 steps reported "8 steps ... in 1.6 s ... final
     training loss" for the 4 steps that call ran, and neither summary nor card said it was resumed;
