@@ -238,6 +238,10 @@ class RewardTrainingArguments(TrainingArguments):
             raise ValueError(f"--malloc-trim-steps must be >= 0 (0 = off), got {self.malloc_trim_steps}.")
         if self.reward_stats_samples < 0:
             raise ValueError(f"--reward-stats-samples must be >= 0, got {self.reward_stats_samples}.")
+        if self.label_smoothing_factor:  # Trainer applies it in its own compute_loss, which RewardTrainer replaces
+            raise ValueError(f"--label_smoothing_factor {self.label_smoothing_factor} would be ignored: it smooths "
+                             "classification labels, and rewardkit's losses (Bradley-Terry, ranking, MSE) do not use "
+                             "it. Drop it.")
         self._check_numbers()
         self._check_lora()  # before _check_dropout, which fills in lora_dropout's default
         self._check_dropout()

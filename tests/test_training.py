@@ -741,6 +741,14 @@ def test_load_best_model_at_end_reports_the_best_checkpoints_metrics(tiny_base, 
     assert all(torch.equal(a[k], b[k]) for k in b)  # the figures describe the weights saved
 
 
+def test_label_smoothing_is_refused_not_silently_ignored(tmp_path):
+    """Trainer smooths labels in its own compute_loss, which RewardTrainer replaces: the flag trained
+    without a word and without effect."""
+    with pytest.raises(ValueError, match="--label_smoothing_factor 0.1 would be ignored"):
+        RewardTrainingArguments(output_dir=str(tmp_path), label_smoothing_factor=0.1)
+    assert RewardTrainingArguments(output_dir=str(tmp_path), label_smoothing_factor=0.0).label_smoothing_factor == 0
+
+
 def test_best_checkpoint_by_rmse_is_the_lowest_rmse_unless_greater_is_better_is_given(tmp_path):
     """transformers takes a metric not ending in "loss" as higher-is-better: --metric_for_best_model
     rmse kept the checkpoint of the worst held-out RMSE, which the summary called the best."""
