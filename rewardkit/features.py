@@ -42,12 +42,15 @@ def requested_max_length(model_config=None, requested: int | None = None,
     return DEFAULT_MAX_LENGTH, "the default"
 
 
-def check_max_length_type(value) -> None:
+def check_max_length_type(value, name: str = "max_length") -> int | None:
     """`max_length` must be None or a whole number: 64.5 passed every check and then failed deep in
     the tokenizer ("'float' object cannot be interpreted as an integer") on the first text it had
-    to cut, and "64" failed with a bare TypeError; a bool is no length either."""
+    to cut, and "64" failed with a bare TypeError; a bool is no length either. Returns it as a plain
+    int (a numpy integer too: it is stored in config.json). The one rule for scoring and training
+    (`RewardTrainingArguments`, whose `name` is the flag, --max-length)."""
     if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
-        raise ValueError(f"max_length must be a whole number of tokens, got {value!r}.")
+        raise ValueError(f"{name} must be a whole number of tokens, got {value!r}.")
+    return None if value is None else int(value)
 
 
 def resolve_max_length(tokenizer, model_config=None, requested: int | None = None,
@@ -66,8 +69,7 @@ def resolve_max_length(tokenizer, model_config=None, requested: int | None = Non
             positions -= (getattr(backbone, "pad_token_id", 1) or 1) + 1
         limits.append(positions)
     ceiling = min(limits) if limits else DEFAULT_MAX_LENGTH
-    check_max_length_type(requested)
-    requested = None if requested is None else int(requested)  # numpy ints too, stored as plain ints
+    requested = check_max_length_type(requested)
     wanted, _ = requested_max_length(model_config, requested, backbone_length)
     if requested is None:
         return min(ceiling, wanted)

@@ -584,9 +584,12 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
         _check_checkpoint_model_matches(Path(resume), args, base_model, model_config)
     if resume and args.use_lora and (Path(resume) / "adapter_config.json").is_file():
         _check_lora_flags_match(Path(resume), args, model_config)
-    max_length, max_length_source = max_length_and_source(base_model, tokenizer, model_config, args.max_length)
+    max_length, max_length_source = _resumed_max_length(resume, args, tokenizer, model_config) or \
+        max_length_and_source(base_model, tokenizer, model_config, args.max_length)
     prepared = _prepare_once_per_node(data_args, args, base_model, tokenizer, max_length)
     args.use_held_out(bool(prepared.eval_features))
+    if prepared.eval_features:
+        _check_metric_for_best_model(args, prepared.objective)
 
     if not torch.cuda.is_available():
         args.dataloader_pin_memory = False  # nothing to pin to; avoids a warning per epoch
@@ -693,6 +696,22 @@ def _check_held_out_flags(data_args: DataArguments, args: RewardTrainingArgument
                        "is evaluated.", plain_value(args.eval_strategy))
 
 
+def _check_metric_for_best_model(args: RewardTrainingArguments, objective: str) -> None:
+    """--metric_for_best_model must name a held-out metric of this objective (with or without
+    `eval_`): transformers looks it up only at the first evaluation, so `accuracy` on mse data (a
+    config reused across objectives) failed with a KeyError after a whole epoch of training."""
+    from rewardkit.training import METRIC_NAMES
+
+    metric = args.metric_for_best_model
+    if not metric:
+        return
+    names = ("loss",) + (() if args.prediction_loss_only else METRIC_NAMES[objective])
+    if str(metric).removeprefix("eval_") not in names + ("runtime", "samples_per_second", "steps_per_second"):
+        raise ValueError(f"--metric_for_best_model {metric}: {objective} training evaluates "
+                         f"{', '.join(names)}{' (--prediction_loss_only)' if args.prediction_loss_only else ''}; "
+                         f"pick one of them.")
+
+
 def _checkpoint_to_resume(args: RewardTrainingArguments) -> str | None:
     """--resume_from_checkpoint as a folder ('last': the newest in --output-dir, None when there is
     none), checked before any data is read: it must exist and be of the kind this run trains. A
@@ -721,6 +740,28 @@ def _checkpoint_to_resume(args: RewardTrainingArguments) -> str | None:
         raise ValueError(f"{resume} is a full fine-tune's checkpoint, not a LoRA adapter: resume it without "
                          "--use-lora, or start a LoRA run from its weights with --base-model.")
     return str(resume)  # a LoRA checkpoint's flags are checked once the model's config is read
+
+
+def _resumed_max_length(checkpoint: str | None, args: RewardTrainingArguments, tokenizer,
+                        model_config) -> tuple[int, str] | None:
+    """A resumed run without --max-length goes on at the length its checkpoint was trained at
+    (`trained_max_length` in its config.json, or reward_config.json for LoRA), not at the base
+    model's default: resumed without the flag, a run begun at --max-length 128 trained its remaining
+    steps at 512 and saved a model that scores at 512. None when not resuming, when --max-length is
+    given (a change of length is the user's to make), or when the checkpoint records none."""
+    if not checkpoint or args.max_length is not None:
+        return None
+    from rewardkit.lora import REWARD_CONFIG_FILE
+
+    folder = Path(checkpoint)
+    recorded = folder / (REWARD_CONFIG_FILE if (folder / "adapter_config.json").is_file() else "config.json")
+    try:
+        length = json.loads(recorded.read_text(encoding="utf-8")).get("trained_max_length")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(length, int) or isinstance(length, bool) or length <= 0:
+        return None
+    return resolve_max_length(tokenizer, model_config, length), f"the length {folder.name} was trained at"
 
 
 def _check_lora_flags_match(folder: Path, args: RewardTrainingArguments, model_config) -> None:

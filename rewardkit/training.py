@@ -560,3 +560,6 @@ def ranking_eval_metrics(prediction: EvalPrediction) -> dict[str, float]:
 
 
 METRICS = {"pairwise": pairwise_eval_metrics, "mse": mse_eval_metrics, "ranking": ranking_eval_metrics}
+# The names METRICS returns, known before any evaluation runs (--metric_for_best_model is checked against them).
+METRIC_NAMES = {"pairwise": ("accuracy", "mean_margin"), "mse": ("rmse",),
+                "ranking": ("top1_accuracy", "pairwise_accuracy")}

@@ -14,11 +14,14 @@ from dataclasses import dataclass, field, fields
 from transformers import TrainingArguments
 from transformers.trainer_utils import IntervalStrategy, SaveStrategy
 
+from rewardkit.features import MIN_MAX_LENGTH, check_max_length_type
+
 logger = logging.getLogger(__name__)
 
 OBJECTIVE_CHOICES = ("pairwise", "mse", "ranking")
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
 SAMPLING_CHOICES = ("group_by_length", "random", "sequential")
+LOWER_IS_BETTER = ("rmse",)  # held-out metrics (besides losses) where smaller is better
 LORA_FLAGS = ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "keep_adapter")  # need --use-lora
 
 
@@ -87,7 +90,8 @@ class RewardTrainingArguments(TrainingArguments):
     max_length: int | None = field(
         default=None,
         metadata={"help": "Max tokens per (prompt, response). The prompt is cut from the left, the response kept. "
-                          "Default: for a rewardkit --base-model trained further, the length it was trained with; for a "
+                          "Default: for --resume_from_checkpoint, the length the checkpoint was trained at; for a rewardkit "
+                          "--base-model trained further, the length it was trained with; for a "
                           "sentence-transformers backbone, the max_seq_length it declares (256 for the default MiniLM); "
                           "else 512. Always capped by the backbone."},
     )
@@ -221,12 +225,11 @@ class RewardTrainingArguments(TrainingArguments):
     def __post_init__(self) -> None:
         if self.objective is not None and self.objective not in OBJECTIVE_CHOICES:
             raise ValueError(f"--objective must be one of {OBJECTIVE_CHOICES}, got {self.objective!r}.")
-        if self.max_length is not None and (isinstance(self.max_length, bool) or not isinstance(self.max_length, int)):
-            # from a YAML config (argparse converts only text) or Python: 40.5 trained, then failed in the
-            # tokenizer on the first long text, or saved a model whose config refuses to load
-            raise ValueError(f"--max-length must be a whole number of tokens, got {self.max_length!r}.")
-        if self.max_length is not None and self.max_length < 8:
-            raise ValueError(f"--max-length must be at least 8, got {self.max_length}.")
+        # from a YAML config (argparse converts only text) or Python: 40.5 trained, then failed in the
+        # tokenizer on the first long text, or saved a model whose config refuses to load
+        self.max_length = check_max_length_type(self.max_length, "--max-length")
+        if self.max_length is not None and self.max_length < MIN_MAX_LENGTH:
+            raise ValueError(f"--max-length must be at least {MIN_MAX_LENGTH}, got {self.max_length}.")
         if plain_value(self.train_sampling_strategy) not in SAMPLING_CHOICES:
             raise ValueError(f"--train_sampling_strategy must be one of {SAMPLING_CHOICES}, got "
                              f"{plain_value(self.train_sampling_strategy)!r} (batch_rebalance needs per-example lengths "
@@ -235,12 +238,17 @@ class RewardTrainingArguments(TrainingArguments):
             raise ValueError(f"--malloc-trim-steps must be >= 0 (0 = off), got {self.malloc_trim_steps}.")
         if self.reward_stats_samples < 0:
             raise ValueError(f"--reward-stats-samples must be >= 0, got {self.reward_stats_samples}.")
+        if self.label_smoothing_factor:  # Trainer applies it in its own compute_loss, which RewardTrainer replaces
+            raise ValueError(f"--label_smoothing_factor {self.label_smoothing_factor} would be ignored: it smooths "
+                             "classification labels, and rewardkit's losses (Bradley-Terry, ranking, MSE) do not use "
+                             "it. Drop it.")
         self._check_numbers()
         self._check_lora()  # before _check_dropout, which fills in lora_dropout's default
         self._check_dropout()
         self._use_cpu_when_launched_without_accelerator()
         self._resolve_precision()
         self._resolve_eval_strategy()
+        self._resolve_greater_is_better()
         super().__post_init__()
         if self.fsdp and self.use_cpu:
             logger.warning("FSDP needs GPUs: on CPU accelerate ignores it and trains with plain DDP (every rank "
@@ -332,6 +340,15 @@ class RewardTrainingArguments(TrainingArguments):
         self.eval_strategy = IntervalStrategy.EPOCH if save == "best" else IntervalStrategy(save)
         if self.eval_strategy == IntervalStrategy.STEPS and self.eval_steps is None:
             self.eval_steps = self.save_steps
+
+    def _resolve_greater_is_better(self) -> None:
+        """--metric_for_best_model rmse, left without --greater_is_better, means lower is better.
+        transformers takes every metric whose name does not end in "loss" as higher-is-better, so
+        --load_best_model_at_end kept the checkpoint of the WORST held-out RMSE (and --save_strategy
+        best saved on each new worst), which the summary then called the best checkpoint."""
+        metric = self.metric_for_best_model
+        if self.greater_is_better is None and metric and str(metric).removeprefix("eval_") in LOWER_IS_BETTER:
+            self.greater_is_better = False
 
     def use_held_out(self, has_held_out: bool) -> None:
         """Settle evaluation once the data is read: off without held-out rows; each epoch with them,

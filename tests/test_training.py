@@ -175,6 +175,19 @@ def test_max_length_that_is_not_a_whole_number_is_refused_before_training(tmp_pa
         RewardTrainingArguments(output_dir=str(tmp_path / "o"), max_length=40.5)
 
 
+def test_max_length_follows_the_scorers_rule_numpy_integers_included(tmp_path):
+    """Training and scoring check max_length by one rule (features.check_max_length_type): a numpy
+    integer (a length from an array of sweeps) was refused by training and taken by the scorer.
+    It is kept as a plain int, which config.json and training_summary.json can hold."""
+    args = RewardTrainingArguments(output_dir=str(tmp_path / "o"), max_length=np.int64(64))
+    assert args.max_length == 64 and type(args.max_length) is int
+    for bad in (True, "64", 64.0):
+        with pytest.raises(ValueError, match="--max-length must be a whole number of tokens"):
+            RewardTrainingArguments(output_dir=str(tmp_path / "o"), max_length=bad)
+    with pytest.raises(ValueError, match="--max-length must be at least 8, got 7"):
+        RewardTrainingArguments(output_dir=str(tmp_path / "o"), max_length=np.int32(7))
+
+
 def test_ranking_trains_with_one_forward_pass_per_batch_of_groups(tiny_base, tmp_path, tokenizer):
     from modeling_reward import RewardModel
 
@@ -728,6 +741,48 @@ def test_load_best_model_at_end_reports_the_best_checkpoints_metrics(tiny_base, 
     assert all(torch.equal(a[k], b[k]) for k in b)  # the figures describe the weights saved
 
 
+def test_label_smoothing_is_refused_not_silently_ignored(tmp_path):
+    """Trainer smooths labels in its own compute_loss, which RewardTrainer replaces: the flag trained
+    without a word and without effect."""
+    with pytest.raises(ValueError, match="--label_smoothing_factor 0.1 would be ignored"):
+        RewardTrainingArguments(output_dir=str(tmp_path), label_smoothing_factor=0.1)
+    assert RewardTrainingArguments(output_dir=str(tmp_path), label_smoothing_factor=0.0).label_smoothing_factor == 0
+
+
+def test_best_checkpoint_by_rmse_is_the_lowest_rmse_unless_greater_is_better_is_given(tmp_path):
+    """transformers takes a metric not ending in "loss" as higher-is-better: --metric_for_best_model
+    rmse kept the checkpoint of the worst held-out RMSE, which the summary called the best."""
+    best = dict(output_dir=str(tmp_path), load_best_model_at_end=True)
+    assert RewardTrainingArguments(**best, metric_for_best_model="rmse").greater_is_better is False
+    assert RewardTrainingArguments(**best, metric_for_best_model="eval_rmse").greater_is_better is False
+    assert RewardTrainingArguments(**best, metric_for_best_model="rmse", greater_is_better=True).greater_is_better
+    assert RewardTrainingArguments(**best, metric_for_best_model="accuracy").greater_is_better is True
+    assert RewardTrainingArguments(**best).greater_is_better is False  # loss
+
+
+def test_a_metric_for_best_model_the_objective_does_not_evaluate_is_refused_before_training(tiny_base, tmp_path):
+    """`accuracy` on mse data (one config for several objectives) failed with transformers' KeyError
+    at the first evaluation, after a whole epoch of training."""
+    train = helpers.write_jsonl(tmp_path / "train.jsonl", _scalar_rows(12, 0))
+    out = tmp_path / "out"
+    args = _args(out, tiny_base, save_strategy="epoch", load_best_model_at_end=True, metric_for_best_model="accuracy")
+    with pytest.raises(ValueError, match="--metric_for_best_model accuracy: mse training evaluates loss, rmse; "):
+        run_training(DataArguments(data=str(train), eval_fraction=0.25), args)
+    assert not out.exists()
+
+
+def test_metric_names_are_those_the_held_out_metrics_return():
+    from transformers import EvalPrediction
+
+    from rewardkit.training import METRIC_NAMES, METRICS
+
+    predictions = {"pairwise": (np.array([[1.0, 0.0]]), np.zeros(1)), "mse": (np.array([1.0]), np.array([0.5])),
+                   "ranking": (np.array([[2.0, 1.0]]), np.array([2]))}
+    for objective, (predicted, labels) in predictions.items():
+        metrics = METRICS[objective](EvalPrediction(predictions=predicted, label_ids=labels))
+        assert tuple(metrics) == METRIC_NAMES[objective]
+
+
 def test_resuming_a_finished_run_trains_no_further_step(tiny_base, tmp_path, caplog):
     """transformers 5.23 resumed from a checkpoint at --max_steps runs one more step before it
     checks: re-running a finished job with --resume_from_checkpoint last changed its weights."""
@@ -745,6 +800,25 @@ def test_resuming_a_finished_run_trains_no_further_step(tiny_base, tmp_path, cap
     after = load_file(str(out / "model.safetensors"))
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert again.train_loss == pytest.approx(first.train_loss) and again.reward_mean == pytest.approx(first.reward_mean, abs=1e-4)
+
+
+def test_a_run_resumed_without_max_length_goes_on_at_its_checkpoints_length(tiny_base, tmp_path):
+    """Resumed without repeating --max-length, a run begun at 24 tokens trained its remaining steps
+    at the base model's 512 and saved a model that scores at 512 (trained_max_length), its summary
+    saying "Truncation at 512 tokens; the default". An explicit --max-length still wins."""
+    train = helpers.write_jsonl(tmp_path / "train.jsonl", _pairwise_rows(16, 0))  # 2 steps per epoch
+    out = tmp_path / "out"
+    run_training(DataArguments(data=str(train)), _args(out, tiny_base, max_length=24, max_steps=1, save_strategy="steps",
+                                                       save_steps=1))
+    resumed = run_training(DataArguments(data=str(train)), _args(out, tiny_base, max_length=None, max_steps=2,
+                                                                 save_strategy="no", resume_from_checkpoint="last"))
+    assert resumed.max_length == 24 and resumed.max_length_source == "the length checkpoint-1 was trained at"
+    assert json.loads((out / "config.json").read_text())["trained_max_length"] == 24
+    assert "Truncation at 24 tokens; the length checkpoint-1 was trained at:" in resumed.describe()
+    changed = run_training(DataArguments(data=str(train)), _args(out, tiny_base, max_length=40, max_steps=2,
+                                                                 save_strategy="no",
+                                                                 resume_from_checkpoint=str(out / "checkpoint-1")))
+    assert (changed.max_length, changed.max_length_source) == (40, "--max-length")
 
 
 def test_a_resumed_run_reports_the_steps_time_and_loss_of_its_own_call(tiny_base, tmp_path):
