@@ -57,7 +57,8 @@ def md_preferences(ctx: _Context) -> list[str]:
             f"For comparison, the target scores themselves correlate with length at "
             f"{format_correlation(target_rho)}: a length effect the labels do not have is the model's own."
             if target_rho is not None else
-            "For comparison, the target scores are all equal, so their correlation with length is undefined.",
+            "For comparison, the target scores' correlation with length is undefined: the target scores, or the "
+            "response lengths, are all equal.",
             "",
         ]
     elif ctx.kind == "ranking" and "unequal_length_n" not in lb:  # lengths measured, but not by pair

@@ -312,6 +312,19 @@ def test_no_length_bias_for_mistakes_that_do_not_depend_on_length(tmp_path: Path
     assert "Length bias toward" not in text and "**No length bias detected**" in text
 
 
+def test_undefined_target_length_correlation_does_not_claim_equal_targets(tmp_path: Path) -> None:
+    """Targets 1..4 on responses of one length: the target-length correlation is undefined because
+    the lengths are equal, yet the report said "the target scores are all equal"."""
+    predicted, targets, lengths = [0.1, 0.5, 0.2, 0.9], [1.0, 2.0, 3.0, 4.0], [10.0] * 4
+    metrics = scalar_metrics(predicted, targets, lengths=lengths)
+    assert metrics["length_bias"]["spearman_target_length"] is None
+    paths = write_report(tmp_path / "r", kind="mse", metrics=metrics, rewards=predicted, targets=targets,
+                         lengths=lengths, redact=True)
+    text = _preferences(paths["report.md"].read_text(encoding="utf-8"))
+    assert "the target scores are all equal" not in text
+    assert "undefined: the target scores, or the response lengths, are all equal" in text
+
+
 def test_length_verdict_too_few_pairs_to_tell(tmp_path: Path) -> None:
     # 12 points apart and an accuracy gap of 20 points, but on 20 pairs both are within chance
     pairs = _length_pairs((10, "shorter", 6), (10, "longer", 4))
@@ -568,7 +581,7 @@ def test_undefined_correlations_say_why(tmp_path: Path) -> None:
     constant_targets = scalar_metrics([1.0, 2.0, 3.0, 4.0], [2.0] * 4, lengths=lengths)
     md = write_report(tmp_path / "b", kind="mse", metrics=constant_targets)["report.md"].read_text(encoding="utf-8")
     assert "at undefined" not in md
-    assert "the target scores are all equal, so their correlation with length is undefined" in md
+    assert "correlation with length is undefined: the target scores, or the response lengths, are all equal" in md
 
 
 def test_ranking_report(tmp_path: Path) -> None:
