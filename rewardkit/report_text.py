@@ -313,9 +313,9 @@ _CONTEXT_ROWS: dict[str, tuple[str, str]] = {
 
 #: What the metrics of each kind of data are computed on, with respect to α (the alpha row).
 _ALPHA_USE = {
-    "pairwise": "accuracy and probabilities use the raw reward (before α)",
+    "pairwise": "accuracy, margins and probabilities use the raw reward (before α)",
     "mse": "metrics (RMSE, MAE, correlations) compare the raw reward (before α) with the targets",
-    "ranking": "Kendall τ, top-1 and pairwise accuracy use the raw reward (before α)",
+    "ranking": "Kendall τ, top-1 and pairwise accuracy, margins and probabilities use the raw reward (before α)",
 }
 
 

@@ -698,12 +698,12 @@ def test_alpha_row_says_what_each_kind_uses(tmp_path: Path) -> None:
     meanings = {kind: _headline_rows(md)["Score scale α"][1] for kind, md in reports.items()}
     for meaning in meanings.values():
         assert meaning.startswith("factor applied to the raw reward in the model's `score()` output")
-    assert "accuracy and probabilities use the raw reward (before α)" in meanings["pairwise"]
+    assert "accuracy, margins and probabilities use the raw reward (before α)" in meanings["pairwise"]
     assert meanings["mse"].endswith(
         "metrics (RMSE, MAE, correlations) compare the raw reward (before α) with the targets"
     )
     assert "pairwise accuracy" not in meanings["mse"] and "probabilities" not in meanings["mse"]
-    assert "Kendall τ, top-1 and pairwise accuracy use the raw reward (before α)" in meanings["ranking"]
+    assert "top-1 and pairwise accuracy, margins and probabilities use the raw reward (before α)" in meanings["ranking"]
     assert "α × reward with α = 2; the metrics below compare the raw reward" in _section(
         reports["mse"], "What the numbers mean"
     )  # α ≠ 1 named in the text
@@ -909,7 +909,7 @@ def test_meaning_section_explains_normalized_scores_whatever_alpha(tmp_path: Pat
         rows = _headline_rows(md)
         assert rows["Normalized scores"][0] == "yes" and rows["Reward mean μ"][0] == "0.250"
         # the alpha row said "(before α)" alone, as if the score were α × r
-        assert "accuracy and probabilities use the raw reward (before α and normalization)" in rows["Score scale α"][1]
+        assert "margins and probabilities use the raw reward (before α and normalization)" in rows["Score scale α"][1]
     off = {**pairwise_metrics(chosen, rejected), "alpha": 1.0, "normalize_rewards": False,
            "reward_mean": 0.25, "reward_std": 1.5}  # statistics stored, normalization off: score = r
     assert "divide a difference of scores" not in _md_for(tmp_path, off, chosen=chosen, rejected=rejected)
