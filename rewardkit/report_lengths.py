@@ -1,7 +1,7 @@
 """The "What it prefers" section of ``report.md``: length bias, the known weakness of reward
-models. The model's preference for the longer answer is set beside the human labels', and a
-verdict is given only when the gap is beyond twice its standard error and above
-:data:`LENGTH_GAP_POINTS`."""
+models. The model's preference for the longer answer is set beside the human labels' and beside
+what a model as accurate, its mistakes independent of length, would show; a verdict is given only
+when the difference is beyond twice its standard error (see _LengthStats)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ if TYPE_CHECKING:
     from rewardkit.report import _Context
 
 
-#: An accuracy gap between pairs whose chosen answer is shorter and longer is worth naming from
-#: this many points on (if it is also beyond twice its standard error).
+#: An accuracy gap between pairs whose chosen answer is shorter and longer is spelled out beside
+#: the accuracies from this many points on (the verdict itself needs it beyond twice its standard error).
 LENGTH_GAP_POINTS = 0.10
 
 
@@ -57,7 +57,8 @@ def md_preferences(ctx: _Context) -> list[str]:
             f"For comparison, the target scores themselves correlate with length at "
             f"{format_correlation(target_rho)}: a length effect the labels do not have is the model's own."
             if target_rho is not None else
-            "For comparison, the target scores are all equal, so their correlation with length is undefined.",
+            "For comparison, the target scores' correlation with length is undefined: the target scores, or the "
+            "response lengths, are all equal.",
             "",
         ]
     elif ctx.kind == "ranking" and "unequal_length_n" not in lb:  # lengths measured, but not by pair
@@ -85,44 +86,49 @@ def _why_undefined(rho: Any) -> str:
 
 @dataclass
 class _LengthStats:
-    """The model's length preference against the labels', with sampling noise (from the
-    ``length_bias`` metrics, so every number in the verdict is one the report prints).
+    """The model's length preference against what its accuracy alone predicts, with sampling noise
+    (from the ``length_bias`` metrics, so every number in the verdict is one the report prints).
 
-    ``diff`` = share of unequal-length pairs where the model rewards the longer answer higher
-    minus the share where the humans chose it. Both shares are over the *same* pairs, so its
-    standard error is that of a paired difference: per pair, (model picks longer) − (humans chose
-    longer) is 0 where the model is right, +err where the chosen answer is shorter and −err where
-    it is longer (err = 1, or ½ for a tie). The error is taken as if there were no bias (errors
-    as likely in either direction: McNemar's test), sqrt(Σ err²) / n, so it never drops to 0 while
-    there are errors: one wrong pair is no evidence of a bias. ``gap`` = accuracy on chosen-shorter
-    pairs minus accuracy on chosen-longer pairs (positive: the model leans towards the shorter
-    answer), with the standard error of a gap between two proportions with the pooled accuracy
-    (again as if there were no bias, so that 1 of 1 right against 0 of 1 is not "beyond chance")."""
+    Why not against the labels' share alone: a model that makes mistakes picks the longer answer
+    less often than the labels do whenever they mostly chose the longer one, length or no length.
+    Right on 70% of pairs, its mistakes falling on long and short answers alike, where the labels
+    chose the longer answer in 90%, it picks the longer one in 66%; set against the labels' 90% that
+    read as a bias toward shorter answers, and so did a model giving every response the same reward.
+
+    ``expected`` = the share of longer-answer picks of a model right as often as this one on these
+    pairs (``accuracy``, ties half) whose mistakes do not depend on which answer is longer:
+    label_rate·accuracy + (1 − label_rate)·(1 − accuracy). ``diff`` = model_rate − expected, which is
+    −2·n_s·n_l/n² times ``gap`` = accuracy on chosen-shorter pairs minus accuracy on chosen-longer
+    pairs (positive: the model leans towards the shorter answer). So both are one test, against
+    "no bias" = the same (pooled) accuracy on both kinds of pair: the standard error of a gap between
+    two proportions, so that 1 of 1 right against 0 of 1 is not "beyond chance". Where every pair's
+    chosen answer is the longer one (or every one the shorter), a length preference and plain
+    accuracy cannot be told apart: ``one_sided`` names that side, and nothing is tested."""
 
     n: int
     model_rate: float
     label_rate: float
-    diff: float
-    diff_se: float
+    accuracy: float = 0.0
+    expected: float = 0.0
+    diff: float = 0.0
+    diff_se: float = 0.0
+    diff_max: float = 0.0  # the largest |diff| any model could show on these pairs: 2·n_s·n_l/n²
     gap: float | None = None
     gap_se: float | None = None
+    one_sided: str | None = None  # "longer" / "shorter": the side every pair's chosen answer is on
 
     @property
     def diff_clear(self) -> bool:
-        return abs(self.diff) > 2 * self.diff_se if self.diff_se > 0 else self.diff != 0
+        return self.one_sided is None and self.diff_se > 0 and abs(self.diff) > 2 * self.diff_se
 
     @property
     def gap_large(self) -> bool:
         return self.gap is not None and abs(self.gap) > LENGTH_GAP_POINTS
 
-    @property
-    def gap_clear(self) -> bool:
-        if self.gap is None or self.gap_se is None:
-            return False
-        return abs(self.gap) > 2 * self.gap_se if self.gap_se > 0 else self.gap != 0
-
 
 def _length_stats(lb: dict[str, Any]) -> _LengthStats | None:
+    """None when the metrics lack the shares or the per-kind counts and accuracies (the numbers
+    are then printed without a verdict)."""
     model_rate, label_rate, n = (
         lb.get("longer_preferred_rate"),
         lb.get("chosen_longer_rate"),
@@ -130,25 +136,24 @@ def _length_stats(lb: dict[str, Any]) -> _LengthStats | None:
     )
     if not (isinstance(model_rate, (int, float)) and isinstance(label_rate, (int, float))):
         return None
-    if not is_count(n) or n < 1:
-        return None
-    n = int(n)
-    diff = float(model_rate) - float(label_rate)
     acc_s, n_s = lb.get("chosen_shorter_accuracy"), lb.get("chosen_shorter_n")
     acc_l, n_l = lb.get("chosen_longer_accuracy"), lb.get("chosen_longer_n")
-    if is_count(n_s) and is_count(n_l) and n_s + n_l == n:
-        err_s = n_s * (1.0 - float(acc_s)) if n_s and acc_s is not None else 0.0
-        err_l = n_l * (1.0 - float(acc_l)) if n_l and acc_l is not None else 0.0
-        # Σ err² / n under "no bias"; Σ err bounds Σ err² from above (equal without ties)
-        variance = (err_s + err_l) / n
-    else:  # no per-class accuracies: two independent shares with the pooled rate (more conservative)
-        pooled = (float(model_rate) + float(label_rate)) / 2
-        variance = 2 * pooled * (1 - pooled)
-    stats = _LengthStats(n, float(model_rate), float(label_rate), diff, math.sqrt(variance / n))
-    if isinstance(acc_s, (int, float)) and isinstance(acc_l, (int, float)) and n_s and n_l:
-        stats.gap = float(acc_s) - float(acc_l)
-        pooled = (float(acc_s) * n_s + float(acc_l) * n_l) / (n_s + n_l)
-        stats.gap_se = math.sqrt(pooled * (1 - pooled) * (1 / n_s + 1 / n_l))
+    if not (is_count(n) and is_count(n_s) and is_count(n_l) and n >= 1 and n_s + n_l == n):
+        return None
+    n = int(n)
+    stats = _LengthStats(n, float(model_rate), float(label_rate))
+    if not (n_s and n_l):
+        stats.one_sided = "longer" if n_l else "shorter"
+        return stats
+    if not (isinstance(acc_s, (int, float)) and isinstance(acc_l, (int, float))):
+        return None
+    stats.accuracy = (float(acc_s) * n_s + float(acc_l) * n_l) / n
+    stats.expected = stats.label_rate * stats.accuracy + (1 - stats.label_rate) * (1 - stats.accuracy)
+    stats.diff = stats.model_rate - stats.expected
+    stats.gap = float(acc_s) - float(acc_l)
+    stats.gap_se = math.sqrt(stats.accuracy * (1 - stats.accuracy) * (1 / n_s + 1 / n_l))
+    stats.diff_max = 2 * n_s * n_l / n**2
+    stats.diff_se = stats.diff_max * stats.gap_se
     return stats
 
 
@@ -177,9 +182,11 @@ def _length_comparison(lb: dict[str, Any], kind: str = "pairwise") -> list[str]:
         f"of {w['pairs']} (of {num(lb.get('unequal_length_n'))} {w['pairs']} whose {w['answer']}s differ in "
         f"length); {w['labels_chose']} in **{pct(lb.get('chosen_longer_rate'))}** of them."
     )
-    if st is not None:
+    if st is not None and st.one_sided is None:
         first += (
-            f" The difference, {points(st.diff, sign=True)}, is "
+            f" A model right as often as this one on them ({pct(st.accuracy)}), its mistakes falling on long "
+            f"and short {w['answer']}s alike, would give the longer {w['answer']} the higher reward in "
+            f"{pct(st.expected)}: the difference, {points(st.diff, sign=True)}, is "
             + ("larger than" if st.diff_clear else "within")
             + f" twice its standard error ({points(2 * st.diff_se)} on these {num(st.n)} {w['pairs']})"
             + (", so it is more than chance." if st.diff_clear else ", so chance alone could explain it.")
@@ -207,44 +214,30 @@ def _length_comparison(lb: dict[str, Any], kind: str = "pairwise") -> list[str]:
 
 def _length_verdict(st: _LengthStats, w: dict[str, str] = _PHRASES["pairwise"]) -> str:
     """Bold verdict: a bias is named only when the numbers printed before it are beyond chance."""
-    gap_dir = None if st.gap is None else ("shorter" if st.gap > 0 else "longer")
-    if st.diff_clear:
-        toward = "longer" if st.diff > 0 else "shorter"
-        text = (
-            f"**Length bias toward {toward} {w['answer']}s**: the model prefers the longer {w['answer']} "
-            f"{points(abs(st.diff))} {'more' if st.diff > 0 else 'less'} often {w['than_labels']}"
-        )
-        if st.gap_large and st.gap_clear and gap_dir == toward:
-            text += (
-                f", and it is right far more often when {w['preferred']} is the "
-                f"{gap_dir} one"
-            )
-        text += (
-            f". It {'over' if toward == 'longer' else 'under'}-rewards length relative to "
-            f"{w['labels_rel']}."
-        )
-        if st.gap_large and st.gap_clear and gap_dir != toward:
-            text += (
-                f" (Its accuracy is nevertheless higher when {w['chosen']} is the {gap_dir} "
-                "one: the two measures disagree, so look at the plot below before concluding.)"
-            )
-        return text
-    if st.gap_large and st.gap_clear and gap_dir is not None:
+    if st.one_sided is not None:
+        chose = w["labels_chose"].replace("longer", st.one_sided)
         return (
-            f"**Length bias toward {gap_dir} {w['answer']}s**: its overall share of longer-{w['answer']} picks "
-            f"is within chance of {w['labels_share']}, but given the same {w['label']} it is right "
-            f"{points(abs(st.gap))} more often when {w['preferred_plain']} is the {gap_dir} one, "
-            f"beyond twice the standard error. It {'under' if gap_dir == 'shorter' else 'over'}"
-            f"-rewards length relative to {w['labels_rel']}."
+            f"**Length bias not measurable on these {w['pairs']}**: {chose} in every one of them, so a model "
+            f"that prefers {st.one_sided} {w['answer']}s cannot be told from one that is simply right. Evaluate "
+            f"on {w['pairs']} where {w['preferred']} is sometimes the longer and sometimes the shorter one."
+        )
+    if st.diff_clear and st.gap is not None:
+        toward = "shorter" if st.gap > 0 else "longer"
+        return (
+            f"**Length bias toward {toward} {w['answer']}s**: it is right {points(abs(st.gap))} more often "
+            f"when {w['preferred']} is the {toward} one, and gives the longer {w['answer']} the higher reward "
+            f"{points(abs(st.diff))} {'more' if st.diff > 0 else 'less'} often than a model as accurate whose "
+            f"mistakes do not depend on length. It {'over' if toward == 'longer' else 'under'}-rewards length "
+            f"relative to {w['labels_rel']}."
         )
     text = "**No length bias detected**"
     if 2 * st.diff_se <= 0.05:
         text += (
-            f": its preference for length is in line with {w['labels']} (difference "
+            f": its preference for length is what its accuracy predicts from {w['labels']} (difference "
             f"{points(st.diff, sign=True)}"
             + (f", within ±{points(2 * st.diff_se)})." if st.diff_se > 0 else ").")
         )
-    elif 2 * st.diff_se >= 1:  # a difference of shares is at most 100 points
+    elif 2 * st.diff_se >= st.diff_max:  # |diff| is at most diff_max on these pairs
         text += f", but {num(st.n)} {w['pairs']} are too few for any difference to show; evaluate on more pairs."
     else:
         text += (

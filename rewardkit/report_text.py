@@ -5,8 +5,8 @@ formatting in :mod:`rewardkit.report_format`.
 
 Every verdict in the text follows from numbers printed next to it: "over-/under-confident" and
 "length bias" are stated only when the gap is beyond twice its standard error on the evaluated
-pairs (and, for the accuracy gap between chosen-shorter and chosen-longer pairs, above
-:data:`rewardkit.report_lengths.LENGTH_GAP_POINTS`); otherwise the report says the pairs cannot tell. Figures measured at a
+pairs (for length: the model's share of longer-answer picks against that of a model as accurate whose
+mistakes do not depend on length); otherwise the report says the pairs cannot tell. Figures measured at a
 temperature fitted on the same pairs (``--calibrate``) are flagged as no independent check.
 """
 
@@ -313,9 +313,9 @@ _CONTEXT_ROWS: dict[str, tuple[str, str]] = {
 
 #: What the metrics of each kind of data are computed on, with respect to α (the alpha row).
 _ALPHA_USE = {
-    "pairwise": "accuracy and probabilities use the raw reward (before α)",
+    "pairwise": "accuracy, margins and probabilities use the raw reward (before α)",
     "mse": "metrics (RMSE, MAE, correlations) compare the raw reward (before α) with the targets",
-    "ranking": "Kendall τ, top-1 and pairwise accuracy use the raw reward (before α)",
+    "ranking": "Kendall τ, top-1 and pairwise accuracy, margins and probabilities use the raw reward (before α)",
 }
 
 

@@ -258,13 +258,15 @@ def test_length_verdict_hh_rm_review_case(tmp_path: Path) -> None:
     text = _preferences(_md_for(tmp_path, metrics))
     assert "in line with" not in text and "No length bias" not in text
     assert "**35%**" in text and "**44%**" in text
-    # paired difference −9.0 points; SE if there were no bias (McNemar) = sqrt(138)/311 = 3.78 points
-    assert "The difference, −9.0 points, is larger than twice its standard error (7.6 points" in text
+    # accuracy 173/311 = 56%: a model as accurate, its mistakes independent of length, picks the longer
+    # answer in 0.437·0.556 + 0.563·0.444 = 49%; the difference is −2·175·136/311² times the 29.6-point
+    # accuracy gap, and so is its standard error (that of the gap with the pooled accuracy, 5.68 points)
+    assert "would give the longer answer the higher reward in 49%: the difference, −14.6 points" in text
+    assert "is larger than twice its standard error (5.6 points on these 311 pairs)" in text
     assert "**Length bias toward shorter answers**" in text
-    assert "prefers the longer answer 9.0 points less often than the human labels" in text
-    assert "under-rewards length relative to the labels" in text
     assert "It is right 29.6 points more often when the chosen answer is the shorter one" in text
-    assert "right far more often when the human-preferred answer is the shorter one" in text
+    assert "higher reward 14.6 points less often than a model as accurate" in text
+    assert "under-rewards length relative to the labels" in text
 
 
 def test_length_verdict_model_prefers_longer_than_labels(tmp_path: Path) -> None:
@@ -275,7 +277,7 @@ def test_length_verdict_model_prefers_longer_than_labels(tmp_path: Path) -> None
     text = _preferences(_md_for(tmp_path, metrics))
     assert "**100%**" in text and "**30%**" in text
     assert "**Length bias toward longer answers**" in text
-    assert "70.0 points more often than the human labels" in text
+    assert "42.0 points more often than a model as accurate whose mistakes do not depend on length" in text
     assert "over-rewards length relative to the labels" in text
     assert "It is right 100.0 points more often when the chosen answer is the longer one" in text
     assert "in line with" not in text
@@ -288,9 +290,39 @@ def test_length_verdict_agrees_with_labels(tmp_path: Path) -> None:
     lb = metrics["length_bias"]
     assert lb["longer_preferred_rate"] == lb["chosen_longer_rate"] == 0.5
     text = _preferences(_md_for(tmp_path, metrics))
-    assert "The difference, +0.0 points, is within twice its standard error (2.8 points" in text
-    assert "**No length bias detected**: its preference for length is in line with the human" in text
+    assert "the difference, +0.0 points, is within twice its standard error (2.5 points" in text
+    assert "**No length bias detected**: its preference for length is what its accuracy predicts" in text
     assert "Length bias toward" not in text and "more often when the chosen answer" not in text
+
+
+def test_no_length_bias_for_mistakes_that_do_not_depend_on_length(tmp_path: Path) -> None:
+    """The labels chose the longer answer in 90% of pairs; the model is right on 70% of pairs of
+    either kind, so its picks lean on length no more than its accuracy makes them. It picks the longer
+    answer in 66%, and set against the labels' 90% that read as "**Length bias toward shorter
+    answers**", as did a model that gives every response the same reward (50% picks, all ties)."""
+    pairs = _length_pairs((100, "shorter", 70), (900, "longer", 630))
+    metrics = pairwise_metrics(**pairs)
+    assert metrics["length_bias"]["longer_preferred_rate"] == pytest.approx(0.66)
+    text = _preferences(_md_for(tmp_path, metrics))
+    assert "Length bias toward" not in text
+    assert "would give the longer answer the higher reward in 66%: the difference, +0.0 points, is within" in text
+    assert "**No length bias detected**" in text
+    constant = {**pairs, "chosen": np.zeros(1000), "rejected": np.zeros(1000)}
+    text = _preferences(_md_for(tmp_path, pairwise_metrics(**constant)))
+    assert "Length bias toward" not in text and "**No length bias detected**" in text
+
+
+def test_undefined_target_length_correlation_does_not_claim_equal_targets(tmp_path: Path) -> None:
+    """Targets 1..4 on responses of one length: the target-length correlation is undefined because
+    the lengths are equal, yet the report said "the target scores are all equal"."""
+    predicted, targets, lengths = [0.1, 0.5, 0.2, 0.9], [1.0, 2.0, 3.0, 4.0], [10.0] * 4
+    metrics = scalar_metrics(predicted, targets, lengths=lengths)
+    assert metrics["length_bias"]["spearman_target_length"] is None
+    paths = write_report(tmp_path / "r", kind="mse", metrics=metrics, rewards=predicted, targets=targets,
+                         lengths=lengths, redact=True)
+    text = _preferences(paths["report.md"].read_text(encoding="utf-8"))
+    assert "the target scores are all equal" not in text
+    assert "undefined: the target scores, or the response lengths, are all equal" in text
 
 
 def test_length_verdict_too_few_pairs_to_tell(tmp_path: Path) -> None:
@@ -305,17 +337,17 @@ def test_length_verdict_too_few_pairs_to_tell(tmp_path: Path) -> None:
     assert "Length bias toward" not in text and "in line with" not in text
 
 
-def test_length_verdict_from_the_accuracy_gap_alone(tmp_path: Path) -> None:
+def test_length_verdict_when_the_share_equals_the_labels(tmp_path: Path) -> None:
     """Same share of longer-answer picks as the labels, but given the label it leans shorter:
-    0.9 right when the chosen answer is shorter, 0.5 when it is longer."""
+    0.9 right when the chosen answer is shorter, 0.5 when it is longer. A model that accurate
+    with no lean would pick the longer answer in 28%, not the labels' 17%."""
     pairs = _length_pairs((300, "shorter", 270), (60, "longer", 30))
     metrics = pairwise_metrics(**pairs)
     lb = metrics["length_bias"]
     assert lb["longer_preferred_rate"] == pytest.approx(lb["chosen_longer_rate"])
     text = _preferences(_md_for(tmp_path, metrics))
-    assert "chance alone could explain it" in text
-    assert "**Length bias toward shorter answers**: its overall share" in text
-    assert "right 40.0 points more often when the preferred answer is the shorter one" in text
+    assert "in 28%: the difference, −11.1 points, is larger than twice its standard error" in text
+    assert "**Length bias toward shorter answers**: it is right 40.0 points more often when the human" in text
     assert "under-rewards length" in text
 
 
@@ -426,9 +458,8 @@ def test_one_lucky_or_unlucky_pair_gives_no_verdict(tmp_path: Path) -> None:
     # wrong on its only pair, which had the shorter answer chosen: the model "prefers longer" 100% vs 0%
     wrong = {"chosen": [0.0], "rejected": [0.01], "chosen_lengths": [5.0], "rejected_lengths": [10.0]}
     text = _preferences(_md_for(tmp_path, pairwise_metrics(**wrong)))
-    assert "The difference, +100.0 points, is within twice its standard error" in text
     assert "Length bias toward" not in text
-    assert "but 1 pairs are too few for any difference to show" in text  # not "larger than about 200.0"
+    assert "**Length bias not measurable on these pairs**: the human labels chose the shorter answer" in text
     # 1 of 1 right with the shorter answer chosen, 0 of 1 with the longer: a 100-point accuracy gap
     two = {"chosen": [1.0, 0.0], "rejected": [0.0, 1.0], "chosen_lengths": [5.0, 10.0],
            "rejected_lengths": [10.0, 5.0]}
@@ -550,7 +581,7 @@ def test_undefined_correlations_say_why(tmp_path: Path) -> None:
     constant_targets = scalar_metrics([1.0, 2.0, 3.0, 4.0], [2.0] * 4, lengths=lengths)
     md = write_report(tmp_path / "b", kind="mse", metrics=constant_targets)["report.md"].read_text(encoding="utf-8")
     assert "at undefined" not in md
-    assert "the target scores are all equal, so their correlation with length is undefined" in md
+    assert "correlation with length is undefined: the target scores, or the response lengths, are all equal" in md
 
 
 def test_ranking_report(tmp_path: Path) -> None:
@@ -667,12 +698,12 @@ def test_alpha_row_says_what_each_kind_uses(tmp_path: Path) -> None:
     meanings = {kind: _headline_rows(md)["Score scale α"][1] for kind, md in reports.items()}
     for meaning in meanings.values():
         assert meaning.startswith("factor applied to the raw reward in the model's `score()` output")
-    assert "accuracy and probabilities use the raw reward (before α)" in meanings["pairwise"]
+    assert "accuracy, margins and probabilities use the raw reward (before α)" in meanings["pairwise"]
     assert meanings["mse"].endswith(
         "metrics (RMSE, MAE, correlations) compare the raw reward (before α) with the targets"
     )
     assert "pairwise accuracy" not in meanings["mse"] and "probabilities" not in meanings["mse"]
-    assert "Kendall τ, top-1 and pairwise accuracy use the raw reward (before α)" in meanings["ranking"]
+    assert "top-1 and pairwise accuracy, margins and probabilities use the raw reward (before α)" in meanings["ranking"]
     assert "α × reward with α = 2; the metrics below compare the raw reward" in _section(
         reports["mse"], "What the numbers mean"
     )  # α ≠ 1 named in the text
@@ -878,7 +909,7 @@ def test_meaning_section_explains_normalized_scores_whatever_alpha(tmp_path: Pat
         rows = _headline_rows(md)
         assert rows["Normalized scores"][0] == "yes" and rows["Reward mean μ"][0] == "0.250"
         # the alpha row said "(before α)" alone, as if the score were α × r
-        assert "accuracy and probabilities use the raw reward (before α and normalization)" in rows["Score scale α"][1]
+        assert "margins and probabilities use the raw reward (before α and normalization)" in rows["Score scale α"][1]
     off = {**pairwise_metrics(chosen, rejected), "alpha": 1.0, "normalize_rewards": False,
            "reward_mean": 0.25, "reward_std": 1.5}  # statistics stored, normalization off: score = r
     assert "divide a difference of scores" not in _md_for(tmp_path, off, chosen=chosen, rejected=rejected)
