@@ -191,6 +191,22 @@ def test_training_metrics_on_a_held_out_file_name_that_file_in_the_metadata():
         ("Anthropic/hh-rlhf", "Anthropic/hh-rlhf")}
 
 
+def test_without_dataset_flags_the_card_names_the_data_training_recorded():
+    """`train --data Anthropic/hh-rlhf` then `publish` without `--dataset`: the summary records the
+    data (`data`), but the card read a `datasets` key nothing writes, so it had no `datasets`
+    metadata, its Data row named no data and model-index called an --eval-fraction split "held-out data"."""
+    on_hub = {**_training_summary(), "data": "Anthropic/hh-rlhf", "eval_data": None}
+    card = ModelCard(render_model_card({}, on_hub, None, repo_id=REPO_ID))
+    assert card.data.datasets == ["Anthropic/hh-rlhf"]
+    assert "| Data | 200 pairs from Anthropic/hh-rlhf (" in card.text
+    assert {(r.dataset_type, r.dataset_name) for r in card.data.eval_results} == {("Anthropic/hh-rlhf", "Anthropic/hh-rlhf")}
+    local = ModelCard(render_model_card({}, {**on_hub, "data": TRAIN_DATA}, None, repo_id=REPO_ID))
+    assert local.data.datasets is None and "| Data | 200 pairs from train.jsonl (local data) (" in local.text
+    assert "/home/alice" not in str(local)
+    given = ModelCard(render_model_card({}, on_hub, None, repo_id=REPO_ID, datasets=["org/other"]))
+    assert given.data.datasets == ["org/other"]  # --dataset says what the data is: it wins
+
+
 @pytest.mark.parametrize("name, hub_id, display", [
     ("Anthropic/hh-rlhf", "Anthropic/hh-rlhf", "Anthropic/hh-rlhf"),
     ("trl-lib/ultrafeedback_binarized", "trl-lib/ultrafeedback_binarized", "trl-lib/ultrafeedback_binarized"),
