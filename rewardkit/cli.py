@@ -81,7 +81,8 @@ def make_parser() -> argparse.ArgumentParser:
     publish.add_argument("--revision", default=None, help="Branch to push to (created if needed).")
     publish.add_argument("--commit-message", default=None, help="Commit message.")
     publish.add_argument("--metrics", default=None, help="metrics.json from `rewardkit evaluate --report-dir` for the card.")
-    publish.add_argument("--dataset", action="append", default=None, help="Hub id of a training data set (card metadata; repeat).")
+    publish.add_argument("--dataset", action="append", default=None, help="Hub id of a training data set (card metadata; repeat). Default: the --data "
+                         "training_summary.json records.")
     publish.add_argument("--license", default=None,
                          help="Hub license id for the card, e.g. mit, llama3.2, other (default: the base model's "
                               "when known, apache-2.0 for the packaged MiniLM; else the card states none).")

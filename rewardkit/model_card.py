@@ -528,7 +528,8 @@ def render_model_card(config: dict, training: dict | None = None, evaluation: di
                       repo_id: str = "your-name/reward-model", datasets: list[str] | None = None,
                       license: str | None = None, language: list[str] | str = "en",
                       revision: str | None = None, adapter: bool = False) -> str:
-    """The README.md text for a model folder. `license`: a Hub license id; default the base
+    """The README.md text for a model folder. `datasets`: the training data (`publish --dataset`);
+    default the data the training summary records. `license`: a Hub license id; default the base
     model's when known (`card_license`), else the card states none. `revision`: the branch the model is published to, when
     not main; the card's code then loads that branch (a plain `from_pretrained(repo)` loads main).
     `adapter`: the folder also holds the LoRA adapter (`--keep-adapter`) in `adapter/`; the card then
@@ -536,6 +537,8 @@ def render_model_card(config: dict, training: dict | None = None, evaluation: di
     from huggingface_hub import ModelCard
 
     training = training or {}
+    if datasets is None:  # the data training read (`--data`): named as the card names data, Hub ids in the metadata
+        datasets = [str(training["data"])] if training.get("data") else []
     hyperparameters = training.get("hyperparameters") or {}
     objective = training.get("objective") or config.get("trained_objective") or "pairwise"
     description, unit = OBJECTIVES.get(objective, OBJECTIVES["pairwise"])
@@ -552,7 +555,7 @@ def render_model_card(config: dict, training: dict | None = None, evaluation: di
     trained_max_length = training.get("max_length", hyperparameters.get("max_length", config.get("trained_max_length")))
     form, as_prompt = prompt_form(training.get("detected_layout"))
     card = ModelCard.from_template(
-        build_card_data(config, training, evaluation, repo_id=repo_id, datasets=datasets or [],
+        build_card_data(config, training, evaluation, repo_id=repo_id, datasets=datasets,
                         license=card_license(config, training, license), language=language),
         template_path=str(TEMPLATE_PATH),
         model_name=repo_id.split("/")[-1],
@@ -580,7 +583,7 @@ def render_model_card(config: dict, training: dict | None = None, evaluation: di
         max_length=trained_max_length or 512,
         trained_max_length=trained_max_length,
         train_rows=training.get("train_rows"),
-        datasets=[dataset_display_name(name) for name in datasets or []],
+        datasets=[dataset_display_name(name) for name in datasets],
         detected_layout=training.get("detected_layout"),
         prompt_form=form,
         as_prompt=as_prompt,

@@ -298,7 +298,7 @@ def _render_card(model_dir: Path, config: dict[str, Any], *, repo_id: str, evalu
         logger.warning("The card states no license: the base model's license is not known here, and the weights "
                        "stay under it. Pass --license ID (a Hub license id: mit, llama3.2, other, ...).")
     return render_model_card(config, training, evaluation, repo_id=repo_id,
-                             datasets=datasets or training.get("datasets") or None, license=license,
+                             datasets=datasets or None, license=license,
                              revision=revision, adapter=adapter)
 
 

@@ -191,6 +191,22 @@ def test_training_metrics_on_a_held_out_file_name_that_file_in_the_metadata():
         ("Anthropic/hh-rlhf", "Anthropic/hh-rlhf")}
 
 
+def test_without_dataset_flags_the_card_names_the_data_training_recorded():
+    """`train --data Anthropic/hh-rlhf` then `publish` without `--dataset`: the summary records the
+    data (`data`), but the card read a `datasets` key nothing writes, so it had no `datasets`
+    metadata, its Data row named no data and model-index called an --eval-fraction split "held-out data"."""
+    on_hub = {**_training_summary(), "data": "Anthropic/hh-rlhf", "eval_data": None}
+    card = ModelCard(render_model_card({}, on_hub, None, repo_id=REPO_ID))
+    assert card.data.datasets == ["Anthropic/hh-rlhf"]
+    assert "| Data | 200 pairs from Anthropic/hh-rlhf (" in card.text
+    assert {(r.dataset_type, r.dataset_name) for r in card.data.eval_results} == {("Anthropic/hh-rlhf", "Anthropic/hh-rlhf")}
+    local = ModelCard(render_model_card({}, {**on_hub, "data": TRAIN_DATA}, None, repo_id=REPO_ID))
+    assert local.data.datasets is None and "| Data | 200 pairs from train.jsonl (local data) (" in local.text
+    assert "/home/alice" not in str(local)
+    given = ModelCard(render_model_card({}, on_hub, None, repo_id=REPO_ID, datasets=["org/other"]))
+    assert given.data.datasets == ["org/other"]  # --dataset says what the data is: it wins
+
+
 @pytest.mark.parametrize("name, hub_id, display", [
     ("Anthropic/hh-rlhf", "Anthropic/hh-rlhf", "Anthropic/hh-rlhf"),
     ("trl-lib/ultrafeedback_binarized", "trl-lib/ultrafeedback_binarized", "trl-lib/ultrafeedback_binarized"),
@@ -264,29 +280,43 @@ def test_max_length_row_falls_back_to_the_hyperparameter():
     assert "MAX_LENGTH = 128  #" in text  # the usage example truncates as training did
 
 
-def test_card_fit_cuts_long_pairs_as_rewardkit_does_and_never_fails(tokenizer):
-    """The card's usage example must survive a response longer than the budget (a plain
-    truncation="only_first" raised there) and feed the model what rewardkit trained it on."""
-    import ast
+# Prompts whose left cut falls inside words at some lengths: WordPiece splits these words into pieces
+# ("insurrection" -> "ins", "##urre", "##ction"), and the card once cut the prompt *text* where the
+# first kept piece began, which the tokenizer read again as other pieces ("##ei" became "e", "##ive").
+_MID_WORD_PROMPT = ("\n\nHuman: Were the insurrectionists deceived about the unconstitutionality of the "
+                    "electioneering? " * 4 + "\n\nAssistant:")
+
+
+@pytest.mark.parametrize("max_length", range(20, 60, 3))
+def test_card_usage_code_feeds_the_model_what_rewardkit_trained_it_on(tokenizer, monkeypatch, max_length):
+    """The card's first Python block, run as written (the repo loads from the local tokenizer and a
+    tiny model), must give the model the token ids rewardkit's encoder gives it for long pairs: a
+    prompt cut inside a word, a response too long by itself or as long as the budget (the prompt then
+    goes entirely), an empty prompt. Cutting the text by
+    characters fed 4 of 624 HH-RLHF dev texts at 128 tokens other ids (and then cut the prompt's
+    final "Assistant:" too): rewards 0.09 to 0.20 off, against a median pair margin of 0.6."""
+    import transformers
 
     from rewardkit.features import PairEncoder
 
-    block = re.findall(r"```python\n(.*?)```", render_model_card({}, _training_summary(), repo_id=REPO_ID),
-                       flags=re.DOTALL)[0]
-    fit_source = next(ast.get_source_segment(block, node) for node in ast.parse(block).body
-                      if isinstance(node, ast.FunctionDef) and node.name == "fit")
-    namespace = {"tokenizer": tokenizer, "MAX_LENGTH": 32}
-    exec(fit_source, namespace)
-    encoder = PairEncoder(tokenizer, max_length=32)
-    cases = [("What is the capital of France?", "Paris."),
-             ("Human: tell me about the weather today please. " * 6 + "Assistant:", "It is sunny and warm."),
-             ("Why?", "Because the light from the sun is scattered by the air molecules. " * 5),
-             ("Human: a long question about many things " * 5, "a long answer about many other things " * 5),
-             ("", "only a response here")]
+    summary = {**_training_summary(), "max_length": max_length}
+    block = re.findall(r"```python\n(.*?)```", render_model_card({}, summary, repo_id=REPO_ID), flags=re.DOTALL)[0]
+    load_tokenizer = transformers.AutoTokenizer.from_pretrained
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained",
+                        lambda repo, **kwargs: load_tokenizer(helpers.minilm_path(), **kwargs))
+    monkeypatch.setattr(transformers.AutoModel, "from_pretrained", lambda repo, **kwargs: helpers.tiny_reward_model())
+    encoder = PairEncoder(tokenizer, max_length=max_length)
+    cases = [("What is the capital of France?", "Paris."), (_MID_WORD_PROMPT, "They were not deceived."),
+             (_MID_WORD_PROMPT, "unconstitutionally " * 40), (_MID_WORD_PROMPT, "yes " * (max_length - 3)),  # = budget
+             ("Why?", "Because the electioneering was unconstitutional. " * 8), ("", "only a response here")]
     for prompt, response in cases:
-        cut_prompt, cut_response = namespace["fit"](prompt, response)
-        fed = tokenizer(cut_prompt, cut_response, truncation=True, max_length=32)["input_ids"]
-        assert fed == encoder.encode([prompt], [response])[0]["input_ids"], (prompt[:30], response[:30])
+        namespace = {"__name__": "__main__"}
+        example_lines = f"prompt = {prompt!r}\nresponses = [{response!r}, 'Yes.']"
+        example = re.sub(r"(?m)^prompt = .*\nresponses = .*$", lambda _, lines=example_lines: lines, block)
+        exec(compile(example, "<model card>", "exec"), namespace)
+        inputs = namespace["inputs"]
+        fed = inputs["input_ids"][0][inputs["attention_mask"][0].bool()].tolist()  # the first response, unpadded
+        assert fed == encoder.encode([prompt], [response])[0]["input_ids"], (max_length, prompt[:20], response[:20])
 
 
 def test_figures_at_a_temperature_fitted_on_the_same_pairs_are_marked_and_kept_out_of_the_metadata():
@@ -362,3 +392,4 @@ def test_card_limitations_say_who_cuts_long_inputs_and_invent_no_training_length
     unrecorded = render_model_card({"alpha": 1.0}, {}, repo_id=REPO_ID)
     limitations = unrecorded[unrecorded.index("## Limitations"):]
     assert "512 tokens are truncated" not in limitations and "No training length was recorded" in limitations
+

@@ -642,9 +642,10 @@ def test_card_of_an_mse_model_reads_its_reward_as_a_predicted_annotation():
     assert "predict the annotated\n  reward on its own scale** (training targets: mean 5.5, standard deviation 2)" in card
     assert "**no preference probability**" in card and "no meaning of its own" not in card
     assert "P(first response preferred)" not in card and "print(raw)" in card
+    assert "scorer.compare(" not in card  # σ(r_a − r_b) at T = 1 again, from rewardkit's example
     assert "some prompts simply get higher rewards" not in card
     calibrated = render_model_card({"alpha": 1.0, "calibration_temperature": 2.0}, summary)
-    assert "T = 2**" in calibrated and "P(first response preferred)" in calibrated
+    assert "T = 2**" in calibrated and "P(first response preferred)" in calibrated and "scorer.compare(" in calibrated
     pairwise = render_model_card({"alpha": 1.0}, _training_summary("sentence-transformers/all-MiniLM-L6-v2"))
     assert "no meaning of its own" in pairwise and "P(first response preferred)" in pairwise
     # Without training_summary.json the objective comes from config.json's trained_objective (it read
