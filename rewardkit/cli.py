@@ -44,7 +44,8 @@ def make_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     demo = commands.add_parser("demo", help="Offline end-to-end run on the embedded data set (the main job).")
-    demo.add_argument("--output-dir", default="reward-model-demo", help="Where the trained model goes (default %(default)s).")
+    demo.add_argument("--output-dir", default="reward-model-demo", help="Where the trained model goes (default %(default)s); its report and Hub folder go "
+                      "beside it as NAME-report and NAME-hub. Folders of an earlier run are replaced, and the log says so.")
     demo.add_argument("--epochs", type=_positive_float, default=2.0, help="Training epochs (default %(default)s).")
     demo.add_argument("--max-length", type=_max_length, default=128, help="Tokens per pair (default %(default)s).")
     demo.add_argument("--base-model", default=None, help="Backbone (default: the packaged MiniLM-L6).")
@@ -68,7 +69,8 @@ def make_parser() -> argparse.ArgumentParser:
     score.add_argument("--model", required=True, help="Model folder or Hub repo id.")
     score.add_argument("--prompt", action="append", default=None, help="A prompt (repeat, or give one for all responses).")
     score.add_argument("--response", action="append", default=None, help="A response (repeat).")
-    score.add_argument("--data", default=None, help="File with prompt/response rows to score (streamed).")
+    score.add_argument("--data", default=None, help="File, folder or Hub dataset id of prompt + response (or completion) rows "
+                       "to score (streamed).")
     score.add_argument("--output", default=None, help="JSONL output for --data (one line per input row, in order); - for stdout.")
     _add_data_options(score, objective=False)
     _add_scoring_options(score)
@@ -77,10 +79,13 @@ def make_parser() -> argparse.ArgumentParser:
     publish = commands.add_parser("publish", help="Build the Hub folder, verify it loads, upload it.")
     publish.add_argument("--model", required=True, help="Trained model folder (the output dir of `train`).")
     publish.add_argument("--repo-id", required=True, help="Hub repo id, e.g. your-name/my-reward-model.")
-    publish.add_argument("--private", action="store_true", help="Create the repo as private.")
+    publish.add_argument("--private", action="store_true", help="Create a new repo as private, and refuse to upload into an existing "
+                         "public one. Without it a new repo gets its owner's default visibility.")
     publish.add_argument("--revision", default=None, help="Branch to push to (created if needed).")
     publish.add_argument("--commit-message", default=None, help="Commit message.")
-    publish.add_argument("--metrics", default=None, help="metrics.json from `rewardkit evaluate --report-dir` for the card.")
+    publish.add_argument("--metrics", default=None, help="metrics.json from `rewardkit evaluate --report-dir` for the card: this "
+                         "model's, at its stored T (another model's, or one measured before `--calibrate` stored T, "
+                         "is refused).")
     publish.add_argument("--dataset", action="append", default=None, help="Hub id of a training data set (card metadata; repeat). Default: the --data "
                          "training_summary.json records.")
     publish.add_argument("--license", default=None,

@@ -219,7 +219,7 @@ class RewardTrainingArguments(TrainingArguments):
                           "--precision auto.", "nargs": "?", "const": True},
     )
     logging_steps: float = field(default=10, metadata={"help": "Log every N steps."})
-    per_device_train_batch_size: int = field(default=16, metadata={"help": "Pairs (or rows/groups) per step."})
+    per_device_train_batch_size: int = field(default=16, metadata={"help": "Pairs (or rows/groups) per step and process."})
     per_device_eval_batch_size: int = field(default=32, metadata={"help": "Pairs (or rows/groups) per eval step."})
 
     def __post_init__(self) -> None:

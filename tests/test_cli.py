@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -561,6 +562,24 @@ def test_dtype_help_claims_only_what_was_measured(command, capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "and on GPUs" not in text and "within ~1% of fp32" not in text
     assert "not measured on GPUs" in text and "1.5% of their standard deviation" in text
+
+
+@pytest.mark.parametrize(("command", "says"), [
+    ("score", ["File, folder or Hub dataset id", "(or completion)"]),
+    ("publish", ["refuse to upload into an existing public one", "owner's default visibility",
+                 "at its stored T", "is refused"]),
+    ("demo", ["NAME-report and NAME-hub", "are replaced"]),
+])
+def test_help_says_what_the_readme_says(command, says, capsys):
+    """The help left out what the README promises: `score --data` said "File" (folders and Hub
+    datasets are read, `completion` too), `publish --private` said only "Create the repo as
+    private" (it also refuses an existing public repo), `--metrics` did not say another model's is
+    refused, and `demo --output-dir` did not name the report and Hub folders it writes beside it."""
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(re.sub(r"-\n\s*", "-", capsys.readouterr().out).split())  # argparse wraps after a hyphen
+    for words in says:
+        assert words in text, words
 
 
 @pytest.mark.parametrize("command", ["score", "evaluate", "demo"])
