@@ -562,6 +562,9 @@ def render_model_card(config: dict, training: dict | None = None, evaluation: di
         repo_id=repo_id,
         revision=json.dumps(revision) if revision and revision != "main" else None,  # a Python string literal
         objective_description=description,
+        # rewardkit train records its objective (summary, config.json); a model saved by TRL's
+        # RewardTrainer or save_pretrained has neither, and its card said "Trained with rewardkit"
+        objective_recorded=bool(training.get("objective") or config.get("trained_objective")),
         unit=unit,
         scalar=objective == "mse",
         target_mean=None if training.get("target_mean") is None else _fmt(training["target_mean"]),

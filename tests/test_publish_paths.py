@@ -369,7 +369,8 @@ def test_card_gives_the_calibration_interval_and_says_when_t_is_not_told_from_1(
 
 def test_a_model_without_a_training_record_gets_no_placeholder_rows():
     """A folder saved by TRL's RewardTrainer (README, TRL section) or by save_pretrained has no
-    training_summary.json: its card said "Data | ? pairs (?)", "Steps / epochs | ? / ?",
+    training_summary.json: its card said "Trained with rewardkit (pairwise Bradley-Terry loss ...)",
+    and "Data | ? pairs (?)", "Steps / epochs | ? / ?",
     "Hardware | ?", "Training time | ? (0.00 pairs/s)" and a max length it was not trained at."""
     text = render_model_card({"backbone_config": {"_name_or_path": "bert-base-uncased"}}, None, repo_id=REPO_ID)
     section = text.split("## Training", 1)[1].split("## Evaluation", 1)[0]
@@ -378,6 +379,11 @@ def test_a_model_without_a_training_record_gets_no_placeholder_rows():
     assert rows["Base model"] == "`bert-base-uncased`"
     assert not {"Data", "Steps / epochs", "Max length", "Hardware", "Training time"} & set(rows)
     assert "training_summary.json" in section  # says why there is so little
+    intro = text.split("## Usage", 1)[0]
+    assert "Trained with [rewardkit]" not in intro and "trained\noutside `rewardkit train`" in intro
+    assert "Bradley-Terry" not in intro  # its loss is not known: the pairwise default was stated as fact
+    recorded = render_model_card({"trained_objective": "mse"}, None, repo_id=REPO_ID).split("## Usage", 1)[0]
+    assert "Trained with [rewardkit]" in recorded  # config.json records what rewardkit train trained
     rows = dict(_training_rows(render_model_card({"trained_max_length": 256}, None, repo_id=REPO_ID)))
     assert rows["Max length"].startswith("256 tokens")  # the length the config records is known
 
