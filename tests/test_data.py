@@ -215,6 +215,14 @@ def test_ranked_layouts(tmp_path):
     assert [row["responses"] for row in data.rows] == [["a", "b", "c"], ["b", "c", "a"], ["b", "c", "a"]]
 
 
+def test_ranks_and_scores_that_agree_are_read_by_the_ranks(tmp_path):
+    """Both columns in one row: the ranks order it, and scores may tie where the ranks do not."""
+    rows = [{"prompt": "p", "responses": ["a", "b", "c"], "ranks": [3, 1, 2], "scores": [0.1, 0.9, 0.1]}]
+    assert load_rows(tmp_path, rows).rows == [{"prompt": "p", "responses": ["b", "c", "a"]}]
+    with pytest.raises(RewardDataError, match=r"'ranks' put response 2 above response 3 but 'scores' put it below"):
+        load_rows(tmp_path, [{**rows[0], "scores": [0.1, 0.5, 0.9]}])
+
+
 def test_score_mode(tmp_path):
     path = write_jsonl(tmp_path / "s.jsonl", [{"prompt": "p", "response": "r"},
                                               {"prompt": "p", "completion": "c", "reward": 1}])
@@ -680,6 +688,11 @@ INVALID = [
     ("null scores", {"prompt": "p", "responses": ["a", "b"], "scores": None}, "scores", "empty field"),
     ("null ranks and scores", {"prompt": "p", "responses": ["a", "b"], "ranks": None, "scores": None}, "ranks", "empty field"),
     ("non-string response", {"prompt": "p", "responses": ["a", 2]}, "responses", "not text"),
+    # ranks win over scores, so scores read the wrong way round were dropped without a word
+    ("ranks and scores disagree", {"prompt": "p", "responses": ["a", "b", "c"], "ranks": [1, 2, 3],
+                                   "scores": [0.1, 0.2, 0.3]}, "scores", "ranks and scores disagree"),
+    ("ranks short beside scores", {"prompt": "p", "responses": ["a", "b"], "ranks": [1, 2], "scores": [0.9]},
+     "scores", "length mismatch"),
 ]
 VALID_FIRST = {"pairwise": PAIR, "mse": {"prompt": "p", "completion": "c", "reward": 0},
                "ranking": {"prompt": "p", "responses": ["x", "y"]}}
