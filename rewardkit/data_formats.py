@@ -146,12 +146,29 @@ def describe_layout(row: dict, layout: Layout) -> str:
             return f"pairwise (StackExchange columns {names}, response_j preferred)"
         return f"pairwise ({names})"
     if layout.objective == "ranking":
-        order = "ranks" if row.get("ranks") is not None else "scores" if row.get("scores") is not None else None
-        return f"ranking ({prompt}/responses + {order})" if order else f"ranking ({prompt}/responses, best first)"
+        order = ranking_order(row)
+        return f"ranking ({prompt}/responses, {order})" if order == BEST_FIRST else f"ranking ({prompt}/responses + {order})"
     response = _first_name(row, RESPONSE_COLUMNS)
     if layout.objective == "mse":
         return f"mse ({prompt}/{response}/{_first_name(row, REWARD_COLUMNS)})"
     return f"score ({prompt}/{response})"
+
+
+BEST_FIRST = "best first"
+
+
+def ranking_order(row: dict) -> str:
+    """Where a ranked row's order comes from: "ranks", "scores" or "best first" (the list order)."""
+    return "ranks" if row.get("ranks") is not None else "scores" if row.get("scores") is not None else BEST_FIRST
+
+
+def describe_ranking_orders(row: dict, orders: list[str]) -> str:
+    """The layout of ranked data whose rows take their order from different places: describing
+    it by its first row alone said "+ ranks" of a file ordered mostly by scores or by list order.
+    (No counts: they would be of the rows read, not of those trained after a held-out split.)"""
+    names = ["the list order (best first)" if order == BEST_FIRST else order for order in orders]
+    listed = f"{', '.join(names[:-1])} or {names[-1]}"
+    return f"ranking ({_first_name(row, PROMPT_COLUMNS)}/responses; order from {listed}, by row)"
 
 
 def normalise_row(row: dict, layout: Layout, *, text_lists: bool = False) -> dict:

@@ -215,6 +215,18 @@ def test_ranked_layouts(tmp_path):
     assert [row["responses"] for row in data.rows] == [["a", "b", "c"], ["b", "c", "a"], ["b", "c", "a"]]
 
 
+def test_ranked_data_ordered_by_different_columns_says_so(tmp_path):
+    """The layout (training summary, model card) named the first row's order alone: a file of rows
+    ranked by scores or by list order read "ranking (prompt/responses + ranks)"."""
+    rows = [{"prompt": "p", "responses": ["a", "b"], "ranks": [2, 1]},
+            {"prompt": "p", "responses": ["a", "b"], "scores": [0.1, 0.9]},
+            {"prompt": "p", "responses": ["a", "b"]}]
+    assert load_rows(tmp_path, rows).detected_layout == ("ranking (prompt/responses; order from ranks, scores or "
+                                                         "the list order (best first), by row)")
+    assert load_rows(tmp_path, rows[:2]).detected_layout == "ranking (prompt/responses; order from ranks or scores, by row)"
+    assert load_rows(tmp_path, [rows[1], rows[1]]).detected_layout == "ranking (prompt/responses + scores)"
+
+
 def test_ranks_and_scores_that_agree_are_read_by_the_ranks(tmp_path):
     """Both columns in one row: the ranks order it, and scores may tie where the ranks do not."""
     rows = [{"prompt": "p", "responses": ["a", "b", "c"], "ranks": [3, 1, 2], "scores": [0.1, 0.9, 0.1]}]
