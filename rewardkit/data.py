@@ -194,10 +194,10 @@ def load_reward_data(source: str | os.PathLike, *, split: str | None = None,
                 stream.check_column_map()  # of the rows read
                 break
     stream.log_skips()
-    logger.info("Loaded %d %s rows from %s (%s)", len(rows), stream.objective_found,
-                stream.display, stream.description)
+    description = stream.whole_description()
+    logger.info("Loaded %d %s rows from %s (%s)", len(rows), stream.objective_found, stream.display, description)
     return RewardData(objective=stream.objective_found, rows=rows, sources=stream.sources,
-                      skipped=stream.skipped, detected_layout=stream.description)
+                      skipped=stream.skipped, detected_layout=description)
 
 
 def iter_reward_rows(source: str | os.PathLike, *, split: str | None = None,
@@ -280,7 +280,9 @@ class _RowStream:
         self.layout: Layout | None = None
         self.first_seen = ""
         self.first_columns: frozenset[str] = frozenset()  # the columns the first valid row filled
-        self.description = ""
+        self.description = ""  # of the first valid row
+        self.first_row: dict = {}
+        self.ranking_orders: list[str] = []  # where the valid ranked rows took their order from
         self.first_problem: RewardDataError | None = None
         self.seen_columns: set[str] = set()  # every column name read, before renaming
 
@@ -354,7 +356,19 @@ class _RowStream:
             logger.info("%s: detected %s", source, self.description)
             _warn_unread_columns(self.display, row, layout)
             _warn_score_output(self.display, row, layout)
+            self.first_row = row
+        if layout.objective == "ranking":
+            order = formats.ranking_order(row)
+            if order not in self.ranking_orders:
+                self.ranking_orders.append(order)
         return normal
+
+    def whole_description(self) -> str:
+        """The layout of all rows read: the first row's, unless ranked rows took their order from
+        different places (ranks, scores, the list order)."""
+        if len(self.ranking_orders) > 1:
+            return formats.describe_ranking_orders(self.first_row, self.ranking_orders)
+        return self.description
 
     def _layout_for(self, found: Layout | None, row: dict, source: str, record: _Record) -> Layout:
         """The layout to check this row against; contradictions and mixed layouts are fatal."""

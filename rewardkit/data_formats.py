@@ -15,7 +15,8 @@ when a row has several):
   A prompt that the conversations already hold (UltraFeedback) is read once.
 * mse: prompt; completion | response; reward | score.
 * ranking: prompt; responses (best first), or responses + ranks (1 = best),
-  or responses + scores (higher = better). ranks win over scores when both are given.
+  or responses + scores (higher = better). ranks win over scores when both are given; they
+  must not contradict each other.
 * score (for ``rewardkit score``, not training): prompt; completion | response; reward ignored.
 
 Conversations are rendered as text, one "Role: content" line per message ("System:",
@@ -25,6 +26,7 @@ that a prompt always ends where the scored response begins, as HH-RLHF transcrip
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import numbers
@@ -144,12 +146,29 @@ def describe_layout(row: dict, layout: Layout) -> str:
             return f"pairwise (StackExchange columns {names}, response_j preferred)"
         return f"pairwise ({names})"
     if layout.objective == "ranking":
-        order = "ranks" if row.get("ranks") is not None else "scores" if row.get("scores") is not None else None
-        return f"ranking ({prompt}/responses + {order})" if order else f"ranking ({prompt}/responses, best first)"
+        order = ranking_order(row)
+        return f"ranking ({prompt}/responses, {order})" if order == BEST_FIRST else f"ranking ({prompt}/responses + {order})"
     response = _first_name(row, RESPONSE_COLUMNS)
     if layout.objective == "mse":
         return f"mse ({prompt}/{response}/{_first_name(row, REWARD_COLUMNS)})"
     return f"score ({prompt}/{response})"
+
+
+BEST_FIRST = "best first"
+
+
+def ranking_order(row: dict) -> str:
+    """Where a ranked row's order comes from: "ranks", "scores" or "best first" (the list order)."""
+    return "ranks" if row.get("ranks") is not None else "scores" if row.get("scores") is not None else BEST_FIRST
+
+
+def describe_ranking_orders(row: dict, orders: list[str]) -> str:
+    """The layout of ranked data whose rows take their order from different places: describing
+    it by its first row alone said "+ ranks" of a file ordered mostly by scores or by list order.
+    (No counts: they would be of the rows read, not of those trained after a held-out split.)"""
+    names = ["the list order (best first)" if order == BEST_FIRST else order for order in orders]
+    listed = f"{', '.join(names[:-1])} or {names[-1]}"
+    return f"ranking ({_first_name(row, PROMPT_COLUMNS)}/responses; order from {listed}, by row)"
 
 
 def normalise_row(row: dict, layout: Layout, *, text_lists: bool = False) -> dict:
@@ -298,18 +317,17 @@ def _ranking(row: dict, text_lists: bool) -> dict:
         # an order nobody gave. (Rows without the column are best first, as documented.)
         raise RowError("the value is empty or null, so the order of the responses is unknown",
                        order_columns[0], "empty field")
+    orders = {key: _order_keys(row[key], key, len(texts), text_lists)
+              for key in ("ranks", "scores") if row.get(key) is not None}
+    if "ranks" in orders and "scores" in orders:
+        _refuse_disagreement(orders["ranks"], orders["scores"])
     for key, descending in (("ranks", False), ("scores", True)):
-        if row.get(key) is None:
-            continue
-        values = _list(row[key], key, text_lists)
-        if len(values) != len(texts):
-            raise RowError(f"'{key}' has {len(values)} values but 'responses' has {len(texts)}",
-                           key, "length mismatch")
-        keys = [_number(value, key, item=i) for i, value in enumerate(values, 1)]
-        _refuse_ties(keys, key)
-        order = sorted(range(len(texts)), key=lambda i: -keys[i] if descending else keys[i])
-        texts = [texts[i] for i in order]
-        break
+        if key in orders:
+            keys = orders[key]
+            _refuse_ties(keys, key)  # scores beside ranks may tie: the ranks order them
+            order = sorted(range(len(texts)), key=lambda i: -keys[i] if descending else keys[i])
+            texts = [texts[i] for i in order]
+            break
     seen: dict[str, int] = {}
     for i, text in enumerate(texts, 1):
         if text.strip() in seen:
@@ -318,6 +336,27 @@ def _ranking(row: dict, text_lists: bool) -> dict:
         seen[text.strip()] = i
     return {"prompt": prompt if isinstance(prompt, str) else render_conversation(prompt),
             "responses": texts}
+
+
+def _order_keys(value: Any, key: str, count: int, text_lists: bool) -> list[float]:
+    """The numbers of a ``ranks`` or ``scores`` list, one per response."""
+    values = _list(value, key, text_lists)
+    if len(values) != count:
+        raise RowError(f"'{key}' has {len(values)} values but 'responses' has {count}", key, "length mismatch")
+    return [_number(item, key, item=i) for i, item in enumerate(values, 1)]
+
+
+def _refuse_disagreement(ranks: list[float], scores: list[float]) -> None:
+    """ranks win over scores, but a row whose scores put two responses the other way round from
+    its ranks holds two contradicting orders (often one read in the wrong direction: rank 1 is
+    best, a higher score is better); training on the ranks alone would be a silent guess."""
+    for i, j in itertools.combinations(range(len(ranks)), 2):
+        if (ranks[i] - ranks[j]) * (scores[i] - scores[j]) > 0:  # lower rank but lower score, or the reverse
+            better, worse = (i, j) if ranks[i] < ranks[j] else (j, i)
+            raise RowError(f"'ranks' put response {better + 1} above response {worse + 1} but 'scores' put it "
+                           f"below ({scores[better]:g} < {scores[worse]:g}); rank 1 is the best and a higher score "
+                           "is better: give one order (drop one column) or make them agree",
+                           "scores", "ranks and scores disagree")
 
 
 def _refuse_ties(keys: list[float], column: str) -> None:

@@ -381,7 +381,7 @@ def ranking_metrics(rewards_per_group: Sequence[Sequence[float]], *, temperature
     return {
         "n_groups": len(rewards_per_group),
         "n_pairs": int(margins.size),
-        "kendall_tau": float(np.mean(taus)) if taus else None,
+        "kendall_tau": _mean_of_taus(taus),
         "kendall_tau_groups": len(taus),
         "top1_accuracy": float(np.mean(top1)),
         "top1_ties": top1_ties,
@@ -389,6 +389,12 @@ def ranking_metrics(rewards_per_group: Sequence[Sequence[float]], *, temperature
         "ties": int(np.count_nonzero(margins == 0)),
         **_probability_metrics(margins, temperature, n_bins),
     }
+
+
+def _mean_of_taus(taus: list[float]) -> float | None:
+    """Rounded to 12 decimals: each tau is a ratio of pair counts, and their float mean left
+    rounding noise where the exact mean is 0 (report.md showed "Kendall τ | -4.44e-17")."""
+    return round(math.fsum(taus) / len(taus), 12) + 0.0 if taus else None
 
 
 def jsonable(value: Any) -> Any:

@@ -215,6 +215,26 @@ def test_ranked_layouts(tmp_path):
     assert [row["responses"] for row in data.rows] == [["a", "b", "c"], ["b", "c", "a"], ["b", "c", "a"]]
 
 
+def test_ranked_data_ordered_by_different_columns_says_so(tmp_path):
+    """The layout (training summary, model card) named the first row's order alone: a file of rows
+    ranked by scores or by list order read "ranking (prompt/responses + ranks)"."""
+    rows = [{"prompt": "p", "responses": ["a", "b"], "ranks": [2, 1]},
+            {"prompt": "p", "responses": ["a", "b"], "scores": [0.1, 0.9]},
+            {"prompt": "p", "responses": ["a", "b"]}]
+    assert load_rows(tmp_path, rows).detected_layout == ("ranking (prompt/responses; order from ranks, scores or "
+                                                         "the list order (best first), by row)")
+    assert load_rows(tmp_path, rows[:2]).detected_layout == "ranking (prompt/responses; order from ranks or scores, by row)"
+    assert load_rows(tmp_path, [rows[1], rows[1]]).detected_layout == "ranking (prompt/responses + scores)"
+
+
+def test_ranks_and_scores_that_agree_are_read_by_the_ranks(tmp_path):
+    """Both columns in one row: the ranks order it, and scores may tie where the ranks do not."""
+    rows = [{"prompt": "p", "responses": ["a", "b", "c"], "ranks": [3, 1, 2], "scores": [0.1, 0.9, 0.1]}]
+    assert load_rows(tmp_path, rows).rows == [{"prompt": "p", "responses": ["b", "c", "a"]}]
+    with pytest.raises(RewardDataError, match=r"'ranks' put response 2 above response 3 but 'scores' put it below"):
+        load_rows(tmp_path, [{**rows[0], "scores": [0.1, 0.5, 0.9]}])
+
+
 def test_score_mode(tmp_path):
     path = write_jsonl(tmp_path / "s.jsonl", [{"prompt": "p", "response": "r"},
                                               {"prompt": "p", "completion": "c", "reward": 1}])
@@ -680,6 +700,11 @@ INVALID = [
     ("null scores", {"prompt": "p", "responses": ["a", "b"], "scores": None}, "scores", "empty field"),
     ("null ranks and scores", {"prompt": "p", "responses": ["a", "b"], "ranks": None, "scores": None}, "ranks", "empty field"),
     ("non-string response", {"prompt": "p", "responses": ["a", 2]}, "responses", "not text"),
+    # ranks win over scores, so scores read the wrong way round were dropped without a word
+    ("ranks and scores disagree", {"prompt": "p", "responses": ["a", "b", "c"], "ranks": [1, 2, 3],
+                                   "scores": [0.1, 0.2, 0.3]}, "scores", "ranks and scores disagree"),
+    ("ranks short beside scores", {"prompt": "p", "responses": ["a", "b"], "ranks": [1, 2], "scores": [0.9]},
+     "scores", "length mismatch"),
 ]
 VALID_FIRST = {"pairwise": PAIR, "mse": {"prompt": "p", "completion": "c", "reward": 0},
                "ranking": {"prompt": "p", "responses": ["x", "y"]}}

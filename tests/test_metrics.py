@@ -272,6 +272,15 @@ def test_ranking_mixed_groups_with_ties() -> None:
     assert_json_clean(m)
 
 
+def test_ranking_kendall_tau_that_averages_to_zero_is_zero() -> None:
+    """Groups with tau 0.2, 0.4 and -0.6 averaged to 3.7e-17 (float noise), which report.md showed
+    as "Kendall τ | 3.7e-17"; the mean is 0."""
+    groups = [[0, 4, 3, 2, 1], [1, 4, 3, 2, 0], [0, 1, 3, 4, 2]]
+    assert [kendall_tau_b(g, [5, 4, 3, 2, 1]) for g in groups] == pytest.approx([0.2, 0.4, -0.6])
+    assert ranking_metrics(groups)["kendall_tau"] == 0.0
+    assert ranking_metrics([[2, 1, 0], [0, 2, 1]])["kendall_tau"] == pytest.approx(1 / 3)
+
+
 def test_ranking_probabilities_are_those_of_the_within_group_pairs() -> None:
     groups = [[3.0, 2.0, 1.0], [1.0, 2.0, 3.0], [0.5, 0.5, -1.0], [2.0, -1.0]]
     margins = within_group_margins(groups)
