@@ -57,6 +57,31 @@ def test_trl_reward_trainer_trains_our_model_on_rewardkit_inputs(tmp_path, token
     assert saved.score([r["prompt"] for r in ROWS], [r["chosen"] for r in ROWS]) == pytest.approx(in_memory, abs=1e-5)
 
 
+@pytest.mark.parametrize("built_by", ["from_backbone", "from_pretrained"])
+def test_trl_reward_trainer_gives_every_trainable_weight_a_gradient_as_ddp_needs(tmp_path, tokenizer, built_by):
+    """The README recipe under torchrun: TRL's RewardConfig turns gradient checkpointing on, so the
+    Trainer wraps the model in DDP with find_unused_parameters=False, which failed at the second step
+    ("Expected to have finished reduction in the prior iteration") on BERT's pooler, trainable but
+    never read. Checked in one process: one backward through TRL's loss reaches every trainable weight."""
+    from modeling_reward import RewardModel
+
+    base = helpers.save_tiny_backbone(tmp_path / "base")
+    model = RewardModel.from_backbone(str(base))
+    if built_by == "from_pretrained":  # loading makes every weight trainable again
+        model.save_pretrained(tmp_path / "rm")
+        model = RewardModel.from_pretrained(tmp_path / "rm")
+    dataset = preference_dataset(ROWS, tokenizer, max_length=32)
+    collator = PreferenceCollator(tokenizer.pad_token_id)
+    trainer = trl.RewardTrainer(model=model, args=_trl_args(tmp_path), train_dataset=dataset,
+                                processing_class=tokenizer, data_collator=collator)
+    assert trainer.args.gradient_checkpointing  # TRL's default, which DDP cannot combine with unused weights
+    trainer.model.train()
+    trainer.compute_loss(trainer.model, collator([dataset[i] for i in range(4)])).backward()
+    missing = [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing
+    assert any(p.requires_grad for p in model.backbone.encoder.parameters())  # the backbone itself trains
+
+
 def test_trl_raw_text_path_is_not_how_our_model_reads_pairs(tmp_path, tokenizer):
     """The pitfall documented in the README: TRL on raw text needs an EOS token (BERT has none),
     concatenates prompt + response without [SEP] and ends in a doubled [SEP]."""
