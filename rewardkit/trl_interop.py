@@ -54,6 +54,7 @@ def preference_dataset(rows: Sequence[dict[str, Any]], tokenizer: Any, max_lengt
     """
     from datasets import Dataset
 
+    _check_pairwise(rows)
     max_length = resolve_max_length(tokenizer, model_config, max_length)
     encoder = PairEncoder(tokenizer, max_length)
     prompts = [row["prompt"] for row in rows]
@@ -68,6 +69,19 @@ def preference_dataset(rows: Sequence[dict[str, Any]], tokenizer: Any, max_lengt
         columns["margin"] = [float(row.get("margin") or 0.0) for row in rows]
     logger.info("Tokenized %d pairs for TRL (%s).", len(rows), encoder.stats.describe())
     return Dataset.from_dict(columns)
+
+
+def _check_pairwise(rows: Sequence[dict[str, Any]]) -> None:
+    """Ranked or mse rows (`load_reward_data(...).rows` of such a file) failed with a bare
+    KeyError 'chosen'; TRL's RewardTrainer trains on pairs only, so they are refused by row."""
+    for number, row in enumerate(rows, 1):
+        missing = [key for key in ("prompt", "chosen", "rejected") if key not in row]
+        if missing:
+            raise ValueError(
+                f"Row {number} is not a pairwise row: it has no {', '.join(repr(k) for k in missing)} "
+                f"(its columns: {', '.join(map(repr, row))}). TRL's RewardTrainer trains on chosen/rejected "
+                "pairs: give rows of a pairwise file (load_reward_data(path, objective='pairwise')); "
+                "train ranked or mse data with `rewardkit train`.")
 
 
 @dataclass

@@ -82,6 +82,15 @@ def test_trl_reward_trainer_gives_every_trainable_weight_a_gradient_as_ddp_needs
     assert any(p.requires_grad for p in model.backbone.encoder.parameters())  # the backbone itself trains
 
 
+def test_preference_dataset_refuses_rows_that_are_not_pairs_by_row(tokenizer):
+    """`load_reward_data(...).rows` of a ranked or mse file failed with a bare KeyError 'chosen'."""
+    ranked = [ROWS[0], {"prompt": "q", "responses": ["best", "worse", "worst"]}]
+    with pytest.raises(ValueError, match=r"Row 2 is not a pairwise row: it has no 'chosen', 'rejected'.*'responses'"):
+        preference_dataset(ranked, tokenizer, max_length=32)
+    with pytest.raises(ValueError, match="Row 1 is not a pairwise row.*rewardkit train"):
+        preference_dataset([{"prompt": "q", "response": "a", "reward": 1.0}], tokenizer, max_length=32)
+
+
 def test_trl_raw_text_path_is_not_how_our_model_reads_pairs(tmp_path, tokenizer):
     """The pitfall documented in the README: TRL on raw text needs an EOS token (BERT has none),
     concatenates prompt + response without [SEP] and ends in a doubled [SEP]."""
