@@ -131,7 +131,8 @@ def reward_function(model: Any, *, name: str | None = None, **scorer_kwargs: Any
     Args:
         model: a rewardkit model folder or Hub id, or a ready `RewardScorer`.
         name: how TRL logs it (`rewards/<name>/mean`); default "rewardkit".
-        **scorer_kwargs: `RewardScorer` options (device, batch_size, max_length, normalize, ...).
+        **scorer_kwargs: `RewardScorer` options (device, batch_size, max_length, normalize, ...);
+            refused beside a ready `RewardScorer`, whose own options apply.
 
     Conversational prompts/completions (lists of `{"role", "content"}`) are rendered the way
     rewardkit renders conversational training data ("User: ...\\nAssistant:"), so the reward model
@@ -144,6 +145,9 @@ def reward_function(model: Any, *, name: str | None = None, **scorer_kwargs: Any
     """
     from rewardkit.scoring import RewardScorer
 
+    if isinstance(model, RewardScorer) and scorer_kwargs:  # they would be silently ignored
+        raise TypeError(f"reward_function got a ready RewardScorer and scorer options {sorted(scorer_kwargs)}: "
+                        "pass the options to RewardScorer(...) or give reward_function a model path.")
     scorer = model if isinstance(model, RewardScorer) else RewardScorer(model, **scorer_kwargs)
 
     def rewardkit_reward(prompts: Sequence[Any], completions: Sequence[Any], **_: Any) -> list[float]:

@@ -180,6 +180,12 @@ def test_reward_function_renders_conversations_like_rewardkit_training_data(publ
     json.dumps(function(PROMPTS, COMPLETIONS))  # plain floats, as TRL expects
 
 
+def test_reward_function_refuses_scorer_options_beside_a_ready_scorer(published):
+    """`reward_function(scorer, normalize=True)` scored without normalizing: the options were dropped."""
+    with pytest.raises(TypeError, match=r"\['normalize'\].*RewardScorer\(\.\.\.\)"):
+        reward_function(RewardScorer(str(published)), normalize=True)
+
+
 def _word_tokenizer(bos_in_template: bool):
     """A fast word-level tokenizer: GPT-2 / Qwen style (no special tokens added) or Llama / Mistral /
     OPT style (a BOS added by the post-processor; Llama's pair template is `<bos> $A <bos> $B`)."""
