@@ -49,8 +49,10 @@ def preference_dataset(rows: Sequence[dict[str, Any]], tokenizer: Any, max_lengt
     `chosen_ids` / `rejected_ids`, plus `chosen_token_type_ids` / `rejected_token_type_ids` for
     tokenizers with segments and `margin` when rows have one.
 
-    TRL skips its own text processing for such a dataset (no EOS appended, no concatenation) and,
-    since every pair already fits `max_length`, its length filter drops nothing.
+    TRL skips its own text processing for such a dataset (no EOS appended, no concatenation). Its
+    length filter still DROPS pairs longer than `RewardConfig.max_length` (default 1024): every pair
+    here fits `max_length`, so nothing is dropped while `RewardConfig.max_length` is at least that
+    (or None, no filter).
     """
     from datasets import Dataset
 

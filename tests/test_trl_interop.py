@@ -91,6 +91,29 @@ def test_preference_dataset_refuses_rows_that_are_not_pairs_by_row(tokenizer):
         preference_dataset([{"prompt": "q", "response": "a", "reward": 1.0}], tokenizer, max_length=32)
 
 
+def test_trl_drops_pairs_longer_than_its_max_length_unless_it_is_none(tmp_path):
+    """README: `preference_dataset` pairs longer than `RewardConfig.max_length` (default 1024) are
+    dropped by TRL's length filter, not cut; `RewardConfig(max_length=None)` keeps them all."""
+    from transformers import GPT2Config
+
+    from modeling_reward import RewardConfig, RewardModel
+
+    tokenizer = _word_tokenizer(bos_in_template=False)
+    backbone = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=2048,
+                          pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    rows = [{"prompt": "what is two plus two ?", "chosen": "four " * n, "rejected": "five"} for n in (10, 1100)]
+    dataset = preference_dataset(rows, tokenizer, max_length=1536, model_config=backbone)
+    assert [len(ids) for ids in dataset["chosen_ids"]] == [16, 1106]  # both fit preference_dataset's 1536
+
+    def kept(**overrides):
+        model = RewardModel(RewardConfig(backbone_config=backbone))
+        return len(trl.RewardTrainer(model=model, args=_trl_args(tmp_path, **overrides), train_dataset=dataset,
+                                     processing_class=tokenizer, data_collator=PreferenceCollator(0)).train_dataset)
+
+    assert kept() == 1  # TRL's default max_length 1024 dropped the long pair
+    assert kept(max_length=None) == 2
+
+
 def test_trl_raw_text_path_is_not_how_our_model_reads_pairs(tmp_path, tokenizer):
     """The pitfall documented in the README: TRL on raw text needs an EOS token (BERT has none),
     concatenates prompt + response without [SEP] and ends in a doubled [SEP]."""
