@@ -327,7 +327,25 @@ class RewardModel(PreTrainedModel):
         # True when the backbone's last layer can be run for the [CLS] row alone (see last_layer_one_row).
         # A flag, not the layer itself: a module attribute would register the layer twice.
         self._one_row_last_layer = bert_style_last_layer(self.backbone) is not None
+        self._freeze_unread_pooler()
         self.post_init()
+
+    def _freeze_unread_pooler(self) -> None:
+        """BERT's pooler is never read (every pooling reads the last hidden states), so it gets no
+        gradient; left trainable, DDP with find_unused_parameters=False (the Trainer's choice under
+        gradient checkpointing, TRL RewardTrainer's default) failed at its second step with
+        "Expected to have finished reduction in the prior iteration"."""
+        pooler = getattr(self.backbone, "pooler", None)
+        if isinstance(pooler, nn.Module):
+            pooler.requires_grad_(False)
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """As `PreTrainedModel.from_pretrained`, with the unread pooler frozen again: loading makes
+        every floating-point weight trainable."""
+        loaded = super().from_pretrained(*args, **kwargs)
+        (loaded[0] if isinstance(loaded, tuple) else loaded)._freeze_unread_pooler()
+        return loaded
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:

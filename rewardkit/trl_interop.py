@@ -49,11 +49,14 @@ def preference_dataset(rows: Sequence[dict[str, Any]], tokenizer: Any, max_lengt
     `chosen_ids` / `rejected_ids`, plus `chosen_token_type_ids` / `rejected_token_type_ids` for
     tokenizers with segments and `margin` when rows have one.
 
-    TRL skips its own text processing for such a dataset (no EOS appended, no concatenation) and,
-    since every pair already fits `max_length`, its length filter drops nothing.
+    TRL skips its own text processing for such a dataset (no EOS appended, no concatenation). Its
+    length filter still DROPS pairs longer than `RewardConfig.max_length` (default 1024): every pair
+    here fits `max_length`, so nothing is dropped while `RewardConfig.max_length` is at least that
+    (or None, no filter).
     """
     from datasets import Dataset
 
+    _check_pairwise(rows)
     max_length = resolve_max_length(tokenizer, model_config, max_length)
     encoder = PairEncoder(tokenizer, max_length)
     prompts = [row["prompt"] for row in rows]
@@ -68,6 +71,19 @@ def preference_dataset(rows: Sequence[dict[str, Any]], tokenizer: Any, max_lengt
         columns["margin"] = [float(row.get("margin") or 0.0) for row in rows]
     logger.info("Tokenized %d pairs for TRL (%s).", len(rows), encoder.stats.describe())
     return Dataset.from_dict(columns)
+
+
+def _check_pairwise(rows: Sequence[dict[str, Any]]) -> None:
+    """Ranked or mse rows (`load_reward_data(...).rows` of such a file) failed with a bare
+    KeyError 'chosen'; TRL's RewardTrainer trains on pairs only, so they are refused by row."""
+    for number, row in enumerate(rows, 1):
+        missing = [key for key in ("prompt", "chosen", "rejected") if key not in row]
+        if missing:
+            raise ValueError(
+                f"Row {number} is not a pairwise row: it has no {', '.join(repr(k) for k in missing)} "
+                f"(its columns: {', '.join(map(repr, row))}). TRL's RewardTrainer trains on chosen/rejected "
+                "pairs: give rows of a pairwise file (load_reward_data(path, objective='pairwise')); "
+                "train ranked or mse data with `rewardkit train`.")
 
 
 @dataclass
@@ -117,7 +133,8 @@ def reward_function(model: Any, *, name: str | None = None, **scorer_kwargs: Any
     Args:
         model: a rewardkit model folder or Hub id, or a ready `RewardScorer`.
         name: how TRL logs it (`rewards/<name>/mean`); default "rewardkit".
-        **scorer_kwargs: `RewardScorer` options (device, batch_size, max_length, normalize, ...).
+        **scorer_kwargs: `RewardScorer` options (device, batch_size, max_length, normalize, ...);
+            refused beside a ready `RewardScorer`, whose own options apply.
 
     Conversational prompts/completions (lists of `{"role", "content"}`) are rendered the way
     rewardkit renders conversational training data ("User: ...\\nAssistant:"), so the reward model
@@ -130,6 +147,9 @@ def reward_function(model: Any, *, name: str | None = None, **scorer_kwargs: Any
     """
     from rewardkit.scoring import RewardScorer
 
+    if isinstance(model, RewardScorer) and scorer_kwargs:  # they would be silently ignored
+        raise TypeError(f"reward_function got a ready RewardScorer and scorer options {sorted(scorer_kwargs)}: "
+                        "pass the options to RewardScorer(...) or give reward_function a model path.")
     scorer = model if isinstance(model, RewardScorer) else RewardScorer(model, **scorer_kwargs)
 
     def rewardkit_reward(prompts: Sequence[Any], completions: Sequence[Any], **_: Any) -> list[float]:

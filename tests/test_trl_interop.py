@@ -57,6 +57,63 @@ def test_trl_reward_trainer_trains_our_model_on_rewardkit_inputs(tmp_path, token
     assert saved.score([r["prompt"] for r in ROWS], [r["chosen"] for r in ROWS]) == pytest.approx(in_memory, abs=1e-5)
 
 
+@pytest.mark.parametrize("built_by", ["from_backbone", "from_pretrained"])
+def test_trl_reward_trainer_gives_every_trainable_weight_a_gradient_as_ddp_needs(tmp_path, tokenizer, built_by):
+    """The README recipe under torchrun: TRL's RewardConfig turns gradient checkpointing on, so the
+    Trainer wraps the model in DDP with find_unused_parameters=False, which failed at the second step
+    ("Expected to have finished reduction in the prior iteration") on BERT's pooler, trainable but
+    never read. Checked in one process: one backward through TRL's loss reaches every trainable weight."""
+    from modeling_reward import RewardModel
+
+    base = helpers.save_tiny_backbone(tmp_path / "base")
+    model = RewardModel.from_backbone(str(base))
+    if built_by == "from_pretrained":  # loading makes every weight trainable again
+        model.save_pretrained(tmp_path / "rm")
+        model = RewardModel.from_pretrained(tmp_path / "rm")
+    dataset = preference_dataset(ROWS, tokenizer, max_length=32)
+    collator = PreferenceCollator(tokenizer.pad_token_id)
+    trainer = trl.RewardTrainer(model=model, args=_trl_args(tmp_path), train_dataset=dataset,
+                                processing_class=tokenizer, data_collator=collator)
+    assert trainer.args.gradient_checkpointing  # TRL's default, which DDP cannot combine with unused weights
+    trainer.model.train()
+    trainer.compute_loss(trainer.model, collator([dataset[i] for i in range(4)])).backward()
+    missing = [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing
+    assert any(p.requires_grad for p in model.backbone.encoder.parameters())  # the backbone itself trains
+
+
+def test_preference_dataset_refuses_rows_that_are_not_pairs_by_row(tokenizer):
+    """`load_reward_data(...).rows` of a ranked or mse file failed with a bare KeyError 'chosen'."""
+    ranked = [ROWS[0], {"prompt": "q", "responses": ["best", "worse", "worst"]}]
+    with pytest.raises(ValueError, match=r"Row 2 is not a pairwise row: it has no 'chosen', 'rejected'.*'responses'"):
+        preference_dataset(ranked, tokenizer, max_length=32)
+    with pytest.raises(ValueError, match="Row 1 is not a pairwise row.*rewardkit train"):
+        preference_dataset([{"prompt": "q", "response": "a", "reward": 1.0}], tokenizer, max_length=32)
+
+
+def test_trl_drops_pairs_longer_than_its_max_length_unless_it_is_none(tmp_path):
+    """README: `preference_dataset` pairs longer than `RewardConfig.max_length` (default 1024) are
+    dropped by TRL's length filter, not cut; `RewardConfig(max_length=None)` keeps them all."""
+    from transformers import GPT2Config
+
+    from modeling_reward import RewardConfig, RewardModel
+
+    tokenizer = _word_tokenizer(bos_in_template=False)
+    backbone = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=2048,
+                          pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    rows = [{"prompt": "what is two plus two ?", "chosen": "four " * n, "rejected": "five"} for n in (10, 1100)]
+    dataset = preference_dataset(rows, tokenizer, max_length=1536, model_config=backbone)
+    assert [len(ids) for ids in dataset["chosen_ids"]] == [16, 1106]  # both fit preference_dataset's 1536
+
+    def kept(**overrides):
+        model = RewardModel(RewardConfig(backbone_config=backbone))
+        return len(trl.RewardTrainer(model=model, args=_trl_args(tmp_path, **overrides), train_dataset=dataset,
+                                     processing_class=tokenizer, data_collator=PreferenceCollator(0)).train_dataset)
+
+    assert kept() == 1  # TRL's default max_length 1024 dropped the long pair
+    assert kept(max_length=None) == 2
+
+
 def test_trl_raw_text_path_is_not_how_our_model_reads_pairs(tmp_path, tokenizer):
     """The pitfall documented in the README: TRL on raw text needs an EOS token (BERT has none),
     concatenates prompt + response without [SEP] and ends in a doubled [SEP]."""
@@ -144,6 +201,12 @@ def test_reward_function_renders_conversations_like_rewardkit_training_data(publ
     assert function.__name__ == "rm"
     assert function([prompt], [completion]) == pytest.approx(scorer.score(*map(list, zip(as_pair(prompt, completion)))))
     json.dumps(function(PROMPTS, COMPLETIONS))  # plain floats, as TRL expects
+
+
+def test_reward_function_refuses_scorer_options_beside_a_ready_scorer(published):
+    """`reward_function(scorer, normalize=True)` scored without normalizing: the options were dropped."""
+    with pytest.raises(TypeError, match=r"\['normalize'\].*RewardScorer\(\.\.\.\)"):
+        reward_function(RewardScorer(str(published)), normalize=True)
 
 
 def _word_tokenizer(bos_in_template: bool):
