@@ -622,6 +622,7 @@ def _context(scorer: RewardScorer, model: Any, data: Any, data_name: str | None,
         "data": os.fspath(data),
         "data_name": data_name or os.fspath(data),
         "alpha": scorer.alpha,
+        "trained_objective": getattr(config, "trained_objective", None),  # how report.md reads the reward
         "normalize_rewards": bool(config.normalize_rewards),
         "reward_mean": config.reward_mean,
         "reward_std": config.reward_std,

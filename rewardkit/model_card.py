@@ -49,6 +49,14 @@ _RANKED_PAIRS = ("P(chosen ≻ rejected)", "P(better ≻ worse) over all within-
 # Metrics that depend on the calibration temperature T (accuracy and margins do not).
 _T_DEPENDENT = frozenset({"ece", "brier"})
 _FITTED_HERE_NOTE = " (measured on the pairs `--calibrate` fitted T on: no independent check)"
+_UNCALIBRATED_MSE_NOTE = " at T = 1 (no temperature fitted: for an mse model no preference probability, see above)"
+
+
+def _uncalibrated_mse(training: dict, evaluation: dict | None) -> bool:
+    """Pair figures of an mse model measured at T = 1: its reward differences are in the annotations'
+    units, so ECE and Brier then grade a probability the card says the model does not give."""
+    objective = training.get("objective") or (evaluation or {}).get("trained_objective")
+    return bool(evaluation) and objective == "mse" and evaluation.get("temperature", 1.0) == 1.0
 
 
 def _temperature_support(calibration: dict | None) -> str:
@@ -326,11 +334,12 @@ def _evaluation_rows(training: dict, evaluation: dict | None) -> tuple[list[dict
         label, local = _data_label(*_evaluation_data(evaluation))
         data = f"{label} ({LOCAL_DATA + ', ' if local else ''}n={_count(evaluation.get('n', '?'), evaluation)})"
         fitted_here = temperature_fitted_on_these_pairs(evaluation)
+        t_note = _FITTED_HERE_NOTE if fitted_here else _UNCALIBRATED_MSE_NOTE if _uncalibrated_mse(training, evaluation) else ""
         for key, name, _ in _metric_names(evaluation.get("objective")):
             if evaluation.get(key) is not None:
-                note = _FITTED_HERE_NOTE if fitted_here and key in _T_DEPENDENT else ""
+                note = t_note if key in _T_DEPENDENT else ""
                 rows.append({"name": name + note, "value": _fmt(evaluation[key]), "data": data})
-                if note and key == "ece" and evaluation.get("ece_before") is not None:
+                if fitted_here and key == "ece" and evaluation.get("ece_before") is not None:
                     rows.append({"name": "Expected calibration error before calibration (T = "
                                          f"{_fmt(evaluation.get('temperature_before', 1.0))})",
                                  "value": _fmt(evaluation["ece_before"]), "data": data})
@@ -477,8 +486,10 @@ def build_card_data(config: dict, training: dict, evaluation: dict | None, *, re
         dataset_name = dataset_display_name(source or "held-out data")
     dataset_type = hub_dataset_id(source) or UNKNOWN_DATASET_TYPE
     # model-index results are read as the published model's held-out figures: leave out those
-    # measured at a T fitted on the very same pairs (the card's table shows them, marked)
-    left_out = _T_DEPENDENT if temperature_fitted_on_these_pairs(evaluation) else frozenset()
+    # measured at a T fitted on the very same pairs, or an mse model's at T = 1 (the card's table
+    # shows them, marked)
+    left_out = (_T_DEPENDENT if temperature_fitted_on_these_pairs(evaluation) or _uncalibrated_mse(training, evaluation)
+                else frozenset())
     if not evaluation and _overlap(training):  # held-out figures partly on training rows: the table says so
         metrics = {}
     for key, name, metric_type in _metric_names(metrics.get("objective", training.get("objective"))):

@@ -89,13 +89,25 @@ def _md_meaning(ctx: _Context) -> list[str]:
     t = ctx.temperature
     margins = [0.0, 0.5, 1.0, 2.0, 4.0]
     probs = [float(preference_probability(m, t)) for m in margins]
-    lines = [
-        "## What the numbers mean",
-        "",
+    # an mse model evaluated on preferences: its reward is a predicted annotation, and at T = 1 its
+    # differences (in the annotations' units) are no probabilities (the report said they were)
+    mse_model = ctx.metrics.get("trained_objective") == "mse"
+    uncalibrated_mse = mse_model and t == 1.0
+    intro = (
+        "The model gives every response a single number, its **reward**. This model was trained to "
+        "predict annotated rewards (mse), so a reward is a **predicted annotation** on the annotations' "
+        "own scale. A preference between two responses to the same prompt comes from the *difference* "
+        "of their rewards, read as a probability (Bradley-Terry model):"
+        if mse_model else
         "The model gives every response a single number, its **reward**. On its own the number "
         "means nothing: adding the same constant to every reward changes nothing. The reward is "
         "a **relative score**: only the *difference* between two responses to the same prompt "
-        "matters. The model reads a difference as a probability (Bradley-Terry model):",
+        "matters. The model reads a difference as a probability (Bradley-Terry model):"
+    )
+    lines = [
+        "## What the numbers mean",
+        "",
+        intro,
         "",
         f"> P(a ≻ b) = σ((r_a − r_b) / T), with σ(x) = 1 / (1 + e^(−x)) and **T = {t:.3g}** "
         f"in this report {_temperature_origin(ctx)}",
@@ -107,6 +119,15 @@ def _md_meaning(ctx: _Context) -> list[str]:
         *_observed_differences(ctx),
         *_alpha_note(ctx),
     ]
+    if uncalibrated_mse:
+        return lines + [
+            "But **no temperature was fitted for this model (T = 1)**, and an mse model's reward differences "
+            "are in the annotations' units, so these are **not preference probabilities**: they, and the "
+            "confidence, log loss, Brier score and ECE below, depend on the annotations' scale. The accuracy "
+            "(how often the better response scores higher) and the margins do not. Fit T on held-out "
+            "preference pairs (`rewardkit evaluate --calibrate`) before reading differences as probabilities.",
+            "",
+        ]
     if ctx.kind == "pairwise":
         lines += [
             "These are probabilities, so even a good model gives the rejected response the "

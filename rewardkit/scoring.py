@@ -12,7 +12,8 @@ Which number is which:
     raw reward   r: the head's output; differences give P(a > b) = sigmoid((r_a - r_b) / T).
     score        what `score()` returns: the model output `alpha * r`, or
                  `alpha * (r - reward_mean) / reward_std` when normalization is on.
-    compare      P(a > b) from raw rewards and the stored calibration temperature T (1 if none).
+    compare      P(a > b) from raw rewards and the stored calibration temperature T (1 if none;
+                 an mse model without T is warned about: its T = 1 makes no probability).
 """
 
 from __future__ import annotations
@@ -373,6 +374,7 @@ class RewardScorer:
         # (a scoring loop is not flooded); a prompt-only info line does not mute a later response warning.
         self._said_response_cut = False
         self._said_prompt_cut = False
+        self._said_uncalibrated = False  # compare() on an mse model without T: warned once
         pad = self.tokenizer.pad_token_id
         self._pad_id = pad if pad is not None else (self.tokenizer.eos_token_id or 0)
 
@@ -426,10 +428,26 @@ class RewardScorer:
 
     def compare(self, prompt: str, a: str, b: str) -> float:
         """P(a is preferred to b) = sigmoid((r_a - r_b) / T), from raw rewards and the stored
-        temperature. compare(p, a, b) + compare(p, b, a) == 1."""
+        temperature. compare(p, a, b) + compare(p, b, a) == 1.
+
+        An mse model without a calibrated T gets a warning (once per scorer): its raw rewards are
+        predicted annotations, and T = 1 ties nothing to how often people prefer one response, so
+        the value then depends on the annotations' scale (two ratings 8 and 2 give 0.998)."""
         _check_texts([prompt, a, b], "compare arguments")
+        self._warn_uncalibrated_mse()
         r_a, r_b = self._run([prompt, prompt], [a, b], "rewards")
         return preference_probability(float(r_a - r_b), self.temperature)
+
+    def _warn_uncalibrated_mse(self) -> None:
+        config = self.model.config
+        if (self._said_uncalibrated or getattr(config, "trained_objective", None) != "mse"
+                or getattr(config, "calibration_temperature", None) is not None):
+            return
+        self._said_uncalibrated = True
+        logger.warning("compare(): this model was trained to predict annotated rewards (mse) and has no calibrated "
+                       "temperature, so sigmoid(r_a - r_b) with T = 1 is no preference probability (it depends on the "
+                       "annotations' scale). Fit T on held-out preference pairs (`rewardkit evaluate --calibrate`), "
+                       "or compare `raw_rewards` directly.")
 
     def rank(self, prompt: str, responses: Sequence[str]) -> list[tuple[str, float]]:
         """[(response, score), ...] best first (ties keep the input order)."""

@@ -217,6 +217,31 @@ def test_a_normalized_models_scale_reaches_metrics_json_and_the_report(model_dir
     assert (plain["normalize_rewards"], plain["reward_mean"], plain["reward_std"]) == (False, None, None)
 
 
+def test_an_mse_model_evaluated_on_pairs_is_not_said_to_give_probabilities_without_a_temperature(
+        model_dir, data_dir, tmp_path):
+    """report.md of an mse-trained model on preference pairs said its reward "means nothing on its
+    own" and that T = 1 differences (in the annotations' units) are probabilities: evaluate records
+    the model's trained_objective, and the report reads the reward as a predicted annotation and says
+    its probabilities need a fitted T (and, once one is stored, reads them as probabilities again)."""
+    folder = tmp_path / "model"
+    shutil.copytree(model_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "trained_objective": "mse"}))
+    metrics = evaluate_model(folder, data_dir / "pairwise.jsonl", report_dir=tmp_path / "report")
+    assert metrics["trained_objective"] == "mse"
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "**predicted annotation**" in markdown and "not preference probabilities" in markdown
+    assert "means nothing" not in markdown and "These are probabilities" not in markdown
+    (folder / "config.json").write_text(json.dumps({**config, "trained_objective": "mse",
+                                                    "calibration_temperature": 2.0}))
+    evaluate_model(folder, data_dir / "pairwise.jsonl", report_dir=tmp_path / "calibrated")
+    calibrated = (tmp_path / "calibrated" / "report.md").read_text()
+    assert "**predicted annotation**" in calibrated and "not preference probabilities" not in calibrated
+    assert "These are probabilities" in calibrated
+    evaluate_model(model_dir, data_dir / "pairwise.jsonl", report_dir=tmp_path / "plain")  # no trained_objective
+    assert "relative score" in (tmp_path / "plain" / "report.md").read_text()
+
+
 @pytest.mark.parametrize(("name", "plots"), [("scalar.jsonl", {"pred_vs_target.png", "reward_hist.png"}),
                                              ("ranked.jsonl", {"reward_hist.png", "reliability.png",
                                                                "reward_vs_length.png"})])

@@ -747,6 +747,28 @@ def test_card_of_a_sharply_calibrated_mse_model_names_the_differences_that_matte
     assert "At this T" not in render_model_card({"alpha": 1.0, "calibration_temperature": 2.0}, summary)
 
 
+def test_card_of_an_uncalibrated_mse_model_marks_its_t_1_calibration_figures_and_leaves_them_out_of_model_index():
+    """The card of an mse model without a fitted T says σ(r_a − r_b) is no preference probability, yet its
+    table and model-index stated "Expected calibration error of P(chosen ≻ rejected)" and Brier at T = 1
+    as the model's: they are marked in the table and left out of model-index (accuracy and margin kept)."""
+    summary = {**_training_summary("sentence-transformers/all-MiniLM-L6-v2"), "objective": "mse"}
+    evaluation = {**EVALUATION, "objective": "pairwise", "temperature": 1.0}
+    card = render_model_card({"alpha": 1.0}, summary, evaluation)
+    data = ModelCard(card).data.to_dict()
+    types = {m["type"] for m in data["model-index"][0]["results"][0]["metrics"]}
+    assert types == {"accuracy", "mean_margin"}
+    body = " ".join(card.split("---", 2)[2].split())
+    assert "no preference probability" in body
+    assert ("| Expected calibration error of P(chosen ≻ rejected) at T = 1 (no temperature fitted: for an mse model no "
+            "preference probability, see above) | 0.0312 |") in body
+    calibrated = render_model_card({"alpha": 1.0, "calibration_temperature": 2.0}, summary,
+                                   {**evaluation, "temperature": 2.0})
+    assert "ece" in {m["type"] for m in ModelCard(calibrated).data.to_dict()["model-index"][0]["results"][0]["metrics"]}
+    assert "at T = 1" not in calibrated
+    pairwise = render_model_card({"alpha": 1.0}, {**summary, "objective": "pairwise"}, evaluation)
+    assert "at T = 1" not in pairwise and "- type: ece" in pairwise
+
+
 @pytest.mark.parametrize(("model_objective", "evaluation", "expected"), [
     ("mse", {**EVALUATION, "objective": "pairwise"},
      "Length bias measured on held-out pairs: Spearman correlation of reward with response length 0.123; the longer "

@@ -404,6 +404,25 @@ def test_normalize_follows_the_config_unless_told_and_says_what_applies(tokenize
     assert plain.compare("a", "one", "two") == pytest.approx(default.compare("a", "one", "two"))
 
 
+def test_compare_on_an_uncalibrated_mse_model_warns_once_that_it_is_no_probability(tokenizer, caplog):
+    """An mse model's raw rewards are predicted annotations: with T = 1 its compare() value depends
+    on the annotations' scale, not on how often people prefer a response (it was returned silently).
+    Warned once per scorer; not for a pairwise model, nor once a T is calibrated."""
+    torch.manual_seed(5)
+    model = helpers.tiny_reward_model(trained_objective="mse")
+    scorer = RewardScorer(model, tokenizer=tokenizer, device="cpu")
+    with caplog.at_level("WARNING", logger="rewardkit.scoring"):
+        scorer.compare("a", "one", "two")
+        scorer.compare("a", "two", "one")
+    assert [r.message.count("no preference probability") for r in caplog.records] == [1]
+    assert "--calibrate" in caplog.records[0].message
+    for config in ({"trained_objective": "pairwise"}, {"trained_objective": "mse", "calibration_temperature": 2.0}):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="rewardkit.scoring"):
+            RewardScorer(helpers.tiny_reward_model(**config), tokenizer=tokenizer, device="cpu").compare("a", "one", "two")
+        assert not caplog.records, config
+
+
 # ---------------------------------------------------------------- errors
 
 
