@@ -40,6 +40,24 @@ def test_default_targets_follow_peft_per_backbone_and_skip_the_head():
         resolve_target_modules(model, ["q_proj"])
 
 
+
+@pytest.mark.parametrize(("targets", "says"), [
+    (["attention"], "attention: a BertAttention in the 'bert' backbone, which LoRA cannot adapt"),
+    (["query", "LayerNorm"], "LayerNorm: a LayerNorm"),
+    (["pooler"], "pooler: only in a part of the 'bert' backbone that our pooling never reads"),
+    (["pooler.dense"], "never reads"),
+    (["score"], "score: the reward head, which is trained in full"),
+])
+def test_targets_lora_cannot_adapt_are_refused_by_flag(targets, says):
+    """Every name that exists passed the check; PEFT then failed with the repr of the whole module
+    (a container, a LayerNorm) or "No modules were targeted" (the excluded pooler), naming no flag."""
+    model = helpers.tiny_reward_model("bert")
+    with pytest.raises(ValueError, match="^--lora-target-modules ") as error:
+        resolve_target_modules(model, targets)
+    assert says in str(error.value) and "Its linear layers: dense, key, query, value." in str(error.value)
+    for spelled in (["word_embeddings"], ["attention.self.query"], ["backbone.encoder.layer.0.attention.self.query"]):
+        assert resolve_target_modules(model, spelled) == spelled  # what PEFT adapts still passes
+
 @pytest.mark.parametrize("targets", [["all-linear"], None, ["dense"]])
 def test_bert_pooler_never_gets_an_adapter(targets, monkeypatch):
     """all-linear expands to bare names ("dense"), which PEFT matched as a suffix of
