@@ -273,6 +273,14 @@ def test_an_adapter_on_a_local_base_is_flagged_as_not_rebuildable_from_the_hub(l
     assert warn_if_base_is_local(hub)
 
 
+
+def test_no_freeze_embeddings_with_lora_is_refused_not_ignored():
+    """--use-lora --no-freeze-embeddings trained with the word embeddings frozen (PEFT trains only the
+    adapters and the head) without a word, though the help says the flag trains them."""
+    with pytest.raises(ValueError, match="--no-freeze-embeddings has no effect with --use-lora.*word_embeddings"):
+        RewardTrainingArguments(output_dir="x", use_lora=True, freeze_embeddings=False)
+    assert not RewardTrainingArguments(output_dir="x", freeze_embeddings=False).freeze_embeddings  # alone: fine
+
 @pytest.mark.parametrize(("flags", "named"), [
     ({"lora_r": 8}, "--lora-r needs"),
     ({"lora_alpha": 16}, "--lora-alpha needs"),
