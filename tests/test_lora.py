@@ -235,6 +235,22 @@ def test_adapter_and_merged_model_score_alike(lora_run):
     assert adapter_model.config.reward_std == pytest.approx(merged.model.config.reward_std)
 
 
+
+def test_publishing_a_lora_checkpoint_or_adapter_says_to_publish_the_merged_output_dir(lora_run, tmp_path):
+    """`publish --model OUT/checkpoint-N` of a LoRA run called optimizer.pt, rng_state.pth and
+    scheduler.pt "pickle weights" and said to load the model and save it again: there is no model
+    in that folder to load, only an adapter, and the merged one is in OUT."""
+    import shutil
+
+    root, _, _ = lora_run
+    checkpoint = shutil.copytree(root / "out" / ADAPTER_DIR, tmp_path / "checkpoint-3")
+    for name in ("optimizer.pt", "rng_state.pth", "scheduler.pt", "training_args.bin"):
+        torch.save({}, checkpoint / name)
+    for folder in (checkpoint, root / "out" / ADAPTER_DIR):
+        with pytest.raises(ValueError, match="is a LoRA adapter .*Publish the run's --output-dir") as error:
+            build_publish_folder(folder, tmp_path / "pub", repo_id="someone/rm")
+        assert "pickle" not in str(error.value)
+
 def test_a_calibrated_lora_run_rebuilds_calibrated_from_its_adapter(lora_run, tmp_path):
     """`evaluate --calibrate` writes T to config.json and to adapter/reward_config.json, which
     load_adapter reads: the adapter compares with the same calibrated probabilities."""
