@@ -33,6 +33,7 @@ REWARD_CONFIG_FILE = "reward_config.json"  # not config.json: transformers would
 HEAD_MODULES = ("score",)  # RewardModel's regression head: trained and saved in full
 ALL_LINEAR = "all-linear"
 _UNREAD_BACKBONE_PARTS = ("pooler",)  # BERT's pooler is never read by our pooling
+_ADAPTABLE = (nn.Linear, nn.Embedding, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.MultiheadAttention)  # PEFT's LoRA layers (+ GPT-2's Conv1D)
 
 
 def is_unread_backbone_part(name: str) -> bool:
@@ -89,13 +90,31 @@ def resolve_target_modules(model: Any, requested: list[str] | None) -> list[str]
         return default_target_modules(model)
     if requested == [ALL_LINEAR]:
         return _linear_module_names(model.backbone)
-    available = {name.split(".")[-1] for name, _ in model.backbone.named_modules()}
-    unknown = [name for name in requested if name.split(".")[-1] not in available]
-    if unknown:
+    problems = [problem for name in requested if (problem := _target_problem(model, name))]
+    if problems:
         linear = ", ".join(_linear_module_names(model.backbone))
-        raise ValueError(f"--lora-target-modules {', '.join(unknown)}: no such module in the "
-                         f"{model.config.backbone_config.model_type!r} backbone. Its linear layers: {linear}.")
+        raise ValueError(f"--lora-target-modules {'; '.join(problems)}. Its linear layers: {linear}.")
     return list(requested)
+
+
+def _target_problem(model: Any, target: str) -> str | None:
+    """Why PEFT cannot adapt what `target` names (matched as PEFT does: the whole path or its last
+    components), or None. Checked here because PEFT's own errors named no flag: a container such as
+    `attention` or a `LayerNorm` failed with the repr of the whole module, `pooler` (never read,
+    excluded) with "No modules were targeted for adaptation"."""
+    from transformers.pytorch_utils import Conv1D
+
+    if target in HEAD_MODULES:
+        return f"{target}: the reward head, which is trained in full (never adapted)"
+    hits = {name: module for name, module in model.backbone.named_modules()
+            if name and (f"backbone.{name}" == target or f"backbone.{name}".endswith(f".{target}"))}
+    read = {name: module for name, module in hits.items() if not is_unread_backbone_part(name)}
+    backbone = f"the {model.config.backbone_config.model_type!r} backbone"
+    if not read:
+        return (f"{target}: only in a part of {backbone} that our pooling never reads ({', '.join(sorted(hits))})"
+                if hits else f"{target}: no such module in {backbone}")
+    kinds = sorted({type(module).__name__ for module in read.values() if not isinstance(module, _ADAPTABLE + (Conv1D,))})
+    return f"{target}: a {', '.join(kinds)} in {backbone}, which LoRA cannot adapt (name linear layers)" if kinds else None
 
 
 def adapted_module_paths(model: Any, targets: list[str]) -> set[str]:

@@ -165,6 +165,12 @@ def _weight_files(model_dir: Path) -> list[str]:
         return [WEIGHTS_INDEX_FILE, *shards]
     if (model_dir / WEIGHTS_FILE).is_file():
         return [WEIGHTS_FILE]
+    if (model_dir / "adapter_config.json").is_file():  # its optimizer.pt etc. are no pickle weights to re-save
+        raise ValueError(
+            f"{model_dir} is a LoRA adapter (PEFT format: a --use-lora run's checkpoint-N/ or adapter/), not a "
+            "whole model. Publish the run's --output-dir: it holds the merged model, and adapter/ beside it when "
+            "trained with --keep-adapter. (A checkpoint becomes one by resuming training from it.)"
+        )
     pickles = sorted(p.name for p in model_dir.iterdir() if p.name in PICKLE_WEIGHTS or p.suffix in {".bin", ".pt", ".pth", ".pkl"})
     if pickles:
         raise ValueError(
@@ -403,7 +409,7 @@ def build_publish_folder(model_dir: str | Path, out_dir: str | Path, *, repo_id:
 
     Raises:
         FileNotFoundError: `model_dir` does not exist.
-        ValueError: not a rewardkit reward model, no auto_map, no code files, pickle weights only,
+        ValueError: not a rewardkit reward model (a LoRA adapter), no auto_map, no code files, pickle weights only,
             no tokenizer, `evaluation` recorded for another model or T, or `out_dir` holds unrelated files.
     """
     model_dir, out_dir = Path(model_dir).expanduser().resolve(), Path(out_dir).expanduser().resolve()

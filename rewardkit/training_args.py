@@ -298,6 +298,11 @@ class RewardTrainingArguments(TrainingArguments):
         if self.lora_alpha <= 0:
             raise ValueError(f"--lora-alpha must be > 0, got {self.lora_alpha}.")
         self._refuse_lora_flags_without_lora()
+        if self.use_lora and not self.freeze_embeddings:  # PEFT freezes every backbone weight it does not adapt
+            raise ValueError("--no-freeze-embeddings has no effect with --use-lora: LoRA trains only its adapters and "
+                             "the head, so the word embeddings stay as pretrained either way. To adapt them, add the "
+                             "embedding layer to --lora-target-modules (BERT: word_embeddings; GPT-2: wte; Llama: "
+                             "embed_tokens); to train them in full, drop --use-lora.")
         if self.use_lora and not _peft_installed():
             raise ValueError("--use-lora needs PEFT, which is not installed: pip install peft (rewardkit's "
                              "'lora' extra; in a rewardkit checkout: pip install -e '.[lora]').")

@@ -40,6 +40,24 @@ def test_default_targets_follow_peft_per_backbone_and_skip_the_head():
         resolve_target_modules(model, ["q_proj"])
 
 
+
+@pytest.mark.parametrize(("targets", "says"), [
+    (["attention"], "attention: a BertAttention in the 'bert' backbone, which LoRA cannot adapt"),
+    (["query", "LayerNorm"], "LayerNorm: a LayerNorm"),
+    (["pooler"], "pooler: only in a part of the 'bert' backbone that our pooling never reads"),
+    (["pooler.dense"], "never reads"),
+    (["score"], "score: the reward head, which is trained in full"),
+])
+def test_targets_lora_cannot_adapt_are_refused_by_flag(targets, says):
+    """Every name that exists passed the check; PEFT then failed with the repr of the whole module
+    (a container, a LayerNorm) or "No modules were targeted" (the excluded pooler), naming no flag."""
+    model = helpers.tiny_reward_model("bert")
+    with pytest.raises(ValueError, match="^--lora-target-modules ") as error:
+        resolve_target_modules(model, targets)
+    assert says in str(error.value) and "Its linear layers: dense, key, query, value." in str(error.value)
+    for spelled in (["word_embeddings"], ["attention.self.query"], ["backbone.encoder.layer.0.attention.self.query"]):
+        assert resolve_target_modules(model, spelled) == spelled  # what PEFT adapts still passes
+
 @pytest.mark.parametrize("targets", [["all-linear"], None, ["dense"]])
 def test_bert_pooler_never_gets_an_adapter(targets, monkeypatch):
     """all-linear expands to bare names ("dense"), which PEFT matched as a suffix of
@@ -217,6 +235,22 @@ def test_adapter_and_merged_model_score_alike(lora_run):
     assert adapter_model.config.reward_std == pytest.approx(merged.model.config.reward_std)
 
 
+
+def test_publishing_a_lora_checkpoint_or_adapter_says_to_publish_the_merged_output_dir(lora_run, tmp_path):
+    """`publish --model OUT/checkpoint-N` of a LoRA run called optimizer.pt, rng_state.pth and
+    scheduler.pt "pickle weights" and said to load the model and save it again: there is no model
+    in that folder to load, only an adapter, and the merged one is in OUT."""
+    import shutil
+
+    root, _, _ = lora_run
+    checkpoint = shutil.copytree(root / "out" / ADAPTER_DIR, tmp_path / "checkpoint-3")
+    for name in ("optimizer.pt", "rng_state.pth", "scheduler.pt", "training_args.bin"):
+        torch.save({}, checkpoint / name)
+    for folder in (checkpoint, root / "out" / ADAPTER_DIR):
+        with pytest.raises(ValueError, match="is a LoRA adapter .*Publish the run's --output-dir") as error:
+            build_publish_folder(folder, tmp_path / "pub", repo_id="someone/rm")
+        assert "pickle" not in str(error.value)
+
 def test_a_calibrated_lora_run_rebuilds_calibrated_from_its_adapter(lora_run, tmp_path):
     """`evaluate --calibrate` writes T to config.json and to adapter/reward_config.json, which
     load_adapter reads: the adapter compares with the same calibrated probabilities."""
@@ -254,6 +288,14 @@ def test_an_adapter_on_a_local_base_is_flagged_as_not_rebuildable_from_the_hub(l
     (hub / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": "gpt2"}))
     assert warn_if_base_is_local(hub)
 
+
+
+def test_no_freeze_embeddings_with_lora_is_refused_not_ignored():
+    """--use-lora --no-freeze-embeddings trained with the word embeddings frozen (PEFT trains only the
+    adapters and the head) without a word, though the help says the flag trains them."""
+    with pytest.raises(ValueError, match="--no-freeze-embeddings has no effect with --use-lora.*word_embeddings"):
+        RewardTrainingArguments(output_dir="x", use_lora=True, freeze_embeddings=False)
+    assert not RewardTrainingArguments(output_dir="x", freeze_embeddings=False).freeze_embeddings  # alone: fine
 
 @pytest.mark.parametrize(("flags", "named"), [
     ({"lora_r": 8}, "--lora-r needs"),
