@@ -402,8 +402,15 @@ def _length_bias(evaluation: dict) -> str | None:
     scalar = objective == "mse" or (objective is None and bias.get("longer_preferred_rate") is None)
     text = (f"held-out {'responses' if scalar else pairs}: Spearman correlation of reward with "
             f"response length {_fmt(bias['spearman_reward_length'], 3)}")
+    # the labels' own length preference, as report.md gives it: without it a reader cannot tell a
+    # length effect the model added from one the annotations already had
+    if bias.get("spearman_target_length") is not None:
+        text += f" (of the annotated targets themselves: {_fmt(bias['spearman_target_length'], 3)})"
     if bias.get("longer_preferred_rate") is not None:
         text += f"; the longer response gets the higher reward in {100 * bias['longer_preferred_rate']:.0f}% of {pairs}"
+        if bias.get("chosen_longer_rate") is not None:
+            labels = "the labelled order put it first" if objective == "ranking" else "the labels chose it"
+            text += f" ({labels} in {100 * bias['chosen_longer_rate']:.0f}%)"
     if bias.get("chosen_shorter_accuracy") is not None:
         text += f"; accuracy when the {preferred} response is the shorter one: {_fmt(bias['chosen_shorter_accuracy'], 3)}"
     return text + "."

@@ -19,6 +19,12 @@ if TYPE_CHECKING:
     from rewardkit.report import _Context
 
 
+def uncalibrated_mse(ctx: _Context) -> bool:
+    """An mse-trained model read on preferences without a fitted T: its T = 1 differences are in the
+    annotations' units, so σ of them is no probability and max(P, 1 − P) no confidence of the model."""
+    return ctx.kind != "mse" and ctx.metrics.get("trained_objective") == "mse" and ctx.temperature == 1.0
+
+
 def md_confidence(ctx: _Context) -> list[str]:
     lines = ["## How sure it is", ""]
     if ctx.kind == "mse":
@@ -38,6 +44,11 @@ def md_confidence(ctx: _Context) -> list[str]:
     acc = m.get("pairwise_accuracy" if ranking else "accuracy")
     if conf is None and acc is None:
         return lines + ["No pair margins were given, so calibration was not measured.", ""]
+    if uncalibrated_mse(ctx):
+        return lines + _uncalibrated_mse_confidence(ctx, conf, acc, pairs) + _calibration_note(ctx) + image(
+            "reliability.png", "Reliability diagram", ctx,
+            f"{pairs.capitalize()} grouped by max(P, 1 − P) at T = 1, which for this model depends on the "
+            f"annotations' scale (see above). n = {pairs} in each bin.")
     if isinstance(conf, (int, float)) and isinstance(acc, (int, float)):
         lines += [
             f"On average the model is **{pct(conf)}** sure which of two responses is better "
@@ -101,6 +112,29 @@ def md_confidence(ctx: _Context) -> list[str]:
         f"under-confident. n = {pairs} in each bin.",
     )
     return lines
+
+
+def _uncalibrated_mse_confidence(ctx: _Context, conf: Any, acc: Any, pairs: str) -> list[str]:
+    """In place of "the model is 84% sure" and a calibration verdict: at T = 1 an mse model's
+    max(P, 1 − P) and ECE measure the annotations' scale (annotations ×10 would make it "sure" of
+    every pick), so they are given as what they are and no verdict is drawn from them."""
+    figures = []
+    if isinstance(conf, (int, float)):
+        figures.append(f"the mean of max(P, 1 − P), {num(float(conf))},")
+    ece = ctx.metrics.get("ece")
+    if isinstance(ece, (int, float)):
+        figures.append(f"the ECE, {num(float(ece))},")
+    measured = (" and ".join(figures) + " at T = 1 depend on the annotations' scale (annotations ten times as "
+                "large would make it look sure of every pick), so no verdict on its calibration is drawn from "
+                "them. " if figures else "")
+    right = (f"It picks the {'better-ranked' if ctx.kind == 'ranking' else 'human-preferred'} response "
+             f"**{pct(acc)}** of the time; that does not depend on T. " if isinstance(acc, (int, float)) else "")
+    return [
+        "This model was trained to predict annotations (mse) and **no temperature was fitted (T = 1)**, so "
+        f"this report cannot say how sure it is: {measured}{right}To measure that, fit T on held-out {pairs} "
+        f"(`rewardkit evaluate --calibrate`) and evaluate with it on other {pairs}.",
+        "",
+    ]
 
 
 def _confidence_verdict(conf: float, acc: float, n: Any, chance: tuple[float, float] | None = None,

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rewardkit.calibration import preference_probability, temperature_fitted_on_these_pairs
-from rewardkit.report_confidence import md_confidence
+from rewardkit.report_confidence import md_confidence, uncalibrated_mse
 from rewardkit.report_failures import md_failures
 from rewardkit.report_format import cell_value, escape, image, num, wilson_interval
 from rewardkit.report_lengths import md_preferences
@@ -92,7 +92,6 @@ def _md_meaning(ctx: _Context) -> list[str]:
     # an mse model evaluated on preferences: its reward is a predicted annotation, and at T = 1 its
     # differences (in the annotations' units) are no probabilities (the report said they were)
     mse_model = ctx.metrics.get("trained_objective") == "mse"
-    uncalibrated_mse = mse_model and t == 1.0
     intro = (
         "The model gives every response a single number, its **reward**. This model was trained to "
         "predict annotated rewards (mse), so a reward is a **predicted annotation** on the annotations' "
@@ -119,7 +118,7 @@ def _md_meaning(ctx: _Context) -> list[str]:
         *_observed_differences(ctx),
         *_alpha_note(ctx),
     ]
-    if uncalibrated_mse:
+    if uncalibrated_mse(ctx):
         return lines + [
             "But **no temperature was fitted for this model (T = 1)**, and an mse model's reward differences "
             "are in the annotations' units, so these are **not preference probabilities**: they, and the "
@@ -175,14 +174,15 @@ def _score_scale(m: dict[str, Any], r: str = "r") -> tuple[str, float, bool] | N
     """How the model's `score()` output is made from the raw reward (written `r`), with its
     numbers; the factor a difference of scores carries (a score difference of that much is a
     reward difference of 1); and whether normalization is on: ("α × r with α = 2", 2, False) or
-    ("α × (r − μ) / σ with α = 2, μ = 0.25 and σ = 1.5", 2 / 1.5, True). None when the score is
+    ("α × (r − μ) / s with α = 2, μ = 0.25 and s = 1.5", 2 / 1.5, True): s, not σ, which the
+    report keeps for the sigmoid of P(a ≻ b) = σ((r_a − r_b) / T), a few lines away. None when the score is
     the raw reward itself (α = 1, no normalization) or the metrics do not say (no alpha)."""
     alpha = _number(m.get("alpha"))
     if alpha is None:
         return None
     mean, std = _number(m.get("reward_mean")), _number(m.get("reward_std"))
     if m.get("normalize_rewards") is True and mean is not None and std:
-        return f"α × ({r} − μ) / σ with α = {alpha:.3g}, μ = {mean:.3g} and σ = {std:.3g}", alpha / std, True
+        return f"α × ({r} − μ) / s with α = {alpha:.3g}, μ = {mean:.3g} and s = {std:.3g}", alpha / std, True
     if alpha == 1:
         return None
     return f"α × {r} with α = {alpha:.3g}", alpha, False
@@ -190,16 +190,16 @@ def _score_scale(m: dict[str, Any], r: str = "r") -> tuple[str, float, bool] | N
 
 def _alpha_note(ctx: _Context) -> list[str]:
     """r above is the raw reward; what `score()`, `pipeline` and TRL return is α·r, or
-    α·(r − μ)/σ when the model normalizes: a difference of scores must be divided by α (by α/σ)
+    α·(r − μ)/s when the model normalizes: a difference of scores must be divided by α (by α/s)
     before it is read on the table above."""
     scale = _score_scale(ctx.metrics)
     if scale is None:
         return []
     formula, factor, normalized = scale
-    why = (" (μ and σ are the mean and standard deviation of the rewards of the training responses, "
+    why = (" (μ and s are the mean and standard deviation of the rewards of the training responses, "
            "`reward_mean` and `reward_std` in its config; μ shifts every score alike, so it drops out of "
            "a difference)" if normalized else "")
-    divisor = f"α / σ = {factor:.3g}" if normalized else f"{factor:.3g}"
+    divisor = f"α / s = {factor:.3g}" if normalized else f"{factor:.3g}"
     return [
         f"r is the **raw** reward. This model's `score()` output (also what `pipeline` and TRL see) is "
         f"{formula}{why}: divide a difference of scores by {divisor} before reading it here "
@@ -323,7 +323,7 @@ _CONTEXT_ROWS: dict[str, tuple[str, str]] = {
         "in its config); no: α × r",
     ),
     "reward_mean": ("Reward mean μ", "mean raw reward of the training responses (`reward_mean`)"),
-    "reward_std": ("Reward std σ", "standard deviation of the raw rewards of the training responses (`reward_std`)"),
+    "reward_std": ("Reward std s", "standard deviation of the raw rewards of the training responses (`reward_std`)"),
     "max_length": (
         "Max length (tokens)",
         "longer (prompt, response) texts were cut to this many tokens before scoring",
@@ -347,7 +347,7 @@ def _context_row(key: str, kind: str, metrics: dict[str, Any]) -> tuple[str, str
     if key == "alpha":
         label, meaning = _CONTEXT_ROWS["alpha"]
         use = _ALPHA_USE[kind]
-        if metrics.get("normalize_rewards"):  # the score is α(r − μ)/σ: the metrics come before both
+        if metrics.get("normalize_rewards"):  # the score is α(r − μ)/s: the metrics come before both
             use = use.replace("(before α)", "(before α and normalization)")
         return label, f"{meaning}; {use}"
     if key == "n" and kind == "ranking":  # evaluate_model sets n = n_groups for ranking
@@ -442,6 +442,8 @@ def _md_headline(ctx: _Context) -> list[str]:
                     meaning += f"; 95% interval on these pairs: {interval[0]:.3f} to {interval[1]:.3f} (Wilson)"
             if key in ("pearson", "spearman") and m[key] is None:
                 meaning += "; undefined here (n/a): the rewards or the targets are all equal, or there is one response"
+            if uncalibrated_mse(ctx) and key in _T_DEPENDENT:  # σ of annotation units: no model's confidence
+                meaning = meaning.replace(": how sure the model is of its pick", "") + "; at T = 1 of an mse model: depends on the annotations' scale, no probability (see above)"
             if fitted_here and key in _T_DEPENDENT:
                 meaning += ("; at a T fitted to minimise it on these same pairs: optimistic" if key == "log_loss"
                             else "; measured on the pairs T was fitted on: no independent check")

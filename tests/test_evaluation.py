@@ -212,7 +212,7 @@ def test_a_normalized_models_scale_reaches_metrics_json_and_the_report(model_dir
     assert (metrics["normalize_rewards"], metrics["reward_mean"], metrics["reward_std"]) == (True, 0.5, 4.0)
     assert json.loads((tmp_path / "report" / "metrics.json").read_text())["reward_std"] == 4.0
     markdown = (tmp_path / "report" / "report.md").read_text()
-    assert "α × (r − μ) / σ with α = 2, μ = 0.5 and σ = 4" in markdown and "by α / σ = 0.5 " in markdown
+    assert "α × (r − μ) / s with α = 2, μ = 0.5 and s = 4" in markdown and "by α / s = 0.5 " in markdown
     plain = evaluate_model(model_dir, data_dir / "pairwise.jsonl")
     assert (plain["normalize_rewards"], plain["reward_mean"], plain["reward_std"]) == (False, None, None)
 

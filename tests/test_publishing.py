@@ -238,8 +238,11 @@ def _run_card_blocks(blocks: list[str], cache: Path, tmp_path: Path) -> dict:
 
 
 def test_card_python_blocks_run_by_repo_id_from_hf_cache(dry_run, tmp_path):
+    """Every Python block of the card runs as printed, the pipeline's per-call `alpha=` included (the
+    card named `model(**inputs, alpha=10)` alone, though the pipeline takes it too)."""
     blocks = _python_blocks((dry_run.folder / "README.md").read_text())
     assert len(blocks) >= 2 and all(REPO_ID in block for block in blocks)
+    assert 'print(reward_pipe(pair, truncation="only_first", max_length=128, alpha=10))' in blocks[1]
     cache = tmp_path / "hub_cache"
     helpers.place_in_hf_cache(dry_run.folder, cache, REPO_ID)
     assert _run_card_blocks(blocks, cache, tmp_path) == {"ran": len(blocks)}
@@ -786,6 +789,36 @@ def test_card_length_bias_is_worded_for_the_evaluated_data(model_objective, eval
     summary = {**_training_summary("sentence-transformers/all-MiniLM-L6-v2"), "objective": model_objective}
     card = " ".join(render_model_card({"alpha": 1.0}, summary, evaluation).split())
     assert expected in card
+
+
+@pytest.mark.parametrize(("evaluation", "expected"), [
+    ({"n": 4, "objective": "mse", "length_bias": {"spearman_reward_length": 0.8, "spearman_target_length": 0.05}},
+     "Length bias measured on held-out responses: Spearman correlation of reward with response length 0.8 (of the "
+     "annotated targets themselves: 0.05)."),
+    ({**EVALUATION, "objective": "pairwise", "length_bias": {**EVALUATION["length_bias"], "chosen_longer_rate": 0.52}},
+     "the longer response gets the higher reward in 55% of pairs (the labels chose it in 52%);"),
+    ({**EVALUATION, "objective": "ranking", "length_bias": {**EVALUATION["length_bias"], "chosen_longer_rate": 0.6}},
+     "the longer response gets the higher reward in 55% of within-group pairs (the labelled order put it first in 60%);"),
+], ids=["scalar-data", "pairs", "ranked-data"])
+def test_card_length_bias_gives_the_labels_own_length_preference(evaluation, expected):
+    """report.md sets the model's length preference against the labels' own (the targets' Spearman with
+    length; how often the labels chose the longer response), the card stated the model's alone: "0.8" of an
+    mse model whose targets correlate with length at 0.05 read the same as one whose targets do at 0.8."""
+    summary = {**_training_summary("sentence-transformers/all-MiniLM-L6-v2"), "objective": "mse"}
+    card = " ".join(render_model_card({"alpha": 1.0}, summary, evaluation).split())
+    assert expected in card
+
+
+def test_card_of_an_mse_model_does_not_open_with_a_preference_score():
+    """The card of every model opened "returns one number, the reward, that is higher for responses people
+    prefer", an mse model's too, whose reward predicts an annotation on the annotations' scale."""
+    mse = render_model_card({"alpha": 1.0}, {**_training_summary("sentence-transformers/all-MiniLM-L6-v2"),
+                                             "objective": "mse"})
+    opening = " ".join(mse.split("---", 2)[2].split("## Usage")[0].split())
+    assert "higher for responses people prefer" not in opening
+    assert "a prediction of the response's annotated reward, on the scale of the rewards it was trained on" in opening
+    pairwise = render_model_card({"alpha": 1.0}, _training_summary("sentence-transformers/all-MiniLM-L6-v2"))
+    assert "higher for responses people prefer" in pairwise
 
 
 def test_dry_run_names_the_upload_command_with_every_flag_that_shapes_the_folder(tmp_path, monkeypatch, capsys):

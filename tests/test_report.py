@@ -895,7 +895,7 @@ def test_report_files_constant_covers_outputs() -> None:
 
 
 def test_meaning_section_explains_normalized_scores_whatever_alpha(tmp_path: Path) -> None:
-    """A normalized model's score is α × (r − μ) / σ: the note said "divide by α" (wrong by σ),
+    """A normalized model's score is α × (r − μ) / s: the note said "divide by α" (wrong by s),
     and with α = 1 it said nothing at all. The scalar note and the headline rows name it too."""
     chosen, rejected = [0.1, 0.3, -0.2, 0.05], [0.0, 0.0, 0.0, 0.0]
     normalized = {"normalize_rewards": True, "reward_mean": 0.25, "reward_std": 1.5}
@@ -903,8 +903,8 @@ def test_meaning_section_explains_normalized_scores_whatever_alpha(tmp_path: Pat
         metrics = {**pairwise_metrics(chosen, rejected), "alpha": alpha, **normalized}
         md = _md_for(tmp_path, metrics, chosen=chosen, rejected=rejected)
         meaning = md.split("## Headline metrics")[0]
-        assert f"α × (r − μ) / σ with α = {alpha:g}, μ = 0.25 and σ = 1.5" in meaning
-        assert f"divide a difference of scores by α / σ = {divisor} before reading it here" in meaning
+        assert f"α × (r − μ) / s with α = {alpha:g}, μ = 0.25 and s = 1.5" in meaning
+        assert f"divide a difference of scores by α / s = {divisor} before reading it here" in meaning
         assert f"divide a difference of scores by {alpha:g} " not in meaning
         rows = _headline_rows(md)
         assert rows["Normalized scores"][0] == "yes" and rows["Reward mean μ"][0] == "0.250"
@@ -914,7 +914,7 @@ def test_meaning_section_explains_normalized_scores_whatever_alpha(tmp_path: Pat
            "reward_mean": 0.25, "reward_std": 1.5}  # statistics stored, normalization off: score = r
     assert "divide a difference of scores" not in _md_for(tmp_path, off, chosen=chosen, rejected=rejected)
     scalar = _section(_kind_md(tmp_path, "mse", _mse_metrics(alpha=1.0, **normalized)), "What the numbers mean")
-    assert ("`score()` output is α × (reward − μ) / σ with α = 1, μ = 0.25 and σ = 1.5; the metrics below "
+    assert ("`score()` output is α × (reward − μ) / s with α = 1, μ = 0.25 and s = 1.5; the metrics below "
             "compare the raw reward (before α and normalization)") in scalar
 
 
@@ -982,3 +982,41 @@ def test_plot_axes_say_raw_reward_when_alpha_scales_the_score(tmp_path: Path, mo
         "| Raw predicted reward r (before α and normalization; not the model's score)")
     _md_for(tmp_path, {**pairwise_metrics(**pairs), "alpha": 1.0, "normalize_rewards": False}, **pairs)
     assert labels["_draw_pair_hist"].startswith("Reward |")
+
+
+@pytest.mark.parametrize("kind", ["pairwise", "ranking"])
+def test_uncalibrated_mse_model_is_not_said_to_be_sure_of_its_picks(tmp_path: Path, kind: str) -> None:
+    """An mse model on preferences without a fitted T: "What the numbers mean" said its T = 1
+    differences are no probabilities, yet "How sure it is" went on "On average the model is 84% sure
+    ... its confidence matches how often it is right" and read the ECE as its stated probabilities' error."""
+    if kind == "pairwise":
+        chosen, rejected = [3.0, 2.5, 4.0, 1.0, 2.0, 3.5], [1.0, 0.5, 1.5, 2.0, 0.0, 1.0]
+        metrics, data = pairwise_metrics(chosen, rejected), {"chosen": chosen, "rejected": rejected}
+    else:
+        metrics, data = _ranking_metrics_as_evaluated([[3.0, 1.0, 0.5], [2.0, 2.5, 0.0]]), {}
+    md = _kind_md(tmp_path, kind, {**metrics, "trained_objective": "mse"}, **data)
+    sure = _section(md, "How sure it is")
+    assert "this report cannot say how sure it is" in sure and "depend on the annotations' scale" in sure
+    assert "sure which of two responses" not in sure and "confidence matches" not in sure and "-confident" not in sure
+    assert "stated probability is" not in sure and "cannot be told apart from perfect calibration" not in sure
+    rows = _headline_rows(md)
+    assert "how sure the model is" not in rows["Mean confidence"][1]
+    assert rows["ECE"][1].endswith("at T = 1 of an mse model: depends on the annotations' scale, no probability (see above)")
+    calibrated = _section(_kind_md(tmp_path, kind, {**metrics, "trained_objective": "mse"}, temperature=2.0, **data),
+                          "How sure it is")
+    assert "sure which of two responses" in calibrated and "cannot say how sure" not in calibrated
+    assert "sure which of two responses" in _section(_kind_md(tmp_path, kind, metrics, **data), "How sure it is")
+
+
+def test_reward_std_is_not_written_as_the_sigmoids_sigma(tmp_path: Path) -> None:
+    """With normalize_rewards on, the meaning section defined σ(x) = 1 / (1 + e^(−x)) and two lines later
+    wrote the score as α × (r − μ) / σ with σ = 1.5, the reward std: one symbol for two things."""
+    chosen, rejected = [0.1, 0.3, -0.2, 0.05], [0.0, 0.0, 0.0, 0.0]
+    metrics = {**pairwise_metrics(chosen, rejected), "alpha": 1.0, "normalize_rewards": True,
+               "reward_mean": 0.25, "reward_std": 1.5}
+    md = _md_for(tmp_path, metrics, chosen=chosen, rejected=rejected)
+    meaning = _section(md, "What the numbers mean")
+    assert "σ(x) = 1 / (1 + e^(−x))" in meaning
+    assert "σ = 1.5" not in md and "/ σ" not in md and "α / σ" not in md
+    assert "α × (r − μ) / s with α = 1, μ = 0.25 and s = 1.5" in meaning and "μ and s are the mean" in meaning
+    assert _headline_rows(md)["Reward std s"][0] == "1.500"
