@@ -37,6 +37,7 @@ def run_demo(output_dir: str = "reward-model-demo", epochs: float = 2.0, max_len
 
     output = Path(output_dir)
     _, report_dir, hub_dir = demo_folders(output)
+    check_hub_folder(hub_dir)
     replaced = previous_outputs(output)
     if replaced:
         logger.warning("Replacing the previous run's %s.", ", ".join(map(str, replaced)))
@@ -67,6 +68,33 @@ def previous_outputs(output: Path) -> list[Path]:
     """The demo's folders that already hold files: a rerun replaces them, and says so, rather than
     silently overwriting an earlier run."""
     return [f for f in demo_folders(output) if f.is_dir() and any(f.iterdir())]
+
+
+def check_hub_folder(hub_dir: Path) -> None:
+    """Refuse before training what `publish` refuses after it: a NAME-hub folder holding other files
+    than a publish folder (it is never merged into). The demo trained for minutes, overwrote the
+    model, and only then failed."""
+    from rewardkit.publishing import _is_previous_build
+
+    if hub_dir.exists() and (not hub_dir.is_dir() or not _is_previous_build(hub_dir)):
+        raise ValueError(f"{hub_dir} exists and holds other files than a publish folder, so the demo could not "
+                         "build its Hub folder there; choose another --output-dir or delete it first.")
+
+
+def calibration_line(metrics: dict, temperature: float) -> str:
+    """The calibration result in words. When no T was written (every margin 0, or the fit hit a
+    search bound, as with an untrained --base-model) the demo said "T = 1; ECE x before, x after
+    (T fitted on these same pairs)": a T that was never fitted."""
+    ece_before = metrics.get("ece_before", float("nan"))
+    if metrics.get("temperature_written"):
+        return (f"  calibration: T = {temperature:.3g}; ECE {ece_before:.3f} before, "
+                f"{metrics.get('ece_after', float('nan')):.3f} after (T fitted on these same pairs: not an "
+                "independent check)")
+    fitted = metrics.get("temperature_fitted")
+    why = ("every reward margin is 0" if fitted is None
+           else f"the fit hit its search bound T = {fitted:g}")
+    return (f"  calibration: no T fitted ({why}; see the log), so P(a > b) uses T = 1; "
+            f"ECE {ece_before:.3f} at T = 1")
 
 
 def length_line(bias: dict) -> str | None:
@@ -104,9 +132,8 @@ def _report(result, metrics: dict, examples: list[dict], scorer, report_dir: Pat
         "",
         f"Held-out questions ({metrics['n']} pairs, never seen in training):",
         f"  accuracy {metrics['accuracy']:.3f} (how often the better answer gets the higher reward)",
-        f"  mean reward margin {metrics['mean_margin']:.2f}",
-        f"  calibration: T = {scorer.temperature:.3g}; ECE {metrics.get('ece_before', float('nan')):.3f} before, "
-        f"{metrics.get('ece_after', float('nan')):.3f} after (T fitted on these same pairs: not an independent check)",
+        f"  mean reward margin {metrics['mean_margin']:.3g}",
+        calibration_line(metrics, scorer.temperature),
     ]
     if line := length_line(bias):
         lines.append(line)

@@ -25,7 +25,9 @@ def load_questions() -> list[dict]:
 
 
 def is_heldout(prompt: str) -> bool:
-    """Stable split by a hash of the question: the same 20% in every run and on every machine."""
+    """Stable split by a hash of the question: the same questions in every run and on every machine.
+    Each question is held out with probability 52/256 (about 20%, HELDOUT_PERCENT); of the 347
+    embedded questions that draws 80 (23%), so 267 questions (1068 pairs) train and 320 pairs test."""
     digest = hashlib.sha256(prompt.encode("utf-8")).digest()
     return digest[0] * 100 // 256 < HELDOUT_PERCENT
 

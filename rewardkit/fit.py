@@ -130,7 +130,8 @@ class TrainResult:
                          "standardized targets (MSE / std²: 1.0 = no better than predicting the mean), rmse is in "
                          "the targets' units, as are the saved model's raw rewards.")
         if self.reward_mean is not None:
-            lines.append(f"  Raw rewards on training responses: mean {self.reward_mean:.4g}, std {self.reward_std:.4g} "
+            measured = f"{self.reward_stats_responses} " if self.reward_stats_responses else ""  # a sample, not all
+            lines.append(f"  Raw rewards on {measured}training responses: mean {self.reward_mean:.4g}, std {self.reward_std:.4g} "
                          "(stored in config.json as reward_mean / reward_std).")
         source = f"; {self.max_length_source}" if self.max_length_source else ""
         lines.append(f"  Truncation at {self.max_length} tokens{source}: {self.truncation}. Data: {self.skipped}.")

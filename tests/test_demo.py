@@ -72,3 +72,61 @@ def test_demo_length_line_puts_the_pairwise_check_beside_the_pooled_correlation(
     assert "83% of pairs" in text and "labels in 85%" in text and "0.46 over all answers" in text
     assert "length bias:" not in text
     assert length_line({}) is None
+
+
+def test_demo_split_is_disjoint_by_question_with_the_counts_its_docstring_states():
+    """is_heldout's docstring said "the same 20%" while 80 of the 347 questions (23%) are held out."""
+    import re
+
+    from rewardkit.demo_set import demo_pairs, is_heldout, load_questions
+
+    questions = load_questions()
+    heldout = [q for q in questions if is_heldout(q["prompt"])]
+    train, test = demo_pairs()
+    assert not {r["prompt"] for r in train} & {r["prompt"] for r in test}
+    stated = re.search(r"of the (\d+)\s+embedded questions that draws (\d+) \((\d+)%\), so (\d+) questions \((\d+) "
+                       r"pairs\) train and (\d+) pairs test", " ".join(is_heldout.__doc__.split()))
+    assert stated, is_heldout.__doc__
+    assert [int(x) for x in stated.groups()] == [len(questions), len(heldout), round(100 * len(heldout) / len(questions)),
+                                                 len(questions) - len(heldout), len(train), len(test)]
+
+
+def test_demo_calibration_line_says_when_no_temperature_was_fitted():
+    """With a T at a search bound (not written) the demo printed "T = 1; ECE 0.109 before, 0.109
+    after (T fitted on these same pairs)": a T never fitted."""
+    from rewardkit.demo import calibration_line
+
+    fitted = calibration_line({"temperature_written": True, "ece_before": 0.031, "ece_after": 0.012}, 0.4538)
+    assert fitted == ("  calibration: T = 0.454; ECE 0.031 before, 0.012 after (T fitted on these same pairs: "
+                      "not an independent check)")
+    at_bound = calibration_line({"temperature_written": False, "temperature_fitted": 0.001, "ece_before": 0.109,
+                                 "ece_after": 0.109}, 1.0)
+    assert "no T fitted" in at_bound and "search bound T = 0.001" in at_bound and "fitted on these" not in at_bound
+    assert "every reward margin is 0" in calibration_line({"temperature_written": False, "temperature_fitted": None,
+                                                           "ece_before": 0.5}, 1.0)
+
+
+def test_demo_refuses_a_foreign_hub_folder_before_training(tmp_path, monkeypatch):
+    """A NAME-hub folder holding other files was refused by publish only after minutes of training
+    had overwritten the model folder."""
+    from rewardkit import fit
+    from rewardkit.demo import run_demo
+
+    (tmp_path / "m-hub").mkdir()
+    (tmp_path / "m-hub" / "notes.txt").write_text("mine")
+    monkeypatch.setattr(fit, "run_training", lambda *a, **k: pytest.fail("trained before refusing"))
+    with pytest.raises(ValueError, match="m-hub exists and holds other files"):
+        run_demo(output_dir=str(tmp_path / "m"))
+    assert not (tmp_path / "m").exists()
+
+
+def test_demo_summary_says_how_many_responses_reward_mean_and_std_are_of():
+    """The demo printed "Raw rewards on training responses: mean 0.1227, std 3.166", measured on a
+    sample of 512 of its 2136 training responses (the model card said 512; the summary did not)."""
+    from rewardkit.fit import TrainResult
+
+    result = TrainResult(output_dir="m", objective="pairwise", base_model="b", detected_layout="pairwise",
+                         train_rows=1068, eval_rows=0, epochs=2.0, steps=134, seconds=164.6,
+                         examples_per_second=12.98, train_loss=0.2, max_length=128, reward_mean=0.1227,
+                         reward_std=3.166, reward_stats_responses=512)
+    assert "Raw rewards on 512 training responses: mean 0.1227, std 3.166" in result.describe()
