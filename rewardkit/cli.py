@@ -27,7 +27,14 @@ EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a process SIGTE
 
 
 class CliError(Exception):
-    """A problem the user can fix; its message is shown as is."""
+    """A problem the user can fix; its message is shown as is. Exit code 1."""
+
+
+class UsageError(CliError):
+    """The command line itself is wrong, whatever the files hold: flags that contradict each other
+    or lack their partner, an unknown flag, a flag value out of range. Exit code 2, as for the
+    usage errors argparse finds itself (`--limit 0`), so a script can tell a wrong command from a
+    failed run; files, folders, data and models that are not as the command needs exit 1."""
 
 
 # ---------------------------------------------------------------------- parsers
@@ -213,12 +220,12 @@ def cmd_train(argv: Sequence[str]) -> int:
     try:
         data_args, train_args, extra = parser.parse_args_into_dataclasses(args=argv)
     except ValueError as error:  # unknown flags, or the dataclasses' own validation
-        raise CliError(_with_flag_suggestions(str(error), parser)) from error
+        raise UsageError(_with_flag_suggestions(str(error), parser)) from error
     _setup_logging(extra.quiet or not _is_main_process())  # N ranks: one log, not N copies
     if extra.quiet:
         train_args.disable_tqdm = True  # the per-step metrics still reach the log, at INFO: hidden
     if train_args.output_dir is None:
-        raise CliError("--output-dir is required.")
+        raise UsageError("--output-dir is required.")
     _check_writable(train_args.output_dir)
     _check_base_model(train_args.base_model)
     from rewardkit.training_args import has_accelerator
@@ -492,13 +499,13 @@ def _score(args: argparse.Namespace) -> int:
     from rewardkit.scoring import RewardScorer, is_stream, score_file
 
     if args.data and (args.prompt or args.response):
-        raise CliError("Give either --data or --prompt/--response, not both.")
+        raise UsageError("Give either --data or --prompt/--response, not both.")
     if not args.data and not args.response:
-        raise CliError("Nothing to score: give --prompt P --response R (repeatable) or --data FILE --output OUT.jsonl.")
+        raise UsageError("Nothing to score: give --prompt P --response R (repeatable) or --data FILE --output OUT.jsonl.")
     if args.data and not args.output:
-        raise CliError("--data needs --output OUT.jsonl (one scored line per input row).")
+        raise UsageError("--data needs --output OUT.jsonl (one scored line per input row).")
     if args.output and not args.data:  # the --response lines go to stdout: the file was never written
-        raise CliError(f"--output {args.output} is for --data; the scores of --prompt/--response are printed on "
+        raise UsageError(f"--output {args.output} is for --data; the scores of --prompt/--response are printed on "
                        "stdout (redirect them: > scores.jsonl).")
     if args.output and not is_stream(args.output) and Path(args.output).expanduser().is_dir():
         raise CliError(f"--output {args.output} is a folder; give a file name such as scores.jsonl.")
@@ -506,19 +513,19 @@ def _score(args: argparse.Namespace) -> int:
     to_stdout = bool(args.output) and _is_our_stdout(args.output)
     if args.output and is_stream(args.output):
         if distributed.is_distributed():
-            raise CliError(f"--output {args.output} is not a file: under torchrun the ranks' parts are merged "
+            raise UsageError(f"--output {args.output} is not a file: under torchrun the ranks' parts are merged "
                            "into a file. Give a file path.")
     elif args.output:
         _check_writable(os.path.dirname(os.path.abspath(args.output)))
         if args.data:
             _check_output_is_not_input(args.data, args.output)
+    prompts = None if args.data else _prompts_for(args)  # a count mismatch, before the model loads
     if not args.data and not distributed.is_main_process():
         return 0  # a handful of --response texts: rank 0 alone scores them
     device = args.device or (distributed.default_device() if distributed.is_distributed() else None)
     scorer = RewardScorer(args.model, device=device, batch_size=args.batch_size, max_length=args.max_length,
                           dtype=args.dtype)
     if args.data:
-        _suggest_bf16(args, scorer)
         options = {"split": args.split, "columns": args.columns, "skip_invalid": args.skip_invalid,
                    "limit": args.limit}
         if distributed.is_distributed():
@@ -531,8 +538,8 @@ def _score(args: argparse.Namespace) -> int:
             else:
                 _emit(json.dumps(counts))
             _explain_scores(scorer)
+            _suggest_bf16(args, scorer)  # after the run: ahead of a data error it was noise
         return 0
-    prompts = _prompts_for(args)
     raw = scorer.raw_rewards(prompts, args.response)  # one run: the scores are computed from it
     scores = scorer.rewards_to_scores(raw).tolist()
     for prompt, response, score, reward in zip(prompts, args.response, scores, raw):
@@ -565,7 +572,7 @@ def _prompts_for(args: argparse.Namespace) -> list[str]:
     if len(prompts) == 1:
         prompts = prompts * len(args.response)
     if len(prompts) != len(args.response):
-        raise CliError(f"{len(prompts)} --prompt but {len(args.response)} --response: give one prompt, or one per response.")
+        raise UsageError(f"{len(prompts)} --prompt but {len(args.response)} --response: give one prompt, or one per response.")
     return prompts
 
 
@@ -585,8 +592,10 @@ def _explain_scores(scorer) -> None:
 
 
 def _suggest_bf16(args: argparse.Namespace, scorer) -> None:
-    """Say once, when scoring a file in fp32 on a CPU that computes bf16 natively, that --dtype bf16
-    is there (measured ~1.5x faster on such a CPU; scores move in the third significant digit)."""
+    """Say once, when a file was scored in fp32 on a CPU that computes bf16 natively, that --dtype bf16
+    is there (measured ~1.5x faster on such a CPU; scores move in the third significant digit). Said
+    after the scores are written, as train's allocator tip is: printed first, it came ahead of a data
+    error that stopped the run before any row was scored."""
     from rewardkit.training_args import cpu_bf16_feature
 
     feature = cpu_bf16_feature() if args.dtype is None and scorer.device.type == "cpu" else None
@@ -615,9 +624,9 @@ def cmd_publish(args: argparse.Namespace) -> int:
     from rewardkit.publishing import publish
 
     if args.out and not args.dry_run:
-        raise CliError("--out is for --dry-run (a real publish uploads from a temporary folder).")
+        raise UsageError("--out is for --dry-run (a real publish uploads from a temporary folder).")
     if args.dry_run and not args.out:
-        raise CliError("--dry-run needs --out DIR (where the Hub folder is written).")
+        raise UsageError("--dry-run needs --out DIR (where the Hub folder is written).")
     if args.out:
         _check_writable(args.out)
     evaluation = None
@@ -720,7 +729,7 @@ def _run(argv: list[str], debug: bool) -> int:
             raise
         command = argv[0] if argv else ""
         sys.stderr.write(_error_paragraph(command, error) + "\n")
-        return EXIT_ERROR
+        return EXIT_USAGE if isinstance(error, UsageError) else EXIT_ERROR
 
 
 def _error_paragraph(command: str, error: BaseException) -> str:
@@ -742,8 +751,10 @@ _LOCATION = re.compile(r"\b(?:line|row|column|item|record|field) (?:'[^']*'|\S+)
 
 
 # Errors whose message already says what went wrong and what to do: no class-name prefix, no
-# --debug hint (a traceback of rewardkit's own code would not help the reader).
-_SELF_EXPLAINING = (("rewardkit.data", "RewardDataError"), ("rewardkit.publishing", "PublishError"),
+# --debug hint (a traceback of rewardkit's own code would not help the reader). A check of what the
+# user gave raises UserInputError (rewardkit/errors.py); a plain ValueError keeps the hint.
+_SELF_EXPLAINING = (("rewardkit.errors", "UserInputError"), ("rewardkit.data", "RewardDataError"),
+                    ("rewardkit.publishing", "PublishError"),
                     ("rewardkit.fit", "TrainingDivergedError"), ("rewardkit.scoring", "NonFiniteRewardError"),
                     ("rewardkit.distributed", "RankFailedError"))  # the failing rank prints the real error
 

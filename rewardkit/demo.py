@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from rewardkit.demo_set import write_demo_files
+from rewardkit.errors import UserInputError
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def check_hub_folder(hub_dir: Path) -> None:
     from rewardkit.publishing import _is_previous_build
 
     if hub_dir.exists() and (not hub_dir.is_dir() or not _is_previous_build(hub_dir)):
-        raise ValueError(f"{hub_dir} exists and holds other files than a publish folder, so the demo could not "
+        raise UserInputError(f"{hub_dir} exists and holds other files than a publish folder, so the demo could not "
                          "build its Hub folder there; choose another --output-dir or delete it first.")
 
 

@@ -60,6 +60,7 @@ from rewardkit.data import (
     row_words,
     same_data_source,
 )
+from rewardkit.errors import UserInputError
 from rewardkit.features import TruncationStats
 from rewardkit.metrics import (
     jsonable,
@@ -127,7 +128,7 @@ def evaluate_model(
                          f"got {objective!r}.")
     check_limit(limit)
     if calibrate and objective not in (None, *_CALIBRATABLE):
-        raise ValueError(_calibration_refusal(objective))
+        raise UserInputError(_calibration_refusal(objective))
     if report_dir is not None:
         _check_report_dir(Path(report_dir))
     scorer = _scorer_for(model, batch_size=batch_size, max_length=max_length, device=device, dtype=dtype)
@@ -169,7 +170,7 @@ def _check_report_dir(report_dir: Path) -> None:
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        raise ValueError(f"report_dir {report_dir} cannot be a folder: {existing} is a file. Give a folder path.")
+        raise UserInputError(f"report_dir {report_dir} cannot be a folder: {existing} is a file. Give a folder path.")
 
 
 def _scorer_for(model: Any, *, batch_size: int | None, max_length: int | None, device: str | None,
@@ -194,9 +195,9 @@ def _calibration_folder(scorer: RewardScorer) -> Path:
                          "folder (RewardScorer(path)) or pass the path.")
     folder = Path(scorer.source).expanduser()
     if not (folder / "config.json").is_file():
-        raise ValueError(f"Calibration (--calibrate, calibrate=True) writes the temperature into the model folder's config.json, "
-                         f"but {scorer.source!r} is not a local folder (a Hub repo id?). Download the "
-                         "model to a folder, evaluate that folder, then publish it again.")
+        raise UserInputError(f"Calibration (--calibrate, calibrate=True) writes the temperature into the model folder's config.json, "
+                             f"but {scorer.source!r} is not a local folder (a Hub repo id?). Download the "
+                             "model to a folder, evaluate that folder, then publish it again.")
     return folder
 
 
@@ -384,7 +385,7 @@ def _collect(scorer: RewardScorer, rows: Iterator[_Numbered], objective: str | N
             if collector is None:
                 kind = objective or _kind_of(chunk[0][1])
                 if calibrate and kind not in _CALIBRATABLE:
-                    raise ValueError(_calibration_refusal(kind))
+                    raise UserInputError(_calibration_refusal(kind))
                 collector = _COLLECTORS[kind]()
             collector.add(scorer, chunk)
             progress.update(len(chunk))

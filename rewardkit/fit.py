@@ -21,6 +21,7 @@ import torch
 from transformers import PrinterCallback, ProgressCallback, TrainerCallback
 
 from rewardkit.data import RewardData, load_reward_data
+from rewardkit.errors import UserInputError
 from rewardkit.features import (
     PairEncoder,
     TruncationStats,
@@ -318,9 +319,9 @@ def check_continued_model(config, args: RewardTrainingArguments, base_model: str
     """Before any data is read: a base rewardkit model that normalizes its rewards needs its reward
     mean/std measured again on the new weights (the old ones would normalize with stale figures)."""
     if getattr(config, "normalize_rewards", False) and args.reward_stats_samples == 0:
-        raise ValueError(f"{base_model} normalizes its rewards (normalize_rewards) by the reward mean/std of its "
-                         "weights, which this training changes, so they must be measured again: drop "
-                         "--reward-stats-samples 0.")
+        raise UserInputError(f"{base_model} normalizes its rewards (normalize_rewards) by the reward mean/std of its "
+                             "weights, which this training changes, so they must be measured again: drop "
+                             "--reward-stats-samples 0.")
 
 
 def freeze_unread_parameters(model) -> None:
@@ -345,7 +346,7 @@ def _train_from_checkpoint(trainer, checkpoint: str | None):
         mismatch = ("doesn't match the size of optimizer's group", "has a different number of parameter groups")
         if not checkpoint or not any(text in str(error) for text in mismatch):
             raise
-        raise ValueError(
+        raise UserInputError(
             f"{checkpoint} was trained with a different set of trainable weights than this run, so its optimizer "
             "state does not fit: resume with the flags it was trained with (--no-freeze-embeddings if it trained the "
             "word embeddings; --use-lora and the same --lora-target-modules for LoRA). A checkpoint of a rewardkit "
@@ -378,7 +379,7 @@ def _split_eval(data: RewardData, fraction: float, seed: int) -> tuple[list[dict
     random.Random(seed).shuffle(rows)
     n_eval = max(1, int(round(len(rows) * fraction)))
     if n_eval >= len(rows):
-        raise ValueError(f"--eval-fraction {fraction} leaves no training rows out of {len(rows)}.")
+        raise UserInputError(f"--eval-fraction {fraction} leaves no training rows out of {len(rows)}.")
     return rows[n_eval:], rows[:n_eval]
 
 
@@ -499,7 +500,7 @@ def _encode_distinct(rows: list[dict], objective: str, encoder: PairEncoder,
     cause = (f"they differ only after the cut to {encoder.max_length} tokens (raise --max-length) or only in what "
              "the tokenizer drops, such as case")
     if len(identical) == len(rows):
-        raise ValueError(f"{what}: all {len(rows)} are {which}: {cause}.")
+        raise UserInputError(f"{what}: all {len(rows)} are {which}: {cause}.")
     logger.warning("%s: skipped %d of %d %s%s: they would teach nothing and score as ties; %s.", what,
                    len(identical), len(rows), which, "" if objective == "pairwise" else " (each group whole)", cause)
     kept = [i for i in range(len(rows)) if i not in identical]
@@ -573,7 +574,7 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
     from transformers import set_seed
 
     if not data_args.data:
-        raise ValueError("No training data: pass --data (a file, a folder or a Hub dataset id).")
+        raise UserInputError("No training data: pass --data (a file, a folder or a Hub dataset id).")
     _check_held_out_flags(data_args, args)
     resume = _checkpoint_to_resume(args)
     set_seed(args.seed)
@@ -690,8 +691,8 @@ def _check_held_out_flags(data_args: DataArguments, args: RewardTrainingArgument
     if data_args.eval_data or data_args.eval_fraction > 0:
         return
     if args.load_best_model_at_end:
-        raise ValueError("--load_best_model_at_end needs held-out data to pick the best checkpoint: pass "
-                         "--eval-data or --eval-fraction, or drop --load_best_model_at_end.")
+        raise UserInputError("--load_best_model_at_end needs held-out data to pick the best checkpoint: pass "
+                             "--eval-data or --eval-fraction, or drop --load_best_model_at_end.")
     if plain_value(args.eval_strategy) != "no":
         logger.warning("--eval_strategy %s: there is no held-out data (--eval-data, --eval-fraction), so nothing "
                        "is evaluated.", plain_value(args.eval_strategy))
@@ -708,9 +709,9 @@ def _check_metric_for_best_model(args: RewardTrainingArguments, objective: str) 
         return
     names = ("loss",) + (() if args.prediction_loss_only else METRIC_NAMES[objective])
     if str(metric).removeprefix("eval_") not in names + ("runtime", "samples_per_second", "steps_per_second"):
-        raise ValueError(f"--metric_for_best_model {metric}: {objective} training evaluates "
-                         f"{', '.join(names)}{' (--prediction_loss_only)' if args.prediction_loss_only else ''}; "
-                         f"pick one of them.")
+        raise UserInputError(f"--metric_for_best_model {metric}: {objective} training evaluates "
+                             f"{', '.join(names)}{' (--prediction_loss_only)' if args.prediction_loss_only else ''}; "
+                             f"pick one of them.")
 
 
 def _checkpoint_to_resume(args: RewardTrainingArguments) -> str | None:
@@ -730,16 +731,16 @@ def _checkpoint_to_resume(args: RewardTrainingArguments) -> str | None:
         return None
     folder = Path(resume)
     if not folder.is_dir():
-        raise ValueError(f"--resume_from_checkpoint {resume}: no such folder (give a checkpoint-N folder, or 'last' "
-                         "for the newest in --output-dir).")
+        raise UserInputError(f"--resume_from_checkpoint {resume}: no such folder (give a checkpoint-N folder, or 'last' "
+                             "for the newest in --output-dir).")
     adapter = (folder / "adapter_config.json").is_file()
     whole = any((folder / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json"))
     if adapter and not whole and not args.use_lora:
-        raise ValueError(f"{resume} is a LoRA checkpoint (a PEFT adapter): resume it with --use-lora and the LoRA "
-                         "flags it was trained with.")
+        raise UserInputError(f"{resume} is a LoRA checkpoint (a PEFT adapter): resume it with --use-lora and the LoRA "
+                             "flags it was trained with.")
     if whole and not adapter and args.use_lora:
-        raise ValueError(f"{resume} is a full fine-tune's checkpoint, not a LoRA adapter: resume it without "
-                         "--use-lora, or start a LoRA run from its weights with --base-model.")
+        raise UserInputError(f"{resume} is a full fine-tune's checkpoint, not a LoRA adapter: resume it without "
+                             "--use-lora, or start a LoRA run from its weights with --base-model.")
     return str(resume)  # a LoRA checkpoint's flags are checked once the model's config is read
 
 
@@ -791,7 +792,7 @@ def _check_lora_flags_match(folder: Path, args: RewardTrainingArguments, model_c
     if differ:
         trained = ", ".join(f"{flag} {','.join(old) if isinstance(old, list) else old} (this run: {new})"
                             for flag, old, new in differ)
-        raise ValueError(f"{folder} was trained with {trained}: resume it with the LoRA flags it was trained with.")
+        raise UserInputError(f"{folder} was trained with {trained}: resume it with the LoRA flags it was trained with.")
 
 
 # What a checkpoint's weights were trained as, compared on resume: the backbone's shape (another
@@ -825,8 +826,8 @@ def _check_checkpoint_model_matches(folder: Path, args: RewardTrainingArguments,
         differ.append(("--pooling", saved["pooling"], pooling + ("" if args.pooling else ", the default")))
     if differ:
         trained = ", ".join(f"{flag} {old} (this run: {new})" for flag, old, new in differ)
-        raise ValueError(f"{folder} was trained with {trained}: resume it with the --base-model and --pooling it "
-                         "was trained with.")
+        raise UserInputError(f"{folder} was trained with {trained}: resume it with the --base-model and --pooling it "
+                             "was trained with.")
 
 
 class _RewardConfigInLoraCheckpoints(TrainerCallback):

@@ -24,6 +24,8 @@ from typing import Any
 
 from torch import nn
 
+from rewardkit.errors import UserInputError
+
 logger = logging.getLogger(__name__)
 
 ADAPTER_DIR = "adapter"
@@ -79,8 +81,8 @@ def default_target_modules(model: Any) -> list[str]:
         return list(PEFT_DEFAULTS[backbone_type])
     names = _linear_module_names(model.backbone)
     if not names:
-        raise ValueError(f"Found no linear layers to adapt in the {backbone_type!r} backbone; "
-                         "name them with --lora-target-modules.")
+        raise UserInputError(f"Found no linear layers to adapt in the {backbone_type!r} backbone; "
+                             "name them with --lora-target-modules.")
     return names
 
 
@@ -93,7 +95,7 @@ def resolve_target_modules(model: Any, requested: list[str] | None) -> list[str]
     problems = [problem for name in requested if (problem := _target_problem(model, name))]
     if problems:
         linear = ", ".join(_linear_module_names(model.backbone))
-        raise ValueError(f"--lora-target-modules {'; '.join(problems)}. Its linear layers: {linear}.")
+        raise UserInputError(f"--lora-target-modules {'; '.join(problems)}. Its linear layers: {linear}.")
     return list(requested)
 
 

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rewardkit.errors import UserInputError
+
 logger = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "model.safetensors"
@@ -116,14 +118,14 @@ def validate_repo_id(repo_id: str) -> str:
     from huggingface_hub.utils import validate_repo_id as hub_validate
 
     if not isinstance(repo_id, str) or repo_id.count("/") != 1 or not all(repo_id.split("/")):
-        raise ValueError(
+        raise UserInputError(
             f"Invalid repo id {repo_id!r}: use the form 'owner/name' (your user or organization name, "
             "a slash, then the model name), e.g. 'alice/my-reward-model'."
         )
     try:
         hub_validate(repo_id)
     except HFValidationError as error:
-        raise ValueError(
+        raise UserInputError(
             f"Invalid repo id {repo_id!r}: {error} Names may use letters, digits, '-', '_' and '.', "
             "may not start or end with '-' or '.', and are at most 96 characters."
         ) from None
@@ -139,7 +141,7 @@ def _read_json(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"Cannot read {path}: {error}") from None
+        raise UserInputError(f"Cannot read {path}: {error}") from None
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -158,7 +160,7 @@ def _weight_files(model_dir: Path) -> list[str]:
         shards = sorted(set((index.get("weight_map") or {}).values()))
         missing = [name for name in shards if not (model_dir / name).is_file()]
         if not shards or missing:
-            raise ValueError(
+            raise UserInputError(
                 f"{model_dir / WEIGHTS_INDEX_FILE} names shards that are not there: {missing or 'none listed'}. "
                 "Save the model again with `save_pretrained` (it writes every shard)."
             )
@@ -166,32 +168,32 @@ def _weight_files(model_dir: Path) -> list[str]:
     if (model_dir / WEIGHTS_FILE).is_file():
         return [WEIGHTS_FILE]
     if (model_dir / "adapter_config.json").is_file():  # its optimizer.pt etc. are no pickle weights to re-save
-        raise ValueError(
+        raise UserInputError(
             f"{model_dir} is a LoRA adapter (PEFT format: a --use-lora run's checkpoint-N/ or adapter/), not a "
             "whole model. Publish the run's --output-dir: it holds the merged model, and adapter/ beside it when "
             "trained with --keep-adapter. (A checkpoint becomes one by resuming training from it.)"
         )
     pickles = sorted(p.name for p in model_dir.iterdir() if p.name in PICKLE_WEIGHTS or p.suffix in {".bin", ".pt", ".pth", ".pkl"})
     if pickles:
-        raise ValueError(
+        raise UserInputError(
             f"{model_dir} holds pickle weights only ({', '.join(pickles)}); rewardkit publishes safetensors "
             "only, because loading a pickle can run arbitrary code. Load the model and save it again with "
             "`model.save_pretrained(folder)` (safetensors is the default), then publish that folder."
         )
-    raise ValueError(f"{model_dir} holds no model weights ({WEIGHTS_FILE} or {WEIGHTS_INDEX_FILE}).")
+    raise UserInputError(f"{model_dir} holds no model weights ({WEIGHTS_FILE} or {WEIGHTS_INDEX_FILE}).")
 
 
 def _check_reward_config(config: dict[str, Any], model_dir: Path) -> None:
     """Refuse folders the Hub could not load as a rewardkit reward model."""
     if config.get("model_type") != REWARD_MODEL_TYPE:
-        raise ValueError(
+        raise UserInputError(
             f"{model_dir} is not a rewardkit reward model: config.json has model_type "
             f"{config.get('model_type')!r}, expected {REWARD_MODEL_TYPE!r}. Train one with `rewardkit train`."
         )
     auto_map = config.get("auto_map") or {}
     wrong = {key: auto_map.get(key) for key, value in REQUIRED_AUTO_MAP.items() if auto_map.get(key) != value}
     if wrong:
-        raise ValueError(
+        raise UserInputError(
             f"{model_dir / 'config.json'} lacks the auto_map entries that let `trust_remote_code` find the "
             f"model code: {', '.join(sorted(wrong))} (expected {REQUIRED_AUTO_MAP}). Save the model again "
             "with the installed rewardkit (`RewardModel.save_pretrained` writes all three)."
@@ -212,11 +214,18 @@ def _check_evaluation_values(evaluation: Any) -> None:
     if evaluation is None:
         return
     if not isinstance(evaluation, dict):
-        raise ValueError(f"The metrics must be a JSON object, as the metrics.json of `rewardkit evaluate --report-dir R` "
-                         f"is; got a {type(evaluation).__name__}.")
+        raise UserInputError(f"The metrics must be a JSON object, as the metrics.json of `rewardkit evaluate --report-dir R` "
+                             f"is; got a {type(evaluation).__name__}.")
+    if not any(evaluation.get(name) is not None for name, _, _ in METRIC_NAMES):
+        # {} or another JSON object (the model's own config.json) passed, and the card came out without
+        # a results table, as if no --metrics had been given
+        names = ", ".join(name for name, _, _ in METRIC_NAMES)
+        raise UserInputError(f"The metrics hold none of the metrics the card states ({names}): "
+                             "it is no metrics.json of `rewardkit evaluate --report-dir R`. Pass R/metrics.json, or "
+                             "leave --metrics out.")
     bias = evaluation.get("length_bias")
     if bias is not None and not isinstance(bias, dict):
-        raise ValueError(f"The metrics' 'length_bias' must be an object, got a {type(bias).__name__}.")
+        raise UserInputError(f"The metrics' 'length_bias' must be an object, got a {type(bias).__name__}.")
     values = [(key, evaluation.get(key)) for key in (*(name for name, _, _ in METRIC_NAMES), *_EVALUATION_NUMBERS)]
     values += [(f"length_bias.{key}", (bias or {}).get(key)) for key in _LENGTH_BIAS_NUMBERS]
     for key, value in values:
@@ -224,9 +233,9 @@ def _check_evaluation_values(evaluation: Any) -> None:
         if value is None or (not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
                              and (not whole or (isinstance(value, int) and value >= 0))):
             continue
-        raise ValueError(f"The metrics' {key!r} is {value!r}, not {'a whole number' if whole else 'a finite number'}: "
-                         "the card would state it as measured. Pass the metrics.json that `rewardkit evaluate "
-                         "--report-dir R` wrote for this model.")
+        raise UserInputError(f"The metrics' {key!r} is {value!r}, not {'a whole number' if whole else 'a finite number'}: "
+                             "the card would state it as measured. Pass the metrics.json that `rewardkit evaluate "
+                             "--report-dir R` wrote for this model.")
 
 
 def _check_evaluation_matches(evaluation: dict | None, config: dict[str, Any], model_dir: Path) -> None:
@@ -247,7 +256,7 @@ def _check_evaluation_matches(evaluation: dict | None, config: dict[str, Any], m
         if not (math.isclose(recorded, value, rel_tol=1e-9) if numbers else recorded == value):
             why = ("measured before `evaluate --calibrate` stored a T, or at another T" if key == "temperature"
                    else "another model's, or an earlier training run's into this folder")
-            raise ValueError(
+            raise UserInputError(
                 f"The metrics are not this model's: they record {key} = {recorded}, {model_dir / 'config.json'} "
                 f"has {value} ({why}). Run `rewardkit evaluate --model {model_dir} --report-dir R` again and "
                 "pass R/metrics.json."
@@ -257,7 +266,7 @@ def _check_evaluation_matches(evaluation: dict | None, config: dict[str, Any], m
 def _check_code_files(model_dir: Path) -> None:
     missing = [name for name in CODE_FILES if not (model_dir / name).is_file()]
     if missing:
-        raise ValueError(
+        raise UserInputError(
             f"{model_dir} lacks the model code {', '.join(missing)}: without it the Hub model cannot load "
             "with trust_remote_code. Save the model again with `RewardModel.save_pretrained`, which "
             "copies both files."
@@ -267,7 +276,7 @@ def _check_code_files(model_dir: Path) -> None:
 def _tokenizer_files(model_dir: Path) -> list[str]:
     names = [name for name in TOKENIZER_FILES if (model_dir / name).is_file()]
     if "tokenizer_config.json" not in names and "tokenizer.json" not in names:
-        raise ValueError(
+        raise UserInputError(
             f"{model_dir} holds no tokenizer (tokenizer.json / tokenizer_config.json): users could not "
             "tokenize (prompt, response) pairs. Save it with `tokenizer.save_pretrained(folder)`."
         )
@@ -328,8 +337,8 @@ def _adapter_files(model_dir: Path) -> list[str]:
         return []
     missing = [name for name in ADAPTER_FILES if not (adapter / name).is_file()]
     if missing:
-        raise ValueError(f"{adapter} is incomplete (no {', '.join(missing)}); train again with --keep-adapter "
-                         "or delete the folder to publish the merged model alone.")
+        raise UserInputError(f"{adapter} is incomplete (no {', '.join(missing)}); train again with --keep-adapter "
+                             "or delete the folder to publish the merged model alone.")
     return [f"{ADAPTER_DIR}/{name}" for name in ADAPTER_FILES]
 
 
@@ -360,7 +369,7 @@ def _move_into_place(staging: Path, out_dir: Path) -> None:
         staging.rename(out_dir)
         return
     if not out_dir.is_dir() or not _is_previous_build(out_dir):
-        raise ValueError(
+        raise UserInputError(
             f"{out_dir} exists and holds other files than a publish folder; choose a new output folder "
             "or delete it first (it is never merged into)."
         )
@@ -417,10 +426,10 @@ def build_publish_folder(model_dir: str | Path, out_dir: str | Path, *, repo_id:
     if not model_dir.is_dir():
         raise FileNotFoundError(f"Model folder {model_dir} does not exist (pass the --output-dir of `rewardkit train`).")
     if out_dir == model_dir or model_dir in out_dir.parents:
-        raise ValueError(f"The publish folder {out_dir} must be outside the model folder {model_dir}.")
+        raise UserInputError(f"The publish folder {out_dir} must be outside the model folder {model_dir}.")
     weights = _weight_files(model_dir)  # first: "pickle weights only" is the most useful refusal
     if not (model_dir / "config.json").is_file():
-        raise ValueError(f"{model_dir} has no config.json: it is not a saved reward model.")
+        raise UserInputError(f"{model_dir} has no config.json: it is not a saved reward model.")
     config = _read_json(model_dir / "config.json")
     _check_reward_config(config, model_dir)
     _check_evaluation_values(evaluation)

@@ -39,6 +39,7 @@ import torch
 from rewardkit.calibration import preference_probability
 from rewardkit.cpu_linear import onednn_linears
 from rewardkit.cpu_workers import cpu_worker_split, map_in_workers
+from rewardkit.errors import UserInputError
 from rewardkit.features import PairEncoder, TruncationStats, pad_batch, resolve_max_length
 
 logger = logging.getLogger(__name__)
@@ -139,14 +140,14 @@ def pick_device(device: str | torch.device | None) -> torch.device:
     try:
         chosen = torch.device(device)
     except (RuntimeError, TypeError) as error:
-        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N', 'mps' or a torch.device, got {device!r}.") from error
+        raise UserInputError(f"device must be 'cpu', 'cuda', 'cuda:N', 'mps' or a torch.device, got {device!r}.") from error
     if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but this torch ({torch.__version__}) sees no CUDA GPU; "
-                         "use device='cpu'.")
+        raise UserInputError(f"device {device!r} asked for, but this torch ({torch.__version__}) sees no CUDA GPU; "
+                             "use device='cpu'.")
     if chosen.type == "cuda" and chosen.index is not None and chosen.index >= torch.cuda.device_count():
-        raise ValueError(f"device {device!r} asked for, but only {torch.cuda.device_count()} CUDA GPU(s) are visible.")
+        raise UserInputError(f"device {device!r} asked for, but only {torch.cuda.device_count()} CUDA GPU(s) are visible.")
     if chosen.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device {device!r} asked for, but MPS (Apple GPU) is not available here; use device='cpu'.")
+        raise UserInputError(f"device {device!r} asked for, but MPS (Apple GPU) is not available here; use device='cpu'.")
     return chosen
 
 
@@ -645,31 +646,31 @@ def check_reward_model_source(source: str) -> bool:
             return False  # a Hub repo id
         raise FileNotFoundError(f"No model at {source!r}: the folder does not exist.")
     if not path.is_dir():
-        raise ValueError(f"{source!r} is a file; pass the model folder that holds config.json.")
+        raise UserInputError(f"{source!r} is a file; pass the model folder that holds config.json.")
     pickles = sorted(p.name for p in path.glob("*.bin")) + sorted(p.name for p in path.glob("*.pt"))
     if not (path / "config.json").exists():
         if (path / "adapter_config.json").exists():  # checkpoint-N/ or adapter/ of a LoRA run
             if (path / "reward_config.json").exists():  # OUTPUT_DIR/adapter/ (--keep-adapter)
-                raise ValueError(f"{source!r} is a saved LoRA adapter (PEFT format), not a whole model: score the "
-                                 "run's --output-dir (the merged model), or rebuild it with "
-                                 "rewardkit.lora.load_adapter(folder, base_model=...).")
-            raise ValueError(f"{source!r} is a PEFT (LoRA) adapter checkpoint, not a whole model: it holds the "
-                             "adapter and the head only, no config.json. Score the run's --output-dir (the merged "
-                             "model), or resume training from this checkpoint (--resume_from_checkpoint).")
+                raise UserInputError(f"{source!r} is a saved LoRA adapter (PEFT format), not a whole model: score the "
+                                     "run's --output-dir (the merged model), or rebuild it with "
+                                     "rewardkit.lora.load_adapter(folder, base_model=...).")
+            raise UserInputError(f"{source!r} is a PEFT (LoRA) adapter checkpoint, not a whole model: it holds the "
+                                 "adapter and the head only, no config.json. Score the run's --output-dir (the merged "
+                                 "model), or resume training from this checkpoint (--resume_from_checkpoint).")
         if pickles:
-            raise ValueError(f"{source!r} is not a rewardkit model folder: it has no config.json and no "
-                             f"safetensors weights, only pickle weights ({', '.join(pickles)}). {_PICKLE_HINT}")
-        raise ValueError(f"{source!r} is not a model folder: it has no config.json.")
+            raise UserInputError(f"{source!r} is not a rewardkit model folder: it has no config.json and no "
+                                 f"safetensors weights, only pickle weights ({', '.join(pickles)}). {_PICKLE_HINT}")
+        raise UserInputError(f"{source!r} is not a model folder: it has no config.json.")
     try:
         model_type = json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type")
     except (OSError, ValueError, AttributeError) as error:
-        raise ValueError(f"{source}/config.json cannot be read: {error}.") from error
+        raise UserInputError(f"{source}/config.json cannot be read: {error}.") from error
     if model_type != "reward_model":
-        raise ValueError(f"{source!r} holds a {model_type!r} model, not a rewardkit reward model "
-                         "(config.json model_type must be 'reward_model'). Train one with `rewardkit train`.")
+        raise UserInputError(f"{source!r} holds a {model_type!r} model, not a rewardkit reward model "
+                             "(config.json model_type must be 'reward_model'). Train one with `rewardkit train`.")
     if not (path / "model.safetensors").exists() and not list(path.glob("model-*.safetensors")):
         hint = f" It has pickle weights ({', '.join(pickles)}). {_PICKLE_HINT}" if pickles else ""
-        raise ValueError(f"{source!r} has no model.safetensors weights.{hint}")
+        raise UserInputError(f"{source!r} has no model.safetensors weights.{hint}")
     return True
 
 

@@ -641,9 +641,85 @@ def test_score_output_only_with_data_and_never_a_folder(tmp_path, capsys):
     """`score --response R --output o.jsonl` printed the scores and wrote no file, without a word;
     `--output FOLDER` with --data failed after the model loaded, as "IsADirectoryError: ..."."""
     out = tmp_path / "o.jsonl"
-    assert main(["score", "--model", str(tmp_path / "no-model"), "--response", "ok", "--output", str(out)]) == 1
+    assert main(["score", "--model", str(tmp_path / "no-model"), "--response", "ok", "--output", str(out)]) == 2
     assert "is for --data" in " ".join(capsys.readouterr().err.split())
     data = helpers.write_jsonl(tmp_path / "rows.jsonl", [{"prompt": "p", "response": "r"}])
     assert main(["score", "--model", str(tmp_path / "no-model"), "--data", str(data), "--output", str(tmp_path)]) == 1
     err = " ".join(capsys.readouterr().err.split())
     assert f"--output {tmp_path} is a folder" in err and "IsADirectoryError" not in err and "No model" not in err
+
+
+def _tiny_model_folder(folder, tokenizer, **config):
+    helpers.tiny_reward_model(**config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_user_input_errors_from_the_library_end_without_the_debug_hint(tmp_path, tokenizer, capsys):
+    """Checks of what the user gave, raised in rewardkit's library code as plain ValueError (a model
+    folder that is a file or a plain BERT, another model's --metrics, a bad --repo-id or --device),
+    ended in "(Run again with --debug for the full traceback.)", the hint meant for failures inside
+    rewardkit. They raise UserInputError now; a plain ValueError keeps the hint."""
+    from rewardkit.cli import _error_paragraph
+    from rewardkit.errors import UserInputError
+
+    folder = _tiny_model_folder(tmp_path / "rm", tokenizer, reward_mean=0.25, reward_std=1.5)
+    helpers.save_tiny_backbone(tmp_path / "bert")
+    other = tmp_path / "metrics.json"
+    other.write_text(json.dumps({"accuracy": 0.7, "n": 8, "reward_mean": 0.5, "reward_std": 1.5, "temperature": 1.0}))
+    publish = ["publish", "--dry-run", "--out", str(tmp_path / "pub")]
+    cases = [
+        ([*publish, "--model", str(folder), "--repo-id", "me/rm", "--metrics", str(other)], "are not this model's"),
+        ([*publish, "--model", str(tmp_path / "bert"), "--repo-id", "me/rm"], "not a rewardkit reward model"),
+        ([*publish, "--model", str(folder), "--repo-id", "not a repo id"], "Invalid repo id"),
+        (["score", "--model", str(folder / "config.json"), "--response", "r"], "is a file"),
+        (["score", "--model", str(tmp_path), "--response", "r"], "is not a model folder"),
+        (["score", "--model", str(folder), "--response", "r", "--device", "gpu"], "device must be"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 1
+        err = " ".join(capsys.readouterr().err.split())
+        assert message in err and "--debug" not in err and "Traceback" not in err, (argv, err)
+    assert not (tmp_path / "pub").exists()
+    assert "--debug" not in _error_paragraph("score", UserInputError("--x is wrong."))
+    assert "ValueError" not in _error_paragraph("score", ValueError("x")) and "--debug" in _error_paragraph("score", ValueError("x"))
+
+
+def test_score_file_mentions_bf16_only_once_it_scored(tmp_path, tokenizer, monkeypatch, capsys):
+    """The --dtype bf16 tip was printed as soon as the model had loaded, so a run stopped by a data
+    error (pairs given to score) printed a speed tip and then the error."""
+    import rewardkit.training_args as training_args
+
+    folder = _tiny_model_folder(tmp_path / "rm", tokenizer)
+    monkeypatch.setattr(training_args, "cpu_bf16_feature", lambda: "AMX")
+    pairs = helpers.write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": "p", "chosen": "a", "rejected": "b"}])
+    assert main(["score", "--model", str(folder), "--data", str(pairs), "--output", str(tmp_path / "o.jsonl"),
+                 "--device", "cpu"]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "rewardkit evaluate" in err and "--dtype bf16" not in err
+    rows = helpers.write_jsonl(tmp_path / "rows.jsonl", [{"prompt": "p", "response": "r"}])
+    assert main(["score", "--model", str(folder), "--data", str(rows), "--output", str(tmp_path / "o.jsonl"),
+                 "--device", "cpu"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.index("scored 1 rows") < err.index("--dtype bf16 scores about 1.5x faster")
+
+
+@pytest.mark.parametrize("argv", [
+    ["score", "--model", "m", "--data", "d.jsonl", "--output", "o.jsonl", "--response", "r"],
+    ["score", "--model", "m"],
+    ["score", "--model", "m", "--data", "d.jsonl"],
+    ["score", "--model", "m", "--prompt", "a", "--prompt", "b", "--prompt", "c", "--response", "r", "--response", "s"],
+    ["publish", "--model", "m", "--repo-id", "me/rm", "--out", "x"],
+    ["publish", "--model", "m", "--repo-id", "me/rm", "--dry-run"],
+    ["train", "--data", "d.jsonl", "--max-lenght", "64"],
+    ["train", "--data", "d.jsonl", "--eval-fraction", "1.5"],
+], ids=lambda argv: " ".join(argv[:1] + argv[-2:]))
+def test_a_wrong_command_line_exits_2_as_argparse_usage_errors_do(argv, tmp_path, monkeypatch, capsys):
+    """Contradicting or partnerless flags and unknown train flags exited 1, like a failed run, while
+    `--limit 0` exits 2 (argparse) and train's `--max-length 3` 1 against score's 2."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("rewardkit.fit.run_training", lambda *args, **kwargs: pytest.fail("trained"))
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"rewardkit {argv[0]}: error:" in err and "Traceback" not in err and "--debug" not in err
+    assert not any(tmp_path.iterdir())

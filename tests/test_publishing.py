@@ -855,6 +855,8 @@ def test_dry_run_names_the_upload_command_with_every_flag_that_shapes_the_folder
     ({**EVALUATION, "ece": float("nan")}, "'ece' is nan, not a finite number"),
     ({**EVALUATION, "n": "x"}, "'n' is 'x', not a whole number"),
     ({**EVALUATION, "length_bias": {"spearman_reward_length": "strong"}}, "'length_bias.spearman_reward_length'"),
+    ({}, "none of the metrics the card states"),  # the card came out with no results, as without --metrics
+    ({"model_type": "reward_model", "reward_mean": -3.0}, "none of the metrics"),  # the model's config.json
 ])
 def test_metrics_the_card_cannot_state_as_measured_are_refused(model_dir, tmp_path, evaluation, named):
     """A hand-edited or wrong --metrics file put "Pairwise accuracy | high | held-out data (n=x)" or

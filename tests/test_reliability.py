@@ -148,7 +148,7 @@ def test_invalid_training_numbers_are_refused_by_name(flags, fragment, tiny_base
     argv = ["train", "--data", str(pairs_file), "--base-model", str(tiny_base), "--output-dir", str(tmp_path / "o"),
             "--save_strategy", "no", "--disable_tqdm", "true", "--quiet", *flags]
     code, err = _cli(argv, capsys)
-    assert code == 1 and fragment in _paragraph(err, "train")
+    assert code == 2 and fragment in _paragraph(err, "train")  # a usage error, as `score --max-length 3` is
 
 
 @pytest.fixture
