@@ -79,7 +79,7 @@ def check_hub_folder(hub_dir: Path) -> None:
 
     if hub_dir.exists() and (not hub_dir.is_dir() or not _is_previous_build(hub_dir)):
         raise UserInputError(f"{hub_dir} exists and holds other files than a publish folder, so the demo could not "
-                         "build its Hub folder there; choose another --output-dir or delete it first.")
+                             "build its Hub folder there; choose another --output-dir or delete it first.")
 
 
 def calibration_line(metrics: dict, temperature: float) -> str:
