@@ -611,6 +611,14 @@ _COLLECTORS: dict[str, type[_Collector]] = {
 # --------------------------------------------------------------------------------------------
 
 
+def _backbone_dtype(scorer: RewardScorer) -> str:
+    """"fp32", "bf16" or "fp16": what the backbone scored in (`--dtype`). Recorded because it moves the
+    numbers: an evaluation (or a --calibrate fit) run in bf16 did not say so anywhere."""
+    backbone = getattr(scorer.model, "backbone", None) or scorer.model
+    dtype = next((p.dtype for p in backbone.parameters() if p.is_floating_point()), torch.float32)
+    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype))
+
+
 def _context(scorer: RewardScorer, model: Any, data: Any, data_name: str | None, skipped: SkipReport,
              truncation: TruncationStats) -> dict[str, Any]:
     """Where the numbers come from: model, data, scale, skipped rows, truncation. The scale is the
@@ -628,6 +636,7 @@ def _context(scorer: RewardScorer, model: Any, data: Any, data_name: str | None,
         "reward_mean": config.reward_mean,
         "reward_std": config.reward_std,
         "max_length": scorer.max_length,
+        "dtype": _backbone_dtype(scorer),
         "skipped": skipped.total,
         "skipped_reasons": dict(skipped.counts),
         "truncation": asdict(truncation),

@@ -328,6 +328,8 @@ _CONTEXT_ROWS: dict[str, tuple[str, str]] = {
         "Max length (tokens)",
         "longer (prompt, response) texts were cut to this many tokens before scoring",
     ),
+    "dtype": ("Backbone precision", "what the backbone computed in (`--dtype`; fp32 by default); bf16 moves "
+              "rewards in the third significant digit"),
     "skipped": ("Skipped rows", "invalid rows left out (`--skip-invalid`); 0 = every row was used"),
 }
 
@@ -452,7 +454,7 @@ def _md_headline(ctx: _Context) -> list[str]:
     known = [k for k in _CONTEXT_ROWS if k in m]  # what evaluate_model adds, in a set order
     for key in known + sorted(set(m) - set(_CONTEXT_ROWS)):  # then whatever the caller put in
         value = m[key]
-        if key in shown or key == "temperature" or not isinstance(value, (int, float)):
+        if key in shown or key == "temperature" or not (isinstance(value, (int, float)) or key == "dtype"):
             continue
         if key == "n" and ctx.kind == "ranking" and m.get("n_groups") == value:
             continue  # the same count as the Groups row already shown

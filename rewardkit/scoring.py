@@ -307,7 +307,7 @@ class RewardScorer:
             scorer log it at debug level; prompt-only cuts are an info line, likewise once.
             Running totals: `scorer.encoder.stats`.
         dtype: the backbone's precision: torch.bfloat16 / "bf16", torch.float16 / "fp16" or the default
-            float32. The reward head stays fp32. bf16 is about 1.5x faster on CPUs with AVX512-BF16 or
+            float32. The reward head is fp32 (in a copy of a caller's model whose head is not). bf16 is about 1.5x faster on CPUs with AVX512-BF16 or
             AMX (measured in benchmarks/score_throughput.py, with its agreement with fp32); GPUs
             compute bf16 natively too (not measured here); on other CPUs it is emulated and slower. Scores then differ from fp32 in the
             third significant digit; the 1e-5 agreement with the plain forward holds for fp32.
@@ -545,14 +545,20 @@ def _resolve_normalize(requested: bool | None, config: Any) -> bool:
 
 
 def _backbone_in(model: Any, dtype: torch.dtype | None) -> Any:
-    """A caller's model with its backbone in `dtype` (the head keeps its own precision): the model
-    itself when no change is needed, else a converted copy, so that the caller's model (perhaps
-    still being trained) is not turned into bf16 behind its back."""
+    """A caller's model with its backbone in `dtype` and the rest (the head) in fp32: the model itself
+    when no change is needed, else a converted copy, so that the caller's model (perhaps still being
+    trained) is not turned into bf16 behind its back. The head is made fp32 too: a model the caller
+    had put in bf16 whole (`model.to(torch.bfloat16)`) kept a bf16 head, whose 8-bit mantissa gave
+    nearby texts one and the same reward, under dtype="bf16" and even dtype="fp32"."""
+    if dtype is None:
+        return model
     backbone = getattr(model, "backbone", None)
     backbone = backbone if backbone is not None else model
-    if dtype is None or all(p.dtype == dtype for p in backbone.parameters() if p.is_floating_point()):
+    in_backbone = {id(p) for p in backbone.parameters()}
+    if all(p.dtype == (dtype if id(p) in in_backbone else torch.float32)
+           for p in model.parameters() if p.is_floating_point()):
         return model
-    model = copy.deepcopy(model)
+    model = copy.deepcopy(model).to(torch.float32)
     backbone = getattr(model, "backbone", None)
     (backbone if backbone is not None else model).to(dtype)
     return model

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -198,6 +199,17 @@ def test_report_dir_gets_metrics_plots_and_markdown(model_dir, data_dir, tmp_pat
     # the worst pair (most negative margin) is among the examples shown
     rows = _rows(data_dir / "pairwise.jsonl")
     assert any(r["prompt"][:40] in markdown for r in rows)
+
+
+def test_the_backbone_precision_reaches_metrics_json_and_the_report(model_dir, data_dir, tmp_path):
+    """`evaluate --dtype bf16` (and a --calibrate fit run so) moves the numbers, but neither the
+    metrics nor report.md said which precision they were measured in."""
+    data = data_dir / "pairwise.jsonl"
+    assert evaluate_model(model_dir, data, device="cpu", limit=4)["dtype"] == "fp32"
+    metrics = evaluate_model(model_dir, data, device="cpu", limit=4, dtype="bf16", report_dir=tmp_path / "report")
+    assert metrics["dtype"] == "bf16"
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert re.search(r"Backbone precision.*\bbf16\b", markdown), markdown
 
 
 def test_a_normalized_models_scale_reaches_metrics_json_and_the_report(model_dir, data_dir, tmp_path):

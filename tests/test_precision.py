@@ -69,6 +69,15 @@ def test_an_explicit_false_wins_over_auto_and_contradicting_precision_is_refused
         RewardTrainingArguments(output_dir="x", precision="fp16", fp16=False)
 
 
+@pytest.mark.parametrize("given", [dict(precision="fp16"), dict(fp16=True), dict(precision="fp16", use_cpu=True)])
+def test_fp16_is_refused_where_training_runs_on_the_cpu(cpu_only, given):
+    """accelerate turns fp16 autocast off on CPU without a word: `--precision fp16` trained in fp32
+    (and without split batches, 2x slower) while the summary and model card said "fp16 autocast"."""
+    cpu_only("AVX512-BF16")
+    with pytest.raises(ValueError, match="needs a GPU: on CPU accelerate ignores it"):
+        RewardTrainingArguments(output_dir="x", **given)
+
+
 @pytest.mark.parametrize(("flags", "yaml", "bf16"), [
     ([], "", True),  # auto on a CPU with AVX512-BF16
     (["--bf16", "false"], "", False),

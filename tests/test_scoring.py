@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 
 from rewardkit.cpu_workers import cpu_worker_split
 from rewardkit.data import RewardDataError
-from rewardkit.scoring import RewardScorer, score_file, token_budget_batches
+from rewardkit.scoring import RewardScorer, resolve_dtype, score_file, token_budget_batches
 from tests import helpers
 
 PROPERTY = settings(max_examples=15, deadline=None, derandomize=True,
@@ -534,6 +535,20 @@ def test_bf16_backbone_keeps_an_fp32_head_and_close_scores(tmp_path, model, toke
     loaded_half = RewardScorer(tmp_path, device="cpu", max_length=MAX_LENGTH, dtype="bf16")
     close = np.array(loaded_half.score(prompts, responses))
     assert np.abs(close - exact).max() <= 0.05 * max(np.abs(exact).max(), 1.0)
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp32"])
+def test_a_callers_model_in_bf16_whole_is_scored_with_an_fp32_head(model, tokenizer, dtype):
+    """`model.to(torch.bfloat16)` then `RewardScorer(model, dtype=...)`: the head stayed bf16 (the
+    backbone already had the dtype, or only it was converted), so its 8-bit mantissa gave nearby texts
+    one and the same reward; the docs promise an fp32 head. The caller's model is left in bf16."""
+    half = copy.deepcopy(model).to(torch.bfloat16)
+    scorer = RewardScorer(half, tokenizer=tokenizer, device="cpu", max_length=MAX_LENGTH, dtype=dtype)
+    assert scorer.model.score.weight.dtype == torch.float32
+    assert next(scorer.model.backbone.parameters()).dtype == resolve_dtype(dtype)
+    assert half.score.weight.dtype == torch.bfloat16
+    rewards = scorer.raw_rewards("Tell me about the sky", [f"The sky is blue, reason {i}." for i in range(8)])
+    assert len(set(rewards)) == 8
 
 
 def test_unknown_dtype_is_refused(model, tokenizer):
