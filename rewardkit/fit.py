@@ -577,6 +577,7 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
         raise UserInputError("No training data: pass --data (a file, a folder or a Hub dataset id).")
     _check_held_out_flags(data_args, args)
     resume = _checkpoint_to_resume(args)
+    leftovers = None if resume else _EarlierRunLeftovers(Path(args.output_dir))  # a resumed run is the same run
     set_seed(args.seed)
     base_model = args.base_model or default_base_model()
     tokenizer = load_tokenizer(base_model)
@@ -616,6 +617,8 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
     trainer.add_callback(eval_clock)
     if args.use_lora:
         trainer.add_callback(_RewardConfigInLoraCheckpoints())
+    if leftovers:
+        trainer.add_callback(leftovers)
     if trainer.pop_callback(PrinterCallback) is not None:
         trainer.add_callback(_LogLines())
     if trainer.pop_callback(ProgressCallback) is not None:
@@ -659,6 +662,8 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
         data=_absolute_if_local(data_args.data), data_split=data_args.split,
         eval_data=_absolute_if_local(data_args.eval_data), eval_split=data_args.eval_split,
     )
+    if leftovers and trainer.is_world_process_zero():  # before the card is written: it tells of adapter/
+        leftovers.remove(kept_adapter=bool(args.use_lora and args.keep_adapter))
     save_trained_model(trainer, result)
     return result
 
@@ -828,6 +833,50 @@ def _check_checkpoint_model_matches(folder: Path, args: RewardTrainingArguments,
         trained = ", ".join(f"{flag} {old} (this run: {new})" for flag, old, new in differ)
         raise UserInputError(f"{folder} was trained with {trained}: resume it with the --base-model and --pooling it "
                              "was trained with.")
+
+
+class _EarlierRunLeftovers(TrainerCallback):
+    """What an earlier run left in --output-dir that a new (not resumed) run does not write again:
+    its `checkpoint-N/` folders of steps this run never saves, and its `adapter/` (--keep-adapter)
+    when this run keeps none. Left beside the new model they passed for its own: `publish` uploaded
+    the old adapter/ and the card said "the LoRA adapter the model was trained with", and
+    `--resume_from_checkpoint last` took the old run's higher-numbered checkpoint. They are removed
+    when the new model is about to be saved (an interrupted, failed or diverged run removes nothing),
+    and the log says so."""
+
+    def __init__(self, output_dir: Path):
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+        from rewardkit.lora import ADAPTER_CONFIG_FILE, ADAPTER_DIR
+
+        self.output_dir = output_dir
+        folders = sorted(output_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*")) if output_dir.is_dir() else []
+        self.checkpoints = {f.name for f in folders if f.is_dir() and f.name.split("-")[-1].isdigit()}
+        self.adapter = (output_dir / ADAPTER_DIR / ADAPTER_CONFIG_FILE).is_file()
+
+    def __bool__(self) -> bool:
+        return bool(self.checkpoints) or self.adapter
+
+    def on_save(self, args, state, control, **kwargs):
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+        self.checkpoints.discard(f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")  # this run's own now
+
+    def remove(self, *, kept_adapter: bool) -> list[str]:
+        """Delete the leftovers (rank 0, once training succeeded); returns their names."""
+        import shutil
+
+        from rewardkit.lora import ADAPTER_DIR
+
+        names = sorted(self.checkpoints, key=lambda name: int(name.split("-")[-1]))
+        names += [] if kept_adapter or not self.adapter else [ADAPTER_DIR]
+        for name in names:
+            shutil.rmtree(self.output_dir / name, ignore_errors=True)
+        if names:
+            logger.warning("Removed what an earlier run left in %s and this run did not write again: %s (they "
+                           "would have passed for this model's; --resume_from_checkpoint continues a run instead).",
+                           self.output_dir, ", ".join(f"{name}/" for name in names))
+        return names
 
 
 class _RewardConfigInLoraCheckpoints(TrainerCallback):
