@@ -627,7 +627,12 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
         _restore_finished_run(trainer, resume)
         figures = _recorded_figures(Path(args.output_dir) / SUMMARY_FILE, resume, trainer.state.global_step)
     else:
-        figures = _train_and_time(trainer, resume, eval_clock)
+        try:
+            figures = _train_and_time(trainer, resume, eval_clock)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM (rewardkit.cli): say what is on disk
+            if trainer.is_world_process_zero():
+                logger.warning(_stopped_note(Path(args.output_dir), leftovers))
+            raise
     eval_metrics, eval_step, eval_of = _final_eval_metrics(trainer) if prepared.eval_features else ({}, None, "")
 
     responses = _responses_of(prepared.train_features, prepared.objective)
@@ -1105,6 +1110,19 @@ def _finish_lora(trainer: RewardTrainer, args: RewardTrainingArguments) -> None:
     trainer.model = merge_lora(trainer.model)
 
 
+def _stopped_note(output_dir: Path, leftovers: _EarlierRunLeftovers | None) -> str:
+    """What an interrupted run leaves: no new model, and the checkpoint to resume from, if any (never
+    one an earlier run left that this run did not save again)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    if last and leftovers and Path(last).name in leftovers.checkpoints:
+        last = None
+    where = (f"{last} is its newest checkpoint (--resume_from_checkpoint last continues from it)." if last
+             else "no checkpoint of this run was saved (--save_strategy, --save_steps).")
+    return f"Training stopped before the model was saved: {output_dir} holds no new model; {where}"
+
+
 def save_trained_model(trainer: RewardTrainer, result: TrainResult) -> None:
     """Weights (safetensors), config with auto_map, both code files, tokenizer, training summary
     and a model card: everything `from_pretrained(..., trust_remote_code=True)` and `publish` need.
@@ -1115,9 +1133,23 @@ def save_trained_model(trainer: RewardTrainer, result: TrainResult) -> None:
     from rewardkit.model_card import write_model_card
 
     output_dir = Path(result.output_dir)
-    trainer.save_model(str(output_dir))
-    if not trainer.is_world_process_zero():
-        return
-    apply_umask_permissions(output_dir)
-    (output_dir / SUMMARY_FILE).write_text(json.dumps(result.to_dict(), indent=2, sort_keys=True) + "\n")
-    write_model_card(output_dir, training=result.to_dict())
+    # An earlier run's summary and card are removed first and written again last: a save stopped
+    # half-way (Ctrl-C, a full disk) left them beside new weights, and `publish` rendered the old
+    # run's data, steps and metrics into the new model's card.
+    if trainer.is_world_process_zero():
+        for name in (SUMMARY_FILE, "README.md"):
+            (output_dir / name).unlink(missing_ok=True)
+    try:
+        trainer.save_model(str(output_dir))
+        if not trainer.is_world_process_zero():
+            return
+        apply_umask_permissions(output_dir)
+        (output_dir / SUMMARY_FILE).write_text(json.dumps(result.to_dict(), indent=2, sort_keys=True) + "\n")
+        write_model_card(output_dir, training=result.to_dict())
+    except BaseException:
+        if trainer.is_world_process_zero():
+            for name in (SUMMARY_FILE, "README.md"):  # one cut short would be read as whole
+                (output_dir / name).unlink(missing_ok=True)
+            logger.error("Stopped while saving the model: %s holds a partly written one (no %s or model card); "
+                         "train again.", output_dir, SUMMARY_FILE)
+        raise

@@ -330,6 +330,41 @@ def test_a_new_run_removes_what_an_earlier_run_left_and_did_not_write_again(tiny
     assert fit._checkpoint_to_resume(_args(out, tiny_base, resume_from_checkpoint="last")).endswith("checkpoint-2")
 
 
+def test_an_interrupted_run_says_what_it_left_and_a_stopped_save_keeps_no_earlier_summary(tiny_base, tmp_path,
+                                                                                          caplog, monkeypatch):
+    """Ctrl-C (SIGTERM too: rewardkit.cli raises it as KeyboardInterrupt) during training said only
+    "rewardkit: interrupted.": now the log names the checkpoint to resume from. Stopped while saving,
+    the earlier run's training_summary.json and card stayed beside the new weights, and `publish`
+    rendered the old run's steps and metrics into the new model's card."""
+
+    class CtrlC(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 2:
+                raise KeyboardInterrupt
+
+    data = DataArguments(data=str(helpers.write_jsonl(tmp_path / "train.jsonl", _pairwise_rows(16, 0))))
+    out = tmp_path / "out"
+    run_training(data, _args(out, tiny_base, max_steps=1))
+    assert (out / "training_summary.json").is_file() and (out / "README.md").is_file()
+    steps = dict(max_steps=3, save_strategy="steps", save_steps=1, per_device_train_batch_size=16)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(data, _args(out, tiny_base, **steps), callbacks=[CtrlC()])
+    assert f"{out} holds no new model; {out / 'checkpoint-1'} is its newest checkpoint" in caplog.text
+    assert (out / "training_summary.json").is_file()  # the earlier model, untouched
+
+    def save_then_stop(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        raise KeyboardInterrupt
+
+    original = RewardTrainer.save_model
+    monkeypatch.setattr(RewardTrainer, "save_model", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(data, _args(out, tiny_base, max_steps=1))  # no checkpoints: save_model is the final save
+    assert (out / "model.safetensors").is_file()
+    assert not (out / "training_summary.json").exists() and not (out / "README.md").exists()
+    assert "Stopped while saving the model" in caplog.text
+
+
 def test_held_out_set_is_evaluated_once_per_epoch_and_its_time_is_not_training_time(tiny_base, tmp_path):
     """The Trainer evaluates at each epoch's end; the final metrics reuse the last of those (same
     weights) instead of a second pass, and pairs/s leaves the evaluations out."""
