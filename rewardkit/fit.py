@@ -577,6 +577,7 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
         raise UserInputError("No training data: pass --data (a file, a folder or a Hub dataset id).")
     _check_held_out_flags(data_args, args)
     resume = _checkpoint_to_resume(args)
+    leftovers = None if resume else _EarlierRunLeftovers(Path(args.output_dir))  # a resumed run is the same run
     set_seed(args.seed)
     base_model = args.base_model or default_base_model()
     tokenizer = load_tokenizer(base_model)
@@ -616,6 +617,8 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
     trainer.add_callback(eval_clock)
     if args.use_lora:
         trainer.add_callback(_RewardConfigInLoraCheckpoints())
+    if leftovers:
+        trainer.add_callback(leftovers)
     if trainer.pop_callback(PrinterCallback) is not None:
         trainer.add_callback(_LogLines())
     if trainer.pop_callback(ProgressCallback) is not None:
@@ -624,7 +627,12 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
         _restore_finished_run(trainer, resume)
         figures = _recorded_figures(Path(args.output_dir) / SUMMARY_FILE, resume, trainer.state.global_step)
     else:
-        figures = _train_and_time(trainer, resume, eval_clock)
+        try:
+            figures = _train_and_time(trainer, resume, eval_clock)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM (rewardkit.cli): say what is on disk
+            if trainer.is_world_process_zero():
+                logger.warning(_stopped_note(Path(args.output_dir), leftovers))
+            raise
     eval_metrics, eval_step, eval_of = _final_eval_metrics(trainer) if prepared.eval_features else ({}, None, "")
 
     responses = _responses_of(prepared.train_features, prepared.objective)
@@ -659,6 +667,8 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
         data=_absolute_if_local(data_args.data), data_split=data_args.split,
         eval_data=_absolute_if_local(data_args.eval_data), eval_split=data_args.eval_split,
     )
+    if leftovers and trainer.is_world_process_zero():  # before the card is written: it tells of adapter/
+        leftovers.remove(kept_adapter=bool(args.use_lora and args.keep_adapter))
     save_trained_model(trainer, result)
     return result
 
@@ -828,6 +838,50 @@ def _check_checkpoint_model_matches(folder: Path, args: RewardTrainingArguments,
         trained = ", ".join(f"{flag} {old} (this run: {new})" for flag, old, new in differ)
         raise UserInputError(f"{folder} was trained with {trained}: resume it with the --base-model and --pooling it "
                              "was trained with.")
+
+
+class _EarlierRunLeftovers(TrainerCallback):
+    """What an earlier run left in --output-dir that a new (not resumed) run does not write again:
+    its `checkpoint-N/` folders of steps this run never saves, and its `adapter/` (--keep-adapter)
+    when this run keeps none. Left beside the new model they passed for its own: `publish` uploaded
+    the old adapter/ and the card said "the LoRA adapter the model was trained with", and
+    `--resume_from_checkpoint last` took the old run's higher-numbered checkpoint. They are removed
+    when the new model is about to be saved (an interrupted, failed or diverged run removes nothing),
+    and the log says so."""
+
+    def __init__(self, output_dir: Path):
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+        from rewardkit.lora import ADAPTER_CONFIG_FILE, ADAPTER_DIR
+
+        self.output_dir = output_dir
+        folders = sorted(output_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*")) if output_dir.is_dir() else []
+        self.checkpoints = {f.name for f in folders if f.is_dir() and f.name.split("-")[-1].isdigit()}
+        self.adapter = (output_dir / ADAPTER_DIR / ADAPTER_CONFIG_FILE).is_file()
+
+    def __bool__(self) -> bool:
+        return bool(self.checkpoints) or self.adapter
+
+    def on_save(self, args, state, control, **kwargs):
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+        self.checkpoints.discard(f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")  # this run's own now
+
+    def remove(self, *, kept_adapter: bool) -> list[str]:
+        """Delete the leftovers (rank 0, once training succeeded); returns their names."""
+        import shutil
+
+        from rewardkit.lora import ADAPTER_DIR
+
+        names = sorted(self.checkpoints, key=lambda name: int(name.split("-")[-1]))
+        names += [] if kept_adapter or not self.adapter else [ADAPTER_DIR]
+        for name in names:
+            shutil.rmtree(self.output_dir / name, ignore_errors=True)
+        if names:
+            logger.warning("Removed what an earlier run left in %s and this run did not write again: %s (they "
+                           "would have passed for this model's; --resume_from_checkpoint continues a run instead).",
+                           self.output_dir, ", ".join(f"{name}/" for name in names))
+        return names
 
 
 class _RewardConfigInLoraCheckpoints(TrainerCallback):
@@ -1056,6 +1110,19 @@ def _finish_lora(trainer: RewardTrainer, args: RewardTrainingArguments) -> None:
     trainer.model = merge_lora(trainer.model)
 
 
+def _stopped_note(output_dir: Path, leftovers: _EarlierRunLeftovers | None) -> str:
+    """What an interrupted run leaves: no new model, and the checkpoint to resume from, if any (never
+    one an earlier run left that this run did not save again)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    if last and leftovers and Path(last).name in leftovers.checkpoints:
+        last = None
+    where = (f"{last} is its newest checkpoint (--resume_from_checkpoint last continues from it)." if last
+             else "no checkpoint of this run was saved (--save_strategy, --save_steps).")
+    return f"Training stopped before the model was saved: {output_dir} holds no new model; {where}"
+
+
 def save_trained_model(trainer: RewardTrainer, result: TrainResult) -> None:
     """Weights (safetensors), config with auto_map, both code files, tokenizer, training summary
     and a model card: everything `from_pretrained(..., trust_remote_code=True)` and `publish` need.
@@ -1066,9 +1133,23 @@ def save_trained_model(trainer: RewardTrainer, result: TrainResult) -> None:
     from rewardkit.model_card import write_model_card
 
     output_dir = Path(result.output_dir)
-    trainer.save_model(str(output_dir))
-    if not trainer.is_world_process_zero():
-        return
-    apply_umask_permissions(output_dir)
-    (output_dir / SUMMARY_FILE).write_text(json.dumps(result.to_dict(), indent=2, sort_keys=True) + "\n")
-    write_model_card(output_dir, training=result.to_dict())
+    # An earlier run's summary and card are removed first and written again last: a save stopped
+    # half-way (Ctrl-C, a full disk) left them beside new weights, and `publish` rendered the old
+    # run's data, steps and metrics into the new model's card.
+    if trainer.is_world_process_zero():
+        for name in (SUMMARY_FILE, "README.md"):
+            (output_dir / name).unlink(missing_ok=True)
+    try:
+        trainer.save_model(str(output_dir))
+        if not trainer.is_world_process_zero():
+            return
+        apply_umask_permissions(output_dir)
+        (output_dir / SUMMARY_FILE).write_text(json.dumps(result.to_dict(), indent=2, sort_keys=True) + "\n")
+        write_model_card(output_dir, training=result.to_dict())
+    except BaseException:
+        if trainer.is_world_process_zero():
+            for name in (SUMMARY_FILE, "README.md"):  # one cut short would be read as whole
+                (output_dir / name).unlink(missing_ok=True)
+            logger.error("Stopped while saving the model: %s holds a partly written one (no %s or model card); "
+                         "train again.", output_dir, SUMMARY_FILE)
+        raise

@@ -301,6 +301,70 @@ def test_sigkill_then_resume_gives_the_same_weights(tiny_base, tmp_path):
     assert worst <= 1e-4, worst
 
 
+def test_a_new_run_removes_what_an_earlier_run_left_and_did_not_write_again(tiny_base, tmp_path, caplog):
+    """A full fine-tune trained into the folder of an earlier --use-lora --keep-adapter run left its
+    adapter/ and higher-numbered checkpoint beside the new model: the card said "This repository also
+    holds the LoRA adapter the model was trained with", publish uploaded it, and
+    `--resume_from_checkpoint last` picked the old checkpoint. A run that fails removes nothing."""
+
+    class Fail(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            raise RuntimeError("stopped")
+
+    data = DataArguments(data=str(helpers.write_jsonl(tmp_path / "train.jsonl", _pairwise_rows(16, 0))))
+    out = tmp_path / "out"
+    steps = dict(save_strategy="steps", save_steps=1, per_device_train_batch_size=16)
+    run_training(data, _args(out, tiny_base, max_steps=3, use_lora=True, lora_r=4, lora_alpha=8, keep_adapter=True,
+                             lora_target_modules=["query", "value"], **steps))
+    earlier = {"adapter", "checkpoint-1", "checkpoint-2", "checkpoint-3"}
+    assert earlier <= {p.name for p in out.iterdir()}
+    with pytest.raises(RuntimeError, match="stopped"):
+        run_training(data, _args(out, tiny_base, max_steps=2, **steps), callbacks=[Fail()])
+    assert earlier <= {p.name for p in out.iterdir()}
+
+    run_training(data, _args(out, tiny_base, max_steps=2, **steps))
+    assert not (out / "adapter").exists() and not (out / "checkpoint-3").exists()
+    assert all((out / f"checkpoint-{n}" / "config.json").is_file() for n in (1, 2))  # this run's (no adapters)
+    assert "LoRA adapter" not in (out / "README.md").read_text()
+    assert "checkpoint-3/, adapter/" in caplog.text
+    assert fit._checkpoint_to_resume(_args(out, tiny_base, resume_from_checkpoint="last")).endswith("checkpoint-2")
+
+
+def test_an_interrupted_run_says_what_it_left_and_a_stopped_save_keeps_no_earlier_summary(tiny_base, tmp_path,
+                                                                                          caplog, monkeypatch):
+    """Ctrl-C (SIGTERM too: rewardkit.cli raises it as KeyboardInterrupt) during training said only
+    "rewardkit: interrupted.": now the log names the checkpoint to resume from. Stopped while saving,
+    the earlier run's training_summary.json and card stayed beside the new weights, and `publish`
+    rendered the old run's steps and metrics into the new model's card."""
+
+    class CtrlC(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 2:
+                raise KeyboardInterrupt
+
+    data = DataArguments(data=str(helpers.write_jsonl(tmp_path / "train.jsonl", _pairwise_rows(16, 0))))
+    out = tmp_path / "out"
+    run_training(data, _args(out, tiny_base, max_steps=1))
+    assert (out / "training_summary.json").is_file() and (out / "README.md").is_file()
+    steps = dict(max_steps=3, save_strategy="steps", save_steps=1, per_device_train_batch_size=16)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(data, _args(out, tiny_base, **steps), callbacks=[CtrlC()])
+    assert f"{out} holds no new model; {out / 'checkpoint-1'} is its newest checkpoint" in caplog.text
+    assert (out / "training_summary.json").is_file()  # the earlier model, untouched
+
+    def save_then_stop(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        raise KeyboardInterrupt
+
+    original = RewardTrainer.save_model
+    monkeypatch.setattr(RewardTrainer, "save_model", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(data, _args(out, tiny_base, max_steps=1))  # no checkpoints: save_model is the final save
+    assert (out / "model.safetensors").is_file()
+    assert not (out / "training_summary.json").exists() and not (out / "README.md").exists()
+    assert "Stopped while saving the model" in caplog.text
+
+
 def test_held_out_set_is_evaluated_once_per_epoch_and_its_time_is_not_training_time(tiny_base, tmp_path):
     """The Trainer evaluates at each epoch's end; the final metrics reuse the last of those (same
     weights) instead of a second pass, and pairs/s leaves the evaluations out."""
