@@ -7,7 +7,8 @@ child's ru_maxrss would start at the parent's ~480 MiB):
   1. scoring: `RewardScorer` (defaults, fp32) on the 512 HH-RLHF dev responses of
      score_throughput.py at max_length 128, 256 and 512: texts/s and real tokens/s.
   2. training: `rewardkit train` defaults for a few steps (train_throughput.py's rewardkit setup)
-     at the same three lengths: pairs/s and real tokens/s.
+     at the same three lengths: pairs/s, real tokens/s, padding and executed GFLOP/s (as
+     train_throughput.py counts them).
   3. a file of 100,000 synthetic (prompt, response) rows written by this script (arithmetic and
      trivia questions with right, wrong, rude and evasive answers, lengths drawn from one seeded
      distribution, so the first 512 rows look like the rest), scored with `score_file` (what
@@ -199,14 +200,15 @@ def main() -> None:
                       f"{r['peak_rss_mib']:.0f} |", flush=True)
         if "train" in parts:
             report["training"] = []
-            print("| max_length | pairs/s | real tokens/s | padding | peak RSS MiB |\n|---|---|---|---|---|")
+            print("| max_length | pairs/s | real tokens/s | padding | executed GFLOP/s | peak RSS MiB |\n"
+                  "|---|---|---|---|---|---|")
             for length in LENGTHS:
                 r = run_child(str(REPO / "benchmarks" / "train_throughput.py"), "--child", "rewardkit", "--steps",
                               str(args.train_steps), "--max-length", str(length))
                 r["max_length"] = length
                 report["training"].append(r)
                 print(f"| {length} | {r['pairs_per_s']:.2f} | {r['real_tokens_per_s']:.0f} | "
-                      f"{100 * r['padding_share']:.0f}% | {r['peak_rss_mib']:.0f} |", flush=True)
+                      f"{100 * r['padding_share']:.0f}% | {r['gflops_per_s']:.0f} | {r['peak_rss_mib']:.0f} |", flush=True)
         if "file" in parts:
             big = write_rows(work / "rows.jsonl", args.rows)
             small = work / "head.jsonl"

@@ -23,6 +23,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data" / "hh-rlhf-harmless"
+SETUPS = ("trl", "rewardkit")  # what --skip can name
 
 
 def read_pairs(path: Path) -> list[dict]:
@@ -80,6 +81,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42, help="seed of both runs (both tools default to 42)")
     parser.add_argument("--skip", default="", help="Comma list of setups to skip: trl,rewardkit")
     args = parser.parse_args()
+    skip = {name for name in args.skip.split(",") if name}
+    if skip - set(SETUPS):  # a typo (`--skip rewardkt`) skipped nothing: minutes of training it meant to leave out
+        parser.error(f"unknown setup(s) {', '.join(sorted(skip - set(SETUPS)))} in --skip; choose from {', '.join(SETUPS)}")
     if not (SHARED / "train.jsonl").exists():
         print(f"skipped: {SHARED} not found")
         return
@@ -89,7 +93,7 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
-        if "trl" not in args.skip:
+        if "trl" not in skip:
             model, tokenizer, seconds, kept = train_trl(train_rows, work / "trl", args.max_length, args.batch_size, args.lr,
                                                         args.seed)
             chosen = trl_style_rewards(model, tokenizer, [r["chosen"] for r in dev_rows], args.max_length)
@@ -103,7 +107,7 @@ def main() -> None:
                   f"trained on {kept}/{len(train_rows)} pairs (TRL drops pairs longer than max_length) in {seconds:.0f} s; "
                   f"accuracy {results['trl-defaults']['accuracy_left_truncated_eval']:.3f} when evaluated left-truncated")
             del model
-        if "rewardkit" not in args.skip:
+        if "rewardkit" not in skip:
             from rewardkit.evaluation import evaluate_model
             from rewardkit.fit import run_training
             from rewardkit.training_args import DataArguments, RewardTrainingArguments

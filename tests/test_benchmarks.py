@@ -13,6 +13,7 @@ from tests import helpers
 sys.path.insert(0, str(helpers.REPO_ROOT / "benchmarks"))
 
 import scaling  # noqa: E402
+import train_quality  # noqa: E402
 import train_throughput  # noqa: E402
 
 
@@ -50,3 +51,30 @@ def test_scaling_refuses_an_unknown_part(monkeypatch, capsys):
         scaling.main()
     assert exit_.value.code == 2
     assert "unknown part(s) files" in capsys.readouterr().err
+
+
+def test_train_quality_refuses_an_unknown_setup_to_skip(monkeypatch, capsys):
+    """`--skip` was read as a substring test, so a typo (`--skip rewardkt`) skipped nothing and the
+    run trained the setup it meant to leave out, for minutes, with exit status 0."""
+    monkeypatch.setattr(sys, "argv", ["train_quality.py", "--skip", "rewardkt"])
+    with pytest.raises(SystemExit) as exit_:
+        train_quality.main()
+    assert exit_.value.code == 2
+    assert "unknown setup(s) rewardkt in --skip" in capsys.readouterr().err
+
+
+def test_scaling_training_table_prints_the_executed_gflops(monkeypatch, capsys, tmp_path):
+    """RESULTS.md's scaling training table has an executed GFLOP/s column, but `scaling.py` printed
+    pairs/s, tokens/s, padding and RSS only: the figure was in its JSON, not in the table it printed."""
+    figures = {"pairs_per_s": 8.91, "real_tokens_per_s": 2531.0, "padding_share": 0.28, "gflops_per_s": 210.4,
+               "peak_rss_mib": 1853.0}
+    dev = tmp_path / "dev.jsonl"
+    dev.write_text("{}\n")
+    monkeypatch.setattr(scaling, "DEV", dev)
+    monkeypatch.setattr(scaling, "save_untrained_model", lambda folder: str(folder))
+    monkeypatch.setattr(scaling, "run_child", lambda *args: dict(figures))
+    monkeypatch.setattr(sys, "argv", ["scaling.py", "--parts", "train"])
+    scaling.main()
+    out = capsys.readouterr().out
+    assert "| max_length | pairs/s | real tokens/s | padding | executed GFLOP/s | peak RSS MiB |" in out
+    assert "| 256 | 8.91 | 2531 | 28% | 210 | 1853 |" in out
