@@ -399,7 +399,7 @@ def _warn(message: str) -> None:
 CHI2_95 = 3.841
 
 
-def temperature_evidence(margins: ArrayLike, fitted: float) -> dict[str, Any]:
+def temperature_evidence(margins: ArrayLike, fitted: float, *, groups: ArrayLike | None = None) -> dict[str, Any]:
     """How firmly the pairs behind ``margins`` (chosen − rejected) pin down the fitted T.
 
     A fitted T is a point estimate; on a few hundred pairs of a weak model it can be far from 1
@@ -411,6 +411,16 @@ def temperature_evidence(margins: ArrayLike, fitted: float) -> dict[str, Any]:
         temperature_interval        [low, high]: the 95% profile-likelihood interval, the Ts whose
                                     statistic against T̂ stays below 3.84 (a search bound,
                                     T_MIN or T_MAX, where the pairs cannot close it)
+        temperature_interval_by_group  only with ``groups``: True (see below)
+
+    ``groups``: one group id per margin, for pairs that are not independent draws (the K-choose-2
+    pairs of a ranked group share responses, so they carry less than that many independent
+    pairs' worth of evidence, and an interval that counts each as independent is too narrow).
+    Both statistics are then divided by the design effect of the fit (the cluster-robust over the
+    model-based variance of 1/T̂ at T̂, with the usual G / (G − 1) small-sample factor; Rotnitzky
+    & Jewell, 1990): a profile-likelihood interval that holds for pairs correlated within a group.
+    It is never made narrower than the independent-pairs one: a design effect below 1 from a few
+    groups is noise, not pairs more informative than independent ones.
 
     The NLL is convex in 1/T, so the statistic falls then rises in log T and each end of the
     interval is found by bisection on one side of T̂.
@@ -419,9 +429,10 @@ def temperature_evidence(margins: ArrayLike, fitted: float) -> dict[str, Any]:
     y = np.ones_like(m)
     t_hat = float(np.clip(_check_temperature(fitted), T_MIN, T_MAX))
     best = _nll(m, y, t_hat)
+    scale = 1.0 if groups is None else 1.0 / _design_effect(m, t_hat, groups)
 
     def excess(log_t: float) -> float:
-        return 2.0 * m.size * (_nll(m, y, math.exp(log_t)) - best)
+        return scale * 2.0 * m.size * (_nll(m, y, math.exp(log_t)) - best)
 
     def crossing(inside: float, outside: float) -> float:
         if excess(outside) <= CHI2_95:
@@ -433,11 +444,32 @@ def temperature_evidence(margins: ArrayLike, fitted: float) -> dict[str, Any]:
 
     statistic = max(excess(0.0), 0.0)
     log_hat = math.log(t_hat)
-    return {
+    evidence = {
         "temperature_lr_vs_1": statistic,
         "temperature_differs_from_1": statistic > CHI2_95,
         "temperature_interval": [crossing(log_hat, math.log(T_MIN)), crossing(log_hat, math.log(T_MAX))],
     }
+    return evidence if groups is None else {**evidence, "temperature_interval_by_group": True}
+
+
+def _design_effect(m: NDArray[np.float64], t_hat: float, groups: ArrayLike) -> float:
+    """Cluster-robust over model-based variance of θ̂ = 1/T̂ (at least 1; see temperature_evidence).
+
+    For θ, pair i's score is m_i·(1 − σ(θ m_i)) and its information m_i²·σ(1 − σ); the model-based
+    variance is 1 / Σ information, the robust one Σ_g (Σ_{i∈g} score_i)² / (Σ information)². Their
+    ratio does not depend on how T is parametrised."""
+    ids = np.asarray(groups).reshape(-1)
+    if ids.shape != m.shape:
+        raise ValueError(f"margins and groups differ in length: {m.size} vs {ids.size}")
+    p = _sigmoid(m / t_hat)
+    information = float(np.sum(m * m * p * (1.0 - p)))
+    _, index = np.unique(ids, return_inverse=True)
+    n_groups = int(index.max()) + 1 if index.size else 0
+    scores = np.bincount(index, weights=m * (1.0 - p), minlength=n_groups)
+    meat = float(np.sum(scores**2)) * (n_groups / (n_groups - 1) if n_groups > 1 else 1.0)
+    if information <= 0.0 or meat <= 0.0:
+        return 1.0
+    return max(meat / information, 1.0)
 
 
 def temperature_fitted_on_these_pairs(metrics: dict[str, Any] | None, temperature: float | None = None) -> bool:

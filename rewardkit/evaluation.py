@@ -229,7 +229,8 @@ def _calibrate(collector: _PairwiseCollector | _RankingCollector, scorer: Reward
         warnings.simplefilter("ignore", CalibrationWarning)
         fitted = fit_temperature(margins)
     usable = not at_search_bound(fitted)  # the same test fit_temperature warns by
-    evidence = temperature_evidence(margins, fitted) if usable else {}
+    groups = collector.pair_groups() if isinstance(collector, _RankingCollector) else None
+    evidence = temperature_evidence(margins, fitted, groups=groups) if usable else {}
     if usable:
         store_temperature(folder, fitted)
         scorer.model.config.calibration_temperature = fitted
@@ -278,7 +279,7 @@ def _is_training_file(training: dict | None, data: Any, split: str | None) -> bo
 # What the card says of a stored T (which pairs it was fitted on, how firmly they pin it down):
 # kept in training_summary.json, from which `rewardkit publish` renders the card again.
 CALIBRATION_RECORD_KEYS = ("temperature_fitted", "temperature_written", "temperature_interval",
-                           "temperature_differs_from_1", "calibrated_on_training_data", "n", "n_pairs", "objective")
+                           "temperature_differs_from_1", "temperature_interval_by_group", "calibrated_on_training_data", "n", "n_pairs", "objective")
 
 
 def _record_calibration(folder: Path, training: dict | None, metrics: dict[str, Any]) -> None:
@@ -583,6 +584,12 @@ class _RankingCollector(_Collector):
     def margins(self) -> NDArray[np.float64]:
         """reward(better) − reward(worse) for every within-group pair: what calibration fits."""
         return within_group_margins(self.groups)
+
+    def pair_groups(self) -> NDArray[np.intp]:
+        """The group of each of `margins`: its pairs share responses, so T's interval counts them
+        as correlated (`temperature_evidence`), not as that many independent pairs."""
+        sizes = [len(group) * (len(group) - 1) // 2 for group in self.groups]
+        return np.repeat(np.arange(len(sizes)), sizes)
 
     def metrics(self, scorer: RewardScorer) -> dict[str, Any]:
         out = ranking_metrics(self.groups, temperature=scorer.temperature)

@@ -72,6 +72,11 @@ def _temperature_support(calibration: dict | None) -> str:
         pairs = calibration.get("n_pairs")
         unit = "ranked groups" + (f" ({pairs} within-group pairs)" if isinstance(pairs, int) else "")
     text = f"95% interval {temperature_interval_text(float(interval[0]), float(interval[1]))} on {calibration.get('n', '?')} {unit}"
+    if calibration.get("objective") == "ranking":
+        # a record from before evaluate allowed for it holds an interval that counted them as independent
+        text += (", allowing for the pairs of one group sharing responses" if calibration.get("temperature_interval_by_group")
+                 else ", computed as if the pairs of one group were independent draws (they share responses), "
+                      "so somewhat too narrow")
     if calibration.get("temperature_differs_from_1") is False:
         text += ", which cannot tell it from T = 1: read the probabilities as rough"
     return text

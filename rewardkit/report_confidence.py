@@ -61,7 +61,9 @@ def md_confidence(ctx: _Context) -> list[str]:
     if ranking:
         lines += [
             "The pairs of one group share responses, so they are not independent draws: the "
-            "noise bounds in this section, computed as if they were, are somewhat too narrow.",
+            "noise bounds in this section, computed as if they were, are somewhat too narrow"
+            + ("; the 95% interval for T below is not (it allows for it)." if m.get("temperature_interval_by_group")
+               else "."),
             "",
         ]
     ece = m.get("ece")
@@ -282,7 +284,9 @@ def _temperature_support(m: dict[str, Any], n: Any, pairs: str) -> list[str]:
     if not (isinstance(interval, list) and len(interval) == 2 and isinstance(statistic, (int, float))):
         return []
     low, high = (float(value) for value in interval)
-    text = (f"95% interval for T on these {num(n)} {pairs} (profile likelihood): {temperature_interval_text(low, high)}; "
+    basis = ("profile likelihood, widened for the pairs of one group being correlated: a design-effect "
+             "adjustment over groups" if m.get("temperature_interval_by_group") else "profile likelihood")
+    text = (f"95% interval for T on these {num(n)} {pairs} ({basis}): {temperature_interval_text(low, high)}; "
             f"likelihood-ratio statistic against T = 1: {float(statistic):.2f} (3.84 is the 5% threshold). ")
     if m.get("temperature_differs_from_1"):
         return [text + "T differs from 1 beyond chance: the raw model's probabilities were miscalibrated."]

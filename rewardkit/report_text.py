@@ -292,7 +292,13 @@ _CONTEXT_ROWS: dict[str, tuple[str, str]] = {
     ),
     "temperature_lr_vs_1": (
         "Likelihood ratio, fitted T vs T = 1",
-        "2n·(NLL at T = 1 − NLL at the fitted T); above 3.84, T differs from 1 at the 5% level",
+        "2n·(NLL at T = 1 − NLL at the fitted T), for ranked data divided by the design effect of its "
+        "groups (their pairs share responses); above 3.84, T differs from 1 at the 5% level",
+    ),
+    "temperature_interval_by_group": (
+        "Temperature interval by group",
+        "the interval for T and the statistic above allow for the pairs of one ranked group being "
+        "correlated (they share responses), instead of counting them as independent pairs",
     ),
     "temperature_differs_from_1": (
         "T differs from 1",

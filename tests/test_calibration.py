@@ -240,6 +240,24 @@ def test_temperature_evidence_interval_covers_the_truth_and_separates_it_from_1(
         assert statistic == pytest.approx(3.841, abs=1e-3)
 
 
+def test_temperature_evidence_counts_the_pairs_of_one_group_as_correlated() -> None:
+    """The K-choose-2 pairs of a ranked group share responses, but the interval for T counted them
+    as independent pairs, so it was too narrow. In the extreme, six copies of each of 300 pairs in
+    one group carry the evidence of 300 pairs: given the groups, the interval is theirs."""
+    margins = _bt_margins(300, 0.5, seed=5)
+    alone = temperature_evidence(margins, fit_temperature(margins))
+    copies = np.repeat(margins, 6)
+    fitted = fit_temperature(copies)
+    naive = temperature_evidence(copies, fitted)
+    grouped = temperature_evidence(copies, fitted, groups=np.repeat(np.arange(margins.size), 6))
+    assert naive["temperature_interval"][0] > 1.1 * alone["temperature_interval"][0]  # far too narrow
+    assert grouped["temperature_interval"] == pytest.approx(alone["temperature_interval"], rel=0.02)
+    assert grouped["temperature_lr_vs_1"] == pytest.approx(alone["temperature_lr_vs_1"], rel=0.1)
+    assert grouped["temperature_interval_by_group"] is True and "temperature_interval_by_group" not in naive
+    with pytest.raises(ValueError, match="differ in length"):
+        temperature_evidence(copies, fitted, groups=np.arange(3))
+
+
 def test_temperature_evidence_says_when_a_few_pairs_cannot_tell_t_from_1() -> None:
     """A weak model on 150 pairs: the interval for T is wide and holds 1 (its top is the search
     bound): the fitted T is a guess these pairs cannot back."""

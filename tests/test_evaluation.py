@@ -17,7 +17,7 @@ import torch
 
 from modeling_reward import RewardModel
 from rewardkit import evaluation
-from rewardkit.calibration import CalibrationWarning, fit_temperature
+from rewardkit.calibration import CalibrationWarning, fit_temperature, temperature_evidence
 from rewardkit.data import RewardDataError
 from rewardkit.evaluation import evaluate_model
 from rewardkit.metrics import (
@@ -547,8 +547,15 @@ def test_calibrate_on_ranked_groups_fits_their_within_group_pairs(model_dir, dat
     for key, value in ranking_metrics(groups, temperature=expected_t).items():
         assert metrics[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
     assert metrics["ece_after"] == metrics["ece"] and metrics["ece_after"] <= metrics["ece_before"] + 1e-12
+    # T's interval allows for the 3 pairs of a group sharing responses (it counted 90 independent pairs)
+    by_group = temperature_evidence(within_group_margins(groups), metrics["temperature_fitted"],
+                                    groups=np.repeat(np.arange(30), 3))
+    assert metrics["temperature_interval"] == pytest.approx(by_group["temperature_interval"], rel=1e-3)
+    assert metrics["temperature_interval_by_group"] is True
     markdown = (report / "report.md").read_text()
     assert f"on these same {metrics['n_pairs']} within-group pairs" in markdown
+    assert "(profile likelihood, widened for the pairs of one group being correlated" in markdown
+    assert "the 95% interval for T below is not (it allows for it)" in markdown
     assert "reliability.png" in markdown and "Calibration is measured on preference pairs only" not in markdown
 
 

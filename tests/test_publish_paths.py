@@ -364,7 +364,23 @@ def test_card_gives_the_calibration_interval_and_says_when_t_is_not_told_from_1(
     # ranked data: T is fitted on the groups' within-group pairs, and the card says how many
     ranked = {**firm, "objective": "ranking", "n": 15, "n_pairs": 45}
     text = render_model_card({"calibration_temperature": 0.517}, _training_summary(), ranked, repo_id=REPO_ID)
-    assert "95% interval 0.41 to 0.62 on 15 ranked groups (45 within-group pairs)." in text
+    assert "95% interval 0.41 to 0.62 on 15 ranked groups (45 within-group pairs), computed as if" in text
+
+
+def test_card_says_whether_a_ranked_models_t_interval_allows_for_its_groups():
+    """For ranked data T is fitted on every within-group pair, and those of one group share responses.
+    The report said its interval, counting them as independent, was too narrow; the card stated it
+    plainly. Now evaluate widens it by the groups' design effect and records that it did; a card
+    rendered from a record without that (an older evaluate) carries the report's caveat."""
+    evaluation = {**EVALUATION, "temperature_fitted": 0.517, "temperature_written": True, "objective": "ranking",
+                  "n": 15, "n_pairs": 45, "temperature_interval": [0.41, 0.62], "temperature_differs_from_1": True}
+    text = render_model_card({"calibration_temperature": 0.517}, _training_summary(), evaluation, repo_id=REPO_ID)
+    assert ("95% interval 0.41 to 0.62 on 15 ranked groups (45 within-group pairs), computed as if the pairs of one "
+            "group were independent draws (they share responses), so somewhat too narrow.") in text
+    by_group = {**evaluation, "temperature_interval_by_group": True}
+    text = render_model_card({"calibration_temperature": 0.517}, _training_summary(), by_group, repo_id=REPO_ID)
+    assert ("95% interval 0.41 to 0.62 on 15 ranked groups (45 within-group pairs), allowing for the pairs of one "
+            "group sharing responses.") in text and "too narrow" not in text
 
 
 def test_a_model_without_a_training_record_gets_no_placeholder_rows():
