@@ -15,7 +15,8 @@ import re
 import shlex
 import sys
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 logger = logging.getLogger("rewardkit")
@@ -478,10 +479,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                        "nothing. Run it without torchrun.", distributed.world_size() - 1)
     if args.report_dir:
         _check_writable(args.report_dir)
-    metrics = evaluate_model(args.model, args.data, split=args.split, columns=args.columns, objective=args.objective,
-                             skip_invalid=args.skip_invalid, report_dir=args.report_dir, calibrate=args.calibrate,
-                             batch_size=args.batch_size, max_length=args.max_length, device=args.device, limit=args.limit,
-                             dtype=args.dtype)
+    written = [args.report_dir] if args.report_dir else []
+    if args.calibrate:  # the files calibration rewrites in the model folder
+        written += [path for name in _CALIBRATION_WRITES
+                    if os.path.isfile(path := os.path.join(args.model, name)) or "adapter" not in name]
+    with _says_what_an_interrupt_left(written):
+        metrics = evaluate_model(args.model, args.data, split=args.split, columns=args.columns,
+                                 objective=args.objective, skip_invalid=args.skip_invalid, report_dir=args.report_dir,
+                                 calibrate=args.calibrate, batch_size=args.batch_size, max_length=args.max_length,
+                                 device=args.device, limit=args.limit, dtype=args.dtype)
     _emit(json.dumps(metrics, indent=2, sort_keys=True))
     return 0
 
@@ -529,10 +535,11 @@ def _score(args: argparse.Namespace) -> int:
     if args.data:
         options = {"split": args.split, "columns": args.columns, "skip_invalid": args.skip_invalid,
                    "limit": args.limit}
-        if distributed.is_distributed():
-            counts = distributed.score_file_distributed(scorer, args.data, args.output, **options)
-        else:
-            counts = score_file(scorer, args.data, args.output, **options)
+        with _says_what_an_interrupt_left([] if is_stream(args.output) else [args.output]):
+            if distributed.is_distributed():
+                counts = distributed.score_file_distributed(scorer, args.data, args.output, **options)
+            else:
+                counts = score_file(scorer, args.data, args.output, **options)
         if distributed.is_main_process():
             if to_stdout:  # the scored lines fill stdout: the counts go with the logs
                 sys.stderr.write(json.dumps(counts) + "\n")
@@ -637,9 +644,10 @@ def cmd_publish(args: argparse.Namespace) -> int:
                 evaluation = json.load(handle)
         except (OSError, ValueError) as error:
             raise CliError(f"Cannot read --metrics {args.metrics}: {error}.") from error
-    result = publish(args.model, args.repo_id, private=args.private, revision=args.revision,
-                     commit_message=args.commit_message, dry_run=args.dry_run, out=args.out,
-                     evaluation=evaluation, datasets=args.dataset, license=args.license)
+    with _says_what_an_interrupt_left([args.out] if args.out else []):
+        result = publish(args.model, args.repo_id, private=args.private, revision=args.revision,
+                         commit_message=args.commit_message, dry_run=args.dry_run, out=args.out,
+                         evaluation=evaluation, datasets=args.dataset, license=args.license)
     if args.dry_run:
         _emit(f"Dry run: built and verified {result.folder} ({len(result.files)} files: {', '.join(sorted(result.files))}). "
               f"Nothing was uploaded; `{_upload_command(args)}` uploads it.")
@@ -669,6 +677,38 @@ def _check_output_is_not_input(data: str, output: str) -> None:
     if data_path.is_dir() and data_path in output_path.parents:
         raise CliError(f"--output {output} is inside the --data folder {data}, whose files are all read as data. "
                        "Choose a path outside it.")
+
+
+# What `evaluate --calibrate` rewrites in the model folder (rewardkit.evaluation: the temperature, its
+# record in the training summary, the card rendered again).
+_CALIBRATION_WRITES = ("config.json", os.path.join("adapter", "reward_config.json"), "training_summary.json",
+                       "README.md")
+
+
+def _identity(path: str) -> tuple[int, int, int] | None:
+    """What changes when a file or folder is written, replaced or removed (atomic writes rename a
+    new file over the old one: a new inode; a file renamed into a folder changes its mtime)."""
+    try:
+        info = os.stat(os.path.expanduser(path))
+    except OSError:
+        return None
+    return info.st_ino, info.st_mtime_ns, info.st_size
+
+
+@contextmanager
+def _says_what_an_interrupt_left(paths: list[str]) -> Iterator[None]:
+    """On Ctrl-C or SIGTERM, add to the interrupt a note of which output paths were written:
+    "rewardkit: interrupted." alone left users to guess whether a half-written file was there."""
+    before = {path: _identity(path) for path in paths}
+    try:
+        yield
+    except KeyboardInterrupt as stop:
+        changed = [path for path in paths if _identity(path) != before[path]]
+        if changed:
+            stop.add_note(f"Changed before the stop: {', '.join(changed)}.")
+        elif paths:
+            stop.add_note(f"Nothing was written to {', '.join(paths)}.")
+        raise
 
 
 COMMANDS = {"demo": cmd_demo, "evaluate": cmd_evaluate, "score": cmd_score, "publish": cmd_publish}
@@ -717,11 +757,11 @@ def _run(argv: list[str], debug: bool) -> int:
             return EXIT_USAGE
         _setup_logging(args.quiet or not _is_main_process())
         return COMMANDS[args.command](args)
-    except Terminated:
-        sys.stderr.write("rewardkit: terminated (SIGTERM).\n")
+    except Terminated as stop:
+        sys.stderr.write(" ".join(["rewardkit: terminated (SIGTERM).", *getattr(stop, "__notes__", ())]) + "\n")
         return EXIT_TERMINATED
-    except KeyboardInterrupt:
-        sys.stderr.write("rewardkit: interrupted.\n")
+    except KeyboardInterrupt as stop:
+        sys.stderr.write(" ".join(["rewardkit: interrupted.", *getattr(stop, "__notes__", ())]) + "\n")
         return EXIT_INTERRUPTED
     except SystemExit:
         raise

@@ -154,7 +154,17 @@ def _weight_files(model_dir: Path) -> list[str]:
 
     Pickle weights (`pytorch_model.bin`) are refused rather than converted: loading a pickle runs
     arbitrary code, and converting here would publish weights nobody evaluated in that form.
+
+    `model.safetensors` wins over an index, as in `from_pretrained`'s own order: an unsharded
+    `save_pretrained` into a folder saved sharded before deletes the shards but leaves their index,
+    and refusing that folder (or shipping both) would publish something no local load ever used.
     """
+    if (model_dir / WEIGHTS_FILE).is_file():
+        if (model_dir / WEIGHTS_INDEX_FILE).is_file():
+            logger.warning("%s holds both %s and %s; publishing %s only, the file `from_pretrained` loads (the "
+                           "index is left by an earlier sharded save).", model_dir, WEIGHTS_FILE, WEIGHTS_INDEX_FILE,
+                           WEIGHTS_FILE)
+        return [WEIGHTS_FILE]
     if (model_dir / WEIGHTS_INDEX_FILE).is_file():
         index = _read_json(model_dir / WEIGHTS_INDEX_FILE)
         shards = sorted(set((index.get("weight_map") or {}).values()))
@@ -165,8 +175,6 @@ def _weight_files(model_dir: Path) -> list[str]:
                 "Save the model again with `save_pretrained` (it writes every shard)."
             )
         return [WEIGHTS_INDEX_FILE, *shards]
-    if (model_dir / WEIGHTS_FILE).is_file():
-        return [WEIGHTS_FILE]
     if (model_dir / "adapter_config.json").is_file():  # its optimizer.pt etc. are no pickle weights to re-save
         raise UserInputError(
             f"{model_dir} is a LoRA adapter (PEFT format: a --use-lora run's checkpoint-N/ or adapter/), not a "

@@ -723,3 +723,45 @@ def test_a_wrong_command_line_exits_2_as_argparse_usage_errors_do(argv, tmp_path
     err = capsys.readouterr().err
     assert f"rewardkit {argv[0]}: error:" in err and "Traceback" not in err and "--debug" not in err
     assert not any(tmp_path.iterdir())
+
+
+def test_an_interrupted_score_evaluate_or_publish_says_what_it_wrote(tmp_path, tokenizer, monkeypatch, capsys):
+    """Ctrl-C or SIGTERM printed only "rewardkit: interrupted.": whether the output was half there was
+    left to guess. Their writes are atomic, so the message can say which outputs were written."""
+    import rewardkit.evaluation as evaluation
+    import rewardkit.publishing as publishing
+    import rewardkit.scoring as scoring
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    folder = _tiny_model_folder(tmp_path / "rm", tokenizer)
+    rows = helpers.write_jsonl(tmp_path / "rows.jsonl", [{"prompt": "p", "response": f"r {i}"} for i in range(3)])
+    out = tmp_path / "o.jsonl"
+    score = ["score", "--model", str(folder), "--data", str(rows), "--output", str(out), "--device", "cpu"]
+    with monkeypatch.context() as patch:
+        patch.setattr(scoring, "_write_scores", stop)
+        assert main(score) == 130
+    assert capsys.readouterr().err.endswith(f"rewardkit: interrupted. Nothing was written to {out}.\n")
+    with monkeypatch.context() as patch:
+        patch.setattr(scoring, "log_truncation", stop)  # after the output is in place
+        assert main(score) == 130
+    assert capsys.readouterr().err.endswith(f"rewardkit: interrupted. Changed before the stop: {out}.\n")
+
+    pairs = helpers.write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": "p", "chosen": f"good {i}", "rejected": "bad"}
+                                                           for i in range(4)])
+    report = tmp_path / "report"
+    with monkeypatch.context() as patch:
+        patch.setattr(evaluation, "_collect", stop)
+        assert main(["evaluate", "--model", str(folder), "--data", str(pairs), "--device", "cpu",
+                     "--report-dir", str(report), "--calibrate"]) == 130
+    written = ", ".join([str(report), *(str(folder / name) for name in
+                                        ("config.json", "training_summary.json", "README.md"))])
+    assert capsys.readouterr().err.endswith(f"rewardkit: interrupted. Nothing was written to {written}.\n")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(publishing, "verify_folder", stop)  # the built folder is removed unverified
+        assert main(["publish", "--model", str(folder), "--repo-id", "me/rm", "--dry-run",
+                     "--out", str(tmp_path / "hub")]) == 130
+    assert capsys.readouterr().err.endswith(f"Nothing was written to {tmp_path / 'hub'}.\n")
+    assert not (tmp_path / "hub").exists() and not report.exists()

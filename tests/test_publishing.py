@@ -299,6 +299,21 @@ def test_sharded_weights_are_published_with_their_index(tokenizer, tmp_path):
     assert set(names) - set(shards) == set(EXPECTED_FILES) - {"model.safetensors"} | {"model.safetensors.index.json"}
 
 
+def test_an_unsharded_save_over_a_sharded_one_publishes_its_weights_not_the_stale_index(tokenizer, tmp_path, caplog):
+    """transformers' unsharded save deletes the old shards but leaves their index; publish refused
+    that folder with "names shards that are not there", and saving again did not help."""
+    model_dir = tmp_path / "resaved"
+    model = helpers.tiny_reward_model()
+    model.save_pretrained(model_dir, max_shard_size="50KB")
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    assert (model_dir / "model.safetensors.index.json").is_file()  # what transformers leaves
+    with caplog.at_level(logging.WARNING, logger="rewardkit.publishing"):
+        folder = build_publish_folder(model_dir, tmp_path / "out", repo_id=REPO_ID)
+    assert publishing.folder_files(folder) == EXPECTED_FILES
+    assert "publishing model.safetensors only" in caplog.text
+
+
 # --------------------------------------------------------------------------------------------------
 # 2. Upload path (fake api, no network)
 # --------------------------------------------------------------------------------------------------
