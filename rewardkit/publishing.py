@@ -155,26 +155,36 @@ def _weight_files(model_dir: Path) -> list[str]:
     Pickle weights (`pytorch_model.bin`) are refused rather than converted: loading a pickle runs
     arbitrary code, and converting here would publish weights nobody evaluated in that form.
 
-    `model.safetensors` wins over an index, as in `from_pretrained`'s own order: an unsharded
-    `save_pretrained` into a folder saved sharded before deletes the shards but leaves their index,
-    and refusing that folder (or shipping both) would publish something no local load ever used.
+    `model.safetensors` beside an index whose shards are gone is published alone: an unsharded
+    `save_pretrained` into a folder saved sharded before deletes the shards but leaves their index.
+    Beside a complete index (a sharded save over an unsharded one, which leaves `model.safetensors`)
+    the folder holds two models, and `from_pretrained` quietly loads the single file, perhaps the
+    older one: refused, naming both and which is newer, rather than guessed.
     """
-    if (model_dir / WEIGHTS_FILE).is_file():
-        if (model_dir / WEIGHTS_INDEX_FILE).is_file():
-            logger.warning("%s holds both %s and %s; publishing %s only, the file `from_pretrained` loads (the "
-                           "index is left by an earlier sharded save).", model_dir, WEIGHTS_FILE, WEIGHTS_INDEX_FILE,
-                           WEIGHTS_FILE)
-        return [WEIGHTS_FILE]
-    if (model_dir / WEIGHTS_INDEX_FILE).is_file():
-        index = _read_json(model_dir / WEIGHTS_INDEX_FILE)
+    index_path, single = model_dir / WEIGHTS_INDEX_FILE, model_dir / WEIGHTS_FILE
+    if index_path.is_file():
+        index = _read_json(index_path)
         shards = sorted(set((index.get("weight_map") or {}).values()))
         missing = [name for name in shards if not (model_dir / name).is_file()]
+        if single.is_file() and (missing or not shards):
+            logger.warning("%s holds %s and a stale %s (its shards are gone: an unsharded save over a sharded "
+                           "one); publishing %s only.", model_dir, WEIGHTS_FILE, WEIGHTS_INDEX_FILE, WEIGHTS_FILE)
+            return [WEIGHTS_FILE]
+        if single.is_file():
+            newer = max((single, index_path), key=lambda path: path.stat().st_mtime).name
+            raise UserInputError(
+                f"{model_dir} holds two sets of weights: {WEIGHTS_FILE} and the shards {WEIGHTS_INDEX_FILE} names "
+                f"({newer} is the newer); `from_pretrained` loads {WEIGHTS_FILE}. Delete the one that is not this "
+                "model (a sharded save over an unsharded one leaves the old single file), then publish."
+            )
         if not shards or missing:
             raise UserInputError(
-                f"{model_dir / WEIGHTS_INDEX_FILE} names shards that are not there: {missing or 'none listed'}. "
+                f"{index_path} names shards that are not there: {missing or 'none listed'}. "
                 "Save the model again with `save_pretrained` (it writes every shard)."
             )
         return [WEIGHTS_INDEX_FILE, *shards]
+    if single.is_file():
+        return [WEIGHTS_FILE]
     if (model_dir / "adapter_config.json").is_file():  # its optimizer.pt etc. are no pickle weights to re-save
         raise UserInputError(
             f"{model_dir} is a LoRA adapter (PEFT format: a --use-lora run's checkpoint-N/ or adapter/), not a "

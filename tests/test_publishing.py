@@ -14,6 +14,7 @@ import torch
 from huggingface_hub import ModelCard
 
 from rewardkit import publishing
+from rewardkit.errors import UserInputError
 from rewardkit.model_card import PACKAGED_MINILM_ID, render_model_card, write_model_card
 from rewardkit.publishing import PublishError, build_publish_folder, publish, upload_folder
 from tests import helpers
@@ -312,6 +313,20 @@ def test_an_unsharded_save_over_a_sharded_one_publishes_its_weights_not_the_stal
         folder = build_publish_folder(model_dir, tmp_path / "out", repo_id=REPO_ID)
     assert publishing.folder_files(folder) == EXPECTED_FILES
     assert "publishing model.safetensors only" in caplog.text
+
+
+def test_a_sharded_save_over_an_unsharded_one_is_refused_naming_both(tokenizer, tmp_path):
+    """The reverse order leaves the old model.safetensors beside the new shards' complete index, and
+    from_pretrained loads the single file: publishing it (or the shards) would be a guess at which
+    set of weights is the model."""
+    model_dir = tmp_path / "resharded"
+    model = helpers.tiny_reward_model()
+    model.save_pretrained(model_dir)
+    model.save_pretrained(model_dir, max_shard_size="50KB")
+    tokenizer.save_pretrained(model_dir)
+    assert (model_dir / "model.safetensors").is_file()  # what transformers leaves
+    with pytest.raises(UserInputError, match="two sets of weights.*is the newer.*loads model.safetensors"):
+        build_publish_folder(model_dir, tmp_path / "out", repo_id=REPO_ID)
 
 
 # --------------------------------------------------------------------------------------------------
