@@ -149,7 +149,7 @@ def evaluate_model(
     metrics = jsonable(metrics)
     if calibrate and metrics.get("temperature_written"):
         _record_calibration(folder, training, metrics)
-        _render_card_again(folder, metrics)
+        _render_card_again(folder, metrics, training)
     if report_dir is not None:
         collector.write_report(report_dir, metrics, model_name=metrics["model"])
     logger.info("evaluated %s on %d %s rows of %s", metrics["model"], metrics["n"], metrics["objective"],
@@ -301,13 +301,15 @@ def _record_calibration(folder: Path, training: dict | None, metrics: dict[str, 
         tmp.unlink(missing_ok=True)
 
 
-def _render_card_again(folder: Path, metrics: dict[str, Any]) -> None:
+def _render_card_again(folder: Path, metrics: dict[str, Any], training: dict | None) -> None:
     """Render the folder's model card again (with these metrics) once a T is stored: the card states
     T and what reward differences mean at it ("a difference of 1 means P = 0.73" at T = 1), and it
     kept saying T = 1 while `compare` used the fitted T. Only the card `rewardkit train` wrote (tag
     `rewardkit`, training_summary.json beside it) is replaced. A README of the user's own is left
     as it is, and so is a published card (a model downloaded from the Hub: no training summary),
-    which came back as "your-name/reward-model" without its license, data or training record."""
+    which came back as "your-name/reward-model" without its license, data or training record.
+    `training`: the summary `_training_summary` read (with the calibration record added), not read
+    again; None when it could not, and then a summary file that is there is read as before."""
     from huggingface_hub import metadata_load
 
     from rewardkit.model_card import write_model_card
@@ -321,7 +323,9 @@ def _render_card_again(folder: Path, metrics: dict[str, Any]) -> None:
                        "wrote); it still states the temperature it had. `rewardkit publish` renders the card with "
                        "T = %.4g.", card, metrics["temperature"])
         return
-    write_model_card(folder, training=json.loads(summary.read_text(encoding="utf-8")), evaluation=metrics)
+    if training is None:  # there, but not a readable JSON object: fails here as it always did
+        training = json.loads(summary.read_text(encoding="utf-8"))
+    write_model_card(folder, training=training, evaluation=metrics)
     logger.info("rendered the model card %s again with T = %.4g and this evaluation", card, metrics["temperature"])
 
 
