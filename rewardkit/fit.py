@@ -754,6 +754,14 @@ def _checkpoint_to_resume(args: RewardTrainingArguments) -> str | None:
     return str(resume)  # a LoRA checkpoint's flags are checked once the model's config is read
 
 
+def _checkpoint_reward_config_file(folder: Path) -> Path:
+    """Where a checkpoint records the RewardConfig its weights were trained as: config.json of a full
+    fine-tune, reward_config.json of a LoRA one (`_RewardConfigInLoraCheckpoints`)."""
+    from rewardkit.lora import REWARD_CONFIG_FILE
+
+    return folder / (REWARD_CONFIG_FILE if (folder / "adapter_config.json").is_file() else "config.json")
+
+
 def _resumed_max_length(checkpoint: str | None, args: RewardTrainingArguments, tokenizer,
                         model_config) -> tuple[int, str] | None:
     """A resumed run without --max-length goes on at the length its checkpoint was trained at
@@ -763,10 +771,8 @@ def _resumed_max_length(checkpoint: str | None, args: RewardTrainingArguments, t
     given (a change of length is the user's to make), or when the checkpoint records none."""
     if not checkpoint or args.max_length is not None:
         return None
-    from rewardkit.lora import REWARD_CONFIG_FILE
-
     folder = Path(checkpoint)
-    recorded = folder / (REWARD_CONFIG_FILE if (folder / "adapter_config.json").is_file() else "config.json")
+    recorded = _checkpoint_reward_config_file(folder)
     try:
         length = json.loads(recorded.read_text(encoding="utf-8")).get("trained_max_length")
     except (OSError, ValueError, AttributeError):
@@ -818,9 +824,8 @@ def _check_checkpoint_model_matches(folder: Path, args: RewardTrainingArguments,
     and are not checked). Resumed without the --pooling it trained with, a `mean` checkpoint went
     on training and was saved as `cls` without a word: other weights than those it had learnt."""
     from modeling_reward import RewardConfig
-    from rewardkit.lora import REWARD_CONFIG_FILE
 
-    recorded = folder / (REWARD_CONFIG_FILE if (folder / "adapter_config.json").is_file() else "config.json")
+    recorded = _checkpoint_reward_config_file(folder)
     saved = json.loads(recorded.read_text(encoding="utf-8")) if recorded.is_file() else {}
     if saved.get("model_type") != RewardConfig.model_type:
         return
