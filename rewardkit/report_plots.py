@@ -149,8 +149,8 @@ def _draw_margin_hist(fig: Figure, ctx: _Context) -> None:
     accuracy = ctx.metrics.get("accuracy")
     if not isinstance(accuracy, (int, float)):
         accuracy = float(np.mean(np.where(margins > 0, 1.0, np.where(margins == 0, 0.5, 0.0))))
-    ax.set_xlabel("Margin = reward(chosen) − reward(rejected)"
-                  + ("" if _before_scale(ctx) is None else f" (raw rewards, {_before_scale(ctx)})"))
+    before = _before_scale(ctx)
+    ax.set_xlabel("Margin = reward(chosen) − reward(rejected)" + ("" if before is None else f" (raw rewards, {before})"))
     ax.set_ylabel("Number of pairs")
     ax.set_title(f"Reward margins: accuracy {accuracy:.1%} ({margins.size:,} pairs)")
     _headroom(ax)
