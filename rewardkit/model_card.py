@@ -20,8 +20,8 @@ from rewardkit.calibration import (
     temperature_fitted_on_these_pairs,
     temperature_interval_text,
 )
-from rewardkit.data import SUFFIXES, has_hub_dataset_id_form
 from rewardkit.data_formats import render_conversation
+from rewardkit.data_sources import SUFFIXES, has_hub_dataset_id_form
 
 TEMPLATE_PATH = Path(__file__).parent / "templates" / "model_card.md"
 OBJECTIVES = {
@@ -128,7 +128,7 @@ HYPERPARAMETERS_SHOWN_AS_ROWS = ("max_length",)
 _ENUM_REPR = re.compile(r"([A-Z][A-Za-z0-9]*)\.([A-Z][A-Z0-9_]*)")
 # Modules whose enums training arguments hold (lr_scheduler_type, save_strategy, optim, ...).
 _ENUM_MODULES = ("transformers.trainer_utils", "transformers.training_args")
-# File endings of local data (as in rewardkit.data.SUFFIXES, plus other common ones): never a Hub id.
+# File endings of local data (as in rewardkit.data_sources.SUFFIXES, plus other common ones): never a Hub id.
 _DATA_FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet", ".arrow", ".txt", ".gz")
 # model-index `dataset.type` for data that is not on the Hub: it must be a dataset id, and a local
 # path is none (sentence-transformers' cards use the same placeholder).
