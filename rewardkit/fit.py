@@ -31,6 +31,19 @@ from rewardkit.features import (
     resolve_max_length,
 )
 from rewardkit.model_card import format_seconds, hub_model_id
+from rewardkit.resume import (
+    EarlierRunLeftovers,
+    RewardConfigInLoraCheckpoints,
+    check_checkpoint_model_matches,
+    check_lora_flags_match,
+    checkpoint_step,
+    checkpoint_to_resume,
+    recorded_figures,
+    restore_finished_run,
+    resumed_max_length,
+    run_already_finished,
+    train_from_checkpoint,
+)
 from rewardkit.scoring import is_reward_model_folder
 from rewardkit.training import (
     RewardTrainer,
@@ -336,25 +349,6 @@ def freeze_unread_parameters(model) -> None:
             parameter.requires_grad_(False)
 
 
-def _train_from_checkpoint(trainer, checkpoint: str | None):
-    """`trainer.train(resume_from_checkpoint=...)`, with torch's bare "loaded state dict contains a
-    parameter group that doesn't match the size of optimizer's group" explained: the checkpoint
-    trained another set of weights than this run would (its optimizer state is per weight)."""
-    try:
-        return trainer.train(resume_from_checkpoint=checkpoint)
-    except ValueError as error:
-        mismatch = ("doesn't match the size of optimizer's group", "has a different number of parameter groups")
-        if not checkpoint or not any(text in str(error) for text in mismatch):
-            raise
-        raise UserInputError(
-            f"{checkpoint} was trained with a different set of trainable weights than this run, so its optimizer "
-            "state does not fit: resume with the flags it was trained with (--no-freeze-embeddings if it trained the "
-            "word embeddings; --use-lora and the same --lora-target-modules for LoRA). A checkpoint of a rewardkit "
-            "version before the word embeddings and BERT's unused pooler were frozen, or an mse checkpoint of a "
-            "version before the reward head got optimizer groups of its own (standardized targets), cannot be "
-            "resumed: start again, or continue from its weights alone with --base-model CHECKPOINT.") from error
-
-
 def disable_dropout(model) -> None:
     """p = 0 in every dropout layer (backbone, head and, on a PEFT model, the LoRA branches). A
     reward is a deterministic function of its input; dropout noise in the two rewards of a pair
@@ -576,18 +570,18 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
     if not data_args.data:
         raise UserInputError("No training data: pass --data (a file, a folder or a Hub dataset id).")
     _check_held_out_flags(data_args, args)
-    resume = _checkpoint_to_resume(args)
-    leftovers = None if resume else _EarlierRunLeftovers(Path(args.output_dir))  # a resumed run is the same run
+    resume = checkpoint_to_resume(args)
+    leftovers = None if resume else EarlierRunLeftovers(Path(args.output_dir))  # a resumed run is the same run
     set_seed(args.seed)
     base_model = args.base_model or default_base_model()
     tokenizer = load_tokenizer(base_model)
     model_config = load_model_config(base_model)
     check_continued_model(model_config, args, base_model)
     if resume:
-        _check_checkpoint_model_matches(Path(resume), args, base_model, model_config)
+        check_checkpoint_model_matches(Path(resume), args, base_model, model_config)
     if resume and args.use_lora and (Path(resume) / "adapter_config.json").is_file():
-        _check_lora_flags_match(Path(resume), args, model_config)
-    max_length, max_length_source = _resumed_max_length(resume, args, tokenizer, model_config) or \
+        check_lora_flags_match(Path(resume), args, model_config)
+    max_length, max_length_source = resumed_max_length(resume, args, tokenizer, model_config) or \
         max_length_and_source(base_model, tokenizer, model_config, args.max_length)
     prepared = _prepare_once_per_node(data_args, args, base_model, tokenizer, max_length)
     args.use_held_out(bool(prepared.eval_features))
@@ -616,16 +610,16 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
     eval_clock = _EvalClock()
     trainer.add_callback(eval_clock)
     if args.use_lora:
-        trainer.add_callback(_RewardConfigInLoraCheckpoints())
+        trainer.add_callback(RewardConfigInLoraCheckpoints())
     if leftovers:
         trainer.add_callback(leftovers)
     if trainer.pop_callback(PrinterCallback) is not None:
         trainer.add_callback(_LogLines())
     if trainer.pop_callback(ProgressCallback) is not None:
         trainer.add_callback(_ProgressBarLogLines())
-    if resume and _run_already_finished(resume, args):
-        _restore_finished_run(trainer, resume)
-        figures = _recorded_figures(Path(args.output_dir) / SUMMARY_FILE, resume, trainer.state.global_step)
+    if resume and run_already_finished(resume, args):
+        restore_finished_run(trainer, resume)
+        figures = recorded_figures(Path(args.output_dir) / SUMMARY_FILE, resume, trainer.state.global_step)
     else:
         try:
             figures = _train_and_time(trainer, resume, eval_clock)
@@ -724,188 +718,6 @@ def _check_metric_for_best_model(args: RewardTrainingArguments, objective: str) 
                              f"pick one of them.")
 
 
-def _checkpoint_to_resume(args: RewardTrainingArguments) -> str | None:
-    """--resume_from_checkpoint as a folder ('last': the newest in --output-dir, None when there is
-    none), checked before any data is read: it must exist and be of the kind this run trains. A
-    --use-lora run's checkpoints are PEFT adapters, a full fine-tune's whole models; resumed across,
-    transformers failed late with "Can't find a checkpoint index (pytorch_model.bin.index.json or
-    model.safetensors.index.json)", which names neither the flag nor the fix."""
-    from transformers.trainer_utils import get_last_checkpoint
-
-    resume = args.resume_from_checkpoint
-    if resume in ("last", "latest", "true", "True"):
-        resume = get_last_checkpoint(args.output_dir) if Path(args.output_dir).is_dir() else None
-        if resume is None:
-            logger.warning("No checkpoint in %s to resume from; starting from scratch.", args.output_dir)
-    if not resume:
-        return None
-    folder = Path(resume)
-    if not folder.is_dir():
-        raise UserInputError(f"--resume_from_checkpoint {resume}: no such folder (give a checkpoint-N folder, or 'last' "
-                             "for the newest in --output-dir).")
-    adapter = (folder / "adapter_config.json").is_file()
-    whole = any((folder / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json"))
-    if adapter and not whole and not args.use_lora:
-        raise UserInputError(f"{resume} is a LoRA checkpoint (a PEFT adapter): resume it with --use-lora and the LoRA "
-                             "flags it was trained with.")
-    if whole and not adapter and args.use_lora:
-        raise UserInputError(f"{resume} is a full fine-tune's checkpoint, not a LoRA adapter: resume it without "
-                             "--use-lora, or start a LoRA run from its weights with --base-model.")
-    return str(resume)  # a LoRA checkpoint's flags are checked once the model's config is read
-
-
-def _checkpoint_reward_config_file(folder: Path) -> Path:
-    """Where a checkpoint records the RewardConfig its weights were trained as: config.json of a full
-    fine-tune, reward_config.json of a LoRA one (`_RewardConfigInLoraCheckpoints`)."""
-    from rewardkit.lora import REWARD_CONFIG_FILE
-
-    return folder / (REWARD_CONFIG_FILE if (folder / "adapter_config.json").is_file() else "config.json")
-
-
-def _resumed_max_length(checkpoint: str | None, args: RewardTrainingArguments, tokenizer,
-                        model_config) -> tuple[int, str] | None:
-    """A resumed run without --max-length goes on at the length its checkpoint was trained at
-    (`trained_max_length` in its config.json, or reward_config.json for LoRA), not at the base
-    model's default: resumed without the flag, a run begun at --max-length 128 trained its remaining
-    steps at 512 and saved a model that scores at 512. None when not resuming, when --max-length is
-    given (a change of length is the user's to make), or when the checkpoint records none."""
-    if not checkpoint or args.max_length is not None:
-        return None
-    folder = Path(checkpoint)
-    recorded = _checkpoint_reward_config_file(folder)
-    try:
-        length = json.loads(recorded.read_text(encoding="utf-8")).get("trained_max_length")
-    except (OSError, ValueError, AttributeError):
-        return None
-    if not isinstance(length, int) or isinstance(length, bool) or length <= 0:
-        return None
-    return resolve_max_length(tokenizer, model_config, length), f"the length {folder.name} was trained at"
-
-
-def _check_lora_flags_match(folder: Path, args: RewardTrainingArguments, model_config) -> None:
-    """A LoRA checkpoint resumed with other LoRA flags, refused by name (with the checkpoint's values)
-    before any data is read: another --lora-r failed in torch's size-mismatch dump of every adapter
-    weight, and another --lora-alpha resumed without a word, rescaling the trained adapters' update
-    (alpha / r) mid-run. Target modules are compared as the modules they adapt, the default and
-    `all-linear` resolved for this backbone: a checkpoint trained on key,value resumed without the
-    flag (BERT's default: query,value) loaded silently, its optimizer state on other adapters."""
-    saved = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8") or "{}")
-    differ = [(flag, saved[key], value) for flag, key, value in (("--lora-r", "r", args.lora_r),
-                                                                  ("--lora-alpha", "lora_alpha", args.lora_alpha))
-              if key in saved and saved[key] != value]
-    if isinstance(saved.get("target_modules"), list):
-        from modeling_reward import RewardConfig, RewardModel
-        from rewardkit.lora import ALL_LINEAR, adapted_module_paths, resolve_target_modules
-
-        config = model_config if isinstance(model_config, RewardConfig) else RewardConfig(backbone_config=model_config)
-        with torch.device("meta"):  # the architecture alone: no weights are read or allocated
-            skeleton = RewardModel(config)
-        targets = resolve_target_modules(skeleton, args.lora_target_modules)
-        if adapted_module_paths(skeleton, saved["target_modules"]) != adapted_module_paths(skeleton, targets):
-            how = {None: ", the default", ALL_LINEAR: ", all-linear"}.get(
-                args.lora_target_modules and ",".join(args.lora_target_modules), "")
-            differ.append(("--lora-target-modules", saved["target_modules"], f"{','.join(targets)}{how}"))
-    if differ:
-        trained = ", ".join(f"{flag} {','.join(old) if isinstance(old, list) else old} (this run: {new})"
-                            for flag, old, new in differ)
-        raise UserInputError(f"{folder} was trained with {trained}: resume it with the LoRA flags it was trained with.")
-
-
-# What a checkpoint's weights were trained as, compared on resume: the backbone's shape (another
-# --base-model, or none given, failed in torch's size-mismatch dump after the data was read) and the pooling.
-_BACKBONE_SHAPE_KEYS = ("model_type", "hidden_size", "n_embd", "dim", "num_hidden_layers", "n_layer", "n_layers",
-                        "vocab_size")
-
-
-def _check_checkpoint_model_matches(folder: Path, args: RewardTrainingArguments, base_model: str, model_config) -> None:
-    """A checkpoint resumed onto another backbone or with another pooling, refused by name before any
-    data is read. A full fine-tune's checkpoint records its RewardConfig in config.json, a LoRA
-    one in reward_config.json (`_RewardConfigInLoraCheckpoints`; older LoRA checkpoints have none,
-    and are not checked). Resumed without the --pooling it trained with, a `mean` checkpoint went
-    on training and was saved as `cls` without a word: other weights than those it had learnt."""
-    from modeling_reward import RewardConfig
-
-    recorded = _checkpoint_reward_config_file(folder)
-    saved = json.loads(recorded.read_text(encoding="utf-8")) if recorded.is_file() else {}
-    if saved.get("model_type") != RewardConfig.model_type:
-        return
-    config = model_config if isinstance(model_config, RewardConfig) else RewardConfig(backbone_config=model_config)
-    pooling = args.pooling or config.pooling
-    differ = []
-    saved_backbone, backbone = saved.get("backbone_config") or {}, config.backbone_config.to_dict()
-    shape = [key for key in _BACKBONE_SHAPE_KEYS if key in saved_backbone and saved_backbone[key] != backbone.get(key)]
-    if shape:
-        differ.append(("--base-model", "a backbone of " + ", ".join(f"{k} {saved_backbone[k]}" for k in shape),
-                       f"{base_model}, " + ", ".join(f"{k} {backbone.get(k)}" for k in shape)))
-    if saved.get("pooling") and saved["pooling"] != pooling:
-        differ.append(("--pooling", saved["pooling"], pooling + ("" if args.pooling else ", the default")))
-    if differ:
-        trained = ", ".join(f"{flag} {old} (this run: {new})" for flag, old, new in differ)
-        raise UserInputError(f"{folder} was trained with {trained}: resume it with the --base-model and --pooling it "
-                             "was trained with.")
-
-
-class _EarlierRunLeftovers(TrainerCallback):
-    """What an earlier run left in --output-dir that a new (not resumed) run does not write again:
-    its `checkpoint-N/` folders of steps this run never saves, and its `adapter/` (--keep-adapter)
-    when this run keeps none. Left beside the new model they passed for its own: `publish` uploaded
-    the old adapter/ and the card said "the LoRA adapter the model was trained with", and
-    `--resume_from_checkpoint last` took the old run's higher-numbered checkpoint. They are removed
-    when the new model is about to be saved (an interrupted, failed or diverged run removes nothing),
-    and the log says so."""
-
-    def __init__(self, output_dir: Path):
-        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-
-        from rewardkit.lora import ADAPTER_CONFIG_FILE, ADAPTER_DIR
-
-        self.output_dir = output_dir
-        folders = sorted(output_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*")) if output_dir.is_dir() else []
-        self.checkpoints = {f.name for f in folders if f.is_dir() and f.name.split("-")[-1].isdigit()}
-        self.adapter = (output_dir / ADAPTER_DIR / ADAPTER_CONFIG_FILE).is_file()
-
-    def __bool__(self) -> bool:
-        return bool(self.checkpoints) or self.adapter
-
-    def on_save(self, args, state, control, **kwargs):
-        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-
-        self.checkpoints.discard(f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")  # this run's own now
-
-    def remove(self, *, kept_adapter: bool) -> list[str]:
-        """Delete the leftovers (rank 0, once training succeeded); returns their names."""
-        import shutil
-
-        from rewardkit.lora import ADAPTER_DIR
-
-        names = sorted(self.checkpoints, key=lambda name: int(name.split("-")[-1]))
-        names += [] if kept_adapter or not self.adapter else [ADAPTER_DIR]
-        for name in names:
-            shutil.rmtree(self.output_dir / name, ignore_errors=True)
-        if names:
-            logger.warning("Removed what an earlier run left in %s and this run did not write again: %s (they "
-                           "would have passed for this model's; --resume_from_checkpoint continues a run instead).",
-                           self.output_dir, ", ".join(f"{name}/" for name in names))
-        return names
-
-
-class _RewardConfigInLoraCheckpoints(TrainerCallback):
-    """Writes the reward model's config (reward_config.json, as `save_adapter` does) into each LoRA
-    checkpoint: PEFT saves the adapter alone, so nothing recorded the backbone or pooling the
-    adapters were trained with for `_check_checkpoint_model_matches` to compare on resume."""
-
-    def on_save(self, args, state, control, model=None, **kwargs):
-        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-
-        from rewardkit.lora import REWARD_CONFIG_FILE, is_peft_model
-
-        folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
-        if state.is_world_process_zero and is_peft_model(model) and folder.is_dir():
-            config = model.get_base_model().config.to_dict()
-            (folder / REWARD_CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n",
-                                                     encoding="utf-8")
-
-
 def _with_loss_over_ranks(output):
     """The run's training loss averaged over every rank. transformers gathers the loss it logs every
     --logging_steps, but adds the steps after the last log rank by rank, so under DDP each rank (and
@@ -915,28 +727,15 @@ def _with_loss_over_ranks(output):
     return output._replace(training_loss=all_mean(float(output.training_loss)))
 
 
-def _run_already_finished(checkpoint: str, args: RewardTrainingArguments) -> bool:
-    """Whether `checkpoint` already reached --max_steps (or, without it, --num_train_epochs).
-    transformers 5.23 resumed from such a checkpoint runs one more optimizer step before it checks,
-    so re-running a finished job changed its weights and trained past the limit."""
-    state_file = Path(checkpoint) / "trainer_state.json"
-    if not state_file.is_file():
-        return False
-    state = json.loads(state_file.read_text(encoding="utf-8"))
-    if args.max_steps is not None and args.max_steps > 0:
-        return int(state.get("global_step") or 0) >= args.max_steps
-    return float(state.get("epoch") or 0.0) >= float(args.num_train_epochs) - 1e-6
-
-
 def _train_and_time(trainer: RewardTrainer, checkpoint: str | None, eval_clock: _EvalClock) -> dict[str, Any]:
     """`train()` (resuming from `checkpoint` when given) and the TrainResult figures of this call:
     its time and speed, the steps it ran and the mean loss over them (what transformers reports:
     not the whole run's when it was resumed), and the checkpoint it resumed from."""
     from rewardkit.distributed import all_sum
 
-    resumed_from_step = _checkpoint_step(checkpoint) if checkpoint else None
+    resumed_from_step = checkpoint_step(checkpoint) if checkpoint else None
     started = time.perf_counter()
-    output = _with_loss_over_ranks(_train_from_checkpoint(trainer, checkpoint))
+    output = _with_loss_over_ranks(train_from_checkpoint(trainer, checkpoint))
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "eval_seconds": eval_clock.seconds,
             "examples_per_second": _training_speed(all_sum(trainer.examples_trained), seconds, eval_clock.seconds),
@@ -944,50 +743,6 @@ def _train_and_time(trainer: RewardTrainer, checkpoint: str | None, eval_clock: 
             "steps_this_call": int(output.global_step) - (resumed_from_step or 0),
             "resumed_from": str(checkpoint) if checkpoint else None, "resumed_from_step": resumed_from_step,
             "restored_from": None}
-
-
-def _checkpoint_step(checkpoint: str) -> int | None:
-    """The step a checkpoint was saved at (its trainer_state.json), or None when it has none."""
-    state_file = Path(checkpoint) / "trainer_state.json"
-    if not state_file.is_file():
-        return None
-    return int(json.loads(state_file.read_text(encoding="utf-8")).get("global_step") or 0)
-
-
-# The figures of the training call that produced a model, kept when a finished run is re-run.
-_TRAINING_FIGURES = ("seconds", "eval_seconds", "examples_per_second", "train_loss", "steps_this_call",
-                     "resumed_from", "resumed_from_step")
-
-
-def _recorded_figures(summary: Path, checkpoint: str, global_step: int) -> dict[str, Any]:
-    """For a re-run of a finished run (`_restore_finished_run`): the time, speed and loss its
-    training_summary.json recorded when the weights were trained, since this call trains nothing
-    (they were overwritten with 0 s and 0 pairs/s). Only a summary of the same final step counts;
-    without one they are unrecorded (None, loss NaN), never invented."""
-    recorded = json.loads(summary.read_text(encoding="utf-8")) if summary.is_file() else {}
-    if recorded.get("steps") != global_step:
-        recorded = {}
-    figures = {"seconds": None, "eval_seconds": 0.0, "examples_per_second": None, "train_loss": float("nan"),
-               "steps_this_call": None, "resumed_from": None, "resumed_from_step": None}
-    figures.update({key: recorded[key] for key in _TRAINING_FIGURES if key in recorded})
-    if recorded and "steps_this_call" not in recorded:  # a summary before steps_this_call: unresumed, as a rule
-        figures["steps_this_call"] = recorded.get("steps")
-    figures["train_loss"] = float(figures["train_loss"] if figures["train_loss"] is not None else "nan")
-    return {**figures, "restored_from": str(checkpoint)}
-
-
-def _restore_finished_run(trainer: RewardTrainer, checkpoint: str) -> None:
-    """In place of `train()` for a finished run: the checkpoint's weights (the best checkpoint's
-    with --load_best_model_at_end) and its Trainer state, untouched by any further step."""
-    from transformers.trainer_callback import TrainerState
-
-    trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
-    best = trainer.state.best_model_checkpoint
-    weights = best if trainer.args.load_best_model_at_end and best and Path(best).is_dir() else checkpoint
-    logger.warning("%s already reached the end of training (step %d, epoch %g): nothing left to train; "
-                   "saving the weights of %s unchanged. Raise --max_steps or --num_train_epochs to train further.",
-                   checkpoint, trainer.state.global_step, trainer.state.epoch or 0, weights)
-    trainer._load_from_checkpoint(weights)
 
 
 def _log_metrics(state, logs: dict) -> None:
@@ -1115,7 +870,7 @@ def _finish_lora(trainer: RewardTrainer, args: RewardTrainingArguments) -> None:
     trainer.model = merge_lora(trainer.model)
 
 
-def _stopped_note(output_dir: Path, leftovers: _EarlierRunLeftovers | None) -> str:
+def _stopped_note(output_dir: Path, leftovers: EarlierRunLeftovers | None) -> str:
     """What an interrupted run leaves: no new model, and the checkpoint to resume from, if any (never
     one an earlier run left that this run did not save again)."""
     from transformers.trainer_utils import get_last_checkpoint

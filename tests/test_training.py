@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoTokenizer, TrainerCallback
 
-from rewardkit import fit
+from rewardkit import fit, resume
 from rewardkit.features import PairEncoder, encode_rows
 from rewardkit.fit import TrainingDivergedError, _training_speed, run_training
 from rewardkit.metrics import ranking_metrics
@@ -327,7 +327,7 @@ def test_a_new_run_removes_what_an_earlier_run_left_and_did_not_write_again(tiny
     assert all((out / f"checkpoint-{n}" / "config.json").is_file() for n in (1, 2))  # this run's (no adapters)
     assert "LoRA adapter" not in (out / "README.md").read_text()
     assert "checkpoint-3/, adapter/" in caplog.text
-    assert fit._checkpoint_to_resume(_args(out, tiny_base, resume_from_checkpoint="last")).endswith("checkpoint-2")
+    assert resume.checkpoint_to_resume(_args(out, tiny_base, resume_from_checkpoint="last")).endswith("checkpoint-2")
 
 
 def test_an_interrupted_run_says_what_it_left_and_a_stopped_save_keeps_no_earlier_summary(tiny_base, tmp_path,
@@ -512,7 +512,7 @@ def test_a_lora_checkpoint_resumed_with_other_target_modules_is_refused_however_
             run_training(DataArguments(data=str(train)), _args(tmp_path / "out", tiny_base, use_lora=True,
                                                                  resume_from_checkpoint=str(checkpoint), **flags))
     same = _args(tmp_path / "out", tiny_base, use_lora=True, lora_target_modules=["attention.self.query", "self.value"])
-    fit._check_lora_flags_match(checkpoint, same, fit.load_model_config(str(tiny_base)))  # no error
+    resume.check_lora_flags_match(checkpoint, same, fit.load_model_config(str(tiny_base)))  # no error
 
 
 @pytest.mark.parametrize("use_lora", [False, True], ids=["full", "lora"])
@@ -533,7 +533,7 @@ def test_a_checkpoint_resumed_with_another_pooling_or_backbone_is_refused_before
                               (helpers.minilm_path(), {"pooling": "mean"}, r"--base-model a backbone of hidden_size 32")]:
         with pytest.raises(ValueError, match=says):
             run_training(missing, _args(out, base, use_lora=use_lora, max_steps=4, resume_from_checkpoint="last", **flags))
-    fit._check_checkpoint_model_matches(checkpoint, _args(out, tiny_base, pooling="mean"), str(tiny_base),
+    resume.check_checkpoint_model_matches(checkpoint, _args(out, tiny_base, pooling="mean"), str(tiny_base),
                                         fit.load_model_config(str(tiny_base)))  # the flags it trained with: no error
 
 
@@ -989,16 +989,16 @@ def test_a_checkpoint_that_trained_the_word_embeddings_resumes_only_with_its_fla
 def test_an_optimizer_state_with_other_parameter_groups_is_explained_not_bare():
     """An mse checkpoint saved before the head got optimizer groups of its own has 2 groups where the
     run builds 4: torch raised a bare "loaded state dict has a different number of parameter groups"."""
-    from rewardkit.fit import _train_from_checkpoint
+    from rewardkit.resume import train_from_checkpoint
 
     class OldCheckpoint:
         def train(self, resume_from_checkpoint=None):
             raise ValueError("loaded state dict has a different number of parameter groups")
 
     with pytest.raises(ValueError, match="mse checkpoint of a version before.*--base-model CHECKPOINT"):
-        _train_from_checkpoint(OldCheckpoint(), "out/checkpoint-4")
+        train_from_checkpoint(OldCheckpoint(), "out/checkpoint-4")
     with pytest.raises(ValueError, match="^loaded state dict"):  # not resuming: torch's own words
-        _train_from_checkpoint(OldCheckpoint(), None)
+        train_from_checkpoint(OldCheckpoint(), None)
 
 
 def test_load_best_model_at_end_evaluates_when_checkpoints_are_saved_unless_told_otherwise(tmp_path):
