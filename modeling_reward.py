@@ -311,6 +311,10 @@ class RewardModel(PreTrainedModel):
     # Loaded with dtype=bf16/fp16, the one-row head stays fp32 (see `_head`): it costs nothing and a
     # half-precision reward would round away small chosen-rejected differences.
     _keep_in_fp32_modules_strict = ["score"]
+    # The `labels` loss is a mean over the batch. transformers' Trainer otherwise sees `**kwargs` in
+    # `forward`, takes the loss as already divided for gradient accumulation and skips its own
+    # division: with N accumulation steps the logged loss and the gradients were N times too large.
+    accepts_loss_kwargs = False
 
     def __init__(self, config: RewardConfig, backbone: PreTrainedModel | None = None):
         super().__init__(config)
