@@ -417,10 +417,14 @@ class RewardModel(PreTrainedModel):
     def _can_compute_one_row(self, attention_mask: torch.Tensor, kwargs: dict) -> bool:
         """True when only the [CLS] row of the last layer is needed: cls pooling, a BERT-style
         backbone, a (B, S) mask, and nobody asking for all hidden states or attention maps. Not
-        under `torch.export`, which cannot trace the hook this path registers during forward."""
+        under `torch.export` or `torch.compile`, which cannot trace the hook this path registers
+        during forward (`torch.compile(model, fullgraph=True)` failed on it; without fullgraph it
+        broke the graph there)."""
         if not self._one_row_last_layer or self.config.pooling != "cls" or attention_mask.dim() != 2:
             return False
-        if getattr(torch.compiler, "is_exporting", lambda: False)():
+        is_exporting = getattr(torch.compiler, "is_exporting", lambda: False)
+        is_compiling = getattr(torch.compiler, "is_compiling", lambda: False)
+        if is_exporting() or is_compiling():
             return False
         backbone_config = self.backbone.config
         wants_all = (kwargs.get("output_hidden_states", backbone_config.output_hidden_states)

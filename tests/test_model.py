@@ -392,6 +392,19 @@ def test_exported_and_traced_models_score_either_padding_side(tokenizer, kind):
         assert torch.allclose(traced(left["input_ids"], left["attention_mask"])["logits"], expected, atol=1e-5)
 
 
+def test_the_model_compiles_as_one_graph(tokenizer):
+    """`torch.compile(model, fullgraph=True)` failed inside dynamo on the hook of the one-row last
+    layer (without fullgraph it broke the graph there); compiled, the model takes the full forward.
+    backend="eager": dynamo traces the whole graph, with no code generation to wait for."""
+    model = helpers.tiny_reward_model()
+    batch = _encode(tokenizer, TEXTS, "left")
+    with torch.no_grad():
+        expected = model(**batch).logits
+        compiled = torch.compile(model, fullgraph=True, backend="eager")
+        assert torch.allclose(compiled(**batch).logits, expected, atol=1e-5)
+    torch.compiler.reset()
+
+
 @pytest.mark.parametrize("kind", ["gpt2", "opt"])
 def test_other_backbones_take_the_ordinary_forward(kind):
     assert not helpers.tiny_reward_model(kind)._one_row_last_layer
