@@ -311,6 +311,10 @@ class RewardModel(PreTrainedModel):
     # Loaded with dtype=bf16/fp16, the one-row head stays fp32 (see `_head`): it costs nothing and a
     # half-precision reward would round away small chosen-rejected differences.
     _keep_in_fp32_modules_strict = ["score"]
+    # The `labels` loss is a mean over the batch. transformers' Trainer otherwise sees `**kwargs` in
+    # `forward`, takes the loss as already divided for gradient accumulation and skips its own
+    # division: with N accumulation steps the logged loss and the gradients were N times too large.
+    accepts_loss_kwargs = False
 
     def __init__(self, config: RewardConfig, backbone: PreTrainedModel | None = None):
         super().__init__(config)
@@ -413,10 +417,14 @@ class RewardModel(PreTrainedModel):
     def _can_compute_one_row(self, attention_mask: torch.Tensor, kwargs: dict) -> bool:
         """True when only the [CLS] row of the last layer is needed: cls pooling, a BERT-style
         backbone, a (B, S) mask, and nobody asking for all hidden states or attention maps. Not
-        under `torch.export`, which cannot trace the hook this path registers during forward."""
+        under `torch.export` or `torch.compile`, which cannot trace the hook this path registers
+        during forward (`torch.compile(model, fullgraph=True)` failed on it; without fullgraph it
+        broke the graph there)."""
         if not self._one_row_last_layer or self.config.pooling != "cls" or attention_mask.dim() != 2:
             return False
-        if getattr(torch.compiler, "is_exporting", lambda: False)():
+        is_exporting = getattr(torch.compiler, "is_exporting", lambda: False)
+        is_compiling = getattr(torch.compiler, "is_compiling", lambda: False)
+        if is_exporting() or is_compiling():
             return False
         backbone_config = self.backbone.config
         wants_all = (kwargs.get("output_hidden_states", backbone_config.output_hidden_states)

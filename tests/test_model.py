@@ -392,6 +392,19 @@ def test_exported_and_traced_models_score_either_padding_side(tokenizer, kind):
         assert torch.allclose(traced(left["input_ids"], left["attention_mask"])["logits"], expected, atol=1e-5)
 
 
+def test_the_model_compiles_as_one_graph(tokenizer):
+    """`torch.compile(model, fullgraph=True)` failed inside dynamo on the hook of the one-row last
+    layer (without fullgraph it broke the graph there); compiled, the model takes the full forward.
+    backend="eager": dynamo traces the whole graph, with no code generation to wait for."""
+    model = helpers.tiny_reward_model()
+    batch = _encode(tokenizer, TEXTS, "left")
+    with torch.no_grad():
+        expected = model(**batch).logits
+        compiled = torch.compile(model, fullgraph=True, backend="eager")
+        assert torch.allclose(compiled(**batch).logits, expected, atol=1e-5)
+    torch.compiler.reset()
+
+
 @pytest.mark.parametrize("kind", ["gpt2", "opt"])
 def test_other_backbones_take_the_ordinary_forward(kind):
     assert not helpers.tiny_reward_model(kind)._one_row_last_layer
@@ -440,3 +453,36 @@ def test_alpha_per_call_of_several_values_is_refused_not_broadcast(tokenizer):
     with pytest.raises(ValueError, match=r"got a tensor of shape \(3,\): one value per call"):
         model(**_encode(tokenizer, TEXTS), alpha=torch.tensor([1.0, 2.0, 3.0]))
 
+
+
+def test_transformers_trainer_with_gradient_accumulation_logs_the_true_mse_and_its_gradient(tokenizer, tmp_path):
+    """A user fine-tuning the model with transformers' own Trainer on `labels`: with 2 accumulation
+    steps the logged loss and grad_norm were twice the batch MSE's (Trainer read `**kwargs` in forward
+    as "the loss is already divided for accumulation" and skipped its division)."""
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    model = helpers.tiny_reward_model()
+    for module in model.modules():  # dropout off: the step's loss must equal one plain forward
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    batch = _encode(tokenizer, TEXTS + TEXTS[:1])
+    labels = torch.tensor([1.0, -2.0, 3.0, 0.5])
+    model.zero_grad()
+    expected = model(**batch, labels=labels).loss
+    expected.backward()
+    expected_norm = torch.sqrt(sum((p.grad ** 2).sum() for p in model.parameters() if p.grad is not None))
+    model.zero_grad()
+    rows = [{**{key: value[i] for key, value in batch.items()}, "labels": labels[i]} for i in range(len(labels))]
+    logged = []
+
+    class Record(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            logged.append(logs)
+
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=2, gradient_accumulation_steps=2,
+                             max_steps=1, logging_steps=1, learning_rate=0.0, max_grad_norm=1e9, report_to=[],
+                             save_strategy="no", use_cpu=True)
+    trainer = Trainer(model=model, args=args, train_dataset=rows, callbacks=[Record()])
+    trainer.train()
+    assert logged[0]["loss"] == pytest.approx(expected.item(), rel=1e-4)
+    assert logged[0]["grad_norm"] == pytest.approx(expected_norm.item(), rel=1e-4)
