@@ -66,8 +66,19 @@ def built(tmp_path_factory) -> tuple[list[str], Path]:
         (source / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(root / name, source / name)  # follows the model_card.md link, as git archive would not
     build = f"from setuptools import build_meta as b; b.build_sdist({str(dist)!r}); b.build_wheel({str(dist)!r})"
-    subprocess.run([sys.executable, "-c", build], cwd=source, check=True, capture_output=True)
+    result = subprocess.run([sys.executable, "-c", build], cwd=source, check=True, capture_output=True, text=True)
+    (dist / "build.log").write_text(result.stdout + result.stderr)
     return files, dist
+
+
+def test_the_build_uses_nothing_setuptools_has_deprecated(built):
+    """`license = { text = ... }` warned "By 2027-Feb-18, you need to update your project ... or your
+    builds will no longer be supported"; the SPDX string it asks for is in the wheel's metadata."""
+    _, dist = built
+    assert "SetuptoolsDeprecationWarning" not in (dist / "build.log").read_text()
+    with zipfile.ZipFile(next(dist.glob("*.whl"))) as wheel:
+        metadata = wheel.read(next(name for name in wheel.namelist() if name.endswith(".dist-info/METADATA")))
+    assert "License-Expression: Apache-2.0" in metadata.decode().splitlines()
 
 
 def test_sdist_carries_everything_its_tests_read(built):
