@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 
+import transformers
 from transformers import AutoConfig, PretrainedConfig
 
 POOLING_CHOICES = ("cls", "mean", "last")
@@ -62,6 +63,54 @@ def _default_pooling(backbone_config: PretrainedConfig) -> str:
     return "cls"
 
 
+# transformers 5 writes a rotary backbone's settings as `rope_parameters`; 4.x reads its own names
+# and takes its defaults for the ones missing, so a Qwen2 (theta 1e6) or Llama 3 (500000, llama3
+# scaling) backbone loaded there without a word and gave other rewards. README: loads with 4.57.
+_TRANSFORMERS_4 = int(transformers.__version__.split(".")[0]) < 5
+# 4.x names of the rotary base, per model type where it is not `rope_theta`.
+_THETA_NAMES_4 = {"gpt_neox": "rotary_emb_base"}
+_PARTIAL_NAMES_4 = {"gpt_neox": "rotary_pct"}
+# Per-layer-type rotary settings (5.x nests them by layer type): 4.x names of each layer type's base.
+_LAYER_THETA_NAMES_4 = {
+    "modernbert": {"full_attention": "global_rope_theta", "sliding_attention": "local_rope_theta"},
+    "gemma3_text": {"full_attention": "rope_theta", "sliding_attention": "rope_local_base_freq"},
+}
+
+
+def _rope_for_transformers_4(model_type: str, values: dict) -> dict:
+    """The backbone dict with `rope_parameters` (transformers 5) spelled as transformers 4.x reads it:
+    `rope_theta` (or the type's own name), `partial_rotary_factor` and, for a scaled rope,
+    `rope_scaling`. A layout 4.x has no names for is refused rather than loaded with default
+    rotary settings (wrong rewards)."""
+    rope = values.get("rope_parameters")
+    if not isinstance(rope, dict):
+        return values
+    values = {key: value for key, value in values.items() if key != "rope_parameters"}
+    refusal = (f"RewardConfig: this model's {model_type!r} backbone was saved by transformers 5 with rotary "
+               f"settings {rope} that transformers {transformers.__version__} cannot read (it would use its "
+               "defaults and give other rewards). Load it with transformers>=5.3.")
+    if rope and all(isinstance(layer, dict) for layer in rope.values()):  # per layer type
+        names = _LAYER_THETA_NAMES_4.get(model_type, {})
+        for layer_type, layer in rope.items():
+            layer = dict(layer)
+            if layer_type not in names or "rope_theta" not in layer:
+                raise ValueError(refusal)
+            values[names[layer_type]] = layer.pop("rope_theta")
+            if layer.get("rope_type", "default") != "default":
+                if layer_type != "full_attention" or model_type != "gemma3_text":  # 4.x scales Gemma 3's global layers only
+                    raise ValueError(refusal)
+                values["rope_scaling"] = {**layer, "type": layer["rope_type"]}
+        return values
+    rope = dict(rope)
+    if "rope_theta" in rope:
+        values[_THETA_NAMES_4.get(model_type, "rope_theta")] = rope.pop("rope_theta")
+    if "partial_rotary_factor" in rope:
+        values[_PARTIAL_NAMES_4.get(model_type, "partial_rotary_factor")] = rope.pop("partial_rotary_factor")
+    if rope.get("rope_type", "default") != "default":
+        values["rope_scaling"] = {**rope, "type": rope["rope_type"]}  # "type": the key older 4.x checks read
+    return values
+
+
 def _as_backbone_config(backbone_config: PretrainedConfig | dict | None) -> PretrainedConfig:
     """Accept a config object, its `to_dict()` form (as read back from config.json), or None (BERT-base)."""
     if backbone_config is None:
@@ -74,6 +123,8 @@ def _as_backbone_config(backbone_config: PretrainedConfig | dict | None) -> Pret
         if not model_type:
             raise ValueError("RewardConfig: `backbone_config` dict needs a `model_type` (e.g. 'bert').")
         values.pop("transformers_version", None)
+        if _TRANSFORMERS_4:
+            values = _rope_for_transformers_4(model_type, values)
         return AutoConfig.for_model(model_type, **values)
     raise TypeError(
         "RewardConfig: `backbone_config` must be a PretrainedConfig, a dict with `model_type`, or None; "

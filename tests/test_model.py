@@ -1,12 +1,15 @@
 """RewardConfig / RewardModel behaviour on tiny random backbones."""
 
+import copy
 import warnings
 
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import AutoConfig
 
+import configuration_reward
 from configuration_reward import RewardConfig
 from modeling_reward import RewardModel, pairwise_loss
 from tests import helpers
@@ -89,6 +92,43 @@ def test_config_round_trips_through_dict():
     # the key before the rename is read into the new field and not written back
     legacy = RewardConfig(backbone_config=helpers.tiny_backbone_config(), temperature=0.9)
     assert legacy.calibration_temperature == 0.9 and "temperature" not in legacy.to_dict()
+
+
+LLAMA3_ROPE = {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 8192}
+ROTARY_BACKBONES = [  # (type, its settings, the names and values transformers 4.x must be given)
+    ("qwen2", dict(rope_theta=1e6), dict(rope_theta=1e6)),
+    ("llama", dict(rope_theta=5e5, rope_scaling=LLAMA3_ROPE, max_position_embeddings=131072),
+     dict(rope_theta=5e5, rope_scaling={**LLAMA3_ROPE, "type": "llama3"})),
+    ("phi", dict(rope_theta=2e4, partial_rotary_factor=0.5), dict(rope_theta=2e4, partial_rotary_factor=0.5)),
+    ("gpt_neox", dict(rotary_emb_base=20000, rotary_pct=0.5), dict(rotary_emb_base=20000, rotary_pct=0.5)),
+    ("modernbert", dict(global_rope_theta=8e4, local_rope_theta=5e3), dict(global_rope_theta=8e4, local_rope_theta=5e3)),
+]
+
+
+@pytest.mark.parametrize("kind, settings, expected", ROTARY_BACKBONES, ids=[case[0] for case in ROTARY_BACKBONES])
+def test_rotary_settings_reach_transformers_4_by_its_own_names(kind, settings, expected, monkeypatch):
+    """transformers 5 saves them as `rope_parameters`, which 4.57 does not read: it loaded a Qwen2
+    backbone (theta 1e6) with theta 10000 and gave other rewards without a word, though the README
+    says the models load with 4.57 (checked there: these five now give the 5.23 rewards, 1e-6)."""
+    saved = AutoConfig.for_model(kind, **settings).to_dict()  # the backbone_config of config.json
+    given = {}
+    for_model = AutoConfig.for_model
+    monkeypatch.setattr(configuration_reward, "_TRANSFORMERS_4", True)
+    monkeypatch.setattr(configuration_reward.AutoConfig, "for_model",
+                        lambda model_type, **values: given.update(copy.deepcopy(values)) or for_model(model_type, **values))
+    RewardConfig(backbone_config=saved)
+    assert "rope_parameters" not in given
+    assert {name: given.get(name) for name in expected} == expected
+
+
+def test_rotary_settings_transformers_4_has_no_names_for_are_refused(monkeypatch):
+    """Gemma 3's local layers scaled: 4.x scales its global layers only, so loading would change rewards."""
+    monkeypatch.setattr(configuration_reward, "_TRANSFORMERS_4", True)
+    rope = {"full_attention": {"rope_type": "default", "rope_theta": 1e6},
+            "sliding_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1e4}}
+    with pytest.raises(ValueError, match=r"transformers>=5\.3"):
+        RewardConfig(backbone_config={"model_type": "gemma3_text", "rope_parameters": rope})
 
 
 # ---------------------------------------------------------------- forward, alpha
