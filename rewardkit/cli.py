@@ -79,7 +79,8 @@ def make_parser() -> argparse.ArgumentParser:
     score.add_argument("--response", action="append", default=None, help="A response (repeat).")
     score.add_argument("--data", default=None, help="File, folder or Hub dataset id of prompt + response (or completion) rows "
                        "to score (streamed).")
-    score.add_argument("--output", default=None, help="JSONL output for --data (one line per input row, in order); - for stdout.")
+    score.add_argument("--output", default=None, help="JSONL output for --data (one line per input row, in order; a name such as .csv or .gz "
+                       "is refused); - for stdout.")
     _add_data_options(score, objective=False)
     _add_scoring_options(score)
     _add_common(score)
@@ -503,7 +504,8 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def _score(args: argparse.Namespace) -> int:
     from rewardkit import distributed
-    from rewardkit.scoring import RewardScorer, is_stream, score_file
+    from rewardkit.errors import UserInputError
+    from rewardkit.scoring import RewardScorer, check_output_name, is_stream, score_file
 
     if args.data and (args.prompt or args.response):
         raise UsageError("Give either --data or --prompt/--response, not both.")
@@ -516,6 +518,11 @@ def _score(args: argparse.Namespace) -> int:
                        "stdout (redirect them: > scores.jsonl).")
     if args.output and not is_stream(args.output) and Path(args.output).expanduser().is_dir():
         raise CliError(f"--output {args.output} is a folder; give a file name such as scores.jsonl.")
+    if args.output:
+        try:
+            check_output_name(args.output)
+        except UserInputError as error:  # a flag value out of range: a usage error, before the model loads
+            raise UsageError(str(error)) from None
     _refuse_undecodable_arguments(args)
     to_stdout = bool(args.output) and _is_our_stdout(args.output)
     if args.output and is_stream(args.output):

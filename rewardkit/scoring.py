@@ -730,6 +730,8 @@ def score_file(
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}.")
     check_limit(limit)
+    if shard is None:  # a shard writes a part file; its caller checked the final name
+        check_output_name(output)
     final = Path(output).expanduser()
     if final.is_dir():
         raise IsADirectoryError(f"--output {final} is a folder; give a file name such as scores.jsonl.")
@@ -769,6 +771,21 @@ def _finish(scorer: RewardScorer, data: Any, final: Path, written: int, skipped:
         log_truncation(cut, scorer.max_length)
     logger.info("scored %d rows of %s into %s (%d skipped)", written, data, final, skipped.total)
     return {"rows": written, "skipped": skipped.total, "output": str(final), "truncation": asdict(cut)}
+
+
+# Names of other formats: `score --output scores.csv` (or .parquet, .json, .jsonl.gz) wrote JSON Lines
+# under that name, which pandas, `datasets` and rewardkit's own reader then failed to read as named.
+_NOT_JSONL_SUFFIXES = (".json", ".csv", ".tsv", ".parquet", ".arrow", ".gz", ".bz2", ".xz", ".zst", ".zip")
+
+
+def check_output_name(output: str | os.PathLike) -> None:
+    """Refuse an output file name that promises another format than the JSON Lines written (a
+    stream such as `-` or /dev/stdout has no format in its name)."""
+    name = Path(output).name.lower()
+    suffix = next((suffix for suffix in _NOT_JSONL_SUFFIXES if name.endswith(suffix)), None)
+    if suffix is not None and not is_stream(output):
+        raise UserInputError(f"--output {output} names a {suffix} file, but scores are written as uncompressed "
+                             "JSON Lines (one object per line); name it .jsonl (convert or compress it afterwards).")
 
 
 def is_stream(path: str | os.PathLike) -> bool:

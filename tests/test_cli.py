@@ -649,6 +649,16 @@ def test_score_output_only_with_data_and_never_a_folder(tmp_path, capsys):
     assert f"--output {tmp_path} is a folder" in err and "IsADirectoryError" not in err and "No model" not in err
 
 
+def test_score_output_named_for_another_format_is_a_usage_error_before_the_model_loads(tmp_path, capsys):
+    """`score --output scores.csv` wrote JSON Lines into a file named .csv, without a word."""
+    data = helpers.write_jsonl(tmp_path / "rows.jsonl", [{"prompt": "p", "response": "r"}])
+    code = main(["score", "--model", str(tmp_path / "no-model"), "--data", str(data), "--output",
+                 str(tmp_path / "scores.csv")])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and "names a .csv file" in err and "name it .jsonl" in err and "No model" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.jsonl"]
+
+
 def _tiny_model_folder(folder, tokenizer, **config):
     helpers.tiny_reward_model(**config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)

@@ -677,6 +677,17 @@ def test_score_file_limit_scores_the_first_valid_rows_on_every_shard(tmp_path, s
         score_file(scorer, data, tmp_path / "x.jsonl", limit=0)
 
 
+@pytest.mark.parametrize("name", ["scores.csv", "scores.parquet", "scores.json", "scores.jsonl.gz", "S.TSV"])
+def test_score_file_refuses_an_output_named_for_another_format(tmp_path, scorer, name):
+    """`--output scores.csv` (or .parquet, .json, .jsonl.gz) got JSON Lines under that name, which
+    pandas, `datasets` and rewardkit's own reader ("name it .jsonl") then failed to read."""
+    data = _write_jsonl(tmp_path / "in.jsonl", [{"prompt": "p", "response": "r"}])
+    with pytest.raises(ValueError, match=r"written as uncompressed JSON Lines.*name it \.jsonl"):
+        score_file(scorer, data, tmp_path / name)
+    assert list(tmp_path.iterdir()) == [data]
+    assert score_file(scorer, data, tmp_path / "scores.out")["rows"] == 1  # a name of no known format is kept
+
+
 def test_score_file_leaves_no_output_on_bad_data(tmp_path, scorer):
     data = _write_jsonl(tmp_path / "in.jsonl", [{"prompt": "p", "response": "r"}, {"prompt": "p"}])
     output = tmp_path / "scores.jsonl"
