@@ -516,6 +516,11 @@ def _score(args: argparse.Namespace) -> int:
     if args.output and not args.data:  # the --response lines go to stdout: the file was never written
         raise UsageError(f"--output {args.output} is for --data; the scores of --prompt/--response are printed on "
                        "stdout (redirect them: > scores.jsonl).")
+    data_only = [flag for flag, value in (("--split", args.split), ("--columns", args.columns),
+                                          ("--skip-invalid", args.skip_invalid), ("--limit", args.limit)) if value]
+    if data_only and not args.data:  # they shape how --data is read: beside --response they did nothing
+        raise UsageError(f"{', '.join(data_only)} {'is' if len(data_only) == 1 else 'are'} for --data; the "
+                         "--prompt/--response texts are scored as given.")
     if args.output and not is_stream(args.output) and Path(args.output).expanduser().is_dir():
         raise CliError(f"--output {args.output} is a folder; give a file name such as scores.jsonl.")
     if args.output:

@@ -649,6 +649,16 @@ def test_score_output_only_with_data_and_never_a_folder(tmp_path, capsys):
     assert f"--output {tmp_path} is a folder" in err and "IsADirectoryError" not in err and "No model" not in err
 
 
+@pytest.mark.parametrize("flags", [["--limit", "1"], ["--skip-invalid", "--columns", "response=answer"],
+                                   ["--split", "test"]])
+def test_score_data_flags_beside_response_are_a_usage_error(tmp_path, capsys, flags):
+    """`score --response R --limit 1` (or --skip-invalid, --columns, --split) scored the texts and
+    ignored the flag without a word."""
+    code = main(["score", "--model", str(tmp_path / "no-model"), "--response", "ok", *flags])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and f"{flags[0]}" in err and "for --data" in err and "No model" not in err
+
+
 def test_score_output_named_for_another_format_is_a_usage_error_before_the_model_loads(tmp_path, capsys):
     """`score --output scores.csv` wrote JSON Lines into a file named .csv, without a word."""
     data = helpers.write_jsonl(tmp_path / "rows.jsonl", [{"prompt": "p", "response": "r"}])
