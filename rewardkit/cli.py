@@ -505,7 +505,13 @@ def cmd_score(args: argparse.Namespace) -> int:
 def _score(args: argparse.Namespace) -> int:
     from rewardkit import distributed
     from rewardkit.errors import UserInputError
-    from rewardkit.scoring import RewardScorer, check_output_name, is_stream, score_file
+    from rewardkit.scoring import (
+        RewardScorer,
+        check_output_name,
+        is_stream,
+        score_file,
+        truncation_marks,
+    )
 
     if args.data and (args.prompt or args.response):
         raise UsageError("Give either --data or --prompt/--response, not both.")
@@ -560,13 +566,14 @@ def _score(args: argparse.Namespace) -> int:
             _explain_scores(scorer)
             _suggest_bf16(args, scorer)  # after the run: ahead of a data error it was noise
         return 0
-    raw = scorer.raw_rewards(prompts, args.response)  # one run: the scores are computed from it
+    cuts: list[tuple[bool, bool]] = []
+    raw = scorer.raw_rewards(prompts, args.response, cuts=cuts)  # one run: the scores are computed from it
     scores = scorer.rewards_to_scores(raw).tolist()
-    for prompt, response, score, reward in zip(prompts, args.response, scores, raw):
+    for prompt, response, score, reward, cut in zip(prompts, args.response, scores, raw, cuts, strict=True):
         # full precision, as `score --data` writes: rounding to 6 decimals left a score of alpha=1e-5
         # times a reward of 0.1 as 1e-06 (one digit), and turned close rewards into ties
-        _emit(json.dumps({"prompt": prompt, "response": response, "score": float(score), "raw_reward": float(reward)},
-                         ensure_ascii=False))
+        _emit(json.dumps({"prompt": prompt, "response": response, "score": float(score), "raw_reward": float(reward),
+                          **truncation_marks(*cut)}, ensure_ascii=False))
     _explain_scores(scorer)
     return 0
 
