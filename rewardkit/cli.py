@@ -71,7 +71,8 @@ def make_parser() -> argparse.ArgumentParser:
     score.add_argument("--response", action="append", default=None, help="A response (repeat).")
     score.add_argument("--data", default=None, help="File, folder or Hub dataset id of prompt + response (or completion) rows "
                        "to score (streamed).")
-    score.add_argument("--output", default=None, help="JSONL output for --data (one line per input row, in order); - for stdout.")
+    score.add_argument("--output", default=None, help="JSONL output for --data (one line per input row, in order; a name such as .csv or .gz "
+                       "is refused); - for stdout.")
     _add_data_options(score, objective=False)
     _add_scoring_options(score)
     _add_common(score)
@@ -387,7 +388,14 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def _score(args: argparse.Namespace) -> int:
     from rewardkit import distributed
-    from rewardkit.scoring import RewardScorer, is_stream, score_file
+    from rewardkit.errors import UserInputError
+    from rewardkit.scoring import (
+        RewardScorer,
+        check_output_name,
+        is_stream,
+        score_file,
+        truncation_marks,
+    )
 
     if args.data and (args.prompt or args.response):
         raise UsageError("Give either --data or --prompt/--response, not both.")
@@ -398,8 +406,18 @@ def _score(args: argparse.Namespace) -> int:
     if args.output and not args.data:  # the --response lines go to stdout: the file was never written
         raise UsageError(f"--output {args.output} is for --data; the scores of --prompt/--response are printed on "
                        "stdout (redirect them: > scores.jsonl).")
+    data_only = [flag for flag, value in (("--split", args.split), ("--columns", args.columns),
+                                          ("--skip-invalid", args.skip_invalid), ("--limit", args.limit)) if value]
+    if data_only and not args.data:  # they shape how --data is read: beside --response they did nothing
+        raise UsageError(f"{', '.join(data_only)} {'is' if len(data_only) == 1 else 'are'} for --data; the "
+                         "--prompt/--response texts are scored as given.")
     if args.output and not is_stream(args.output) and Path(args.output).expanduser().is_dir():
         raise CliError(f"--output {args.output} is a folder; give a file name such as scores.jsonl.")
+    if args.output:
+        try:
+            check_output_name(args.output)
+        except UserInputError as error:  # a flag value out of range: a usage error, before the model loads
+            raise UsageError(str(error)) from None
     _refuse_undecodable_arguments(args)
     to_stdout = bool(args.output) and _is_our_stdout(args.output)
     if args.output and is_stream(args.output):
@@ -432,13 +450,14 @@ def _score(args: argparse.Namespace) -> int:
             _explain_scores(scorer)
             _suggest_bf16(args, scorer)  # after the run: ahead of a data error it was noise
         return 0
-    raw = scorer.raw_rewards(prompts, args.response)  # one run: the scores are computed from it
+    cuts: list[tuple[bool, bool]] = []
+    raw = scorer.raw_rewards(prompts, args.response, cuts=cuts)  # one run: the scores are computed from it
     scores = scorer.rewards_to_scores(raw).tolist()
-    for prompt, response, score, reward in zip(prompts, args.response, scores, raw):
+    for prompt, response, score, reward, cut in zip(prompts, args.response, scores, raw, cuts, strict=True):
         # full precision, as `score --data` writes: rounding to 6 decimals left a score of alpha=1e-5
         # times a reward of 0.1 as 1e-06 (one digit), and turned close rewards into ties
-        _emit(json.dumps({"prompt": prompt, "response": response, "score": float(score), "raw_reward": float(reward)},
-                         ensure_ascii=False))
+        _emit(json.dumps({"prompt": prompt, "response": response, "score": float(score), "raw_reward": float(reward),
+                          **truncation_marks(*cut)}, ensure_ascii=False))
     _explain_scores(scorer)
     return 0
 

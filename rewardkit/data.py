@@ -392,8 +392,10 @@ def _warn_unread_columns(display: str, row: dict, layout: Layout) -> None:
                        ", ".join(repr(name) for name in unread))
 
 
-#: The columns of a `rewardkit score --data` output line (`file` only when it scored a folder).
-_SCORE_OUTPUT_COLUMNS = frozenset({"file", "row", "prompt", "response", "score", "raw_reward"})
+#: The columns of a `rewardkit score --data` output line (`file` only when it scored a folder, the
+#: `*_cut` marks only on lines whose text was cut to fit max_length).
+_SCORE_OUTPUT_COLUMNS = frozenset({"file", "row", "prompt", "response", "score", "raw_reward", "prompt_cut",
+                                   "response_cut"})
 
 
 def _warn_score_output(display: str, row: dict, layout: Layout) -> None:

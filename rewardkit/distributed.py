@@ -297,8 +297,9 @@ def score_file_distributed(scorer: Any, data: str | os.PathLike, output: str | o
         every rank); rank 0 logs the truncation once, for the whole file.
     """
     from rewardkit.features import TruncationStats
-    from rewardkit.scoring import log_truncation, score_file
+    from rewardkit.scoring import check_output_name, log_truncation, score_file
 
+    check_output_name(output)  # the same on every rank: all stop before any collective
     count, index = world_size(), rank()
     parts = [part_path(output, i, count) for i in range(count)]
     error: BaseException | None = None

@@ -141,24 +141,26 @@ class PairEncoder:
         return keep_prompt, self._budget - keep_prompt
 
     def encode(self, prompts: Sequence[str], responses: Sequence[str], *,
-               counts: TruncationStats | None = None) -> list[dict[str, list[int]]]:
+               counts: TruncationStats | None = None,
+               cuts: list[tuple[bool, bool]] | None = None) -> list[dict[str, list[int]]]:
         """Encode pairs; returns one dict per pair with input_ids, attention_mask (and
         token_type_ids for tokenizers that use them), unpadded.
 
         `counts` also receives this call's truncation counts (beside the running `stats`): exact
         even while other threads encode with the same encoder, where a difference of `stats`
-        taken before and after would also count their texts."""
+        taken before and after would also count their texts. `cuts` receives (prompt cut,
+        response cut) per pair, in order: which texts the counts are of."""
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses.")
         if self._backend is None:
-            return [self._encode_slow(p, r, counts) for p, r in zip(prompts, responses)]
+            return [self._encode_slow(p, r, counts, cuts) for p, r in zip(prompts, responses)]
         prompt_encodings = self._backend.encode_batch(list(prompts), add_special_tokens=False)
         response_encodings = self._backend.encode_batch(list(responses), add_special_tokens=False)
         processor = self._backend.post_processor
         encoded = []
         for prompt_enc, response_enc in zip(prompt_encodings, response_encodings):
             keep_prompt, keep_response = self._split_budget(len(prompt_enc.ids), len(response_enc.ids))
-            self._count(len(prompt_enc.ids) - keep_prompt, len(response_enc.ids) - keep_response, counts)
+            self._count(len(prompt_enc.ids) - keep_prompt, len(response_enc.ids) - keep_response, counts, cuts)
             if keep_prompt < len(prompt_enc.ids):
                 prompt_enc.truncate(keep_prompt, direction="left")
             if keep_response < len(response_enc.ids):
@@ -175,18 +177,22 @@ class PairEncoder:
             encoded.append(item)
         return encoded
 
-    def _count(self, prompt_removed: int, response_removed: int, counts: TruncationStats | None = None) -> None:
+    def _count(self, prompt_removed: int, response_removed: int, counts: TruncationStats | None = None,
+               cuts: list[tuple[bool, bool]] | None = None) -> None:
+        if cuts is not None:
+            cuts.append((prompt_removed > 0, response_removed > 0))
         for stats in (self.stats, counts) if counts is not None else (self.stats,):
             stats.texts += 1
             stats.prompt_cut += prompt_removed > 0
             stats.response_cut += response_removed > 0
 
-    def _encode_slow(self, prompt: str, response: str, counts: TruncationStats | None = None) -> dict[str, list[int]]:
+    def _encode_slow(self, prompt: str, response: str, counts: TruncationStats | None = None,
+                     cuts: list[tuple[bool, bool]] | None = None) -> dict[str, list[int]]:
         """Tokenizers without a Rust backend: token-level truncation, then the tokenizer's template."""
         prompt_ids = self.tokenizer.encode(prompt, add_special_tokens=False)
         response_ids = self.tokenizer.encode(response, add_special_tokens=False)
         keep_prompt, keep_response = self._split_budget(len(prompt_ids), len(response_ids))
-        self._count(len(prompt_ids) - keep_prompt, len(response_ids) - keep_response, counts)
+        self._count(len(prompt_ids) - keep_prompt, len(response_ids) - keep_response, counts, cuts)
         prompt_ids = prompt_ids[len(prompt_ids) - keep_prompt:]
         response_ids = response_ids[:keep_response]
         item = self.tokenizer.prepare_for_model(prompt_ids, response_ids, add_special_tokens=True)

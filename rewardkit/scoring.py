@@ -269,12 +269,14 @@ def check_finite(values: np.ndarray, dtype: torch.dtype) -> np.ndarray:
 
 
 def rewards_of_rows(scorer: RewardScorer, prompts: list[str], responses: list[str], where: Callable[[int], str],
-                    counts: TruncationStats) -> np.ndarray:
+                    counts: TruncationStats, cuts: list[tuple[bool, bool]] | None = None) -> np.ndarray:
     """Raw rewards of texts read from data rows (`score_file`, `evaluate`), no bar and no truncation
-    message (the callers report once per file), this call's truncation added to `counts`; a NaN or
-    inf reward is an error naming its row by `where(i)` for text i, not a NaN in a file or a metric."""
+    message (the callers report once per file), this call's truncation added to `counts` (and, per
+    text, to `cuts`); a NaN or inf reward is an error naming its row by `where(i)` for text i, not a
+    NaN in a file or a metric."""
     try:
-        return scorer._run(prompts, responses, "rewards", show_progress=False, report_truncation=False, counts=counts)
+        return scorer._run(prompts, responses, "rewards", show_progress=False, report_truncation=False, counts=counts,
+                           cuts=cuts)
     except NonFiniteRewardError as error:
         raise error.located(where) from None
 
@@ -391,15 +393,18 @@ class RewardScorer:
         return float(getattr(self.model.config, "calibration_temperature", None) or 1.0)
 
     def raw_rewards(self, prompts: Sequence[str] | str, responses: Sequence[str] | str, *,
-                    show_progress: bool | None = None, report_truncation: bool = True) -> list[float]:
+                    show_progress: bool | None = None, report_truncation: bool = True,
+                    cuts: list[tuple[bool, bool]] | None = None) -> list[float]:
         """Unscaled head outputs r (before alpha and normalization), in the caller's order.
 
         A single prompt string is paired with every response. `show_progress` overrides the
         scorer's setting for this call (callers that draw their own bar pass False);
         `report_truncation=False` leaves the truncation message to callers that count over many
-        calls (`evaluate`, `score_file`: one message per file, not one per chunk)."""
+        calls (`evaluate`, `score_file`: one message per file, not one per chunk). A list passed
+        as `cuts` receives (prompt cut, response cut) per text, in order: which texts the
+        truncation message counted."""
         prompts, responses = _align(prompts, responses)
-        return self._run(prompts, responses, "rewards", show_progress, report_truncation).tolist()
+        return self._run(prompts, responses, "rewards", show_progress, report_truncation, cuts=cuts).tolist()
 
     def rewards_to_scores(self, raw: Sequence[float] | np.ndarray) -> np.ndarray:
         """Raw rewards -> what `score()` returns (normalized when `self.normalize`, times alpha),
@@ -490,12 +495,13 @@ class RewardScorer:
 
     def _run(self, prompts: Sequence[str], responses: Sequence[str], output: str,
              show_progress: bool | None = None, report_truncation: bool = True,
-             counts: TruncationStats | None = None) -> np.ndarray:
-        """Scores of one call; `counts` (a whole file's) also gets this call's truncation counts."""
+             counts: TruncationStats | None = None, cuts: list[tuple[bool, bool]] | None = None) -> np.ndarray:
+        """Scores of one call; `counts` (a whole file's) also gets this call's truncation counts, and
+        `cuts` (prompt cut, response cut) per text."""
         _check_texts(prompts, "prompts")
         _check_texts(responses, "responses")
         cut = TruncationStats()  # this call's texts only, even while other threads use the scorer
-        items = self.encoder.encode(list(prompts), list(responses), counts=cut)
+        items = self.encoder.encode(list(prompts), list(responses), counts=cut, cuts=cuts)
         if counts is not None:
             counts.add(cut)
         if report_truncation:
@@ -509,6 +515,13 @@ class RewardScorer:
             show_progress=self.show_progress if show_progress is None else show_progress,
         )
         return check_finite(values, next(self.model.parameters()).dtype)
+
+
+def truncation_marks(prompt_cut: bool, response_cut: bool) -> dict[str, bool]:
+    """What a scored line adds when its text was cut to fit max_length: `"prompt_cut": true` (the
+    start of the prompt) and/or `"response_cut": true` (the end of the response, so a response that
+    differs only after the cut scores the same). The summary's counts said how many, not which."""
+    return {**({"prompt_cut": True} if prompt_cut else {}), **({"response_cut": True} if response_cut else {})}
 
 
 def log_truncation(cut: TruncationStats, max_length: int, *, repeat: bool = False) -> None:
@@ -700,7 +713,9 @@ def score_file(
     """Score every (prompt, response) row of `data` and write JSONL lines
     `{"row": n, "prompt": ..., "response": ..., "score": ..., "raw_reward": ...}` to `output`, in
     input order. `score` is what `scorer.score()` returns; `raw_reward` is r, what preferences are
-    read from (P(a > b) = sigmoid((r_a - r_b) / T)), so the file alone answers both.
+    read from (P(a > b) = sigmoid((r_a - r_b) / T)), so the file alone answers both. A line whose
+    text was cut to fit max_length also carries `"prompt_cut": true` and/or `"response_cut": true`
+    (`truncation_marks`).
 
     Streams: rows are read, scored and written `chunk_rows` at a time, so a 100,000-row file
     needs memory for one chunk only (each chunk is still length-sorted for speed). `row` is the
@@ -730,6 +745,8 @@ def score_file(
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}.")
     check_limit(limit)
+    if shard is None:  # a shard writes a part file; its caller checked the final name
+        check_output_name(output)
     final = Path(output).expanduser()
     if final.is_dir():
         raise IsADirectoryError(f"--output {final} is a folder; give a file name such as scores.jsonl.")
@@ -769,6 +786,21 @@ def _finish(scorer: RewardScorer, data: Any, final: Path, written: int, skipped:
         log_truncation(cut, scorer.max_length)
     logger.info("scored %d rows of %s into %s (%d skipped)", written, data, final, skipped.total)
     return {"rows": written, "skipped": skipped.total, "output": str(final), "truncation": asdict(cut)}
+
+
+# Names of other formats: `score --output scores.csv` (or .parquet, .json, .jsonl.gz) wrote JSON Lines
+# under that name, which pandas, `datasets` and rewardkit's own reader then failed to read as named.
+_NOT_JSONL_SUFFIXES = (".json", ".csv", ".tsv", ".parquet", ".arrow", ".gz", ".bz2", ".xz", ".zst", ".zip")
+
+
+def check_output_name(output: str | os.PathLike) -> None:
+    """Refuse an output file name that promises another format than the JSON Lines written (a
+    stream such as `-` or /dev/stdout has no format in its name)."""
+    name = Path(output).name.lower()
+    suffix = next((suffix for suffix in _NOT_JSONL_SUFFIXES if name.endswith(suffix)), None)
+    if suffix is not None and not is_stream(output):
+        raise UserInputError(f"--output {output} names a {suffix} file, but scores are written as uncompressed "
+                             "JSON Lines (one object per line); name it .jsonl (convert or compress it afterwards).")
 
 
 def is_stream(path: str | os.PathLike) -> bool:
@@ -819,10 +851,12 @@ def _write_scores(scorer: RewardScorer, rows: Iterable[tuple[int, dict]], handle
         for chunk in iter_chunks(rows, chunk_rows):
             prompts = [row["prompt"] for _, row in chunk]
             responses = [row["response"] for _, row in chunk]
-            raw = rewards_of_rows(scorer, prompts, responses, lambda i, chunk=chunk: row_words(*chunk[i]), cut)
-            for (number, row), value, reward in zip(chunk, scorer.rewards_to_scores(raw).tolist(), raw.tolist()):
+            cuts: list[tuple[bool, bool]] = []
+            raw = rewards_of_rows(scorer, prompts, responses, lambda i, chunk=chunk: row_words(*chunk[i]), cut, cuts)
+            for (number, row), value, reward, cuts_of_row in zip(chunk, scorer.rewards_to_scores(raw).tolist(),
+                                                                 raw.tolist(), cuts):
                 line = {**row_position(number, row), "prompt": row["prompt"], "response": row["response"],
-                        "score": value, "raw_reward": reward}
+                        "score": value, "raw_reward": reward, **truncation_marks(*cuts_of_row)}
                 handle.write(json.dumps(line, ensure_ascii=False) + "\n")
             written += len(chunk)
             progress.update(len(chunk))

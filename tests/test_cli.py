@@ -285,7 +285,8 @@ def test_score_of_an_mse_model_reads_its_reward_as_a_predicted_annotation(tmp_pa
 
 def test_score_says_how_many_responses_were_cut(tmp_path, tokenizer, capsys):
     """`score --max-length 16` cut two responses that differ only at their end to the same text and
-    scored them alike without a word; `score --data` now counts the cuts in its summary too."""
+    scored them alike without a word; `score --data` now counts the cuts in its summary too, and
+    the lines of the cut texts say so (the counts alone did not say which)."""
     folder = tmp_path / "rm"
     helpers.tiny_reward_model().save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -293,14 +294,17 @@ def test_score_says_how_many_responses_were_cut(tmp_path, tokenizer, capsys):
     assert main(["score", "--model", str(folder), "--prompt", "p", "--response", long + "yes", "--response", long + "no",
                  "--max-length", "16", "--device", "cpu"]) == 0
     captured = capsys.readouterr()
-    first, second = (json.loads(line)["score"] for line in captured.out.splitlines())
-    assert first == second and "2 of 2 responses were cut at their end" in " ".join(captured.err.split())
+    first, second = (json.loads(line) for line in captured.out.splitlines())
+    assert first["score"] == second["score"] and "2 of 2 responses were cut at their end" in " ".join(captured.err.split())
+    assert first["response_cut"] is second["response_cut"] is True  # which lines the count is of
     data = helpers.write_jsonl(tmp_path / "rows.jsonl", [{"prompt": "p", "response": long}, {"prompt": "p", "response": "ok"}])
     assert main(["score", "--model", str(folder), "--data", str(data), "--output", str(tmp_path / "o.jsonl"),
                  "--max-length", "16", "--device", "cpu"]) == 0
     captured = capsys.readouterr()
     assert json.loads(captured.out)["truncation"] == {"texts": 2, "prompt_cut": 0, "response_cut": 1}
     assert " ".join(captured.err.split()).count("responses were cut at their end") == 1
+    lines = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [line.get("response_cut") for line in lines] == [True, None]
 
 
 def test_score_output_dash_writes_the_scored_lines_to_stdout(tmp_path, tokenizer, capsys, monkeypatch):
@@ -647,6 +651,26 @@ def test_score_output_only_with_data_and_never_a_folder(tmp_path, capsys):
     assert main(["score", "--model", str(tmp_path / "no-model"), "--data", str(data), "--output", str(tmp_path)]) == 1
     err = " ".join(capsys.readouterr().err.split())
     assert f"--output {tmp_path} is a folder" in err and "IsADirectoryError" not in err and "No model" not in err
+
+
+@pytest.mark.parametrize("flags", [["--limit", "1"], ["--skip-invalid", "--columns", "response=answer"],
+                                   ["--split", "test"]])
+def test_score_data_flags_beside_response_are_a_usage_error(tmp_path, capsys, flags):
+    """`score --response R --limit 1` (or --skip-invalid, --columns, --split) scored the texts and
+    ignored the flag without a word."""
+    code = main(["score", "--model", str(tmp_path / "no-model"), "--response", "ok", *flags])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and f"{flags[0]}" in err and "for --data" in err and "No model" not in err
+
+
+def test_score_output_named_for_another_format_is_a_usage_error_before_the_model_loads(tmp_path, capsys):
+    """`score --output scores.csv` wrote JSON Lines into a file named .csv, without a word."""
+    data = helpers.write_jsonl(tmp_path / "rows.jsonl", [{"prompt": "p", "response": "r"}])
+    code = main(["score", "--model", str(tmp_path / "no-model"), "--data", str(data), "--output",
+                 str(tmp_path / "scores.csv")])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and "names a .csv file" in err and "name it .jsonl" in err and "No model" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.jsonl"]
 
 
 def _tiny_model_folder(folder, tokenizer, **config):

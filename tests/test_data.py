@@ -290,6 +290,7 @@ def test_score_output_read_as_mse_data_is_warned_about_once(tmp_path, caplog):
     assert len(warnings_for(scored)) == 1
     assert len(warnings_for([{k: v for k, v in r.items() if k != "raw_reward"} for r in scored])) == 1  # older output
     assert len(warnings_for([{"file": "a.jsonl", **r} for r in scored])) == 1  # a scored folder
+    assert len(warnings_for([{**r, "response_cut": True} for r in scored])) == 1  # lines of cut texts
     assert warnings_for([{"prompt": "p", "response": "r", "score": 3.0}]) == []  # annotated scores, no row id
     assert warnings_for([{"row": 1, "prompt": "p", "response": "r", "score": 3.0, "annotator": "x"}]) == []
     assert warnings_for([{**r, "reward": 1.0} for r in scored]) == []

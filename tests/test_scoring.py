@@ -677,6 +677,33 @@ def test_score_file_limit_scores_the_first_valid_rows_on_every_shard(tmp_path, s
         score_file(scorer, data, tmp_path / "x.jsonl", limit=0)
 
 
+def test_score_file_marks_the_lines_whose_text_was_cut(tmp_path, scorer):
+    """The summary said "2 of 4 responses were cut" (their scores ignore the end), but no line said
+    which: the cut lines now carry `prompt_cut` / `response_cut`, as many as the summary counts."""
+    long = "word " * 200  # > MAX_LENGTH tokens alone
+    rows = [{"prompt": "p", "response": long}, {"prompt": long, "response": "ok"}, {"prompt": "p", "response": "ok"},
+            {"prompt": long, "response": long + "end"}]
+    data = _write_jsonl(tmp_path / "in.jsonl", rows)
+    output = tmp_path / "scores.jsonl"
+    counts = score_file(scorer, data, output, chunk_rows=3)
+    lines = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
+    assert [{key for key in line if key.endswith("_cut")} for line in lines] == [
+        {"response_cut"}, {"prompt_cut"}, set(), {"prompt_cut", "response_cut"}]
+    assert all(line[key] is True for line in lines for key in line if key.endswith("_cut"))
+    assert counts["truncation"] == {"texts": 4, "prompt_cut": 2, "response_cut": 2}
+
+
+@pytest.mark.parametrize("name", ["scores.csv", "scores.parquet", "scores.json", "scores.jsonl.gz", "S.TSV"])
+def test_score_file_refuses_an_output_named_for_another_format(tmp_path, scorer, name):
+    """`--output scores.csv` (or .parquet, .json, .jsonl.gz) got JSON Lines under that name, which
+    pandas, `datasets` and rewardkit's own reader ("name it .jsonl") then failed to read."""
+    data = _write_jsonl(tmp_path / "in.jsonl", [{"prompt": "p", "response": "r"}])
+    with pytest.raises(ValueError, match=r"written as uncompressed JSON Lines.*name it \.jsonl"):
+        score_file(scorer, data, tmp_path / name)
+    assert list(tmp_path.iterdir()) == [data]
+    assert score_file(scorer, data, tmp_path / "scores.out")["rows"] == 1  # a name of no known format is kept
+
+
 def test_score_file_leaves_no_output_on_bad_data(tmp_path, scorer):
     data = _write_jsonl(tmp_path / "in.jsonl", [{"prompt": "p", "response": "r"}, {"prompt": "p"}])
     output = tmp_path / "scores.jsonl"
