@@ -85,7 +85,8 @@ def child_score_file(model_dir: str, head: str, whole: str, out: str) -> dict:
     the whole file (does throughput drift as the file goes on?), and the process's peak RSS."""
     import statistics
 
-    from rewardkit.scoring import RewardScorer, score_file
+    from rewardkit.score_files import score_file
+    from rewardkit.scoring import RewardScorer
 
     scorer = RewardScorer(model_dir, device="cpu", show_progress=False)
     scorer.score(["warm up"], ["the kernels"])

@@ -389,13 +389,8 @@ def cmd_score(args: argparse.Namespace) -> int:
 def _score(args: argparse.Namespace) -> int:
     from rewardkit import distributed
     from rewardkit.errors import UserInputError
-    from rewardkit.scoring import (
-        RewardScorer,
-        check_output_name,
-        is_stream,
-        score_file,
-        truncation_marks,
-    )
+    from rewardkit.score_files import check_output_name, is_stream, score_file
+    from rewardkit.scoring import RewardScorer, truncation_marks
 
     if args.data and (args.prompt or args.response):
         raise UsageError("Give either --data or --prompt/--response, not both.")

@@ -426,7 +426,7 @@ def _blank_cells_as_null(row: dict) -> dict:
 
 def _unrecognised(row: dict, found: Layout | None) -> RowError:
     hint = (" These rows have a prompt and a response but no reward: to score them, use `rewardkit "
-            "score --data FILE --output OUT.jsonl` (Python: rewardkit.scoring.score_file, or "
+            "score --data FILE --output OUT.jsonl` (Python: rewardkit.score_files.score_file, or "
             "objective='score' here); to train or evaluate with mse, add a 'reward' column." if found else "")
     return RowError(f"cannot tell what kind of reward data this is from its columns ({_names(row)})."
                     f"{hint} Accepted layouts: {formats.ACCEPTED_LAYOUTS}. Rename columns with "

@@ -286,7 +286,7 @@ def merge_parts(parts: list[Path], output: str | os.PathLike) -> int:
 
 def score_file_distributed(scorer: Any, data: str | os.PathLike, output: str | os.PathLike,
                            **score_kwargs: Any) -> dict[str, Any]:
-    """`rewardkit.scoring.score_file` split over the launched ranks; one output file in input order.
+    """`rewardkit.score_files.score_file` split over the launched ranks; one output file in input order.
 
     Every rank reads the whole input (reading is cheap next to scoring; it keeps the row numbering
     and invalid-row decisions identical everywhere) and scores rows i with i % world_size == rank.
@@ -297,7 +297,8 @@ def score_file_distributed(scorer: Any, data: str | os.PathLike, output: str | o
         every rank); rank 0 logs the truncation once, for the whole file.
     """
     from rewardkit.features import TruncationStats
-    from rewardkit.scoring import check_output_name, log_truncation, score_file
+    from rewardkit.score_files import check_output_name, score_file
+    from rewardkit.scoring import log_truncation
 
     check_output_name(output)  # the same on every rank: all stop before any collective
     count, index = world_size(), rank()

@@ -754,7 +754,7 @@ def test_an_interrupted_score_evaluate_or_publish_says_what_it_wrote(tmp_path, t
     left to guess. Their writes are atomic, so the message can say which outputs were written."""
     import rewardkit.evaluation as evaluation
     import rewardkit.publishing as publishing
-    import rewardkit.scoring as scoring
+    import rewardkit.score_files as score_files
 
     def stop(*args, **kwargs):
         raise KeyboardInterrupt
@@ -764,11 +764,11 @@ def test_an_interrupted_score_evaluate_or_publish_says_what_it_wrote(tmp_path, t
     out = tmp_path / "o.jsonl"
     score = ["score", "--model", str(folder), "--data", str(rows), "--output", str(out), "--device", "cpu"]
     with monkeypatch.context() as patch:
-        patch.setattr(scoring, "_write_scores", stop)
+        patch.setattr(score_files, "_write_scores", stop)
         assert main(score) == 130
     assert capsys.readouterr().err.endswith(f"rewardkit: interrupted. Nothing was written to {out}.\n")
     with monkeypatch.context() as patch:
-        patch.setattr(scoring, "log_truncation", stop)  # after the output is in place
+        patch.setattr(score_files, "log_truncation", stop)  # after the output is in place
         assert main(score) == 130
     assert capsys.readouterr().err.endswith(f"rewardkit: interrupted. Changed before the stop: {out}.\n")
 

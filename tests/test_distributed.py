@@ -14,7 +14,8 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 from rewardkit.distributed import merge_parts, once_per_node
-from rewardkit.scoring import RewardScorer, score_file
+from rewardkit.score_files import score_file
+from rewardkit.scoring import RewardScorer
 from tests import helpers
 
 TORCHRUN_TIMEOUT_S = 240

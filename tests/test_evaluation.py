@@ -636,7 +636,8 @@ def _poisoned_model_dir(folder: Path, tokenizer) -> Path:
 def test_non_finite_rewards_are_an_error_naming_the_rows(tokenizer, tmp_path):
     # A NaN reward (weights of a diverged run, a half-precision overflow) used to surface as
     # "chosen contains non-finite values" with no row, and `score --data` wrote the invalid JSON token NaN.
-    from rewardkit.scoring import NonFiniteRewardError, score_file
+    from rewardkit.score_files import score_file
+    from rewardkit.scoring import NonFiniteRewardError
 
     scorer = RewardScorer(_poisoned_model_dir(tmp_path / "model", tokenizer), device="cpu")
     assert np.isfinite(scorer.score("a prompt", ["a fine answer", "another one"])).all()

@@ -286,7 +286,8 @@ def test_evaluate_report_dir_crash_mid_write_leaves_no_report(model_dir, pairs_f
 def test_score_output_crash_mid_file_leaves_no_output(model_dir, tmp_path, monkeypatch):
     """The first chunks are written when the crash comes; the output file must not appear
     (tests/test_scoring.py covers bad data, this a crash of the scorer itself)."""
-    from rewardkit.scoring import RewardScorer, score_file
+    from rewardkit.score_files import score_file
+    from rewardkit.scoring import RewardScorer
 
     rows = [{"prompt": f"q{i}", "response": f"r{i}"} for i in range(10)]
     data = helpers.write_jsonl(tmp_path / "rows.jsonl", rows)

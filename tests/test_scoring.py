@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 from rewardkit.cpu_workers import cpu_worker_split
 from rewardkit.data import RewardDataError
-from rewardkit.scoring import RewardScorer, resolve_dtype, score_file, token_budget_batches
+from rewardkit.score_files import score_file
+from rewardkit.scoring import RewardScorer, resolve_dtype, token_budget_batches
 from tests import helpers
 
 PROPERTY = settings(max_examples=15, deadline=None, derandomize=True,
