@@ -255,6 +255,9 @@ PACKAGED_MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
 # the card states a license only when it is given (`publish --license`) or known from this table:
 # an assumed "apache-2.0" would mislabel, say, a Llama fine-tune.
 BASE_MODEL_LICENSES = {PACKAGED_MINILM_ID: "apache-2.0"}
+# Languages of base models known here, for the same reason: every card said `language: en`, a
+# fine-tune of a multilingual backbone on German data too (the Hub filters models by it).
+BASE_MODEL_LANGUAGES = {PACKAGED_MINILM_ID: "en"}
 
 
 def card_license(config: dict, training: dict | None, license: str | None = None) -> str | None:
@@ -263,6 +266,14 @@ def card_license(config: dict, training: dict | None, license: str | None = None
     if license:
         return license
     return BASE_MODEL_LICENSES.get(str(_card_base_model_id(config, training or {})))
+
+
+def card_language(config: dict, training: dict | None, language: list[str] | str | None = None) -> list[str] | str | None:
+    """The language(s) the card states: `language` when given (`publish --language`), else the base
+    model's when known here (BASE_MODEL_LANGUAGES: English for the packaged MiniLM), else None."""
+    if language:
+        return language
+    return BASE_MODEL_LANGUAGES.get(str(_card_base_model_id(config, training or {})))
 
 
 def _packaged_minilm_dir() -> Path | None:
@@ -487,7 +498,7 @@ def _weights_measured(training: dict) -> str:
 
 
 def build_card_data(config: dict, training: dict, evaluation: dict | None, *, repo_id: str, datasets: list[str],
-                    license: str | None, language: list[str] | str):
+                    license: str | None, language: list[str] | str | None):
     """`huggingface_hub.ModelCardData` (front matter) with model-index results actually measured.
 
     Data sets appear in the metadata by Hub id only: local training data is left out of `datasets`,
@@ -564,11 +575,12 @@ def prompt_form(detected_layout: str | None) -> tuple[str | None, Any]:
 
 def render_model_card(config: dict, training: dict | None = None, evaluation: dict | None = None, *,
                       repo_id: str = "your-name/reward-model", datasets: list[str] | None = None,
-                      license: str | None = None, language: list[str] | str = "en",
+                      license: str | None = None, language: list[str] | str | None = None,
                       revision: str | None = None, adapter: bool = False) -> str:
     """The README.md text for a model folder. `datasets`: the training data (`publish --dataset`);
     default the data the training summary records. `license`: a Hub license id; default the base
-    model's when known (`card_license`), else the card states none. `revision`: the branch the model is published to, when
+    model's when known (`card_license`), else the card states none. `language`: likewise
+    (`card_language`). `revision`: the branch the model is published to, when
     not main; the card's code then loads that branch (a plain `from_pretrained(repo)` loads main).
     `adapter`: the folder also holds the LoRA adapter (`--keep-adapter`) in `adapter/`; the card then
     says what it is and how to load it."""
@@ -594,7 +606,8 @@ def render_model_card(config: dict, training: dict | None = None, evaluation: di
     form, as_prompt = prompt_form(training.get("detected_layout"))
     card = ModelCard.from_template(
         build_card_data(config, training, evaluation, repo_id=repo_id, datasets=datasets,
-                        license=card_license(config, training, license), language=language),
+                        license=card_license(config, training, license),
+                        language=card_language(config, training, language)),
         template_path=str(TEMPLATE_PATH),
         model_name=repo_id.split("/")[-1],
         repo_id=repo_id,
