@@ -92,6 +92,9 @@ def make_parser() -> argparse.ArgumentParser:
     publish.add_argument("--license", default=None,
                          help="Hub license id for the card, e.g. mit, llama3.2, other (default: the base model's "
                               "when known, apache-2.0 for the packaged MiniLM; else the card states none).")
+    publish.add_argument("--language", action="append", default=None,
+                         help="Language code of the data the model judges, for the card (repeat), e.g. en, de "
+                              "(default: the base model's when known, en for the packaged MiniLM; else the card states none).")
     publish.add_argument("--dry-run", action="store_true", help="Build and verify the folder, upload nothing.")
     publish.add_argument("--out", default=None, help="Where --dry-run writes the folder.")
     _add_common(publish)
@@ -512,7 +515,7 @@ def _suggest_bf16(args: argparse.Namespace, scorer) -> None:
 
 def _upload_command(args: argparse.Namespace) -> str:
     """The command that uploads what this dry run built: every flag that shapes the folder or the
-    repo (--metrics, --dataset and --license change the card), shell-quoted, so running it as printed
+    repo (--metrics, --dataset, --license and --language change the card), shell-quoted, so running it as printed
     uploads the folder that was checked, not one with a bare card."""
     words = ["rewardkit", "publish", "--model", args.model, "--repo-id", args.repo_id]
     for flag, value in (("--revision", args.revision), ("--commit-message", args.commit_message),
@@ -521,6 +524,8 @@ def _upload_command(args: argparse.Namespace) -> str:
             words += [flag, value]
     for dataset in args.dataset or ():
         words += ["--dataset", dataset]
+    for language in args.language or ():
+        words += ["--language", language]
     if args.private:
         words.append("--private")
     return shlex.join(words)
@@ -545,7 +550,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
     with _says_what_an_interrupt_left([args.out] if args.out else []):
         result = publish(args.model, args.repo_id, private=args.private, revision=args.revision,
                          commit_message=args.commit_message, dry_run=args.dry_run, out=args.out,
-                         evaluation=evaluation, datasets=args.dataset, license=args.license)
+                         evaluation=evaluation, datasets=args.dataset, license=args.license, language=args.language)
     if args.dry_run:
         _emit(f"Dry run: built and verified {result.folder} ({len(result.files)} files: {', '.join(sorted(result.files))}). "
               f"Nothing was uploaded; `{_upload_command(args)}` uploads it.")

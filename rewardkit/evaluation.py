@@ -144,8 +144,12 @@ def evaluate_model(
         metrics = _calibrate(collector, scorer, folder, metrics)
         training = _training_summary(folder)
         metrics["calibrated_on_training_data"] = _is_training_file(training, data, split)
+    # the card marks figures of the training data (no held-out check) and keeps them out of model-index
+    metrics["on_training_data"] = (metrics["calibrated_on_training_data"] if calibrate else
+                                   _reads_training_data(_summary_beside(scorer), data, split))
     metrics["objective"] = collector.kind
     metrics.update(_context(scorer, model, data, data_name, skipped, collector.truncation))
+    metrics["split"] = split  # the card names it: a data set's test split and its train split read alike
     metrics = jsonable(metrics)
     if calibrate and metrics.get("temperature_written"):
         _record_calibration(folder, training, metrics)
@@ -259,16 +263,28 @@ def _training_summary(folder: Path) -> dict | None:
     return training if isinstance(training, dict) else None
 
 
+def _summary_beside(scorer: RewardScorer) -> dict | None:
+    """The training summary of the model folder the scorer loaded, None for a Hub id or a model object."""
+    return _training_summary(Path(scorer.source).expanduser()) if scorer.source else None
+
+
+def _reads_training_data(training: dict | None, data: Any, split: str | None) -> bool | None:
+    """Whether `data` (with `split`) is the data `training` (a training summary) records training on;
+    None when no summary records its data."""
+    if not (training and training.get("data")):
+        return None
+    return same_data_source(training["data"], training.get("data_split"), data, split)
+
+
 def _is_training_file(training: dict | None, data: Any, split: str | None) -> bool | None:
     """Whether `data` is the data the model was trained on (its training summary says: the same
     file, folder or Hub dataset and split), None when no summary records it (a model from the Hub,
     a summary from before `data` was recorded): `false` claimed held-out pairs that nothing had
     checked. Said at once: a model fits its own training pairs better than new ones, so a T fitted
     on them comes out too small and its probabilities over-confident."""
-    if not (training and training.get("data")):
-        return None
-    if not same_data_source(training["data"], training.get("data_split"), data, split):
-        return False
+    same = _reads_training_data(training, data, split)
+    if not same:
+        return same
     # worded for every outcome: a T fitted here is written, or not (a search bound, all margins 0)
     logger.warning("--calibrate ran on %s, the data this model was trained on: a temperature fitted on its pairs is "
                    "too small for new pairs (the model fits its training pairs better), so its probabilities are "

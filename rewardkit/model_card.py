@@ -134,6 +134,9 @@ _DATA_FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet", ".arrow", 
 # path is none (sentence-transformers' cards use the same placeholder).
 UNKNOWN_DATASET_TYPE = "unknown"
 LOCAL_DATA = "local data"
+HELD_OUT_SPLIT = "held-out split of the training data"  # --eval-fraction's rows
+# An evaluation of the model's own training data (`evaluate --data` of the file it trained on).
+_TRAINING_DATA_NOTE = "; the model's training data: not held out, no independent check"
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -252,6 +255,9 @@ PACKAGED_MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
 # the card states a license only when it is given (`publish --license`) or known from this table:
 # an assumed "apache-2.0" would mislabel, say, a Llama fine-tune.
 BASE_MODEL_LICENSES = {PACKAGED_MINILM_ID: "apache-2.0"}
+# Languages of base models known here, for the same reason: every card said `language: en`, a
+# fine-tune of a multilingual backbone on German data too (the Hub filters models by it).
+BASE_MODEL_LANGUAGES = {PACKAGED_MINILM_ID: "en"}
 
 
 def card_license(config: dict, training: dict | None, license: str | None = None) -> str | None:
@@ -260,6 +266,14 @@ def card_license(config: dict, training: dict | None, license: str | None = None
     if license:
         return license
     return BASE_MODEL_LICENSES.get(str(_card_base_model_id(config, training or {})))
+
+
+def card_language(config: dict, training: dict | None, language: list[str] | str | None = None) -> list[str] | str | None:
+    """The language(s) the card states: `language` when given (`publish --language`), else the base
+    model's when known here (BASE_MODEL_LANGUAGES: English for the packaged MiniLM), else None."""
+    if language:
+        return language
+    return BASE_MODEL_LANGUAGES.get(str(_card_base_model_id(config, training or {})))
 
 
 def _packaged_minilm_dir() -> Path | None:
@@ -337,7 +351,10 @@ def _evaluation_rows(training: dict, evaluation: dict | None) -> tuple[list[dict
     rows, length_bias = [], None
     if evaluation:
         label, local = _data_label(*_evaluation_data(evaluation))
-        data = f"{label} ({LOCAL_DATA + ', ' if local else ''}n={_count(evaluation.get('n', '?'), evaluation)})"
+        split = f"split {evaluation['split']}, " if evaluation.get("split") else ""
+        on_training = _TRAINING_DATA_NOTE if evaluation.get("on_training_data") else ""
+        data = (f"{label} ({LOCAL_DATA + ', ' if local else ''}{split}"
+                f"n={_count(evaluation.get('n', '?'), evaluation)}{on_training})")
         fitted_here = temperature_fitted_on_these_pairs(evaluation)
         t_note = _FITTED_HERE_NOTE if fitted_here else _UNCALIBRATED_MSE_NOTE if _uncalibrated_mse(training, evaluation) else ""
         for key, name, _ in _metric_names(evaluation.get("objective")):
@@ -387,7 +404,7 @@ def _held_out_source(training: dict) -> str:
     if "eval_data" not in training:
         return "held-out data"
     if not training["eval_data"]:
-        return "held-out split of the training data"
+        return HELD_OUT_SPLIT
     label, local = _data_label(training["eval_data"])
     kind = "file" if label.lower().endswith(tuple(SUFFIXES)) else "data"
     split = f", split {training['eval_split']}" if training.get("eval_split") else ""
@@ -405,7 +422,9 @@ def _length_bias(evaluation: dict) -> str | None:
     pairs, preferred = (("within-group pairs", "better-ranked") if objective == "ranking" else ("pairs", "chosen"))
     # scalar data has no pairs (older metrics.json files name no objective: their pair rates tell)
     scalar = objective == "mse" or (objective is None and bias.get("longer_preferred_rate") is None)
-    text = (f"held-out {'responses' if scalar else pairs}: Spearman correlation of reward with "
+    # measured on the training data (`evaluate --data` of the file it trained on), it is no held-out check
+    held_out = "training" if evaluation.get("on_training_data") else "held-out"
+    text = (f"{held_out} {'responses' if scalar else pairs}: Spearman correlation of reward with "
             f"response length {_fmt(bias['spearman_reward_length'], 3)}")
     # the labels' own length preference, as report.md gives it: without it a reader cannot tell a
     # length effect the model added from one the annotations already had
@@ -479,7 +498,7 @@ def _weights_measured(training: dict) -> str:
 
 
 def build_card_data(config: dict, training: dict, evaluation: dict | None, *, repo_id: str, datasets: list[str],
-                    license: str | None, language: list[str] | str):
+                    license: str | None, language: list[str] | str | None):
     """`huggingface_hub.ModelCardData` (front matter) with model-index results actually measured.
 
     Data sets appear in the metadata by Hub id only: local training data is left out of `datasets`,
@@ -492,10 +511,15 @@ def build_card_data(config: dict, training: dict, evaluation: dict | None, *, re
     metrics = evaluation or {k.removeprefix("eval_"): v for k, v in (training.get("eval_metrics") or {}).items()}
     if evaluation:
         name, source = _evaluation_data(evaluation)
-        dataset_name = dataset_display_name(name, source)
-    else:  # training's held-out figures: of its --eval-data file, else of a split of the training data
-        source = training.get("eval_data") or (datasets[0] if datasets else None)
+        dataset_name, split = dataset_display_name(name, source), evaluation.get("split")
+    elif training.get("eval_data"):  # training's held-out figures on its --eval-data
+        source, split = training["eval_data"], training.get("eval_split")
+        dataset_name = dataset_display_name(source)
+    else:  # ... or on a split of the training data: said, or the Hub shows them as of the whole data set
+        source, split = (datasets[0] if datasets else None), None
         dataset_name = dataset_display_name(source or "held-out data")
+        if "eval_data" in training:  # (a summary from before `eval_data` was recorded does not say which)
+            dataset_name = f"{dataset_name} ({HELD_OUT_SPLIT})" if source else HELD_OUT_SPLIT
     dataset_type = hub_dataset_id(source) or UNKNOWN_DATASET_TYPE
     # model-index results are read as the published model's held-out figures: leave out those
     # measured at a T fitted on the very same pairs, or an mse model's at T = 1 (the card's table
@@ -504,13 +528,15 @@ def build_card_data(config: dict, training: dict, evaluation: dict | None, *, re
                 else frozenset())
     if not evaluation and _overlap(training):  # held-out figures partly on training rows: the table says so
         metrics = {}
+    if evaluation and evaluation.get("on_training_data"):  # `evaluate` ran on the training data: no held-out result
+        metrics = {}
     for key, name, metric_type in _metric_names(metrics.get("objective", training.get("objective"))):
         if key in left_out:
             continue
         value = metrics.get(key)
         if isinstance(value, (int, float)) and math.isfinite(value):
             results.append(EvalResult(task_type="text-classification", task_name="Reward modeling",
-                                      dataset_type=dataset_type, dataset_name=dataset_name,
+                                      dataset_type=dataset_type, dataset_name=dataset_name, dataset_split=split,
                                       metric_type=metric_type, metric_name=name, metric_value=float(value)))
     base_model = _card_base_model_id(config, training)
     return ModelCardData(
@@ -549,11 +575,12 @@ def prompt_form(detected_layout: str | None) -> tuple[str | None, Any]:
 
 def render_model_card(config: dict, training: dict | None = None, evaluation: dict | None = None, *,
                       repo_id: str = "your-name/reward-model", datasets: list[str] | None = None,
-                      license: str | None = None, language: list[str] | str = "en",
+                      license: str | None = None, language: list[str] | str | None = None,
                       revision: str | None = None, adapter: bool = False) -> str:
     """The README.md text for a model folder. `datasets`: the training data (`publish --dataset`);
     default the data the training summary records. `license`: a Hub license id; default the base
-    model's when known (`card_license`), else the card states none. `revision`: the branch the model is published to, when
+    model's when known (`card_license`), else the card states none. `language`: likewise
+    (`card_language`). `revision`: the branch the model is published to, when
     not main; the card's code then loads that branch (a plain `from_pretrained(repo)` loads main).
     `adapter`: the folder also holds the LoRA adapter (`--keep-adapter`) in `adapter/`; the card then
     says what it is and how to load it."""
@@ -579,7 +606,8 @@ def render_model_card(config: dict, training: dict | None = None, evaluation: di
     form, as_prompt = prompt_form(training.get("detected_layout"))
     card = ModelCard.from_template(
         build_card_data(config, training, evaluation, repo_id=repo_id, datasets=datasets,
-                        license=card_license(config, training, license), language=language),
+                        license=card_license(config, training, license),
+                        language=card_language(config, training, language)),
         template_path=str(TEMPLATE_PATH),
         model_name=repo_id.split("/")[-1],
         repo_id=repo_id,

@@ -320,7 +320,8 @@ def _scrub_local_paths(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _render_card(model_dir: Path, config: dict[str, Any], *, repo_id: str, evaluation: dict | None,
-                 datasets: list[str] | None, license: str | None, revision: str | None = None, adapter: bool = False) -> str:
+                 datasets: list[str] | None, license: str | None, revision: str | None = None, adapter: bool = False,
+                 language: list[str] | None = None) -> str:
     from rewardkit.model_card import card_license, render_model_card
 
     summary_path = model_dir / SUMMARY_FILE
@@ -331,7 +332,7 @@ def _render_card(model_dir: Path, config: dict[str, Any], *, repo_id: str, evalu
         logger.warning("The card states no license: the base model's license is not known here, and the weights "
                        "stay under it. Pass --license ID (a Hub license id: mit, llama3.2, other, ...).")
     return render_model_card(config, training, evaluation, repo_id=repo_id,
-                             datasets=datasets or None, license=license,
+                             datasets=datasets or None, license=license, language=language or None,
                              revision=revision, adapter=adapter)
 
 
@@ -418,7 +419,8 @@ def _published_config(config: dict[str, Any], model_dir: Path) -> dict[str, Any]
 
 def build_publish_folder(model_dir: str | Path, out_dir: str | Path, *, repo_id: str,
                          evaluation: dict | None = None, datasets: list[str] | None = None,
-                         license: str | None = None, revision: str | None = None) -> Path:
+                         license: str | None = None, revision: str | None = None,
+                         language: list[str] | None = None) -> Path:
     """Write the folder to upload for the trained model in `model_dir`; return `out_dir`.
 
     The folder holds exactly: safetensors weights (one file, or shards + index), config.json (with
@@ -456,7 +458,7 @@ def build_publish_folder(model_dir: str | Path, out_dir: str | Path, *, repo_id:
     adapter = _adapter_files(model_dir)
     copied = [*weights, *CODE_FILES, *_tokenizer_files(model_dir), *adapter]
     card = _render_card(model_dir, config, repo_id=repo_id, evaluation=evaluation, datasets=datasets, license=license,
-                        revision=revision, adapter=bool(adapter))
+                        revision=revision, adapter=bool(adapter), language=language)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
@@ -744,7 +746,8 @@ def upload_folder(folder: str | Path, repo_id: str, *, private: bool = False, re
 def publish(model_dir: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None,
             commit_message: str | None = None, dry_run: bool = False, out: str | Path | None = None,
             evaluation: dict | None = None, datasets: list[str] | None = None, api: Any = None,
-            token: str | None = None, verify: bool = True, license: str | None = None) -> PublishResult:
+            token: str | None = None, verify: bool = True, license: str | None = None,
+            language: list[str] | None = None) -> PublishResult:
     """Build the Hub folder for `model_dir`, verify it in a fresh process, and upload it.
 
     Args:
@@ -758,6 +761,8 @@ def publish(model_dir: str | Path, repo_id: str, *, private: bool = False, revis
         evaluation: a metrics dict (`rewardkit evaluate --report-dir R` -> R/metrics.json) for the card.
         license: the card's license (a Hub license id); default the base model's when known here,
             else the card states none (with a warning).
+        language: the card's language codes (`en`, `de`, ...); default the base model's when known
+            here (English for the packaged MiniLM), else the card states none.
         api: an `HfApi`-like object (tests inject a fake); default `HfApi(token=token)`.
         verify: load the folder in a fresh interpreter and compare scores first. A folder that fails
             is removed and nothing is uploaded (no Hub call at all).
@@ -775,7 +780,7 @@ def publish(model_dir: str | Path, repo_id: str, *, private: bool = False, revis
     succeeded = False
     try:
         build_publish_folder(model_dir, folder, repo_id=repo_id, evaluation=evaluation, datasets=datasets,
-                             license=license, revision=revision)
+                             license=license, revision=revision, language=language)
         if verify:
             _verify_or_remove(folder, Path(model_dir))
         files = folder_files(folder)

@@ -387,6 +387,18 @@ def test_calibrate_on_the_training_file_is_said_in_the_log_and_the_card(model_di
     assert evaluate_model(folder, train_file, calibrate=True)["calibrated_on_training_data"] is True
 
 
+def test_an_evaluation_records_its_split_and_whether_it_read_the_training_data(model_dir, data_dir, tmp_path):
+    """metrics.json recorded neither the --split it read nor, without --calibrate, whether the rows were
+    the model's training data, so `publish --metrics` called a training-file evaluation "held-out" and
+    put it in model-index, and could not tell a data set's test split from its train split."""
+    folder, train_file, _ = _model_trained_on_a_copy(model_dir, data_dir, tmp_path, card=False)
+    metrics = evaluate_model(folder, train_file, split="train")
+    assert metrics["on_training_data"] is True and metrics["split"] == "train"
+    metrics = evaluate_model(folder, data_dir / "pairwise.jsonl")
+    assert metrics["on_training_data"] is False and metrics["split"] is None
+    assert evaluate_model(model_dir, train_file)["on_training_data"] is None  # no summary: not known
+
+
 def test_calibrating_a_model_whose_training_data_is_not_recorded_says_so_by_null(model_dir, data_dir, tmp_path):
     """A model without training_summary.json (downloaded from the Hub), or with one from before
     `data` was recorded, was reported `"calibrated_on_training_data": false`: held-out pairs that

@@ -199,12 +199,47 @@ def test_without_dataset_flags_the_card_names_the_data_training_recorded():
     card = ModelCard(render_model_card({}, on_hub, None, repo_id=REPO_ID))
     assert card.data.datasets == ["Anthropic/hh-rlhf"]
     assert "| Data | 200 pairs from Anthropic/hh-rlhf (" in card.text
-    assert {(r.dataset_type, r.dataset_name) for r in card.data.eval_results} == {("Anthropic/hh-rlhf", "Anthropic/hh-rlhf")}
+    assert {(r.dataset_type, r.dataset_name) for r in card.data.eval_results} == {
+        ("Anthropic/hh-rlhf", "Anthropic/hh-rlhf (held-out split of the training data)")}
     local = ModelCard(render_model_card({}, {**on_hub, "data": TRAIN_DATA}, None, repo_id=REPO_ID))
     assert local.data.datasets is None and "| Data | 200 pairs from train.jsonl (local data) (" in local.text
     assert "/home/alice" not in str(local)
     given = ModelCard(render_model_card({}, on_hub, None, repo_id=REPO_ID, datasets=["org/other"]))
     assert given.data.datasets == ["org/other"]  # --dataset says what the data is: it wins
+
+
+def test_metadata_tells_a_held_out_split_of_the_training_data_from_a_split_of_its_own():
+    """model-index named `--eval-fraction`'s rows of Anthropic/hh-rlhf's train split "Anthropic/hh-rlhf",
+    as it named `--eval-data Anthropic/hh-rlhf --eval-split test`, with no split either time: a Hub
+    reader could not tell held-out training rows from the test split (nor, for local data, from the
+    training file: "train.jsonl (local data)")."""
+    def datasets_of(training, **kwargs):
+        card = ModelCard(render_model_card({}, {**_training_summary(), **training}, None, repo_id=REPO_ID, **kwargs))
+        return {(r.dataset_type, r.dataset_name, r.dataset_split) for r in card.data.eval_results}
+
+    assert datasets_of({"data": "Anthropic/hh-rlhf", "data_split": "train", "eval_data": None}) == {
+        ("Anthropic/hh-rlhf", "Anthropic/hh-rlhf (held-out split of the training data)", None)}
+    assert datasets_of({"data": "Anthropic/hh-rlhf", "eval_data": "Anthropic/hh-rlhf", "eval_split": "test"}) == {
+        ("Anthropic/hh-rlhf", "Anthropic/hh-rlhf", "test")}
+    assert datasets_of({"data": TRAIN_DATA, "eval_data": None}) == {
+        (UNKNOWN_DATASET_TYPE, "train.jsonl (local data) (held-out split of the training data)", None)}
+
+
+def test_an_evaluation_of_the_training_data_is_marked_and_kept_out_of_the_metadata():
+    """`evaluate --data train.jsonl` (the model's own training file), then `publish --metrics`: the card
+    said "Length bias measured on held-out pairs" and model-index listed the training-data accuracy as
+    the model's result. The table now says so, the length bias is "on training pairs", model-index has
+    none; an evaluation's --split is named in the table and model-index."""
+    evaluation = {**EVALUATION, "objective": "pairwise", "length_bias": {"spearman_reward_length": 0.2}}
+    card = ModelCard(render_model_card({}, _training_summary(), {**evaluation, "on_training_data": True}, repo_id=REPO_ID))
+    assert card.data.eval_results is None
+    assert "| 0.5545 | dev.jsonl (local data, n=312; the model's training data: not held out, no independent check) |" in card.text
+    assert "Length bias measured on training pairs:" in card.text and "held-out pairs" not in card.text
+    held_out = ModelCard(render_model_card({}, _training_summary(), {**evaluation, "on_training_data": False,
+                                                                     "split": "test"}, repo_id=REPO_ID))
+    assert {(r.dataset_name, r.dataset_split) for r in held_out.data.eval_results} == {("dev.jsonl (local data)", "test")}
+    assert "| 0.5545 | dev.jsonl (local data, split test, n=312) |" in held_out.text
+    assert "Length bias measured on held-out pairs:" in held_out.text
 
 
 @pytest.mark.parametrize("name, hub_id, display", [

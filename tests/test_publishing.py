@@ -761,6 +761,23 @@ def test_card_license_is_the_given_or_the_base_models_never_assumed(tmp_path, ca
     assert "--license" in caplog.text  # no summary, no known base model: the card states no license, and says so
 
 
+def test_card_language_is_the_given_or_the_base_models_never_assumed(model_dir, tmp_path):
+    """Every card said `language: en` (the Hub filters models by it), a fine-tune of a multilingual
+    backbone on German data too, and `rewardkit publish` had no flag to say otherwise."""
+    from rewardkit.cli import main
+    from rewardkit.model_card import render_model_card
+
+    config = helpers.tiny_reward_model().config.to_dict()
+    minilm = _training_summary("sentence-transformers/all-MiniLM-L6-v2")
+    xlmr = {**_training_summary("FacebookAI/xlm-roberta-base"), "base_model_id": "FacebookAI/xlm-roberta-base"}
+    assert ModelCard(render_model_card(config, minilm, repo_id=REPO_ID)).data.language == "en"
+    assert ModelCard(render_model_card(config, xlmr, repo_id=REPO_ID)).data.language is None
+    assert ModelCard(render_model_card(config, xlmr, repo_id=REPO_ID, language=["de"])).data.language == ["de"]
+    assert main(["publish", "--model", str(model_dir), "--repo-id", REPO_ID, "--language", "de", "--language", "fr",
+                 "--dry-run", "--out", str(tmp_path / "out")]) == 0
+    assert ModelCard.load(tmp_path / "out" / "README.md").data.language == ["de", "fr"]
+
+
 def test_card_never_tells_readers_to_pip_install_rewardkit():
     """The card's rewardkit snippets began with `pip install rewardkit`: no such package on PyPI,
     so a Hub reader's install failed ("No matching distribution found for rewardkit")."""
@@ -870,7 +887,8 @@ def test_dry_run_names_the_upload_command_with_every_flag_that_shapes_the_folder
 
     monkeypatch.setattr(publishing, "publish", fake_publish)
     argv = ["publish", "--model", "m", "--repo-id", REPO_ID, "--metrics", str(metrics), "--dataset", "a/b",
-            "--dataset", "c/d", "--license", "mit", "--revision", "v1", "--private", "--dry-run",
+            "--dataset", "c/d", "--license", "mit", "--language", "de", "--language", "en", "--revision", "v1",
+            "--private", "--dry-run",
             "--out", str(tmp_path / "out")]
     assert main(argv) == 0
     printed = re.search(r"; `(rewardkit publish .*)` uploads it", capsys.readouterr().out).group(1)
