@@ -63,28 +63,33 @@ def _causal_lm_types() -> frozenset:
         )
     except ImportError:
         return frozenset()
-    return frozenset(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES) - frozenset(MODEL_FOR_MASKED_LM_MAPPING_NAMES) - _NOT_CAUSAL
+    return frozenset(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES) - frozenset(MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+
+
+def _has_decoder_architecture(backbone_config: PretrainedConfig) -> bool:
+    """The checkpoint was saved from a language-model head class (GPT2LMHeadModel, LlamaForCausalLM)."""
+    architectures = getattr(backbone_config, "architectures", None) or []
+    return any(hint in arch for arch in architectures for hint in _DECODER_HINTS)
 
 
 def is_causal_decoder(backbone_config: PretrainedConfig) -> bool:
     """True when the backbone's token states are causal: token i has attended to tokens <= i only,
     so the first token's state says nothing about the rest of the text. Encoder-decoders (their
     decoder also reads the whole encoder) and decoders run with bidirectional attention are not."""
-    if getattr(backbone_config, "is_encoder_decoder", False) or getattr(backbone_config, "use_bidirectional_attention", False):
-        return False
-    architectures = getattr(backbone_config, "architectures", None) or []
-    if getattr(backbone_config, "is_decoder", False) or any(
-        hint in arch for arch in architectures for hint in _DECODER_HINTS
-    ):
-        return True
     model_type = getattr(backbone_config, "model_type", "")
+    if (model_type in _NOT_CAUSAL or getattr(backbone_config, "is_encoder_decoder", False)
+            or getattr(backbone_config, "use_bidirectional_attention", False)):
+        return False
+    if getattr(backbone_config, "is_decoder", False) or _has_decoder_architecture(backbone_config):
+        return True
     return model_type in _DECODER_TYPES or model_type in _causal_lm_types()
 
 
 def _default_pooling(backbone_config: PretrainedConfig) -> str:
-    """`cls` for encoders (BERT's [CLS] sees the whole text), `last` for causal decoders
-    (only the last token has attended to everything)."""
-    return "last" if is_causal_decoder(backbone_config) else "cls"
+    """`cls` for encoders (BERT's [CLS] sees the whole text), `last` for causal decoders (only the
+    last token has attended to everything) and for checkpoints of a language-model head class
+    (XLNet's own summary token is its last)."""
+    return "last" if is_causal_decoder(backbone_config) or _has_decoder_architecture(backbone_config) else "cls"
 
 
 def check_pooling_reads_the_text(backbone_config: PretrainedConfig, pooling: str) -> None:

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from configuration_reward import RewardConfig
+from configuration_reward import RewardConfig, check_pooling_reads_the_text
 from modeling_reward import RewardModel, pairwise_loss
 from tests import helpers
 
@@ -231,6 +231,9 @@ def test_decoders_not_named_in_our_list_default_to_last_pooling(tokenizer, kind)
         assert abs(rewards[0] - rewards[1]) > 1e-4
     for encoder in ("bert", "roberta", "distilbert", "deberta-v2", "modernbert"):  # unchanged
         assert RewardConfig(backbone_config=helpers.tiny_backbone_config(encoder)).pooling == "cls"
+    xlnet = AutoConfig.for_model("xlnet", architectures=["XLNetLMHeadModel"])  # reads both ways: cls is allowed
+    assert RewardConfig(backbone_config=xlnet).pooling == "last"
+    check_pooling_reads_the_text(xlnet, "cls")
 
 
 @pytest.mark.parametrize("kind", ["gpt2", "llama", "gpt_neo"])
