@@ -47,20 +47,63 @@ def _custom_pipelines() -> dict:
 
 # Backbones whose natural summary token is the last one (causal decoders).
 _DECODER_HINTS = ("ForCausalLM", "LMHeadModel")
+_DECODER_TYPES = frozenset({"gpt2", "opt", "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi", "phi3",
+                            "gpt_neox", "gptj", "falcon", "bloom"})
+# In transformers' causal-LM table without a masked-LM class, yet their AutoModel reads both ways.
+_NOT_CAUSAL = frozenset({"xlnet", "bert-generation"})
+
+
+def _causal_lm_types() -> frozenset:
+    """Model types transformers has a causal-LM class for and no masked-LM class (BERT and RoBERTa
+    have both): the decoder-only families, read from transformers' own table so that a family our
+    list does not name (gpt_neo, olmo2, qwen3_moe, smollm3, ...) counts too. Empty if the table moved."""
+    try:
+        from transformers.models.auto.modeling_auto import (
+            MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+            MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+        )
+    except ImportError:
+        return frozenset()
+    return frozenset(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES) - frozenset(MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+
+
+def _has_decoder_architecture(backbone_config: PretrainedConfig) -> bool:
+    """The checkpoint was saved from a language-model head class (GPT2LMHeadModel, LlamaForCausalLM)."""
+    architectures = getattr(backbone_config, "architectures", None) or []
+    return any(hint in arch for arch in architectures for hint in _DECODER_HINTS)
+
+
+def is_causal_decoder(backbone_config: PretrainedConfig) -> bool:
+    """True when the backbone's token states are causal: token i has attended to tokens <= i only,
+    so the first token's state says nothing about the rest of the text. Encoder-decoders (their
+    decoder also reads the whole encoder) and decoders run with bidirectional attention are not."""
+    model_type = getattr(backbone_config, "model_type", "")
+    if (model_type in _NOT_CAUSAL or getattr(backbone_config, "is_encoder_decoder", False)
+            or getattr(backbone_config, "use_bidirectional_attention", False)):
+        return False
+    if getattr(backbone_config, "is_decoder", False) or _has_decoder_architecture(backbone_config):
+        return True
+    return model_type in _DECODER_TYPES or model_type in _causal_lm_types()
 
 
 def _default_pooling(backbone_config: PretrainedConfig) -> str:
-    """`cls` for encoders (BERT's [CLS] sees the whole text), `last` for causal decoders
-    (only the last token has attended to everything)."""
-    architectures = getattr(backbone_config, "architectures", None) or []
-    if getattr(backbone_config, "is_decoder", False) or any(
-        hint in arch for arch in architectures for hint in _DECODER_HINTS
-    ):
-        return "last"
-    if backbone_config.model_type in {"gpt2", "opt", "llama", "mistral", "qwen2", "qwen3", "gemma",
-                                      "gemma2", "phi", "phi3", "gpt_neox", "gptj", "falcon", "bloom"}:
-        return "last"
-    return "cls"
+    """`cls` for encoders (BERT's [CLS] sees the whole text), `last` for causal decoders (only the
+    last token has attended to everything) and for checkpoints of a language-model head class
+    (XLNet's own summary token is its last)."""
+    return "last" if is_causal_decoder(backbone_config) or _has_decoder_architecture(backbone_config) else "cls"
+
+
+def check_pooling_reads_the_text(backbone_config: PretrainedConfig, pooling: str) -> None:
+    """Refuse `cls` pooling on a causal decoder: its first token has attended to itself alone, so
+    every response got the reward of the prompt's first token (all ties with a BOS token) and
+    training reported a loss of log 2 and an accuracy of noise, without a word. Called where a new
+    reward model is put on a backbone; a saved config is loaded as it is."""
+    if pooling == "cls" and is_causal_decoder(backbone_config):
+        raise ValueError(
+            f"pooling 'cls' reads the first token, and in a causal decoder ({backbone_config.model_type}) that token "
+            "has seen nothing after it: every response would get the same reward. Use pooling 'last' (the "
+            "default for decoders) or 'mean'."
+        )
 
 
 # transformers 5 writes a rotary backbone's settings as `rope_parameters`; 4.x reads its own names

@@ -27,9 +27,9 @@ except ImportError:  # transformers 4.x
     _init = nn.init
 
 try:  # relative import when loaded from the Hub (transformers copies this file beside the config)
-    from .configuration_reward import RewardConfig, real_number
+    from .configuration_reward import RewardConfig, check_pooling_reads_the_text, real_number
 except ImportError:  # imported as a top-level module (pip install rewardkit)
-    from configuration_reward import RewardConfig, real_number
+    from configuration_reward import RewardConfig, check_pooling_reads_the_text, real_number
 
 logger = logging.get_logger(__name__)
 
@@ -370,7 +370,8 @@ class RewardModel(PreTrainedModel):
                 Without a `dtype` the backbone is loaded in float32, whatever dtype the checkpoint
                 is stored in (transformers 5 would otherwise keep a stored fp16/bf16, and training
                 would update half-precision weights).
-            **config_kwargs: `RewardConfig` fields (`alpha`, `pooling`, `head_dropout`, ...).
+            **config_kwargs: `RewardConfig` fields (`alpha`, `pooling`, `head_dropout`, ...). `pooling="cls"`
+                on a causal decoder is refused (its first token sees nothing of the text after it).
 
         The head is float32 in every case, as `from_pretrained(..., dtype=...)` keeps it.
         """
@@ -379,6 +380,7 @@ class RewardModel(PreTrainedModel):
             kwargs["dtype"] = torch.float32
         backbone = AutoModel.from_pretrained(backbone_name_or_path, **kwargs)
         config = RewardConfig(backbone_config=backbone.config, **config_kwargs)
+        check_pooling_reads_the_text(backbone.config, config.pooling)
         model = cls(config, backbone=backbone)
         model.name_or_path = str(backbone_name_or_path)
         return model

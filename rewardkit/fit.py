@@ -200,6 +200,17 @@ def check_continued_model(config, args: RewardTrainingArguments, base_model: str
                              "--reward-stats-samples 0.")
 
 
+def check_pooling_fits_backbone(config, args: RewardTrainingArguments, base_model: str) -> None:
+    """Before any data is read: `cls` pooling on a causal decoder is refused (every response would
+    get the same reward), as `RewardModel.from_backbone` refuses it after loading the weights."""
+    from configuration_reward import check_pooling_reads_the_text
+
+    try:
+        check_pooling_reads_the_text(getattr(config, "backbone_config", config), args.pooling or getattr(config, "pooling", None))
+    except ValueError as error:
+        raise UserInputError(f"{base_model}: {error}") from None
+
+
 def freeze_unread_parameters(model) -> None:
     """requires_grad=False for the backbone parts our pooling never reads (`lora.is_unread_backbone_part`:
     BERT's pooler): they get no gradient, so training leaves them as they are either way, but DDP with
@@ -440,6 +451,7 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
     tokenizer = load_tokenizer(base_model)
     model_config = load_model_config(base_model)
     check_continued_model(model_config, args, base_model)
+    check_pooling_fits_backbone(model_config, args, base_model)
     if resume:
         check_checkpoint_model_matches(Path(resume), args, base_model, model_config)
     if resume and args.use_lora and (Path(resume) / "adapter_config.json").is_file():

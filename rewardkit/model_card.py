@@ -323,6 +323,20 @@ def _base_model_display(config: dict, training: dict) -> str:
     return (Path(str(recorded)).name or str(recorded)) if recorded else "?"
 
 
+def _base_model_note(config: dict, training: dict) -> str:
+    """Said after a base model that is a local folder with no known Hub id: its folder name alone
+    (a folder called `gpt2` holding a tiny random GPT-2) read as the Hub model of that name."""
+    recorded = training.get("base_model") or (config.get("backbone_config") or {}).get("_name_or_path")
+    if not recorded or _card_base_model_id(config, training):
+        return ""
+    path = Path(str(recorded)).expanduser()
+    training_found_no_id = "base_model_id" in training  # rewardkit train records None for a local folder
+    if not (training_found_no_id or path.is_absolute() or str(recorded).startswith((".", "~")) or path.exists()):
+        return ""  # a Hub name without an owner (`bert-base-uncased`): not a folder
+    kind = (config.get("backbone_config") or {}).get("model_type")
+    return f" (a local folder{f', backbone type `{kind}`' if kind else ''}; no Hub id recorded)"
+
+
 def _centered_reward(mean: float | None) -> str:
     """`r − 0.12` or `r + 3` (not `r − -3`): the formula a reader copies."""
     if mean is None:
@@ -621,6 +635,7 @@ def render_model_card(config: dict, training: dict | None = None, evaluation: di
         target_mean=None if training.get("target_mean") is None else _fmt(training["target_mean"]),
         target_std=None if training.get("target_std") is None else _fmt(training["target_std"]),
         base_model=_base_model_display(config, training),
+        base_model_note=_base_model_note(config, training),
         alpha=_fmt(float(config.get("alpha", 1.0))),
         temperature=_fmt(temperature),
         calibrated=stored_temperature is not None,

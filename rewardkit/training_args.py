@@ -97,7 +97,8 @@ class RewardTrainingArguments(TrainingArguments):
     )
     pooling: str | None = field(
         default=None,
-        metadata={"help": "cls | mean | last. Default: cls for encoders, last for decoders.",
+        metadata={"help": "cls | mean | last. Default: cls for encoders, last for causal decoders (where cls is refused: "
+                          "their first token sees nothing after it).",
                   "choices": ["cls", "mean", "last"]},
     )
     alpha: float | None = field(

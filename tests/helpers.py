@@ -47,6 +47,10 @@ def tiny_backbone_config(kind: str = "bert", vocab_size: int = BERT_VOCAB):
     if kind == "modernbert":  # rotary positions, local attention, no token_type_ids
         return AutoConfig.for_model(kind, **sizes, pad_token_id=0, bos_token_id=101, eos_token_id=102,
                                     cls_token_id=101, sep_token_id=102, global_attn_every_n_layers=2, local_attention=16)
+    if kind == "gpt_neo":  # a causal decoder that RewardConfig's own list of decoder types does not name
+        return AutoConfig.for_model(kind, vocab_size=vocab_size, hidden_size=32, num_layers=2, num_heads=2,
+                                    attention_types=[[["global", "local"], 1]], max_position_embeddings=512,
+                                    bos_token_id=101, eos_token_id=102)
     if kind == "llama":  # a causal decoder with rotary positions and grouped-query attention
         return AutoConfig.for_model(kind, **sizes, num_key_value_heads=1, pad_token_id=0)
     raise ValueError(kind)

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from transformers import AutoConfig
 
 import configuration_reward
-from configuration_reward import RewardConfig
+from configuration_reward import RewardConfig, check_pooling_reads_the_text
 from modeling_reward import RewardModel, pairwise_loss
 from tests import helpers
 
@@ -253,6 +253,40 @@ def test_backbones_train_one_step_and_round_trip(kind, tokenizer, tmp_path):
     assert not info["missing_keys"] and not info["unexpected_keys"]
     with torch.no_grad():
         assert torch.allclose(loaded.eval()(**chosen).logits, model(**chosen).logits, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["gpt_neo", "olmo2", "qwen3_moe", "smollm3"])
+def test_decoders_not_named_in_our_list_default_to_last_pooling(tokenizer, kind):
+    """The decoder types were a hand-written list: gpt_neo, olmo2, qwen3_moe, smollm3 (saved as a base
+    model, so no *ForCausalLM in `architectures`) got `cls`, the first token, which a causal decoder
+    lets see nothing after it: every response to a prompt scored the same."""
+    from transformers import AutoConfig
+
+    backbone = helpers.tiny_backbone_config(kind) if kind == "gpt_neo" else AutoConfig.for_model(kind)
+    assert RewardConfig(backbone_config=backbone).pooling == "last"
+    if kind == "gpt_neo":
+        model = helpers.tiny_reward_model(kind)
+        with torch.no_grad():
+            rewards = model(**_encode(tokenizer, [("Say hi", "hi"), ("Say hi", "no, I will not")])).rewards[:, 0]
+        assert abs(rewards[0] - rewards[1]) > 1e-4
+    for encoder in ("bert", "roberta", "distilbert", "deberta-v2", "modernbert"):  # unchanged
+        assert RewardConfig(backbone_config=helpers.tiny_backbone_config(encoder)).pooling == "cls"
+    xlnet = AutoConfig.for_model("xlnet", architectures=["XLNetLMHeadModel"])  # reads both ways: cls is allowed
+    assert RewardConfig(backbone_config=xlnet).pooling == "last"
+    check_pooling_reads_the_text(xlnet, "cls")
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama", "gpt_neo"])
+def test_cls_pooling_on_a_causal_decoder_is_refused(tmp_path, kind):
+    """`from_backbone(decoder, pooling="cls")` built a model whose reward read the first token alone
+    (with a BOS token: one reward for every text); training it reported a loss of log 2 and no error."""
+    torch.manual_seed(0)
+    from transformers import AutoModel
+
+    AutoModel.from_config(helpers.tiny_backbone_config(kind)).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=f"pooling 'cls' reads the first token.*causal decoder \\({kind}\\)"):
+        RewardModel.from_backbone(str(tmp_path), pooling="cls")
+    assert RewardModel.from_backbone(str(tmp_path), pooling="mean").config.pooling == "mean"
 
 
 def test_minilm_backbone_weights_equal_the_checkpoint(minilm_path):

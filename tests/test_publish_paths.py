@@ -450,3 +450,17 @@ def test_card_limitations_say_who_cuts_long_inputs_and_invent_no_training_length
     limitations = unrecorded[unrecorded.index("## Limitations"):]
     assert "512 tokens are truncated" not in limitations and "No training length was recorded" in limitations
 
+
+
+def test_a_local_base_model_is_said_to_be_a_local_folder_not_a_hub_model():
+    """A backbone from a local folder with no Hub id was named by its folder name alone: a folder
+    called `gpt2` holding a tiny random GPT-2 read "on top of `gpt2`", i.e. OpenAI's GPT-2 on the Hub."""
+    config = {"backbone_config": {"model_type": "gpt2", "_name_or_path": "/home/alice/models/gpt2"}}
+    training = {**_training_summary(), "base_model": "/home/alice/models/gpt2", "base_model_id": None}
+    text = render_model_card(config, training, repo_id=REPO_ID)
+    note = "(a local folder, backbone type `gpt2`; no Hub id recorded)"
+    assert f"on top of `gpt2` {note}." in " ".join(text.split())
+    assert dict(_training_rows(text))["Base model"] == f"`gpt2` {note}"
+    assert "/home/alice" not in text
+    hub = render_model_card(config, {**training, "base_model": "openai-community/gpt2"}, repo_id=REPO_ID)
+    assert "no Hub id recorded" not in hub and "on top of `openai-community/gpt2`." in " ".join(hub.split())

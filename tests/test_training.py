@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from transformers import AutoTokenizer, TrainerCallback
 
 from rewardkit import fit, resume
+from rewardkit.errors import UserInputError
 from rewardkit.features import PairEncoder, encode_rows
 from rewardkit.fit import TrainingDivergedError, _training_speed, run_training
 from rewardkit.metrics import ranking_metrics
@@ -535,6 +536,16 @@ def test_a_checkpoint_resumed_with_another_pooling_or_backbone_is_refused_before
             run_training(missing, _args(out, base, use_lora=use_lora, max_steps=4, resume_from_checkpoint="last", **flags))
     resume.check_checkpoint_model_matches(checkpoint, _args(out, tiny_base, pooling="mean"), str(tiny_base),
                                         fit.load_model_config(str(tiny_base)))  # the flags it trained with: no error
+
+
+def test_cls_pooling_on_a_causal_decoder_is_refused_before_the_data(tmp_path):
+    """`rewardkit train --base-model <gpt2> --pooling cls` trained a model whose every reward read the
+    first token alone (loss log 2, accuracy noise, no word said). The data file does not exist: the
+    refusal comes first, with the base model named."""
+    base = helpers.save_tiny_backbone(tmp_path / "gpt2", "gpt2")
+    missing = DataArguments(data=str(tmp_path / "no_such.jsonl"))
+    with pytest.raises(UserInputError, match=r"gpt2: pooling 'cls' reads the first token.*Use pooling 'last'"):
+        run_training(missing, _args(tmp_path / "out", base, pooling="cls"))
 
 
 def test_summary_prints_short_times_small_stds_and_one_step_readably():
