@@ -1020,3 +1020,37 @@ def test_reward_std_is_not_written_as_the_sigmoids_sigma(tmp_path: Path) -> None
     assert "σ = 1.5" not in md and "/ σ" not in md and "α / σ" not in md
     assert "α × (r − μ) / s with α = 1, μ = 0.25 and s = 1.5" in meaning and "μ and s are the mean" in meaning
     assert _headline_rows(md)["Reward std s"][0] == "1.500"
+
+
+def test_failures_count_the_misordered_pairs_and_say_when_that_is_expected(tmp_path: Path) -> None:
+    """Review ("chosen is sometimes lower than rejected: is that wrong?"): the report listed the 10
+    smallest margins and never said how many of the pairs were misordered, how many the model's own
+    probabilities expect, or that an accuracy whose interval reaches 0.5 makes its failures no evidence."""
+    rng = np.random.default_rng(3)
+    margins = rng.normal(0.0, 1.5, size=400)
+    won = rng.random(400) < 1 / (1 + np.exp(-margins))  # labels drawn from the model's own P: calibrated
+    pairs = {"chosen": np.where(won, margins, 0.0), "rejected": np.where(won, 0.0, margins)}
+    m = pairwise_metrics(**pairs)
+    wrong = int(np.sum(pairs["chosen"] < pairs["rejected"]))
+    text = _section(_md_for(tmp_path, m, **pairs), "Where it fails")
+    assert f"the higher reward in **{wrong} of 400 pairs** ({100 * wrong / 400:.0f}%)" in text
+    assert f"a calibrated model would get about {round(400 * (1 - m['mean_confidence']))} wrong" in text
+    assert "as far as these pairs can tell" in text and "guesses" not in text
+
+    sure = {"chosen": [2.0] * 30 + [0.0] * 10, "rejected": [0.0] * 30 + [2.0] * 10}  # P = 0.88, right 75%
+    md = _md_for(tmp_path, pairwise_metrics(**sure), **sure)
+    assert "**10 of 40 pairs** (25%)" in _section(md, "Where it fails")
+    assert "it is over-confident" in _section(md, "Where it fails")
+    assert "**over-confident**" in _section(md, "How sure it is")  # the same test in both sections
+
+    coin = {"chosen": [0.1, -0.1] * 20, "rejected": [0.0] * 40}
+    text = _section(_md_for(tmp_path, pairwise_metrics(**coin), **coin), "Where it fails")
+    assert "**20 of 40 pairs** (50%)" in text and "cannot tell it from a model that guesses" in text
+
+
+def test_failures_say_which_listed_pairs_are_misordered(tmp_path: Path, text_only: dict) -> None:
+    """Three misordered pairs among ten listed read as "the 10 pairs ... most negative first"."""
+    margins = [-1.0, -0.5, -0.1, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
+    examples = [{"prompt": "p", "chosen": "c", "rejected": "r", "margin": x} for x in margins]
+    md = _md_for(tmp_path, text_only["metrics"], worst_examples=examples)
+    assert "most negative first: the first 3 misordered, the rest the closest calls the model got right." in md
