@@ -1054,3 +1054,18 @@ def test_failures_say_which_listed_pairs_are_misordered(tmp_path: Path, text_onl
     examples = [{"prompt": "p", "chosen": "c", "rejected": "r", "margin": x} for x in margins]
     md = _md_for(tmp_path, text_only["metrics"], worst_examples=examples)
     assert "most negative first: the first 3 misordered, the rest the closest calls the model got right." in md
+
+
+def test_readme_example_gives_the_probability_of_the_side_it_names() -> None:
+    """The README's "What the numbers mean" said "chosen 2.1, rejected 3.4" means "the model prefers the
+    rejected answer with P = σ(−1.3) = 0.21": 0.21 is the chosen answer's probability, the rejected one's 0.79."""
+    from tests import helpers
+
+    readme = " ".join((helpers.REPO_ROOT / "README.md").read_text(encoding="utf-8").split())
+    found = re.search(r'"chosen ([\d.]+), rejected ([\d.]+)" means the model prefers the rejected answer: '
+                      r"P\(chosen ≻ rejected\) = σ\([\d.]+ − [\d.]+\) = σ\(−[\d.]+\) = ([\d.]+) \(at T = 1\), so "
+                      r"P\(rejected ≻ chosen\) = ([\d.]+)\.", readme)
+    assert found, "the README's example of a reward difference is gone or reworded"
+    chosen, rejected, p_chosen, p_rejected = (float(x) for x in found.groups())
+    assert f"{1 / (1 + np.exp(rejected - chosen)):.2f}" == f"{p_chosen:.2f}"
+    assert f"{1 / (1 + np.exp(chosen - rejected)):.2f}" == f"{p_rejected:.2f}"
