@@ -382,7 +382,8 @@ def test_every_headline_row_is_explained(tmp_path: Path) -> None:
         "| My extra | 2.500 | no description",
     ]:
         assert needle in md, needle
-    assert "95% interval on these pairs: 0.541 to 0.773 (Wilson)" in md  # 40 of 60 right
+    # 40 of 60 right: the accuracy on these pairs is exact; the interval is for other pairs like them
+    assert "95% interval for its accuracy on other pairs like these: 0.541 to 0.773 (Wilson) |" in md
 
 
 def test_calibrated_report_says_its_figures_are_no_independent_check(tmp_path: Path) -> None:
@@ -453,7 +454,8 @@ def test_one_lucky_or_unlucky_pair_gives_no_verdict(tmp_path: Path) -> None:
     right = {"chosen": [1.0], "rejected": [0.99], "chosen_lengths": [10.0], "rejected_lengths": [5.0]}
     text = _md_for(tmp_path, pairwise_metrics(**right))
     assert "confident**" not in text and "±0.000" not in text
-    assert "95% interval on these pairs: 0.207 to 1.000 (Wilson)" in text
+    assert "95% interval for its accuracy on other pairs like these: 0.207 to 1.000 (Wilson); it reaches 0.5: " \
+           "these pairs cannot tell the model from one that guesses |" in text
     assert "gap is within ±100.0 points" in text
     # wrong on its only pair, which had the shorter answer chosen: the model "prefers longer" 100% vs 0%
     wrong = {"chosen": [0.0], "rejected": [0.01], "chosen_lengths": [5.0], "rejected_lengths": [10.0]}
