@@ -136,10 +136,10 @@ def _misordered_pairs(ctx: _Context) -> list[str]:
     conf, chance = m.get("mean_confidence"), accuracy_by_chance(ctx)
     if isinstance(conf, (int, float)) and chance is not None and not uncalibrated_mse(ctx):
         call = confidence_call(float(conf), float(acc), n, chance)
-        text += (f" Some always are: by its own probabilities (at T = {ctx.temperature:.3g}) a calibrated model "
-                 f"would get about {num(round(n * (1 - float(conf))))} wrong ({num(round(n * (1 - chance[1])))} "
-                 f"to {num(round(n * (1 - chance[0])))} by chance), since a pair called at P = 0.75 goes the "
-                 "other way one time in four, and human labels are themselves noisy. ")
+        text += (f" A calibrated model gets some wrong: with these probabilities (at T = {ctx.temperature:.3g}) "
+                 f"about {num(round(n * (1 - float(conf))))} ({num(round(n * (1 - chance[1])))} to "
+                 f"{num(round(n * (1 - chance[0])))} by chance), since a pair called at P = 0.75 goes the other "
+                 "way one time in four, and human labels are themselves noisy. ")
         text += {None: "Its count is what its confidence predicts, as far as these pairs can tell.",
                  "over": "It gets more wrong than that: it is over-confident (see \"How sure it is\").",
                  "under": "It gets fewer wrong than that: it is under-confident (see \"How sure it is\")."}[call]

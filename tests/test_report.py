@@ -1036,7 +1036,8 @@ def test_failures_count_the_misordered_pairs_and_say_when_that_is_expected(tmp_p
     wrong = int(np.sum(pairs["chosen"] < pairs["rejected"]))
     text = _section(_md_for(tmp_path, m, **pairs), "Where it fails")
     assert f"the higher reward in **{wrong} of 400 pairs** ({100 * wrong / 400:.0f}%)" in text
-    assert f"a calibrated model would get about {round(400 * (1 - m['mean_confidence']))} wrong" in text
+    assert f"A calibrated model gets some wrong: with these probabilities (at T = 1) about " \
+           f"{round(400 * (1 - m['mean_confidence']))} (" in text
     assert "as far as these pairs can tell" in text and "guesses" not in text
 
     sure = {"chosen": [2.0] * 30 + [0.0] * 10, "rejected": [0.0] * 30 + [2.0] * 10}  # P = 0.88, right 75%
