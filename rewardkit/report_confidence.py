@@ -55,7 +55,7 @@ def md_confidence(ctx: _Context) -> list[str]:
             f"(mean of max(P, 1 − P) at T = {ctx.temperature:.3g}) and it picks the "
             + ("better-ranked" if ranking else "human-preferred")
             + f" one **{pct(acc)}** of the time. "
-            + _confidence_verdict(float(conf), float(acc), n, _accuracy_by_chance(ctx), pairs),
+            + _confidence_verdict(float(conf), float(acc), n, accuracy_by_chance(ctx), pairs),
             "",
         ]
     if ranking:
@@ -139,36 +139,51 @@ def _uncalibrated_mse_confidence(ctx: _Context, conf: Any, acc: Any, pairs: str)
     ]
 
 
-def _confidence_verdict(conf: float, acc: float, n: Any, chance: tuple[float, float] | None = None,
-                        pairs: str = "pairs") -> str:
-    """Over- or under-confident only when the gap exceeds what sampling noise allows: twice the
-    standard error the accuracy would have if the model were calibrated (right with probability
-    equal to its confidence; a score test, as Wilson's interval), and at least 2 points. Taken from
-    the observed accuracy instead, that error is 0 at 0% or 100% and one lucky pair would read as
-    "under-confident". sqrt(c(1 − c)/n) at the mean confidence c bounds the exact value from above.
-    That normal bound is loose on a handful of pairs (one wrong pair at P = 0.88 is "beyond ±65
+def confidence_call(conf: float, acc: float, n: Any, chance: tuple[float, float] | None = None) -> str | None:
+    """"over", "under" or None (these pairs cannot tell): the one test behind every word the report
+    says on over- or under-confidence (here and in "Where it fails"). A verdict needs the gap beyond
+    twice the standard error the accuracy would have if the model were calibrated (right with
+    probability equal to its confidence; a score test, as Wilson's interval), and at least 2 points.
+    Taken from the observed accuracy instead, that error is 0 at 0% or 100% and one lucky pair would
+    read as "under-confident". sqrt(c(1 − c)/n) at the mean confidence c bounds the exact value from
+    above. That normal bound is loose on a handful of pairs (one wrong pair at P = 0.88 is "beyond ±65
     points", yet a calibrated model gets it wrong 12% of the time), so with ``chance`` (the central
     95% of a calibrated model's simulated accuracy on these pairs) a verdict also needs the accuracy
     outside it, as the ECE next to it is judged against its own simulations."""
     gap = conf - acc
+    if abs(gap) <= _tolerance(conf, n)[0] or (chance is not None and chance[0] <= acc <= chance[1]):
+        return None
+    return "over" if gap > 0 else "under"
+
+
+def _tolerance(conf: float, n: Any) -> tuple[float, bool]:
+    """(the gap a verdict must exceed, whether that is twice the standard error rather than 2 points)."""
     se = std_error(conf, n)
     tol = max(0.02, 2.0 * se) if se is not None else 0.02
+    return tol, se is not None and tol > 0.02
+
+
+def _confidence_verdict(conf: float, acc: float, n: Any, chance: tuple[float, float] | None = None,
+                        pairs: str = "pairs") -> str:
+    """The sentence of :func:`confidence_call`, with its numbers."""
+    gap = conf - acc
+    tol, from_se = _tolerance(conf, n)
     noise = f"±{100 * tol:.1f} points" + (
         f" (twice the standard error of the accuracy on {num(n)} pairs, were the model calibrated)"
-        if se is not None and tol > 0.02
+        if from_se
         else ""
     )
-    if abs(gap) > tol and chance is not None and chance[0] <= acc <= chance[1]:
+    call = confidence_call(conf, acc, n, chance)
+    if call is None and abs(gap) > tol and chance is not None:
         return (
             f"The {100 * abs(gap):.1f}-point gap could be chance: a perfectly calibrated model with these "
             f"probabilities is right on {pct(chance[0])} to {pct(chance[1])} of these {num(n)} {pairs} "
             f"(central 95% of {_ECE_SIMULATIONS} simulations), so these {pairs} cannot tell whether its "
             "confidence matches how often it is right."
         )
-    if abs(gap) > tol:
-        word = "over" if gap > 0 else "under"
+    if call is not None:
         return (
-            f"It is **{word}-confident** by {100 * abs(gap):.1f} percentage points, beyond "
+            f"It is **{call}-confident** by {100 * abs(gap):.1f} percentage points, beyond "
             f"{noise}."
         )
     return (
@@ -180,7 +195,7 @@ def _confidence_verdict(conf: float, acc: float, n: Any, chance: tuple[float, fl
 _ECE_SIMULATIONS = 200
 
 
-def _accuracy_by_chance(ctx: _Context) -> tuple[float, float] | None:
+def accuracy_by_chance(ctx: _Context) -> tuple[float, float] | None:
     """Central 95% of the accuracy of a perfectly calibrated model with the same probabilities:
     each pair's pick is right with probability max(P, 1 − P) (fixed seed, as _ece_by_chance)."""
     margins = ctx.preference_margins

@@ -1,5 +1,6 @@
-"""The "Where it fails" section of ``report.md``: the worst-scored examples (pairs, responses or
-groups), texts cut and escaped, or replaced by their lengths when redacted (on under CI)."""
+"""The "Where it fails" section of ``report.md``: for pairwise data, how many pairs the model
+gets the wrong way round and whether that many is expected; then the worst-scored examples (pairs,
+responses or groups), texts cut and escaped, or replaced by their lengths when redacted (on under CI)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,16 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from rewardkit.calibration import preference_probability
-from rewardkit.report_format import TEXT_LIMIT, escape, num, pct, truncate
+from rewardkit.report_confidence import accuracy_by_chance, confidence_call, uncalibrated_mse
+from rewardkit.report_format import (
+    TEXT_LIMIT,
+    escape,
+    is_count,
+    num,
+    pct,
+    truncate,
+    wilson_interval,
+)
 
 if TYPE_CHECKING:
     from rewardkit.report import _Context
@@ -58,7 +68,7 @@ def _worst_margin_note(examples: Sequence[dict[str, Any]], temperature: float) -
 
 
 def md_failures(ctx: _Context) -> list[str]:
-    lines = ["## Where it fails", ""]
+    lines = ["## Where it fails", "", *(_misordered_pairs(ctx) if ctx.kind == "pairwise" else [])]
     examples = ctx.worst_examples
     if not examples:
         return lines + ["No worst examples were given.", ""]
@@ -68,7 +78,10 @@ def md_failures(ctx: _Context) -> list[str]:
             lead = (f"**No pair is misordered**: every chosen answer scored above its rejected one. "
                     f"Below are the {len(examples)} closest calls instead, smallest margin first.")
         else:
-            lead = f"The {len(examples)} pairs with the smallest margins, most negative first."
+            shown = sum(1 for x in margins if x < 0)
+            lead = f"The {len(examples)} pairs with the smallest margins, most negative first"
+            lead += "." if shown in (0, len(examples)) else (
+                f": the first {shown} misordered, the rest the closest calls the model got right.")
         lines += [
             lead + " A negative margin means the model gave the rejected answer the higher reward; "
             "the more negative, the surer it was of the wrong answer." + _worst_margin_note(examples, ctx.temperature),
@@ -106,6 +119,35 @@ def md_failures(ctx: _Context) -> list[str]:
         lines.append(f"| {i} | " + " | ".join(cells) + " |")
     lines.append("")
     return lines
+
+
+def _misordered_pairs(ctx: _Context) -> list[str]:
+    """How many pairs the model gets the wrong way round (the table below shows at most 10), why
+    some always are (its own probabilities predict how many), and when they are a fault: more or
+    fewer than a calibrated model would get wrong (the test of "How sure it is", so the two sections
+    cannot disagree), or an accuracy that a model that guesses could show."""
+    m = ctx.metrics
+    n, acc, ties = m.get("n"), m.get("accuracy"), m.get("ties", 0)
+    if not (is_count(n) and n > 0 and isinstance(acc, (int, float)) and is_count(ties)):
+        return []
+    wrong = round(n * (1 - float(acc)) - ties / 2)  # accuracy counts a tie as half right
+    text = (f"The model gives the rejected answer the higher reward in **{num(wrong)} of {num(n)} pairs** "
+            f"({pct(wrong / n)}" + (f"; {num(ties)} more are exact ties)." if ties else ")."))
+    conf, chance = m.get("mean_confidence"), accuracy_by_chance(ctx)
+    if isinstance(conf, (int, float)) and chance is not None and not uncalibrated_mse(ctx):
+        call = confidence_call(float(conf), float(acc), n, chance)
+        text += (f" A calibrated model gets some wrong: with these probabilities (at T = {ctx.temperature:.3g}) "
+                 f"about {num(round(n * (1 - float(conf))))} ({num(round(n * (1 - chance[1])))} to "
+                 f"{num(round(n * (1 - chance[0])))} by chance), since a pair called at P = 0.75 goes the other "
+                 "way one time in four, and human labels are themselves noisy. ")
+        text += {None: "Its count is what its confidence predicts, as far as these pairs can tell.",
+                 "over": "It gets more wrong than that: it is over-confident (see \"How sure it is\").",
+                 "under": "It gets fewer wrong than that: it is under-confident (see \"How sure it is\")."}[call]
+    interval = wilson_interval(acc, n)
+    if interval is not None and interval[0] <= 0.5:
+        text += (f" But its accuracy's 95% interval ({interval[0]:.3f} to {interval[1]:.3f}) reaches 0.5: these "
+                 "pairs cannot tell it from a model that guesses, so which pairs it gets wrong says little yet.")
+    return [text, ""]
 
 
 def _ranking_failures_intro(ctx: _Context) -> list[str]:

@@ -452,7 +452,11 @@ def _md_headline(ctx: _Context) -> list[str]:
             if key == "accuracy" and ctx.kind == "pairwise":
                 interval = wilson_interval(m.get("accuracy"), m.get("n"))
                 if interval is not None:
-                    meaning += f"; 95% interval on these pairs: {interval[0]:.3f} to {interval[1]:.3f} (Wilson)"
+                    # the accuracy on these pairs is a count, exact: the interval is for pairs like them
+                    meaning += (f"; 95% interval for its accuracy on other pairs like these: {interval[0]:.3f} "
+                                f"to {interval[1]:.3f} (Wilson)")
+                    if interval[0] <= 0.5:
+                        meaning += "; it reaches 0.5: these pairs cannot tell the model from one that guesses"
             if key in ("pearson", "spearman") and m[key] is None:
                 meaning += "; undefined here (n/a): the rewards or the targets are all equal, or there is one response"
             if uncalibrated_mse(ctx) and key in _T_DEPENDENT:  # σ of annotation units: no model's confidence

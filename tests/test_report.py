@@ -382,7 +382,8 @@ def test_every_headline_row_is_explained(tmp_path: Path) -> None:
         "| My extra | 2.500 | no description",
     ]:
         assert needle in md, needle
-    assert "95% interval on these pairs: 0.541 to 0.773 (Wilson)" in md  # 40 of 60 right
+    # 40 of 60 right: the accuracy on these pairs is exact; the interval is for other pairs like them
+    assert "95% interval for its accuracy on other pairs like these: 0.541 to 0.773 (Wilson) |" in md
 
 
 def test_calibrated_report_says_its_figures_are_no_independent_check(tmp_path: Path) -> None:
@@ -453,7 +454,8 @@ def test_one_lucky_or_unlucky_pair_gives_no_verdict(tmp_path: Path) -> None:
     right = {"chosen": [1.0], "rejected": [0.99], "chosen_lengths": [10.0], "rejected_lengths": [5.0]}
     text = _md_for(tmp_path, pairwise_metrics(**right))
     assert "confident**" not in text and "±0.000" not in text
-    assert "95% interval on these pairs: 0.207 to 1.000 (Wilson)" in text
+    assert "95% interval for its accuracy on other pairs like these: 0.207 to 1.000 (Wilson); it reaches 0.5: " \
+           "these pairs cannot tell the model from one that guesses |" in text
     assert "gap is within ±100.0 points" in text
     # wrong on its only pair, which had the shorter answer chosen: the model "prefers longer" 100% vs 0%
     wrong = {"chosen": [0.0], "rejected": [0.01], "chosen_lengths": [5.0], "rejected_lengths": [10.0]}
@@ -1020,3 +1022,53 @@ def test_reward_std_is_not_written_as_the_sigmoids_sigma(tmp_path: Path) -> None
     assert "σ = 1.5" not in md and "/ σ" not in md and "α / σ" not in md
     assert "α × (r − μ) / s with α = 1, μ = 0.25 and s = 1.5" in meaning and "μ and s are the mean" in meaning
     assert _headline_rows(md)["Reward std s"][0] == "1.500"
+
+
+def test_failures_count_the_misordered_pairs_and_say_when_that_is_expected(tmp_path: Path) -> None:
+    """Review ("chosen is sometimes lower than rejected: is that wrong?"): the report listed the 10
+    smallest margins and never said how many of the pairs were misordered, how many the model's own
+    probabilities expect, or that an accuracy whose interval reaches 0.5 makes its failures no evidence."""
+    rng = np.random.default_rng(3)
+    margins = rng.normal(0.0, 1.5, size=400)
+    won = rng.random(400) < 1 / (1 + np.exp(-margins))  # labels drawn from the model's own P: calibrated
+    pairs = {"chosen": np.where(won, margins, 0.0), "rejected": np.where(won, 0.0, margins)}
+    m = pairwise_metrics(**pairs)
+    wrong = int(np.sum(pairs["chosen"] < pairs["rejected"]))
+    text = _section(_md_for(tmp_path, m, **pairs), "Where it fails")
+    assert f"the higher reward in **{wrong} of 400 pairs** ({100 * wrong / 400:.0f}%)" in text
+    assert f"A calibrated model gets some wrong: with these probabilities (at T = 1) about " \
+           f"{round(400 * (1 - m['mean_confidence']))} (" in text
+    assert "as far as these pairs can tell" in text and "guesses" not in text
+
+    sure = {"chosen": [2.0] * 30 + [0.0] * 10, "rejected": [0.0] * 30 + [2.0] * 10}  # P = 0.88, right 75%
+    md = _md_for(tmp_path, pairwise_metrics(**sure), **sure)
+    assert "**10 of 40 pairs** (25%)" in _section(md, "Where it fails")
+    assert "it is over-confident" in _section(md, "Where it fails")
+    assert "**over-confident**" in _section(md, "How sure it is")  # the same test in both sections
+
+    coin = {"chosen": [0.1, -0.1] * 20, "rejected": [0.0] * 40}
+    text = _section(_md_for(tmp_path, pairwise_metrics(**coin), **coin), "Where it fails")
+    assert "**20 of 40 pairs** (50%)" in text and "cannot tell it from a model that guesses" in text
+
+
+def test_failures_say_which_listed_pairs_are_misordered(tmp_path: Path, text_only: dict) -> None:
+    """Three misordered pairs among ten listed read as "the 10 pairs ... most negative first"."""
+    margins = [-1.0, -0.5, -0.1, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
+    examples = [{"prompt": "p", "chosen": "c", "rejected": "r", "margin": x} for x in margins]
+    md = _md_for(tmp_path, text_only["metrics"], worst_examples=examples)
+    assert "most negative first: the first 3 misordered, the rest the closest calls the model got right." in md
+
+
+def test_readme_example_gives_the_probability_of_the_side_it_names() -> None:
+    """The README's "What the numbers mean" said "chosen 2.1, rejected 3.4" means "the model prefers the
+    rejected answer with P = σ(−1.3) = 0.21": 0.21 is the chosen answer's probability, the rejected one's 0.79."""
+    from tests import helpers
+
+    readme = " ".join((helpers.REPO_ROOT / "README.md").read_text(encoding="utf-8").split())
+    found = re.search(r'"chosen ([\d.]+), rejected ([\d.]+)" means the model prefers the rejected answer: '
+                      r"P\(chosen ≻ rejected\) = σ\([\d.]+ − [\d.]+\) = σ\(−[\d.]+\) = ([\d.]+) \(at T = 1\), so "
+                      r"P\(rejected ≻ chosen\) = ([\d.]+)\.", readme)
+    assert found, "the README's example of a reward difference is gone or reworded"
+    chosen, rejected, p_chosen, p_rejected = (float(x) for x in found.groups())
+    assert f"{1 / (1 + np.exp(rejected - chosen)):.2f}" == f"{p_chosen:.2f}"
+    assert f"{1 / (1 + np.exp(chosen - rejected)):.2f}" == f"{p_rejected:.2f}"
