@@ -667,7 +667,9 @@ def check_reward_model_source(source: str) -> bool:
     pickles = sorted(p.name for p in path.glob("*.bin")) + sorted(p.name for p in path.glob("*.pt"))
     if not (path / "config.json").exists():
         if (path / "adapter_config.json").exists():  # checkpoint-N/ or adapter/ of a LoRA run
-            if (path / "reward_config.json").exists():  # OUTPUT_DIR/adapter/ (--keep-adapter)
+            # adapter/ (--keep-adapter) holds reward_config.json and no Trainer state; a checkpoint-N/ holds
+            # trainer_state.json, and reward_config.json too since RewardConfigInLoraCheckpoints (resume.py)
+            if (path / "reward_config.json").exists() and not (path / "trainer_state.json").exists():
                 raise UserInputError(f"{source!r} is a saved LoRA adapter (PEFT format), not a whole model: score the "
                                      "run's --output-dir (the merged model), or rebuild it with "
                                      "rewardkit.lora.load_adapter(folder, base_model=...).")
