@@ -397,8 +397,9 @@ class RewardScorer:
 
         A single prompt string is paired with every response. `show_progress` overrides the
         scorer's setting for this call (callers that draw their own bar pass False);
-        `report_truncation=False` leaves the truncation message to callers that count over many
-        calls (`evaluate`, `score_file`: one message per file, not one per chunk). A list passed
+        `report_truncation=False` leaves the truncation message to a caller that counts over many
+        calls (as `evaluate` and `score_file` do through `rewards_of_rows`: one message per file,
+        not one per chunk). A list passed
         as `cuts` receives (prompt cut, response cut) per text, in order: which texts the
         truncation message counted."""
         prompts, responses = _align(prompts, responses)
