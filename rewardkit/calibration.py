@@ -75,16 +75,14 @@ class CalibrationWarning(UserWarning):
 # --------------------------------------------------------------------------------------------
 
 
-def _as_finite_1d(
-    values: ArrayLike, name: str, *, allow_empty: bool = False
-) -> NDArray[np.float64]:
+def _as_finite_1d(values: ArrayLike, name: str) -> NDArray[np.float64]:
     """Return ``values`` as a 1-D float64 array; raise ``ValueError`` on NaN/inf or emptiness.
 
     Silently propagating a NaN into an ECE or a temperature gives numbers that look fine and
     are wrong, so bad input is rejected loudly here.
     """
     arr = np.asarray(values, dtype=np.float64).reshape(-1)
-    if arr.size == 0 and not allow_empty:
+    if arr.size == 0:
         raise ValueError(f"{name} is empty")
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} contains non-finite values (NaN or inf)")

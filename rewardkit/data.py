@@ -3,8 +3,9 @@
 ``--data`` may point at ``.jsonl``, ``.json``, ``.csv``, ``.parquet`` (and ``.jsonl.gz`` /
 ``.json.gz``) files, a folder of them (read non-recursively, in name order; other files are
 ignored; files named by split, as train-00000-of-00001.parquet and test.jsonl, are read one split at a
-time), or a Hub dataset id ``owner/name`` (with ``--split``, default "train"). The row
-layouts and their normal forms are described in :mod:`rewardkit.data_formats`; normal forms:
+time), a `datasets` save_to_disk folder, or a Hub dataset id ``owner/name`` (with ``--split``,
+default "train"). The row layouts and their normal forms are described in
+:mod:`rewardkit.data_formats`; normal forms:
 
 * pairwise: ``{"prompt": str, "chosen": str, "rejected": str, "margin": float | None}``
 * mse:      ``{"prompt": str, "response": str, "reward": float}``
@@ -15,7 +16,7 @@ layouts and their normal forms are described in :mod:`rewardkit.data_formats`; n
 Every problem with the input is a :class:`RewardDataError` naming the source, the row and the
 column; nothing else escapes this module. Row numbers are 1-based: the line for JSONL, the
 data row (header not counted; the message also gives the line) for CSV, the element for a
-JSON array, and the row for Parquet, JSON column objects and Hub datasets.
+JSON array, and the row for Parquet, JSON column objects and datasets (saved or on the Hub).
 
 This module turns raw records into validated rows (layout, normal form, skips);
 :mod:`rewardkit.data_sources` opens the files, folders and datasets and reads their records.

@@ -3,7 +3,7 @@
 Everything here works on one already-parsed row (a dict of column -> value) and does no I/O,
 so the rules can be read and tested on their own. Problems are raised as :class:`RowError`
 (column + reason, no file or row number); :mod:`rewardkit.data` knows where the row came from
-and turns it into a :class:`~rewardkit.data.RewardDataError`.
+and turns it into a :class:`~rewardkit.data_errors.RewardDataError`.
 
 Accepted layouts (column names after ``--columns`` renaming; the first name of each group wins
 when a row has several):

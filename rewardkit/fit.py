@@ -236,12 +236,6 @@ def disable_dropout(model) -> None:
     model.config.head_dropout = 0.0
 
 
-def load_model_and_tokenizer(base_model: str, args: RewardTrainingArguments):
-    """`load_model` and `load_tokenizer` together."""
-    tokenizer = load_tokenizer(base_model)
-    return load_model(base_model, args, tokenizer), tokenizer
-
-
 def _split_eval(data: RewardData, fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
     rows = list(data.rows)
     random.Random(seed).shuffle(rows)

@@ -30,7 +30,6 @@ logger = logging.getLogger(__name__)
 
 ADAPTER_DIR = "adapter"
 ADAPTER_CONFIG_FILE = "adapter_config.json"
-ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
 REWARD_CONFIG_FILE = "reward_config.json"  # not config.json: transformers would take the folder for a full model
 HEAD_MODULES = ("score",)  # RewardModel's regression head: trained and saved in full
 ALL_LINEAR = "all-linear"

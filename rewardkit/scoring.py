@@ -397,8 +397,9 @@ class RewardScorer:
 
         A single prompt string is paired with every response. `show_progress` overrides the
         scorer's setting for this call (callers that draw their own bar pass False);
-        `report_truncation=False` leaves the truncation message to callers that count over many
-        calls (`evaluate`, `score_file`: one message per file, not one per chunk). A list passed
+        `report_truncation=False` leaves the truncation message to a caller that counts over many
+        calls (as `evaluate` and `score_file` do through `rewards_of_rows`: one message per file,
+        not one per chunk). A list passed
         as `cuts` receives (prompt cut, response cut) per text, in order: which texts the
         truncation message counted."""
         prompts, responses = _align(prompts, responses)
@@ -667,7 +668,9 @@ def check_reward_model_source(source: str) -> bool:
     pickles = sorted(p.name for p in path.glob("*.bin")) + sorted(p.name for p in path.glob("*.pt"))
     if not (path / "config.json").exists():
         if (path / "adapter_config.json").exists():  # checkpoint-N/ or adapter/ of a LoRA run
-            if (path / "reward_config.json").exists():  # OUTPUT_DIR/adapter/ (--keep-adapter)
+            # adapter/ (--keep-adapter) holds reward_config.json and no Trainer state; a checkpoint-N/ holds
+            # trainer_state.json, and reward_config.json too since RewardConfigInLoraCheckpoints (resume.py)
+            if (path / "reward_config.json").exists() and not (path / "trainer_state.json").exists():
                 raise UserInputError(f"{source!r} is a saved LoRA adapter (PEFT format), not a whole model: score the "
                                      "run's --output-dir (the merged model), or rebuild it with "
                                      "rewardkit.lora.load_adapter(folder, base_model=...).")

@@ -501,6 +501,19 @@ def test_lora_checkpoint_folder_is_named_as_such(tmp_path):
         RewardScorer(checkpoint)
 
 
+def test_lora_checkpoint_with_reward_config_is_still_named_a_checkpoint(tmp_path):
+    """LoRA checkpoints hold reward_config.json too (RewardConfigInLoraCheckpoints), which was the
+    one mark of an --keep-adapter adapter/: every checkpoint-N/ was called a saved adapter to rebuild
+    with load_adapter, and the hint to resume training from it was never shown."""
+    checkpoint = tmp_path / "checkpoint-10"
+    checkpoint.mkdir()
+    for name in ("adapter_config.json", "reward_config.json", "trainer_state.json"):
+        (checkpoint / name).write_text("{}")
+    (checkpoint / "adapter_model.safetensors").write_bytes(b"")
+    with pytest.raises(ValueError, match="PEFT \\(LoRA\\) adapter checkpoint.*--resume_from_checkpoint"):
+        RewardScorer(checkpoint)
+
+
 def test_pickle_only_folder_is_refused(tmp_path, model):
     bare = tmp_path / "bare"
     bare.mkdir()

@@ -868,7 +868,7 @@ def test_resuming_a_finished_run_trains_no_further_step(tiny_base, tmp_path, cap
     args = dict(max_steps=2, save_strategy="steps", save_steps=2, reward_stats_samples=16)
     first = run_training(DataArguments(data=str(train)), _args(out, tiny_base, **args))
     before = load_file(str(out / "model.safetensors"))
-    with caplog.at_level(logging.WARNING, logger="rewardkit.fit"):
+    with caplog.at_level(logging.WARNING, logger="rewardkit.resume"):
         again = run_training(DataArguments(data=str(train)), _args(out, tiny_base, resume_from_checkpoint="last", **args))
     assert "already reached the end of training (step 2" in caplog.text
     assert again.steps == 2 and not (out / "checkpoint-3").exists()
