@@ -66,6 +66,30 @@ def wilson_interval(rate: Any, n: Any, z: float = 1.96) -> tuple[float, float] |
     return max(center - half, 0.0), min(center + half, 1.0)
 
 
+#: How report.md and the model card name a pairwise accuracy's interval: the accuracy on the pairs
+#: themselves is an exact count, so the interval is for other pairs like these.
+ACCURACY_INTERVAL = "95% interval for its accuracy on other pairs like these"
+
+
+def accuracy_interval_parts(accuracy: Any, n: Any) -> tuple[str, str] | None:
+    """("0.499 to 0.609", "it reaches 0.5: ...") of a pairwise accuracy over ``n`` pairs: its 95%
+    Wilson interval, and a word when it reaches 0.5, where the pairs cannot tell the model from a
+    coin ("" otherwise). None without a count."""
+    interval = wilson_interval(accuracy, n)
+    if interval is None:
+        return None
+    chance = "it reaches 0.5: these pairs cannot tell the model from one that guesses" if interval[0] <= 0.5 else ""
+    return f"{interval[0]:.3f} to {interval[1]:.3f}", chance
+
+
+def accuracy_interval_text(accuracy: Any, n: Any) -> str | None:
+    """`accuracy_interval_parts` as one phrase, as report.md's headline gives it."""
+    parts = accuracy_interval_parts(accuracy, n)
+    if parts is None:
+        return None
+    return f"{ACCURACY_INTERVAL}: {parts[0]} (Wilson)" + (f"; {parts[1]}" if parts[1] else "")
+
+
 def pct(value: Any) -> str:
     return "n/a" if not isinstance(value, (int, float)) else f"{100 * float(value):.0f}%"
 

@@ -212,6 +212,20 @@ def _length_comparison(lb: dict[str, Any], kind: str = "pairwise") -> list[str]:
     return lines
 
 
+def length_verdict(lb: dict[str, Any], kind: str = "pairwise") -> str | None:
+    """The bold verdict of this section from ``length_bias`` metrics, for the model card: its
+    length-bias line gave the figures without it, so a card could read as no bias where report.md of
+    the same evaluation said "Length bias toward shorter answers". None where the report gives none."""
+    st = _length_stats(lb)
+    if st is None:
+        return None
+    text = _length_verdict(st, _PHRASES.get(kind, _PHRASES["pairwise"]))
+    if kind == "ranking" and st.one_sided is None:  # as the report says before its verdict
+        text += (" (Pairs of one group share responses, so they are not independent: the standard errors "
+                 "behind this verdict are somewhat too small.)")
+    return text
+
+
 def _length_verdict(st: _LengthStats, w: dict[str, str] = _PHRASES["pairwise"]) -> str:
     """Bold verdict: a bias is named only when the numbers printed before it are beyond chance."""
     if st.one_sided is not None:

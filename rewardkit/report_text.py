@@ -19,7 +19,7 @@ import numpy as np
 from rewardkit.calibration import preference_probability, temperature_fitted_on_these_pairs
 from rewardkit.report_confidence import md_confidence, uncalibrated_mse
 from rewardkit.report_failures import md_failures
-from rewardkit.report_format import cell_value, escape, image, num, wilson_interval
+from rewardkit.report_format import accuracy_interval_text, cell_value, escape, image, num
 from rewardkit.report_lengths import md_preferences
 
 if TYPE_CHECKING:
@@ -450,13 +450,9 @@ def _md_headline(ctx: _Context) -> list[str]:
     for key, label, meaning in _rows_for(ctx.kind):
         if key in m:
             if key == "accuracy" and ctx.kind == "pairwise":
-                interval = wilson_interval(m.get("accuracy"), m.get("n"))
-                if interval is not None:
-                    # the accuracy on these pairs is a count, exact: the interval is for pairs like them
-                    meaning += (f"; 95% interval for its accuracy on other pairs like these: {interval[0]:.3f} "
-                                f"to {interval[1]:.3f} (Wilson)")
-                    if interval[0] <= 0.5:
-                        meaning += "; it reaches 0.5: these pairs cannot tell the model from one that guesses"
+                interval = accuracy_interval_text(m.get("accuracy"), m.get("n"))
+                if interval is not None:  # worded as the model card words it
+                    meaning += "; " + interval
             if key in ("pearson", "spearman") and m[key] is None:
                 meaning += "; undefined here (n/a): the rewards or the targets are all equal, or there is one response"
             if uncalibrated_mse(ctx) and key in _T_DEPENDENT:  # σ of annotation units: no model's confidence

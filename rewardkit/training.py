@@ -228,6 +228,13 @@ def init_head_to_targets(model, mean: float, std: float) -> None:
     head.bias.fill_(mean)
 
 
+def pairwise_win_rate(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
+    """Share of pairs whose chosen reward is higher, an exact tie counting ½, as the held-out
+    accuracy and `rewardkit evaluate` count it (`chosen > rejected` alone counted a tie as wrong, so
+    train_accuracy read lower than the held-out accuracy of the same rewards)."""
+    return (chosen > rejected).float().mean() + 0.5 * (chosen == rejected).float().mean()
+
+
 def ranking_top1(matrix: torch.Tensor, group_sizes: torch.Tensor) -> torch.Tensor:
     """Share of groups whose best response (column 0) gets the highest reward; one that shares the
     top with k - 1 others counts 1/k, as in `metrics.ranking_metrics` (argmax would count such a tie
@@ -403,7 +410,7 @@ class RewardTrainer(Trainer):
             chosen, rejected = rewards.chunk(2)  # (B,), (B,)
             margin = inputs.get("margin") if getattr(self.args, "use_margin", True) else None
             loss = pairwise_loss(chosen, rejected, margin)
-            metrics = {"accuracy": (chosen > rejected).float().mean(), "margin": (chosen - rejected).mean()}
+            metrics = {"accuracy": pairwise_win_rate(chosen, rejected), "margin": (chosen - rejected).mean()}
             return loss, {"rewards_chosen": chosen, "rewards_rejected": rejected}, metrics, len(chosen)
         if self.objective == "mse":
             labels = inputs["labels"]

@@ -395,7 +395,7 @@ def test_card_gives_the_calibration_interval_and_says_when_t_is_not_told_from_1(
     assert "95% interval 0.24 or more (no upper limit within the search range, which ends at 1000) on 312" in text
     # a card whose metrics are not the run that fitted the stored T says nothing about an interval
     other = render_model_card({"calibration_temperature": 0.8}, _training_summary(), evaluation, repo_id=REPO_ID)
-    assert "95% interval" not in other
+    assert "95% interval 0.24 to 3.9" not in other  # (the accuracy has a 95% interval of its own)
     # ranked data: T is fitted on the groups' within-group pairs, and the card says how many
     ranked = {**firm, "objective": "ranking", "n": 15, "n_pairs": 45}
     text = render_model_card({"calibration_temperature": 0.517}, _training_summary(), ranked, repo_id=REPO_ID)
@@ -464,3 +464,50 @@ def test_a_local_base_model_is_said_to_be_a_local_folder_not_a_hub_model():
     assert "/home/alice" not in text
     hub = render_model_card(config, {**training, "base_model": "openai-community/gpt2"}, repo_id=REPO_ID)
     assert "no Hub id recorded" not in hub and "on top of `openai-community/gpt2`." in " ".join(hub.split())
+
+
+# The length figures of a weak HH-RLHF model on dev.jsonl (`rewardkit evaluate`'s metrics.json).
+HH_LENGTH_BIAS = {
+    "spearman_reward_length": -0.1502, "unequal_length_n": 311, "longer_preferred_rate": 0.3987,
+    "chosen_longer_rate": 0.4373, "chosen_shorter_n": 175, "chosen_shorter_accuracy": 0.64,
+    "chosen_longer_n": 136, "chosen_longer_accuracy": 0.4485,
+}
+
+
+def _report_md(tmp_path: Path, metrics: dict) -> str:
+    from rewardkit.report import write_report
+
+    return write_report(tmp_path / "report", kind="pairwise", metrics=metrics, redact=True)["report.md"].read_text()
+
+
+def test_card_accuracy_gives_the_reports_interval_and_says_when_it_reaches_chance(tmp_path):
+    """The card gave "Pairwise accuracy | 0.5545" as a result, where report.md of the same evaluation
+    gave its 95% interval (0.499 to 0.609) and said it cannot be told from guessing."""
+    row = "| 95% interval for its accuracy on other pairs like these (Wilson) | 0.499 to 0.609; "
+    chance = "it reaches 0.5: these pairs cannot tell the model from one that guesses"
+    card = render_model_card({"alpha": 1.0}, _training_summary(), EVALUATION, repo_id=REPO_ID)
+    assert f"| 0.5545 | dev.jsonl (local data, n=312) |\n{row}{chance} | dev.jsonl (local data, n=312) |" in card
+    assert f"95% interval for its accuracy on other pairs like these: 0.499 to 0.609 (Wilson); {chance}" in _report_md(
+        tmp_path, EVALUATION)
+    strong = render_model_card({"alpha": 1.0}, _training_summary(), {**EVALUATION, "accuracy": 0.75})
+    assert "other pairs like these (Wilson) | 0.699 to 0.795 | dev.jsonl" in strong and chance not in strong
+    # training's held-out figure (no --metrics) is over its eval_rows pairs
+    card = render_model_card({"alpha": 1.0}, _training_summary(), None)
+    assert f"other pairs like these (Wilson) | 0.382 to 0.708; {chance} | held-out data (n=32) |" in card
+    # ranked data's within-group pairs share responses: no interval, as report.md gives none
+    ranked = {"objective": "ranking", "n": 40, "n_pairs": 240, "pairwise_accuracy": 0.55, "top1_accuracy": 0.4}
+    assert "95% interval for its accuracy" not in render_model_card({"alpha": 1.0}, _training_summary(), ranked)
+
+
+def test_card_length_bias_gives_both_accuracies_and_the_reports_verdict(tmp_path):
+    """The card gave the accuracy where the chosen answer is shorter (0.64) alone, with no verdict,
+    where report.md of the same evaluation said "Length bias toward shorter answers" (0.45 when longer)."""
+    evaluation = {**EVALUATION, "objective": "pairwise", "length_bias": HH_LENGTH_BIAS}
+    card = " ".join(render_model_card({"alpha": 1.0}, _training_summary(), evaluation).split())
+    assert ("accuracy when the chosen response is the shorter one: 0.64 (n = 175); when it is the longer one: "
+            "0.449 (n = 136). **Length bias toward shorter answers**: it is right 19.1 points more often") in card
+    verdict = next(line for line in _report_md(tmp_path, evaluation).splitlines() if line.startswith("**Length bias"))
+    assert verdict in card
+    ranked = " ".join(render_model_card({"alpha": 1.0}, _training_summary(), {**evaluation, "objective": "ranking"}).split())
+    assert ("when the better-ranked response is the shorter one: 0.64 (n = 175); when it is the longer one: 0.449 "
+            "(n = 136). **Length bias toward shorter responses**") in ranked and "not independent" in ranked

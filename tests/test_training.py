@@ -7,12 +7,13 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import types
 
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoTokenizer, TrainerCallback
+from transformers import AutoTokenizer, EvalPrediction, TrainerCallback
 
 from rewardkit import fit, resume
 from rewardkit.errors import UserInputError
@@ -20,7 +21,13 @@ from rewardkit.features import PairEncoder, encode_rows
 from rewardkit.fit import TrainingDivergedError, _training_speed, run_training
 from rewardkit.metrics import ranking_metrics
 from rewardkit.scoring import RewardScorer
-from rewardkit.training import RewardTrainer, _group_matrix, ranking_eval_metrics, ranking_top1
+from rewardkit.training import (
+    RewardTrainer,
+    _group_matrix,
+    pairwise_eval_metrics,
+    ranking_eval_metrics,
+    ranking_top1,
+)
 from rewardkit.training_args import DataArguments, RewardTrainingArguments
 from tests import helpers
 
@@ -1081,3 +1088,15 @@ def test_mse_trainer_takes_a_streaming_dataset(tmp_path, tokenizer):
     stream = datasets.Dataset.from_list(encode_rows(rows, "mse", PairEncoder(tokenizer, 32))).to_iterable_dataset()
     assert _mse_trainer(tmp_path, tokenizer, stream).target_scale is None
     assert _mse_trainer(tmp_path, tokenizer, stream, target_scale=(1.0, 2.0)).target_scale == (1.0, 2.0)
+
+
+def test_training_accuracy_counts_a_tie_as_half_like_the_held_out_metric():
+    """train_accuracy counted a pair whose rewards tie exactly as wrong, while the held-out accuracy
+    logged beside it (and `rewardkit evaluate`'s) counts it ½: the same rewards read 0.25 and 0.5."""
+    chosen, rejected = torch.tensor([1.0, 0.5, 0.0, -1.0]), torch.tensor([0.0, 0.5, 1.0, -1.0])
+    stub = types.SimpleNamespace(objective="pairwise", args=types.SimpleNamespace(use_margin=False),
+                                 _rewards=lambda model, inputs: (torch.cat([chosen, rejected]), None))
+    _, _, metrics, count = RewardTrainer._loss(stub, None, {})
+    held_out = pairwise_eval_metrics(EvalPrediction(predictions=torch.stack([chosen, rejected], 1).numpy(),
+                                                    label_ids=None))["accuracy"]
+    assert count == 4 and metrics["accuracy"].item() == pytest.approx(held_out) == pytest.approx(0.5)
