@@ -490,14 +490,18 @@ class RewardModel(PreTrainedModel):
         input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         alpha: float | None = None,
+        position_ids: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> RewardModelOutput | tuple:
         """Score (prompt, response) pairs.
+
+        The first five parameters are in the documented order (input_ids, attention_mask,
+        token_type_ids, labels, alpha), so a positional call `model(ids, mask, types, labels)` gets
+        its loss; `position_ids` (unlike BERT's forward) comes after them.
 
         Args:
             input_ids: (B, S) token ids of `tokenizer(prompt, response)`.

@@ -144,6 +144,21 @@ def test_forward_shapes_and_mse_with_labels(tokenizer):
     assert isinstance(model(**batch, return_dict=False), tuple)
 
 
+def test_forward_takes_labels_and_alpha_in_the_documented_positions(tokenizer):
+    """The contract's signature is forward(input_ids, attention_mask, token_type_ids, labels, alpha, ...):
+    positionally, labels and alpha must reach the loss and the scale, not BERT's position_ids slot
+    (which crashed in the embedding lookup)."""
+    model = helpers.tiny_reward_model()
+    batch = _encode(tokenizer, TEXTS)
+    labels = torch.tensor([1.0, 0.0, 2.0])
+    ids, mask, types = batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
+    with torch.no_grad():
+        by_name = model(**batch, labels=labels, alpha=2.0)
+        by_position = model(ids, mask, types, labels, 2.0)
+    assert torch.equal(by_position.loss, by_name.loss)
+    assert torch.equal(by_position.logits, by_name.logits)
+
+
 def test_alpha_is_a_pure_multiplier_per_call(tokenizer):
     model = helpers.tiny_reward_model()
     batch = _encode(tokenizer, TEXTS)
