@@ -142,6 +142,9 @@ def load_reward_data(source: str | os.PathLike, *, split: str | None = None,
     vs asked); validate; normalise. ``limit`` stops after that many valid rows.
 
     ``objective="score"`` accepts prompt + response rows (reward optional) for scoring.
+    ``columns`` renames the file's columns to the names rewardkit reads: a dict maps
+    ``{file column: rewardkit name}`` (``{"question": "prompt"}``); a string is the CLI's
+    ``--columns`` form, ``"prompt=question"`` (rewardkit name first), as `parse_column_map` reads it.
     """
     check_limit(limit)
     stream = _RowStream(source, split, columns, objective, skip_invalid, None)

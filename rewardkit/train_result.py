@@ -63,7 +63,7 @@ class TrainResult:
     def describe(self) -> str:
         unit = {"pairwise": "pairs", "mse": "rows", "ranking": "groups"}[self.objective]
         lines = [
-            f"Trained a {self.objective} reward model on {self.train_rows} {unit} ({self.detected_layout}).",
+            f"Trained {'an' if self.objective == 'mse' else 'a'} {self.objective} reward model on {self.train_rows} {unit} ({self.detected_layout}).",
             self._steps_line(unit),
         ]
         if self.eval_metrics:
