@@ -71,8 +71,8 @@ def make_parser() -> argparse.ArgumentParser:
     score.add_argument("--response", action="append", default=None, help="A response (repeat).")
     score.add_argument("--data", default=None, help="File, folder or Hub dataset id of prompt + response (or completion) rows "
                        "to score (streamed).")
-    score.add_argument("--output", default=None, help="JSONL output for --data (one line per input row, in order; a name such as .csv or .gz "
-                       "is refused); - for stdout.")
+    score.add_argument("--output", default=None, help="JSONL output for --data: one line per valid row, in input order, with its row "
+                       "number (rows skipped by --skip-invalid get none); a name such as .csv or .gz is refused; - for stdout.")
     _add_data_options(score, objective=False)
     _add_scoring_options(score)
     _add_common(score)
@@ -85,10 +85,11 @@ def make_parser() -> argparse.ArgumentParser:
     publish.add_argument("--revision", default=None, help="Branch to push to (created if needed).")
     publish.add_argument("--commit-message", default=None, help="Commit message.")
     publish.add_argument("--metrics", default=None, help="metrics.json from `rewardkit evaluate --report-dir` for the card: this "
-                         "model's, at its stored T (another model's, or one measured before `--calibrate` stored T, "
+                         "model's, at its stored T (another model's, or one measured before `evaluate --calibrate` stored T, "
                          "is refused).")
-    publish.add_argument("--dataset", action="append", default=None, help="Hub id of a training data set (card metadata; repeat). Default: the --data "
-                         "training_summary.json records.")
+    publish.add_argument("--dataset", action="append", default=None, help="Hub id of a training data set (card metadata; repeat). Default: the "
+                         "`train --data` that training_summary.json records (a local file is named in the card, not "
+                         "in its metadata).")
     publish.add_argument("--license", default=None,
                          help="Hub license id for the card, e.g. mit, llama3.2, other (default: the base model's "
                               "when known, apache-2.0 for the packaged MiniLM; else the card states none).")
@@ -119,7 +120,9 @@ def _add_data_options(parser: argparse.ArgumentParser, objective: bool = True) -
 
 
 def _add_scoring_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--batch-size", type=_positive_int, default=None, help="Max rows per batch.")
+    parser.add_argument("--batch-size", type=_positive_int, default=None,
+                        help="Max (prompt, response) texts per forward pass: a pair is two texts, a ranked group one per "
+                             "response (default: no cap; a batch is filled up to 65536 padded tokens on CUDA, 2048 elsewhere).")
     parser.add_argument("--max-length", type=_max_length, default=None, help="Max tokens per pair (default: the length the model was trained with, else its limit, at most 512).")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available).")
     parser.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=None,
@@ -196,16 +199,41 @@ def _emit(text: str) -> None:
 # ---------------------------------------------------------------------- commands
 
 
-def cmd_train(argv: Sequence[str]) -> int:
+def make_train_parser():
+    """`rewardkit train`'s parser: HfArgumentParser over the two argument dataclasses, plus --config
+    and --quiet, with the help texts HfArgumentParser gets wrong put right (see `_fix_train_help`)."""
     from transformers import HfArgumentParser
 
-    from rewardkit.fit import run_training
     from rewardkit.training_args import DataArguments, RewardTrainingArguments
 
     parser = HfArgumentParser((DataArguments, RewardTrainingArguments), prog="rewardkit train",
                               description="Train a reward model. Every transformers TrainingArguments flag works too.")
     parser.add_argument("--config", default=None, help="YAML file of arguments (field names as keys); flags override it.")
     parser.add_argument("--quiet", action="store_true", help="Only warnings and errors in the log.")
+    _fix_train_help(parser)
+    return parser
+
+
+def _fix_train_help(parser: argparse.ArgumentParser) -> None:
+    """HfArgumentParser gives each `--no_X` switch the help of `--X` followed by "(default: False)",
+    so `--no-use-margin` read "Use a per-pair `margin` column ... (default: False)", the opposite of
+    what it does; and its `--debug` help named only TrainingArguments' debug features, not the bare
+    `--debug` (full tracebacks) that every error message suggests."""
+    for action in parser._actions:
+        option = action.option_strings[0] if action.option_strings else ""
+        if option.startswith("--no_") and isinstance(action, argparse._StoreFalseAction):
+            flag = "--" + option.removeprefix("--no_").replace("_", "-")
+            action.help = f"Turn {flag} off (the same as {flag} false)."
+            action.default = argparse.SUPPRESS  # the value comes from --X's own default: not "(default: False)"
+        elif option == "--debug":
+            action.help = (f"{action.help} A bare --debug (no value) is rewardkit's own instead: it shows the full "
+                           "traceback of an error.")
+
+
+def cmd_train(argv: Sequence[str]) -> int:
+    from rewardkit.fit import run_training
+
+    parser = make_train_parser()
     # A bare --debug is ours (tracebacks, handled in main); `--debug VALUE` is TrainingArguments'.
     argv = [token for i, token in enumerate(argv)
             if not (token == "--debug" and (i + 1 == len(argv) or argv[i + 1].startswith("--")))]
@@ -400,7 +428,7 @@ def _score(args: argparse.Namespace) -> int:
     if not args.data and not args.response:
         raise UsageError("Nothing to score: give --prompt P --response R (repeatable) or --data FILE --output OUT.jsonl.")
     if args.data and not args.output:
-        raise UsageError("--data needs --output OUT.jsonl (one scored line per input row).")
+        raise UsageError("--data needs --output OUT.jsonl (one scored line per valid row).")
     if args.output and not args.data:  # the --response lines go to stdout: the file was never written
         raise UsageError(f"--output {args.output} is for --data; the scores of --prompt/--response are printed on "
                        "stdout (redirect them: > scores.jsonl).")

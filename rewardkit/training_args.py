@@ -199,6 +199,12 @@ class RewardTrainingArguments(TrainingArguments):
                           "with a warning, not trained further."},
     )
     remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False: the collators need them."})
+    # TrainingArguments' help ("Label smoothing factor to prevent overconfidence") offered what __post_init__ refuses
+    label_smoothing_factor: float = field(
+        default=0.0,
+        metadata={"help": "Not used by rewardkit: it smooths classification labels, which its losses (Bradley-Terry, "
+                          "ranking, MSE) do not have, so a value other than 0 is refused."},
+    )
     save_strategy: SaveStrategy | str = field(default="epoch", metadata={"help": "When to save checkpoints (default each epoch)."})
     # None = not given, so that an explicit value (false / no included) can win over what rewardkit
     # would pick. nargs/const keep a bare `--bf16` meaning true (HfArgumentParser gives a
