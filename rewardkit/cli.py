@@ -250,6 +250,8 @@ def cmd_train(argv: Sequence[str]) -> int:
     _setup_logging(extra.quiet or not _is_main_process())  # N ranks: one log, not N copies
     if extra.quiet:
         train_args.disable_tqdm = True  # the per-step metrics still reach the log, at INFO: hidden
+    if not data_args.data:  # a usage error (exit 2), as every missing flag; the library's check says the same
+        raise UsageError("No training data: pass --data (a file, a folder or a Hub dataset id).")
     if train_args.output_dir is None:
         raise UsageError("--output-dir is required.")
     _check_writable(train_args.output_dir)

@@ -250,6 +250,10 @@ class RewardTrainingArguments(TrainingArguments):
             raise ValueError(f"--label_smoothing_factor {self.label_smoothing_factor} would be ignored: it smooths "
                              "classification labels, and rewardkit's losses (Bradley-Terry, ranking, MSE) do not use "
                              "it. Drop it.")
+        if self.length_column_name != "length":  # Trainer's group_by_length reads a dataset column by this name
+            raise ValueError(f"--length_column_name {self.length_column_name} would be ignored: rewardkit measures each "
+                             "example's length itself, from its tokens (a pair's longer response), for "
+                             "--train_sampling_strategy group_by_length. Drop it.")
         self._check_numbers()
         self._check_lora()  # before _check_dropout, which fills in lora_dropout's default
         self._check_dropout()

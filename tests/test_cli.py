@@ -737,6 +737,8 @@ def test_score_file_mentions_bf16_only_once_it_scored(tmp_path, tokenizer, monke
     ["publish", "--model", "m", "--repo-id", "me/rm", "--dry-run"],
     ["train", "--data", "d.jsonl", "--max-lenght", "64"],
     ["train", "--data", "d.jsonl", "--eval-fraction", "1.5"],
+    ["train", "--output-dir", "out"],  # no --data: exited 1, the library's error
+    ["train", "--data", "d.jsonl", "--length_column_name", "n_tokens"],  # would be ignored: refused
 ], ids=lambda argv: " ".join(argv[:1] + argv[-2:]))
 def test_a_wrong_command_line_exits_2_as_argparse_usage_errors_do(argv, tmp_path, monkeypatch, capsys):
     """Contradicting or partnerless flags and unknown train flags exited 1, like a failed run, while
