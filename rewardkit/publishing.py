@@ -3,7 +3,8 @@
 Three separate steps, so that each can be tested and reasoned about on its own:
 
 1. `build_publish_folder` (pure, offline): copy exactly the files the Hub model needs (safetensors
-   weights, config.json with auto_map, the two remote-code files, tokenizer files) and re-render
+   weights, config.json with auto_map, the installed rewardkit's two remote-code files, tokenizer
+   files; never a link to a file outside the model folder) and re-render
    README.md for the real repo id. Training leftovers (checkpoints, optimizer state, pickles,
    training_summary.json, dotfiles) never reach the Hub.
 2. `verify_folder`: load the folder the way a Hub user will (a fresh interpreter, an empty
@@ -291,6 +292,33 @@ def _check_code_files(model_dir: Path) -> None:
         )
 
 
+def _refuse_outside_links(model_dir: Path, names: list[str]) -> None:
+    """Refuse a file to publish that is a link leading out of `model_dir`: copying follows links, so a
+    `vocab.txt -> ~/.ssh/id_rsa` in a downloaded or unpacked folder went to the Hub under the user's
+    name (a tokenizer that does not read the file, BERT's and merges.txt, still verifies)."""
+    outside = [name for name in names if model_dir not in (model_dir / name).resolve().parents]
+    if outside:
+        raise UserInputError(
+            f"{model_dir} holds links to files outside it: {', '.join(outside)}. rewardkit publishes only the "
+            "model folder's own files, so that a link cannot send other content to the Hub; copy the files in "
+            "(`cp -L`) if they are this model's, then publish."
+        )
+
+
+def _code_sources(model_dir: Path) -> dict[str, Path]:
+    """The installed rewardkit's code files, which the upload carries (not the folder's): they are the
+    code `score`, `evaluate` and verification's reference ran, and a folder's own copy may be edited
+    or foreign code that the fresh load would run here and the Hub would serve under the user's name."""
+    from importlib.util import find_spec
+
+    sources = {name: Path(find_spec(name.removesuffix(".py")).origin) for name in CODE_FILES}
+    changed = [name for name, source in sources.items() if (model_dir / name).read_bytes() != source.read_bytes()]
+    if changed:
+        logger.warning("%s holds a %s that differs from the installed rewardkit's; publishing the installed one "
+                       "(the code rewardkit scored and evaluated this model with).", model_dir, " and a ".join(changed))
+    return sources
+
+
 def _tokenizer_files(model_dir: Path) -> list[str]:
     names = [name for name in TOKENIZER_FILES if (model_dir / name).is_file()]
     if "tokenizer_config.json" not in names and "tokenizer.json" not in names:
@@ -399,12 +427,15 @@ def _move_into_place(staging: Path, out_dir: Path) -> None:
 
 
 def _published_config(config: dict[str, Any], model_dir: Path) -> dict[str, Any]:
-    """config.json as it goes to the Hub: local paths removed; a calibration temperature an earlier
+    """config.json as it goes to the Hub: local paths removed; auto_map names the published code files
+    only (an extra entry such as `"AutoModelForCausalLM": "someone/repo--evil.Model"` went up as it was,
+    and the Hub served it under the user's name to whoever loaded that class); a calibration temperature an earlier
     rewardkit stored as `temperature` moved to `calibration_temperature` (`temperature` is a
     generation setting: transformers 5 refuses to save a model config holding one and 4.x resets it
     to 1.0 on load); and the tokenizer class named, because transformers 4.x `pipeline` loads a
     tokenizer for a custom model type only when the config names its class."""
     config = _scrub_local_paths(config)
+    config["auto_map"] = dict(REQUIRED_AUTO_MAP)  # no other entries: they could name code elsewhere on the Hub
     if "temperature" in config:
         legacy = config.pop("temperature")
         if config.get("calibration_temperature") is None:
@@ -424,8 +455,8 @@ def build_publish_folder(model_dir: str | Path, out_dir: str | Path, *, repo_id:
     """Write the folder to upload for the trained model in `model_dir`; return `out_dir`.
 
     The folder holds exactly: safetensors weights (one file, or shards + index), config.json (with
-    the auto_map of all three Auto classes; local paths removed), configuration_reward.py,
-    modeling_reward.py, the tokenizer files present, and README.md re-rendered for `repo_id` (so
+    the auto_map of all three Auto classes and no other; local paths removed), configuration_reward.py and
+    modeling_reward.py as installed (not the folder's copies), the tokenizer files present, and README.md re-rendered for `repo_id` (so
     its usage example loads the real repo) from training_summary.json, `evaluation` (a metrics dict
     as `rewardkit evaluate --report-dir R` writes to R/metrics.json) and `datasets` (local data is
     named there by its file name only, and kept out of the metadata, which takes Hub ids); with a
@@ -439,7 +470,7 @@ def build_publish_folder(model_dir: str | Path, out_dir: str | Path, *, repo_id:
     Raises:
         FileNotFoundError: `model_dir` does not exist.
         ValueError: not a rewardkit reward model (a LoRA adapter), no auto_map, no code files, pickle weights only,
-            no tokenizer, `evaluation` recorded for another model or T, or `out_dir` holds unrelated files.
+            no tokenizer, a file to publish that links outside `model_dir`, `evaluation` recorded for another model or T, or `out_dir` holds unrelated files.
     """
     model_dir, out_dir = Path(model_dir).expanduser().resolve(), Path(out_dir).expanduser().resolve()
     validate_repo_id(repo_id)
@@ -456,7 +487,10 @@ def build_publish_folder(model_dir: str | Path, out_dir: str | Path, *, repo_id:
     _check_evaluation_matches(evaluation, config, model_dir)
     _check_code_files(model_dir)
     adapter = _adapter_files(model_dir)
-    copied = [*weights, *CODE_FILES, *_tokenizer_files(model_dir), *adapter]
+    copied = [*weights, *_tokenizer_files(model_dir), *adapter]
+    read = [*copied, *CODE_FILES, "config.json", *([SUMMARY_FILE] if (model_dir / SUMMARY_FILE).exists() else [])]
+    _refuse_outside_links(model_dir, read)
+    sources = {**{name: model_dir / name for name in copied}, **_code_sources(model_dir)}
     card = _render_card(model_dir, config, repo_id=repo_id, evaluation=evaluation, datasets=datasets, license=license,
                         revision=revision, adapter=bool(adapter), language=language)
 
@@ -464,9 +498,9 @@ def build_publish_folder(model_dir: str | Path, out_dir: str | Path, *, repo_id:
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
         staging.chmod(0o755)  # mkdtemp makes it private; the finished folder is an ordinary one
-        for name in copied:
+        for name, source in sources.items():
             (staging / name).parent.mkdir(exist_ok=True)  # adapter/
-            shutil.copyfile(model_dir / name, staging / name)  # copies, never links: the folder is its own
+            shutil.copyfile(source, staging / name)  # copies, never links: the folder is its own
         if (staging / ADAPTER_DIR).is_dir():
             _scrub_adapter_config(staging / ADAPTER_DIR / "adapter_config.json")
             if (staging / ADAPTER_DIR / "reward_config.json").is_file():
@@ -523,8 +557,10 @@ def _score_reference(reference_dir: Path, probes: list[tuple[str, str]]) -> list
 
     from modeling_reward import RewardModel
 
-    tokenizer = AutoTokenizer.from_pretrained(reference_dir, trust_remote_code=True)
-    model = RewardModel.from_pretrained(reference_dir).eval()
+    model = RewardModel.from_pretrained(reference_dir, use_safetensors=True).eval()
+    # No remote code here (as in `score`): a tokenizer_config.json auto_map in the folder being
+    # published ran its .py file in this process. The fresh load alone runs remote code.
+    tokenizer = AutoTokenizer.from_pretrained(reference_dir, config=model.config, trust_remote_code=False)
     batch = tokenizer([p for p, _ in probes], [r for _, r in probes], padding=True, truncation=True,
                       return_tensors="pt")
     with torch.no_grad():
