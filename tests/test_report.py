@@ -822,6 +822,28 @@ def test_ranking_length_bias_is_set_against_the_labelled_order(tmp_path: Path) -
     assert "no label baseline" not in prefs and "human" not in prefs
 
 
+def test_ranked_length_verdict_allows_for_the_pairs_of_a_group_being_correlated(tmp_path: Path) -> None:
+    """4 misordered pairs of 66, all in 2 groups (each puts its longest, best response last): counted as
+    66 independent pairs the report (and card) said "Length bias toward shorter responses"; the 2
+    groups' pairs move together, and with the groups' design effect the gap is within chance."""
+    from rewardkit.metrics import ranking_length_bias
+    from rewardkit.report_lengths import length_verdict
+
+    groups = [[3.0, 2.0, 1.0]] * 20 + [[1.0, 3.0, 2.0]] * 2
+    lengths = [[10, 20, 30]] * 12 + [[30, 20, 10]] * 10
+    lb = ranking_length_bias(groups, lengths)
+    metrics = {**_ranking_metrics_as_evaluated(groups), "length_bias": lb}
+    prefs = _section(_kind_md(tmp_path, "ranking", metrics), "What it prefers")
+    assert "**No length bias detected**" in prefs and "Length bias toward" not in prefs
+    assert f"widened by the square root of the groups' design effect, {lb['design_effect']:.2f}" in prefs
+    assert "somewhat too small" not in prefs
+    card = length_verdict(lb, "ranking")
+    assert card.startswith("**No length bias detected**") and "design effect" in card
+    independent = {k: v for k, v in lb.items() if k != "design_effect"}  # metrics.json of an older version
+    assert length_verdict(independent, "ranking").startswith("**Length bias toward shorter responses**")
+    assert "somewhat too small" in length_verdict(independent, "ranking")
+
+
 def test_mse_failures_say_what_is_listed(tmp_path: Path) -> None:
     worst = [{"prompt": "p", "response": "r", "predicted": 0.1, "target": 2.0}]
     fails = _section(_kind_md(tmp_path, "mse", _mse_metrics(), worst_examples=worst), "Where it fails")
