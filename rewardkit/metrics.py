@@ -327,14 +327,46 @@ def ranking_length_bias(rewards_per_group: Sequence[Sequence[float]],
     """The pairwise length-bias figures (see _length_bias) over every within-group pair, the
     better-ranked response as "chosen": how often the model rewards the longer response against
     how often the labelled order put it first, and accuracy by which one is longer. Spearman of
-    reward and length counts each response once (not once per pair it is in)."""
+    reward and length counts each response once (not once per pair it is in). ``design_effect``: how
+    many times the variance of the length gap exceeds that of independent pairs (see
+    _gap_design_effect); the report widens its standard errors by its square root."""
     better, worse = within_group_pairs(rewards_per_group)
     better_lengths, worse_lengths = within_group_pairs(lengths_per_group)
     out = _length_bias(better, worse, better_lengths, worse_lengths)
     flat = [np.asarray(g, dtype=np.float64) for g in rewards_per_group]
     lengths = [np.asarray(g, dtype=np.float64) for g in lengths_per_group]
     out["spearman_reward_length"] = spearman(np.concatenate(flat), np.concatenate(lengths)) if flat else None
+    groups = np.repeat(np.arange(len(flat)), [g.size * (g.size - 1) // 2 for g in flat])
+    out["design_effect"] = _gap_design_effect(_win_score(better, worse), better_lengths, worse_lengths, groups)
     return out
+
+
+def _gap_design_effect(win: NDArray[np.float64], better_lengths: NDArray[np.float64],
+                       worse_lengths: NDArray[np.float64], groups: NDArray[np.intp]) -> float | None:
+    """Cluster-robust over independent-pairs variance of the length gap (accuracy when the better
+    response is shorter − when it is longer), under "no bias" (one pooled accuracy), at least 1.
+
+    The pairs of a group share responses: one misplaced response misorders several of them at once,
+    so they are no independent draws and the report's length verdict, tested as if they were, called
+    3 misordered pairs of 213 a bias. The robust variance sums each group's contributions before
+    squaring. Never below 1 (a few groups give noise, not pairs surer than independent ones), as
+    :func:`rewardkit.calibration.temperature_evidence` does for T; None when undefined (no pair
+    misordered, or pairs of one kind or one group only)."""
+    shorter, longer = better_lengths < worse_lengths, better_lengths > worse_lengths
+    n_s, n_l = int(np.count_nonzero(shorter)), int(np.count_nonzero(longer))
+    unequal = shorter | longer
+    if not (n_s and n_l):
+        return None
+    pooled = float(np.mean(win[unequal]))
+    independent = pooled * (1.0 - pooled) * (1.0 / n_s + 1.0 / n_l)
+    _, index = np.unique(groups[unequal], return_inverse=True)
+    n_groups = int(index.max()) + 1
+    if independent <= 0.0 or n_groups < 2:
+        return None
+    weights = np.where(shorter, 1.0 / n_s, -1.0 / n_l)[unequal]
+    per_group = np.bincount(index, weights=weights * (win[unequal] - pooled), minlength=n_groups)
+    robust = float(np.sum(per_group**2)) * n_groups / (n_groups - 1)
+    return max(robust / independent, 1.0)
 
 
 def ranking_metrics(rewards_per_group: Sequence[Sequence[float]], *, temperature: float = 1.0,

@@ -150,6 +150,26 @@ def _misordered_pairs(ctx: _Context) -> list[str]:
     return [text, ""]
 
 
+def _misordered_within_groups(m: dict[str, Any]) -> list[str]:
+    """How many within-group pairs the model orders against the labels, and in how many groups the
+    labelled best is not on top: the counts the pairwise report opens with. The list below shows
+    at most 10 groups and only their top, so it said "1 of them is a top-1 miss" and nothing of the
+    misordered pairs among the lower responses. (No "as expected" test as for pairwise pairs: the
+    pairs of a group share responses, so a calibrated model's count is no sum of independent pairs.)"""
+    n, acc, ties = m.get("n_pairs"), m.get("pairwise_accuracy"), m.get("ties", 0)
+    if not (is_count(n) and n > 0 and isinstance(acc, (int, float)) and is_count(ties)):
+        return []
+    wrong = round(n * (1 - float(acc)) - ties / 2)  # pairwise accuracy counts a tie as half right
+    text = (f"The model puts a worse-ranked response above a better-ranked one in **{num(wrong)} of {num(n)} "
+            f"within-group pairs** ({pct(wrong / n)}" + (f"; {num(ties)} more are exact ties)" if ties else ")"))
+    groups, top1, top1_ties = m.get("n_groups"), m.get("top1_accuracy"), m.get("top1_ties")
+    if is_count(groups) and groups > 0 and isinstance(top1, (int, float)) and top1_ties == 0:
+        misses = round(groups * (1 - float(top1)))  # without ties at the top each group counts 1 or 0
+        text += (f", and another response above the labelled best one in **{num(misses)} of {num(groups)} "
+                 "groups** (top-1 misses)")
+    return [text + ".", ""]
+
+
 def _ranking_failures_intro(ctx: _Context) -> list[str]:
     """Whether any group is misordered at all, then what the ranking worst examples are (built in
     rewardkit.evaluation: per group, margin = reward of the labelled-best response − the highest
@@ -167,6 +187,7 @@ def _ranking_failures_intro(ctx: _Context) -> list[str]:
             "",
         ]
     else:
+        lines += _misordered_within_groups(m)
         misses, ties = sum(1 for x in margins if x < 0), sum(1 for x in margins if x == 0)
         if not margins:
             text = f"The {len(examples)} groups given, without margins."
@@ -184,8 +205,8 @@ def _ranking_failures_intro(ctx: _Context) -> list[str]:
             )
         else:
             text = (
-                f"The {len(examples)} groups with the smallest margins; {misses} of them are "
-                "top-1 misses (negative margin)"
+                f"The {len(examples)} groups with the smallest margins; {misses} of them "
+                + ("is a top-1 miss" if misses == 1 else "are top-1 misses") + " (negative margin)"
                 + (f" and {ties} a tie at the top (margin 0)." if ties else ".")
             )
         lines += [text, ""]

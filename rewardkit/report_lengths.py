@@ -103,7 +103,9 @@ class _LengthStats:
     "no bias" = the same (pooled) accuracy on both kinds of pair: the standard error of a gap between
     two proportions, so that 1 of 1 right against 0 of 1 is not "beyond chance". Where every pair's
     chosen answer is the longer one (or every one the shorter), a length preference and plain
-    accuracy cannot be told apart: ``one_sided`` names that side, and nothing is tested."""
+    accuracy cannot be told apart: ``one_sided`` names that side, and nothing is tested. Ranked data's
+    ``design_effect`` (pairs of one group are no independent draws) widens both standard errors by its
+    square root."""
 
     n: int
     model_rate: float
@@ -116,6 +118,7 @@ class _LengthStats:
     gap: float | None = None
     gap_se: float | None = None
     one_sided: str | None = None  # "longer" / "shorter": the side every pair's chosen answer is on
+    design_effect: float | None = None  # ranked data: the variance of the gap over that of independent pairs
 
     @property
     def diff_clear(self) -> bool:
@@ -151,7 +154,10 @@ def _length_stats(lb: dict[str, Any]) -> _LengthStats | None:
     stats.expected = stats.label_rate * stats.accuracy + (1 - stats.label_rate) * (1 - stats.accuracy)
     stats.diff = stats.model_rate - stats.expected
     stats.gap = float(acc_s) - float(acc_l)
-    stats.gap_se = math.sqrt(stats.accuracy * (1 - stats.accuracy) * (1 / n_s + 1 / n_l))
+    deff = lb.get("design_effect")
+    if isinstance(deff, (int, float)) and not isinstance(deff, bool) and math.isfinite(deff) and deff >= 1:
+        stats.design_effect = float(deff)
+    stats.gap_se = math.sqrt(stats.accuracy * (1 - stats.accuracy) * (1 / n_s + 1 / n_l) * (stats.design_effect or 1.0))
     stats.diff_max = 2 * n_s * n_l / n**2
     stats.diff_se = stats.diff_max * stats.gap_se
     return stats
@@ -192,8 +198,7 @@ def _length_comparison(lb: dict[str, Any], kind: str = "pairwise") -> list[str]:
             + (", so it is more than chance." if st.diff_clear else ", so chance alone could explain it.")
         )
     if kind == "ranking":
-        first += (" (Pairs of one group share responses, so they are not independent: these standard errors "
-                  "are somewhat too small.)")
+        first += " " + _groups_note(st, "these standard errors")
     lines = [first, ""]
     second = (
         f"Accuracy when {w['chosen']} is shorter: **{num(lb.get('chosen_shorter_accuracy'), 2)}** "
@@ -221,9 +226,18 @@ def length_verdict(lb: dict[str, Any], kind: str = "pairwise") -> str | None:
         return None
     text = _length_verdict(st, _PHRASES.get(kind, _PHRASES["pairwise"]))
     if kind == "ranking" and st.one_sided is None:  # as the report says before its verdict
-        text += (" (Pairs of one group share responses, so they are not independent: the standard errors "
-                 "behind this verdict are somewhat too small.)")
+        text += " " + _groups_note(st, "the standard errors behind this verdict")
     return text
+
+
+def _groups_note(st: _LengthStats | None, errors: str) -> str:
+    """Ranked data: its within-group pairs share responses. With the groups' design effect the
+    standard errors allow for it and the note says by how much; without (metrics of older versions)
+    they are those of independent pairs, and the note says they are too small."""
+    if st is not None and st.design_effect is not None:
+        return (f"(Pairs of one group share responses, so they are not independent: {errors} allow for it, "
+                f"widened by the square root of the groups' design effect, {st.design_effect:.2f}.)")
+    return f"(Pairs of one group share responses, so they are not independent: {errors} are somewhat too small.)"
 
 
 def _length_verdict(st: _LengthStats, w: dict[str, str] = _PHRASES["pairwise"]) -> str:

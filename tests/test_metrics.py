@@ -307,6 +307,29 @@ def test_ranking_length_bias_compares_the_model_with_the_labelled_order() -> Non
     assert lb["spearman_reward_length"] == pytest.approx(1.0)  # each response once: 5 points, same order
 
 
+def test_ranking_length_bias_design_effect_counts_a_groups_pairs_together() -> None:
+    """12 groups whose better responses are shorter, all right (36 pairs); 10 whose better ones are
+    longer (30 pairs), 2 of them with the best response put last (2 wrong pairs each). By hand: pooled
+    accuracy p = 62/66; independent variance of the gap p(1 − p)(1/36 + 1/30); cluster-robust: each
+    group's Σ w_i (win_i − p), w = 1/36 for shorter and −1/30 for longer pairs, squared and summed,
+    times 22/21."""
+    short, good_long, bad_long = [3.0, 2.0, 1.0], [3.0, 2.0, 1.0], [1.0, 3.0, 2.0]
+    rewards = [short] * 12 + [good_long] * 8 + [bad_long] * 2
+    lengths = [[10, 20, 30]] * 12 + [[30, 20, 10]] * 10
+    p = 62 / 66
+    independent = p * (1 - p) * (1 / 36 + 1 / 30)
+    per_group = [3 * (1 - p) / 36] * 12 + [-3 * (1 - p) / 30] * 8 + [-(2 * (0 - p) + (1 - p)) / 30] * 2
+    robust = sum(x * x for x in per_group) * 22 / 21
+    lb = ranking_length_bias(rewards, lengths)
+    assert lb["design_effect"] == pytest.approx(robust / independent) and lb["design_effect"] > 2
+    # no pair misordered: no variance to compare
+    assert ranking_length_bias([short] * 3 + [good_long] * 3, [[10, 20, 30]] * 3 + [[30, 20, 10]] * 3)[
+        "design_effect"] is None
+    # groups of 2 hold one pair each, independent: only the small-sample factor G/(G − 1) is left
+    one_pair_each = ranking_length_bias([[2.0, 1.0], [1.0, 2.0]] * 10, [[10, 20], [20, 10]] * 10)
+    assert one_pair_each["design_effect"] == pytest.approx(20 / 19)
+
+
 def test_ranking_degenerate() -> None:
     m = ranking_metrics([[1.0, 1.0]])
     assert m["kendall_tau"] is None and m["pairwise_accuracy"] == 0.5

@@ -784,7 +784,7 @@ def test_ranking_failures_count_top1_misses(tmp_path: Path) -> None:
     )
     fails = _section(md, "Where it fails")
     assert "No group is misordered" not in fails
-    assert "The 4 groups with the smallest margins; 1 of them are top-1 misses" in fails
+    assert "The 4 groups with the smallest margins; 1 of them is a top-1 miss" in fails
     assert "and 1 a tie at the top (margin 0)." in fails
     # the best response always on top, but lower responses out of order
     groups = [[3.0, 1.0, 2.0], [3.0, 2.0, 1.0]]
@@ -794,6 +794,22 @@ def test_ranking_failures_count_top1_misses(tmp_path: Path) -> None:
     fails = _section(md, "Where it fails")
     assert "None of them is a top-1 miss" in fails and "top-1 accuracy 1.000" in fails
     assert "the misordering is among the lower responses" in fails
+
+
+def test_ranking_failures_count_the_misordered_within_group_pairs(tmp_path: Path) -> None:
+    """The pairwise report opens "Where it fails" with how many pairs are misordered; the ranked one
+    said only how many of the 10 groups listed were top-1 misses, nothing of the pairs among the lower
+    responses. Group 1 misorders (1, 2), group 3 (0, 1): 2 of 9 pairs; group 1 is the one top-1 miss."""
+    groups = [[1.0, 2.0, 0.0], [3.0, 2.0, 1.0], [2.0, 0.0, 1.0]]
+    md = _kind_md(tmp_path, "ranking", _ranking_metrics_as_evaluated(groups), worst_examples=_ranking_worst(groups))
+    fails = _section(md, "Where it fails")
+    assert ("The model puts a worse-ranked response above a better-ranked one in **2 of 9 within-group pairs** "
+            "(22%), and another response above the labelled best one in **1 of 3 groups** (top-1 misses).") in fails
+    # a tie at the top counts 1/k in top-1 accuracy, so the misses are not read back from it; the tie is said
+    groups = [[1.0, 2.0, 0.0], [2.0, 2.0, 0.0], [3.0, 2.0, 1.0], [2.0, 0.0, 1.0]]
+    fails = _section(_kind_md(tmp_path, "ranking", _ranking_metrics_as_evaluated(groups),
+                              worst_examples=_ranking_worst(groups)), "Where it fails")
+    assert "in **2 of 12 within-group pairs** (17%; 1 more are exact ties)." in fails and "top-1 misses)" not in fails
 
 
 def test_ranking_length_correlation_states_there_is_no_label_baseline(tmp_path: Path) -> None:
@@ -820,6 +836,28 @@ def test_ranking_length_bias_is_set_against_the_labelled_order(tmp_path: Path) -
     assert "of within-group pairs" in prefs and "are not independent" in prefs
     assert "Accuracy when the better-ranked response is shorter" in prefs
     assert "no label baseline" not in prefs and "human" not in prefs
+
+
+def test_ranked_length_verdict_allows_for_the_pairs_of_a_group_being_correlated(tmp_path: Path) -> None:
+    """4 misordered pairs of 66, all in 2 groups (each puts its longest, best response last): counted as
+    66 independent pairs the report (and card) said "Length bias toward shorter responses"; the 2
+    groups' pairs move together, and with the groups' design effect the gap is within chance."""
+    from rewardkit.metrics import ranking_length_bias
+    from rewardkit.report_lengths import length_verdict
+
+    groups = [[3.0, 2.0, 1.0]] * 20 + [[1.0, 3.0, 2.0]] * 2
+    lengths = [[10, 20, 30]] * 12 + [[30, 20, 10]] * 10
+    lb = ranking_length_bias(groups, lengths)
+    metrics = {**_ranking_metrics_as_evaluated(groups), "length_bias": lb}
+    prefs = _section(_kind_md(tmp_path, "ranking", metrics), "What it prefers")
+    assert "**No length bias detected**" in prefs and "Length bias toward" not in prefs
+    assert f"widened by the square root of the groups' design effect, {lb['design_effect']:.2f}" in prefs
+    assert "somewhat too small" not in prefs
+    card = length_verdict(lb, "ranking")
+    assert card.startswith("**No length bias detected**") and "design effect" in card
+    independent = {k: v for k, v in lb.items() if k != "design_effect"}  # metrics.json of an older version
+    assert length_verdict(independent, "ranking").startswith("**Length bias toward shorter responses**")
+    assert "somewhat too small" in length_verdict(independent, "ranking")
 
 
 def test_mse_failures_say_what_is_listed(tmp_path: Path) -> None:
