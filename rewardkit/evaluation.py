@@ -55,6 +55,7 @@ from rewardkit.data import (
     RewardDataError,
     SkipReport,
     check_limit,
+    ignores_split,
     iter_reward_rows,
     row_position,
     row_words,
@@ -149,7 +150,9 @@ def evaluate_model(
                                    _reads_training_data(_summary_beside(scorer), data, split))
     metrics["objective"] = collector.kind
     metrics.update(_context(scorer, model, data, data_name, skipped, collector.truncation))
-    metrics["split"] = split  # the card names it: a data set's test split and its train split read alike
+    # the card names it (a data set's test split and its train split read alike); None where no split
+    # picks rows, as of a JSONL file: "split test" named a split that was never read
+    metrics["split"] = None if ignores_split(data) else split
     metrics = jsonable(metrics)
     if calibrate and metrics.get("temperature_written"):
         _record_calibration(folder, training, metrics)
