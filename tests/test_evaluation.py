@@ -288,6 +288,21 @@ def test_a_report_dir_that_is_a_file_is_refused_before_calibrating(model_dir, da
     assert (folder / "config.json").read_bytes() == before
 
 
+def test_a_report_dir_that_is_the_data_folder_is_refused_before_any_work(model_dir, data_dir, tmp_path):
+    """`--data rows --report-dir rows` wrote metrics.json among the data files, all of which a folder's
+    reading takes for data: the next evaluation (or training) of the folder failed on the report's
+    metrics.json as "a JSON object of an unsupported shape". A folder inside it is not read."""
+    rows = tmp_path / "rows"
+    rows.mkdir()
+    shutil.copy(data_dir / "pairwise.jsonl", rows / "pairs.jsonl")
+    for report_dir in (rows, tmp_path / "." / "rows"):
+        with pytest.raises(ValueError, match="is the data folder"):
+            evaluate_model(model_dir, rows, report_dir=report_dir)
+    assert sorted(path.name for path in rows.iterdir()) == ["pairs.jsonl"]
+    evaluate_model(model_dir, rows, report_dir=rows / "report")  # subfolders are not read as data
+    assert evaluate_model(model_dir, rows)["n"] == len(_rows(rows / "pairs.jsonl"))
+
+
 def test_calibrate_writes_temperature_that_a_fresh_scorer_uses(model_dir, data_dir, tmp_path):
     folder = tmp_path / "model"
     shutil.copytree(model_dir, folder)
