@@ -315,8 +315,10 @@ def _check_writable(path: str) -> None:
     existing = target
     while not existing.exists():
         existing = existing.parent
-    if existing.is_file() or (existing == target and not target.is_dir()):
+    if existing == target and not target.is_dir():
         raise CliError(f"Output path {path} exists and is not a folder.")
+    if existing.is_file():  # `out.txt/report`: the path does not exist, and it was said to
+        raise CliError(f"Output path {path} cannot be a folder: {existing} is a file.")
     if not os.access(existing, os.W_OK):
         raise CliError(f"Cannot write to {path}: {existing} is not writable.")
 

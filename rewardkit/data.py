@@ -35,7 +35,7 @@ from typing import Any
 from rewardkit import data_formats as formats
 from rewardkit.data_errors import SKIP_EXAMPLES, SKIP_HINT, RewardDataError
 from rewardkit.data_formats import Layout, RowError
-from rewardkit.data_sources import Record, resolve, suffix_kind
+from rewardkit.data_sources import Record, ignores_split, resolve
 
 logger = logging.getLogger(__name__)
 
@@ -118,16 +118,17 @@ def same_data_source(a: str | os.PathLike | None, split_a: str | None, b: str | 
                      split_b: str | None) -> bool:
     """True when two data sources read the same rows: one local file or folder (after `~` and
     symlinks) or one Hub dataset id, with the same split. The split counts only where it picks
-    rows: a JSONL, CSV or Parquet file ignores it (`--split train` on train.jsonl reads every row,
-    as no --split does), and elsewhere no split reads "train" (a folder of split files, a
-    DatasetDict, a Hub dataset, a JSON document's "train" array)."""
+    rows: a JSONL, CSV or Parquet file, or a folder of them not named by split, ignores it
+    (`--split train` on train.jsonl reads every row, as no --split does; see `ignores_split`), and
+    elsewhere no split reads "train" (a folder of split files, a DatasetDict, a Hub dataset, a JSON
+    document's "train" array)."""
     if a is None or b is None:
         return False
     first, second = Path(a).expanduser(), Path(b).expanduser()
     if first.exists() or second.exists():
         if not (first.exists() and second.exists() and first.resolve() == second.resolve()):
             return False
-        if first.is_file() and suffix_kind(first) in ("jsonl", "csv", "parquet"):
+        if ignores_split(first):
             return True
     elif os.fspath(a) != os.fspath(b):  # neither is local: Hub ids
         return False

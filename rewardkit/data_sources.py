@@ -61,10 +61,7 @@ def resolve(source: str | os.PathLike, split: str | None) -> tuple[str, list[Inp
     if is_dir and _is_saved_dataset(path):
         return str(path), [(str(path), lambda: _read_saved_dataset(path, split))]
     inputs = _folder_inputs(path, split) if is_dir else [(str(path), _reader_for(path, split))] if is_file else None
-    split_used = is_dir and _split_of(Path(inputs[0][0])) is not None
-    if split is not None and inputs and not split_used and not any(
-            suffix_kind(Path(name)) == "json" for name, _ in inputs):
-        # JSON documents read the split's key themselves (and say when they have none)
+    if split is not None and inputs and _names_ignore_split([Path(name) for name, _ in inputs], is_dir):
         logger.warning("--split %s is ignored for local data %s (it selects a Hub split, a key of a JSON "
                        "document or a split of a save_to_disk folder)", split, path)
     if inputs is not None:
@@ -76,6 +73,32 @@ def resolve(source: str | os.PathLike, split: str | None) -> tuple[str, list[Inp
         return text, [(text, lambda: _read_hub(text, split or "train"))]
     raise RewardDataError("no such file or folder (and it is not a Hub dataset id like owner/name)",
                           source=text)
+
+
+def ignores_split(source: str | os.PathLike) -> bool:
+    """Whether `source` is local data whose rows no split picks: a JSONL, CSV or Parquet file, or a
+    folder of them none of which a name gives a split (train.jsonl, test-00000-of-00001.parquet).
+    `evaluate --split test` on such data reads every row; recorded as "split test", the card named
+    a test split that was never read. A JSON document, a save_to_disk folder and a Hub dataset read
+    their split; an unreadable source is not judged here (reading it says what is wrong)."""
+    try:
+        path = Path(source)
+        if path.is_file():
+            return _names_ignore_split([path], is_dir=False)
+        if not path.is_dir() or _is_saved_dataset(path):
+            return False
+        names = [entry for entry in path.iterdir() if not entry.name.startswith(".") and entry.is_file()]
+    except (TypeError, ValueError, OSError):
+        return False
+    return _names_ignore_split([name for name in names if suffix_kind(name)], is_dir=True)
+
+
+def _names_ignore_split(paths: list[Path], is_dir: bool) -> bool:
+    """The data files read (of a folder, when `is_dir`) take no split: none is a JSON document (which
+    reads its split's key itself, and says when it has none) and, in a folder, none is named by
+    split. The one rule of the "--split is ignored" warning and of `ignores_split`."""
+    return bool(paths) and not any(suffix_kind(path) == "json" or (is_dir and _split_of(path) is not None)
+                                   for path in paths)
 
 
 def has_hub_dataset_id_form(text: str) -> bool:

@@ -55,6 +55,7 @@ from rewardkit.data import (
     RewardDataError,
     SkipReport,
     check_limit,
+    ignores_split,
     iter_reward_rows,
     row_position,
     row_words,
@@ -130,7 +131,7 @@ def evaluate_model(
     if calibrate and objective not in (None, *_CALIBRATABLE):
         raise UserInputError(_calibration_refusal(objective))
     if report_dir is not None:
-        _check_report_dir(Path(report_dir))
+        _check_report_dir(Path(report_dir), data)
     scorer = _scorer_for(model, batch_size=batch_size, max_length=max_length, device=device, dtype=dtype)
     folder = _calibration_folder(scorer) if calibrate else None
     skipped = SkipReport()
@@ -149,7 +150,9 @@ def evaluate_model(
                                    _reads_training_data(_summary_beside(scorer), data, split))
     metrics["objective"] = collector.kind
     metrics.update(_context(scorer, model, data, data_name, skipped, collector.truncation))
-    metrics["split"] = split  # the card names it: a data set's test split and its train split read alike
+    # the card names it (a data set's test split and its train split read alike); None where no split
+    # picks rows, as of a JSONL file: "split test" named a split that was never read
+    metrics["split"] = None if ignores_split(data) else split
     metrics = jsonable(metrics)
     if calibrate and metrics.get("temperature_written"):
         _record_calibration(folder, training, metrics)
@@ -166,15 +169,25 @@ def evaluate_model(
 # --------------------------------------------------------------------------------------------
 
 
-def _check_report_dir(report_dir: Path) -> None:
+def _check_report_dir(report_dir: Path, data: Any) -> None:
     """A report folder that cannot be one (a file, or inside a file) is refused before any work: it
     failed at the very end, after scoring every row and after `calibrate` had written T into the
-    model's config.json, so a failed call had changed the model."""
+    model's config.json, so a failed call had changed the model. Nor may it be the data folder,
+    all of whose files are read as data: the report's metrics.json was, and the next evaluation
+    (or training) of that folder failed on it as "a JSON object of an unsupported shape"."""
     existing = report_dir.expanduser().absolute()
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
         raise UserInputError(f"report_dir {report_dir} cannot be a folder: {existing} is a file. Give a folder path.")
+    try:
+        folder = Path(data).expanduser()
+        same = folder.is_dir() and folder.resolve() == report_dir.expanduser().resolve()
+    except (TypeError, ValueError, OSError):  # not a path: reading the data says what is wrong with it
+        same = False
+    if same:
+        raise UserInputError(f"report_dir {report_dir} is the data folder {data}, whose files are all read as data "
+                             "(its metrics.json would be read as rows next time). Choose a folder outside it.")
 
 
 def _scorer_for(model: Any, *, batch_size: int | None, max_length: int | None, device: str | None,

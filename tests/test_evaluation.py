@@ -288,6 +288,21 @@ def test_a_report_dir_that_is_a_file_is_refused_before_calibrating(model_dir, da
     assert (folder / "config.json").read_bytes() == before
 
 
+def test_a_report_dir_that_is_the_data_folder_is_refused_before_any_work(model_dir, data_dir, tmp_path):
+    """`--data rows --report-dir rows` wrote metrics.json among the data files, all of which a folder's
+    reading takes for data: the next evaluation (or training) of the folder failed on the report's
+    metrics.json as "a JSON object of an unsupported shape". A folder inside it is not read."""
+    rows = tmp_path / "rows"
+    rows.mkdir()
+    shutil.copy(data_dir / "pairwise.jsonl", rows / "pairs.jsonl")
+    for report_dir in (rows, tmp_path / "." / "rows"):
+        with pytest.raises(ValueError, match="is the data folder"):
+            evaluate_model(model_dir, rows, report_dir=report_dir)
+    assert sorted(path.name for path in rows.iterdir()) == ["pairs.jsonl"]
+    evaluate_model(model_dir, rows, report_dir=rows / "report")  # subfolders are not read as data
+    assert evaluate_model(model_dir, rows)["n"] == len(_rows(rows / "pairs.jsonl"))
+
+
 def test_calibrate_writes_temperature_that_a_fresh_scorer_uses(model_dir, data_dir, tmp_path):
     folder = tmp_path / "model"
     shutil.copytree(model_dir, folder)
@@ -392,11 +407,40 @@ def test_an_evaluation_records_its_split_and_whether_it_read_the_training_data(m
     the model's training data, so `publish --metrics` called a training-file evaluation "held-out" and
     put it in model-index, and could not tell a data set's test split from its train split."""
     folder, train_file, _ = _model_trained_on_a_copy(model_dir, data_dir, tmp_path, card=False)
-    metrics = evaluate_model(folder, train_file, split="train")
-    assert metrics["on_training_data"] is True and metrics["split"] == "train"
+    metrics = evaluate_model(folder, train_file, split="train")  # a JSONL file ignores --split: not recorded
+    assert metrics["on_training_data"] is True and metrics["split"] is None
     metrics = evaluate_model(folder, data_dir / "pairwise.jsonl")
     assert metrics["on_training_data"] is False and metrics["split"] is None
     assert evaluate_model(model_dir, train_file)["on_training_data"] is None  # no summary: not known
+
+
+def test_a_split_that_picks_no_rows_is_not_recorded_and_hides_no_training_data(model_dir, data_dir, tmp_path):
+    """`evaluate --split test` on a JSONL file, or on a folder of files not named by split, reads
+    every row (and warns that --split is ignored), but metrics.json recorded "split": "test" and the
+    card called the rows "split test"; and the folder the model was trained on, read with --split
+    test, was called held-out data ("on_training_data": false). A folder of split files records it."""
+    folder, train_file, training = _model_trained_on_a_copy(model_dir, data_dir, tmp_path, card=False)
+    metrics = evaluate_model(folder, train_file, split="test")
+    assert metrics["split"] is None and metrics["on_training_data"] is True
+    rows = tmp_path / "rows"
+    rows.mkdir()
+    shutil.copy(train_file, rows / "part1.jsonl")
+    training["data"] = str(rows)
+    (folder / "training_summary.json").write_text(json.dumps(training))
+    metrics = evaluate_model(folder, rows, split="test")
+    assert metrics["split"] is None and metrics["on_training_data"] is True
+    splits = tmp_path / "splits"
+    splits.mkdir()
+    shutil.copy(train_file, splits / "train.jsonl")
+    shutil.copy(data_dir / "pairwise.jsonl", splits / "test.jsonl")
+    training["data"] = str(splits)
+    (folder / "training_summary.json").write_text(json.dumps(training))
+    metrics = evaluate_model(folder, splits, split="test")
+    assert metrics["split"] == "test" and metrics["on_training_data"] is False
+    from rewardkit.data_sources import ignores_split
+
+    (tmp_path / "doc.json").write_text("{}")  # a JSON document reads its split's key
+    assert not ignores_split(tmp_path / "doc.json") and not ignores_split("owner/name")
 
 
 def test_calibrating_a_model_whose_training_data_is_not_recorded_says_so_by_null(model_dir, data_dir, tmp_path):
