@@ -276,8 +276,10 @@ def scalar_metrics(
 ) -> dict[str, Any]:
     """Regression metrics for reward models trained on scalar scores (MSE objective).
 
-    ``n``, ``rmse``, ``mae``, ``pearson`` (linear agreement), ``spearman`` (agreement in order,
-    which is what matters when the reward is only used to compare responses). Correlations are
+    ``n``, ``rmse``, ``mae``, ``target_std`` (the targets' standard deviation: the RMSE of always
+    predicting their mean, the yardstick an RMSE is read against), ``pearson`` (linear agreement),
+    ``spearman`` (agreement in order, which is what matters when the reward is only used to compare
+    responses). Correlations are
     ``None`` when undefined (constant input, a single point). With ``lengths``, a
     ``length_bias`` dict with ``spearman_reward_length`` (and the same for the targets, so a
     length effect inherited from the labels can be told apart from one the model added).
@@ -290,6 +292,7 @@ def scalar_metrics(
         "n": int(p.size),
         "rmse": float(np.sqrt(np.mean(err**2))),
         "mae": float(np.mean(np.abs(err))),
+        "target_std": float(np.std(t)),
         "pearson": pearson(p, t),
         "spearman": spearman(p, t),
     }

@@ -13,7 +13,7 @@ from rewardkit.calibration import (
     preference_probability,
     temperature_interval_text,
 )
-from rewardkit.report_format import image, num, pct, std_error
+from rewardkit.report_format import count, image, num, pct, std_error
 
 if TYPE_CHECKING:
     from rewardkit.report import _Context
@@ -83,7 +83,7 @@ def md_confidence(ctx: _Context) -> list[str]:
             within = float(ece) <= floor
             lines += [
                 "A perfectly calibrated model with these same probabilities would show an ECE of "
-                f"up to {floor:.3f} on {num(margins.size)} {pairs} by chance alone (95th "
+                f"up to {floor:.3f} on {count(margins.size, pairs)} by chance alone (95th "
                 f"percentile of {_ECE_SIMULATIONS} simulations), so "
                 + (
                     "this ECE cannot be told apart from perfect calibration on these pairs."
@@ -169,7 +169,7 @@ def _confidence_verdict(conf: float, acc: float, n: Any, chance: tuple[float, fl
     gap = conf - acc
     tol, from_se = _tolerance(conf, n)
     noise = f"±{100 * tol:.1f} points" + (
-        f" (twice the standard error of the accuracy on {num(n)} pairs, were the model calibrated)"
+        f" (twice the standard error of the accuracy on {count(n, pairs)}, were the model calibrated)"
         if from_se
         else ""
     )

@@ -11,6 +11,7 @@ from rewardkit.calibration import preference_probability
 from rewardkit.report_confidence import accuracy_by_chance, confidence_call, uncalibrated_mse
 from rewardkit.report_format import (
     TEXT_LIMIT,
+    count,
     escape,
     is_count,
     num,
@@ -76,10 +77,10 @@ def md_failures(ctx: _Context) -> list[str]:
         margins = _margins_of(examples)
         if margins and min(margins) > 0:
             lead = (f"**No pair is misordered**: every chosen answer scored above its rejected one. "
-                    f"Below are the {len(examples)} closest calls instead, smallest margin first.")
+                    f"Below are the {count(len(examples), 'closest calls')} instead, smallest margin first.")
         else:
             shown = sum(1 for x in margins if x < 0)
-            lead = f"The {len(examples)} pairs with the smallest margins, most negative first"
+            lead = f"The {count(len(examples), 'pairs')} with the smallest margins, most negative first"
             lead += "." if shown in (0, len(examples)) else (
                 f": the first {shown} misordered, the rest the closest calls the model got right.")
         lines += [
@@ -89,7 +90,7 @@ def md_failures(ctx: _Context) -> list[str]:
         ]
     elif ctx.kind == "mse":
         lines += [
-            f"The {len(examples)} responses whose prediction (`predicted`) lies furthest from "
+            f"The {count(len(examples), 'responses')} whose prediction (`predicted`) lies furthest from "
             "the target score (`target`), largest |predicted − target| first.",
             "",
         ]
@@ -131,8 +132,8 @@ def _misordered_pairs(ctx: _Context) -> list[str]:
     if not (is_count(n) and n > 0 and isinstance(acc, (int, float)) and is_count(ties)):
         return []
     wrong = round(n * (1 - float(acc)) - ties / 2)  # accuracy counts a tie as half right
-    text = (f"The model gives the rejected answer the higher reward in **{num(wrong)} of {num(n)} pairs** "
-            f"({pct(wrong / n)}" + (f"; {num(ties)} more are exact ties)." if ties else ")."))
+    text = (f"The model gives the rejected answer the higher reward in **{num(wrong)} of {count(n, 'pairs')}** "
+            f"({pct(wrong / n)}" + (f"; {_more_ties(ties)})." if ties else ")."))
     conf, chance = m.get("mean_confidence"), accuracy_by_chance(ctx)
     if isinstance(conf, (int, float)) and chance is not None and not uncalibrated_mse(ctx):
         call = confidence_call(float(conf), float(acc), n, chance)
@@ -150,6 +151,11 @@ def _misordered_pairs(ctx: _Context) -> list[str]:
     return [text, ""]
 
 
+def _more_ties(ties: int) -> str:
+    """The ties beside a count of misordered pairs: "1 more is an exact tie", "3 more are exact ties"."""
+    return "1 more is an exact tie" if ties == 1 else f"{num(ties)} more are exact ties"
+
+
 def _misordered_within_groups(m: dict[str, Any]) -> list[str]:
     """How many within-group pairs the model orders against the labels, and in how many groups the
     labelled best is not on top: the counts the pairwise report opens with. The list below shows
@@ -160,13 +166,13 @@ def _misordered_within_groups(m: dict[str, Any]) -> list[str]:
     if not (is_count(n) and n > 0 and isinstance(acc, (int, float)) and is_count(ties)):
         return []
     wrong = round(n * (1 - float(acc)) - ties / 2)  # pairwise accuracy counts a tie as half right
-    text = (f"The model puts a worse-ranked response above a better-ranked one in **{num(wrong)} of {num(n)} "
-            f"within-group pairs** ({pct(wrong / n)}" + (f"; {num(ties)} more are exact ties)" if ties else ")"))
+    text = (f"The model puts a worse-ranked response above a better-ranked one in **{num(wrong)} of "
+            f"{count(n, 'within-group pairs')}** ({pct(wrong / n)}" + (f"; {_more_ties(ties)})" if ties else ")"))
     groups, top1, top1_ties = m.get("n_groups"), m.get("top1_accuracy"), m.get("top1_ties")
     if is_count(groups) and groups > 0 and isinstance(top1, (int, float)) and top1_ties == 0:
         misses = round(groups * (1 - float(top1)))  # without ties at the top each group counts 1 or 0
-        text += (f", and another response above the labelled best one in **{num(misses)} of {num(groups)} "
-                 "groups** (top-1 misses)")
+        text += (f", and another response above the labelled best one in **{num(misses)} of {count(groups, 'groups')}** "
+                 f"({'top-1 miss' if misses == 1 else 'top-1 misses'})")
     return [text + ".", ""]
 
 
@@ -182,7 +188,7 @@ def _ranking_failures_intro(ctx: _Context) -> list[str]:
         lines += [
             "**No group is misordered**: every within-group pair is in the labelled order "
             f"(pairwise accuracy {num(pair_acc)}), so there is no failure to show. Below are the "
-            f"{len(examples)} closest calls instead: the groups whose best response leads its "
+            f"{count(len(examples), 'closest calls')} instead: the groups whose best response leads its "
             "strongest rival by the least.",
             "",
         ]
@@ -190,10 +196,10 @@ def _ranking_failures_intro(ctx: _Context) -> list[str]:
         lines += _misordered_within_groups(m)
         misses, ties = sum(1 for x in margins if x < 0), sum(1 for x in margins if x == 0)
         if not margins:
-            text = f"The {len(examples)} groups given, without margins."
+            text = f"The {count(len(examples), 'groups')} given, without margins."
         elif misses == 0 and ties == 0:
             text = (
-                f"The {len(examples)} groups with the smallest margins. None of them is a top-1 "
+                f"The {count(len(examples), 'groups')} with the smallest margins. None of them is a top-1 "
                 "miss: the best response has the highest reward"
             )
             text += (
@@ -205,7 +211,7 @@ def _ranking_failures_intro(ctx: _Context) -> list[str]:
             )
         else:
             text = (
-                f"The {len(examples)} groups with the smallest margins; {misses} of them "
+                f"The {count(len(examples), 'groups')} with the smallest margins; {misses} of them "
                 + ("is a top-1 miss" if misses == 1 else "are top-1 misses") + " (negative margin)"
                 + (f" and {ties} a tie at the top (margin 0)." if ties else ".")
             )

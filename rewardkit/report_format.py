@@ -41,6 +41,12 @@ def num(value: Any, digits: int = 3) -> str:
     return escape(str(value))
 
 
+def count(n: Any, plural: str, singular: str | None = None) -> str:
+    """`n` with its noun, given in the plural: "2 pairs", but "1 pair" (the noun less its final s),
+    so a report on one pair does not say "on 1 pairs"."""
+    return f"{num(n)} {(singular or plural[:-1]) if n == 1 else plural}"
+
+
 def cell_value(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"

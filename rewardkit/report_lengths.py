@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from rewardkit.report_format import format_correlation, image, is_count, num, pct, points
+from rewardkit.report_format import count, format_correlation, image, is_count, num, pct, points
 
 if TYPE_CHECKING:
     from rewardkit.report import _Context
@@ -185,7 +185,7 @@ def _length_comparison(lb: dict[str, Any], kind: str = "pairwise") -> list[str]:
     st = _length_stats(lb)
     first = (
         f"It gives the longer {w['answer']} the higher reward in **{pct(lb.get('longer_preferred_rate'))}** "
-        f"of {w['pairs']} (of {num(lb.get('unequal_length_n'))} {w['pairs']} whose {w['answer']}s differ in "
+        f"of {w['pairs']} (of {count(lb.get('unequal_length_n'), w['pairs'])} whose {w['answer']}s differ in "
         f"length); {w['labels_chose']} in **{pct(lb.get('chosen_longer_rate'))}** of them."
     )
     if st is not None and st.one_sided is None:

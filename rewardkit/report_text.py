@@ -19,7 +19,7 @@ import numpy as np
 from rewardkit.calibration import preference_probability, temperature_fitted_on_these_pairs
 from rewardkit.report_confidence import md_confidence, uncalibrated_mse
 from rewardkit.report_failures import md_failures
-from rewardkit.report_format import accuracy_interval_text, cell_value, escape, image, num
+from rewardkit.report_format import accuracy_interval_text, cell_value, count, escape, image, num
 from rewardkit.report_lengths import md_preferences
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ def _md_header(ctx: _Context) -> list[str]:
     lines = [
         title,
         "",
-        f"Evaluated on {_KIND_TEXT[ctx.kind]}{source}: {num(n)} {unit}{temperature}.",
+        f"Evaluated on {_KIND_TEXT[ctx.kind]}{source}: {count(n, unit)}{temperature}.",
         "",
     ]
     return lines + _truncation_note(m)
@@ -400,7 +400,9 @@ def _rows_for(kind: str) -> list[tuple[str, str, str]]:
     if kind == "mse":
         return [
             ("n", "Responses", "number of scored responses"),
-            ("rmse", "RMSE", "root mean squared error against the target score"),
+            ("rmse", "RMSE", "root mean squared error against the target score; read it against the target std"),
+            ("target_std", "Target std", "standard deviation of the targets on these responses: the RMSE of "
+             "always predicting their mean, so an RMSE near it is no better than that"),
             ("mae", "MAE", "mean absolute error against the target score"),
             ("pearson", "Pearson r", "linear agreement with the targets (1 = perfect)"),
             ("spearman", "Spearman ρ", "agreement in order with the targets (1 = perfect)"),

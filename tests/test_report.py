@@ -804,12 +804,12 @@ def test_ranking_failures_count_the_misordered_within_group_pairs(tmp_path: Path
     md = _kind_md(tmp_path, "ranking", _ranking_metrics_as_evaluated(groups), worst_examples=_ranking_worst(groups))
     fails = _section(md, "Where it fails")
     assert ("The model puts a worse-ranked response above a better-ranked one in **2 of 9 within-group pairs** "
-            "(22%), and another response above the labelled best one in **1 of 3 groups** (top-1 misses).") in fails
+            "(22%), and another response above the labelled best one in **1 of 3 groups** (top-1 miss).") in fails
     # a tie at the top counts 1/k in top-1 accuracy, so the misses are not read back from it; the tie is said
     groups = [[1.0, 2.0, 0.0], [2.0, 2.0, 0.0], [3.0, 2.0, 1.0], [2.0, 0.0, 1.0]]
     fails = _section(_kind_md(tmp_path, "ranking", _ranking_metrics_as_evaluated(groups),
                               worst_examples=_ranking_worst(groups)), "Where it fails")
-    assert "in **2 of 12 within-group pairs** (17%; 1 more are exact ties)." in fails and "top-1 misses)" not in fails
+    assert "in **2 of 12 within-group pairs** (17%; 1 more is an exact tie)." in fails and "(top-1 miss" not in fails
 
 
 def test_ranking_length_correlation_states_there_is_no_label_baseline(tmp_path: Path) -> None:
@@ -1110,3 +1110,38 @@ def test_readme_example_gives_the_probability_of_the_side_it_names() -> None:
     chosen, rejected, p_chosen, p_rejected = (float(x) for x in found.groups())
     assert f"{1 / (1 + np.exp(rejected - chosen)):.2f}" == f"{p_chosen:.2f}"
     assert f"{1 / (1 + np.exp(chosen - rejected)):.2f}" == f"{p_rejected:.2f}"
+
+
+def test_mse_rmse_stands_beside_the_target_std_it_is_read_against(tmp_path: Path) -> None:
+    """Review: an mse report gave "RMSE 0.931" and nothing to read it against. The row below it gives
+    the targets' standard deviation on the evaluated responses: the RMSE of always predicting their mean."""
+    target = np.array([1.0, 2.0, 3.0, 6.0])
+    metrics = scalar_metrics(target + 0.5, target)
+    assert metrics["target_std"] == pytest.approx(np.sqrt(np.mean((target - target.mean()) ** 2)))
+    assert metrics["target_std"] == pytest.approx(scalar_metrics(np.full(4, target.mean()), target)["rmse"])
+    rows = _headline_rows(_kind_md(tmp_path, "mse", metrics))
+    assert list(rows)[1:3] == ["RMSE", "Target std"]
+    assert rows["RMSE"][1].endswith("read it against the target std")
+    assert rows["Target std"] == (num(metrics["target_std"]), "standard deviation of the targets on these responses: "
+                                  "the RMSE of always predicting their mean, so an RMSE near it is no better than that")
+
+
+def test_counts_of_one_take_the_singular(tmp_path: Path) -> None:
+    """Review: a report on one pair said "on 1 pairs", and a single tie "1 more are exact ties"."""
+    one = _md_for(tmp_path, pairwise_metrics([0.2], [0.5]), chosen=[0.2], rejected=[0.5])
+    assert "preference pairs (chosen vs rejected): 1 pair;" in one
+    assert "standard error of the accuracy on 1 pair, were" in one and "ECE of up to 0.574 on 1 pair by" in one
+    assert "in **1 of 1 pair** (100%)" in one and "1 pairs" not in one
+    tie = _md_for(tmp_path, pairwise_metrics([0.5, 0.3, 0.1], [0.5, 0.4, 0.0]), chosen=[0.5, 0.3, 0.1],
+                  rejected=[0.5, 0.4, 0.0])
+    assert "in **1 of 3 pairs** (33%; 1 more is an exact tie)." in tie
+    groups = [[1.0, 2.0]]
+    md = _kind_md(tmp_path, "ranking", _ranking_metrics_as_evaluated(groups), worst_examples=_ranking_worst(groups))
+    assert "ranked groups of responses: 1 group;" in md
+    assert "in **1 of 1 within-group pair** (100%), and another response above the labelled best one in " \
+           "**1 of 1 group** (top-1 miss)." in md
+    assert "The 1 group with the smallest margins; 1 of them is a top-1 miss" in md
+    mse = _kind_md(tmp_path, "mse", scalar_metrics([1.0], [2.0]),
+                   worst_examples=[{"response": "r", "predicted": 1.0, "target": 2.0}])
+    assert "scalar scores (regression): 1 response." in mse and "The 1 response whose prediction" in mse
+    assert not re.search(r"\b1 (pairs|groups|responses|within-group pairs)\b", one + tie + md + mse)
