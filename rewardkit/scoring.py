@@ -286,6 +286,17 @@ def _progress_bars_on() -> bool:
     return is_progress_bar_enabled()
 
 
+def _warn_longer_than_trained(config: Any, max_length: int) -> None:
+    """Say when scoring reads more tokens per pair than training did (`trained_max_length`): the
+    model never saw inputs that long, so its rewards of longer pairs are untested; the default, and
+    any shorter length, is silent. `score` and `evaluate` both resolve max_length here."""
+    trained = getattr(config, "trained_max_length", None)
+    if isinstance(trained, int) and max_length > trained:
+        logger.warning("max_length %d is longer than the %d tokens per pair this model was trained at: it never "
+                       "saw inputs that long, and its rewards of pairs longer than %d tokens are untested.",
+                       max_length, trained, trained)
+
+
 class RewardScorer:
     """Score (prompt, response) pairs with a reward model, fast, in the caller's order.
 
@@ -370,6 +381,7 @@ class RewardScorer:
         self.token_budget = token_budget
         self.show_progress = show_progress
         self.max_length = resolve_max_length(self.tokenizer, self.model.config, max_length)
+        _warn_longer_than_trained(self.model.config, self.max_length)
         self.encoder = PairEncoder(self.tokenizer, self.max_length)
         # Each kind of cut is said once per scorer at its level, later calls log it at debug level
         # (a scoring loop is not flooded); a prompt-only info line does not mute a later response warning.

@@ -299,6 +299,18 @@ def test_long_inputs_are_truncated_per_the_contract(scorer, tokenizer):
     assert len(long_response) == MAX_LENGTH
 
 
+def test_a_max_length_above_the_trained_length_is_warned_about(tokenizer, caplog):
+    """`score` / `evaluate --max-length 128` on a model trained at 64 tokens said nothing, though
+    the model never saw pairs that long; the trained length, or a shorter one, is silent."""
+    model = helpers.tiny_reward_model(trained_max_length=64)
+    with caplog.at_level("WARNING", logger="rewardkit.scoring"):
+        for quiet in (None, 64, 32):
+            RewardScorer(model, tokenizer=tokenizer, device="cpu", max_length=quiet)
+        assert "trained at" not in caplog.text
+        RewardScorer(model, tokenizer=tokenizer, device="cpu", max_length=128)
+    assert "max_length 128 is longer than the 64 tokens per pair this model was trained at" in caplog.text
+
+
 def test_a_calls_truncation_counts_only_its_own_texts(model, tokenizer, tmp_path, caplog, monkeypatch):
     """Another thread scoring with the same scorer between this call's encode and its report (run
     here inside the encode, deterministically): its cut responses were counted as this call's."""

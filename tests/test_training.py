@@ -373,6 +373,25 @@ def test_an_interrupted_run_says_what_it_left_and_a_stopped_save_keeps_no_earlie
     assert "Stopped while saving the model" in caplog.text
 
 
+def test_a_split_that_picks_no_rows_is_not_recorded_by_training(tiny_base, tmp_path):
+    """`train --split test --eval-split validation` on JSONL files reads every row of both (and warns
+    that --split is ignored), but training_summary.json recorded both splits and the card named the
+    held-out figures "split validation", in model-index too. A folder of split files records it."""
+    train = helpers.write_jsonl(tmp_path / "train.jsonl", _pairwise_rows(16, 0))
+    held = helpers.write_jsonl(tmp_path / "held.jsonl", _pairwise_rows(8, 1))
+    run_training(DataArguments(data=str(train), split="test", eval_data=str(held), eval_split="validation"),
+                 _args(tmp_path / "out", tiny_base, max_steps=1))
+    summary = json.loads((tmp_path / "out" / "training_summary.json").read_text())
+    assert summary["data_split"] is None and summary["eval_split"] is None
+    assert "validation" not in (tmp_path / "out" / "README.md").read_text()
+    from rewardkit.fit import _split_read
+
+    splits = tmp_path / "splits"
+    splits.mkdir()
+    shutil.copy(held, splits / "validation.jsonl")
+    assert _split_read(splits, "validation") == "validation" and _split_read("owner/name", "test") == "test"
+
+
 def test_held_out_set_is_evaluated_once_per_epoch_and_its_time_is_not_training_time(tiny_base, tmp_path):
     """The Trainer evaluates at each epoch's end; the final metrics reuse the last of those (same
     weights) instead of a second pass, and pairs/s leaves the evaluations out."""
