@@ -93,6 +93,13 @@ def ignores_split(source: str | os.PathLike) -> bool:
     return _names_ignore_split([name for name in names if suffix_kind(name)], is_dir=True)
 
 
+def split_read(source: str | os.PathLike | None, split: str | None) -> str | None:
+    """The split to record for `source` (training summary, metrics.json): None where it picked no
+    rows (`ignores_split`) or there is no source; recorded anyway, the card named a split that was
+    never read."""
+    return None if source is None or ignores_split(source) else split
+
+
 def _names_ignore_split(paths: list[Path], is_dir: bool) -> bool:
     """The data files read (of a folder, when `is_dir`) take no split: none is a JSON document (which
     reads its split's key itself, and says when it has none) and, in a folder, none is named by

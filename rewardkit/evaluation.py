@@ -55,12 +55,12 @@ from rewardkit.data import (
     RewardDataError,
     SkipReport,
     check_limit,
-    ignores_split,
     iter_reward_rows,
     row_position,
     row_words,
     same_data_source,
 )
+from rewardkit.data_sources import split_read
 from rewardkit.errors import UserInputError
 from rewardkit.features import TruncationStats
 from rewardkit.metrics import (
@@ -152,7 +152,7 @@ def evaluate_model(
     metrics.update(_context(scorer, model, data, data_name, skipped, collector.truncation))
     # the card names it (a data set's test split and its train split read alike); None where no split
     # picks rows, as of a JSONL file: "split test" named a split that was never read
-    metrics["split"] = None if ignores_split(data) else split
+    metrics["split"] = split_read(data, split)
     metrics = jsonable(metrics)
     if calibrate and metrics.get("temperature_written"):
         _record_calibration(folder, training, metrics)

@@ -21,7 +21,7 @@ import torch
 from transformers import PrinterCallback, ProgressCallback, TrainerCallback
 
 from rewardkit.data import RewardData, load_reward_data
-from rewardkit.data_sources import ignores_split
+from rewardkit.data_sources import split_read
 from rewardkit.errors import UserInputError
 from rewardkit.features import (
     PairEncoder,
@@ -528,21 +528,14 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
         target_mean=None if target_scale is None else target_scale[0],
         # the targets' real spread: all equal is std 0, though the loss divides by 1 then (summary and card said 1)
         target_std=None if target_scale is None else float(np.std([float(f["reward"]) for f in prepared.train_features])),
-        data=_absolute_if_local(data_args.data), data_split=_split_read(data_args.data, data_args.split),
+        data=_absolute_if_local(data_args.data), data_split=split_read(data_args.data, data_args.split),
         eval_data=_absolute_if_local(data_args.eval_data),
-        eval_split=_split_read(data_args.eval_data, data_args.eval_split),
+        eval_split=split_read(data_args.eval_data, data_args.eval_split),
     )
     if leftovers and trainer.is_world_process_zero():  # before the card is written: it tells of adapter/
         leftovers.remove(kept_adapter=bool(args.use_lora and args.keep_adapter))
     save_trained_model(trainer, result)
     return result
-
-
-def _split_read(source: str | os.PathLike | None, split: str | None) -> str | None:
-    """The split to record for `source`: None where it picked no rows (a JSONL, CSV or Parquet file,
-    or a folder of them not named by split, reads every row and warns that --split is ignored);
-    recorded anyway, the card named an --eval-split of a held-out file that was never read."""
-    return None if source is None or ignores_split(source) else split
 
 
 def _absolute_if_local(source: str | os.PathLike | None) -> str | None:
