@@ -384,12 +384,12 @@ def test_a_split_that_picks_no_rows_is_not_recorded_by_training(tiny_base, tmp_p
     summary = json.loads((tmp_path / "out" / "training_summary.json").read_text())
     assert summary["data_split"] is None and summary["eval_split"] is None
     assert "validation" not in (tmp_path / "out" / "README.md").read_text()
-    from rewardkit.fit import _split_read
+    from rewardkit.data_sources import split_read
 
     splits = tmp_path / "splits"
     splits.mkdir()
     shutil.copy(held, splits / "validation.jsonl")
-    assert _split_read(splits, "validation") == "validation" and _split_read("owner/name", "test") == "test"
+    assert split_read(splits, "validation") == "validation" and split_read("owner/name", "test") == "test"
 
 
 def test_held_out_set_is_evaluated_once_per_epoch_and_its_time_is_not_training_time(tiny_base, tmp_path):
