@@ -461,13 +461,21 @@ def _design_effect(m: NDArray[np.float64], t_hat: float, groups: ArrayLike) -> f
         raise ValueError(f"margins and groups differ in length: {m.size} vs {ids.size}")
     p = _sigmoid(m / t_hat)
     information = float(np.sum(m * m * p * (1.0 - p)))
-    _, index = np.unique(ids, return_inverse=True)
-    n_groups = int(index.max()) + 1 if index.size else 0
-    scores = np.bincount(index, weights=m * (1.0 - p), minlength=n_groups)
-    meat = float(np.sum(scores**2)) * (n_groups / (n_groups - 1) if n_groups > 1 else 1.0)
+    meat, _ = cluster_robust_sum(m * (1.0 - p), ids)
     if information <= 0.0 or meat <= 0.0:
         return 1.0
     return max(meat / information, 1.0)
+
+
+def cluster_robust_sum(contributions: NDArray[np.float64], groups: ArrayLike) -> tuple[float, int]:
+    """(Σ_g (Σ_{i∈g} c_i)² · G / (G − 1), G): the cluster-robust sum of squares of per-item
+    contributions ``c`` (scores, or residuals times weights) over the G groups in ``groups``, with
+    the usual small-sample factor (none for one group, 0 for none). Shared by every design effect
+    in the package (T's interval here, the ranked length-bias verdict in metrics), so they agree."""
+    _, index = np.unique(np.asarray(groups).reshape(-1), return_inverse=True)
+    n_groups = int(index.max()) + 1 if index.size else 0
+    per_group = np.bincount(index, weights=contributions, minlength=n_groups)
+    return float(np.sum(per_group**2)) * (n_groups / (n_groups - 1) if n_groups > 1 else 1.0), n_groups
 
 
 def temperature_fitted_on_these_pairs(metrics: dict[str, Any] | None, temperature: float | None = None) -> bool:

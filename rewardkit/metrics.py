@@ -25,7 +25,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from rewardkit.calibration import _softplus, pairwise_ece, preference_probability
+from rewardkit.calibration import (
+    _softplus,
+    cluster_robust_sum,
+    pairwise_ece,
+    preference_probability,
+)
 
 __all__ = [
     "kendall_tau_b",
@@ -362,13 +367,10 @@ def _gap_design_effect(win: NDArray[np.float64], better_lengths: NDArray[np.floa
         return None
     pooled = float(np.mean(win[unequal]))
     independent = pooled * (1.0 - pooled) * (1.0 / n_s + 1.0 / n_l)
-    _, index = np.unique(groups[unequal], return_inverse=True)
-    n_groups = int(index.max()) + 1
+    weights = np.where(shorter, 1.0 / n_s, -1.0 / n_l)[unequal]
+    robust, n_groups = cluster_robust_sum(weights * (win[unequal] - pooled), groups[unequal])
     if independent <= 0.0 or n_groups < 2:
         return None
-    weights = np.where(shorter, 1.0 / n_s, -1.0 / n_l)[unequal]
-    per_group = np.bincount(index, weights=weights * (win[unequal] - pooled), minlength=n_groups)
-    robust = float(np.sum(per_group**2)) * n_groups / (n_groups - 1)
     return max(robust / independent, 1.0)
 
 
