@@ -11,13 +11,13 @@ from rewardkit.calibration import preference_probability
 from rewardkit.report_confidence import accuracy_by_chance, confidence_call, uncalibrated_mse
 from rewardkit.report_format import (
     TEXT_LIMIT,
+    accuracy_interval_parts,
     count,
     escape,
     is_count,
     num,
     pct,
     truncate,
-    wilson_interval,
 )
 
 if TYPE_CHECKING:
@@ -129,9 +129,9 @@ def _misordered_pairs(ctx: _Context) -> list[str]:
     cannot disagree), or an accuracy that a model that guesses could show."""
     m = ctx.metrics
     n, acc, ties = m.get("n"), m.get("accuracy"), m.get("ties", 0)
-    if not (is_count(n) and n > 0 and isinstance(acc, (int, float)) and is_count(ties)):
+    wrong = _wrong_count(n, acc, ties)
+    if wrong is None:
         return []
-    wrong = round(n * (1 - float(acc)) - ties / 2)  # accuracy counts a tie as half right
     text = (f"The model gives the rejected answer the higher reward in **{num(wrong)} of {count(n, 'pairs')}** "
             f"({pct(wrong / n)}" + (f"; {_more_ties(ties)})." if ties else ")."))
     conf, chance = m.get("mean_confidence"), accuracy_by_chance(ctx)
@@ -144,11 +144,19 @@ def _misordered_pairs(ctx: _Context) -> list[str]:
         text += {None: "Its count is what its confidence predicts, as far as these pairs can tell.",
                  "over": "It gets more wrong than that: it is over-confident (see \"How sure it is\").",
                  "under": "It gets fewer wrong than that: it is under-confident (see \"How sure it is\")."}[call]
-    interval = wilson_interval(acc, n)
-    if interval is not None and interval[0] <= 0.5:
-        text += (f" But its accuracy's 95% interval ({interval[0]:.3f} to {interval[1]:.3f}) reaches 0.5: these "
+    interval = accuracy_interval_parts(acc, n)  # the report's and the card's rule for "reaches 0.5"
+    if interval is not None and interval[1]:
+        text += (f" But its accuracy's 95% interval ({interval[0]}) reaches 0.5: these "
                  "pairs cannot tell it from a model that guesses, so which pairs it gets wrong says little yet.")
     return [text, ""]
+
+
+def _wrong_count(n: Any, accuracy: Any, ties: Any) -> int | None:
+    """Pairs ranked the wrong way round, from their count, accuracy and exact ties (the accuracy
+    counts a tie as half right); None when the metrics do not give them."""
+    if not (is_count(n) and n > 0 and isinstance(accuracy, (int, float)) and is_count(ties)):
+        return None
+    return round(n * (1 - float(accuracy)) - ties / 2)
 
 
 def _more_ties(ties: int) -> str:
@@ -163,9 +171,9 @@ def _misordered_within_groups(m: dict[str, Any]) -> list[str]:
     misordered pairs among the lower responses. (No "as expected" test as for pairwise pairs: the
     pairs of a group share responses, so a calibrated model's count is no sum of independent pairs.)"""
     n, acc, ties = m.get("n_pairs"), m.get("pairwise_accuracy"), m.get("ties", 0)
-    if not (is_count(n) and n > 0 and isinstance(acc, (int, float)) and is_count(ties)):
+    wrong = _wrong_count(n, acc, ties)
+    if wrong is None:
         return []
-    wrong = round(n * (1 - float(acc)) - ties / 2)  # pairwise accuracy counts a tie as half right
     text = (f"The model puts a worse-ranked response above a better-ranked one in **{num(wrong)} of "
             f"{count(n, 'within-group pairs')}** ({pct(wrong / n)}" + (f"; {_more_ties(ties)})" if ties else ")"))
     groups, top1, top1_ties = m.get("n_groups"), m.get("top1_accuracy"), m.get("top1_ties")
