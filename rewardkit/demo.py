@@ -75,9 +75,9 @@ def check_hub_folder(hub_dir: Path) -> None:
     """Refuse before training what `publish` refuses after it: a NAME-hub folder holding other files
     than a publish folder (it is never merged into). The demo trained for minutes, overwrote the
     model, and only then failed."""
-    from rewardkit.publishing import _is_previous_build
+    from rewardkit.publishing import is_previous_build
 
-    if hub_dir.exists() and (not hub_dir.is_dir() or not _is_previous_build(hub_dir)):
+    if hub_dir.exists() and (not hub_dir.is_dir() or not is_previous_build(hub_dir)):
         raise UserInputError(f"{hub_dir} exists and holds other files than a publish folder, so the demo could not "
                              "build its Hub folder there; choose another --output-dir or delete it first.")
 

@@ -364,7 +364,7 @@ def _render_card(model_dir: Path, config: dict[str, Any], *, repo_id: str, evalu
                              revision=revision, adapter=adapter)
 
 
-def _is_previous_build(folder: Path) -> bool:
+def is_previous_build(folder: Path) -> bool:
     """True when `folder` holds nothing but files a publish folder may hold (safe to replace)."""
     allowed = set(TOKENIZER_FILES) | set(CODE_FILES) | {WEIGHTS_FILE, WEIGHTS_INDEX_FILE, "config.json", CARD_FILE}
     shard = re.compile(r"model-\d+-of-\d+\.safetensors")
@@ -415,7 +415,7 @@ def _move_into_place(staging: Path, out_dir: Path) -> None:
     if not out_dir.exists():
         staging.rename(out_dir)
         return
-    if not out_dir.is_dir() or not _is_previous_build(out_dir):
+    if not out_dir.is_dir() or not is_previous_build(out_dir):
         raise UserInputError(
             f"{out_dir} exists and holds other files than a publish folder; choose a new output folder "
             "or delete it first (it is never merged into)."
