@@ -335,13 +335,14 @@ class RewardModel(PreTrainedModel):
         self.post_init()
 
     def _freeze_unread_pooler(self) -> None:
-        """BERT's pooler is never read (every pooling reads the last hidden states), so it gets no
-        gradient; left trainable, DDP with find_unused_parameters=False (the Trainer's choice under
-        gradient checkpointing, TRL RewardTrainer's default) failed at its second step with
-        "Expected to have finished reduction in the prior iteration"."""
-        pooler = getattr(self.backbone, "pooler", None)
-        if isinstance(pooler, nn.Module):
-            pooler.requires_grad_(False)
+        """BERT's pooler (any backbone module named `pooler`) is never read (every pooling reads the
+        last hidden states), so it gets no gradient; left trainable, DDP with find_unused_parameters=False
+        (the Trainer's choice under gradient checkpointing, TRL RewardTrainer's default) failed at its
+        second step with "Expected to have finished reduction in the prior iteration". The one place
+        that freezes it, for `rewardkit train` as for TRL users."""
+        for name, module in self.backbone.named_modules():
+            if name.split(".")[-1] == "pooler":
+                module.requires_grad_(False)
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):

@@ -161,8 +161,7 @@ def load_model(base_model: str, args: RewardTrainingArguments, tokenizer):
         if args.head_dropout is not None:
             config_kwargs["head_dropout"] = args.head_dropout
         model = RewardModel.from_backbone(base_model, **config_kwargs)
-    model.config.pad_token_id = tokenizer.pad_token_id
-    freeze_unread_parameters(model)
+    model.config.pad_token_id = tokenizer.pad_token_id  # (BERT's unread pooler: frozen by RewardModel itself)
     if args.freeze_embeddings:
         try:
             model.get_input_embeddings().weight.requires_grad_(False)
@@ -210,18 +209,6 @@ def check_pooling_fits_backbone(config, args: RewardTrainingArguments, base_mode
         check_pooling_reads_the_text(getattr(config, "backbone_config", config), args.pooling or getattr(config, "pooling", None))
     except ValueError as error:
         raise UserInputError(f"{base_model}: {error}") from None
-
-
-def freeze_unread_parameters(model) -> None:
-    """requires_grad=False for the backbone parts our pooling never reads (`lora.is_unread_backbone_part`:
-    BERT's pooler): they get no gradient, so training leaves them as they are either way, but DDP with
-    find_unused_parameters=False (what the Trainer picks under --gradient_checkpointing) fails at
-    its second step on a trainable parameter without gradient."""
-    from rewardkit.lora import is_unread_backbone_part
-
-    for name, parameter in model.backbone.named_parameters():
-        if is_unread_backbone_part(name):
-            parameter.requires_grad_(False)
 
 
 def disable_dropout(model) -> None:
