@@ -112,6 +112,16 @@ def length_line(bias: dict) -> str | None:
             f"{bias['chosen_longer_rate']:.0%} (report.md says whether that is a bias);\n  {spearman}")
 
 
+def probability_text(p: float) -> str:
+    """`= 0.971`, or `> 0.999` / `< 0.001` where three decimals would round to a certainty the
+    model does not claim (a sigmoid never reaches 0 or 1)."""
+    if p > 0.9995:
+        return "> 0.999"
+    if p < 0.0005:
+        return "< 0.001"
+    return f"= {p:.3f}"
+
+
 def _score_examples(scorer) -> list[dict]:
     rows = []
     for prompt, better, worse in EXAMPLES:
@@ -149,7 +159,7 @@ def _report(result, metrics: dict, examples: list[dict], scorer, report_dir: Pat
         lines.append(f"  Q: {row['prompt']}")
         lines.append(f"     {row['score_better']:+7.2f}  {row['better'][:70]}")
         lines.append(f"     {row['score_worse']:+7.2f}  {row['worse'][:70]}")
-        lines.append(f"     P(first preferred) = {row['p_better']:.3f}")
+        lines.append(f"     P(first preferred) {probability_text(row['p_better'])}")
     lines += [
         "",
         f"Model:           {result.output_dir}   (AutoModel.from_pretrained(path, trust_remote_code=True))",

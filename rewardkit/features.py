@@ -38,7 +38,7 @@ def requested_max_length(model_config=None, requested: int | None = None,
     if isinstance(trained, int) and trained > 0:
         return trained, "the length the base model was trained at"
     if isinstance(backbone_length, int) and backbone_length > 0:
-        return backbone_length, "the backbone's max_seq_length (sentence_bert_config.json)"
+        return backbone_length, "the backbone's sentence_bert_config.json max_seq_length"
     return DEFAULT_MAX_LENGTH, "the default"
 
 

@@ -90,7 +90,7 @@ class TrainResult:
             measured = f"{self.reward_stats_responses} " if self.reward_stats_responses else ""  # a sample, not all
             lines.append(f"  Raw rewards on {measured}training responses: mean {self.reward_mean:.4g}, std {self.reward_std:.4g} "
                          "(stored in config.json as reward_mean / reward_std).")
-        source = f"; {self.max_length_source}" if self.max_length_source else ""
+        source = f" (from {self.max_length_source})" if self.max_length_source else ""
         lines.append(f"  Truncation at {self.max_length} tokens{source}: {self.truncation}. Data: {self.skipped}.")
         if self.skipped_identical or self.eval_skipped_identical:
             lines.append(f"  Identical inputs: skipped {self._identical_counts(unit)} whose responses encode to the "

@@ -130,3 +130,14 @@ def test_demo_summary_says_how_many_responses_reward_mean_and_std_are_of():
                          examples_per_second=12.98, train_loss=0.2, max_length=128, reward_mean=0.1227,
                          reward_std=3.166, reward_stats_responses=512)
     assert "Raw rewards on 512 training responses: mean 0.1227, std 3.166" in result.describe()
+
+
+def test_demo_probabilities_never_print_as_a_certainty():
+    """A sigmoid never reaches 0 or 1, yet the demo printed `P(first preferred) = 1.000` for its
+    clearest pairs: three decimals rounded 0.9998 to a certainty the model does not claim."""
+    from rewardkit.demo import probability_text
+
+    assert probability_text(0.9998) == "> 0.999"
+    assert probability_text(0.0002) == "< 0.001"
+    assert probability_text(0.971) == "= 0.971"
+    assert probability_text(0.9994) == "= 0.999"

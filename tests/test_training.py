@@ -73,7 +73,7 @@ def test_default_length_is_the_sentence_transformers_backbones_own(tiny_base, tm
     train = helpers.write_jsonl(tmp_path / "train.jsonl", _pairwise_rows(16, 0))
     result = run_training(DataArguments(data=str(train)), _args(tmp_path / "out", st_base, max_length=None, max_steps=1))
     assert result.max_length == 24 and json.loads((tmp_path / "out" / "config.json").read_text())["trained_max_length"] == 24
-    assert "Truncation at 24 tokens; the backbone's max_seq_length (sentence_bert_config.json):" in result.describe()
+    assert "Truncation at 24 tokens (from the backbone's sentence_bert_config.json max_seq_length):" in result.describe()
     assert fit.backbone_max_seq_length(str(tiny_base)) is None
     assert fit.max_length_and_source(str(tiny_base), AutoTokenizer.from_pretrained(tiny_base), None, None) == (512, "the default")
     assert fit.max_length_and_source(str(st_base), AutoTokenizer.from_pretrained(st_base), None, 16) == (16, "--max-length")
@@ -92,7 +92,7 @@ def test_a_default_length_the_model_cuts_shorter_says_what_it_was_cut_from(tiny_
     (st_base / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 1024}))
     tokenizer = AutoTokenizer.from_pretrained(st_base)
     assert fit.max_length_and_source(str(st_base), tokenizer, fit.load_model_config(str(st_base)), None) == (
-        512, "the backbone's max_seq_length (sentence_bert_config.json) 1024, capped by the model")
+        512, "the backbone's sentence_bert_config.json max_seq_length 1024, capped by the model")
     short = BertConfig(max_position_embeddings=128)
     assert fit.max_length_and_source(str(tiny_base), tokenizer, short, None) == (128, "the default 512, capped by the model")
     assert fit.max_length_and_source(str(tiny_base), tokenizer, short, 600) == (128, "--max-length 600, capped by the model")
@@ -915,7 +915,7 @@ def test_a_run_resumed_without_max_length_goes_on_at_its_checkpoints_length(tiny
                                                                  save_strategy="no", resume_from_checkpoint="last"))
     assert resumed.max_length == 24 and resumed.max_length_source == "the length checkpoint-1 was trained at"
     assert json.loads((out / "config.json").read_text())["trained_max_length"] == 24
-    assert "Truncation at 24 tokens; the length checkpoint-1 was trained at:" in resumed.describe()
+    assert "Truncation at 24 tokens (from the length checkpoint-1 was trained at):" in resumed.describe()
     changed = run_training(DataArguments(data=str(train)), _args(out, tiny_base, max_length=40, max_steps=2,
                                                                  save_strategy="no",
                                                                  resume_from_checkpoint=str(out / "checkpoint-1")))
