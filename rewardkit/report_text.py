@@ -441,6 +441,13 @@ def _rows_for(kind: str) -> list[tuple[str, str, str]]:
         ("log_loss", "Log loss", "mean −log P(better ≻ worse) over within-group pairs; 0.693 = coin flip"),
         ("brier", "Brier score", "mean (1 − P(better ≻ worse))² over within-group pairs; 0.25 = coin flip"),
         ("ece", "ECE", "expected calibration error over within-group pairs (0 = honest probabilities)"),
+        (
+            "confidence_design_effect",
+            "Design effect (confidence)",
+            "variance of pairwise accuracy − mean confidence over that of as many independent pairs, at least 1 "
+            "(the pairs of a group share responses; n/a with one group): the over- or under-confidence "
+            "verdict below widens its standard error by its square root",
+        ),
     ]
 
 

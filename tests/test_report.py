@@ -1145,3 +1145,53 @@ def test_counts_of_one_take_the_singular(tmp_path: Path) -> None:
                    worst_examples=[{"response": "r", "predicted": 1.0, "target": 2.0}])
     assert "scalar scores (regression): 1 response." in mse and "The 1 response whose prediction" in mse
     assert not re.search(r"\b1 (pairs|groups|responses|within-group pairs)\b", one + tie + md + mse)
+
+
+def _calibrated_ranked_groups(seed: int, n_groups: int, k: int) -> list[list[float]]:
+    """Groups labelled by the model's own probabilities: each group's order is a Plackett-Luce draw
+    from its rewards (Gumbel trick), whose every pair then goes the model's way with probability
+    σ(r_a − r_b) exactly, so the model is calibrated (T = 1) by construction. Best first."""
+    rng = np.random.default_rng(seed)
+    groups = []
+    for _ in range(n_groups):
+        rewards = rng.normal(0.0, 0.5, k)
+        groups.append(rewards[np.argsort(-(rewards + rng.gumbel(size=k)))].tolist())
+    return groups
+
+
+def test_ranked_confidence_verdict_allows_for_the_pairs_of_a_group_being_correlated(tmp_path: Path) -> None:
+    """8 groups of 10 labelled by a calibrated model's own probabilities: counting their 360 pairs as
+    independent, the report called the model "over-confident by 7.5 percentage points"; the pairs of
+    one group share responses, and with the groups' design effect the gap is within chance."""
+    from rewardkit.metrics import within_group_margins
+
+    groups = _calibrated_ranked_groups(17, 8, 10)
+    metrics = _ranking_metrics_as_evaluated(groups)
+    deff = metrics["confidence_design_effect"]
+    text = _section(_kind_md(tmp_path, "ranking", metrics, pair_margins=within_group_margins(groups)), "How sure it is")
+    assert "confident**" not in text
+    assert f"were the model calibrated, widened by the square root of the groups' design effect, {deff:.2f})" in text
+    assert "the verdict's bound above allows for it" in text
+    older = {k: v for k, v in metrics.items() if k != "confidence_design_effect"}  # metrics.json of an older version
+    text = _section(_kind_md(tmp_path, "ranking", older, pair_margins=within_group_margins(groups)), "How sure it is")
+    assert "It is **over-confident** by 7.5 percentage points" in text and "somewhat too narrow" in text
+
+
+def test_ranked_confidence_verdict_false_alarms_on_calibrated_groups_about_one_time_in_twenty() -> None:
+    """The false-alarm rate the previous test shows once: on 300 sets of 20 calibrated groups of 10
+    (see _calibrated_ranked_groups), the verdict counting pairs as independent called about one in
+    five over- or under-confident; with the groups' design effect, about the 5% a 2-SE test should."""
+    from types import SimpleNamespace
+
+    from rewardkit.metrics import within_group_margins
+    from rewardkit.report_confidence import accuracy_by_chance, confidence_call
+
+    calls = {"independent": 0, "by group": 0}
+    for seed in range(300):
+        groups = _calibrated_ranked_groups(seed, 20, 10)
+        m = ranking_metrics(groups)
+        chance = accuracy_by_chance(SimpleNamespace(preference_margins=within_group_margins(groups), temperature=1.0))
+        args = (m["mean_confidence"], m["pairwise_accuracy"], m["n_pairs"], chance)
+        calls["independent"] += confidence_call(*args) is not None
+        calls["by group"] += confidence_call(*args, m["confidence_design_effect"]) is not None
+    assert calls["independent"] > 45 and calls["by group"] <= 21, calls
