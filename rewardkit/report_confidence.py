@@ -15,7 +15,7 @@ from rewardkit.calibration import (
     preference_probability,
     temperature_interval_text,
 )
-from rewardkit.report_format import count, image, num, pct, std_error
+from rewardkit.report_format import count, image, num, pct, std_error, these
 
 if TYPE_CHECKING:
     from rewardkit.report import _Context
@@ -181,7 +181,7 @@ def _confidence_verdict(conf: float, acc: float, n: Any, chance: tuple[float, fl
     if call is None and abs(gap) > tol and chance is not None:
         return (
             f"The {100 * abs(gap):.1f}-point gap could be chance: a perfectly calibrated model with these "
-            f"probabilities is right on {pct(chance[0])} to {pct(chance[1])} of these {num(n)} {pairs} "
+            f"probabilities is right on {pct(chance[0])} to {pct(chance[1])} of {these(n, pairs)} "
             f"(central 95% of {_ECE_SIMULATIONS} simulations), so these {pairs} cannot tell whether its "
             "confidence matches how often it is right."
         )
@@ -277,7 +277,7 @@ def _calibration_note(ctx: _Context) -> list[str]:
     n = m.get("n_pairs" if ranking else "n")
     pairs = "within-group pairs" if ranking else "pairs"
     lines = [
-        f"`--calibrate` fitted T = {float(fitted):.3g} on these same {num(n)} {pairs} and wrote it "
+        f"`--calibrate` fitted T = {float(fitted):.3g} on {these(n, pairs, 'same')} and wrote it "
         "to the model's config.json" + (f" ({before_text})" if before_text else "") + "."
     ]
     lines[-1] += _before_after(m, "log_loss", "Log loss") + _before_after(m, "ece", "ECE")
@@ -325,7 +325,7 @@ def _temperature_support(m: dict[str, Any], n: Any, pairs: str) -> list[str]:
     low, high = (float(value) for value in interval)
     basis = ("profile likelihood, widened for the pairs of one group being correlated: a design-effect "
              "adjustment over groups" if m.get("temperature_interval_by_group") else "profile likelihood")
-    text = (f"95% interval for T on these {num(n)} {pairs} ({basis}): {temperature_interval_text(low, high)}; "
+    text = (f"95% interval for T on {these(n, pairs)} ({basis}): {temperature_interval_text(low, high)}; "
             f"likelihood-ratio statistic against T = 1: {float(statistic):.2f} (3.84 is the 5% threshold). ")
     if m.get("temperature_differs_from_1"):
         return [text + "T differs from 1 beyond chance: the raw model's probabilities were miscalibrated."]

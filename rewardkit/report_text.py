@@ -77,7 +77,7 @@ def _truncation_note(m: dict[str, Any]) -> list[str]:
         return [f"No text was cut: every (prompt, response) fitted in {limit_text}.", ""]
     return [
         f"Texts were cut to fit {limit_text}: the start of the prompt was cut in "
-        f"{num(prompt_cut)} of {num(texts)} scored texts and the end of the response in "
+        f"{num(prompt_cut)} of {count(texts, 'scored texts')} and the end of the response in "
         f"{num(response_cut)}. The model judged those texts without the part that was cut.",
         "",
     ]

@@ -978,7 +978,7 @@ def test_one_sure_wrong_pair_is_no_evidence_of_overconfidence(tmp_path: Path) ->
     text = _section(_md_for(tmp_path, pairwise_metrics(**one), **one), "How sure it is")
     assert "confident**" not in text
     assert "The 88.1-point gap could be chance: a perfectly calibrated model with these probabilities is right " \
-           "on 0% to 100% of these 1 pairs" in text
+           "on 0% to 100% of this pair" in text
     assert "cannot be told apart from perfect calibration" in text
     four = {"chosen": [0.0] * 4, "rejected": [3.0, 4.0, 5.0, 6.0]}  # P(all 4 wrong) < 0.003: a verdict
     text = _md_for(tmp_path, pairwise_metrics(**four), **four)
@@ -1195,3 +1195,32 @@ def test_ranked_confidence_verdict_false_alarms_on_calibrated_groups_about_one_t
         calls["independent"] += confidence_call(*args) is not None
         calls["by group"] += confidence_call(*args, m["confidence_design_effect"]) is not None
     assert calls["independent"] > 45 and calls["by group"] <= 21, calls
+
+
+def test_counts_of_one_in_calibration_truncation_and_plot_titles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review: at n = 1 the report said "fitted T on these same 1 pairs", "95% interval for T on these
+    1 pairs", "in 1 of 1 scored texts", and its plots "(1 pairs)", "(1 responses)"."""
+    import rewardkit.report as report
+
+    titles: list[str] = []
+
+    def keeping_titles() -> object:  # report.md is written after the plots: their titles, before clear()
+        fig = report_plots.new_figure()
+        fig.clear = lambda *args, **kwargs: titles.extend(ax.get_title() for ax in fig.axes)
+        return fig
+
+    monkeypatch.setattr(report, "new_figure", keeping_titles)
+    one = {"chosen": [0.0], "rejected": [2.0]}
+    metrics = {**pairwise_metrics(**one, temperature=0.5), "temperature_before": 1.0, "temperature_fitted": 0.5,
+               "temperature_written": True, "temperature_interval": [0.1, 3.0], "temperature_lr_vs_1": 0.2,
+               "temperature_differs_from_1": False}
+    text = _section(_md_for(tmp_path, metrics, temperature=0.5, **one), "How sure it is")
+    assert "`--calibrate` fitted T = 0.5 on this same pair and wrote it" in text
+    assert "95% interval for T on this pair (profile likelihood)" in text
+    assert "Rewards of chosen vs rejected responses (1 pair)" in titles
+    assert "Reward margins: accuracy 0.0% (1 pair)" in titles
+    cut = {**scalar_metrics([1.0], [2.0]), "max_length": 8, "truncation": {"texts": 1, "prompt_cut": 1, "response_cut": 0}}
+    mse = _kind_md(tmp_path, "mse", cut, rewards=[1.0], targets=[2.0])
+    assert "the start of the prompt was cut in 1 of 1 scored text and the end of the response in 0." in mse
+    assert "Reward distribution (1 response)" in titles
+    assert not re.search(r"\b(these (same )?1|1 (pairs|responses|scored texts))\b", text + mse + " ".join(titles))
