@@ -133,6 +133,8 @@ def _score_examples(scorer) -> list[dict]:
 
 def _report(result, metrics: dict, examples: list[dict], scorer, report_dir: Path, hub_dir,
             replaced: list[Path] = ()) -> str:
+    from rewardkit.report_format import count
+
     bias = metrics.get("length_bias") or {}
     lines = [
         "",
@@ -141,7 +143,7 @@ def _report(result, metrics: dict, examples: list[dict], scorer, report_dir: Pat
         "=" * 78,
         result.describe(),
         "",
-        f"Held-out questions ({metrics['n']} pairs, never seen in training):",
+        f"Held-out questions ({count(metrics['n'], 'pairs')}, never seen in training):",
         f"  accuracy {metrics['accuracy']:.3f} (how often the better answer gets the higher reward)",
         f"  mean reward margin {metrics['mean_margin']:.3g}",
         calibration_line(metrics, scorer.temperature),

@@ -394,6 +394,10 @@ def ranking_metrics(rewards_per_group: Sequence[Sequence[float]], *, temperature
                        as in pairwise_metrics, over all within-group pairs with the better-ranked
                        response as "chosen": how good P(a ≻ b) = σ((r_a − r_b) / T) is inside a
                        group (pairs of one group share responses, so they are not independent)
+    confidence_design_effect
+                       how many times the variance of pairwise_accuracy − mean_confidence exceeds
+                       that of independent pairs (see _confidence_design_effect); the report widens
+                       the standard error of its over/under-confidence verdict by its square root
 
     Raises ``ValueError`` if there are no groups or a group has fewer than 2 responses.
     """
@@ -415,6 +419,7 @@ def ranking_metrics(rewards_per_group: Sequence[Sequence[float]], *, temperature
         top1.append(1.0 / np.count_nonzero(at_top) if at_top[0] else 0.0)
         top1_ties += bool(at_top[0] and np.count_nonzero(at_top) > 1)
     margins = within_group_margins(rewards_per_group)
+    groups = np.repeat(np.arange(len(rewards_per_group)), [len(g) * (len(g) - 1) // 2 for g in rewards_per_group])
     return {
         "n_groups": len(rewards_per_group),
         "n_pairs": int(margins.size),
@@ -425,7 +430,28 @@ def ranking_metrics(rewards_per_group: Sequence[Sequence[float]], *, temperature
         "pairwise_accuracy": float(np.mean(_win_score(margins, np.zeros_like(margins)))),
         "ties": int(np.count_nonzero(margins == 0)),
         **_probability_metrics(margins, temperature, n_bins),
+        "confidence_design_effect": _confidence_design_effect(margins, groups, temperature),
     }
+
+
+def _confidence_design_effect(margins: NDArray[np.float64], groups: NDArray[np.intp],
+                              temperature: float) -> float | None:
+    """Cluster-robust over independent-pairs variance of accuracy − mean confidence, were the model
+    calibrated (each pair right with probability max(P, 1 − P)), at least 1.
+
+    The report's over/under-confidence verdict took that variance as if the within-group pairs were
+    independent, but one misplaced response misorders several pairs of its group at once: on groups
+    of 10 labelled by a calibrated model's own probabilities it called the model over- or
+    under-confident about one time in five instead of one in twenty. Residuals are taken under
+    "calibrated" (right − max(P, 1 − P)), as _gap_design_effect takes them under "no bias"; never
+    below 1, for the same reason. None when undefined (fewer than 2 groups, every pair sure)."""
+    p = np.asarray(preference_probability(margins, temperature), dtype=np.float64)
+    sure = np.maximum(p, 1.0 - p)
+    independent = float(np.sum(sure * (1.0 - sure)))
+    robust, n_groups = cluster_robust_sum(_win_score(margins, np.zeros_like(margins)) - sure, groups)
+    if independent <= 0.0 or n_groups < 2:
+        return None
+    return max(robust / independent, 1.0)
 
 
 def _mean_of_taus(taus: list[float]) -> float | None:

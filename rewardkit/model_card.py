@@ -22,7 +22,7 @@ from rewardkit.calibration import (
 )
 from rewardkit.data_formats import render_conversation
 from rewardkit.data_sources import SUFFIXES, has_hub_dataset_id_form
-from rewardkit.report_format import ACCURACY_INTERVAL, accuracy_interval_parts
+from rewardkit.report_format import ACCURACY_INTERVAL, accuracy_interval_parts, count
 from rewardkit.report_lengths import length_verdict
 
 TEMPLATE_PATH = Path(__file__).parent / "templates" / "model_card.md"
@@ -69,11 +69,12 @@ def _temperature_support(calibration: dict | None) -> str:
     interval = calibration.get("temperature_interval")
     if not (isinstance(interval, list) and len(interval) == 2):
         return ""
-    unit = "pairs"
+    n = calibration.get("n", "?")
+    evaluated = count(n, "pairs")
     if calibration.get("objective") == "ranking":  # T is fitted on their within-group pairs
         pairs = calibration.get("n_pairs")
-        unit = "ranked groups" + (f" ({pairs} within-group pairs)" if isinstance(pairs, int) else "")
-    text = f"95% interval {temperature_interval_text(float(interval[0]), float(interval[1]))} on {calibration.get('n', '?')} {unit}"
+        evaluated = count(n, "ranked groups") + (f" ({count(pairs, 'within-group pairs')})" if isinstance(pairs, int) else "")
+    text = f"95% interval {temperature_interval_text(float(interval[0]), float(interval[1]))} on {evaluated}"
     if calibration.get("objective") == "ranking":
         # a record from before evaluate allowed for it holds an interval that counted them as independent
         text += (", allowing for the pairs of one group sharing responses" if calibration.get("temperature_interval_by_group")
@@ -415,7 +416,7 @@ def _count(n: Any, source: dict) -> str:
     if source.get("objective") != "ranking":
         return str(n)
     pairs = source.get("n_pairs")
-    return f"{n} ranked groups" + (f", {pairs} within-group pairs" if isinstance(pairs, int) else "")
+    return count(n, "ranked groups") + (f", {count(pairs, 'within-group pairs')}" if isinstance(pairs, int) else "")
 
 
 def _scored_in_autocast(training: dict) -> str:

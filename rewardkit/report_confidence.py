@@ -1,9 +1,11 @@
 """The "How sure it is" section of ``report.md``: mean confidence against accuracy, ECE against
 what chance alone would show, and what this run's ``--calibrate`` did. Over- or under-confidence
-is stated only beyond twice the standard error of the accuracy (that of a calibrated model)."""
+is stated only beyond twice the standard error of the accuracy (that of a calibrated model; on ranked
+data widened by the groups' design effect, since the pairs of one group share responses)."""
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -13,7 +15,7 @@ from rewardkit.calibration import (
     preference_probability,
     temperature_interval_text,
 )
-from rewardkit.report_format import count, image, num, pct, std_error
+from rewardkit.report_format import count, image, num, pct, std_error, these
 
 if TYPE_CHECKING:
     from rewardkit.report import _Context
@@ -42,6 +44,7 @@ def md_confidence(ctx: _Context) -> list[str]:
         p = np.asarray(preference_probability(margins, ctx.temperature))
         conf = float(np.mean(np.maximum(p, 1 - p)))
     acc = m.get("pairwise_accuracy" if ranking else "accuracy")
+    deff = _design_effect(m) if ranking else None
     if conf is None and acc is None:
         return lines + ["No pair margins were given, so calibration was not measured.", ""]
     if uncalibrated_mse(ctx):
@@ -55,17 +58,11 @@ def md_confidence(ctx: _Context) -> list[str]:
             f"(mean of max(P, 1 − P) at T = {ctx.temperature:.3g}) and it picks the "
             + ("better-ranked" if ranking else "human-preferred")
             + f" one **{pct(acc)}** of the time. "
-            + _confidence_verdict(float(conf), float(acc), n, accuracy_by_chance(ctx), pairs),
+            + _confidence_verdict(float(conf), float(acc), n, accuracy_by_chance(ctx), pairs, deff),
             "",
         ]
     if ranking:
-        lines += [
-            "The pairs of one group share responses, so they are not independent draws: the "
-            "noise bounds in this section, computed as if they were, are somewhat too narrow"
-            + ("; the 95% interval for T below is not (it allows for it)." if m.get("temperature_interval_by_group")
-               else "."),
-            "",
-        ]
+        lines += [_groups_note(deff, bool(m.get("temperature_interval_by_group"))), ""]
     ece = m.get("ece")
     if isinstance(ece, (int, float)):
         winner = "better wins" if ranking else "chosen wins"
@@ -139,7 +136,8 @@ def _uncalibrated_mse_confidence(ctx: _Context, conf: Any, acc: Any, pairs: str)
     ]
 
 
-def confidence_call(conf: float, acc: float, n: Any, chance: tuple[float, float] | None = None) -> str | None:
+def confidence_call(conf: float, acc: float, n: Any, chance: tuple[float, float] | None = None,
+                    design_effect: float | None = None) -> str | None:
     """"over", "under" or None (these pairs cannot tell): the one test behind every word the report
     says on over- or under-confidence (here and in "Where it fails"). A verdict needs the gap beyond
     twice the standard error the accuracy would have if the model were calibrated (right with
@@ -149,35 +147,41 @@ def confidence_call(conf: float, acc: float, n: Any, chance: tuple[float, float]
     above. That normal bound is loose on a handful of pairs (one wrong pair at P = 0.88 is "beyond ±65
     points", yet a calibrated model gets it wrong 12% of the time), so with ``chance`` (the central
     95% of a calibrated model's simulated accuracy on these pairs) a verdict also needs the accuracy
-    outside it, as the ECE next to it is judged against its own simulations."""
+    outside it, as the ECE next to it is judged against its own simulations. ``design_effect``
+    (ranked data: see rewardkit.metrics._confidence_design_effect) widens that standard error by its
+    square root, since the pairs of one group are no independent draws."""
     gap = conf - acc
-    if abs(gap) <= _tolerance(conf, n)[0] or (chance is not None and chance[0] <= acc <= chance[1]):
+    if abs(gap) <= _tolerance(conf, n, design_effect)[0] or (chance is not None and chance[0] <= acc <= chance[1]):
         return None
     return "over" if gap > 0 else "under"
 
 
-def _tolerance(conf: float, n: Any) -> tuple[float, bool]:
+def _tolerance(conf: float, n: Any, design_effect: float | None = None) -> tuple[float, bool]:
     """(the gap a verdict must exceed, whether that is twice the standard error rather than 2 points)."""
     se = std_error(conf, n)
+    if se is not None and design_effect is not None:
+        se *= math.sqrt(design_effect)
     tol = max(0.02, 2.0 * se) if se is not None else 0.02
     return tol, se is not None and tol > 0.02
 
 
 def _confidence_verdict(conf: float, acc: float, n: Any, chance: tuple[float, float] | None = None,
-                        pairs: str = "pairs") -> str:
+                        pairs: str = "pairs", design_effect: float | None = None) -> str:
     """The sentence of :func:`confidence_call`, with its numbers."""
     gap = conf - acc
-    tol, from_se = _tolerance(conf, n)
+    tol, from_se = _tolerance(conf, n, design_effect)
+    widened = (f", widened by the square root of the groups' design effect, {design_effect:.2f}"
+               if design_effect is not None else "")
     noise = f"±{100 * tol:.1f} points" + (
-        f" (twice the standard error of the accuracy on {count(n, pairs)}, were the model calibrated)"
+        f" (twice the standard error of the accuracy on {count(n, pairs)}, were the model calibrated{widened})"
         if from_se
         else ""
     )
-    call = confidence_call(conf, acc, n, chance)
+    call = confidence_call(conf, acc, n, chance, design_effect)
     if call is None and abs(gap) > tol and chance is not None:
         return (
             f"The {100 * abs(gap):.1f}-point gap could be chance: a perfectly calibrated model with these "
-            f"probabilities is right on {pct(chance[0])} to {pct(chance[1])} of these {num(n)} {pairs} "
+            f"probabilities is right on {pct(chance[0])} to {pct(chance[1])} of {these(n, pairs)} "
             f"(central 95% of {_ECE_SIMULATIONS} simulations), so these {pairs} cannot tell whether its "
             "confidence matches how often it is right."
         )
@@ -190,6 +194,26 @@ def _confidence_verdict(conf: float, acc: float, n: Any, chance: tuple[float, fl
         f"The {100 * abs(gap):.1f}-point gap is within {noise}, so its confidence matches how "
         "often it is right as far as these pairs can tell."
     )
+
+
+def _design_effect(m: dict[str, Any]) -> float | None:
+    """The ranked metrics' ``confidence_design_effect`` when usable (None in metrics of older versions)."""
+    deff = m.get("confidence_design_effect")
+    usable = isinstance(deff, (int, float)) and not isinstance(deff, bool) and math.isfinite(deff) and deff >= 1
+    return float(deff) if usable else None
+
+
+def _groups_note(deff: float | None, t_by_group: bool) -> str:
+    """Ranked data: which bounds of this section allow for the pairs of one group sharing responses.
+    The verdict's does with the groups' design effect; the simulated chance ranges (accuracy, ECE)
+    draw each pair on its own, so they are somewhat too narrow; T's interval does when recorded so."""
+    t_note = "; the 95% interval for T below is not (it allows for it)" if t_by_group else ""
+    if deff is None:
+        return ("The pairs of one group share responses, so they are not independent draws: the noise bounds in "
+                f"this section, computed as if they were, are somewhat too narrow{t_note}.")
+    return ("The pairs of one group share responses, so they are not independent draws: the verdict's bound above "
+            f"allows for it (widened by the square root of the groups' design effect, {deff:.2f}); the chance "
+            f"ranges in this section, simulated as if they were independent, are somewhat too narrow{t_note}.")
 
 
 _ECE_SIMULATIONS = 200
@@ -253,7 +277,7 @@ def _calibration_note(ctx: _Context) -> list[str]:
     n = m.get("n_pairs" if ranking else "n")
     pairs = "within-group pairs" if ranking else "pairs"
     lines = [
-        f"`--calibrate` fitted T = {float(fitted):.3g} on these same {num(n)} {pairs} and wrote it "
+        f"`--calibrate` fitted T = {float(fitted):.3g} on {these(n, pairs, 'same')} and wrote it "
         "to the model's config.json" + (f" ({before_text})" if before_text else "") + "."
     ]
     lines[-1] += _before_after(m, "log_loss", "Log loss") + _before_after(m, "ece", "ECE")
@@ -301,7 +325,7 @@ def _temperature_support(m: dict[str, Any], n: Any, pairs: str) -> list[str]:
     low, high = (float(value) for value in interval)
     basis = ("profile likelihood, widened for the pairs of one group being correlated: a design-effect "
              "adjustment over groups" if m.get("temperature_interval_by_group") else "profile likelihood")
-    text = (f"95% interval for T on these {num(n)} {pairs} ({basis}): {temperature_interval_text(low, high)}; "
+    text = (f"95% interval for T on {these(n, pairs)} ({basis}): {temperature_interval_text(low, high)}; "
             f"likelihood-ratio statistic against T = 1: {float(statistic):.2f} (3.84 is the 5% threshold). ")
     if m.get("temperature_differs_from_1"):
         return [text + "T differs from 1 beyond chance: the raw model's probabilities were miscalibrated."]

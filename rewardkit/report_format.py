@@ -47,6 +47,12 @@ def count(n: Any, plural: str, singular: str | None = None) -> str:
     return f"{num(n)} {(singular or plural[:-1]) if n == 1 else plural}"
 
 
+def these(n: Any, plural: str, adjective: str = "") -> str:
+    """"these (same) 60 pairs", but "this (same) pair": :func:`count` alone gives "these 1 pair"."""
+    before = f"{adjective} " if adjective else ""
+    return f"this {before}{plural[:-1]}" if n == 1 else f"these {before}{count(n, plural)}"
+
+
 def cell_value(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"

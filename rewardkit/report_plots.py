@@ -26,7 +26,7 @@ from rewardkit.calibration import (
     symmetrize_pairwise,
 )
 from rewardkit.metrics import spearman
-from rewardkit.report_format import format_correlation
+from rewardkit.report_format import count, format_correlation
 
 if TYPE_CHECKING:
     from rewardkit.report import _Context
@@ -129,7 +129,7 @@ def _draw_pair_hist(fig: Figure, ctx: _Context) -> None:
         )
     ax.set_xlabel(_reward_label(ctx))
     ax.set_ylabel("Number of responses")
-    ax.set_title(f"Rewards of chosen vs rejected responses ({ctx.chosen.size:,} pairs)")
+    ax.set_title(f"Rewards of chosen vs rejected responses ({count(ctx.chosen.size, 'pairs')})")
     _headroom(ax)
     ax.legend(loc="upper right", frameon=False)
 
@@ -152,7 +152,7 @@ def _draw_margin_hist(fig: Figure, ctx: _Context) -> None:
     before = _before_scale(ctx)
     ax.set_xlabel("Margin = reward(chosen) − reward(rejected)" + ("" if before is None else f" (raw rewards, {before})"))
     ax.set_ylabel("Number of pairs")
-    ax.set_title(f"Reward margins: accuracy {accuracy:.1%} ({margins.size:,} pairs)")
+    ax.set_title(f"Reward margins: accuracy {accuracy:.1%} ({count(margins.size, 'pairs')})")
     _headroom(ax)
     ax.legend(loc="upper left", frameon=False)
 
@@ -170,8 +170,8 @@ def _draw_reliability(fig: Figure, ctx: _Context) -> None:
     # n = pairs, each in the bin of its confidence max(P, 1 − P): the bins hold both orientations, so
     # their counts count a tie (P = 0.5 twice) or, with an odd number of bins, a middle-bin pair twice
     pairs = np.bincount(_bin_index(np.maximum(probs, 1.0 - probs)[: margins.size], ctx.n_bins), minlength=ctx.n_bins)
-    for b, count in zip(bins, pairs.tolist()):
-        b["pairs"] = count
+    for b, in_bin in zip(bins, pairs.tolist()):
+        b["pairs"] = in_bin
     shown = [b for b in bins if b["bin_hi"] > 0.5 and b["count"]]
     x_lo = min(b["bin_lo"] for b in bins if b["bin_hi"] > 0.5)
     width = 1.0 / ctx.n_bins
@@ -259,7 +259,7 @@ def _draw_reward_hist(fig: Figure, ctx: _Context) -> None:
     xlabel = f"{_reward_label(ctx)} and target score" if len(series) > 1 else _reward_label(ctx)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("Number of responses")
-    ax.set_title(f"Reward distribution ({ctx.rewards.size:,} responses)")
+    ax.set_title(f"Reward distribution ({count(ctx.rewards.size, 'responses')})")
     _headroom(ax)
     ax.legend(loc="upper right", frameon=False)
 

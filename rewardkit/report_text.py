@@ -77,7 +77,7 @@ def _truncation_note(m: dict[str, Any]) -> list[str]:
         return [f"No text was cut: every (prompt, response) fitted in {limit_text}.", ""]
     return [
         f"Texts were cut to fit {limit_text}: the start of the prompt was cut in "
-        f"{num(prompt_cut)} of {num(texts)} scored texts and the end of the response in "
+        f"{num(prompt_cut)} of {count(texts, 'scored texts')} and the end of the response in "
         f"{num(response_cut)}. The model judged those texts without the part that was cut.",
         "",
     ]
@@ -441,6 +441,13 @@ def _rows_for(kind: str) -> list[tuple[str, str, str]]:
         ("log_loss", "Log loss", "mean −log P(better ≻ worse) over within-group pairs; 0.693 = coin flip"),
         ("brier", "Brier score", "mean (1 − P(better ≻ worse))² over within-group pairs; 0.25 = coin flip"),
         ("ece", "ECE", "expected calibration error over within-group pairs (0 = honest probabilities)"),
+        (
+            "confidence_design_effect",
+            "Design effect (confidence)",
+            "variance of pairwise accuracy − mean confidence over that of as many independent pairs, at least 1 "
+            "(the pairs of a group share responses; n/a with one group): the over- or under-confidence "
+            "verdict below widens its standard error by its square root",
+        ),
     ]
 
 

@@ -62,8 +62,9 @@ class TrainResult:
 
     def describe(self) -> str:
         unit = {"pairwise": "pairs", "mse": "rows", "ranking": "groups"}[self.objective]
+        one = unit.removesuffix("s")  # _count adds the s back unless the count is 1: "on 1 pair"
         lines = [
-            f"Trained {'an' if self.objective == 'mse' else 'a'} {self.objective} reward model on {self.train_rows} {unit} ({self.detected_layout}).",
+            f"Trained {'an' if self.objective == 'mse' else 'a'} {self.objective} reward model on {_count(self.train_rows, one)} ({self.detected_layout}).",
             self._steps_line(unit),
         ]
         if self.eval_metrics:
@@ -74,9 +75,9 @@ class TrainResult:
             note = (f" (scored in the training precision, {precision.split(',')[0]}; `rewardkit evaluate` scores "
                     "in fp32 and can differ by a few examples)" if "autocast" in precision else "")
             which = f", {self.eval_of} at step {self.eval_step}" if self.eval_of and self.eval_step is not None else ""
-            lines.append(f"  Held-out ({self.eval_rows} {unit}{which}): {shown}{note}.")
+            lines.append(f"  Held-out ({_count(self.eval_rows, one)}{which}): {shown}{note}.")
             if self.eval_overlap:
-                lines.append(f"  Warning: {self.eval_overlap} of the {self.eval_rows} held-out {unit} "
+                lines.append(f"  Warning: {self.eval_overlap} of the {_count(self.eval_rows, 'held-out ' + one)} "
                              f"{'is' if self.eval_overlap == 1 else 'are'} also in the training data, so these "
                              "figures are not an independent check.")
         if self.target_std == 0:
@@ -87,8 +88,9 @@ class TrainResult:
                          "standardized targets (MSE / std²: 1.0 = no better than predicting the mean), rmse is in "
                          "the targets' units, as are the saved model's raw rewards.")
         if self.reward_mean is not None:
-            measured = f"{self.reward_stats_responses} " if self.reward_stats_responses else ""  # a sample, not all
-            lines.append(f"  Raw rewards on {measured}training responses: mean {self.reward_mean:.4g}, std {self.reward_std:.4g} "
+            measured = (_count(self.reward_stats_responses, "training response") if self.reward_stats_responses
+                        else "training responses")  # a sample, not all
+            lines.append(f"  Raw rewards on {measured}: mean {self.reward_mean:.4g}, std {self.reward_std:.4g} "
                          "(stored in config.json as reward_mean / reward_std).")
         source = f" (from {self.max_length_source})" if self.max_length_source else ""
         lines.append(f"  Truncation at {self.max_length} tokens{source}: {self.truncation}. Data: {self.skipped}.")

@@ -2,8 +2,10 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -141,3 +143,27 @@ def test_demo_probabilities_never_print_as_a_certainty():
     assert probability_text(0.0002) == "< 0.001"
     assert probability_text(0.971) == "= 0.971"
     assert probability_text(0.9994) == "= 0.999"
+
+
+def test_demo_and_training_summaries_say_1_pair_not_1_pairs():
+    """Review: at a count of 1 the demo printed "Held-out questions (1 pairs, ...)" and the training
+    summary "on 1 pairs", "Held-out (1 pairs)", "1 of the 1 held-out pairs is ..." and "on 1 training
+    responses"."""
+    from types import SimpleNamespace
+
+    from rewardkit.demo import _report
+    from rewardkit.fit import TrainResult
+
+    result = TrainResult(output_dir="m", objective="pairwise", base_model="b", detected_layout="pairwise",
+                         train_rows=1, eval_rows=1, epochs=1.0, steps=1, seconds=1.0, examples_per_second=1.0,
+                         train_loss=0.6, max_length=32, eval_metrics={"eval_accuracy": 1.0}, eval_overlap=1,
+                         reward_mean=0.1, reward_std=0.0, reward_stats_responses=1)
+    summary = result.describe()
+    assert "reward model on 1 pair (pairwise)." in summary and "  Held-out (1 pair): accuracy 1.0000." in summary
+    assert "Warning: 1 of the 1 held-out pair is also in the training data" in summary
+    assert "Raw rewards on 1 training response: mean 0.1" in summary
+    scorer = SimpleNamespace(temperature=1.0, score_formula=lambda: "score = r")
+    metrics = {"n": 1, "accuracy": 1.0, "mean_margin": 0.5, "temperature_written": False, "temperature_fitted": None}
+    text = _report(result, metrics, [], scorer, Path("report"), Path("hub"))
+    assert "Held-out questions (1 pair, never seen in training):" in text
+    assert not re.search(r"\b1 (pairs|training responses)\b", text)

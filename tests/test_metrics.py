@@ -241,6 +241,7 @@ def test_ranking_perfect_and_reversed() -> None:
         "top1_ties": 0,
         "pairwise_accuracy": 1.0,
         "ties": 0,
+        "confidence_design_effect": None,  # one group
     }
     # within-group margins (better - worse): 3-2, 3-1, 2-1 = 1, 2, 1; σ(1) = 0.731059, σ(2) = 0.880797
     s1, s2 = sigmoid(1), sigmoid(2)
@@ -328,6 +329,18 @@ def test_ranking_length_bias_design_effect_counts_a_groups_pairs_together() -> N
     # groups of 2 hold one pair each, independent: only the small-sample factor G/(G − 1) is left
     one_pair_each = ranking_length_bias([[2.0, 1.0], [1.0, 2.0]] * 10, [[10, 20], [20, 10]] * 10)
     assert one_pair_each["design_effect"] == pytest.approx(20 / 19)
+
+
+def test_ranking_confidence_design_effect_counts_a_groups_pairs_together() -> None:
+    """One group in the model's order, one reversed (margins 1, 2, 1 and their negatives). By hand:
+    under "calibrated" pair i is right with probability s_i = σ(|margin_i|); independent variance
+    Σ s(1 − s); cluster-robust: each group's Σ (right_i − s_i), squared and summed, times G/(G − 1) = 2."""
+    s1, s2 = 1 / (1 + math.exp(-1)), 1 / (1 + math.exp(-2))
+    independent = 2 * (2 * s1 * (1 - s1) + s2 * (1 - s2))
+    robust = 2 * ((2 * (1 - s1) + (1 - s2)) ** 2 + (2 * s1 + s2) ** 2)
+    m = ranking_metrics([[1.0, 0.0, -1.0], [-1.0, 0.0, 1.0]])
+    assert m["confidence_design_effect"] == pytest.approx(robust / independent) and robust / independent > 2
+    assert ranking_metrics([[1.0, 0.0, -1.0]])["confidence_design_effect"] is None  # one group: no spread to see
 
 
 def test_ranking_degenerate() -> None:

@@ -932,3 +932,23 @@ def test_metrics_of_another_model_or_temperature_are_refused(model_dir, tmp_path
     matching = {**EVALUATION, "reward_mean": -3.0, "reward_std": 0.5, "temperature": 0.5}
     out = build_publish_folder(folder, tmp_path / "out", repo_id=REPO_ID, evaluation=matching)
     assert "| 0.8125 |" in (out / "README.md").read_text()
+
+
+def test_card_counts_of_one_take_the_singular():
+    """Review: a card of one ranked group said "n=1 ranked groups, 1 within-group pairs", and T's
+    interval "on 1 pairs" / "on 1 ranked groups (1 within-group pairs)"."""
+    from rewardkit.model_card import render_model_card
+
+    summary = {**_training_summary("sentence-transformers/all-MiniLM-L6-v2"), "objective": "ranking",
+               "eval_metrics": {"eval_top1_accuracy": 1.0, "eval_pairwise_accuracy": 1.0, "eval_loss": 0.5}}
+    evaluation = {"objective": "ranking", "n": 1, "n_groups": 1, "n_pairs": 1, "pairwise_accuracy": 1.0,
+                  "top1_accuracy": 1.0, "kendall_tau": 1.0, "data": "/home/someone/data/dev.jsonl",
+                  "temperature": 0.517, "temperature_fitted": 0.517, "temperature_written": True,
+                  "temperature_interval": [0.1, 3.0], "temperature_differs_from_1": False, "temperature_lr_vs_1": 0.1}
+    card = render_model_card({"alpha": 1.0, "calibration_temperature": 0.517}, summary, evaluation)
+    assert "| 1 | dev.jsonl (local data, n=1 ranked group, 1 within-group pair) |" in card
+    assert "95% interval 0.1 to 3 on 1 ranked group (1 within-group pair), computed as if" in card
+    pairwise = {**evaluation, "objective": "pairwise", "accuracy": 1.0}
+    card += render_model_card({"alpha": 1.0, "calibration_temperature": 0.517}, {**summary, "objective": "pairwise"}, pairwise)
+    assert "95% interval 0.1 to 3 on 1 pair, which cannot tell it from T = 1" in card
+    assert not re.search(r"\b1 (pairs|ranked groups|within-group pairs)\b", card)

@@ -978,7 +978,7 @@ def test_one_sure_wrong_pair_is_no_evidence_of_overconfidence(tmp_path: Path) ->
     text = _section(_md_for(tmp_path, pairwise_metrics(**one), **one), "How sure it is")
     assert "confident**" not in text
     assert "The 88.1-point gap could be chance: a perfectly calibrated model with these probabilities is right " \
-           "on 0% to 100% of these 1 pairs" in text
+           "on 0% to 100% of this pair" in text
     assert "cannot be told apart from perfect calibration" in text
     four = {"chosen": [0.0] * 4, "rejected": [3.0, 4.0, 5.0, 6.0]}  # P(all 4 wrong) < 0.003: a verdict
     text = _md_for(tmp_path, pairwise_metrics(**four), **four)
@@ -1145,3 +1145,82 @@ def test_counts_of_one_take_the_singular(tmp_path: Path) -> None:
                    worst_examples=[{"response": "r", "predicted": 1.0, "target": 2.0}])
     assert "scalar scores (regression): 1 response." in mse and "The 1 response whose prediction" in mse
     assert not re.search(r"\b1 (pairs|groups|responses|within-group pairs)\b", one + tie + md + mse)
+
+
+def _calibrated_ranked_groups(seed: int, n_groups: int, k: int) -> list[list[float]]:
+    """Groups labelled by the model's own probabilities: each group's order is a Plackett-Luce draw
+    from its rewards (Gumbel trick), whose every pair then goes the model's way with probability
+    σ(r_a − r_b) exactly, so the model is calibrated (T = 1) by construction. Best first."""
+    rng = np.random.default_rng(seed)
+    groups = []
+    for _ in range(n_groups):
+        rewards = rng.normal(0.0, 0.5, k)
+        groups.append(rewards[np.argsort(-(rewards + rng.gumbel(size=k)))].tolist())
+    return groups
+
+
+def test_ranked_confidence_verdict_allows_for_the_pairs_of_a_group_being_correlated(tmp_path: Path) -> None:
+    """8 groups of 10 labelled by a calibrated model's own probabilities: counting their 360 pairs as
+    independent, the report called the model "over-confident by 7.5 percentage points"; the pairs of
+    one group share responses, and with the groups' design effect the gap is within chance."""
+    from rewardkit.metrics import within_group_margins
+
+    groups = _calibrated_ranked_groups(17, 8, 10)
+    metrics = _ranking_metrics_as_evaluated(groups)
+    deff = metrics["confidence_design_effect"]
+    text = _section(_kind_md(tmp_path, "ranking", metrics, pair_margins=within_group_margins(groups)), "How sure it is")
+    assert "confident**" not in text
+    assert f"were the model calibrated, widened by the square root of the groups' design effect, {deff:.2f})" in text
+    assert "the verdict's bound above allows for it" in text
+    older = {k: v for k, v in metrics.items() if k != "confidence_design_effect"}  # metrics.json of an older version
+    text = _section(_kind_md(tmp_path, "ranking", older, pair_margins=within_group_margins(groups)), "How sure it is")
+    assert "It is **over-confident** by 7.5 percentage points" in text and "somewhat too narrow" in text
+
+
+def test_ranked_confidence_verdict_false_alarms_on_calibrated_groups_about_one_time_in_twenty() -> None:
+    """The false-alarm rate the previous test shows once: on 300 sets of 20 calibrated groups of 10
+    (see _calibrated_ranked_groups), the verdict counting pairs as independent called about one in
+    five over- or under-confident; with the groups' design effect, about the 5% a 2-SE test should."""
+    from types import SimpleNamespace
+
+    from rewardkit.metrics import within_group_margins
+    from rewardkit.report_confidence import accuracy_by_chance, confidence_call
+
+    calls = {"independent": 0, "by group": 0}
+    for seed in range(300):
+        groups = _calibrated_ranked_groups(seed, 20, 10)
+        m = ranking_metrics(groups)
+        chance = accuracy_by_chance(SimpleNamespace(preference_margins=within_group_margins(groups), temperature=1.0))
+        args = (m["mean_confidence"], m["pairwise_accuracy"], m["n_pairs"], chance)
+        calls["independent"] += confidence_call(*args) is not None
+        calls["by group"] += confidence_call(*args, m["confidence_design_effect"]) is not None
+    assert calls["independent"] > 45 and calls["by group"] <= 21, calls
+
+
+def test_counts_of_one_in_calibration_truncation_and_plot_titles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review: at n = 1 the report said "fitted T on these same 1 pairs", "95% interval for T on these
+    1 pairs", "in 1 of 1 scored texts", and its plots "(1 pairs)", "(1 responses)"."""
+    import rewardkit.report as report
+
+    titles: list[str] = []
+
+    def keeping_titles() -> object:  # report.md is written after the plots: their titles, before clear()
+        fig = report_plots.new_figure()
+        fig.clear = lambda *args, **kwargs: titles.extend(ax.get_title() for ax in fig.axes)
+        return fig
+
+    monkeypatch.setattr(report, "new_figure", keeping_titles)
+    one = {"chosen": [0.0], "rejected": [2.0]}
+    metrics = {**pairwise_metrics(**one, temperature=0.5), "temperature_before": 1.0, "temperature_fitted": 0.5,
+               "temperature_written": True, "temperature_interval": [0.1, 3.0], "temperature_lr_vs_1": 0.2,
+               "temperature_differs_from_1": False}
+    text = _section(_md_for(tmp_path, metrics, temperature=0.5, **one), "How sure it is")
+    assert "`--calibrate` fitted T = 0.5 on this same pair and wrote it" in text
+    assert "95% interval for T on this pair (profile likelihood)" in text
+    assert "Rewards of chosen vs rejected responses (1 pair)" in titles
+    assert "Reward margins: accuracy 0.0% (1 pair)" in titles
+    cut = {**scalar_metrics([1.0], [2.0]), "max_length": 8, "truncation": {"texts": 1, "prompt_cut": 1, "response_cut": 0}}
+    mse = _kind_md(tmp_path, "mse", cut, rewards=[1.0], targets=[2.0])
+    assert "the start of the prompt was cut in 1 of 1 scored text and the end of the response in 0." in mse
+    assert "Reward distribution (1 response)" in titles
+    assert not re.search(r"\b(these (same )?1|1 (pairs|responses|scored texts))\b", text + mse + " ".join(titles))
