@@ -640,10 +640,17 @@ def _says_what_an_interrupt_left(paths: list[str]) -> Iterator[None]:
     except KeyboardInterrupt as stop:
         changed = [path for path in paths if _identity(path) != before[path]]
         if changed:
-            stop.add_note(f"Changed before the stop: {', '.join(changed)}.")
+            _add_note(stop, f"Changed before the stop: {', '.join(changed)}.")
         elif paths:
-            stop.add_note(f"Nothing was written to {', '.join(paths)}.")
+            _add_note(stop, f"Nothing was written to {', '.join(paths)}.")
         raise
+
+
+def _add_note(error: BaseException, note: str) -> None:
+    """`error.add_note(note)` on every Python rewardkit supports: add_note is 3.11's, and on 3.10 the
+    AttributeError it raised replaced the interrupt ("rewardkit score: error: AttributeError: ...",
+    exit 1 instead of 130). `__notes__` is the list add_note appends to; `_run` prints it."""
+    error.__notes__ = [*getattr(error, "__notes__", ()), note]
 
 
 COMMANDS = {"demo": cmd_demo, "evaluate": cmd_evaluate, "score": cmd_score, "publish": cmd_publish}

@@ -122,6 +122,16 @@ def probability_text(p: float) -> str:
     return f"= {p:.3f}"
 
 
+def upload_command(output_dir, report_dir) -> str:
+    """The command that uploads what the Hub-ready folder holds. The folder was built with the held-out
+    metrics; `rewardkit publish --model M --repo-id NAME` alone built a card that says "No held-out
+    evaluation was recorded for this model", so the report's metrics.json goes with it."""
+    import shlex
+
+    return shlex.join(["rewardkit", "publish", "--model", str(output_dir), "--repo-id", "NAME",
+                       "--metrics", str(Path(report_dir) / "metrics.json")])
+
+
 def _score_examples(scorer) -> list[dict]:
     rows = []
     for prompt, better, worse in EXAMPLES:
@@ -166,7 +176,7 @@ def _report(result, metrics: dict, examples: list[dict], scorer, report_dir: Pat
         "",
         f"Model:           {result.output_dir}   (AutoModel.from_pretrained(path, trust_remote_code=True))",
         f"Report & plots:  {report_dir}/report.md",
-        f"Hub-ready folder: {hub_dir}   (upload: rewardkit publish --model {result.output_dir} --repo-id NAME)",
+        f"Hub-ready folder: {hub_dir}   (upload: {upload_command(result.output_dir, report_dir)})",
     ]
     if replaced:
         lines.append(f"(Replaced the previous run's {', '.join(map(str, replaced))}.)")

@@ -68,7 +68,8 @@ class TrainResult:
             self._steps_line(unit),
         ]
         if self.eval_metrics:
-            shown = ", ".join(f"{k.removeprefix('eval_')} {v:.4f}" for k, v in self.eval_metrics.items()
+            shown = ", ".join(f"{k.removeprefix('eval_')} {_held_out_figure(k.removeprefix('eval_'), v)}"
+                              for k, v in self.eval_metrics.items()
                               if k.removeprefix("eval_") in {"accuracy", "mean_margin", "rmse", "top1_accuracy",
                                                              "pairwise_accuracy", "loss"})
             precision = str(self.hyperparameters.get("precision", ""))
@@ -151,3 +152,10 @@ class TrainResult:
 def _count(number: int, noun: str) -> str:
     """'1 step', '8 steps'."""
     return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
+def _held_out_figure(name: str, value: float) -> str:
+    """Shares and losses to 4 decimals; `mean_margin` and `rmse`, which are in the rewards' (or the
+    targets') own units, to 4 significant digits: at 4 decimals a margin of 4.9e-05 read "0.0000", and
+    the RMSE of targets rated in thousandths "0.0000", as if the model had none."""
+    return f"{value:.4g}" if name in ("mean_margin", "rmse") else f"{value:.4f}"

@@ -793,3 +793,26 @@ def test_an_interrupted_score_evaluate_or_publish_says_what_it_wrote(tmp_path, t
                      "--out", str(tmp_path / "hub")]) == 130
     assert capsys.readouterr().err.endswith(f"Nothing was written to {tmp_path / 'hub'}.\n")
     assert not (tmp_path / "hub").exists() and not report.exists()
+
+
+def test_an_interrupt_says_what_it_left_on_python_3_10_too(tmp_path, monkeypatch, capsys):
+    """pyproject allows Python 3.10, whose exceptions have no add_note (3.11): the AttributeError it
+    raised replaced the interrupt, so Ctrl-C printed "rewardkit score: error: AttributeError: ..." and
+    exited 1, not 130. An interrupt without add_note stands in for 3.10's here."""
+    import rewardkit.cli as cli
+
+    class InterruptOf310(KeyboardInterrupt):
+        def __getattribute__(self, name):
+            if name == "add_note":
+                raise AttributeError("'KeyboardInterrupt' object has no attribute 'add_note'")
+            return super().__getattribute__(name)
+
+    out = tmp_path / "o.jsonl"
+
+    def command(args):
+        with cli._says_what_an_interrupt_left([str(out)]):
+            raise InterruptOf310
+
+    monkeypatch.setitem(cli.COMMANDS, "score", command)
+    assert main(["score", "--model", "m", "--response", "r"]) == 130
+    assert capsys.readouterr().err.endswith(f"rewardkit: interrupted. Nothing was written to {out}.\n")

@@ -167,3 +167,27 @@ def test_demo_and_training_summaries_say_1_pair_not_1_pairs():
     text = _report(result, metrics, [], scorer, Path("report"), Path("hub"))
     assert "Held-out questions (1 pair, never seen in training):" in text
     assert not re.search(r"\b1 (pairs|training responses)\b", text)
+
+
+def test_demo_upload_command_sends_the_held_out_metrics_its_hub_folder_was_built_with(tmp_path):
+    """The demo built its Hub-ready folder with the held-out metrics, then printed "upload: rewardkit
+    publish --model M --repo-id NAME": run as printed, that card said "No held-out evaluation was
+    recorded for this model"."""
+    import shlex
+    from types import SimpleNamespace
+
+    from rewardkit.cli import make_parser
+    from rewardkit.demo import _report
+
+    result = SimpleNamespace(output_dir="my demo", describe=lambda: "trained")
+    scorer = SimpleNamespace(temperature=1.0, score_formula=lambda: "score = alpha (1) x raw reward")
+    metrics = {"n": 320, "accuracy": 0.9, "mean_margin": 2.0, "temperature_written": False,
+               "temperature_fitted": None, "ece_before": 0.1}
+    text = _report(result, metrics, [], scorer, tmp_path / "my demo-report", tmp_path / "my demo-hub")
+    line = next(line for line in text.splitlines() if line.startswith("Hub-ready folder:"))
+    command = line.split("(upload: ", 1)[1].removesuffix(")")
+    words = shlex.split(command)
+    assert words[:2] == ["rewardkit", "publish"]
+    args = make_parser().parse_args(words[1:])
+    assert args.model == "my demo" and args.repo_id == "NAME"
+    assert args.metrics == str(tmp_path / "my demo-report" / "metrics.json")

@@ -589,6 +589,20 @@ def test_summary_prints_short_times_small_stds_and_one_step_readably():
     assert "mean 0.05812, std 0.00028 (stored" in text
 
 
+def test_summary_prints_held_out_margins_and_rmse_in_their_units_not_as_zero():
+    """The held-out line printed every figure to 4 decimals: a mean margin of 4.9e-05 (a model whose
+    rewards are small) read "mean_margin 0.0000", and an RMSE of targets rated in thousandths "rmse 0.0000"."""
+    from rewardkit.fit import TrainResult
+
+    common = dict(output_dir="out", base_model="tiny", detected_layout="x", train_rows=8, eval_rows=4, epochs=1.0,
+                  steps=1, seconds=1.0, examples_per_second=8.0, train_loss=0.69, max_length=32)
+    pairs = TrainResult(objective="pairwise", **common, eval_metrics={
+        "eval_loss": 0.69312, "eval_accuracy": 0.548077, "eval_mean_margin": 4.8564e-05})
+    assert "loss 0.6931, accuracy 0.5481, mean_margin 4.856e-05" in pairs.describe()
+    rated = TrainResult(objective="mse", **common, eval_metrics={"eval_loss": 0.5, "eval_rmse": 0.000731})
+    assert "loss 0.5000, rmse 0.000731" in rated.describe()
+
+
 def test_resumed_summaries_leave_out_an_unknown_step_and_name_a_single_last_step():
     """A checkpoint without trainer_state.json printed "(step None)"; a run resumed one step before
     its end put "steps 8-8" on the card."""
