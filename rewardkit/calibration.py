@@ -40,6 +40,7 @@ __all__ = [
     "T_MIN",
     "CalibrationWarning",
     "at_search_bound",
+    "search_bound_reason",
     "expected_calibration_error",
     "fit_temperature",
     "negative_log_likelihood",
@@ -54,10 +55,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Search interval for :func:`fit_temperature`. Below 1e-3 every probability is 0 or 1 to
-#: double precision; above 1e3 every probability is 0.5 for any realistic reward scale.
-T_MIN: float = 1e-3
-T_MAX: float = 1e3
+#: Search interval for :func:`fit_temperature`. The likelihood depends on margin / T only, so the
+#: range must span the margins' own scale: a model a few steps into training has margins near 1e-4,
+#: and a range starting at 1e-3 ended its fit on the bound, called "perfectly separated" at 66%
+#: accuracy. Over 1e-6 to 1e6 only margins below ~1e-7 (no signal) or above ~1e7 are out of reach.
+T_MIN: float = 1e-6
+T_MAX: float = 1e6
 
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0  # 0.618...
 _LOG_T_TOL = 1e-10
@@ -371,6 +374,19 @@ def at_search_bound(temperature: float) -> bool:
     refuses to store by; compared in log T, because the search lands on a bound only to rounding."""
     log_t = math.log(_check_temperature(temperature))
     return log_t <= math.log(T_MIN) + _BOUND_LOG_TOL or log_t >= math.log(T_MAX) - _BOUND_LOG_TOL
+
+
+def search_bound_reason(temperature: float) -> str:
+    """Why a fit ended on this bound of the search range, in words (for a T :func:`at_search_bound`):
+    at the lower bound the likelihood still rose as T fell (every pair, or nearly every one, goes the
+    labels' way: "infinitely sure"); at the upper one as T rose (the model prefers the rejected
+    responses on balance, so the best it can do is P = 0.5 everywhere). One message for both read as
+    if either could be the case."""
+    if math.log(_check_temperature(temperature)) <= math.log(T_MIN) + _BOUND_LOG_TOL:
+        return ("the lower bound of the search range: the likelihood still rose as T fell, as it does when the "
+                "pairs are perfectly separated (every margin points the labels' way)")
+    return ("the upper bound of the search range: the likelihood still rose as T grew, as it does when the model "
+            "prefers the rejected responses on balance (the best T then makes every probability 0.5)")
 
 
 def temperature_interval_text(low: float, high: float) -> str:

@@ -47,6 +47,7 @@ from rewardkit.calibration import (
     CalibrationWarning,
     at_search_bound,
     fit_temperature,
+    search_bound_reason,
     temperature_evidence,
     temperature_interval_text,
 )
@@ -258,9 +259,8 @@ def _calibrate(collector: _PairwiseCollector | _RankingCollector, scorer: Reward
                            "are no better established than the raw ones; calibrate on more held-out pairs",
                            fitted, margins.size, temperature_interval_text(*evidence["temperature_interval"]))
     else:
-        logger.warning("the fitted temperature %g is a search bound (the pairs are perfectly separated, or the "
-                       "model prefers the rejected responses on balance): not written to %s; evaluate on more "
-                       "held-out pairs", fitted, folder)
+        logger.warning("the fitted temperature %g is %s: no estimate, not written to %s; evaluate on more "
+                       "held-out pairs", fitted, search_bound_reason(fitted), folder)
     return {**metrics, **before, "ece_after": metrics["ece"], "temperature_fitted": fitted,
             "temperature_written": usable, **evidence}
 

@@ -13,6 +13,7 @@ import numpy as np
 from rewardkit.calibration import (
     expected_calibration_error,
     preference_probability,
+    search_bound_reason,
     temperature_interval_text,
 )
 from rewardkit.report_format import count, image, num, pct, std_error, these
@@ -266,9 +267,8 @@ def _calibration_note(ctx: _Context) -> list[str]:
     before_text = f"T before: {float(before):.3g}" if isinstance(before, (int, float)) else ""
     if m.get("temperature_written") is False:
         return [
-            f"`--calibrate` fitted T = {float(fitted):.3g}, a bound of its search range (the pairs "
-            "are perfectly separated, or the model prefers the rejected responses on balance), so it "
-            "was **not** written to the model's "
+            f"`--calibrate` fitted T = {float(fitted):.3g}, {search_bound_reason(float(fitted))}; no "
+            "estimate, so it was **not** written to the model's "
             f"config; the numbers in this report use T = {ctx.temperature:.3g}. Calibrate on "
             "more held-out pairs.",
             "",

@@ -268,3 +268,26 @@ def test_temperature_evidence_says_when_a_few_pairs_cannot_tell_t_from_1() -> No
     assert low < 1.0 < high and not evidence["temperature_differs_from_1"]
     assert evidence["temperature_lr_vs_1"] < 3.841
 
+
+
+def test_margins_far_below_1e_3_get_a_fitted_t_not_a_search_bound():
+    """A model a few steps into training has reward margins near 1e-4. The search started at
+    T = 1e-3, so on pairs it got right 2 times in 3 the fit ended on that bound and evaluate said
+    "the pairs are perfectly separated, or the model prefers the rejected responses on balance":
+    neither was true. The likelihood depends on margin / T only, so the fit at scale 1e-4 is the
+    fit at scale 1 divided by 1e4."""
+    rng = np.random.default_rng(0)
+    margins = rng.normal(0.4, 1.0, 300)
+    at_one = fit_temperature(margins)
+    small = fit_temperature(margins * 1e-4)
+    assert not at_search_bound(small) and small == pytest.approx(at_one * 1e-4, rel=1e-5)
+
+
+def test_search_bound_reason_names_the_bound_and_its_cause():
+    """One message named both causes for either bound ("perfectly separated, or prefers the rejected
+    responses"); each bound has one cause."""
+    from rewardkit.calibration import search_bound_reason
+
+    assert "lower bound" in search_bound_reason(T_MIN) and "separated" in search_bound_reason(T_MIN)
+    assert "upper bound" in search_bound_reason(T_MAX) and "rejected responses" in search_bound_reason(T_MAX)
+    assert "rejected" not in search_bound_reason(T_MIN) and "separated" not in search_bound_reason(T_MAX)

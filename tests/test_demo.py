@@ -101,9 +101,9 @@ def test_demo_calibration_line_says_when_no_temperature_was_fitted():
     fitted = calibration_line({"temperature_written": True, "ece_before": 0.031, "ece_after": 0.012}, 0.4538)
     assert fitted == ("  calibration: T = 0.454; ECE 0.031 before, 0.012 after (T fitted on these same pairs: "
                       "not an independent check)")
-    at_bound = calibration_line({"temperature_written": False, "temperature_fitted": 0.001, "ece_before": 0.109,
+    at_bound = calibration_line({"temperature_written": False, "temperature_fitted": 1e-06, "ece_before": 0.109,
                                  "ece_after": 0.109}, 1.0)
-    assert "no T fitted" in at_bound and "search bound T = 0.001" in at_bound and "fitted on these" not in at_bound
+    assert "no T fitted" in at_bound and "search bound T = 1e-06" in at_bound and "fitted on these" not in at_bound
     assert "every reward margin is 0" in calibration_line({"temperature_written": False, "temperature_fitted": None,
                                                            "ece_before": 0.5}, 1.0)
 

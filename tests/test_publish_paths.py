@@ -18,6 +18,7 @@ import torch
 from huggingface_hub import ModelCard
 from transformers.trainer_utils import SchedulerType
 
+from rewardkit.calibration import T_MAX
 from rewardkit.model_card import (
     PACKAGED_MINILM_ID,
     UNKNOWN_DATASET_TYPE,
@@ -390,9 +391,9 @@ def test_card_gives_the_calibration_interval_and_says_when_t_is_not_told_from_1(
     text = render_model_card({"calibration_temperature": 0.517}, _training_summary(), firm, repo_id=REPO_ID)
     assert "95% interval 0.41 to 0.62 on 312 pairs." in text and "rough" not in text
     # an end at the search bound T_MAX is no limit the pairs set: not "0.24 to 1e+03"
-    open_ended = {**evaluation, "temperature_interval": [0.24, 999.9999999999998]}
+    open_ended = {**evaluation, "temperature_interval": [0.24, T_MAX * (1 - 1e-15)]}
     text = render_model_card({"calibration_temperature": 0.517}, _training_summary(), open_ended, repo_id=REPO_ID)
-    assert "95% interval 0.24 or more (no upper limit within the search range, which ends at 1000) on 312" in text
+    assert "95% interval 0.24 or more (no upper limit within the search range, which ends at 1e+06) on 312" in text
     # a card whose metrics are not the run that fitted the stored T says nothing about an interval
     other = render_model_card({"calibration_temperature": 0.8}, _training_summary(), evaluation, repo_id=REPO_ID)
     assert "95% interval 0.24 to 3.9" not in other  # (the accuracy has a 95% interval of its own)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import rewardkit.report_plots as report_plots
+from rewardkit.calibration import T_MAX, T_MIN
 from rewardkit.metrics import pairwise_metrics, ranking_metrics, scalar_metrics
 from rewardkit.report import REPORT_FILES, write_report
 from rewardkit.report_format import num
@@ -412,10 +413,11 @@ def test_calibrated_report_says_its_figures_are_no_independent_check(tmp_path: P
     assert "so the ECE can rise, as it did here." in _md_for(tmp_path, rose, temperature=0.5)
 
     # the fit hit a search bound: nothing was written, no caveat about a T not in use
-    unused = {**metrics, "temperature": 1.0, "temperature_fitted": 1e-3, "temperature_written": False}
+    unused = {**metrics, "temperature": 1.0, "temperature_fitted": T_MIN, "temperature_written": False}
     unused.update(pairwise_metrics(**pairs))
     md = _md_for(tmp_path, unused)
     assert "so it was **not** written" in md and "Caveat" not in md
+    assert "the lower bound of the search range" in md and "rejected responses on balance" not in md
     assert "optimistic |" not in md and "no independent check |" not in md
     assert "(T = 1: the raw, uncalibrated model)" in md
 
@@ -427,10 +429,10 @@ def test_temperature_interval_ending_at_a_search_bound_is_open(tmp_path: Path) -
     fitted = {**pairwise_metrics(**pairs, temperature=0.0768), "ece_before": 0.005, "ece_after": 0.035,
               "temperature_before": 1.0, "temperature_fitted": 0.0768, "temperature_written": True,
               "temperature_lr_vs_1": 0.29, "temperature_differs_from_1": False,
-              "temperature_interval": [0.0166, 999.9999999999998]}
+              "temperature_interval": [0.0166, T_MAX * (1 - 1e-15)]}
     md = _md_for(tmp_path, fitted, temperature=0.0768)
-    assert "(profile likelihood): 0.0166 or more (no upper limit within the search range, which ends at 1000)" in md
-    assert "1e+03" not in md
+    assert "(profile likelihood): 0.0166 or more (no upper limit within the search range, which ends at 1e+06)" in md
+    assert "0.0166 to 1e+06" not in md
     closed = {**fitted, "temperature_interval": [0.0166, 0.52]}
     assert "(profile likelihood): 0.0166 to 0.52;" in _md_for(tmp_path, closed, temperature=0.0768)
 
