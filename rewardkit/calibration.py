@@ -65,7 +65,7 @@ T_MAX: float = 1e6
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0  # 0.618...
 _LOG_T_TOL = 1e-10
 #: How near a search bound (in log T) a fitted T counts as that bound: the search returns the bound
-#: itself only to rounding (exp(log(1e3)) is 999.9999999999998), so `T < T_MAX` is no test.
+#: itself only to rounding (exp(log(1e6)) is 999999.9999999995), so `T < T_MAX` is no test.
 _BOUND_LOG_TOL = 1e-6
 
 
@@ -307,7 +307,7 @@ def fit_temperature(margins: ArrayLike, *, outcomes: ArrayLike | None = None) ->
     held-out pairs, not on the training set (Guo et al., 2017).
 
     How: the NLL is convex in 1/T (logistic regression with one weight and no bias), hence
-    unimodal in log T, so a golden-section search over log T ∈ [log 1e-3, log 1e3] finds the
+    unimodal in log T, so a golden-section search over log T ∈ [log T_MIN, log T_MAX] finds the
     global optimum without derivatives or torch.
 
     Edge cases (each emits a :class:`CalibrationWarning`):
