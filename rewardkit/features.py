@@ -183,9 +183,9 @@ class PairEncoder:
             keep_prompt, keep_response = self._split_budget(len(prompt_enc.ids), len(response_enc.ids))
             self._count(len(prompt_enc.ids) - keep_prompt, len(response_enc.ids) - keep_response, counts, cuts)
             if keep_prompt < len(prompt_enc.ids):
-                prompt_enc.truncate(keep_prompt, direction="left")
+                _cut(prompt_enc, keep_prompt, "left")
             if keep_response < len(response_enc.ids):
-                response_enc.truncate(keep_response, direction="right")
+                _cut(response_enc, keep_response, "right")
             if processor is not None:
                 merged = processor.process(prompt_enc, response_enc, add_special_tokens=True)
             else:
@@ -261,6 +261,16 @@ class PairEncoder:
                 return ids[-need:] if from_end else ids[:need]
             size *= _WINDOW_GROWTH
         return self.tokenizer.encode(text, add_special_tokens=False)
+
+
+def _cut(encoding, keep: int, direction: str) -> None:
+    """Truncate a backend encoding to `keep` tokens, leaving ONE overflowing piece. Truncation keeps
+    what it cut as pieces of `keep` tokens, and the post-processor pairs every piece of the prompt
+    with every piece of the response: a 3,000-token prompt and response cut to 3 tokens each made a
+    million merged encodings (seconds; out of memory for longer texts). A second truncation
+    replaces the first's pieces with the one token it cuts."""
+    encoding.truncate(keep + 1, direction=direction)
+    encoding.truncate(keep, direction=direction)
 
 
 def _safe_tokens(encoding, window_chars: int, edge_chars: int, from_end: bool) -> int:

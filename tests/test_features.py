@@ -181,8 +181,8 @@ _TEXTS = st.lists(st.one_of(st.sampled_from(_PIECES), st.text(max_size=3)), max_
 @pytest.mark.parametrize("kind", ["wordpiece", "wordpiece-slow", "byte-bpe", "unigram"])
 @settings(max_examples=60, deadline=None)
 @given(prompt=_TEXTS, response=_TEXTS, max_length=st.sampled_from([8, 13, 24]))
-@example(prompt="x" * 3000, response="ab" * 3000, max_length=8)  # no space at all
-@example(prompt="a " * 900 + " " * 3000, response=" " * 3000 + "a " * 900, max_length=8)  # a whitespace run at the edge
+@example(prompt="x" * 1500, response="ab" * 800, max_length=8)  # no space at all
+@example(prompt="a " * 500 + " " * 1000, response=" " * 1000 + "a " * 500, max_length=8)  # a whitespace run at the edge
 def test_long_texts_encode_exactly_as_when_tokenized_whole(tokenizers_of_every_kind, kind, prompt, response,
                                                            max_length):
     """Windowed tokenization (a 16-token budget reads windows of ~100 characters) gives the ids,
@@ -198,7 +198,7 @@ def test_long_texts_encode_exactly_as_when_tokenized_whole(tokenizers_of_every_k
 def test_a_huge_field_is_tokenized_through_a_bounded_window(tokenizers_of_every_kind, kind, monkeypatch):
     """A 300 MB response took 290 s and ~20 GB to score: it was tokenized whole, then cut to
     max_length. Now no tokenizer call sees more than a window of a few thousand characters."""
-    huge = "Naïve words, over and over. " * 100_000  # 2.8 MB
+    huge = "Naïve words, over and over. " * 40_000  # 1.1 MB
     tokenizer, seen = tokenizers_of_every_kind[kind], []
     encoder = PairEncoder(tokenizer, 64)
     if encoder._backend is None:
@@ -222,3 +222,17 @@ class _Spy:
     def encode_batch(self, texts, **kwargs):
         self._seen.extend(map(len, texts))
         return self._backend.encode_batch(texts, **kwargs)
+
+
+def test_cutting_a_long_prompt_and_response_leaves_one_overflowing_piece_each(tokenizers_of_every_kind,
+                                                                            monkeypatch):
+    """Truncation keeps what it cuts as pieces, and the post-processor merges every prompt piece
+    with every response piece: 600 byte-level tokens each, cut to 3 and 3, made ~40,000 merged
+    encodings that nobody reads (3,000 each took 30 s; longer ones ran out of memory)."""
+    encoder, merged = PairEncoder(tokenizers_of_every_kind["byte-bpe"], 8), []
+    processor = encoder._backend.post_processor
+    monkeypatch.setattr(encoder, "_backend", _Spy(encoder._backend, []))
+    encoder._backend.post_processor = type("Processor", (), {"process": staticmethod(
+        lambda *args, **kw: merged.append(processor.process(*args, **kw)) or merged[-1])})()
+    item = encoder.encode(["x" * 600], ["y" * 600])[0]  # one word each: tokenized whole
+    assert len(item["input_ids"]) == 8 and len(merged[0].overflowing) <= 4
