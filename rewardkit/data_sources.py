@@ -195,20 +195,24 @@ def _read_error(path: Path, exc: BaseException) -> RewardDataError:
 
 
 def _binary_lines(path: Path) -> Iterator[bytes]:
-    """Lines as bytes, so that decoding errors can be pinned to a line."""
+    """Lines as bytes, so that decoding errors can be pinned to a line.
+
+    The readers below keep no line, raw or decoded, once it is handed on (no generator variable
+    holds one while its consumer works on the row): a 50 MB CSV field was held 8 times over while
+    its row was scored (raw line, decoded line, csv's 4-bytes-a-character field buffer, the value)."""
     try:
         handle = gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
     except OSError as exc:
         raise _read_error(path, exc) from None
     with handle:
-        while True:
-            try:
-                line = handle.readline()
-            except (OSError, EOFError, zlib.error) as exc:
-                raise _read_error(path, exc) from None
-            if not line:
-                return
-            yield line
+        yield from iter(lambda: _read_line(handle, path), b"")
+
+
+def _read_line(handle: Any, path: Path) -> bytes:
+    try:
+        return handle.readline()
+    except (OSError, EOFError, zlib.error) as exc:
+        raise _read_error(path, exc) from None
 
 
 def _decode(raw: bytes, path: Path, line: int | None) -> str:
@@ -246,14 +250,16 @@ def _refuse_wide_encoding(start: bytes, path: Path) -> None:
 
 
 def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
-    for number, raw in enumerate(_binary_lines(path), 1):
-        yield number, _decode(raw, path, number)
+    numbers = itertools.count(1)  # not enumerate, whose reused result tuple keeps the last raw line
+    return map(lambda raw: (number := next(numbers), _decode(raw, path, number)), _binary_lines(path))
 
 
 def _read_jsonl(path: Path) -> Iterator[Record]:
     for number, text in _decoded_lines(path):
-        if text.strip():
-            yield _json_record(text, number, f"line {number}", path)
+        if text and not text.isspace():  # text.strip() would copy the line
+            record = _json_record(text, number, f"line {number}", path)
+            del text  # not held while the row is used
+            yield record
 
 
 class _KeyedTwice(dict):
@@ -424,13 +430,12 @@ def _pandas_json_rows(document: Any) -> list | None:
 def _read_csv(path: Path) -> Iterator[Record]:
     """CSV with a header row; quoted newlines work; data rows are numbered without the header."""
     _raise_csv_field_limit()
-    lines = _Lines(piece for _, text in _decoded_lines(path) for piece in _LONE_CR.split(text) if piece)
-    reader = csv.reader(lines)
-    header = _next_csv_row(reader, path)
+    lines = _Lines(_decoded_lines(path))
+    header = _next_csv_row(lines, path)
     if header is None:
         return
     if lines.ended:
-        raise RewardDataError(f"the header runs to the end of the file (line {reader.line_num}): a closing "
+        raise RewardDataError(f"the header runs to the end of the file (line {lines.count}): a closing "
                               "quote (\") of a quoted name is missing", source=path, where="line 1")
     names = [name.strip() for name in header]
     _refuse_other_separator(names, path)
@@ -438,9 +443,9 @@ def _read_csv(path: Path) -> Iterator[Record]:
     if duplicates:
         raise RewardDataError(f"the header names columns more than once: {', '.join(duplicates)}",
                               source=path, where="line 1")
-    data_row, last_line = 0, reader.line_num
-    while (fields := _next_csv_row(reader, path)) is not None:
-        first_line, last_line = last_line + 1, reader.line_num
+    data_row, last_line = 0, lines.count
+    while (fields := _next_csv_row(lines, path)) is not None:
+        first_line, last_line = last_line + 1, lines.count
         if len(fields) <= 1 and not "".join(fields).strip():
             continue  # blank line
         data_row += 1
@@ -462,24 +467,31 @@ def _read_csv(path: Path) -> Iterator[Record]:
 
 
 class _Lines:
-    """The lines fed to `csv.reader`, noting when they ran out. csv reads past a row's end only
-    inside a quoted field, so running out while reading a row means a quote left open, which it
-    closes without a word at the end of the file (`strict=True` would refuse it, but also
-    quotes that csv reads fine elsewhere, such as `"a"b`)."""
+    """The lines fed to `csv.reader` (a lone CR ends one too), counted (`count`, csv's line_num),
+    noting when they ran out. csv reads past a row's end only inside a quoted field, so running
+    out while reading a row means a quote left open, which it closes without a word at the end of
+    the file (`strict=True` would refuse it, but also quotes that csv reads fine elsewhere, such
+    as `"a"b`). Holds no line it has handed on."""
 
-    def __init__(self, lines: Iterator[str]) -> None:
+    def __init__(self, lines: Iterator[tuple[int, str]]) -> None:
         self._lines = lines
+        self._pieces: list[str] = []
         self.ended = False
+        self.count = 0
 
     def __iter__(self) -> _Lines:
         return self
 
     def __next__(self) -> str:
-        try:
-            return next(self._lines)
-        except StopIteration:
-            self.ended = True
-            raise
+        while not self._pieces:
+            try:
+                _, text = next(self._lines)
+            except StopIteration:
+                self.ended = True
+                raise
+            self._pieces = [piece for piece in _LONE_CR.split(text) if piece][::-1]
+        self.count += 1
+        return self._pieces.pop()
 
 
 def _refuse_other_separator(names: list[str], path: Path) -> None:
@@ -503,12 +515,13 @@ def _short(name: str) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _next_csv_row(reader: Any, path: Path) -> list[str] | None:
+def _next_csv_row(lines: _Lines, path: Path) -> list[str] | None:
+    """The next row, read by a reader of its own: a csv reader keeps the buffer of its longest field
+    (4 bytes a character) until it is freed, 200 MB for a 50 MB field held while the file is read."""
     try:
-        return next(reader, None)
+        return next(csv.reader(lines), None)
     except csv.Error as exc:
-        line = reader.line_num
-        raise RewardDataError(f"broken CSV: {exc}", source=path, where=f"line {line}") from None
+        raise RewardDataError(f"broken CSV: {exc}", source=path, where=f"line {lines.count}") from None
 
 
 def _raise_csv_field_limit() -> None:

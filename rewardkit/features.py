@@ -24,6 +24,14 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_LENGTH = 512
 MIN_MAX_LENGTH = 8  # special tokens plus a few tokens of text
 MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+# Long texts are tokenized through a window of their characters (see `PairEncoder`): it starts at
+# this many characters per token wanted and grows by _WINDOW_GROWTH until it holds enough tokens.
+_WINDOW_CHARS_PER_TOKEN = 8
+_WINDOW_GROWTH = 4
+# Words that end (prompt: start) this close to a window's cut edge, or are among the last (first)
+# _EDGE_WORDS of the window, may tokenize differently in the whole text: they are never used.
+_EDGE_CHARS = 64
+_EDGE_WORDS = 2
 
 
 def requested_max_length(model_config=None, requested: int | None = None,
@@ -108,6 +116,16 @@ class PairEncoder:
     Uses the fast tokenizer's Rust backend directly (batch encoding, exact special-token template);
     falls back to the Python tokenizer API for tokenizers without one.
 
+    A pair never holds more than `max_length` tokens, so only the first `budget + 1` tokens of a
+    response (cut on the right) and the last `budget + 1` of a prompt (cut on the left) can matter:
+    the +1 tells "longer than the budget" apart, which is all the truncation counts need. Texts
+    longer than `_WINDOW_CHARS_PER_TOKEN` characters per such token are tokenized through a window
+    of their start (response) or end (prompt), grown until it holds enough tokens away from its cut
+    edge. Tokenizing a 300 MB field whole took minutes and ~20 GB before truncation threw nearly
+    all of it away; the ids are the same as whole-text tokenization's (tests/test_features.py
+    compares them by property test). Only texts whose tokenizer reads them as one word (a
+    pre-tokenizer-less BPE, or a word of a whole window) still cost their full length.
+
     Example:
         >>> encoder = PairEncoder(tokenizer, max_length=256)  # doctest: +SKIP
         >>> encoder.encode(["Hi?"], ["Hello!"])[0]["input_ids"]  # [CLS] hi ? [SEP] hello ! [SEP]  # doctest: +SKIP
@@ -130,6 +148,9 @@ class PairEncoder:
         if self._budget < 4:
             raise ValueError(f"max_length {self.max_length} leaves no room for text after special tokens.")
         self._returns_token_types = "token_type_ids" in getattr(self.tokenizer, "model_input_names", ())
+        # An added token ("[SEP]", "<|im_end|>") cut by a window's edge must lie inside the edge.
+        added = getattr(self.tokenizer, "get_added_vocab", dict)()
+        self._edge_chars = _EDGE_CHARS + max(map(len, added), default=0)
 
     def _split_budget(self, prompt_len: int, response_len: int) -> tuple[int, int]:
         """How many prompt tokens (kept from the end) and response tokens (from the start) fit."""
@@ -154,17 +175,17 @@ class PairEncoder:
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses.")
         if self._backend is None:
             return [self._encode_slow(p, r, counts, cuts) for p, r in zip(prompts, responses)]
-        prompt_encodings = self._backend.encode_batch(list(prompts), add_special_tokens=False)
-        response_encodings = self._backend.encode_batch(list(responses), add_special_tokens=False)
+        prompt_encodings = self._encode_windowed(prompts, from_end=True)
+        response_encodings = self._encode_windowed(responses, from_end=False)
         processor = self._backend.post_processor
         encoded = []
         for prompt_enc, response_enc in zip(prompt_encodings, response_encodings):
             keep_prompt, keep_response = self._split_budget(len(prompt_enc.ids), len(response_enc.ids))
             self._count(len(prompt_enc.ids) - keep_prompt, len(response_enc.ids) - keep_response, counts, cuts)
             if keep_prompt < len(prompt_enc.ids):
-                prompt_enc.truncate(keep_prompt, direction="left")
+                _cut(prompt_enc, keep_prompt, "left")
             if keep_response < len(response_enc.ids):
-                response_enc.truncate(keep_response, direction="right")
+                _cut(response_enc, keep_response, "right")
             if processor is not None:
                 merged = processor.process(prompt_enc, response_enc, add_special_tokens=True)
             else:
@@ -176,6 +197,32 @@ class PairEncoder:
                 item["token_type_ids"] = merged.type_ids
             encoded.append(item)
         return encoded
+
+    def _encode_windowed(self, texts: Sequence[str], from_end: bool) -> list:
+        """Backend encodings (no special tokens) of `texts`, each either whole or holding exactly
+        the first (`from_end`: last) `budget + 1` tokens of the whole text's encoding.
+
+        A text longer than the window is encoded from its first (last) `size` characters; the words
+        of that window away from its cut edge (`_safe_tokens`) are words of the whole text, which
+        the tokenizer's model encodes word by word. Too few such tokens: a window 4x as large."""
+        need = self._budget + 1
+        size = need * _WINDOW_CHARS_PER_TOKEN
+        encodings: list = [None] * len(texts)
+        pending = list(range(len(texts)))
+        while pending:
+            windows = [texts[i] if len(texts[i]) <= size else texts[i][-size:] if from_end else texts[i][:size]
+                       for i in pending]
+            waiting = []
+            for i, window, encoding in zip(pending, windows, self._backend.encode_batch(windows, add_special_tokens=False)):
+                if len(window) == len(texts[i]):
+                    encodings[i] = encoding
+                elif _safe_tokens(encoding, len(window), self._edge_chars, from_end) >= need:
+                    encoding.truncate(need, direction="left" if from_end else "right")
+                    encodings[i] = encoding
+                else:
+                    waiting.append(i)
+            pending, size = waiting, size * _WINDOW_GROWTH
+        return encodings
 
     def _count(self, prompt_removed: int, response_removed: int, counts: TruncationStats | None = None,
                cuts: list[tuple[bool, bool]] | None = None) -> None:
@@ -189,14 +236,65 @@ class PairEncoder:
     def _encode_slow(self, prompt: str, response: str, counts: TruncationStats | None = None,
                      cuts: list[tuple[bool, bool]] | None = None) -> dict[str, list[int]]:
         """Tokenizers without a Rust backend: token-level truncation, then the tokenizer's template."""
-        prompt_ids = self.tokenizer.encode(prompt, add_special_tokens=False)
-        response_ids = self.tokenizer.encode(response, add_special_tokens=False)
+        prompt_ids = self._ids_slow(prompt, from_end=True)
+        response_ids = self._ids_slow(response, from_end=False)
         keep_prompt, keep_response = self._split_budget(len(prompt_ids), len(response_ids))
         self._count(len(prompt_ids) - keep_prompt, len(response_ids) - keep_response, counts, cuts)
         prompt_ids = prompt_ids[len(prompt_ids) - keep_prompt:]
         response_ids = response_ids[:keep_response]
         item = self.tokenizer.prepare_for_model(prompt_ids, response_ids, add_special_tokens=True)
         return {key: list(item[key]) for key in MODEL_INPUT_KEYS if key in item}
+
+    def _ids_slow(self, text: str, from_end: bool) -> list[int]:
+        """`_encode_windowed` for a Python tokenizer, which gives no word offsets: the window is cut
+        just before (prompt: at) a plain space, where Python tokenizers split words, and its first
+        (last) `budget + 1` ids are used only when `_EDGE_WORDS * 8` more ids stand between them and
+        the cut. A window with no space beyond its size is the whole text."""
+        need = self._budget + 1
+        size = need * _WINDOW_CHARS_PER_TOKEN
+        while len(text) > size:
+            cut = text.rfind(" ", 0, len(text) - size + 1) if from_end else text.find(" ", size)
+            if cut <= 0:
+                break
+            ids = self.tokenizer.encode(text[cut:] if from_end else text[:cut], add_special_tokens=False)
+            if len(ids) >= need + _EDGE_WORDS * 8:
+                return ids[-need:] if from_end else ids[:need]
+            size *= _WINDOW_GROWTH
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+
+def _cut(encoding, keep: int, direction: str) -> None:
+    """Truncate a backend encoding to `keep` tokens, leaving ONE overflowing piece. Truncation keeps
+    what it cut as pieces of `keep` tokens, and the post-processor pairs every piece of the prompt
+    with every piece of the response: a 3,000-token prompt and response cut to 3 tokens each made a
+    million merged encodings (seconds; out of memory for longer texts). A second truncation
+    replaces the first's pieces with the one token it cuts."""
+    encoding.truncate(keep + 1, direction=direction)
+    encoding.truncate(keep, direction=direction)
+
+
+def _safe_tokens(encoding, window_chars: int, edge_chars: int, from_end: bool) -> int:
+    """How many tokens at the start (`from_end`: end) of a window's encoding belong to words that
+    end (start) at least `edge_chars` characters from the window's cut edge and are not among its
+    last (first) `_EDGE_WORDS` words: a word the edge cut, a whitespace run it shortened, or one
+    whose normalization or pre-tokenization looks at the next characters. A word longer than the
+    window (or a tokenizer without a pre-tokenizer, which sees one word) gives none."""
+    words, offsets = encoding.word_ids, encoding.offsets
+    order = range(len(words) - 1, -1, -1) if from_end else range(len(words))
+    edge_word = (words[0] if from_end else words[-1]) if words else None
+    safe = 0
+    for index in order:
+        word, (start, end) = words[index], offsets[index]
+        near_edge = start < edge_chars if from_end else end > window_chars - edge_chars
+        few_words = word is not None and edge_word is not None and abs(word - edge_word) < _EDGE_WORDS
+        if near_edge or few_words or word is None:
+            break
+        safe += 1
+    # The tokens counted so far may include the other tokens of the word that stopped the count.
+    stop_word = words[order[safe]] if safe < len(words) else None
+    while safe and stop_word is not None and words[order[safe - 1]] == stop_word:
+        safe -= 1
+    return safe
 
 
 # --------------------------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 import pytest
 import torch
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from rewardkit.features import (
     PairEncoder,
@@ -120,3 +122,117 @@ def test_identical_inputs_finds_pairs_and_ranked_groups_that_encoding_collapses(
     assert identical_inputs(encode_rows(groups, "ranking", PairEncoder(tokenizer, 32)), "ranking") == [0]
     scalar = [{"prompt": "q", "response": long, "reward": 1.0}]
     assert identical_inputs(encode_rows(scalar, "mse", PairEncoder(tokenizer, 32)), "mse") == []
+
+
+class _WholeText(PairEncoder):
+    """The reference: every text tokenized whole, then cut (PairEncoder before its windows)."""
+
+    def _encode_windowed(self, texts, from_end):
+        return self._backend.encode_batch(list(texts), add_special_tokens=False)
+
+    def _ids_slow(self, text, from_end):
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+
+@pytest.fixture(scope="module")
+def tokenizers_of_every_kind(tokenizer):
+    """The MiniLM WordPiece (its normalizer lowercases and strips accents) fast and slow (the
+    Python path, `_encode_slow`), a byte-level BPE (GPT-2's pre-tokenizer: whitespace runs split
+    before their last space) and a Metaspace Unigram behind NFKD, accent stripping, lowercasing and
+    whitespace-run collapsing, both trained here in a second."""
+    from tokenizers import (
+        Regex,
+        Tokenizer,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
+    from transformers import PreTrainedTokenizerFast
+    from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy
+
+    from tests import helpers
+
+    corpus = ["The quick brown fox jumps over the lazy dog.", "Naïve café résumé ÉCOLE über straße",
+              "  spaces   and\ttabs\n\nnewlines", "中文 字符 テスト", "it's don't we'll 12345 3.14"] * 20
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=400, special_tokens=["<|end|>"],
+                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    bpe.post_processor = processors.TemplateProcessing(single="$A <|end|>", pair="$A <|end|> $B <|end|>",
+                                                       special_tokens=[("<|end|>", 0)])
+    unigram = Tokenizer(models.Unigram())
+    unigram.normalizer = normalizers.Sequence([normalizers.NFKD(), normalizers.StripAccents(), normalizers.Lowercase(),
+                                               normalizers.Replace(Regex(" {2,}"), " ")])
+    unigram.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="always")
+    unigram.train_from_iterator(corpus, trainers.UnigramTrainer(vocab_size=150, special_tokens=["<unk>", "</s>"],
+                                                                unk_token="<unk>"))
+    return {"wordpiece": tokenizer, "wordpiece-slow": BertTokenizerLegacy(str(helpers.minilm_path() / "vocab.txt")),
+            "byte-bpe": PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|end|>", pad_token="<|end|>"),
+            "unigram": PreTrainedTokenizerFast(tokenizer_object=unigram, unk_token="<unk>", pad_token="</s>")}
+
+
+_PIECES = ["word", "Wörd", "ÉCOLE", "straße", " ", "   ", "\t", "\n \n", "e\u0301", "\u0301", "İ", "ﬁ", "中文",
+           "!", "...", "'s", "12", "[SEP]", "<|end|>", "x" * 120, "\u00a0", "\x00", "\u2028", "🙂", "Ａ"]
+_TEXTS = st.lists(st.one_of(st.sampled_from(_PIECES), st.text(max_size=3)), max_size=300).map("".join)
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "wordpiece-slow", "byte-bpe", "unigram"])
+@settings(max_examples=60, deadline=None)
+@given(prompt=_TEXTS, response=_TEXTS, max_length=st.sampled_from([8, 13, 24]))
+@example(prompt="x" * 1500, response="ab" * 800, max_length=8)  # no space at all
+@example(prompt="a " * 500 + " " * 1000, response=" " * 1000 + "a " * 500, max_length=8)  # a whitespace run at the edge
+def test_long_texts_encode_exactly_as_when_tokenized_whole(tokenizers_of_every_kind, kind, prompt, response,
+                                                           max_length):
+    """Windowed tokenization (a 16-token budget reads windows of ~100 characters) gives the ids,
+    token types and truncation counts of whole-text tokenization followed by our cut."""
+    tokenizer = tokenizers_of_every_kind[kind]
+    ours, whole = PairEncoder(tokenizer, max_length), _WholeText(tokenizer, max_length)
+    cuts, whole_cuts = [], []
+    assert ours.encode([prompt], [response], cuts=cuts) == whole.encode([prompt], [response], cuts=whole_cuts)
+    assert cuts == whole_cuts and ours.stats == whole.stats
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "wordpiece-slow"])
+def test_a_huge_field_is_tokenized_through_a_bounded_window(tokenizers_of_every_kind, kind, monkeypatch):
+    """A 300 MB response took 290 s and ~20 GB to score: it was tokenized whole, then cut to
+    max_length. Now no tokenizer call sees more than a window of a few thousand characters."""
+    huge = "Naïve words, over and over. " * 40_000  # 1.1 MB
+    tokenizer, seen = tokenizers_of_every_kind[kind], []
+    encoder = PairEncoder(tokenizer, 64)
+    if encoder._backend is None:
+        encode = tokenizer.encode
+        monkeypatch.setattr(tokenizer, "encode", lambda text, **kw: seen.append(len(text)) or encode(text, **kw))
+    else:
+        monkeypatch.setattr(encoder, "_backend", _Spy(encoder._backend, seen))
+    item = encoder.encode([huge, "Why?"], ["Yes.", huge])
+    assert max(seen) < 10_000
+    monkeypatch.undo()
+    assert item == _WholeText(tokenizer, 64).encode([huge, "Why?"], ["Yes.", huge])
+    assert (encoder.stats.prompt_cut, encoder.stats.response_cut) == (1, 1)
+
+
+class _Spy:
+    """A Rust backend that notes the length of every text it encodes."""
+
+    def __init__(self, backend, seen):
+        self.post_processor, self._backend, self._seen = backend.post_processor, backend, seen
+
+    def encode_batch(self, texts, **kwargs):
+        self._seen.extend(map(len, texts))
+        return self._backend.encode_batch(texts, **kwargs)
+
+
+def test_cutting_a_long_prompt_and_response_leaves_one_overflowing_piece_each(tokenizers_of_every_kind,
+                                                                            monkeypatch):
+    """Truncation keeps what it cuts as pieces, and the post-processor merges every prompt piece
+    with every response piece: 600 byte-level tokens each, cut to 3 and 3, made ~40,000 merged
+    encodings that nobody reads (3,000 each took 30 s; longer ones ran out of memory)."""
+    encoder, merged = PairEncoder(tokenizers_of_every_kind["byte-bpe"], 8), []
+    processor = encoder._backend.post_processor
+    monkeypatch.setattr(encoder, "_backend", _Spy(encoder._backend, []))
+    encoder._backend.post_processor = type("Processor", (), {"process": staticmethod(
+        lambda *args, **kw: merged.append(processor.process(*args, **kw)) or merged[-1])})()
+    item = encoder.encode(["x" * 600], ["y" * 600])[0]  # one word each: tokenized whole
+    assert len(item["input_ids"]) == 8 and len(merged[0].overflowing) <= 4
