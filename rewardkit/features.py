@@ -216,7 +216,7 @@ class PairEncoder:
             for i, window, encoding in zip(pending, windows, self._backend.encode_batch(windows, add_special_tokens=False)):
                 if len(window) == len(texts[i]):
                     encodings[i] = encoding
-                elif _safe_tokens(encoding, len(window), self._edge_chars, from_end) >= need:
+                elif _safe_tokens(encoding, len(window), _edge_zone(window, self._edge_chars, from_end), from_end) >= need:
                     encoding.truncate(need, direction="left" if from_end else "right")
                     encodings[i] = encoding
                 else:
@@ -271,6 +271,20 @@ def _cut(encoding, keep: int, direction: str) -> None:
     replaces the first's pieces with the one token it cuts."""
     encoding.truncate(keep + 1, direction=direction)
     encoding.truncate(keep, direction=direction)
+
+
+def _edge_zone(window: str, edge_chars: int, from_end: bool) -> int:
+    """How many characters next to a window's cut edge may tokenize differently from the whole text:
+    `edge_chars`, and for a window of a text's end (a prompt) also the rest of a run of digits that
+    reaches that far. Llama 3's and Qwen's pre-tokenizers split digits into groups of 3 from the
+    start of the run, so a window that cut a run regrouped all of it ("1234567" whole is 123|456|7,
+    its last 5 digits 345|67): dozens of words, which the few words `_safe_tokens` leaves out at the
+    edge did not cover. A window of a text's start groups a cut run as the whole text does."""
+    if not from_end:
+        return edge_chars
+    while edge_chars < len(window) and window[edge_chars].isnumeric():
+        edge_chars += 1
+    return edge_chars
 
 
 def _safe_tokens(encoding, window_chars: int, edge_chars: int, from_end: bool) -> int:

@@ -168,21 +168,30 @@ def tokenizers_of_every_kind(tokenizer):
     unigram.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="always")
     unigram.train_from_iterator(corpus, trainers.UnigramTrainer(vocab_size=150, special_tokens=["<unk>", "</s>"],
                                                                 unk_token="<unk>"))
+    digits = Tokenizer(models.BPE())  # Llama 3's and Qwen's way with numbers: groups of 3 from the run's start
+    digits.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(r"\p{N}{1,3}"), behavior="isolated"),
+                                                    pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    digits.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=400, special_tokens=["<|end|>"],
+                                                           initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    digits.post_processor = bpe.post_processor
     return {"wordpiece": tokenizer, "wordpiece-slow": BertTokenizerLegacy(str(helpers.minilm_path() / "vocab.txt")),
             "byte-bpe": PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|end|>", pad_token="<|end|>"),
-            "unigram": PreTrainedTokenizerFast(tokenizer_object=unigram, unk_token="<unk>", pad_token="</s>")}
+            "unigram": PreTrainedTokenizerFast(tokenizer_object=unigram, unk_token="<unk>", pad_token="</s>"),
+            "digit-groups": PreTrainedTokenizerFast(tokenizer_object=digits, eos_token="<|end|>", pad_token="<|end|>")}
 
 
-_PIECES = ["word", "Wörd", "ÉCOLE", "straße", " ", "   ", "\t", "\n \n", "e\u0301", "\u0301", "İ", "ﬁ", "中文",
+_PIECES = ["1234567890" * 9, "word", "Wörd", "ÉCOLE", "straße", " ", "   ", "\t", "\n \n", "e\u0301", "\u0301", "İ", "ﬁ", "中文",
            "!", "...", "'s", "12", "[SEP]", "<|end|>", "x" * 120, "\u00a0", "\x00", "\u2028", "🙂", "Ａ"]
 _TEXTS = st.lists(st.one_of(st.sampled_from(_PIECES), st.text(max_size=3)), max_size=300).map("".join)
 
 
-@pytest.mark.parametrize("kind", ["wordpiece", "wordpiece-slow", "byte-bpe", "unigram"])
+@pytest.mark.parametrize("kind", ["wordpiece", "wordpiece-slow", "byte-bpe", "unigram", "digit-groups"])
 @settings(max_examples=60, deadline=None)
 @given(prompt=_TEXTS, response=_TEXTS, max_length=st.sampled_from([8, 13, 24]))
 @example(prompt="x" * 1500, response="ab" * 800, max_length=8)  # no space at all
 @example(prompt="a " * 500 + " " * 1000, response=" " * 1000 + "a " * 500, max_length=8)  # a whitespace run at the edge
+@example(prompt="word " * 10 + "1234567890" * 100 + " end", response="Yes.", max_length=24)  # digits regrouped
+@example(prompt="word " * 10 + "1234567890" * 100 + "12 end", response="Yes.", max_length=24)
 def test_long_texts_encode_exactly_as_when_tokenized_whole(tokenizers_of_every_kind, kind, prompt, response,
                                                            max_length):
     """Windowed tokenization (a 16-token budget reads windows of ~100 characters) gives the ids,
