@@ -637,7 +637,8 @@ class _RankingCollector(_Collector):
         from rewardkit.report import write_report
 
         write_report(report_dir, metrics=metrics, kind="ranking", rewards=_concat(self.groups),
-                     lengths=_concat(self.group_lengths), pair_margins=self.margins(), worst_examples=self.worst.examples(),
+                     lengths=_concat(self.group_lengths), pair_margins=self.margins(),
+                     group_sizes=[len(group) for group in self.groups], worst_examples=self.worst.examples(),
                      model_name=model_name, temperature=metrics["temperature"])
 
 

@@ -18,6 +18,7 @@ import math
 import os
 import shutil
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from rewardkit import report_text
-from rewardkit.metrics import jsonable, pairwise_metrics, spearman
+from rewardkit.metrics import jsonable, pairwise_metrics, spearman, within_group_pairs
 from rewardkit.report_plots import new_figure, plots_for
 
 __all__ = ["KINDS", "REPORT_FILES", "write_report"]
@@ -68,6 +69,7 @@ def write_report(
     targets: ArrayLike | None = None,
     lengths: ArrayLike | None = None,
     pair_margins: ArrayLike | None = None,
+    group_sizes: ArrayLike | None = None,
     worst_examples: list[dict[str, Any]] | None = None,
     model_name: str = "",
     temperature: float = 1.0,
@@ -83,7 +85,9 @@ def write_report(
     optional ``lengths``) or ``"ranking"`` (``rewards`` flattened over all groups, optional
     ``lengths`` and ``pair_margins``: reward(better) − reward(worse) of every within-group pair,
     see :func:`rewardkit.metrics.within_group_margins`, for the calibration section and the
-    reliability diagram). ``metrics`` is the dict from :mod:`rewardkit.metrics`; it is written to
+    reliability diagram; and ``group_sizes``, the number of responses of each group in the order
+    of ``rewards``, so that the calibration section's chance ranges draw whole rankings, not each
+    pair on its own). ``metrics`` is the dict from :mod:`rewardkit.metrics`; it is written to
     ``metrics.json`` as is (indent 2, sorted keys, NaN/inf written as ``null``). Plots whose data
     is not given are skipped and the report says so.
 
@@ -125,6 +129,7 @@ def write_report(
         targets=_opt(targets, "targets"),
         lengths=_opt(lengths, "lengths"),
         pair_margins=_opt(pair_margins, "pair_margins"),
+        group_sizes=None if group_sizes is None else np.asarray(group_sizes).reshape(-1),
         worst_examples=list(worst_examples or [])[:max_examples],
         model_name=model_name,
         temperature=_positive(temperature),
@@ -167,6 +172,7 @@ class _Context:
     targets: NDArray[np.float64] | None
     lengths: NDArray[np.float64] | None
     pair_margins: NDArray[np.float64] | None
+    group_sizes: NDArray[Any] | None
     worst_examples: list[dict[str, Any]]
     model_name: str
     temperature: float
@@ -190,6 +196,8 @@ class _Context:
             raise ValueError("give both chosen and rejected, or neither")
         if self.pair_margins is not None and self.kind != "ranking":
             raise ValueError("pair_margins are for ranked data; give chosen and rejected for pairwise data")
+        if self.group_sizes is not None:
+            self._validate_groups()
         if int(self.n_bins) != self.n_bins or self.n_bins < 1:
             raise ValueError(f"n_bins must be a positive integer, got {self.n_bins!r}")
         metric_t = self.metrics.get("temperature")
@@ -199,6 +207,38 @@ class _Context:
                 metric_t,
                 self.temperature,
             )
+
+    def _validate_groups(self) -> None:
+        """``group_sizes`` must split ``rewards`` into groups whose within-group margins are the
+        ``pair_margins`` given: the chance ranges draw rankings from those rewards and score them
+        with those margins' probabilities, so a mismatch would make them the ranges of other data."""
+        sizes = self.group_sizes
+        assert sizes is not None
+        if self.kind != "ranking":
+            raise ValueError("group_sizes are for ranked data")
+        if sizes.dtype.kind not in "iuf" or not np.all(np.isfinite(sizes)) or np.any(sizes != np.round(sizes)) \
+                or np.any(sizes < 2):
+            raise ValueError(f"group_sizes must be whole numbers of at least 2 (responses per group), got {sizes!r}")
+        if self.rewards is None or self.pair_margins is None:
+            raise ValueError("group_sizes need the rewards they split into groups and those groups' pair_margins")
+        if int(sizes.sum()) != self.rewards.size:
+            raise ValueError(f"group_sizes add up to {int(sizes.sum())} responses but {self.rewards.size} rewards "
+                             "were given")
+        better, worse = self.pair_sides
+        if better.size != self.pair_margins.size or not np.allclose(
+                self.rewards[better] - self.rewards[worse], self.pair_margins, rtol=1e-9, atol=1e-9):
+            raise ValueError("pair_margins are not the within-group margins of rewards split by group_sizes "
+                             "(see rewardkit.metrics.within_group_margins)")
+
+    @cached_property
+    def pair_sides(self) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+        """(better, worse): indices into ``rewards`` of both responses of every within-group pair, in
+        the order of ``pair_margins`` (ranked data with ``group_sizes``)."""
+        assert self.group_sizes is not None
+        ends = np.cumsum(self.group_sizes.astype(np.intp))
+        groups = np.split(np.arange(int(ends[-1]) if ends.size else 0), ends[:-1])
+        better, worse = within_group_pairs(groups)
+        return better.astype(np.intp), worse.astype(np.intp)
 
     @property
     def has_pairs(self) -> bool:

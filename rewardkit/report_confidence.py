@@ -1,11 +1,14 @@
 """The "How sure it is" section of ``report.md``: mean confidence against accuracy, ECE against
 what chance alone would show, and what this run's ``--calibrate`` did. Over- or under-confidence
 is stated only beyond twice the standard error of the accuracy (that of a calibrated model; on ranked
-data widened by the groups' design effect, since the pairs of one group share responses)."""
+data widened by the groups' design effect, since the pairs of one group share responses); the chance
+ranges of ECE and accuracy are simulated from the model's own probabilities, on ranked data by drawing
+each group's whole ranking (the pairs of a group come from one ranking, as their labels did)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -63,7 +66,7 @@ def md_confidence(ctx: _Context) -> list[str]:
             "",
         ]
     if ranking:
-        lines += [_groups_note(deff, bool(m.get("temperature_interval_by_group"))), ""]
+        lines += [_groups_note(deff, ctx.group_sizes is not None, bool(m.get("temperature_interval_by_group"))), ""]
     ece = m.get("ece")
     if isinstance(ece, (int, float)):
         winner = "better wins" if ranking else "chosen wins"
@@ -204,17 +207,29 @@ def _design_effect(m: dict[str, Any]) -> float | None:
     return float(deff) if usable else None
 
 
-def _groups_note(deff: float | None, t_by_group: bool) -> str:
+def _groups_note(deff: float | None, by_group: bool, t_by_group: bool) -> str:
     """Ranked data: which bounds of this section allow for the pairs of one group sharing responses.
     The verdict's does with the groups' design effect; the simulated chance ranges (accuracy, ECE)
-    draw each pair on its own, so they are somewhat too narrow; T's interval does when recorded so."""
+    do when the groups are known (``by_group``: whole rankings drawn, see _ranking_draws), else they
+    draw each pair on its own and are too narrow; T's interval does when recorded so."""
     t_note = "; the 95% interval for T below is not (it allows for it)" if t_by_group else ""
+    shared = "The pairs of one group share responses, so they are not independent draws: "
+    if by_group:
+        ranges = ("the chance ranges in this section (each simulation draws every group's whole ranking from the "
+                  "model's own rewards, a Plackett-Luce draw in which each pair comes out either way with the "
+                  "model's own probability)")
+        if deff is None:
+            return (f"{shared}{ranges} allow for it; the verdict's twice-standard-error bound, computed as if they "
+                    f"were independent, is somewhat too narrow{t_note}.")
+        t_also = "; so does the 95% interval for T below" if t_by_group else ""
+        return (f"{shared}the verdict's bound above allows for it (widened by the square root of the groups' "
+                f"design effect, {deff:.2f}), and so do {ranges}{t_also}.")
     if deff is None:
-        return ("The pairs of one group share responses, so they are not independent draws: the noise bounds in "
-                f"this section, computed as if they were, are somewhat too narrow{t_note}.")
-    return ("The pairs of one group share responses, so they are not independent draws: the verdict's bound above "
-            f"allows for it (widened by the square root of the groups' design effect, {deff:.2f}); the chance "
-            f"ranges in this section, simulated as if they were independent, are somewhat too narrow{t_note}.")
+        return (f"{shared}the noise bounds in this section, computed as if they were, are somewhat too "
+                f"narrow{t_note}.")
+    return (f"{shared}the verdict's bound above allows for it (widened by the square root of the groups' design "
+            f"effect, {deff:.2f}); the chance ranges in this section, simulated as if they were independent, are "
+            f"somewhat too narrow{t_note}.")
 
 
 _ECE_SIMULATIONS = 200
@@ -222,30 +237,60 @@ _ECE_SIMULATIONS = 200
 
 def accuracy_by_chance(ctx: _Context) -> tuple[float, float] | None:
     """Central 95% of the accuracy of a perfectly calibrated model with the same probabilities:
-    each pair's pick is right with probability max(P, 1 − P) (fixed seed, as _ece_by_chance)."""
+    each pair's pick is right with probability max(P, 1 − P), or on ranked groups each group's
+    whole ranking drawn (see _ranking_draws; ties half right, as the accuracy counts them; fixed
+    seed, as _ece_by_chance)."""
     margins = ctx.preference_margins
     if margins is None:
         return None
-    p = np.asarray(preference_probability(margins, ctx.temperature), dtype=np.float64)
-    sure = np.maximum(p, 1 - p)
     rng = np.random.default_rng(0)
-    accuracies = [float(np.mean(rng.random(sure.size) < sure)) for _ in range(_ECE_SIMULATIONS)]
+    draw = _ranking_draws(ctx)
+    if draw is None:
+        p = np.asarray(preference_probability(margins, ctx.temperature), dtype=np.float64)
+        sure = np.maximum(p, 1 - p)
+        accuracies = [float(np.mean(rng.random(sure.size) < sure)) for _ in range(_ECE_SIMULATIONS)]
+    else:
+        accuracies = [float(np.mean(np.where(margins == 0, 0.5, draw(rng) == (margins > 0))))
+                      for _ in range(_ECE_SIMULATIONS)]
     return float(np.quantile(accuracies, 0.025)), float(np.quantile(accuracies, 0.975))
 
 
 def _ece_by_chance(ctx: _Context) -> float | None:
     """95th percentile of the ECE of a perfectly calibrated model with the same probabilities:
-    outcomes drawn from the model's own P (fixed seed), then scored exactly as the real ECE."""
+    outcomes drawn from the model's own P (each pair on its own, or on ranked groups each group's
+    whole ranking, see _ranking_draws; fixed seed), then scored exactly as the real ECE."""
     margins = ctx.preference_margins
     if margins is None:
         return None
     p = np.asarray(preference_probability(margins, ctx.temperature), dtype=np.float64)
     rng = np.random.default_rng(0)
+    draw = _ranking_draws(ctx) or (lambda rng: rng.random(p.size) < p)
     values = []
     for _ in range(_ECE_SIMULATIONS):
-        won = (rng.random(p.size) < p).astype(np.float64)
+        won = draw(rng).astype(np.float64)
         values.append(expected_calibration_error(np.r_[p, 1 - p], np.r_[won, 1 - won], ctx.n_bins))
     return float(np.quantile(values, 0.95))
+
+
+def _ranking_draws(ctx: _Context) -> Callable[[np.random.Generator], np.ndarray] | None:
+    """On ranked groups (``group_sizes`` given): a draw of whether each within-group pair's
+    labelled-better response comes first in rankings from a calibrated model. Every group is ordered
+    by reward / T plus Gumbel noise (a Plackett-Luce draw, the random-utility model Bradley-Terry
+    comes from), so each pair goes a's way with probability σ((r_a − r_b)/T), its P, and the pairs of
+    one group come from one ranking, as their labels did. Drawn pair by pair instead, the K(K − 1)/2
+    pairs of a group were that many independent draws: on calibrated groups of 10 the report said
+    "the miscalibration is larger than chance explains" about one time in five. One noise draw per
+    response, so no dearer than a draw per pair. None without the groups (pairwise data)."""
+    if ctx.group_sizes is None or ctx.rewards is None:
+        return None
+    better, worse = ctx.pair_sides
+    scaled = ctx.rewards / ctx.temperature
+
+    def draw(rng: np.random.Generator) -> np.ndarray:
+        utility = scaled + rng.gumbel(size=scaled.size)
+        return utility[better] > utility[worse]
+
+    return draw
 
 
 def _calibration_note(ctx: _Context) -> list[str]:

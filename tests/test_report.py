@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import matplotlib.image as mpimg
 import numpy as np
@@ -1192,11 +1193,91 @@ def test_ranked_confidence_verdict_false_alarms_on_calibrated_groups_about_one_t
     for seed in range(300):
         groups = _calibrated_ranked_groups(seed, 20, 10)
         m = ranking_metrics(groups)
-        chance = accuracy_by_chance(SimpleNamespace(preference_margins=within_group_margins(groups), temperature=1.0))
+        chance = accuracy_by_chance(SimpleNamespace(preference_margins=within_group_margins(groups), temperature=1.0,
+                                                    group_sizes=None))  # each pair drawn on its own
         args = (m["mean_confidence"], m["pairwise_accuracy"], m["n_pairs"], chance)
         calls["independent"] += confidence_call(*args) is not None
         calls["by group"] += confidence_call(*args, m["confidence_design_effect"]) is not None
     assert calls["independent"] > 45 and calls["by group"] <= 21, calls
+
+
+def _ranked_context(groups: list[list[float]], *, by_group: bool) -> Any:
+    """The report's context for these groups, as write_report builds it (with or without group_sizes)."""
+    from rewardkit.metrics import within_group_margins
+    from rewardkit.report import _Context
+
+    ctx = _Context(kind="ranking", metrics={}, chosen=None, rejected=None, chosen_lengths=None, rejected_lengths=None,
+                   rewards=np.concatenate(groups), targets=None, lengths=None, pair_margins=within_group_margins(groups),
+                   group_sizes=np.array([len(g) for g in groups]) if by_group else None, worst_examples=[],
+                   model_name="", temperature=1.0, redact=False, length_unit="characters", n_bins=10)
+    ctx.validate()
+    return ctx
+
+
+def test_ranked_chance_ranges_draw_whole_rankings_of_a_group(tmp_path: Path) -> None:
+    """The groups of the test above, calibrated by construction: drawing each of their 360 pairs on its
+    own, the ECE's chance bound was 0.064 and the report said "the miscalibration is larger than chance
+    explains" of its ECE of 0.076, and told the reader to calibrate. Given the groups, each simulation
+    draws every group's whole ranking (Plackett-Luce from the rewards), and the ECE is within chance."""
+    from rewardkit.metrics import within_group_margins
+
+    groups = _calibrated_ranked_groups(17, 8, 10)
+    metrics = _ranking_metrics_as_evaluated(groups)
+    data = {"rewards": np.concatenate(groups), "pair_margins": within_group_margins(groups)}
+    by_pair = _section(_kind_md(tmp_path, "ranking", metrics, **data), "How sure it is")
+    assert "ECE of up to 0.064" in by_pair and "the miscalibration is larger than chance explains" in by_pair
+    assert "To calibrate" in by_pair and "simulated as if they were independent, are somewhat too narrow" in by_pair
+    text = _section(_kind_md(tmp_path, "ranking", metrics, group_sizes=[10] * 8, **data), "How sure it is")
+    assert "**0.076**" in text and "ECE of up to 0.086" in text
+    assert "this ECE cannot be told apart from perfect calibration" in text and "To calibrate" not in text
+    assert "confident**" not in text and "too narrow" not in text
+    assert ("and so do the chance ranges in this section (each simulation draws every group's whole ranking "
+            "from the model's own rewards") in text
+    older = {k: v for k, v in metrics.items() if k != "confidence_design_effect"}  # metrics.json of an older version
+    text = _section(_kind_md(tmp_path, "ranking", older, group_sizes=[10] * 8, **data), "How sure it is")
+    assert "The 7.5-point gap could be chance" in text and "confident**" not in text
+    assert ("own probability) allow for it; the verdict's twice-standard-error bound, computed as if they were "
+            "independent, is somewhat too narrow.") in text
+
+
+def test_ranked_chance_ranges_false_alarm_on_calibrated_groups_about_one_time_in_twenty() -> None:
+    """The false-alarm rate the previous test shows once: on 300 sets of 20 calibrated groups of 10,
+    the chance ranges drawn pair by pair called the ECE "larger than chance explains" about one time in
+    five and put the accuracy outside its central 95% as often; drawn by whole rankings, about the 5%
+    (two-sided accuracy range: ~6% on 200 simulations' quantiles) a 95% range should."""
+    from rewardkit.report_confidence import _ece_by_chance, accuracy_by_chance
+
+    alarms = {(by_group, what): 0 for by_group in (False, True) for what in ("ece", "accuracy")}
+    for seed in range(300):
+        groups = _calibrated_ranked_groups(seed, 20, 10)
+        m = ranking_metrics(groups)
+        for by_group in (False, True):
+            ctx = _ranked_context(groups, by_group=by_group)
+            low, high = accuracy_by_chance(ctx)
+            alarms[by_group, "ece"] += m["ece"] > _ece_by_chance(ctx)
+            alarms[by_group, "accuracy"] += not low <= m["pairwise_accuracy"] <= high
+    assert alarms[False, "ece"] > 45 and alarms[False, "accuracy"] > 45, alarms
+    assert alarms[True, "ece"] <= 24 and alarms[True, "accuracy"] <= 27, alarms
+
+
+def test_group_sizes_that_do_not_fit_the_rewards_and_margins_are_refused(tmp_path: Path) -> None:
+    """The chance ranges draw rankings from the rewards split by group_sizes and score them with the
+    pair_margins' probabilities: sizes of other data would give the ranges of other data, silently."""
+    from rewardkit.metrics import within_group_margins
+
+    groups = [[1.0, 0.2, -0.5], [0.3, 0.9]]
+    data = {"rewards": np.concatenate(groups), "pair_margins": within_group_margins(groups)}
+    metrics = _ranking_metrics_as_evaluated(groups)
+    for sizes, message in [([2, 3], "not the within-group margins"), ([3, 3], "add up to 6 responses but 5"),
+                           ([3, 1, 1], "at least 2"), ([2.5, 2.5], "whole numbers")]:
+        with pytest.raises(ValueError, match=message):
+            write_report(tmp_path / "r", kind="ranking", metrics=metrics, group_sizes=sizes, **data)
+    with pytest.raises(ValueError, match="need the rewards"):
+        write_report(tmp_path / "r", kind="ranking", metrics=metrics, group_sizes=[3, 2],
+                     pair_margins=data["pair_margins"])
+    with pytest.raises(ValueError, match="for ranked data"):
+        write_report(tmp_path / "r", kind="pairwise", metrics={}, chosen=[1.0], rejected=[0.0], group_sizes=[2])
+    assert not (tmp_path / "r").exists()
 
 
 def test_counts_of_one_in_calibration_truncation_and_plot_titles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
