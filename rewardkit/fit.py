@@ -35,6 +35,7 @@ from rewardkit.model_card import hub_model_id
 from rewardkit.resume import (
     EarlierRunLeftovers,
     RewardConfigInLoraCheckpoints,
+    TrainingDataInCheckpoints,
     check_checkpoint_model_matches,
     check_lora_flags_match,
     checkpoint_step,
@@ -468,6 +469,8 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
     trainer.add_callback(eval_clock)
     if args.use_lora:
         trainer.add_callback(RewardConfigInLoraCheckpoints())
+    trainer.add_callback(TrainingDataInCheckpoints(_absolute_if_local(data_args.data),
+                                                   split_read(data_args.data, data_args.split)))
     if leftovers:
         trainer.add_callback(leftovers)
     if trainer.pop_callback(PrinterCallback) is not None:

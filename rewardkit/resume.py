@@ -226,6 +226,29 @@ class RewardConfigInLoraCheckpoints(TrainerCallback):
                                                      encoding="utf-8")
 
 
+# Read by rewardkit.evaluation (which repeats the name rather than import this module).
+CHECKPOINT_DATA_FILE = "training_data.json"
+
+
+class TrainingDataInCheckpoints(TrainerCallback):
+    """Writes the run's training data into each checkpoint (training_data.json: `data` and
+    `data_split`, as training_summary.json records them). A `checkpoint-N/` has no training
+    summary (it is written with the final model), so `rewardkit evaluate` of a checkpoint on the
+    data it was trained on said `"on_training_data": null`, and `publish --metrics` then put those
+    figures in model-index as a held-out result. `publish` never uploads the file (local paths)."""
+
+    def __init__(self, data: str | None, data_split: str | None):
+        self.record = {"data": data, "data_split": data_split}
+
+    def on_save(self, args, state, control, **kwargs):
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+        folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        if state.is_world_process_zero and folder.is_dir():
+            (folder / CHECKPOINT_DATA_FILE).write_text(json.dumps(self.record, indent=2, sort_keys=True) + "\n",
+                                                       encoding="utf-8")
+
+
 def run_already_finished(checkpoint: str, args: RewardTrainingArguments) -> bool:
     """Whether `checkpoint` already reached --max_steps (or, without it, --num_train_epochs).
     transformers 5.23 resumed from such a checkpoint runs one more optimizer step before it checks,

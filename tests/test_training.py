@@ -261,6 +261,32 @@ def test_checkpoints_hold_code_and_tokenizer_and_load_alone(tiny_base, tmp_path)
     assert loaded == pytest.approx(expected, abs=1e-5)
 
 
+def test_a_checkpoint_records_its_training_data_so_evaluate_marks_figures_of_it(tiny_base, tmp_path):
+    """A checkpoint-N/ has no training_summary.json, so `evaluate` of a checkpoint on the very data it
+    was trained on said `"on_training_data": null` (calibrating on it was not warned about), and
+    `publish --metrics` put those figures in model-index as a held-out result. Each checkpoint now
+    records its data (training_data.json), which publish never uploads (it holds a local path)."""
+    from rewardkit import evaluation
+    from rewardkit.evaluation import evaluate_model
+    from rewardkit.publishing import build_publish_folder
+
+    assert evaluation.CHECKPOINT_DATA_FILE == resume.CHECKPOINT_DATA_FILE
+    train = helpers.write_jsonl(tmp_path / "train.jsonl", _pairwise_rows(16, 0))
+    other = helpers.write_jsonl(tmp_path / "other.jsonl", _pairwise_rows(16, 1))
+    run_training(DataArguments(data=str(train)), _args(tmp_path / "out", tiny_base, save_strategy="steps", save_steps=1,
+                                                       num_train_epochs=1, reward_stats_samples=0))
+    checkpoint = tmp_path / "out" / "checkpoint-1"
+    assert evaluate_model(str(checkpoint), str(train))["on_training_data"] is True
+    assert json.loads((checkpoint / "training_data.json").read_text()) == {"data": str(train), "data_split": None}
+    assert evaluate_model(str(checkpoint), str(other))["on_training_data"] is False
+    metrics = evaluate_model(str(checkpoint), str(train), calibrate=True)
+    assert metrics["calibrated_on_training_data"] is True and metrics["on_training_data"] is True
+    assert not (checkpoint / "training_summary.json").exists()  # a checkpoint gets no summary (and no card) of ours
+    built = build_publish_folder(checkpoint, tmp_path / "hub", repo_id="me/rm", evaluation=metrics)
+    assert not (built / "training_data.json").exists() and "model-index" not in (built / "README.md").read_text()
+    assert str(tmp_path) not in " ".join(path.read_text() for path in built.glob("*.json"))
+
+
 KILL_AND_TRAIN = """
 import os, signal, sys
 from transformers import TrainerCallback
