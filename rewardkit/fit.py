@@ -36,6 +36,7 @@ from rewardkit.resume import (
     EarlierRunLeftovers,
     RewardConfigInLoraCheckpoints,
     TrainingDataInCheckpoints,
+    check_checkpoint_data_matches,
     check_checkpoint_model_matches,
     check_lora_flags_match,
     checkpoint_step,
@@ -439,6 +440,8 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
         check_checkpoint_model_matches(Path(resume), args, base_model, model_config)
     if resume and args.use_lora and (Path(resume) / "adapter_config.json").is_file():
         check_lora_flags_match(Path(resume), args, model_config)
+    if resume:
+        check_checkpoint_data_matches(Path(resume), data_args.data, data_args.split)
     max_length, max_length_source = resumed_max_length(resume, args, tokenizer, model_config) or \
         max_length_and_source(base_model, tokenizer, model_config, args.max_length)
     prepared = _prepare_once_per_node(data_args, args, base_model, tokenizer, max_length)

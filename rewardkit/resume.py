@@ -249,6 +249,32 @@ class TrainingDataInCheckpoints(TrainerCallback):
                                                        encoding="utf-8")
 
 
+def check_checkpoint_data_matches(folder: Path, data: str, split: str | None) -> None:
+    """A checkpoint resumed on other data than it recorded (`TrainingDataInCheckpoints`), refused by
+    name before any data is read. Resuming continues the same run: the Trainer skips the batches of
+    the epoch the checkpoint already trained on, so of other data those rows were never trained on,
+    the summary counted them as trained, and it named the new data alone (so `evaluate` on the data
+    the checkpoint had trained on called it held out). Checkpoints without the record are not checked."""
+    from rewardkit.data import same_data_source
+    from rewardkit.data_sources import split_read
+
+    record = folder / CHECKPOINT_DATA_FILE
+    try:
+        saved = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else {}
+    except (OSError, ValueError):
+        return
+    if not isinstance(saved, dict) or not saved.get("data"):
+        return
+    if same_data_source(saved["data"], saved.get("data_split"), data, split_read(data, split)):
+        return
+    trained = saved["data"] + (f" (split {saved['data_split']})" if saved.get("data_split") else "")
+    raise UserInputError(
+        f"{folder} was trained on {trained}, but this run reads {data}: resuming continues the same run and skips "
+        "the batches the checkpoint already trained on, which of other data are rows never trained on. Resume with "
+        "the --data (and --split) it was trained on, or train on the new data from a full fine-tune's checkpoint "
+        "with --base-model CHECKPOINT.")
+
+
 def run_already_finished(checkpoint: str, args: RewardTrainingArguments) -> bool:
     """Whether `checkpoint` already reached --max_steps (or, without it, --num_train_epochs).
     transformers 5.23 resumed from such a checkpoint runs one more optimizer step before it checks,

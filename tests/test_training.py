@@ -590,6 +590,22 @@ def test_a_checkpoint_resumed_with_another_pooling_or_backbone_is_refused_before
                                         fit.load_model_config(str(tiny_base)))  # the flags it trained with: no error
 
 
+def test_a_checkpoint_resumed_on_other_data_is_refused(tiny_base, tmp_path):
+    """Resumed with another --data, a run skipped as many batches of the new data as the checkpoint
+    had trained on (rows never trained on), and its summary named the new data alone, so `evaluate`
+    on the data the checkpoint trained on called it held out. The same file by another spelling resumes."""
+    train = helpers.write_jsonl(tmp_path / "train.jsonl", _pairwise_rows(16, 0))
+    out = tmp_path / "out"
+    run_training(DataArguments(data=str(train)), _args(out, tiny_base, max_steps=1, save_strategy="steps", save_steps=1,
+                                                       reward_stats_samples=0))
+    other = DataArguments(data=str(helpers.write_jsonl(tmp_path / "other.jsonl", _pairwise_rows(16, 1))))
+    with pytest.raises(UserInputError, match=r"checkpoint-1 was trained on .*train\.jsonl, but this run reads .*other"):
+        run_training(other, _args(out, tiny_base, max_steps=2, resume_from_checkpoint="last", reward_stats_samples=0))
+    result = run_training(DataArguments(data=str(tmp_path / "." / "train.jsonl")),
+                          _args(out, tiny_base, max_steps=2, resume_from_checkpoint="last", reward_stats_samples=0))
+    assert result.resumed_from_step == 1 and result.steps == 2
+
+
 def test_cls_pooling_on_a_causal_decoder_is_refused_before_the_data(tmp_path):
     """`rewardkit train --base-model <gpt2> --pooling cls` trained a model whose every reward read the
     first token alone (loss log 2, accuracy noise, no word said). The data file does not exist: the
