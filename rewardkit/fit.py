@@ -193,6 +193,20 @@ def forget_measurements_of_old_weights(config, base_model: str) -> None:
         config.reward_mean = config.reward_std = None
 
 
+def suspend_normalization(config) -> bool:
+    """Turn a continued model's normalization off while it trains; returns whether it was on. Its
+    reward mean/std are the old weights' until measured again after training, and every
+    `checkpoint-N/` saved config.json with them: `score` of a checkpoint gave
+    alpha * (r - old mean) / old std (7.04 where the final model, of the very same weights, gave
+    -0.019). Checkpoints are saved unnormalized instead (`alpha * r`, as their config says); the
+    final model normalizes by its own statistics (`check_continued_model` makes sure they are measured)."""
+    normalize = bool(getattr(config, "normalize_rewards", False))
+    if normalize:
+        config.normalize_rewards = False
+        config.reward_mean = config.reward_std = None
+    return normalize
+
+
 def check_continued_model(config, args: RewardTrainingArguments, base_model: str) -> None:
     """Before any data is read: a base rewardkit model that normalizes its rewards needs its reward
     mean/std measured again on the new weights (the old ones would normalize with stale figures)."""
@@ -452,6 +466,7 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
     if not torch.cuda.is_available():
         args.dataloader_pin_memory = False  # nothing to pin to; avoids a warning per epoch
     model = load_model(base_model, args, tokenizer)
+    normalize = suspend_normalization(model.config)
     model.config.trained_max_length = max_length  # scoring defaults to it (also in checkpoints)
     model.config.trained_objective = prepared.objective  # how to read the outputs (mse: the annotations' scale)
     target_scale = None
@@ -502,6 +517,7 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
     refuse_divergence(None if figures["restored_from"] and math.isnan(loss) else loss, stats)  # may be unrecorded
     if stats is not None:
         trainer.model.config.reward_mean, trainer.model.config.reward_std = stats
+        trainer.model.config.normalize_rewards = normalize  # measured on these weights: on again
     if args.use_lora:
         _finish_lora(trainer, args)
     result = TrainResult(

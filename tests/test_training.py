@@ -501,6 +501,28 @@ def test_training_a_rewardkit_model_further_drops_what_was_measured_on_its_old_w
     assert normalized["normalize_rewards"] and normalized["reward_mean"] != config["reward_mean"]
 
 
+def test_checkpoints_of_a_continued_normalizing_model_use_no_stale_statistics(tiny_base, tmp_path):
+    """A normalizing model trained further saved every checkpoint-N/ with the old weights' reward
+    mean/std: `score` of the last checkpoint gave 7.04 where the final model, of the same weights,
+    gave -0.019. Checkpoints are now saved unnormalized; the final model normalizes by its own."""
+    train = helpers.write_jsonl(tmp_path / "train.jsonl", _pairwise_rows(16, 0))
+    run_training(DataArguments(data=str(train)), _args(tmp_path / "first", tiny_base, num_train_epochs=1))
+    config_file = tmp_path / "first" / "config.json"
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "normalize_rewards": True}))
+    run_training(DataArguments(data=str(train)), _args(tmp_path / "norm", tmp_path / "first", max_steps=2,
+                                                       save_strategy="steps", save_steps=2))
+    checkpoint = json.loads((tmp_path / "norm" / "checkpoint-2" / "config.json").read_text())
+    assert not checkpoint["normalize_rewards"] and checkpoint["reward_mean"] is None and checkpoint["reward_std"] is None
+    final = RewardScorer(str(tmp_path / "norm"))
+    saved = RewardScorer(str(tmp_path / "norm" / "checkpoint-2"))  # the same weights (step 2 is the last)
+    prompts, responses = ["a question?"] * 2, ["yes, gladly: sure", "no. never"]
+    raw = saved.raw_rewards(prompts, responses)
+    assert final.raw_rewards(prompts, responses) == pytest.approx(raw, abs=1e-6)
+    assert saved.score(prompts, responses) == pytest.approx(raw, abs=1e-6)  # alpha 1, as its config says
+    mean, std = final.model.config.reward_mean, final.model.config.reward_std
+    assert final.normalize and final.score(prompts, responses) == pytest.approx([(r - mean) / std for r in raw], abs=1e-5)
+
+
 def test_training_a_rewardkit_model_further_keeps_its_alpha_unless_alpha_is_given(tiny_base, tmp_path):
     """--alpha defaulted to 1.0 and overrode the base model's: a model saved with alpha 10, trained
     further without --alpha, came back scoring a tenth of what it did (pooling already carried over)."""
