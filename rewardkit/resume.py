@@ -172,7 +172,8 @@ class EarlierRunLeftovers(TrainerCallback):
     the old adapter/ and the card said "the LoRA adapter the model was trained with", and
     `--resume_from_checkpoint last` took the old run's higher-numbered checkpoint. They are removed
     when the new model is about to be saved (an interrupted, failed or diverged run removes nothing),
-    and the log says so."""
+    and the log says so; an old checkpoint-N/ of a step this run saves is removed just before this
+    run writes its own there (`before_checkpoint_save`)."""
 
     def __init__(self, output_dir: Path):
         from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
@@ -186,6 +187,23 @@ class EarlierRunLeftovers(TrainerCallback):
 
     def __bool__(self) -> bool:
         return bool(self.checkpoints) or self.adapter
+
+    def before_checkpoint_save(self, args, state) -> None:
+        """Called by `RewardTrainer` (rank 0) just before it writes checkpoint-N/: an earlier run's
+        folder of that step is removed first. Saved over, it kept the files this run does not write:
+        a LoRA run's checkpoint kept an earlier full fine-tune's model.safetensors and config.json,
+        and `score` of it loaded those (neither run's model); a full fine-tune's kept a LoRA run's
+        adapter, which a --use-lora resume then loaded."""
+        import shutil
+
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+        name = f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        if name in self.checkpoints:
+            shutil.rmtree(self.output_dir / name, ignore_errors=True)
+            self.checkpoints.discard(name)
+            logger.info("Removed %s/ of an earlier run in %s before saving this run's checkpoint there.", name,
+                        self.output_dir)
 
     def on_save(self, args, state, control, **kwargs):
         from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR

@@ -364,6 +364,27 @@ def test_a_new_run_removes_what_an_earlier_run_left_and_did_not_write_again(tiny
     assert resume.checkpoint_to_resume(_args(out, tiny_base, resume_from_checkpoint="last")).endswith("checkpoint-2")
 
 
+def test_a_checkpoint_saved_where_an_earlier_run_saved_one_holds_this_runs_files_alone(tiny_base, tmp_path):
+    """The Trainer saved a new run's checkpoint-N/ over an earlier run's of the same step, so the files
+    it did not write stayed: a LoRA run's checkpoint kept an earlier full fine-tune's weights and
+    config.json, and `score` of it loaded those (neither run's model) instead of refusing an adapter;
+    a full fine-tune's kept the LoRA adapter, which a --use-lora resume would load."""
+    data = DataArguments(data=str(helpers.write_jsonl(tmp_path / "train.jsonl", _pairwise_rows(16, 0))))
+    out, checkpoint = tmp_path / "out", tmp_path / "out" / "checkpoint-1"
+    steps = dict(max_steps=1, save_strategy="steps", save_steps=1, reward_stats_samples=0)
+    lora = dict(use_lora=True, lora_r=4, lora_alpha=8, lora_target_modules=["query", "value"])
+    run_training(data, _args(out, tiny_base, **steps))
+    run_training(data, _args(out, tiny_base, **steps, **lora))
+    assert (checkpoint / "adapter_config.json").is_file()
+    assert not (checkpoint / "model.safetensors").exists() and not (checkpoint / "config.json").exists()
+    with pytest.raises(UserInputError, match="is a PEFT \\(LoRA\\) adapter checkpoint"):
+        RewardScorer(str(checkpoint))
+    run_training(data, _args(out, tiny_base, **steps))
+    assert (checkpoint / "model.safetensors").is_file() and not (checkpoint / "adapter_config.json").exists()
+    with pytest.raises(UserInputError, match="full fine-tune's checkpoint, not a LoRA adapter"):
+        resume.checkpoint_to_resume(_args(out, tiny_base, resume_from_checkpoint=str(checkpoint), **lora))
+
+
 def test_an_interrupted_run_says_what_it_left_and_a_stopped_save_keeps_no_earlier_summary(tiny_base, tmp_path,
                                                                                           caplog, monkeypatch):
     """Ctrl-C (SIGTERM too: rewardkit.cli raises it as KeyboardInterrupt) during training said only
