@@ -290,7 +290,8 @@ def check_checkpoint_data_matches(folder: Path, data: str, split: str | None) ->
         f"{folder} was trained on {trained}, but this run reads {data}: resuming continues the same run and skips "
         "the batches the checkpoint already trained on, which of other data are rows never trained on. Resume with "
         "the --data (and --split) it was trained on, or train on the new data from a full fine-tune's checkpoint "
-        "with --base-model CHECKPOINT.")
+        f"with --base-model CHECKPOINT. (The same rows moved to another path: remove {record}, the record this "
+        "check reads, and resume again.)")
 
 
 def run_already_finished(checkpoint: str, args: RewardTrainingArguments) -> bool:
