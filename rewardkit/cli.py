@@ -252,8 +252,6 @@ def cmd_train(argv: Sequence[str]) -> int:
         train_args.disable_tqdm = True  # the per-step metrics still reach the log, at INFO: hidden
     if not data_args.data:  # a usage error (exit 2), as every missing flag; the library's check says the same
         raise UsageError("No training data: pass --data (a file, a folder or a Hub dataset id).")
-    if train_args.output_dir is None:
-        raise UsageError("--output-dir is required.")
     _check_writable(train_args.output_dir)
     _check_base_model(train_args.base_model)
     from rewardkit.training_args import has_accelerator

@@ -145,7 +145,7 @@ def evaluate_model(
         assert folder is not None and isinstance(collector, (_PairwiseCollector, _RankingCollector))
         metrics = _calibrate(collector, scorer, folder, metrics)
         training = _training_summary(folder)
-        metrics["calibrated_on_training_data"] = _is_training_file(training, data, split)
+        metrics["calibrated_on_training_data"] = _is_training_file(training or _checkpoint_record(folder), data, split)
     # the card marks figures of the training data (no held-out check) and keeps them out of model-index
     metrics["on_training_data"] = (metrics["calibrated_on_training_data"] if calibrate else
                                    _reads_training_data(_summary_beside(scorer), data, split))
@@ -276,9 +276,30 @@ def _training_summary(folder: Path) -> dict | None:
     return training if isinstance(training, dict) else None
 
 
+# The record of its training data that `rewardkit train` writes into each checkpoint-N/ (the same
+# name as rewardkit.resume.CHECKPOINT_DATA_FILE, not imported: that module imports the Trainer).
+CHECKPOINT_DATA_FILE = "training_data.json"
+
+
+def _checkpoint_record(folder: Path) -> dict | None:
+    """A checkpoint's training_data.json (`data`, `data_split`, as a training summary records them),
+    None when it has none or it is unreadable: a checkpoint has no training_summary.json, and
+    without this its figures on its own training data were not marked as such."""
+    record = folder / CHECKPOINT_DATA_FILE
+    try:
+        data = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else None
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def _summary_beside(scorer: RewardScorer) -> dict | None:
-    """The training summary of the model folder the scorer loaded, None for a Hub id or a model object."""
-    return _training_summary(Path(scorer.source).expanduser()) if scorer.source else None
+    """The training summary of the model folder the scorer loaded (a checkpoint's record of its
+    training data), None for a Hub id or a model object."""
+    if not scorer.source:
+        return None
+    folder = Path(scorer.source).expanduser()
+    return _training_summary(folder) or _checkpoint_record(folder)
 
 
 def _reads_training_data(training: dict | None, data: Any, split: str | None) -> bool | None:

@@ -35,6 +35,8 @@ from rewardkit.model_card import hub_model_id
 from rewardkit.resume import (
     EarlierRunLeftovers,
     RewardConfigInLoraCheckpoints,
+    TrainingDataInCheckpoints,
+    check_checkpoint_data_matches,
     check_checkpoint_model_matches,
     check_lora_flags_match,
     checkpoint_step,
@@ -189,6 +191,20 @@ def forget_measurements_of_old_weights(config, base_model: str) -> None:
     config.calibration_temperature = None
     if not config.normalize_rewards:
         config.reward_mean = config.reward_std = None
+
+
+def suspend_normalization(config) -> bool:
+    """Turn a continued model's normalization off while it trains; returns whether it was on. Its
+    reward mean/std are the old weights' until measured again after training, and every
+    `checkpoint-N/` saved config.json with them: `score` of a checkpoint gave
+    alpha * (r - old mean) / old std (7.04 where the final model, of the very same weights, gave
+    -0.019). Checkpoints are saved unnormalized instead (`alpha * r`, as their config says); the
+    final model normalizes by its own statistics (`check_continued_model` makes sure they are measured)."""
+    normalize = bool(getattr(config, "normalize_rewards", False))
+    if normalize:
+        config.normalize_rewards = False
+        config.reward_mean = config.reward_std = None
+    return normalize
 
 
 def check_continued_model(config, args: RewardTrainingArguments, base_model: str) -> None:
@@ -438,6 +454,8 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
         check_checkpoint_model_matches(Path(resume), args, base_model, model_config)
     if resume and args.use_lora and (Path(resume) / "adapter_config.json").is_file():
         check_lora_flags_match(Path(resume), args, model_config)
+    if resume:
+        check_checkpoint_data_matches(Path(resume), data_args.data, data_args.split)
     max_length, max_length_source = resumed_max_length(resume, args, tokenizer, model_config) or \
         max_length_and_source(base_model, tokenizer, model_config, args.max_length)
     prepared = _prepare_once_per_node(data_args, args, base_model, tokenizer, max_length)
@@ -448,6 +466,7 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
     if not torch.cuda.is_available():
         args.dataloader_pin_memory = False  # nothing to pin to; avoids a warning per epoch
     model = load_model(base_model, args, tokenizer)
+    normalize = suspend_normalization(model.config)
     model.config.trained_max_length = max_length  # scoring defaults to it (also in checkpoints)
     model.config.trained_objective = prepared.objective  # how to read the outputs (mse: the annotations' scale)
     target_scale = None
@@ -468,6 +487,8 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
     trainer.add_callback(eval_clock)
     if args.use_lora:
         trainer.add_callback(RewardConfigInLoraCheckpoints())
+    trainer.add_callback(TrainingDataInCheckpoints(_absolute_if_local(data_args.data),
+                                                   split_read(data_args.data, data_args.split)))
     if leftovers:
         trainer.add_callback(leftovers)
     if trainer.pop_callback(PrinterCallback) is not None:
@@ -496,6 +517,7 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
     refuse_divergence(None if figures["restored_from"] and math.isnan(loss) else loss, stats)  # may be unrecorded
     if stats is not None:
         trainer.model.config.reward_mean, trainer.model.config.reward_std = stats
+        trainer.model.config.normalize_rewards = normalize  # measured on these weights: on again
     if args.use_lora:
         _finish_lora(trainer, args)
     result = TrainResult(

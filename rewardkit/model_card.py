@@ -622,14 +622,15 @@ def prompt_form(detected_layout: str | None) -> tuple[str | None, Any]:
 def render_model_card(config: dict, training: dict | None = None, evaluation: dict | None = None, *,
                       repo_id: str = "your-name/reward-model", datasets: list[str] | None = None,
                       license: str | None = None, language: list[str] | str | None = None,
-                      revision: str | None = None, adapter: bool = False) -> str:
+                      revision: str | None = None, adapter: bool = False, checkpoint_step: int | None = None) -> str:
     """The README.md text for a model folder. `datasets`: the training data (`publish --dataset`);
     default the data the training summary records. `license`: a Hub license id; default the base
     model's when known (`card_license`), else the card states none. `language`: likewise
     (`card_language`). `revision`: the branch the model is published to, when
     not main; the card's code then loads that branch (a plain `from_pretrained(repo)` loads main).
     `adapter`: the folder also holds the LoRA adapter (`--keep-adapter`) in `adapter/`; the card then
-    says what it is and how to load it."""
+    says what it is and how to load it. `checkpoint_step`: the folder is a run's `checkpoint-N/` of
+    that step (no training summary: the card says it is a checkpoint, not "saved outside rewardkit train")."""
     from huggingface_hub import ModelCard
 
     training = training or {}
@@ -696,6 +697,7 @@ def render_model_card(config: dict, training: dict | None = None, evaluation: di
         resumed=_resumed(training),
         throughput=_throughput(speed, training.get("eval_seconds"), unit),
         training_recorded=bool(training),
+        checkpoint_step=checkpoint_step,
         eval_rows_table=table,
         length_bias=length_bias,
         adapter=adapter,

@@ -55,6 +55,7 @@ TOKENIZER_FILES = (
 )
 CARD_FILE = "README.md"
 SUMMARY_FILE = "training_summary.json"  # same name as rewardkit.fit.SUMMARY_FILE (not imported: keep this module light)
+CHECKPOINT_DATA_FILE = "training_data.json"  # as rewardkit.resume.CHECKPOINT_DATA_FILE (not imported, likewise)
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "training_args.bin")
 REQUIRED_AUTO_MAP = {
     "AutoConfig": "configuration_reward.RewardConfig",
@@ -354,14 +355,42 @@ def _render_card(model_dir: Path, config: dict[str, Any], *, repo_id: str, evalu
 
     summary_path = model_dir / SUMMARY_FILE
     training = _read_json(summary_path) if summary_path.is_file() else {}
-    if not training:
-        logger.warning("%s has no %s: the card's training section will show '?'.", model_dir, SUMMARY_FILE)
+    step = None if training else _checkpoint_step(model_dir)
+    if step is not None:
+        datasets = datasets or _checkpoint_data(model_dir)
+        logger.warning("%s is a training checkpoint (step %d), which has no %s (`rewardkit train` writes it with a "
+                       "run's final model only): the card says so, and states no epochs, time or hyperparameters.", model_dir,
+                       step, SUMMARY_FILE)
+    elif not training:
+        logger.warning("%s has no %s: the card says so, and states no training data, steps or time.", model_dir,
+                       SUMMARY_FILE)
     if card_license(config, training, license) is None:
         logger.warning("The card states no license: the base model's license is not known here, and the weights "
                        "stay under it. Pass --license ID (a Hub license id: mit, llama3.2, other, ...).")
     return render_model_card(config, training, evaluation, repo_id=repo_id,
                              datasets=datasets or None, license=license, language=language or None,
-                             revision=revision, adapter=adapter)
+                             revision=revision, adapter=adapter, checkpoint_step=step)
+
+
+def _checkpoint_step(model_dir: Path) -> int | None:
+    """The step of a Trainer's checkpoint (its trainer_state.json), None for any other folder."""
+    state = model_dir / "trainer_state.json"
+    try:
+        step = json.loads(state.read_text(encoding="utf-8")).get("global_step") if state.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        return None
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
+
+
+def _checkpoint_data(model_dir: Path) -> list[str]:
+    """The training data a checkpoint records (training_data.json, as the training summary names it),
+    for the card to name as a final model's card does; [] when it records none."""
+    record = model_dir / CHECKPOINT_DATA_FILE
+    try:
+        data = json.loads(record.read_text(encoding="utf-8")).get("data") if record.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [data] if isinstance(data, str) and data else []
 
 
 def is_previous_build(folder: Path) -> bool:

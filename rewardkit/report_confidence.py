@@ -348,7 +348,7 @@ def _training_data_note(ctx: _Context) -> list[str]:
     if not ctx.metrics.get("calibrated_on_training_data"):
         return []
     return [
-        "**These pairs are the model's training data** (its training_summary.json records them): a model "
+        "**These pairs are the model's training data** (its training record says so): a model "
         "fits its training pairs better than new ones, so a T fitted on them is too small for new pairs and "
         "its probabilities over-confident. Calibrate on held-out pairs.",
         "",

@@ -319,13 +319,13 @@ _CONTEXT_ROWS: dict[str, tuple[str, str]] = {
     ),
     "calibrated_on_training_data": (
         "Calibrated on training data",
-        "whether these pairs are the data the model was trained on (its training_summary.json says; not shown "
-        "when it records none): a T fitted on them is too small for new pairs, its probabilities over-confident",
+        "whether these pairs are the data the model was trained on (its training_summary.json says, or a "
+        "checkpoint's training_data.json; not shown when none records it): a T fitted on them is too small for new pairs, its probabilities over-confident",
     ),
     "on_training_data": (
         "On training data",
-        "whether these rows are the data the model was trained on (its training_summary.json says; not shown "
-        "when it records none): then no held-out check, and the model card keeps them out of its results metadata",
+        "whether these rows are the data the model was trained on (its training_summary.json says, or a "
+        "checkpoint's training_data.json; not shown when none records it): then no held-out check, and the model card keeps them out of its results metadata",
     ),
     "alpha": ("Score scale α", "factor applied to the raw reward in the model's `score()` output"),
     "normalize_rewards": (

@@ -172,7 +172,8 @@ class EarlierRunLeftovers(TrainerCallback):
     the old adapter/ and the card said "the LoRA adapter the model was trained with", and
     `--resume_from_checkpoint last` took the old run's higher-numbered checkpoint. They are removed
     when the new model is about to be saved (an interrupted, failed or diverged run removes nothing),
-    and the log says so."""
+    and the log says so; an old checkpoint-N/ of a step this run saves is removed just before this
+    run writes its own there (`before_checkpoint_save`)."""
 
     def __init__(self, output_dir: Path):
         from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
@@ -186,6 +187,23 @@ class EarlierRunLeftovers(TrainerCallback):
 
     def __bool__(self) -> bool:
         return bool(self.checkpoints) or self.adapter
+
+    def before_checkpoint_save(self, args, state) -> None:
+        """Called by `RewardTrainer` (rank 0) just before it writes checkpoint-N/: an earlier run's
+        folder of that step is removed first. Saved over, it kept the files this run does not write:
+        a LoRA run's checkpoint kept an earlier full fine-tune's model.safetensors and config.json,
+        and `score` of it loaded those (neither run's model); a full fine-tune's kept a LoRA run's
+        adapter, which a --use-lora resume then loaded."""
+        import shutil
+
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+        name = f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        if name in self.checkpoints:
+            shutil.rmtree(self.output_dir / name, ignore_errors=True)
+            self.checkpoints.discard(name)
+            logger.info("Removed %s/ of an earlier run in %s before saving this run's checkpoint there.", name,
+                        self.output_dir)
 
     def on_save(self, args, state, control, **kwargs):
         from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
@@ -224,6 +242,56 @@ class RewardConfigInLoraCheckpoints(TrainerCallback):
             config = model.get_base_model().config.to_dict()
             (folder / REWARD_CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n",
                                                      encoding="utf-8")
+
+
+# Read by rewardkit.evaluation (which repeats the name rather than import this module).
+CHECKPOINT_DATA_FILE = "training_data.json"
+
+
+class TrainingDataInCheckpoints(TrainerCallback):
+    """Writes the run's training data into each checkpoint (training_data.json: `data` and
+    `data_split`, as training_summary.json records them). A `checkpoint-N/` has no training
+    summary (it is written with the final model), so `rewardkit evaluate` of a checkpoint on the
+    data it was trained on said `"on_training_data": null`, and `publish --metrics` then put those
+    figures in model-index as a held-out result. `publish` never uploads the file (local paths)."""
+
+    def __init__(self, data: str | None, data_split: str | None):
+        self.record = {"data": data, "data_split": data_split}
+
+    def on_save(self, args, state, control, **kwargs):
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+        folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        if state.is_world_process_zero and folder.is_dir():
+            (folder / CHECKPOINT_DATA_FILE).write_text(json.dumps(self.record, indent=2, sort_keys=True) + "\n",
+                                                       encoding="utf-8")
+
+
+def check_checkpoint_data_matches(folder: Path, data: str, split: str | None) -> None:
+    """A checkpoint resumed on other data than it recorded (`TrainingDataInCheckpoints`), refused by
+    name before any data is read. Resuming continues the same run: the Trainer skips the batches of
+    the epoch the checkpoint already trained on, so of other data those rows were never trained on,
+    the summary counted them as trained, and it named the new data alone (so `evaluate` on the data
+    the checkpoint had trained on called it held out). Checkpoints without the record are not checked."""
+    from rewardkit.data import same_data_source
+    from rewardkit.data_sources import split_read
+
+    record = folder / CHECKPOINT_DATA_FILE
+    try:
+        saved = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else {}
+    except (OSError, ValueError):
+        return
+    if not isinstance(saved, dict) or not saved.get("data"):
+        return
+    if same_data_source(saved["data"], saved.get("data_split"), data, split_read(data, split)):
+        return
+    trained = saved["data"] + (f" (split {saved['data_split']})" if saved.get("data_split") else "")
+    raise UserInputError(
+        f"{folder} was trained on {trained}, but this run reads {data}: resuming continues the same run and skips "
+        "the batches the checkpoint already trained on, which of other data are rows never trained on. Resume with "
+        "the --data (and --split) it was trained on, or train on the new data from a full fine-tune's checkpoint "
+        f"with --base-model CHECKPOINT. (The same rows moved to another path: remove {record}, the record this "
+        "check reads, and resume again.)")
 
 
 def run_already_finished(checkpoint: str, args: RewardTrainingArguments) -> bool:

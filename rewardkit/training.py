@@ -339,6 +339,16 @@ class RewardTrainer(Trainer):
             for handle in handles:
                 handle.remove()
 
+    def _save_checkpoint(self, model, trial) -> None:
+        """Trainer's checkpoint, after the callbacks' `before_checkpoint_save(args, state)` (rank 0;
+        the other ranks wait): `rewardkit.resume.EarlierRunLeftovers` removes an earlier run's
+        checkpoint-N/ there, which the Trainer otherwise saved over, keeping its files beside this run's."""
+        for callback in self.callback_handler.callbacks:
+            if hasattr(callback, "before_checkpoint_save") and self.is_world_process_zero():
+                callback.before_checkpoint_save(self.args, self.state)
+        self.accelerator.wait_for_everyone()
+        super()._save_checkpoint(model, trial)
+
     def create_optimizer(self, model=None):
         """Trainer's optimizer, with the mse head's parameters in groups of their own at `std` times
         the learning rate (weight decay / `std`). With the std x gradient of `train`, this is, step

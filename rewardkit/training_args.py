@@ -231,6 +231,10 @@ class RewardTrainingArguments(TrainingArguments):
     per_device_eval_batch_size: int = field(default=32, metadata={"help": "Pairs (or rows/groups) per eval step."})
 
     def __post_init__(self) -> None:
+        if self.output_dir is None or not str(self.output_dir).strip():
+            # TrainingArguments turns None (`output_dir: null` in YAML) into "trainer_output" without a word,
+            # and `--output-dir ""` read the data and loaded the model before failing in os.makedirs("")
+            raise ValueError(f"--output-dir must name a folder, got {self.output_dir!r}.")
         if self.objective is not None and self.objective not in OBJECTIVE_CHOICES:
             raise ValueError(f"--objective must be one of {OBJECTIVE_CHOICES}, got {self.objective!r}.")
         # from a YAML config (argparse converts only text) or Python: 40.5 trained, then failed in the

@@ -58,6 +58,7 @@ def preference_dataset(rows: Sequence[dict[str, Any]], tokenizer: Any, max_lengt
 
     _check_pairwise(rows)
     max_length = resolve_max_length(tokenizer, model_config, max_length)
+    _warn_longer_than_trained(model_config, max_length)
     encoder = PairEncoder(tokenizer, max_length)
     prompts = [row["prompt"] for row in rows]
     chosen = encoder.encode(prompts, [row["chosen"] for row in rows])
@@ -71,6 +72,19 @@ def preference_dataset(rows: Sequence[dict[str, Any]], tokenizer: Any, max_lengt
         columns["margin"] = [float(row.get("margin") or 0.0) for row in rows]
     logger.info("Tokenized %d pairs for TRL (%s).", len(rows), encoder.stats.describe())
     return Dataset.from_dict(columns)
+
+
+def _warn_longer_than_trained(model_config: Any, max_length: int) -> None:
+    """A rewardkit model's config records the length it was trained at (`trained_max_length`), at
+    which `RewardScorer`, `rewardkit evaluate` and the card cut pairs. Cut longer here, TRL trains
+    it on pairs that it is then scored on cut shorter, until the config says the new length; `score`
+    and `evaluate` warn of a longer length too (`rewardkit.scoring`), this said nothing."""
+    trained = getattr(model_config, "trained_max_length", None)
+    if isinstance(trained, int) and max_length > trained:
+        logger.warning("preference_dataset cuts pairs at %d tokens, longer than the %d this model was trained at "
+                       "(trained_max_length in its config, the length RewardScorer, `rewardkit evaluate` and the card "
+                       "cut pairs at): once TRL trains it on these pairs, set model.config.trained_max_length = %d "
+                       "before saving it.", max_length, trained, max_length)
 
 
 def _check_pairwise(rows: Sequence[dict[str, Any]]) -> None:

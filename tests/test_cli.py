@@ -741,6 +741,7 @@ def test_score_file_mentions_bf16_only_once_it_scored(tmp_path, tokenizer, monke
     ["train", "--data", "d.jsonl", "--eval-fraction", "1.5"],
     ["train", "--output-dir", "out"],  # no --data: exited 1, the library's error
     ["train", "--data", "d.jsonl", "--length_column_name", "n_tokens"],  # would be ignored: refused
+    ["train", "--data", "d.jsonl", "--output-dir", ""],  # read the data, loaded the model, then failed in makedirs
 ], ids=lambda argv: " ".join(argv[:1] + argv[-2:]))
 def test_a_wrong_command_line_exits_2_as_argparse_usage_errors_do(argv, tmp_path, monkeypatch, capsys):
     """Contradicting or partnerless flags and unknown train flags exited 1, like a failed run, while
@@ -751,6 +752,17 @@ def test_a_wrong_command_line_exits_2_as_argparse_usage_errors_do(argv, tmp_path
     err = capsys.readouterr().err
     assert f"rewardkit {argv[0]}: error:" in err and "Traceback" not in err and "--debug" not in err
     assert not any(tmp_path.iterdir())
+
+
+def test_train_output_dir_null_in_yaml_is_refused_not_trained_into_trainer_output(tmp_path, monkeypatch, capsys):
+    """`output_dir: null` reached TrainingArguments, which put the model in ./trainer_output without a
+    word (the CLI's "--output-dir is required" tested for None after that had happened)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("rewardkit.fit.run_training", lambda *args, **kwargs: pytest.fail("trained"))
+    (tmp_path / "spec.yaml").write_text("data: d.jsonl\noutput_dir: null\n")
+    assert main(["train", "--config", "spec.yaml"]) == 2
+    assert "--output-dir must name a folder, got None" in capsys.readouterr().err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["spec.yaml"]
 
 
 def test_an_interrupted_score_evaluate_or_publish_says_what_it_wrote(tmp_path, tokenizer, monkeypatch, capsys):

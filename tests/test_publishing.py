@@ -183,6 +183,28 @@ def test_card_explains_calibration_and_normalization_when_stored(model_dir, tmp_
     assert "alpha * (r + 3) / 0.5" in text and "alpha = 0.5" in text
 
 
+def test_card_of_a_checkpoint_says_it_is_one_and_names_its_training_data(model_dir, tmp_path, caplog):
+    """A published `checkpoint-N/` (no training_summary.json) got the card of a model "saved outside
+    `rewardkit train`, e.g. by TRL's RewardTrainer", and the log said the training section "will show
+    '?'", which it did not. The card now says it is a checkpoint, of which step, and names the data
+    the checkpoint records (training_data.json); a folder that is neither keeps the old sentence."""
+    folder = _copy_model(model_dir, tmp_path / "checkpoint-3")
+    (folder / "training_summary.json").unlink()
+    (folder / "trainer_state.json").write_text(json.dumps({"global_step": 3, "epoch": 0.5}))
+    (folder / "training_data.json").write_text(json.dumps({"data": "/home/someone/data/train.jsonl", "data_split": None}))
+    with caplog.at_level("WARNING", logger="rewardkit.publishing"):
+        out = build_publish_folder(folder, tmp_path / "out", repo_id=REPO_ID)
+    card = " ".join((out / "README.md").read_text().split())
+    assert "This is a training checkpoint (`checkpoint-3/`, saved at step 3), which holds no training record" in card
+    assert "| Data | train.jsonl (local data) |" in card and "saved outside `rewardkit train`" not in card
+    assert "is a training checkpoint (step 3)" in caplog.text and "'?'" not in caplog.text
+    assert "/home/someone" not in card and not (out / "training_data.json").exists()
+    for name in ("trainer_state.json", "training_data.json"):
+        (folder / name).unlink()
+    card = " ".join(build_publish_folder(folder, tmp_path / "out2", repo_id=REPO_ID).joinpath("README.md").read_text().split())
+    assert "No training record (`training_summary.json`) came with this model (it was saved outside `rewardkit train`" in card
+
+
 def test_card_reads_normalized_outputs_and_margins_in_their_units(model_dir, tmp_path):
     """A model that normalizes told Hub users to "set normalize_rewards=True at load time" (it was
     on already) and that "+1 is one standard deviation better" (it is +alpha); the results table

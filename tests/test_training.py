@@ -261,6 +261,32 @@ def test_checkpoints_hold_code_and_tokenizer_and_load_alone(tiny_base, tmp_path)
     assert loaded == pytest.approx(expected, abs=1e-5)
 
 
+def test_a_checkpoint_records_its_training_data_so_evaluate_marks_figures_of_it(tiny_base, tmp_path):
+    """A checkpoint-N/ has no training_summary.json, so `evaluate` of a checkpoint on the very data it
+    was trained on said `"on_training_data": null` (calibrating on it was not warned about), and
+    `publish --metrics` put those figures in model-index as a held-out result. Each checkpoint now
+    records its data (training_data.json), which publish never uploads (it holds a local path)."""
+    from rewardkit import evaluation
+    from rewardkit.evaluation import evaluate_model
+    from rewardkit.publishing import build_publish_folder
+
+    assert evaluation.CHECKPOINT_DATA_FILE == resume.CHECKPOINT_DATA_FILE
+    train = helpers.write_jsonl(tmp_path / "train.jsonl", _pairwise_rows(16, 0))
+    other = helpers.write_jsonl(tmp_path / "other.jsonl", _pairwise_rows(16, 1))
+    run_training(DataArguments(data=str(train)), _args(tmp_path / "out", tiny_base, save_strategy="steps", save_steps=1,
+                                                       num_train_epochs=1, reward_stats_samples=0))
+    checkpoint = tmp_path / "out" / "checkpoint-1"
+    assert evaluate_model(str(checkpoint), str(train))["on_training_data"] is True
+    assert json.loads((checkpoint / "training_data.json").read_text()) == {"data": str(train), "data_split": None}
+    assert evaluate_model(str(checkpoint), str(other))["on_training_data"] is False
+    metrics = evaluate_model(str(checkpoint), str(train), calibrate=True)
+    assert metrics["calibrated_on_training_data"] is True and metrics["on_training_data"] is True
+    assert not (checkpoint / "training_summary.json").exists()  # a checkpoint gets no summary (and no card) of ours
+    built = build_publish_folder(checkpoint, tmp_path / "hub", repo_id="me/rm", evaluation=metrics)
+    assert not (built / "training_data.json").exists() and "model-index" not in (built / "README.md").read_text()
+    assert str(tmp_path) not in " ".join(path.read_text() for path in built.glob("*.json"))
+
+
 KILL_AND_TRAIN = """
 import os, signal, sys
 from transformers import TrainerCallback
@@ -336,6 +362,27 @@ def test_a_new_run_removes_what_an_earlier_run_left_and_did_not_write_again(tiny
     assert "LoRA adapter" not in (out / "README.md").read_text()
     assert "checkpoint-3/, adapter/" in caplog.text
     assert resume.checkpoint_to_resume(_args(out, tiny_base, resume_from_checkpoint="last")).endswith("checkpoint-2")
+
+
+def test_a_checkpoint_saved_where_an_earlier_run_saved_one_holds_this_runs_files_alone(tiny_base, tmp_path):
+    """The Trainer saved a new run's checkpoint-N/ over an earlier run's of the same step, so the files
+    it did not write stayed: a LoRA run's checkpoint kept an earlier full fine-tune's weights and
+    config.json, and `score` of it loaded those (neither run's model) instead of refusing an adapter;
+    a full fine-tune's kept the LoRA adapter, which a --use-lora resume would load."""
+    data = DataArguments(data=str(helpers.write_jsonl(tmp_path / "train.jsonl", _pairwise_rows(16, 0))))
+    out, checkpoint = tmp_path / "out", tmp_path / "out" / "checkpoint-1"
+    steps = dict(max_steps=1, save_strategy="steps", save_steps=1, reward_stats_samples=0)
+    lora = dict(use_lora=True, lora_r=4, lora_alpha=8, lora_target_modules=["query", "value"])
+    run_training(data, _args(out, tiny_base, **steps))
+    run_training(data, _args(out, tiny_base, **steps, **lora))
+    assert (checkpoint / "adapter_config.json").is_file()
+    assert not (checkpoint / "model.safetensors").exists() and not (checkpoint / "config.json").exists()
+    with pytest.raises(UserInputError, match="is a PEFT \\(LoRA\\) adapter checkpoint"):
+        RewardScorer(str(checkpoint))
+    run_training(data, _args(out, tiny_base, **steps))
+    assert (checkpoint / "model.safetensors").is_file() and not (checkpoint / "adapter_config.json").exists()
+    with pytest.raises(UserInputError, match="full fine-tune's checkpoint, not a LoRA adapter"):
+        resume.checkpoint_to_resume(_args(out, tiny_base, resume_from_checkpoint=str(checkpoint), **lora))
 
 
 def test_an_interrupted_run_says_what_it_left_and_a_stopped_save_keeps_no_earlier_summary(tiny_base, tmp_path,
@@ -475,6 +522,28 @@ def test_training_a_rewardkit_model_further_drops_what_was_measured_on_its_old_w
     assert normalized["normalize_rewards"] and normalized["reward_mean"] != config["reward_mean"]
 
 
+def test_checkpoints_of_a_continued_normalizing_model_use_no_stale_statistics(tiny_base, tmp_path):
+    """A normalizing model trained further saved every checkpoint-N/ with the old weights' reward
+    mean/std: `score` of the last checkpoint gave 7.04 where the final model, of the same weights,
+    gave -0.019. Checkpoints are now saved unnormalized; the final model normalizes by its own."""
+    train = helpers.write_jsonl(tmp_path / "train.jsonl", _pairwise_rows(16, 0))
+    run_training(DataArguments(data=str(train)), _args(tmp_path / "first", tiny_base, num_train_epochs=1))
+    config_file = tmp_path / "first" / "config.json"
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "normalize_rewards": True}))
+    run_training(DataArguments(data=str(train)), _args(tmp_path / "norm", tmp_path / "first", max_steps=2,
+                                                       save_strategy="steps", save_steps=2))
+    checkpoint = json.loads((tmp_path / "norm" / "checkpoint-2" / "config.json").read_text())
+    assert not checkpoint["normalize_rewards"] and checkpoint["reward_mean"] is None and checkpoint["reward_std"] is None
+    final = RewardScorer(str(tmp_path / "norm"))
+    saved = RewardScorer(str(tmp_path / "norm" / "checkpoint-2"))  # the same weights (step 2 is the last)
+    prompts, responses = ["a question?"] * 2, ["yes, gladly: sure", "no. never"]
+    raw = saved.raw_rewards(prompts, responses)
+    assert final.raw_rewards(prompts, responses) == pytest.approx(raw, abs=1e-6)
+    assert saved.score(prompts, responses) == pytest.approx(raw, abs=1e-6)  # alpha 1, as its config says
+    mean, std = final.model.config.reward_mean, final.model.config.reward_std
+    assert final.normalize and final.score(prompts, responses) == pytest.approx([(r - mean) / std for r in raw], abs=1e-5)
+
+
 def test_training_a_rewardkit_model_further_keeps_its_alpha_unless_alpha_is_given(tiny_base, tmp_path):
     """--alpha defaulted to 1.0 and overrode the base model's: a model saved with alpha 10, trained
     further without --alpha, came back scoring a tenth of what it did (pooling already carried over)."""
@@ -562,6 +631,22 @@ def test_a_checkpoint_resumed_with_another_pooling_or_backbone_is_refused_before
             run_training(missing, _args(out, base, use_lora=use_lora, max_steps=4, resume_from_checkpoint="last", **flags))
     resume.check_checkpoint_model_matches(checkpoint, _args(out, tiny_base, pooling="mean"), str(tiny_base),
                                         fit.load_model_config(str(tiny_base)))  # the flags it trained with: no error
+
+
+def test_a_checkpoint_resumed_on_other_data_is_refused(tiny_base, tmp_path):
+    """Resumed with another --data, a run skipped as many batches of the new data as the checkpoint
+    had trained on (rows never trained on), and its summary named the new data alone, so `evaluate`
+    on the data the checkpoint trained on called it held out. The same file by another spelling resumes."""
+    train = helpers.write_jsonl(tmp_path / "train.jsonl", _pairwise_rows(16, 0))
+    out = tmp_path / "out"
+    run_training(DataArguments(data=str(train)), _args(out, tiny_base, max_steps=1, save_strategy="steps", save_steps=1,
+                                                       reward_stats_samples=0))
+    other = DataArguments(data=str(helpers.write_jsonl(tmp_path / "other.jsonl", _pairwise_rows(16, 1))))
+    with pytest.raises(UserInputError, match=r"checkpoint-1 was trained on .*train\.jsonl, but this run reads .*other"):
+        run_training(other, _args(out, tiny_base, max_steps=2, resume_from_checkpoint="last", reward_stats_samples=0))
+    result = run_training(DataArguments(data=str(tmp_path / "." / "train.jsonl")),
+                          _args(out, tiny_base, max_steps=2, resume_from_checkpoint="last", reward_stats_samples=0))
+    assert result.resumed_from_step == 1 and result.steps == 2
 
 
 def test_cls_pooling_on_a_causal_decoder_is_refused_before_the_data(tmp_path):

@@ -91,6 +91,21 @@ def test_preference_dataset_refuses_rows_that_are_not_pairs_by_row(tokenizer):
         preference_dataset([{"prompt": "q", "response": "a", "reward": 1.0}], tokenizer, max_length=32)
 
 
+def test_preference_dataset_longer_than_the_trained_length_is_warned_about(tokenizer, caplog):
+    """`score` and `evaluate` warn of a max_length above the model's `trained_max_length`;
+    `preference_dataset` cut pairs longer without a word, and the model TRL trained on them was
+    then scored (RewardScorer, evaluate, the card) at the shorter length its config still named."""
+    config = helpers.tiny_reward_model(trained_max_length=32).config
+    with caplog.at_level("WARNING", logger="rewardkit.trl_interop"):
+        preference_dataset(ROWS, tokenizer, model_config=config)  # the trained length itself
+        preference_dataset(ROWS, tokenizer, max_length=16, model_config=config)
+    assert not caplog.records
+    with caplog.at_level("WARNING", logger="rewardkit.trl_interop"):
+        preference_dataset(ROWS, tokenizer, max_length=64, model_config=config)
+    assert "cuts pairs at 64 tokens, longer than the 32 this model was trained at" in caplog.text
+    assert "model.config.trained_max_length = 64" in caplog.text
+
+
 def test_trl_drops_pairs_longer_than_its_max_length_unless_it_is_none(tmp_path):
     """README: `preference_dataset` pairs longer than `RewardConfig.max_length` (default 1024) are
     dropped by TRL's length filter, not cut; `RewardConfig(max_length=None)` keeps them all."""
