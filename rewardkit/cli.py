@@ -517,17 +517,24 @@ def _prompts_for(args: argparse.Namespace) -> list[str]:
 
 def _explain_scores(scorer) -> None:
     """How to read the printed numbers, with this model's alpha, normalization and T: a score is
-    a rescaled raw reward, and preferences come from raw rewards. An mse model's raw reward is a
-    predicted annotation; a probability is offered for it only once a T has been calibrated."""
+    a rescaled raw reward, and preferences come from raw rewards; where the training responses'
+    raw rewards lay (reward_mean, reward_std), for a reader of one lone score. An mse model's raw
+    reward is a predicted annotation; a probability is offered for it only once a T has been calibrated."""
     config = getattr(scorer.model, "config", None)
     probability = f"P(a preferred to b) = sigmoid((raw_a - raw_b) / T), T = {scorer.temperature:g}"
-    if getattr(config, "trained_objective", None) != "mse":
-        logger.info("%s. %s.", scorer.score_formula(), probability)
-        return
     calibrated = getattr(config, "calibration_temperature", None) is not None
+    mean, std = getattr(config, "reward_mean", None), getattr(config, "reward_std", None)
+    # where a single reward lies: a lone score (the usual first question) was given with no scale at all
+    scale = (f" Raw rewards of training responses: mean {mean:.4g}, std {std:.4g}."
+             if mean is not None and std is not None and not scorer.normalize else "")  # a normalized score says it
+    if getattr(config, "trained_objective", None) != "mse":
+        origin = "(calibrated)" if calibrated else "(none calibrated yet: `rewardkit evaluate --calibrate` fits it)"
+        logger.info("%s. A raw reward means nothing on its own, only beside another response to the same prompt: "
+                    "%s %s.%s", scorer.score_formula(), probability, origin, scale)
+        return
     logger.info("%s. This model was trained to predict annotated rewards (mse): a raw reward is a predicted "
-                "annotation on its own scale%s.", scorer.score_formula(),
-                f"; {probability} (calibrated)" if calibrated else "")
+                "annotation on its own scale%s.%s", scorer.score_formula(),
+                f"; {probability} (calibrated)" if calibrated else "", scale)
 
 
 def _suggest_bf16(args: argparse.Namespace, scorer) -> None:

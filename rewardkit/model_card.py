@@ -118,6 +118,32 @@ def _small_differences(temperature: float) -> str:
             f"and P = 0.9 one of {_fmt(temperature * math.log(9), 3)}.")
 
 
+def _from_outputs(config: dict, temperature: float, preference: bool) -> str:
+    """How to read the model output s (all a `pipeline` or an RL library returns) when it is not the
+    raw reward: the card said "use the raw reward for P(a ≻ b)" and stopped there, so a pipeline user
+    with alpha = 10 who took σ(s_a − s_b) got a probability ten times too sharp (alpha / reward_std,
+    ~70x, for a normalized model). "" when s = r (alpha 1, not normalized)."""
+    alpha = float(config.get("alpha", 1.0))
+    mean, std = config.get("reward_mean"), config.get("reward_std")
+    normalized = bool(config.get("normalize_rewards")) and mean is not None and bool(std)
+    factor = alpha / float(std) if normalized else alpha  # s_a − s_b = factor × (r_a − r_b)
+    if factor == 1 and not normalized:
+        return ""
+    lead = f"From outputs alone (a `pipeline` returns no raw reward), at alpha = {_fmt(alpha)}:"
+    if preference:
+        scale = f"alpha / reward_std = {_fmt(factor)}" if normalized else f"alpha = {_fmt(factor)}"
+        return (f"{lead} a difference of outputs is {scale} times the reward difference, so "
+                f"P(a ≻ b) = σ((s_a − s_b) / {_fmt(factor * temperature)}), not σ(s_a − s_b).")
+    if normalized:
+        return f"{lead} the predicted annotation is r = {_fmt(float(std) / alpha)} × s {_signed(float(mean))}."
+    return f"{lead} the predicted annotation is r = s / {_fmt(alpha)}."
+
+
+def _signed(value: float) -> str:
+    """`+ 0.25` or `− 3`, for a term that follows another in a formula."""
+    return f"+ {_fmt(value)}" if value >= 0 else f"− {_fmt(-value)}"
+
+
 def _metric_names(objective: Any) -> list[tuple[str, str, str]]:
     """METRIC_NAMES, with the display names phrased for the evaluated kind of data."""
     if objective != "ranking":
@@ -677,6 +703,7 @@ def render_model_card(config: dict, training: dict | None = None, evaluation: di
         p_at_one=f"{preference_probability(1.0, temperature):.2f}",
         p_at_two=f"{preference_probability(2.0, temperature):.2f}",
         small_differences=_small_differences(temperature),
+        from_outputs=_from_outputs(config, temperature, preference=objective != "mse" or stored_temperature is not None),
         reward_mean=None if config.get("reward_mean") is None else _fmt(config["reward_mean"]),
         reward_std=None if config.get("reward_std") is None else _fmt(config["reward_std"]),
         centered_reward=_centered_reward(config.get("reward_mean")),

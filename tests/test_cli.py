@@ -285,6 +285,24 @@ def test_score_of_an_mse_model_reads_its_reward_as_a_predicted_annotation(tmp_pa
     assert "P(a preferred to b) = sigmoid((raw_a - raw_b) / T), T = 1" in " ".join(capsys.readouterr().err.split())
 
 
+def test_score_says_what_a_lone_reward_means_and_where_training_rewards_lay(tmp_path, tokenizer, capsys):
+    """`score` of one response printed "score = alpha (1) x raw reward. P(a preferred to b) = ...,
+    T = 1" and no more: nothing said that a lone reward means nothing, that T = 1 is no calibration,
+    or where the training responses' rewards lay (reward_mean / reward_std, in config.json)."""
+    folder = tmp_path / "rm"
+    helpers.tiny_reward_model(reward_mean=0.25, reward_std=1.5).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    assert main(["score", "--model", str(folder), "--prompt", "p", "--response", "4", "--device", "cpu"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "A raw reward means nothing on its own, only beside another response to the same prompt" in err
+    assert "T = 1 (none calibrated yet: `rewardkit evaluate --calibrate` fits it)" in err
+    assert "Raw rewards of training responses: mean 0.25, std 1.5." in err
+    helpers.tiny_reward_model(calibration_temperature=2.0, trained_objective="mse").save_pretrained(folder)
+    assert main(["score", "--model", str(folder), "--prompt", "p", "--response", "4", "--device", "cpu"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "T = 2 (calibrated)" in err and "Raw rewards of training responses" not in err  # none stored
+
+
 def test_score_says_how_many_responses_were_cut(tmp_path, tokenizer, capsys):
     """`score --max-length 16` cut two responses that differ only at their end to the same text and
     scored them alike without a word; `score --data` now counts the cuts in its summary too, and

@@ -890,6 +890,36 @@ def test_card_of_an_mse_model_does_not_open_with_a_preference_score():
     assert "higher for responses people prefer" in pairwise
 
 
+@pytest.mark.parametrize("normalize", [False, True], ids=["alpha", "alpha-and-normalized"])
+def test_card_says_how_to_read_outputs_without_the_raw_reward(tokenizer, normalize):
+    """The card said "use the raw reward for P(a ≻ b)" and no more, while its pipeline (and RL libraries)
+    return only the output alpha·r, or alpha·(r − mean)/std: a pipeline user of an alpha = 10 model who
+    took σ(s_a − s_b) got a probability 10x too sharp (74x for a normalized one). The card now gives the
+    divisor, and for an uncalibrated mse model the annotation behind an output; the numbers it prints
+    must reproduce the model's own."""
+    config = {"alpha": 10.0, "reward_mean": 0.25, "reward_std": 0.125, "normalize_rewards": normalize,
+              "calibration_temperature": 0.5}
+    model = helpers.tiny_reward_model(**config)
+    inputs = tokenizer(["What is 2 + 2?"] * 2, ["4", "Go away."], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        output = model(**inputs)
+    s, r = output.logits[:, 0].double(), output.rewards[:, 0].double()
+    summary = _training_summary("sentence-transformers/all-MiniLM-L6-v2")
+    card = " ".join(render_model_card(config, summary).split())
+    divisor = float(re.search(r"P\(a ≻ b\) = σ\(\(s_a − s_b\) / ([0-9.]+)\), not σ\(s_a − s_b\)", card)[1])
+    assert torch.sigmoid((s[0] - s[1]) / divisor) == pytest.approx(float(torch.sigmoid((r[0] - r[1]) / 0.5)), abs=1e-4)
+    mse = {key: value for key, value in config.items() if key != "calibration_temperature"}
+    card = " ".join(render_model_card(mse, {**summary, "objective": "mse"}).split())
+    found = re.search(r"the predicted annotation is r = (?:([0-9.]+) × s ([+−]) ([0-9.]+)|s / ([0-9.]+))\.", card)
+    if normalize:
+        predicted = float(found[1]) * s + (1 if found[2] == "+" else -1) * float(found[3])
+    else:
+        predicted = s / float(found[4])
+    assert predicted.tolist() == pytest.approx(r.tolist(), abs=1e-4)
+    plain = render_model_card({"alpha": 1.0, "reward_mean": 0.25, "reward_std": 0.125}, summary)
+    assert "From outputs alone" not in plain  # the output is the raw reward itself
+
+
 def test_dry_run_names_the_upload_command_with_every_flag_that_shapes_the_folder(tmp_path, monkeypatch, capsys):
     """The dry run ended "`rewardkit publish --model M --repo-id R` uploads it": run as printed, that
     dropped --metrics, --dataset and --license (and --revision, --private), so the upload carried a card
