@@ -21,6 +21,7 @@ from pathlib import Path
 
 from rewardkit.cli_config import peek_option, read_yaml_config, yaml_defaults
 from rewardkit.errors import CliError, UsageError
+from rewardkit.file_names import ADAPTER_DIR, REWARD_CONFIG_FILE, SUMMARY_FILE
 
 logger = logging.getLogger("rewardkit")
 
@@ -621,7 +622,7 @@ def _check_output_is_not_input(data: str, output: str) -> None:
 
 # What `evaluate --calibrate` rewrites in the model folder (rewardkit.evaluation: the temperature, its
 # record in the training summary, the card rendered again).
-_CALIBRATION_WRITES = ("config.json", os.path.join("adapter", "reward_config.json"), "training_summary.json",
+_CALIBRATION_WRITES = ("config.json", os.path.join(ADAPTER_DIR, REWARD_CONFIG_FILE), SUMMARY_FILE,
                        "README.md")
 
 

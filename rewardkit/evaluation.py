@@ -64,6 +64,13 @@ from rewardkit.data import (
 from rewardkit.data_sources import split_read
 from rewardkit.errors import UserInputError
 from rewardkit.features import TruncationStats
+from rewardkit.file_names import (
+    ADAPTER_DIR,
+    CHECKPOINT_DATA_FILE,
+    REWARD_CONFIG_FILE,
+    ROWS_PER_CHUNK,
+    SUMMARY_FILE,
+)
 from rewardkit.metrics import (
     jsonable,
     pairwise_metrics,
@@ -79,7 +86,7 @@ __all__ = ["CHUNK_ROWS", "WORST_EXAMPLES", "evaluate_model", "store_temperature"
 
 logger = logging.getLogger(__name__)
 
-CHUNK_ROWS = 2048  # rows scored per chunk: one length-sorted scoring run, bounded memory
+CHUNK_ROWS = ROWS_PER_CHUNK  # rows scored per chunk: one length-sorted scoring run, bounded memory
 WORST_EXAMPLES = 10  # examples (with their texts) kept for the report's "where it fails"
 
 _Numbered = tuple[int, dict]
@@ -268,17 +275,13 @@ def _calibrate(collector: _PairwiseCollector | _RankingCollector, scorer: Reward
 def _training_summary(folder: Path) -> dict | None:
     """The folder's training_summary.json, None when it has none or it is unreadable (a model from
     the Hub, a hand-edited file): read once for what `--calibrate` checks in it and adds to it."""
-    summary = folder / "training_summary.json"
+    summary = folder / SUMMARY_FILE
     try:
         training = json.loads(summary.read_text(encoding="utf-8")) if summary.is_file() else None
     except (OSError, ValueError):
         return None
     return training if isinstance(training, dict) else None
 
-
-# The record of its training data that `rewardkit train` writes into each checkpoint-N/ (the same
-# name as rewardkit.resume.CHECKPOINT_DATA_FILE, not imported: that module imports the Trainer).
-CHECKPOINT_DATA_FILE = "training_data.json"
 
 
 def _checkpoint_record(folder: Path) -> dict | None:
@@ -341,7 +344,7 @@ def _record_calibration(folder: Path, training: dict | None, metrics: dict[str, 
     ours to render)."""
     if training is None:
         return
-    summary = folder / "training_summary.json"
+    summary = folder / SUMMARY_FILE
     training["calibration"] = {key: metrics[key] for key in CALIBRATION_RECORD_KEYS if key in metrics}
     tmp = summary.with_name(f".{summary.name}.tmp-{os.getpid()}")
     try:
@@ -367,7 +370,7 @@ def _render_card_again(folder: Path, metrics: dict[str, Any], training: dict | N
     card = folder / "README.md"
     if not card.is_file() or "rewardkit" not in ((metadata_load(card) or {}).get("tags") or []):
         return
-    summary = folder / "training_summary.json"
+    summary = folder / SUMMARY_FILE
     if not summary.is_file():
         logger.warning("%s was not rendered again (no training_summary.json beside it: not the card `rewardkit train` "
                        "wrote); it still states the temperature it had. `rewardkit publish` renders the card with "
@@ -391,7 +394,7 @@ def store_temperature(folder: str | os.PathLike, temperature: float) -> Path:
     if not math.isfinite(temperature) or temperature <= 0:
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}.")
     path = Path(folder) / "config.json"
-    adapter_config = Path(folder) / "adapter" / "reward_config.json"
+    adapter_config = Path(folder) / ADAPTER_DIR / REWARD_CONFIG_FILE
     targets = ([adapter_config] if adapter_config.is_file() else []) + [path]
     written: list[tuple[Path, Path]] = []
     try:

@@ -31,6 +31,7 @@ from rewardkit.features import (
     requested_max_length,
     resolve_max_length,
 )
+from rewardkit.file_names import ADAPTER_CONFIG_FILE, SUMMARY_FILE
 from rewardkit.model_card import hub_model_id
 from rewardkit.resume import (
     EarlierRunLeftovers,
@@ -64,7 +65,6 @@ from rewardkit.training_args import (
 
 logger = logging.getLogger(__name__)
 
-SUMMARY_FILE = "training_summary.json"
 
 
 def default_base_model() -> str:
@@ -452,7 +452,7 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
     check_pooling_fits_backbone(model_config, args, base_model)
     if resume:
         check_checkpoint_model_matches(Path(resume), args, base_model, model_config)
-    if resume and args.use_lora and (Path(resume) / "adapter_config.json").is_file():
+    if resume and args.use_lora and (Path(resume) / ADAPTER_CONFIG_FILE).is_file():
         check_lora_flags_match(Path(resume), args, model_config)
     if resume:
         check_checkpoint_data_matches(Path(resume), data_args.data, data_args.split)
@@ -743,7 +743,8 @@ def _hyperparameters(args: RewardTrainingArguments, max_length: int, model) -> d
 def _finish_lora(trainer: RewardTrainer, args: RewardTrainingArguments) -> None:
     """Save the adapter + head (rank 0, with --keep-adapter), then merge the adapters into the
     backbone so that the output folder is an ordinary model that needs no PEFT to load."""
-    from rewardkit.lora import ADAPTER_DIR, merge_lora, save_adapter, warn_if_base_is_local
+    from rewardkit.file_names import ADAPTER_DIR
+    from rewardkit.lora import merge_lora, save_adapter, warn_if_base_is_local
 
     if args.keep_adapter and trainer.is_world_process_zero():
         warn_if_base_is_local(save_adapter(trainer.model, Path(args.output_dir) / ADAPTER_DIR))

@@ -25,12 +25,10 @@ from typing import Any
 from torch import nn
 
 from rewardkit.errors import UserInputError
+from rewardkit.file_names import ADAPTER_CONFIG_FILE, REWARD_CONFIG_FILE
 
 logger = logging.getLogger(__name__)
 
-ADAPTER_DIR = "adapter"
-ADAPTER_CONFIG_FILE = "adapter_config.json"
-REWARD_CONFIG_FILE = "reward_config.json"  # not config.json: transformers would take the folder for a full model
 HEAD_MODULES = ("score",)  # RewardModel's regression head: trained and saved in full
 ALL_LINEAR = "all-linear"
 _UNREAD_BACKBONE_PARTS = ("pooler",)  # BERT's pooler is never read by our pooling

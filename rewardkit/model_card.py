@@ -22,6 +22,7 @@ from rewardkit.calibration import (
 )
 from rewardkit.data_formats import render_conversation
 from rewardkit.data_sources import SUFFIXES, has_hub_dataset_id_form
+from rewardkit.file_names import ADAPTER_CONFIG_FILE, ADAPTER_DIR
 from rewardkit.report_format import ACCURACY_INTERVAL, accuracy_interval_parts, count
 from rewardkit.report_lengths import length_verdict
 
@@ -737,7 +738,7 @@ def write_model_card(folder: str | Path, training: dict | None = None, evaluatio
     """Render the card for the model in `folder` (reads its config.json) into folder/README.md."""
     folder = Path(folder)
     config = json.loads((folder / "config.json").read_text())
-    kwargs.setdefault("adapter", (folder / "adapter" / "adapter_config.json").is_file())
+    kwargs.setdefault("adapter", (folder / ADAPTER_DIR / ADAPTER_CONFIG_FILE).is_file())
     path = folder / "README.md"
     path.write_text(render_model_card(config, training, evaluation, **kwargs), encoding="utf-8")
     return path

@@ -33,6 +33,15 @@ from pathlib import Path
 from typing import Any
 
 from rewardkit.errors import UserInputError
+from rewardkit.file_names import (
+    ADAPTER_CONFIG_FILE,
+    ADAPTER_DIR,
+    ADAPTER_WEIGHTS_FILE,
+    CHECKPOINT_DATA_FILE,
+    REWARD_CONFIG_FILE,
+    SUMMARY_FILE,
+    TRAINER_STATE_FILE,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +63,6 @@ TOKENIZER_FILES = (
     "spm.model",
 )
 CARD_FILE = "README.md"
-SUMMARY_FILE = "training_summary.json"  # same name as rewardkit.fit.SUMMARY_FILE (not imported: keep this module light)
-CHECKPOINT_DATA_FILE = "training_data.json"  # as rewardkit.resume.CHECKPOINT_DATA_FILE (not imported, likewise)
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "training_args.bin")
 REQUIRED_AUTO_MAP = {
     "AutoConfig": "configuration_reward.RewardConfig",
@@ -64,11 +71,9 @@ REQUIRED_AUTO_MAP = {
 }
 REWARD_MODEL_TYPE = "reward_model"
 # `rewardkit train --use-lora --keep-adapter` also leaves the unmerged LoRA adapter + head (PEFT format)
-# in OUTPUT_DIR/adapter/; it is published beside the merged model for PEFT users (names as in
-# rewardkit.lora, not imported: keep this module light). PEFT's own README there is left out: it
-# records local paths.
-ADAPTER_DIR = "adapter"
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "reward_config.json")
+# in OUTPUT_DIR/adapter/; it is published beside the merged model for PEFT users. PEFT's own README
+# there is left out: it records local paths.
+ADAPTER_FILES = (ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, REWARD_CONFIG_FILE)
 TOLERANCE = 1e-4
 VERIFY_TIMEOUT_S = 600
 
@@ -187,7 +192,7 @@ def _weight_files(model_dir: Path) -> list[str]:
         return [WEIGHTS_INDEX_FILE, *shards]
     if single.is_file():
         return [WEIGHTS_FILE]
-    if (model_dir / "adapter_config.json").is_file():  # its optimizer.pt etc. are no pickle weights to re-save
+    if (model_dir / ADAPTER_CONFIG_FILE).is_file():  # its optimizer.pt etc. are no pickle weights to re-save
         raise UserInputError(
             f"{model_dir} is a LoRA adapter (PEFT format: a --use-lora run's checkpoint-N/ or adapter/), not a "
             "whole model. Publish the run's --output-dir: it holds the merged model, and adapter/ beside it when "
@@ -374,7 +379,7 @@ def _render_card(model_dir: Path, config: dict[str, Any], *, repo_id: str, evalu
 
 def _checkpoint_step(model_dir: Path) -> int | None:
     """The step of a Trainer's checkpoint (its trainer_state.json), None for any other folder."""
-    state = model_dir / "trainer_state.json"
+    state = model_dir / TRAINER_STATE_FILE
     try:
         step = json.loads(state.read_text(encoding="utf-8")).get("global_step") if state.is_file() else None
     except (OSError, ValueError, AttributeError):
@@ -409,7 +414,7 @@ def is_previous_build(folder: Path) -> bool:
 def _adapter_files(model_dir: Path) -> list[str]:
     """`adapter/...` files to publish when training kept the LoRA adapter (all of them or none)."""
     adapter = model_dir / ADAPTER_DIR
-    if not (adapter / "adapter_config.json").is_file():
+    if not (adapter / ADAPTER_CONFIG_FILE).is_file():
         return []
     missing = [name for name in ADAPTER_FILES if not (adapter / name).is_file()]
     if missing:
@@ -531,9 +536,9 @@ def build_publish_folder(model_dir: str | Path, out_dir: str | Path, *, repo_id:
             (staging / name).parent.mkdir(exist_ok=True)  # adapter/
             shutil.copyfile(source, staging / name)  # copies, never links: the folder is its own
         if (staging / ADAPTER_DIR).is_dir():
-            _scrub_adapter_config(staging / ADAPTER_DIR / "adapter_config.json")
-            if (staging / ADAPTER_DIR / "reward_config.json").is_file():
-                _scrub_reward_config(staging / ADAPTER_DIR / "reward_config.json")
+            _scrub_adapter_config(staging / ADAPTER_DIR / ADAPTER_CONFIG_FILE)
+            if (staging / ADAPTER_DIR / REWARD_CONFIG_FILE).is_file():
+                _scrub_reward_config(staging / ADAPTER_DIR / REWARD_CONFIG_FILE)
         _write_json(staging / "config.json", _published_config(config, model_dir))
         (staging / CARD_FILE).write_text(card, encoding="utf-8")
         _move_into_place(staging, out_dir)

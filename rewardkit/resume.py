@@ -19,6 +19,13 @@ from transformers import TrainerCallback
 
 from rewardkit.errors import UserInputError
 from rewardkit.features import resolve_max_length
+from rewardkit.file_names import (
+    ADAPTER_CONFIG_FILE,
+    ADAPTER_DIR,
+    CHECKPOINT_DATA_FILE,
+    REWARD_CONFIG_FILE,
+    TRAINER_STATE_FILE,
+)
 from rewardkit.training import RewardTrainer
 from rewardkit.training_args import RewardTrainingArguments
 
@@ -63,7 +70,7 @@ def checkpoint_to_resume(args: RewardTrainingArguments) -> str | None:
     if not folder.is_dir():
         raise UserInputError(f"--resume_from_checkpoint {resume}: no such folder (give a checkpoint-N folder, or 'last' "
                              "for the newest in --output-dir).")
-    adapter = (folder / "adapter_config.json").is_file()
+    adapter = (folder / ADAPTER_CONFIG_FILE).is_file()
     whole = any((folder / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json"))
     if adapter and not whole and not args.use_lora:
         raise UserInputError(f"{resume} is a LoRA checkpoint (a PEFT adapter): resume it with --use-lora and the LoRA "
@@ -77,9 +84,8 @@ def checkpoint_to_resume(args: RewardTrainingArguments) -> str | None:
 def checkpoint_reward_config_file(folder: Path) -> Path:
     """Where a checkpoint records the RewardConfig its weights were trained as: config.json of a full
     fine-tune, reward_config.json of a LoRA one (`RewardConfigInLoraCheckpoints`)."""
-    from rewardkit.lora import REWARD_CONFIG_FILE
 
-    return folder / (REWARD_CONFIG_FILE if (folder / "adapter_config.json").is_file() else "config.json")
+    return folder / (REWARD_CONFIG_FILE if (folder / ADAPTER_CONFIG_FILE).is_file() else "config.json")
 
 
 def resumed_max_length(checkpoint: str | None, args: RewardTrainingArguments, tokenizer,
@@ -109,7 +115,7 @@ def check_lora_flags_match(folder: Path, args: RewardTrainingArguments, model_co
     (alpha / r) mid-run. Target modules are compared as the modules they adapt, the default and
     `all-linear` resolved for this backbone: a checkpoint trained on key,value resumed without the
     flag (BERT's default: query,value) loaded silently, its optimizer state on other adapters."""
-    saved = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8") or "{}")
+    saved = json.loads((folder / ADAPTER_CONFIG_FILE).read_text(encoding="utf-8") or "{}")
     differ = [(flag, saved[key], value) for flag, key, value in (("--lora-r", "r", args.lora_r),
                                                                   ("--lora-alpha", "lora_alpha", args.lora_alpha))
               if key in saved and saved[key] != value]
@@ -178,7 +184,6 @@ class EarlierRunLeftovers(TrainerCallback):
     def __init__(self, output_dir: Path):
         from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-        from rewardkit.lora import ADAPTER_CONFIG_FILE, ADAPTER_DIR
 
         self.output_dir = output_dir
         folders = sorted(output_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*")) if output_dir.is_dir() else []
@@ -214,7 +219,6 @@ class EarlierRunLeftovers(TrainerCallback):
         """Delete the leftovers (rank 0, once training succeeded); returns their names."""
         import shutil
 
-        from rewardkit.lora import ADAPTER_DIR
 
         names = sorted(self.checkpoints, key=lambda name: int(name.split("-")[-1]))
         names += [] if kept_adapter or not self.adapter else [ADAPTER_DIR]
@@ -235,17 +239,13 @@ class RewardConfigInLoraCheckpoints(TrainerCallback):
     def on_save(self, args, state, control, model=None, **kwargs):
         from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-        from rewardkit.lora import REWARD_CONFIG_FILE, is_peft_model
+        from rewardkit.lora import is_peft_model
 
         folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
         if state.is_world_process_zero and is_peft_model(model) and folder.is_dir():
             config = model.get_base_model().config.to_dict()
             (folder / REWARD_CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n",
                                                      encoding="utf-8")
-
-
-# Read by rewardkit.evaluation (which repeats the name rather than import this module).
-CHECKPOINT_DATA_FILE = "training_data.json"
 
 
 class TrainingDataInCheckpoints(TrainerCallback):
@@ -298,7 +298,7 @@ def run_already_finished(checkpoint: str, args: RewardTrainingArguments) -> bool
     """Whether `checkpoint` already reached --max_steps (or, without it, --num_train_epochs).
     transformers 5.23 resumed from such a checkpoint runs one more optimizer step before it checks,
     so re-running a finished job changed its weights and trained past the limit."""
-    state_file = Path(checkpoint) / "trainer_state.json"
+    state_file = Path(checkpoint) / TRAINER_STATE_FILE
     if not state_file.is_file():
         return False
     state = json.loads(state_file.read_text(encoding="utf-8"))
@@ -309,7 +309,7 @@ def run_already_finished(checkpoint: str, args: RewardTrainingArguments) -> bool
 
 def checkpoint_step(checkpoint: str) -> int | None:
     """The step a checkpoint was saved at (its trainer_state.json), or None when it has none."""
-    state_file = Path(checkpoint) / "trainer_state.json"
+    state_file = Path(checkpoint) / TRAINER_STATE_FILE
     if not state_file.is_file():
         return None
     return int(json.loads(state_file.read_text(encoding="utf-8")).get("global_step") or 0)
@@ -342,7 +342,7 @@ def restore_finished_run(trainer: RewardTrainer, checkpoint: str) -> None:
     with --load_best_model_at_end) and its Trainer state, untouched by any further step."""
     from transformers.trainer_callback import TrainerState
 
-    trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
+    trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / TRAINER_STATE_FILE))
     best = trainer.state.best_model_checkpoint
     weights = best if trainer.args.load_best_model_at_end and best and Path(best).is_dir() else checkpoint
     logger.warning("%s already reached the end of training (step %d, epoch %g): nothing left to train; "

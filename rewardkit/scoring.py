@@ -39,6 +39,12 @@ from rewardkit.cpu_linear import onednn_linears
 from rewardkit.cpu_workers import cpu_worker_split, map_in_workers
 from rewardkit.errors import UserInputError
 from rewardkit.features import PairEncoder, TruncationStats, pad_batch, resolve_max_length
+from rewardkit.file_names import (
+    ADAPTER_CONFIG_FILE,
+    REWARD_CONFIG_FILE,
+    ROWS_PER_CHUNK,
+    TRAINER_STATE_FILE,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +54,7 @@ logger = logging.getLogger(__name__)
 CPU_TOKEN_BUDGET = 2048
 GPU_TOKEN_BUDGET = 65536
 PROGRESS_MIN_TEXTS = 2048
-FILE_CHUNK_ROWS = 2048
+FILE_CHUNK_ROWS = ROWS_PER_CHUNK  # kept under its old name
 OUTPUTS = ("logits", "rewards")
 
 _T = TypeVar("_T")
@@ -679,10 +685,10 @@ def check_reward_model_source(source: str) -> bool:
         raise UserInputError(f"{source!r} is a file; pass the model folder that holds config.json.")
     pickles = sorted(p.name for p in path.glob("*.bin")) + sorted(p.name for p in path.glob("*.pt"))
     if not (path / "config.json").exists():
-        if (path / "adapter_config.json").exists():  # checkpoint-N/ or adapter/ of a LoRA run
+        if (path / ADAPTER_CONFIG_FILE).exists():  # checkpoint-N/ or adapter/ of a LoRA run
             # adapter/ (--keep-adapter) holds reward_config.json and no Trainer state; a checkpoint-N/ holds
             # trainer_state.json, and reward_config.json too since RewardConfigInLoraCheckpoints (resume.py)
-            if (path / "reward_config.json").exists() and not (path / "trainer_state.json").exists():
+            if (path / REWARD_CONFIG_FILE).exists() and not (path / TRAINER_STATE_FILE).exists():
                 raise UserInputError(f"{source!r} is a saved LoRA adapter (PEFT format), not a whole model: score the "
                                      "run's --output-dir (the merged model), or rebuild it with "
                                      "rewardkit.lora.load_adapter(folder, base_model=...).")

@@ -9,9 +9,9 @@ import torch
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
+from rewardkit.file_names import ADAPTER_DIR
 from rewardkit.fit import run_training
 from rewardkit.lora import (
-    ADAPTER_DIR,
     apply_lora,
     default_target_modules,
     load_adapter,

@@ -19,6 +19,7 @@ from huggingface_hub import ModelCard
 from transformers.trainer_utils import SchedulerType
 
 from rewardkit.calibration import T_MAX
+from rewardkit.file_names import ADAPTER_DIR
 from rewardkit.model_card import (
     PACKAGED_MINILM_ID,
     UNKNOWN_DATASET_TYPE,
@@ -27,7 +28,7 @@ from rewardkit.model_card import (
     render_model_card,
     write_model_card,
 )
-from rewardkit.publishing import ADAPTER_DIR, publish
+from rewardkit.publishing import publish
 from tests import helpers
 
 REPO_ID = "rewardkit-test/no-paths"

@@ -266,11 +266,9 @@ def test_a_checkpoint_records_its_training_data_so_evaluate_marks_figures_of_it(
     was trained on said `"on_training_data": null` (calibrating on it was not warned about), and
     `publish --metrics` put those figures in model-index as a held-out result. Each checkpoint now
     records its data (training_data.json), which publish never uploads (it holds a local path)."""
-    from rewardkit import evaluation
     from rewardkit.evaluation import evaluate_model
     from rewardkit.publishing import build_publish_folder
 
-    assert evaluation.CHECKPOINT_DATA_FILE == resume.CHECKPOINT_DATA_FILE
     train = helpers.write_jsonl(tmp_path / "train.jsonl", _pairwise_rows(16, 0))
     other = helpers.write_jsonl(tmp_path / "other.jsonl", _pairwise_rows(16, 1))
     run_training(DataArguments(data=str(train)), _args(tmp_path / "out", tiny_base, save_strategy="steps", save_steps=1,

@@ -1,0 +1,17 @@
+"""Names of the files rewardkit writes into, and reads from, model and checkpoint folders.
+
+One module, importing nothing, so that light modules (publishing, evaluation, scoring) and heavy
+ones (fit, resume, lora: they import the Trainer or PEFT) spell each name once; several of them
+used to repeat a name, "not imported, to keep this module light"."""
+
+SUMMARY_FILE = "training_summary.json"  # `rewardkit train`'s record of the run, beside the final model
+CHECKPOINT_DATA_FILE = "training_data.json"  # the data a checkpoint-N/ was trained on (no summary there)
+TRAINER_STATE_FILE = "trainer_state.json"  # transformers' own, in every checkpoint-N/
+ADAPTER_DIR = "adapter"  # a LoRA run's adapter, beside its merged model
+ADAPTER_CONFIG_FILE = "adapter_config.json"  # PEFT's
+ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"  # PEFT's
+REWARD_CONFIG_FILE = "reward_config.json"  # not config.json: transformers would take an adapter folder for a full model
+
+#: Rows read, encoded and scored at a time by `score --data` and `evaluate`: one length-sorted
+#: scoring run over them, memory bounded whatever the file's size.
+ROWS_PER_CHUNK = 2048
