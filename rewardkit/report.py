@@ -87,7 +87,8 @@ def write_report(
     see :func:`rewardkit.metrics.within_group_margins`, for the calibration section and the
     reliability diagram; and ``group_sizes``, the number of responses of each group in the order
     of ``rewards``, so that the calibration section's chance ranges draw whole rankings, not each
-    pair on its own). ``metrics`` is the dict from :mod:`rewardkit.metrics`; it is written to
+    pair on its own; without them "Where it fails" sets no calibrated model's counts beside the
+    model's). ``metrics`` is the dict from :mod:`rewardkit.metrics`; it is written to
     ``metrics.json`` as is (indent 2, sorted keys, NaN/inf written as ``null``). Plots whose data
     is not given are skipped and the report says so.
 
@@ -180,6 +181,7 @@ class _Context:
     length_unit: str
     n_bins: int
     plots: set[str] = field(default_factory=set)  # file names of the plots actually written
+    calibrated: Any = field(default=None, repr=False)  # report_confidence.calibrated_draws, drawn once
 
     def validate(self) -> None:
         """Fail before anything is written, not half-way through a plot."""

@@ -3,15 +3,17 @@ what chance alone would show, and what this run's ``--calibrate`` did. Over- or 
 is stated only beyond twice the standard error of the accuracy (that of a calibrated model; on ranked
 data widened by the groups' design effect, since the pairs of one group share responses); the chance
 ranges of ECE and accuracy are simulated from the model's own probabilities, on ranked data by drawing
-each group's whole ranking (the pairs of a group come from one ranking, as their labels did)."""
+each group's whole ranking (the pairs of a group come from one ranking, as their labels did), once per
+report: "Where it fails" reads the same simulations (calibrated_draws)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from rewardkit.calibration import (
     expected_calibration_error,
@@ -48,7 +50,7 @@ def md_confidence(ctx: _Context) -> list[str]:
         p = np.asarray(preference_probability(margins, ctx.temperature))
         conf = float(np.mean(np.maximum(p, 1 - p)))
     acc = m.get("pairwise_accuracy" if ranking else "accuracy")
-    deff = _design_effect(m) if ranking else None
+    deff = groups_design_effect(m) if ranking else None
     if conf is None and acc is None:
         return lines + ["No pair margins were given, so calibration was not measured.", ""]
     if uncalibrated_mse(ctx):
@@ -200,7 +202,7 @@ def _confidence_verdict(conf: float, acc: float, n: Any, chance: tuple[float, fl
     )
 
 
-def _design_effect(m: dict[str, Any]) -> float | None:
+def groups_design_effect(m: dict[str, Any]) -> float | None:
     """The ranked metrics' ``confidence_design_effect`` when usable (None in metrics of older versions)."""
     deff = m.get("confidence_design_effect")
     usable = isinstance(deff, (int, float)) and not isinstance(deff, bool) and math.isfinite(deff) and deff >= 1
@@ -210,7 +212,7 @@ def _design_effect(m: dict[str, Any]) -> float | None:
 def _groups_note(deff: float | None, by_group: bool, t_by_group: bool) -> str:
     """Ranked data: which bounds of this section allow for the pairs of one group sharing responses.
     The verdict's does with the groups' design effect; the simulated chance ranges (accuracy, ECE)
-    do when the groups are known (``by_group``: whole rankings drawn, see _ranking_draws), else they
+    do when the groups are known (``by_group``: whole rankings drawn, see _simulate), else they
     draw each pair on its own and are too narrow; T's interval does when recorded so."""
     t_note = "; the 95% interval for T below is not (it allows for it)" if t_by_group else ""
     shared = "The pairs of one group share responses, so they are not independent draws: "
@@ -235,62 +237,108 @@ def _groups_note(deff: float | None, by_group: bool, t_by_group: bool) -> str:
 _ECE_SIMULATIONS = 200
 
 
-def accuracy_by_chance(ctx: _Context) -> tuple[float, float] | None:
-    """Central 95% of the accuracy of a perfectly calibrated model with the same probabilities:
-    each pair's pick is right with probability max(P, 1 − P), or on ranked groups each group's
-    whole ranking drawn (see _ranking_draws; ties half right, as the accuracy counts them; fixed
-    seed, as _ece_by_chance)."""
+@dataclass(frozen=True)
+class CalibratedDraws:
+    """What a perfectly calibrated model with the report's probabilities shows on these pairs, one
+    value per simulation (labels drawn from the model's own P; see calibrated_draws): its accuracy
+    (ties half right, as the accuracy counts them), ECE, and misordered pairs (exact ties left out, as
+    "Where it fails" counts them); on ranked groups also its top-1 misses (groups whose drawn best
+    response is not the one with the highest reward). Beside them the expected numbers of misordered
+    pairs and of top-1 misses, computed exactly."""
+
+    accuracy: NDArray[np.float64]
+    ece: NDArray[np.float64]
+    misordered: NDArray[np.float64]
+    expected_misordered: float
+    top1_misses: NDArray[np.float64] | None = None
+    expected_top1_misses: float | None = None
+
+
+def calibrated_draws(ctx: _Context) -> CalibratedDraws | None:
+    """The simulations of a calibrated model on these pairs, drawn once per report and kept on
+    ``ctx``: "How sure it is" (accuracy and ECE ranges) and "Where it fails" (misordered pairs, top-1
+    misses) read the same draws, so the two sections cannot disagree, and the report, written after
+    every evaluate, no longer draws them two or three times over. None without pair margins."""
     margins = ctx.preference_margins
     if margins is None:
         return None
-    rng = np.random.default_rng(0)
-    draw = _ranking_draws(ctx)
-    if draw is None:
-        p = np.asarray(preference_probability(margins, ctx.temperature), dtype=np.float64)
-        sure = np.maximum(p, 1 - p)
-        accuracies = [float(np.mean(rng.random(sure.size) < sure)) for _ in range(_ECE_SIMULATIONS)]
-    else:
-        accuracies = [float(np.mean(np.where(margins == 0, 0.5, draw(rng) == (margins > 0))))
-                      for _ in range(_ECE_SIMULATIONS)]
-    return float(np.quantile(accuracies, 0.025)), float(np.quantile(accuracies, 0.975))
+    if getattr(ctx, "calibrated", None) is None:
+        ctx.calibrated = _simulate(ctx, margins)
+    return ctx.calibrated
+
+
+def accuracy_by_chance(ctx: _Context) -> tuple[float, float] | None:
+    """Central 95% of the accuracy of a perfectly calibrated model with the same probabilities
+    (see calibrated_draws)."""
+    draws = calibrated_draws(ctx)
+    return None if draws is None else (float(np.quantile(draws.accuracy, 0.025)),
+                                       float(np.quantile(draws.accuracy, 0.975)))
 
 
 def _ece_by_chance(ctx: _Context) -> float | None:
-    """95th percentile of the ECE of a perfectly calibrated model with the same probabilities:
-    outcomes drawn from the model's own P (each pair on its own, or on ranked groups each group's
-    whole ranking, see _ranking_draws; fixed seed), then scored exactly as the real ECE."""
-    margins = ctx.preference_margins
-    if margins is None:
-        return None
+    """95th percentile of the ECE of a perfectly calibrated model with the same probabilities
+    (see calibrated_draws), scored exactly as the real ECE."""
+    draws = calibrated_draws(ctx)
+    return None if draws is None else float(np.quantile(draws.ece, 0.95))
+
+
+def _simulate(ctx: _Context, margins: NDArray[np.float64]) -> CalibratedDraws:
+    """_ECE_SIMULATIONS draws (fixed seed) of labels from the model's own probabilities. Pairwise:
+    each pair on its own, right with probability max(P, 1 − P). Ranked groups (``group_sizes``
+    given): every group is ordered by reward / T plus Gumbel noise (a Plackett-Luce draw, the
+    random-utility model Bradley-Terry comes from), so each pair goes a's way with probability
+    σ((r_a − r_b)/T), its P, and the pairs of one group come from one ranking, as their labels did.
+    Drawn pair by pair instead, the K(K − 1)/2 pairs of a group were that many independent draws: on
+    calibrated groups of 10 the report said "the miscalibration is larger than chance explains" about
+    one time in five. One noise draw per response, so no dearer than a draw per pair."""
     p = np.asarray(preference_probability(margins, ctx.temperature), dtype=np.float64)
+    sure, decided = np.maximum(p, 1 - p), margins != 0
+    groups = _Groups(ctx) if ctx.group_sizes is not None and ctx.rewards is not None else None
     rng = np.random.default_rng(0)
-    draw = _ranking_draws(ctx) or (lambda rng: rng.random(p.size) < p)
-    values = []
-    for _ in range(_ECE_SIMULATIONS):
-        won = draw(rng).astype(np.float64)
-        values.append(expected_calibration_error(np.r_[p, 1 - p], np.r_[won, 1 - won], ctx.n_bins))
-    return float(np.quantile(values, 0.95))
+    accuracy, ece, misordered, misses = (np.zeros(_ECE_SIMULATIONS) for _ in range(4))
+    for i in range(_ECE_SIMULATIONS):
+        if groups is None:
+            u = rng.random(p.size)
+            won, right = u < p, u < sure
+        else:
+            utility = groups.scaled + rng.gumbel(size=groups.scaled.size)
+            won = utility[groups.better] > utility[groups.worse]
+            right = won == (margins > 0)
+            misses[i] = groups.top1_misses(utility)
+        accuracy[i] = np.mean(np.where(decided, right, 0.5))
+        misordered[i] = np.count_nonzero(decided & ~right)
+        outcome = won.astype(np.float64)
+        ece[i] = expected_calibration_error(np.r_[p, 1 - p], np.r_[outcome, 1 - outcome], ctx.n_bins)
+    return CalibratedDraws(accuracy, ece, misordered, float(np.sum((1 - sure)[decided])),
+                           *((misses, groups.expected_top1_misses()) if groups is not None else ()))
 
 
-def _ranking_draws(ctx: _Context) -> Callable[[np.random.Generator], np.ndarray] | None:
-    """On ranked groups (``group_sizes`` given): a draw of whether each within-group pair's
-    labelled-better response comes first in rankings from a calibrated model. Every group is ordered
-    by reward / T plus Gumbel noise (a Plackett-Luce draw, the random-utility model Bradley-Terry
-    comes from), so each pair goes a's way with probability σ((r_a − r_b)/T), its P, and the pairs of
-    one group come from one ranking, as their labels did. Drawn pair by pair instead, the K(K − 1)/2
-    pairs of a group were that many independent draws: on calibrated groups of 10 the report said
-    "the miscalibration is larger than chance explains" about one time in five. One noise draw per
-    response, so no dearer than a draw per pair. None without the groups (pairwise data)."""
-    if ctx.group_sizes is None or ctx.rewards is None:
-        return None
-    better, worse = ctx.pair_sides
-    scaled = ctx.rewards / ctx.temperature
+class _Groups:
+    """The ranked groups of ``ctx.rewards`` (split by ``group_sizes``), for the Plackett-Luce draws."""
 
-    def draw(rng: np.random.Generator) -> np.ndarray:
-        utility = scaled + rng.gumbel(size=scaled.size)
-        return utility[better] > utility[worse]
+    def __init__(self, ctx: _Context) -> None:
+        assert ctx.group_sizes is not None and ctx.rewards is not None
+        self.sizes = ctx.group_sizes.astype(np.intp)
+        self.starts = np.r_[0, np.cumsum(self.sizes)[:-1]]
+        self.better, self.worse = ctx.pair_sides
+        self.scaled = ctx.rewards / ctx.temperature
+        # responses that share their group's highest reward: the model's top (several when tied)
+        self.on_top = ctx.rewards == self._group_max(ctx.rewards)
 
-    return draw
+    def _group_max(self, values: NDArray[np.float64]) -> NDArray[np.float64]:
+        return np.repeat(np.maximum.reduceat(values, self.starts), self.sizes)
+
+    def top1_misses(self, utility: NDArray[np.float64]) -> int:
+        """Groups whose drawn best response (highest utility) is not on the model's top."""
+        drawn_best = utility == self._group_max(utility)
+        return self.sizes.size - int(np.count_nonzero(drawn_best & self.on_top))
+
+    def expected_top1_misses(self) -> float:
+        """Σ over groups of 1 − P(the drawn best is on the model's top): under Plackett-Luce a response
+        comes first with probability softmax(rewards / T) over its group."""
+        weights = np.exp(self.scaled - self._group_max(self.scaled))
+        p_top = np.add.reduceat(weights * self.on_top, self.starts) / np.add.reduceat(weights, self.starts)
+        return float(np.sum(1 - p_top))
 
 
 def _calibration_note(ctx: _Context) -> list[str]:

@@ -1,14 +1,25 @@
-"""The "Where it fails" section of ``report.md``: for pairwise data, how many pairs the model
-gets the wrong way round and whether that many is expected; then the worst-scored examples (pairs,
-responses or groups), texts cut and escaped, or replaced by their lengths when redacted (on under CI)."""
+"""The "Where it fails" section of ``report.md``: how many pairs the model gets the wrong way round
+(for ranked data, within-group pairs and top-1 misses) and whether that many is expected of a
+calibrated model; then the worst-scored examples (pairs, responses or groups), texts cut and escaped,
+or replaced by their lengths when redacted (on under CI)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+from numpy.typing import NDArray
+
 from rewardkit.calibration import preference_probability
-from rewardkit.report_confidence import accuracy_by_chance, confidence_call, uncalibrated_mse
+from rewardkit.report_confidence import (
+    accuracy_by_chance,
+    calibrated_draws,
+    confidence_call,
+    groups_design_effect,
+    uncalibrated_mse,
+)
 from rewardkit.report_format import (
     TEXT_LIMIT,
     accuracy_interval_parts,
@@ -69,7 +80,8 @@ def _worst_margin_note(examples: Sequence[dict[str, Any]], temperature: float) -
 
 
 def md_failures(ctx: _Context) -> list[str]:
-    lines = ["## Where it fails", "", *(_misordered_pairs(ctx) if ctx.kind == "pairwise" else [])]
+    counts = {"pairwise": _misordered_pairs, "ranking": _misordered_within_groups}.get(ctx.kind)
+    lines = ["## Where it fails", "", *(counts(ctx) if counts else [])]
     examples = ctx.worst_examples
     if not examples:
         return lines + ["No worst examples were given.", ""]
@@ -134,21 +146,40 @@ def _misordered_pairs(ctx: _Context) -> list[str]:
         return []
     text = (f"The model gives the rejected answer the higher reward in **{num(wrong)} of {count(n, 'pairs')}** "
             f"({pct(wrong / n)}" + (f"; {_more_ties(ties)})." if ties else ")."))
-    conf, chance = m.get("mean_confidence"), accuracy_by_chance(ctx)
-    if isinstance(conf, (int, float)) and chance is not None and not uncalibrated_mse(ctx):
-        call = confidence_call(float(conf), float(acc), n, chance)
+    conf, draws = m.get("mean_confidence"), calibrated_draws(ctx)
+    if isinstance(conf, (int, float)) and draws is not None and not uncalibrated_mse(ctx):
         text += (f" A calibrated model gets some wrong: with these probabilities (at T = {ctx.temperature:.3g}) "
-                 f"about {num(round(n * (1 - float(conf))))} ({num(round(n * (1 - chance[1])))} to "
-                 f"{num(round(n * (1 - chance[0])))} by chance), since a pair called at P = 0.75 goes the other "
-                 "way one time in four, and human labels are themselves noisy. ")
-        text += {None: "Its count is what its confidence predicts, as far as these pairs can tell.",
-                 "over": "It gets more wrong than that: it is over-confident (see \"How sure it is\").",
-                 "under": "It gets fewer wrong than that: it is under-confident (see \"How sure it is\")."}[call]
+                 f"about {num(round(draws.expected_misordered))} ({_chance_range(draws.misordered)} by chance), "
+                 "since a pair called at P = 0.75 goes the other way one time in four, and human labels are "
+                 "themselves noisy. " + _verdict(float(conf), float(acc), n, accuracy_by_chance(ctx), "pairs"))
     interval = accuracy_interval_parts(acc, n)  # the report's and the card's rule for "reaches 0.5"
     if interval is not None and interval[1]:
         text += (f" But its accuracy's 95% interval ({interval[0]}) reaches 0.5: these "
                  "pairs cannot tell it from a model that guesses, so which pairs it gets wrong says little yet.")
     return [text, ""]
+
+
+def _verdict(conf: float, acc: float, n: Any, chance: tuple[float, float] | None, pairs: str,
+             design_effect: float | None = None, counted: str = "Its count") -> str:
+    """The call of "How sure it is" (confidence_call), in words beside the counts. A count outside
+    its chance range with no call (the gap is within that test's 2 points or twice the standard
+    error) is said to be so, not called "what its confidence predicts" next to a range it lies out of."""
+    call = confidence_call(conf, acc, n, chance, design_effect)
+    if call == "over":
+        return "It gets more wrong than that: it is over-confident (see \"How sure it is\")."
+    if call == "under":
+        return "It gets fewer wrong than that: it is under-confident (see \"How sure it is\")."
+    if chance is not None and not chance[0] <= acc <= chance[1]:
+        return (f"{counted} lies outside that range, but its accuracy is too close to its confidence for "
+                "\"How sure it is\" to call it over- or under-confident.")
+    return f"{counted} is what its confidence predicts, as far as these {pairs} can tell."
+
+
+def _chance_range(simulated: NDArray[np.float64]) -> str:
+    """"L to H": the whole counts within the central 95% of a calibrated model's simulated counts, so
+    that a count printed inside the range is inside it (rounding could put a bound of 9.6 at 10)."""
+    low, high = np.quantile(simulated, [0.025, 0.975])
+    return f"{num(math.ceil(low - 1e-9))} to {num(math.floor(high + 1e-9))}"
 
 
 def _wrong_count(n: Any, accuracy: Any, ties: Any) -> int | None:
@@ -164,24 +195,63 @@ def _more_ties(ties: int) -> str:
     return "1 more is an exact tie" if ties == 1 else f"{num(ties)} more are exact ties"
 
 
-def _misordered_within_groups(m: dict[str, Any]) -> list[str]:
+def _misordered_within_groups(ctx: _Context) -> list[str]:
     """How many within-group pairs the model orders against the labels, and in how many groups the
-    labelled best is not on top: the counts the pairwise report opens with. The list below shows
-    at most 10 groups and only their top, so it said "1 of them is a top-1 miss" and nothing of the
-    misordered pairs among the lower responses. (No "as expected" test as for pairwise pairs: the
-    pairs of a group share responses, so a calibrated model's count is no sum of independent pairs.)"""
+    labelled best is not on top: the counts the pairwise report opens with (the list below shows at
+    most 10 groups and only their top). Beside them what a calibrated model would misorder (see
+    _calibrated_groups). Nothing when no pair is misordered: the list's lead says so."""
+    m = ctx.metrics
     n, acc, ties = m.get("n_pairs"), m.get("pairwise_accuracy"), m.get("ties", 0)
     wrong = _wrong_count(n, acc, ties)
-    if wrong is None:
+    if wrong is None or acc == 1.0:
         return []
     text = (f"The model puts a worse-ranked response above a better-ranked one in **{num(wrong)} of "
             f"{count(n, 'within-group pairs')}** ({pct(wrong / n)}" + (f"; {_more_ties(ties)})" if ties else ")"))
-    groups, top1, top1_ties = m.get("n_groups"), m.get("top1_accuracy"), m.get("top1_ties")
-    if is_count(groups) and groups > 0 and isinstance(top1, (int, float)) and top1_ties == 0:
-        misses = round(groups * (1 - float(top1)))  # without ties at the top each group counts 1 or 0
-        text += (f", and another response above the labelled best one in **{num(misses)} of {count(groups, 'groups')}** "
-                 f"({'top-1 miss' if misses == 1 else 'top-1 misses'})")
-    return [text + ".", ""]
+    misses = _top1_misses(m)
+    if misses is not None:
+        text += (f", and another response above the labelled best one in **{num(misses)} of "
+                 f"{count(m['n_groups'], 'groups')}** ({'top-1 miss' if misses == 1 else 'top-1 misses'})")
+    return [text + "." + _calibrated_groups(ctx, misses), ""]
+
+
+def _top1_misses(m: dict[str, Any]) -> int | None:
+    """Groups whose labelled best is not on top; None when a tie at the top makes it no whole count
+    (top-1 accuracy counts such a group 1/k) or the metrics do not give it."""
+    groups, top1 = m.get("n_groups"), m.get("top1_accuracy")
+    if not (is_count(groups) and groups > 0 and isinstance(top1, (int, float)) and m.get("top1_ties") == 0):
+        return None
+    return round(groups * (1 - float(top1)))  # without ties at the top each group counts 1 or 0
+
+
+def _calibrated_groups(ctx: _Context, misses: int | None) -> str:
+    """What a calibrated model with these rewards misorders, as the pairwise report says of its pairs:
+    the expected number of misordered within-group pairs (Σ min(P, 1 − P) over those not exactly
+    tied) and of top-1 misses (Plackett-Luce: the labelled best is on top with probability
+    softmax(rewards / T) of the top), each with the central 95% of the simulations of "How sure it
+    is", which draw each group's whole ranking. Nothing without ``group_sizes``: drawn pair by pair,
+    as if the pairs of a group shared no responses, the ranges would be too narrow. The verdict is
+    that section's own test, so the two cannot disagree; a top-1 count outside its range is said as a
+    fact of the top, not as over- or under-confidence."""
+    m, draws = ctx.metrics, calibrated_draws(ctx)
+    conf, acc = m.get("mean_confidence"), m.get("pairwise_accuracy")
+    if (draws is None or draws.top1_misses is None or draws.expected_top1_misses is None or uncalibrated_mse(ctx)
+            or not isinstance(conf, (int, float)) or not isinstance(acc, (int, float))):
+        return ""
+    top1 = "" if misses is None else (f" and about {num(round(draws.expected_top1_misses))} top-1 misses "
+                                      f"({_chance_range(draws.top1_misses)})")
+    text = (f" A calibrated model misorders some: with these probabilities (at T = {ctx.temperature:.3g}) about "
+            f"{num(round(draws.expected_misordered))} within-group pairs ({_chance_range(draws.misordered)} by "
+            f"chance){top1}, since each group's labels are one ranking in which a response placed above another at "
+            "P = 0.75 comes out below it one time in four, and human labels are themselves noisy (ranges: central 95% "
+            f"of {num(draws.misordered.size)} simulations drawing each group's whole ranking from the model's rewards). ")
+    text += _verdict(float(conf), float(acc), m.get("n_pairs"), accuracy_by_chance(ctx), "groups",
+                     groups_design_effect(m), "Its count of misordered pairs")
+    if misses is not None:
+        low, high = np.quantile(draws.top1_misses, [0.025, 0.975])
+        if not low <= misses <= high:
+            text += (f" Its top-1 misses lie {'above' if misses > high else 'below'} their range: the labelled best "
+                     f"is on top {'less' if misses > high else 'more'} often than its own probabilities say.")
+    return text
 
 
 def _ranking_failures_intro(ctx: _Context) -> list[str]:
@@ -200,8 +270,9 @@ def _ranking_failures_intro(ctx: _Context) -> list[str]:
             "strongest rival by the least.",
             "",
         ]
+        comparison = _calibrated_groups(ctx, 0 if _top1_misses(m) == 0 else None).strip()
+        lines += [comparison, ""] if comparison else []
     else:
-        lines += _misordered_within_groups(m)
         misses, ties = sum(1 for x in margins if x < 0), sum(1 for x in margins if x == 0)
         if not margins:
             text = f"The {count(len(examples), 'groups')} given, without margins."

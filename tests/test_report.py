@@ -1194,7 +1194,7 @@ def test_ranked_confidence_verdict_false_alarms_on_calibrated_groups_about_one_t
         groups = _calibrated_ranked_groups(seed, 20, 10)
         m = ranking_metrics(groups)
         chance = accuracy_by_chance(SimpleNamespace(preference_margins=within_group_margins(groups), temperature=1.0,
-                                                    group_sizes=None))  # each pair drawn on its own
+                                                    group_sizes=None, n_bins=10))  # each pair drawn on its own
         args = (m["mean_confidence"], m["pairwise_accuracy"], m["n_pairs"], chance)
         calls["independent"] += confidence_call(*args) is not None
         calls["by group"] += confidence_call(*args, m["confidence_design_effect"]) is not None
@@ -1278,6 +1278,129 @@ def test_group_sizes_that_do_not_fit_the_rewards_and_margins_are_refused(tmp_pat
     with pytest.raises(ValueError, match="for ranked data"):
         write_report(tmp_path / "r", kind="pairwise", metrics={}, chosen=[1.0], rejected=[0.0], group_sizes=[2])
     assert not (tmp_path / "r").exists()
+
+
+def _ranked_fails(tmp_path: Path, groups: list[list[float]]) -> str:
+    """The "Where it fails" section of these groups' report, written as evaluate writes it."""
+    from rewardkit.metrics import within_group_margins
+
+    data = {"rewards": np.concatenate(groups), "pair_margins": within_group_margins(groups),
+            "group_sizes": [len(g) for g in groups]}
+    md = _kind_md(tmp_path, "ranking", _ranking_metrics_as_evaluated(groups), worst_examples=_ranking_worst(groups),
+                  **data)
+    return _section(md, "Where it fails")
+
+
+def test_ranked_failures_set_the_counts_beside_a_calibrated_models(tmp_path: Path) -> None:
+    """Ranked "Where it fails" gave the misordered within-group pairs and top-1 misses and said nothing
+    of how many a calibrated model gets wrong (pairwise data had that comparison). Now: the expected
+    misordered pairs (Σ min(P, 1 − P)) and top-1 misses (Plackett-Luce: the labelled best is on top
+    with probability softmax(rewards) of the top), with ranges from the group-aware simulations and
+    the verdict of "How sure it is". 30 groups of 5 labelled by the model's own probabilities, then the
+    same labels with rewards ×3 (over-confident) and with rewards from a sharper model (under-confident)."""
+    from rewardkit.metrics import within_group_margins
+
+    def expected(groups: list[list[float]]) -> tuple[int, int]:
+        p = 1 / (1 + np.exp(-within_group_margins(groups)))
+        top = [np.exp(max(g)) / np.sum(np.exp(g)) for g in groups]
+        return round(float(np.sum(np.minimum(p, 1 - p)))), round(float(np.sum(1 - np.array(top))))
+
+    calibrated = _calibrated_ranked_groups(3, 30, 5)
+    fails = _ranked_fails(tmp_path, calibrated)
+    pairs, misses = expected(calibrated)
+    assert ("**112 of 300 within-group pairs** (37%), and another response above the labelled best one in **21 of 30 "
+            "groups** (top-1 misses). A calibrated model misorders some: with these probabilities (at T = 1) about "
+            f"{pairs} within-group pairs (92 to 130 by chance) and about {misses} top-1 misses (15 to 25)") in fails
+    assert (pairs, misses) == (111, 20) and "drawing each group's whole ranking" in fails
+    assert "Its count of misordered pairs is what its confidence predicts, as far as these groups can tell." in fails
+    assert "Its top-1 misses lie" not in fails
+
+    over = [[3 * r for r in g] for g in calibrated]
+    fails = _ranked_fails(tmp_path, over)
+    assert f"about {expected(over)[0]} within-group pairs (51 to 80 by chance) and about {expected(over)[1]} " in fails
+    assert "It gets more wrong than that: it is over-confident" in fails
+    assert "Its top-1 misses lie above their range: the labelled best is on top less often" in fails
+
+    rng, under = np.random.default_rng(1), []
+    for _ in range(30):  # labels from a model 3x as sure as this one
+        rewards = rng.normal(0.0, 0.5, 5)
+        under.append(rewards[np.argsort(-(3 * rewards + rng.gumbel(size=5)))].tolist())
+    fails = _ranked_fails(tmp_path, under)
+    assert "**60 of 300 within-group pairs**" in fails and f"about {expected(under)[0]} within-group pairs" in fails
+    assert "It gets fewer wrong than that: it is under-confident" in fails
+    assert "Its top-1 misses lie below their range: the labelled best is on top more often" in fails
+
+
+def test_ranked_failures_compare_when_no_group_is_misordered(tmp_path: Path) -> None:
+    """Every group in order, but by margins a calibrated model would often get wrong: the section said
+    "No group is misordered" and nothing of how few errors that is for such a model."""
+    groups = [[0.3, 0.2, 0.1, 0.0]] * 30
+    fails = _ranked_fails(tmp_path, groups)
+    assert fails.index("**No group is misordered**") < fails.index("A calibrated model misorders some")
+    assert "It gets fewer wrong than that: it is under-confident" in fails
+    assert "Its top-1 misses lie below their range" in fails
+
+
+def test_expected_top1_misses_are_plackett_luce_and_match_the_simulations() -> None:
+    """P(the labelled best is the model's top) under Plackett-Luce is the top's softmax(rewards / T)
+    share, a tie at the top counting each tied response; the simulated counts average to it."""
+    from rewardkit.report_confidence import calibrated_draws
+
+    groups = [[0.0, 1.0, 0.5], [2.0, 0.0], [1.0, 1.0, 0.0]] * 20
+    ctx = _ranked_context(groups, by_group=True)
+    ctx.temperature = 0.5
+    e = np.exp
+    one = (1 - e(2) / (1 + e(2) + e(1))) + (1 - e(4) / (e(4) + 1)) + (1 - 2 * e(2) / (2 * e(2) + 1))
+    draws = calibrated_draws(ctx)
+    assert draws.expected_top1_misses == pytest.approx(20 * one)
+    assert np.mean(draws.top1_misses) == pytest.approx(20 * one, abs=0.5)
+    p = 1 / (1 + np.exp(-ctx.pair_margins / 0.5))
+    assert draws.expected_misordered == pytest.approx(np.sum(np.minimum(p, 1 - p)[ctx.pair_margins != 0]))
+    assert np.mean(draws.misordered) == pytest.approx(draws.expected_misordered, abs=1.0)
+
+
+def test_ranked_failure_ranges_false_alarm_on_calibrated_groups_about_one_time_in_twenty() -> None:
+    """On 200 sets of 20 calibrated groups of 10, how often the misordered pairs and the top-1 misses
+    fall outside the ranges "Where it fails" gives them: about the 5% a central 95% range should."""
+    from rewardkit.report_confidence import calibrated_draws
+
+    outside = {"pairs": 0, "top1": 0}
+    for seed in range(200):
+        groups = _calibrated_ranked_groups(seed, 20, 10)
+        m = ranking_metrics(groups)
+        draws = calibrated_draws(_ranked_context(groups, by_group=True))
+        observed = {"pairs": m["n_pairs"] * (1 - m["pairwise_accuracy"]), "top1": 20 * (1 - m["top1_accuracy"])}
+        for what, simulated in (("pairs", draws.misordered), ("top1", draws.top1_misses)):
+            low, high = np.quantile(simulated, [0.025, 0.975])
+            outside[what] += not low <= round(observed[what]) <= high
+    assert outside["pairs"] <= 20 and outside["top1"] <= 20, outside
+
+
+def test_failures_leave_exact_ties_out_of_a_calibrated_models_count(tmp_path: Path) -> None:
+    """Pairwise: 20 pairs at P = 0.73 and 20 exact ties. The count leaves ties out ("0 of 40 pairs; 20
+    more are exact ties") but the calibrated model's was n(1 − mean confidence), half of every tie in it:
+    "about 15 (10 to 22 by chance)", three times the 5 it gets wrong of the 20 pairs it decides."""
+    pairs = {"chosen": [1.0] * 20 + [0.0] * 20, "rejected": [0.0] * 40}
+    fails = _section(_md_for(tmp_path, pairwise_metrics(**pairs), **pairs), "Where it fails")
+    assert "**0 of 40 pairs** (0%; 20 more are exact ties)" in fails
+    assert "about 5 (1 to 10 by chance)" in fails and round(20 / (1 + np.e)) == 5
+    assert "Its count lies outside that range, but its accuracy is too close to its confidence" in fails
+    assert "what its confidence predicts" not in fails
+
+
+def test_the_report_draws_its_calibrated_simulations_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The accuracy's and the ECE's chance ranges and the counts of "Where it fails" were drawn in
+    separate simulations (600 per pairwise report), each time the report is written after evaluate."""
+    import rewardkit.report_confidence as report_confidence
+
+    calls = []
+    simulate = report_confidence._simulate
+    monkeypatch.setattr(report_confidence, "_simulate", lambda *a: calls.append(1) or simulate(*a))
+    pairs = {"chosen": [2.0, 0.5, -0.3, 1.0], "rejected": [0.0, 1.0, 0.2, 0.1]}
+    assert "A calibrated model gets some wrong" in _md_for(tmp_path, pairwise_metrics(**pairs), **pairs)
+    groups = _calibrated_ranked_groups(3, 10, 4)
+    fails = _ranked_fails(tmp_path, groups)
+    assert "A calibrated model misorders some" in fails and len(calls) == 2
 
 
 def test_counts_of_one_in_calibration_truncation_and_plot_titles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
