@@ -401,7 +401,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     written = [args.report_dir] if args.report_dir else []
     if args.calibrate:  # the files calibration rewrites in the model folder
         written += [path for name in _CALIBRATION_WRITES
-                    if os.path.isfile(path := os.path.join(args.model, name)) or "adapter" not in name]
+                    if os.path.isfile(path := os.path.join(args.model, name)) or REWARD_CONFIG_FILE not in name]
     with _says_what_an_interrupt_left(written):
         metrics = evaluate_model(args.model, args.data, split=args.split, columns=args.columns,
                                  objective=args.objective, skip_invalid=args.skip_invalid, report_dir=args.report_dir,
@@ -620,10 +620,11 @@ def _check_output_is_not_input(data: str, output: str) -> None:
                        "Choose a path outside it.")
 
 
-# What `evaluate --calibrate` rewrites in the model folder (rewardkit.evaluation: the temperature, its
-# record in the training summary, the card rendered again).
-_CALIBRATION_WRITES = ("config.json", os.path.join(ADAPTER_DIR, REWARD_CONFIG_FILE), SUMMARY_FILE,
-                       "README.md")
+# What `evaluate --calibrate` rewrites in the model folder (rewardkit.evaluation: the temperature, in a
+# LoRA checkpoint's reward_config.json and a LoRA run's adapter/ where they are; its record in the
+# training summary; the card rendered again).
+_CALIBRATION_WRITES = ("config.json", REWARD_CONFIG_FILE, os.path.join(ADAPTER_DIR, REWARD_CONFIG_FILE),
+                       SUMMARY_FILE, "README.md")
 
 
 def _identity(path: str) -> tuple[int, int, int] | None:

@@ -71,6 +71,7 @@ from rewardkit.file_names import (
     ROWS_PER_CHUNK,
     SUMMARY_FILE,
 )
+from rewardkit.lora_checkpoint import is_lora_checkpoint
 from rewardkit.metrics import (
     jsonable,
     pairwise_metrics,
@@ -219,7 +220,7 @@ def _calibration_folder(scorer: RewardScorer) -> Path:
                          "but this RewardScorer was built from a model object; load it from its "
                          "folder (RewardScorer(path)) or pass the path.")
     folder = Path(scorer.source).expanduser()
-    if not (folder / "config.json").is_file():
+    if not _config_file(folder).is_file():
         raise UserInputError(f"Calibration (--calibrate, calibrate=True) writes the temperature into the model folder's config.json, "
                              f"but {scorer.source!r} is not a local folder (a Hub repo id?). Download the "
                              "model to a folder, evaluate that folder, then publish it again.")
@@ -382,18 +383,27 @@ def _render_card_again(folder: Path, metrics: dict[str, Any], training: dict | N
     logger.info("rendered the model card %s again with T = %.4g and this evaluation", card, metrics["temperature"])
 
 
+def _config_file(folder: Path) -> Path:
+    """The file a model folder's RewardConfig is read from: config.json, or reward_config.json of a
+    LoRA run's checkpoint-N/ (which `load_lora_checkpoint` rebuilds the model with; calibrated, a
+    checkpoint got a config.json holding T alone, and `score` of it then failed as a folder without
+    weights)."""
+    return folder / (REWARD_CONFIG_FILE if is_lora_checkpoint(folder) else "config.json")
+
+
 def store_temperature(folder: str | os.PathLike, temperature: float) -> Path:
-    """Write `temperature` into `folder`/config.json as `calibration_temperature`, leaving every
-    other field as it is, and into a LoRA run's `adapter/reward_config.json` (what `load_adapter`
-    rebuilds the model from) when there is one. The old key `temperature` (a generation setting
-    to transformers) is removed if an earlier version wrote it.
+    """Write `temperature` into `folder`/config.json (a LoRA checkpoint's reward_config.json) as
+    `calibration_temperature`, leaving every other field as it is, and into a LoRA run's
+    `adapter/reward_config.json` (what `load_adapter` rebuilds the model from) when there is one.
+    The old key `temperature` (a generation setting to transformers) is removed if an earlier
+    version wrote it.
 
     Crash-safe: every new file is written and fsynced beside its original first, and only then
     are they renamed over the originals (`os.replace`, atomic each), back to back: a crash while
     writing leaves the old files untouched, never a half-written config."""
     if not math.isfinite(temperature) or temperature <= 0:
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}.")
-    path = Path(folder) / "config.json"
+    path = _config_file(Path(folder))
     adapter_config = Path(folder) / ADAPTER_DIR / REWARD_CONFIG_FILE
     targets = ([adapter_config] if adapter_config.is_file() else []) + [path]
     written: list[tuple[Path, Path]] = []

@@ -478,6 +478,9 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
         from rewardkit.lora import apply_lora_from_args
 
         model = apply_lora_from_args(model, args)
+        # adapter_config.json of every checkpoint and of adapter/ names the base model as loaded: a
+        # relative folder ("base") was read from other working directories as another folder or a Hub id
+        model.peft_config["default"].base_model_name_or_path = _absolute_if_local(base_model)
         if args.disable_dropout:  # a safeguard: lora_dropout is already 0 here, so PEFT added none
             disable_dropout(model)
     trainer = RewardTrainer(model=model, args=args, train_dataset=prepared.train_features,

@@ -269,6 +269,8 @@ def _reward_config_fields(adapter_dir: Path) -> dict[str, Any]:
         logger.warning("%s is missing: rebuilding the reward model with default pooling and alpha.", path)
         return {}
     saved = json.loads(path.read_text(encoding="utf-8"))
+    # trained_objective too: without it a rebuilt mse model was explained and reported as a pairwise one
     names = ("alpha", "pooling", "head_dropout", "reward_mean", "reward_std", "normalize_rewards",
-             "calibration_temperature", "trained_max_length", "temperature")  # (the last: the key before the rename)
+             "calibration_temperature", "trained_max_length", "trained_objective",
+             "temperature")  # (the last: the key before the rename)
     return {name: saved[name] for name in names if name in saved}

@@ -192,11 +192,24 @@ def _weight_files(model_dir: Path) -> list[str]:
         return [WEIGHTS_INDEX_FILE, *shards]
     if single.is_file():
         return [WEIGHTS_FILE]
+    from rewardkit.lora_checkpoint import (  # (imports torch: not at the top)
+        export_command,
+        is_lora_checkpoint,
+    )
+
+    if is_lora_checkpoint(model_dir):  # score and evaluate rebuild it; a published model needs the whole folder
+        raise UserInputError(
+            f"{model_dir} is a checkpoint of a --use-lora run: adapters and head (PEFT format), with no merged "
+            "weights, reward statistics or training summary to publish. Save it as a complete model folder "
+            "without training a step (resuming at its own step trains nothing), then publish that folder: "
+            f"{export_command(model_dir)} (add the --columns, --skip-invalid or --max-train-samples the run used). "
+            "To publish the final model, publish the run's --output-dir."
+        )
     if (model_dir / ADAPTER_CONFIG_FILE).is_file():  # its optimizer.pt etc. are no pickle weights to re-save
         raise UserInputError(
             f"{model_dir} is a LoRA adapter (PEFT format: a --use-lora run's checkpoint-N/ or adapter/), not a "
             "whole model. Publish the run's --output-dir: it holds the merged model, and adapter/ beside it when "
-            "trained with --keep-adapter. (A checkpoint becomes one by resuming training from it.)"
+            "trained with --keep-adapter."
         )
     pickles = sorted(p.name for p in model_dir.iterdir() if p.name in PICKLE_WEIGHTS or p.suffix in {".bin", ".pt", ".pth", ".pkl"})
     if pickles:

@@ -598,17 +598,12 @@ def _load(source: str, tokenizer: Any, dtype: torch.dtype | None) -> tuple[Any, 
     """Model and tokenizer from a folder or Hub id, with messages that say what to do."""
     from transformers import AutoTokenizer
 
-    from modeling_reward import RewardModel
+    from rewardkit.lora_checkpoint import is_lora_checkpoint, load_lora_checkpoint
 
-    local = check_reward_model_source(source)
-    try:
-        model = RewardModel.from_pretrained(source, dtype=dtype or torch.float32, use_safetensors=True)
-    except OSError as error:
-        if local:
-            raise
-        raise OSError(f"Could not load the reward model {source!r}: there is no local folder of that "
-                      f"name, and as a Hub repo id it could not be fetched ({error}). Check the "
-                      "path, or your network / HF_HUB_OFFLINE.") from error
+    if is_lora_checkpoint(Path(source).expanduser()):  # a --use-lora run's checkpoint-N/: base + adapters + head
+        model = load_lora_checkpoint(Path(source).expanduser(), dtype)
+    else:
+        model = _load_model_folder(source, dtype)
     if tokenizer is not None:
         return model, tokenizer
     try:
@@ -618,6 +613,21 @@ def _load(source: str, tokenizer: Any, dtype: torch.dtype | None) -> tuple[Any, 
     except (OSError, ValueError, TypeError) as error:
         raise ValueError(f"{source!r} holds a reward model but its tokenizer could not be loaded "
                          f"({error}); save the tokenizer beside the model or pass tokenizer=.") from error
+
+
+def _load_model_folder(source: str, dtype: torch.dtype | None) -> Any:
+    """A whole rewardkit model from a folder or Hub id."""
+    from modeling_reward import RewardModel
+
+    local = check_reward_model_source(source)
+    try:
+        return RewardModel.from_pretrained(source, dtype=dtype or torch.float32, use_safetensors=True)
+    except OSError as error:
+        if local:
+            raise
+        raise OSError(f"Could not load the reward model {source!r}: there is no local folder of that "
+                      f"name, and as a Hub repo id it could not be fetched ({error}). Check the "
+                      "path, or your network / HF_HUB_OFFLINE.") from error
 
 
 def _align(prompts: Sequence[str] | str, responses: Sequence[str] | str) -> tuple[list[str], list[str]]:

@@ -516,13 +516,14 @@ def test_lora_checkpoint_folder_is_named_as_such(tmp_path):
 def test_lora_checkpoint_with_reward_config_is_still_named_a_checkpoint(tmp_path):
     """LoRA checkpoints hold reward_config.json too (RewardConfigInLoraCheckpoints), which was the
     one mark of an --keep-adapter adapter/: every checkpoint-N/ was called a saved adapter to rebuild
-    with load_adapter, and the hint to resume training from it was never shown."""
+    with load_adapter. A checkpoint is now rebuilt on its run's base model (test_lora_checkpoint.py);
+    one that names none is refused as a checkpoint, saying where to name it."""
     checkpoint = tmp_path / "checkpoint-10"
     checkpoint.mkdir()
     for name in ("adapter_config.json", "reward_config.json", "trainer_state.json"):
         (checkpoint / name).write_text("{}")
     (checkpoint / "adapter_model.safetensors").write_bytes(b"")
-    with pytest.raises(ValueError, match="PEFT \\(LoRA\\) adapter checkpoint.*--resume_from_checkpoint"):
+    with pytest.raises(ValueError, match="is a LoRA checkpoint that names no base model.*base_model_name_or_path"):
         RewardScorer(checkpoint)
 
 

@@ -365,8 +365,9 @@ def test_a_new_run_removes_what_an_earlier_run_left_and_did_not_write_again(tiny
 def test_a_checkpoint_saved_where_an_earlier_run_saved_one_holds_this_runs_files_alone(tiny_base, tmp_path):
     """The Trainer saved a new run's checkpoint-N/ over an earlier run's of the same step, so the files
     it did not write stayed: a LoRA run's checkpoint kept an earlier full fine-tune's weights and
-    config.json, and `score` of it loaded those (neither run's model) instead of refusing an adapter;
-    a full fine-tune's kept the LoRA adapter, which a --use-lora resume would load."""
+    config.json, and `score` of it loaded those (neither run's model) instead of the LoRA run's (its
+    last checkpoint: the merged model's scores); a full fine-tune's kept the LoRA adapter, which a
+    --use-lora resume would load."""
     data = DataArguments(data=str(helpers.write_jsonl(tmp_path / "train.jsonl", _pairwise_rows(16, 0))))
     out, checkpoint = tmp_path / "out", tmp_path / "out" / "checkpoint-1"
     steps = dict(max_steps=1, save_strategy="steps", save_steps=1, reward_stats_samples=0)
@@ -375,8 +376,8 @@ def test_a_checkpoint_saved_where_an_earlier_run_saved_one_holds_this_runs_files
     run_training(data, _args(out, tiny_base, **steps, **lora))
     assert (checkpoint / "adapter_config.json").is_file()
     assert not (checkpoint / "model.safetensors").exists() and not (checkpoint / "config.json").exists()
-    with pytest.raises(UserInputError, match="is a PEFT \\(LoRA\\) adapter checkpoint"):
-        RewardScorer(str(checkpoint))
+    texts = (["a question?", "q"], ["an answer", "another answer"])
+    assert RewardScorer(str(checkpoint)).score(*texts) == pytest.approx(RewardScorer(str(out)).score(*texts), abs=1e-6)
     run_training(data, _args(out, tiny_base, **steps))
     assert (checkpoint / "model.safetensors").is_file() and not (checkpoint / "adapter_config.json").exists()
     with pytest.raises(UserInputError, match="full fine-tune's checkpoint, not a LoRA adapter"):
