@@ -33,7 +33,8 @@ from rewardkit.file_names import (
     TRAINER_STATE_FILE,
 )
 
-# What the adapters and head were trained on, compared with the base model found (as resume does)
+# The backbone's shape: what a checkpoint's weights were trained on, compared with the base model
+# found here, and with the --base-model of a resumed run in rewardkit.resume
 BACKBONE_SHAPE_KEYS = ("model_type", "hidden_size", "n_embd", "dim", "num_hidden_layers", "n_layer", "n_layers",
                        "vocab_size")
 

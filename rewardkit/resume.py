@@ -26,6 +26,7 @@ from rewardkit.file_names import (
     REWARD_CONFIG_FILE,
     TRAINER_STATE_FILE,
 )
+from rewardkit.lora_checkpoint import BACKBONE_SHAPE_KEYS
 from rewardkit.training import RewardTrainer
 from rewardkit.training_args import RewardTrainingArguments
 
@@ -137,10 +138,9 @@ def check_lora_flags_match(folder: Path, args: RewardTrainingArguments, model_co
         raise UserInputError(f"{folder} was trained with {trained}: resume it with the LoRA flags it was trained with.")
 
 
-# What a checkpoint's weights were trained as, compared on resume: the backbone's shape (another
-# --base-model, or none given, failed in torch's size-mismatch dump after the data was read) and the pooling.
-_BACKBONE_SHAPE_KEYS = ("model_type", "hidden_size", "n_embd", "dim", "num_hidden_layers", "n_layer", "n_layers",
-                        "vocab_size")
+# What a checkpoint's weights were trained as, compared on resume: the backbone's shape
+# (BACKBONE_SHAPE_KEYS: another --base-model, or none given, failed in torch's size-mismatch dump
+# after the data was read) and the pooling.
 
 
 def check_checkpoint_model_matches(folder: Path, args: RewardTrainingArguments, base_model: str, model_config) -> None:
@@ -159,7 +159,7 @@ def check_checkpoint_model_matches(folder: Path, args: RewardTrainingArguments, 
     pooling = args.pooling or config.pooling
     differ = []
     saved_backbone, backbone = saved.get("backbone_config") or {}, config.backbone_config.to_dict()
-    shape = [key for key in _BACKBONE_SHAPE_KEYS if key in saved_backbone and saved_backbone[key] != backbone.get(key)]
+    shape = [key for key in BACKBONE_SHAPE_KEYS if key in saved_backbone and saved_backbone[key] != backbone.get(key)]
     if shape:
         differ.append(("--base-model", "a backbone of " + ", ".join(f"{k} {saved_backbone[k]}" for k in shape),
                        f"{base_model}, " + ", ".join(f"{k} {backbone.get(k)}" for k in shape)))
