@@ -276,25 +276,23 @@ def _calibrate(collector: _PairwiseCollector | _RankingCollector, scorer: Reward
 def _training_summary(folder: Path) -> dict | None:
     """The folder's training_summary.json, None when it has none or it is unreadable (a model from
     the Hub, a hand-edited file): read once for what `--calibrate` checks in it and adds to it."""
-    summary = folder / SUMMARY_FILE
-    try:
-        training = json.loads(summary.read_text(encoding="utf-8")) if summary.is_file() else None
-    except (OSError, ValueError):
-        return None
-    return training if isinstance(training, dict) else None
-
+    return _json_object(folder / SUMMARY_FILE)
 
 
 def _checkpoint_record(folder: Path) -> dict | None:
     """A checkpoint's training_data.json (`data`, `data_split`, as a training summary records them),
     None when it has none or it is unreadable: a checkpoint has no training_summary.json, and
     without this its figures on its own training data were not marked as such."""
-    record = folder / CHECKPOINT_DATA_FILE
+    return _json_object(folder / CHECKPOINT_DATA_FILE)
+
+
+def _json_object(path: Path) -> dict | None:
+    """The JSON object in `path`; None when there is no such file, or it holds no readable object."""
     try:
-        data = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else None
+        value = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) else None
+    return value if isinstance(value, dict) else None
 
 
 def _summary_beside(scorer: RewardScorer) -> dict | None:
