@@ -140,6 +140,12 @@ def _from_outputs(config: dict, temperature: float, preference: bool) -> str:
     return f"{lead} the predicted annotation is r = s / {_fmt(alpha)}."
 
 
+def _example_alpha(alpha: float) -> int:
+    """The alpha the card's examples pass per call: 10, or 1 for a model whose alpha is already 10,
+    whose card printed the same number twice, as if `alpha=10` did nothing."""
+    return 1 if alpha == 10 else 10
+
+
 def _signed(value: float) -> str:
     """`+ 0.25` or `− 3`, for a term that follows another in a formula."""
     return f"+ {_fmt(value)}" if value >= 0 else f"− {_fmt(-value)}"
@@ -697,6 +703,7 @@ def render_model_card(config: dict, training: dict | None = None, evaluation: di
         base_model=_base_model_display(config, training),
         base_model_note=_base_model_note(config, training),
         alpha=_fmt(float(config.get("alpha", 1.0))),
+        example_alpha=_example_alpha(float(config.get("alpha", 1.0))),
         temperature=_fmt(temperature),
         calibrated=stored_temperature is not None,
         temperature_support=_temperature_support(calibration),
