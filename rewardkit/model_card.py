@@ -380,6 +380,15 @@ def _centered_reward(mean: float | None) -> str:
     return f"r − {_fmt(float(mean))}" if mean >= 0 else f"r + {_fmt(-float(mean))}"
 
 
+def _zero_spread(config: dict, training: dict) -> str | None:
+    """The one raw reward every measured training response got, when training measured no spread (std
+    0): the config then holds no statistics (normalization would divide by 0), and the card said only
+    "no reward statistics were stored", as of a model never measured. None otherwise."""
+    if config.get("reward_std") is not None or training.get("reward_std") != 0:
+        return None
+    return None if training.get("reward_mean") is None else _fmt(float(training["reward_mean"]))
+
+
 def _stats_samples(training: dict) -> int | str:
     """How many training responses the stored reward mean/std were measured on (capped sample):
     recorded by training since it says so; for older summaries, worked out from the rows (ranked
@@ -715,6 +724,7 @@ def render_model_card(config: dict, training: dict | None = None, evaluation: di
         reward_mean=None if config.get("reward_mean") is None else _fmt(config["reward_mean"]),
         reward_std=None if config.get("reward_std") is None else _fmt(config["reward_std"]),
         centered_reward=_centered_reward(config.get("reward_mean")),
+        zero_spread=_zero_spread(config, training),
         normalized=bool(config.get("normalize_rewards")),
         stats_samples=_stats_samples(training),
         max_length=trained_max_length or 512,

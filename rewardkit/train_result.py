@@ -89,10 +89,7 @@ class TrainResult:
                          "standardized targets (MSE / std²: 1.0 = no better than predicting the mean), rmse is in "
                          "the targets' units, as are the saved model's raw rewards.")
         if self.reward_mean is not None:
-            measured = (_count(self.reward_stats_responses, "training response") if self.reward_stats_responses
-                        else "training responses")  # a sample, not all
-            lines.append(f"  Raw rewards on {measured}: mean {self.reward_mean:.4g}, std {self.reward_std:.4g} "
-                         "(stored in config.json as reward_mean / reward_std).")
+            lines.append(self._reward_stats_line())
         source = f" (from {self.max_length_source})" if self.max_length_source else ""
         lines.append(f"  Truncation at {self.max_length} tokens{source}: {self.truncation}. Data: {self.skipped}.")
         if self.skipped_identical or self.eval_skipped_identical:
@@ -101,6 +98,19 @@ class TrainResult:
         lines.append(f"  Model saved to {self.output_dir} (loads with AutoModel.from_pretrained(..., "
                      "trust_remote_code=True)).")
         return "\n".join(lines)
+
+    def _reward_stats_line(self) -> str:
+        """Where the training responses' raw rewards lay. No spread is said as it is: the config then
+        holds no statistics (`fit.store_reward_stats`), where a stand-in std of 1 was printed as "std 1"."""
+        measured = (_count(self.reward_stats_responses, "training response") if self.reward_stats_responses
+                    else "training responses")  # a sample, not all
+        if self.reward_std != 0:
+            return (f"  Raw rewards on {measured}: mean {self.reward_mean:.4g}, std {self.reward_std:.4g} "
+                    "(stored in config.json as reward_mean / reward_std).")
+        what = (f"Raw reward on {measured}: {self.reward_mean:.4g}, so no spread" if self.reward_stats_responses == 1
+                else f"Raw rewards on {measured}: all {self.reward_mean:.4g} (std 0)")
+        return (f"  {what}; config.json stores no reward_mean / reward_std, and normalization, which divides by "
+                "the std, is unavailable.")
 
     def _steps_line(self, unit: str) -> str:
         """Steps, epochs, time, speed and loss, saying which steps the time and loss are of: a

@@ -161,7 +161,7 @@ def test_demo_and_training_summaries_say_1_pair_not_1_pairs():
     summary = result.describe()
     assert "reward model on 1 pair (pairwise)." in summary and "  Held-out (1 pair): accuracy 1.0000." in summary
     assert "Warning: 1 of the 1 held-out pair is also in the training data" in summary
-    assert "Raw rewards on 1 training response: mean 0.1" in summary
+    assert "Raw reward on 1 training response: 0.1, so no spread" in summary
     scorer = SimpleNamespace(temperature=1.0, score_formula=lambda: "score = r")
     metrics = {"n": 1, "accuracy": 1.0, "mean_margin": 0.5, "temperature_written": False, "temperature_fitted": None}
     text = _report(result, metrics, [], scorer, Path("report"), Path("hub"))
