@@ -551,6 +551,7 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
         eval_step=eval_step, eval_of=eval_of,
         reward_mean=None if stats is None else stats[0], reward_std=None if stats is None else stats[1],
         reward_stats_responses=None if stats is None else min(len(responses), args.reward_stats_samples),
+        alpha=float(trainer.model.config.alpha), normalize_rewards=bool(trainer.model.config.normalize_rewards),
         skipped=prepared.skipped, truncation=prepared.truncation, skipped_identical=prepared.skipped_identical,
         eval_skipped_identical=prepared.eval_skipped_identical, eval_overlap=prepared.eval_overlap,
         hyperparameters=_hyperparameters(args, max_length, trainer.model),

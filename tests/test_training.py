@@ -218,6 +218,29 @@ def test_a_normalizing_model_with_no_reward_spread_is_saved_unnormalized_and_say
     assert (config.reward_mean, config.reward_std, config.normalize_rewards) == (0.25, 2.0, True)
 
 
+def test_summary_says_how_to_read_rewards_and_margins_with_the_models_alpha():
+    """The summary printed raw rewards and the held-out mean_margin with no word on what they mean:
+    only `rewardkit demo` said it, after the summary. It now gives P(a > b) = sigmoid(margin / T) at
+    T = 1 (nothing is calibrated at training time) and the divisor of this model's outputs."""
+    from rewardkit.fit import TrainResult
+
+    common = dict(output_dir="out", base_model="tiny", detected_layout="x", train_rows=8, eval_rows=4, epochs=1.0,
+                  steps=1, seconds=1.0, examples_per_second=8.0, train_loss=0.69, max_length=32)
+    pairs = " ".join(TrainResult(objective="pairwise", **common, alpha=10.0, reward_mean=0.5, reward_std=2.0,
+                                 eval_metrics={"eval_mean_margin": 0.8}).describe().split())
+    assert ("P(a preferred to b) = sigmoid((r_a - r_b) / T) with T = 1, uncalibrated (`rewardkit evaluate "
+            "--calibrate` fits T on held-out pairs): a margin of 1 (held-out mean_margin is the mean r_chosen - "
+            "r_rejected) means P = 0.73") in pairs
+    assert "The model outputs s = alpha x r, alpha = 10, so P(a preferred to b) = sigmoid((s_a - s_b) / 10)." in pairs
+    normalized = TrainResult(objective="ranking", **common, alpha=10.0, reward_mean=0.5, reward_std=2.0,
+                             normalize_rewards=True).describe()
+    assert "alpha x (r - reward_mean) / reward_std, alpha = 10, so P(a preferred to b) = sigmoid((s_a - s_b) / 5)" in normalized
+    rated = TrainResult(objective="mse", **common, alpha=4.0, reward_mean=-0.5, reward_std=2.0,
+                        normalize_rewards=True).describe()
+    assert "the model outputs s = alpha x (r - reward_mean) / reward_std, alpha = 4 (r = s x 2 / 4 - 0.5)" in rated
+    assert "sigmoid" not in rated  # an mse model's difference is no probability until a T is calibrated
+
+
 def test_max_length_that_is_not_a_whole_number_is_refused_before_training(tmp_path):
     """From Python or a YAML config (argparse converts text only), 40.5 trained, then failed in the
     tokenizer on the first long text, or saved a config.json that refuses to load."""
