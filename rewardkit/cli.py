@@ -408,6 +408,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                  calibrate=args.calibrate, batch_size=args.batch_size, max_length=args.max_length,
                                  device=args.device, limit=args.limit, dtype=args.dtype)
     _emit(json.dumps(metrics, indent=2, sort_keys=True))
+    _explain_metrics(metrics, args.report_dir)
     return 0
 
 
@@ -536,6 +537,41 @@ def _explain_scores(scorer) -> None:
     logger.info("%s. This model was trained to predict annotated rewards (mse): a raw reward is a predicted "
                 "annotation on its own scale%s.%s", scorer.score_formula(),
                 f"; {probability} (calibrated)" if calibrated else "", scale)
+
+
+def _explain_metrics(metrics: dict, report_dir: str | None) -> None:
+    """How to read evaluate's JSON, in the log as `score`'s explanation is (stdout stays JSON): what
+    the headline figures compare, that they use raw rewards (before alpha), the T of the
+    probabilities, and whose rewards the top-level reward_mean / reward_std and `rewards` are. The
+    JSON came with no word on it; only --report-dir's report.md explained it."""
+    kind, n = metrics.get("objective"), metrics.get("n")
+    raw = (f"raw reward r (before alpha = {metrics.get('alpha', 1):g}"
+           f"{' and normalization' if metrics.get('normalize_rewards') else ''})")
+    if kind == "mse":
+        figures = (f"rmse and mae compare the {raw} of the {n} responses with their targets, in the targets' units "
+                   "(target_std is the rmse of always predicting their mean); pearson and spearman are its "
+                   "agreement with the targets (1 = perfect)")
+    else:
+        written, temperature = metrics.get("temperature_written"), metrics.get("temperature", 1.0)
+        calibrated = bool(written) or temperature != 1  # T = 1 is the uncalibrated default
+        state = ("fitted here, on these same pairs" if written else "calibrated" if calibrated
+                 else "uncalibrated: `evaluate --calibrate` fits it")
+        if kind == "pairwise":
+            figures = (f"accuracy is the share of the {n} pairs whose chosen response got the higher {raw}; "
+                       "mean_margin and median_margin are r_chosen - r_rejected, read as P(chosen preferred) = "
+                       f"sigmoid(margin / T) with T = {temperature:.4g} ({state})")
+        else:
+            figures = (f"kendall_tau, top1_accuracy and pairwise_accuracy say how the order of the {raw.replace('reward r', 'rewards r')} agrees with the "
+                       f"given ranking of the {n} groups; for a pair within a group, P(better preferred) = "
+                       f"sigmoid((r_better - r_worse) / T) with T = {temperature:.4g} ({state})")
+        figures += ", the probability that mean_confidence, log_loss, brier and ece score"
+        if metrics.get("trained_objective") == "mse" and not calibrated:
+            figures += " (this mse model's r is an annotation: at T = 1 they are no probability)"
+    stats = ("reward_mean / reward_std are the training responses' (config.json), rewards the evaluated responses'"
+             if metrics.get("reward_std") is not None else "rewards are the evaluated responses'")
+    where = (f"{os.path.join(report_dir, 'report.md')} explains every figure" if report_dir
+             else "--report-dir R writes report.md, which explains every figure")
+    logger.info("Reading the JSON: %s; %s. %s.", figures, stats, where)
 
 
 def _suggest_bf16(args: argparse.Namespace, scorer) -> None:

@@ -160,12 +160,11 @@ def _report(result, metrics: dict, examples: list[dict], scorer, report_dir: Pat
     ]
     if line := length_line(bias):
         lines.append(line)
+    # what a reward and P(a > b) mean is the summary's "Reading them" line: here only the T the
+    # calibration above left and the formula of the scores below (the demo used to say it all again)
     lines += [
         "",
-        f"What the numbers mean: {scorer.score_formula()}. Only differences matter:",
-        f"P(a preferred to b) = sigmoid((r_a - r_b) / T), T = {scorer.temperature:.3g}.",
-        "",
-        "Examples:",
+        f"Examples ({scorer.score_formula()}; P(first preferred) at T = {scorer.temperature:.3g}):",
     ]
     for row in examples:
         lines.append(f"  Q: {row['prompt']}")

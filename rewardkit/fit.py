@@ -251,7 +251,9 @@ def _split_eval(data: RewardData, fraction: float, seed: int) -> tuple[list[dict
 
 def compute_reward_stats(model, tokenizer, encoded_items: list[dict], samples: int, seed: int) -> tuple[float, float] | None:
     """Mean and std of the raw reward over (a seeded sample of) training responses: the scale on
-    which a score can be read ("0.8 std above an average training response")."""
+    which a score can be read ("0.8 std above an average training response"). The std is the true
+    spread, 0 when every response got the same reward (it was 1, printed as "std 1"); a NaN stays
+    NaN (see refuse_divergence). `store_reward_stats` decides what the config can hold."""
     from rewardkit.scoring import score_encoded
 
     if samples <= 0 or not encoded_items:
@@ -259,8 +261,28 @@ def compute_reward_stats(model, tokenizer, encoded_items: list[dict], samples: i
     chosen = encoded_items if len(encoded_items) <= samples else random.Random(seed).sample(encoded_items, samples)
     rewards = score_encoded(model, chosen, pad_token_id=tokenizer.pad_token_id, padding_side=tokenizer.padding_side,
                             output="rewards")
-    mean, std = float(np.mean(rewards)), float(np.std(rewards))
-    return mean, (std if std > 0 or not math.isfinite(std) else 1.0)  # a NaN std stays NaN: see refuse_divergence
+    if rewards.min() == rewards.max():  # no spread: np.std may leave a rounding residue of ~1e-17
+        return float(rewards[0]), 0.0
+    return float(np.mean(rewards)), float(np.std(rewards))
+
+
+def store_reward_stats(config, stats: tuple[float, float], normalize: bool) -> None:
+    """The measured reward mean/std into the config, and normalization on again where it was on.
+    With no spread (std 0: every measured response got the same reward, or one was measured) the
+    config holds neither: normalization divides by reward_std, which must be > 0, and a stand-in
+    std of 1 was stated by the summary, the card and `score` as the measured one. The training
+    summary keeps the true figures."""
+    mean, std = stats
+    if std > 0:
+        config.reward_mean, config.reward_std = mean, std
+        config.normalize_rewards = normalize  # measured on these weights: on again
+        return
+    config.reward_mean = config.reward_std = None
+    config.normalize_rewards = False
+    if normalize:
+        logger.warning("The trained model gives every measured training response the same raw reward (%.4g), so "
+                       "there is no spread to normalize by: normalize_rewards, on in the base model, is off in the "
+                       "saved one (its output is alpha * r).", mean)
 
 
 class TrainingDivergedError(RuntimeError):
@@ -519,8 +541,7 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
     loss = figures["train_loss"]
     refuse_divergence(None if figures["restored_from"] and math.isnan(loss) else loss, stats)  # may be unrecorded
     if stats is not None:
-        trainer.model.config.reward_mean, trainer.model.config.reward_std = stats
-        trainer.model.config.normalize_rewards = normalize  # measured on these weights: on again
+        store_reward_stats(trainer.model.config, stats, normalize)
     if args.use_lora:
         _finish_lora(trainer, args)
     result = TrainResult(
@@ -533,6 +554,7 @@ def run_training(data_args: DataArguments, args: RewardTrainingArguments, callba
         eval_step=eval_step, eval_of=eval_of,
         reward_mean=None if stats is None else stats[0], reward_std=None if stats is None else stats[1],
         reward_stats_responses=None if stats is None else min(len(responses), args.reward_stats_samples),
+        alpha=float(trainer.model.config.alpha), normalize_rewards=bool(trainer.model.config.normalize_rewards),
         skipped=prepared.skipped, truncation=prepared.truncation, skipped_identical=prepared.skipped_identical,
         eval_skipped_identical=prepared.eval_skipped_identical, eval_overlap=prepared.eval_overlap,
         hyperparameters=_hyperparameters(args, max_length, trainer.model),

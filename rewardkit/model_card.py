@@ -140,6 +140,12 @@ def _from_outputs(config: dict, temperature: float, preference: bool) -> str:
     return f"{lead} the predicted annotation is r = s / {_fmt(alpha)}."
 
 
+def _example_alpha(alpha: float) -> int:
+    """The alpha the card's examples pass per call: 10, or 1 for a model whose alpha is already 10,
+    whose card printed the same number twice, as if `alpha=10` did nothing."""
+    return 1 if alpha == 10 else 10
+
+
 def _signed(value: float) -> str:
     """`+ 0.25` or `− 3`, for a term that follows another in a formula."""
     return f"+ {_fmt(value)}" if value >= 0 else f"− {_fmt(-value)}"
@@ -372,6 +378,15 @@ def _centered_reward(mean: float | None) -> str:
     if mean is None:
         return "r"
     return f"r − {_fmt(float(mean))}" if mean >= 0 else f"r + {_fmt(-float(mean))}"
+
+
+def _zero_spread(config: dict, training: dict) -> str | None:
+    """The one raw reward every measured training response got, when training measured no spread (std
+    0): the config then holds no statistics (normalization would divide by 0), and the card said only
+    "no reward statistics were stored", as of a model never measured. None otherwise."""
+    if config.get("reward_std") is not None or training.get("reward_std") != 0:
+        return None
+    return None if training.get("reward_mean") is None else _fmt(float(training["reward_mean"]))
 
 
 def _stats_samples(training: dict) -> int | str:
@@ -697,6 +712,7 @@ def render_model_card(config: dict, training: dict | None = None, evaluation: di
         base_model=_base_model_display(config, training),
         base_model_note=_base_model_note(config, training),
         alpha=_fmt(float(config.get("alpha", 1.0))),
+        example_alpha=_example_alpha(float(config.get("alpha", 1.0))),
         temperature=_fmt(temperature),
         calibrated=stored_temperature is not None,
         temperature_support=_temperature_support(calibration),
@@ -708,6 +724,7 @@ def render_model_card(config: dict, training: dict | None = None, evaluation: di
         reward_mean=None if config.get("reward_mean") is None else _fmt(config["reward_mean"]),
         reward_std=None if config.get("reward_std") is None else _fmt(config["reward_std"]),
         centered_reward=_centered_reward(config.get("reward_mean")),
+        zero_spread=_zero_spread(config, training),
         normalized=bool(config.get("normalize_rewards")),
         stats_samples=_stats_samples(training),
         max_length=trained_max_length or 512,

@@ -1,7 +1,8 @@
 """What a training run did (`TrainResult`), and how `rewardkit train` says it: steps, time, speed
 and loss (of which steps, when resumed), held-out figures (of which weights), the targets' scale
-for mse, the raw rewards' mean and std, truncation and skipped rows. training_summary.json is its
-`to_dict`; the model card and `evaluate --calibrate` read that file back."""
+for mse, the raw rewards' mean and std, how to read a reward (P(a > b) at T = 1, alpha),
+truncation and skipped rows. training_summary.json is its `to_dict`; the model card and
+`evaluate --calibrate` read that file back."""
 
 from __future__ import annotations
 
@@ -43,6 +44,8 @@ class TrainResult:
     reward_mean: float | None = None
     reward_std: float | None = None
     reward_stats_responses: int | None = None  # how many training responses reward_mean/std were measured on
+    alpha: float = 1.0  # the saved model's: it outputs alpha * r (alpha * (r - mean) / std when normalizing)
+    normalize_rewards: bool = False  # the saved model's config says so (with reward_mean / reward_std)
     skipped: str = "no rows skipped"
     truncation: str = ""
     skipped_identical: int = 0  # training pairs / ranked groups left out: responses identical once encoded
@@ -89,10 +92,8 @@ class TrainResult:
                          "standardized targets (MSE / std²: 1.0 = no better than predicting the mean), rmse is in "
                          "the targets' units, as are the saved model's raw rewards.")
         if self.reward_mean is not None:
-            measured = (_count(self.reward_stats_responses, "training response") if self.reward_stats_responses
-                        else "training responses")  # a sample, not all
-            lines.append(f"  Raw rewards on {measured}: mean {self.reward_mean:.4g}, std {self.reward_std:.4g} "
-                         "(stored in config.json as reward_mean / reward_std).")
+            lines.append(self._reward_stats_line())
+        lines.append(self._reading_line())
         source = f" (from {self.max_length_source})" if self.max_length_source else ""
         lines.append(f"  Truncation at {self.max_length} tokens{source}: {self.truncation}. Data: {self.skipped}.")
         if self.skipped_identical or self.eval_skipped_identical:
@@ -101,6 +102,38 @@ class TrainResult:
         lines.append(f"  Model saved to {self.output_dir} (loads with AutoModel.from_pretrained(..., "
                      "trust_remote_code=True)).")
         return "\n".join(lines)
+
+    def _reward_stats_line(self) -> str:
+        """Where the training responses' raw rewards lay. No spread is said as it is: the config then
+        holds no statistics (`fit.store_reward_stats`), where a stand-in std of 1 was printed as "std 1"."""
+        measured = (_count(self.reward_stats_responses, "training response") if self.reward_stats_responses
+                    else "training responses")  # a sample, not all
+        if self.reward_std != 0:
+            return (f"  Raw rewards on {measured}: mean {self.reward_mean:.4g}, std {self.reward_std:.4g} "
+                    "(stored in config.json as reward_mean / reward_std).")
+        what = (f"Raw reward on {measured}: {self.reward_mean:.4g}, so no spread" if self.reward_stats_responses == 1
+                else f"Raw rewards on {measured}: all {self.reward_mean:.4g} (std 0)")
+        return (f"  {what}; config.json stores no reward_mean / reward_std, and normalization, which divides by "
+                "the std, is unavailable.")
+
+    def _reading_line(self) -> str:
+        """How to read the figures above: what a raw reward and a margin mean, at T = 1 (nothing is
+        calibrated at training time), and how alpha (and normalization) scale the model's output. The
+        summary printed rewards and `mean_margin` with no word on them; `rewardkit demo` said it after
+        the summary, plain `train` never."""
+        divisor = self.alpha / self.reward_std if self.normalize_rewards and self.reward_std else self.alpha
+        output = (f"alpha x (r - reward_mean) / reward_std, alpha = {self.alpha:g}" if self.normalize_rewards
+                  else f"alpha x r, alpha = {self.alpha:g}")
+        if self.objective == "mse":
+            back = (f"r = s x {self.reward_std:.4g} / {self.alpha:g} {'-' if self.reward_mean < 0 else '+'} "
+                    f"{abs(self.reward_mean):.4g}" if self.normalize_rewards and self.reward_std else f"r = s / {self.alpha:g}")
+            return (f"  Reading the rewards: the raw reward r predicts the annotation, in the targets' units; the model "
+                    f"outputs s = {output} ({back}).")
+        margin = " (held-out mean_margin is the mean r_chosen - r_rejected)" if "eval_mean_margin" in self.eval_metrics else ""
+        return ("  Reading the rewards: a raw reward r means nothing alone; for two responses to one prompt, "
+                "P(a preferred to b) = sigmoid((r_a - r_b) / T) with T = 1, uncalibrated (`rewardkit evaluate "
+                f"--calibrate` fits T on held-out pairs): a margin of 1{margin} means P = 0.73. The model outputs "
+                f"s = {output}, so P(a preferred to b) = sigmoid((s_a - s_b) / {divisor:.4g}).")
 
     def _steps_line(self, unit: str) -> str:
         """Steps, epochs, time, speed and loss, saying which steps the time and loss are of: a

@@ -303,6 +303,28 @@ def test_score_says_what_a_lone_reward_means_and_where_training_rewards_lay(tmp_
     assert "T = 2 (calibrated)" in err and "Raw rewards of training responses" not in err  # none stored
 
 
+def test_evaluate_says_how_to_read_its_json_in_the_log_and_keeps_stdout_json(tmp_path, tokenizer, capsys):
+    """`evaluate` without --report-dir printed its JSON with no word on how to read it (which
+    rewards, which T, whose reward_mean / reward_std), where `score` explains its numbers in the log."""
+    folder = _tiny_model_folder(tmp_path / "rm", tokenizer, alpha=10.0, reward_mean=0.25, reward_std=1.5)
+    pairs = helpers.write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": "p", "chosen": f"good {i}", "rejected": "bad"}
+                                                           for i in range(4)])
+    assert main(["evaluate", "--model", str(folder), "--data", str(pairs), "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["n"] == 4  # stdout is the JSON alone
+    err = " ".join(captured.err.split())
+    assert ("accuracy is the share of the 4 pairs whose chosen response got the higher raw reward r (before alpha = "
+            "10); mean_margin and median_margin are r_chosen - r_rejected, read as P(chosen preferred) = "
+            "sigmoid(margin / T) with T = 1 (uncalibrated: `evaluate --calibrate` fits it)") in err
+    assert "reward_mean / reward_std are the training responses' (config.json), rewards the evaluated responses'" in err
+    assert "--report-dir R writes report.md, which explains every figure." in err
+    rated = helpers.write_jsonl(tmp_path / "rated.jsonl", [{"prompt": "p", "response": f"r {i}", "reward": float(i)}
+                                                          for i in range(4)])
+    assert main(["evaluate", "--model", str(folder), "--data", str(rated), "--device", "cpu"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "rmse and mae compare the raw reward r (before alpha = 10) of the 4 responses with their targets" in err
+
+
 def test_score_says_how_many_responses_were_cut(tmp_path, tokenizer, capsys):
     """`score --max-length 16` cut two responses that differ only at their end to the same text and
     scored them alike without a word; `score --data` now counts the cuts in its summary too, and

@@ -161,12 +161,31 @@ def test_demo_and_training_summaries_say_1_pair_not_1_pairs():
     summary = result.describe()
     assert "reward model on 1 pair (pairwise)." in summary and "  Held-out (1 pair): accuracy 1.0000." in summary
     assert "Warning: 1 of the 1 held-out pair is also in the training data" in summary
-    assert "Raw rewards on 1 training response: mean 0.1" in summary
+    assert "Raw reward on 1 training response: 0.1, so no spread" in summary
     scorer = SimpleNamespace(temperature=1.0, score_formula=lambda: "score = r")
     metrics = {"n": 1, "accuracy": 1.0, "mean_margin": 0.5, "temperature_written": False, "temperature_fitted": None}
     text = _report(result, metrics, [], scorer, Path("report"), Path("hub"))
     assert "Held-out questions (1 pair, never seen in training):" in text
     assert not re.search(r"\b1 (pairs|training responses)\b", text)
+
+
+def test_demo_says_what_rewards_mean_once_after_its_summary_does():
+    """The training summary now says how to read a reward (P(a > b) at T = 1, this model's alpha);
+    the demo said it again after it. It now names only the T calibration left and the scores' formula."""
+    from types import SimpleNamespace
+
+    from rewardkit.demo import _report
+    from rewardkit.fit import TrainResult
+
+    result = TrainResult(output_dir="m", objective="pairwise", base_model="b", detected_layout="pairwise",
+                         train_rows=8, eval_rows=0, epochs=1.0, steps=1, seconds=1.0, examples_per_second=1.0,
+                         train_loss=0.6, max_length=32, reward_mean=0.1, reward_std=0.5, reward_stats_responses=16)
+    scorer = SimpleNamespace(temperature=0.4538, score_formula=lambda: "score = alpha (1) x raw reward")
+    metrics = {"n": 8, "accuracy": 1.0, "mean_margin": 0.5, "temperature_written": True, "ece_before": 0.1,
+               "ece_after": 0.05}
+    text = _report(result, metrics, [], scorer, Path("report"), Path("hub"))
+    assert text.count("sigmoid((r_a - r_b) / T)") == 1 and "Only differences matter" not in text
+    assert "Examples (score = alpha (1) x raw reward; P(first preferred) at T = 0.454):" in text
 
 
 def test_demo_upload_command_sends_the_held_out_metrics_its_hub_folder_was_built_with(tmp_path):

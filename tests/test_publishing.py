@@ -920,6 +920,18 @@ def test_card_says_how_to_read_outputs_without_the_raw_reward(tokenizer, normali
     assert "From outputs alone" not in plain  # the output is the raw reward itself
 
 
+@pytest.mark.parametrize("alpha", [1.0, 10.0])
+def test_card_alpha_example_uses_a_value_other_than_the_models_alpha(alpha):
+    """The card's per-call example always passed `alpha=10`: on a model whose alpha is 10 its two
+    pipeline lines printed the same number, as if `alpha=` did nothing."""
+    summary = _training_summary("sentence-transformers/all-MiniLM-L6-v2")
+    card = render_model_card({"alpha": alpha}, summary)
+    example = int(re.search(r"max_length=\d+, alpha=(\d+)\)\)", card)[1])
+    assert example != alpha
+    assert f"`model(**inputs, alpha={example})` or `reward_pipe(pair, alpha={example})`" in card
+    assert f"from_pretrained(repo, alpha={example}, ...)" in card and f"model(**inputs, alpha={example}) does" in card
+
+
 def test_dry_run_names_the_upload_command_with_every_flag_that_shapes_the_folder(tmp_path, monkeypatch, capsys):
     """The dry run ended "`rewardkit publish --model M --repo-id R` uploads it": run as printed, that
     dropped --metrics, --dataset and --license (and --revision, --private), so the upload carried a card

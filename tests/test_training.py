@@ -176,6 +176,71 @@ def test_constant_mse_targets_are_reported_with_std_0_not_the_scale_1(tiny_base,
     assert "(training targets: mean 3, standard deviation 0)" in (tmp_path / "out" / "README.md").read_text()
 
 
+class _SameRewardForAll(TrainerCallback):
+    """A head that gives every response the raw reward 0.25 once training ends (weights 0)."""
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        with torch.no_grad():
+            model.score.weight.zero_()
+            model.score.bias.fill_(0.25)
+
+
+def test_no_reward_spread_is_stated_as_std_0_and_no_statistics_are_stored(tiny_base, tmp_path):
+    """Every training response with the same raw reward: the spread 0 was stored as reward_std 1,
+    and the summary, the card ("standard deviation 1") and `score` stated that 1 as the std. The
+    config now holds no statistics (normalization needs a std > 0); the summary keeps the true 0."""
+    train = helpers.write_jsonl(tmp_path / "train.jsonl", _pairwise_rows(16, 0))
+    result = run_training(DataArguments(data=str(train)), _args(tmp_path / "out", tiny_base, max_steps=1),
+                          callbacks=[_SameRewardForAll()])
+    assert (result.reward_mean, result.reward_std) == (0.25, 0.0)
+    summary = result.describe()
+    assert "Raw rewards on 32 training responses: all 0.25 (std 0); config.json stores no reward_mean" in summary
+    assert "std 1" not in summary
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert (config["reward_mean"], config["reward_std"], config["normalize_rewards"]) == (None, None, False)
+    assert json.loads((tmp_path / "out" / "training_summary.json").read_text())["reward_std"] == 0.0
+    card = " ".join((tmp_path / "out" / "README.md").read_text().split())
+    assert "over 32 training responses the raw reward was always 0.25 (standard deviation 0)" in card
+    assert "standard deviation **1**" not in card
+
+
+def test_a_normalizing_model_with_no_reward_spread_is_saved_unnormalized_and_says_so(caplog):
+    """Normalization divides by reward_std, so with a spread of 0 a continued normalizing model
+    cannot normalize: its config is left without statistics and normalization off, with a warning."""
+    from modeling_reward import RewardConfig
+
+    config = RewardConfig(backbone_config=helpers.tiny_backbone_config())
+    with caplog.at_level("WARNING", logger="rewardkit.fit"):
+        fit.store_reward_stats(config, (0.25, 0.0), normalize=True)
+    assert (config.reward_mean, config.reward_std, config.normalize_rewards) == (None, None, False)
+    assert "no spread to normalize by: normalize_rewards, on in the base model, is off" in caplog.text
+    fit.store_reward_stats(config, (0.25, 2.0), normalize=True)
+    assert (config.reward_mean, config.reward_std, config.normalize_rewards) == (0.25, 2.0, True)
+
+
+def test_summary_says_how_to_read_rewards_and_margins_with_the_models_alpha():
+    """The summary printed raw rewards and the held-out mean_margin with no word on what they mean:
+    only `rewardkit demo` said it, after the summary. It now gives P(a > b) = sigmoid(margin / T) at
+    T = 1 (nothing is calibrated at training time) and the divisor of this model's outputs."""
+    from rewardkit.fit import TrainResult
+
+    common = dict(output_dir="out", base_model="tiny", detected_layout="x", train_rows=8, eval_rows=4, epochs=1.0,
+                  steps=1, seconds=1.0, examples_per_second=8.0, train_loss=0.69, max_length=32)
+    pairs = " ".join(TrainResult(objective="pairwise", **common, alpha=10.0, reward_mean=0.5, reward_std=2.0,
+                                 eval_metrics={"eval_mean_margin": 0.8}).describe().split())
+    assert ("P(a preferred to b) = sigmoid((r_a - r_b) / T) with T = 1, uncalibrated (`rewardkit evaluate "
+            "--calibrate` fits T on held-out pairs): a margin of 1 (held-out mean_margin is the mean r_chosen - "
+            "r_rejected) means P = 0.73") in pairs
+    assert "The model outputs s = alpha x r, alpha = 10, so P(a preferred to b) = sigmoid((s_a - s_b) / 10)." in pairs
+    normalized = TrainResult(objective="ranking", **common, alpha=10.0, reward_mean=0.5, reward_std=2.0,
+                             normalize_rewards=True).describe()
+    assert "alpha x (r - reward_mean) / reward_std, alpha = 10, so P(a preferred to b) = sigmoid((s_a - s_b) / 5)" in normalized
+    rated = TrainResult(objective="mse", **common, alpha=4.0, reward_mean=-0.5, reward_std=2.0,
+                        normalize_rewards=True).describe()
+    assert "the model outputs s = alpha x (r - reward_mean) / reward_std, alpha = 4 (r = s x 2 / 4 - 0.5)" in rated
+    assert "sigmoid" not in rated  # an mse model's difference is no probability until a T is calibrated
+
+
 def test_max_length_that_is_not_a_whole_number_is_refused_before_training(tmp_path):
     """From Python or a YAML config (argparse converts text only), 40.5 trained, then failed in the
     tokenizer on the first long text, or saved a config.json that refuses to load."""

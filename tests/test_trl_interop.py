@@ -91,6 +91,25 @@ def test_preference_dataset_refuses_rows_that_are_not_pairs_by_row(tokenizer):
         preference_dataset([{"prompt": "q", "response": "a", "reward": 1.0}], tokenizer, max_length=32)
 
 
+def test_readme_trl_recipe_lets_the_trained_length_warning_fire(tokenizer, caplog):
+    """The README's RewardTrainer recipe called `preference_dataset(rows, tokenizer, max_length=256)`
+    without `model_config`, so the warning of a length above the model's `trained_max_length` could
+    not fire for anyone who followed it, e.g. with a rewardkit model trained at 32 tokens. Its call,
+    as printed, is run here on such a model."""
+    import ast
+    import re
+
+    readme = (helpers.REPO_ROOT / "README.md").read_text()
+    block = next(code for code in re.findall(r"```python\n(.*?)```", readme, re.S) if "trl.RewardTrainer(" in code)
+    call = next(node for node in ast.walk(ast.parse(block))
+                if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "preference_dataset")
+    model = helpers.tiny_reward_model(trained_max_length=32)
+    with caplog.at_level("WARNING", logger="rewardkit.trl_interop"):
+        eval(compile(ast.Expression(call), "README.md", "eval"),  # the README's own call, as printed
+             {"preference_dataset": preference_dataset, "rows": ROWS, "tokenizer": tokenizer, "model": model})
+    assert "longer than the 32 this model was trained at" in caplog.text
+
+
 def test_preference_dataset_longer_than_the_trained_length_is_warned_about(tokenizer, caplog):
     """`score` and `evaluate` warn of a max_length above the model's `trained_max_length`;
     `preference_dataset` cut pairs longer without a word, and the model TRL trained on them was
