@@ -127,8 +127,9 @@ class TrainResult:
         if self.objective == "mse":
             back = (f"r = s x {self.reward_std:.4g} / {self.alpha:g} {'-' if self.reward_mean < 0 else '+'} "
                     f"{abs(self.reward_mean):.4g}" if self.normalize_rewards and self.reward_std else f"r = s / {self.alpha:g}")
+            back = "" if back == "r = s / 1" else f" ({back})"  # at alpha 1, not normalized, s is r
             return (f"  Reading the rewards: the raw reward r predicts the annotation, in the targets' units; the model "
-                    f"outputs s = {output} ({back}).")
+                    f"outputs s = {output}{back}.")
         margin = " (held-out mean_margin is the mean r_chosen - r_rejected)" if "eval_mean_margin" in self.eval_metrics else ""
         return ("  Reading the rewards: a raw reward r means nothing alone; for two responses to one prompt, "
                 "P(a preferred to b) = sigmoid((r_a - r_b) / T) with T = 1, uncalibrated (`rewardkit evaluate "

@@ -239,6 +239,8 @@ def test_summary_says_how_to_read_rewards_and_margins_with_the_models_alpha():
                         normalize_rewards=True).describe()
     assert "the model outputs s = alpha x (r - reward_mean) / reward_std, alpha = 4 (r = s x 2 / 4 - 0.5)" in rated
     assert "sigmoid" not in rated  # an mse model's difference is no probability until a T is calibrated
+    plain = TrainResult(objective="mse", **common, alpha=1.0, reward_mean=0.1, reward_std=2.0).describe()
+    assert "the model outputs s = alpha x r, alpha = 1." in plain and "r = s / 1" not in plain  # s is r: nothing to undo
 
 
 def test_max_length_that_is_not_a_whole_number_is_refused_before_training(tmp_path):
