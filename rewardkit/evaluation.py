@@ -70,6 +70,7 @@ from rewardkit.file_names import (
     REWARD_CONFIG_FILE,
     ROWS_PER_CHUNK,
     SUMMARY_FILE,
+    read_record,
 )
 from rewardkit.lora_checkpoint import is_lora_checkpoint
 from rewardkit.metrics import (
@@ -276,23 +277,14 @@ def _calibrate(collector: _PairwiseCollector | _RankingCollector, scorer: Reward
 def _training_summary(folder: Path) -> dict | None:
     """The folder's training_summary.json, None when it has none or it is unreadable (a model from
     the Hub, a hand-edited file): read once for what `--calibrate` checks in it and adds to it."""
-    return _json_object(folder / SUMMARY_FILE)
+    return read_record(folder / SUMMARY_FILE) or None
 
 
 def _checkpoint_record(folder: Path) -> dict | None:
     """A checkpoint's training_data.json (`data`, `data_split`, as a training summary records them),
     None when it has none or it is unreadable: a checkpoint has no training_summary.json, and
     without this its figures on its own training data were not marked as such."""
-    return _json_object(folder / CHECKPOINT_DATA_FILE)
-
-
-def _json_object(path: Path) -> dict | None:
-    """The JSON object in `path`; None when there is no such file, or it holds no readable object."""
-    try:
-        value = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
+    return read_record(folder / CHECKPOINT_DATA_FILE) or None
 
 
 def _summary_beside(scorer: RewardScorer) -> dict | None:

@@ -31,6 +31,7 @@ from rewardkit.file_names import (
     CHECKPOINT_DATA_FILE,
     REWARD_CONFIG_FILE,
     TRAINER_STATE_FILE,
+    read_record,
 )
 
 # The backbone's shape: what a checkpoint's weights were trained on, compared with the base model
@@ -157,9 +158,9 @@ def export_command(folder: str | os.PathLike) -> str:
     base model, pooling, LoRA settings), read from the checkpoint's records."""
     folder = Path(folder)
     adapter = json.loads((folder / ADAPTER_CONFIG_FILE).read_text(encoding="utf-8"))
-    saved = _read_json(folder / REWARD_CONFIG_FILE)
-    record = _read_json(folder / CHECKPOINT_DATA_FILE)
-    step = _read_json(folder / TRAINER_STATE_FILE).get("global_step")
+    saved = read_record(folder / REWARD_CONFIG_FILE)
+    record = read_record(folder / CHECKPOINT_DATA_FILE)
+    step = read_record(folder / TRAINER_STATE_FILE).get("global_step")
     words = ["rewardkit", "train", "--data", record.get("data") or "DATA"]
     if record.get("data_split"):
         words += ["--split", record["data_split"]]
@@ -179,9 +180,3 @@ def export_command(folder: str | os.PathLike) -> str:
     return shlex.join(words)
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}

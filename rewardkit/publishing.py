@@ -41,6 +41,7 @@ from rewardkit.file_names import (
     REWARD_CONFIG_FILE,
     SUMMARY_FILE,
     TRAINER_STATE_FILE,
+    read_record,
 )
 
 logger = logging.getLogger(__name__)
@@ -392,22 +393,14 @@ def _render_card(model_dir: Path, config: dict[str, Any], *, repo_id: str, evalu
 
 def _checkpoint_step(model_dir: Path) -> int | None:
     """The step of a Trainer's checkpoint (its trainer_state.json), None for any other folder."""
-    state = model_dir / TRAINER_STATE_FILE
-    try:
-        step = json.loads(state.read_text(encoding="utf-8")).get("global_step") if state.is_file() else None
-    except (OSError, ValueError, AttributeError):
-        return None
+    step = read_record(model_dir / TRAINER_STATE_FILE).get("global_step")
     return step if isinstance(step, int) and not isinstance(step, bool) else None
 
 
 def _checkpoint_data(model_dir: Path) -> list[str]:
     """The training data a checkpoint records (training_data.json, as the training summary names it),
     for the card to name as a final model's card does; [] when it records none."""
-    record = model_dir / CHECKPOINT_DATA_FILE
-    try:
-        data = json.loads(record.read_text(encoding="utf-8")).get("data") if record.is_file() else None
-    except (OSError, ValueError, AttributeError):
-        return []
+    data = read_record(model_dir / CHECKPOINT_DATA_FILE).get("data")
     return [data] if isinstance(data, str) and data else []
 
 

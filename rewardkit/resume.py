@@ -25,6 +25,7 @@ from rewardkit.file_names import (
     CHECKPOINT_DATA_FILE,
     REWARD_CONFIG_FILE,
     TRAINER_STATE_FILE,
+    read_record,
 )
 from rewardkit.lora_checkpoint import BACKBONE_SHAPE_KEYS
 from rewardkit.training import RewardTrainer
@@ -277,11 +278,8 @@ def check_checkpoint_data_matches(folder: Path, data: str, split: str | None) ->
     from rewardkit.data_sources import split_read
 
     record = folder / CHECKPOINT_DATA_FILE
-    try:
-        saved = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else {}
-    except (OSError, ValueError):
-        return
-    if not isinstance(saved, dict) or not saved.get("data"):
+    saved = read_record(record)
+    if not saved.get("data"):
         return
     if same_data_source(saved["data"], saved.get("data_split"), data, split_read(data, split)):
         return
